@@ -1,0 +1,148 @@
+import type { Attempt, Backend, LockRequest, Unsubscribe } from "./backend.js";
+import { driftAllowance, monotonicNow } from "./clock.js";
+import { LockTimeoutError } from "./errors.js";
+
+/** A grant the core accepted: the token and the monotonic instant the lease is presumed lost. */
+export interface AcceptedGrant {
+  readonly fencingToken: bigint;
+  readonly deadline: number;
+}
+
+/** Polling bounds. With notifications polling is only the fallback for a missed one. */
+const POLL_MIN_MS = 2;
+const POLL_MAX_MS = 100;
+const POLL_FALLBACK_WITH_NOTIFY_MS = 1_000;
+
+/**
+ * Turns a grant into a deadline, or refuses it when the reply came back too
+ * late to trust (the Redis docs' validity time): the caller releases it.
+ */
+export function acceptGrant(
+  backend: Backend,
+  request: LockRequest,
+  attempt: Attempt & { granted: true },
+  start: number,
+): AcceptedGrant | undefined {
+  if (!backend.capabilities.ttl) {
+    return { fencingToken: attempt.fencingToken, deadline: Number.POSITIVE_INFINITY };
+  }
+  let deadline = start + request.ttlMs - driftAllowance(request.ttlMs);
+  if (attempt.validUntil !== undefined && attempt.validUntil < deadline) deadline = attempt.validUntil;
+  if (monotonicNow() >= deadline) return undefined;
+  return { fencingToken: attempt.fencingToken, deadline };
+}
+
+/**
+ * The slow path of `acquire`, entered after a first attempt failed: waits for
+ * the key with the backend's own queue when it has one, otherwise by
+ * notification plus bounded polling. `cancel` aborts on timeout, the user's
+ * signal or close; its reason is what the caller rejects with.
+ */
+export async function waitForGrant(
+  backend: Backend,
+  request: LockRequest,
+  cancel: AbortSignal,
+  releaseQuietly: (request: LockRequest) => void,
+): Promise<AcceptedGrant> {
+  if (backend.acquire !== undefined) {
+    for (;;) {
+      const start = monotonicNow();
+      const attempt = await backend.acquire(request, { signal: cancel });
+      const grant = acceptGrant(backend, request, attempt, start);
+      if (grant !== undefined && !cancel.aborted) return grant;
+      releaseQuietly(request);
+      cancel.throwIfAborted();
+    }
+  }
+  return pollForGrant(backend, request, cancel, releaseQuietly);
+}
+
+async function pollForGrant(
+  backend: Backend,
+  request: LockRequest,
+  cancel: AbortSignal,
+  releaseQuietly: (request: LockRequest) => void,
+): Promise<AcceptedGrant> {
+  const waker = new Waker(cancel);
+  let unsubscribe: Unsubscribe | undefined;
+  try {
+    if (backend.subscribe !== undefined) {
+      // Subscribe before the next attempt, so a release between the two is never missed.
+      unsubscribe = await backend.subscribe(request, waker.wake);
+    }
+    let delay = POLL_MIN_MS;
+    for (;;) {
+      cancel.throwIfAborted();
+      waker.reset();
+      const start = monotonicNow();
+      const attempt = await backend.tryAcquire(request);
+      if (attempt.granted) {
+        const grant = acceptGrant(backend, request, attempt, start);
+        if (grant !== undefined && !cancel.aborted) return grant;
+        releaseQuietly(request);
+        continue;
+      }
+      const bound =
+        backend.subscribe !== undefined ? POLL_FALLBACK_WITH_NOTIFY_MS : jitter(delay);
+      const hint = attempt.retryAfterMs;
+      await waker.sleep(hint !== undefined && hint >= 0 ? Math.min(bound, hint + 1) : bound);
+      delay = Math.min(delay * 2, POLL_MAX_MS);
+    }
+  } finally {
+    waker.dispose();
+    if (unsubscribe !== undefined) await Promise.resolve(unsubscribe()).catch(() => undefined);
+  }
+}
+
+/** Spreads pollers apart so that waiters on one key do not poll in lockstep. */
+function jitter(ms: number): number {
+  return ms * (0.5 + Math.random());
+}
+
+/** A sleep that ends early on a notification or on cancel. */
+class Waker {
+  readonly #cancel: AbortSignal;
+  #notified = false;
+  #resolve: (() => void) | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  readonly #onAbort = (): void => this.wake();
+
+  constructor(cancel: AbortSignal) {
+    this.#cancel = cancel;
+    cancel.addEventListener("abort", this.#onAbort);
+  }
+
+  /** Bound so backends can call it as a plain callback. */
+  readonly wake = (): void => {
+    this.#notified = true;
+    const resolve = this.#resolve;
+    this.#resolve = undefined;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    resolve?.();
+  };
+
+  /** Forgets notifications that arrived before the attempt about to start. */
+  reset(): void {
+    this.#notified = false;
+  }
+
+  sleep(ms: number): Promise<void> {
+    if (this.#notified || this.#cancel.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#resolve = resolve;
+      this.#timer = setTimeout(this.wake, ms);
+    });
+  }
+
+  dispose(): void {
+    this.#cancel.removeEventListener("abort", this.#onAbort);
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
+/** The reason a wait gave up after `timeoutMs`. */
+export function timeoutError(key: string, timeoutMs: number): LockTimeoutError {
+  return new LockTimeoutError(`timed out after ${timeoutMs} ms waiting for lock "${key}"`);
+}

@@ -1,0 +1,74 @@
+/**
+ * Stable error codes. Check `error.code`, not `instanceof`: two copies of
+ * `@locks/core` in one install make `instanceof` unreliable, codes never are.
+ */
+export type LockErrorCode =
+  | "LOCK_TIMEOUT"
+  | "LOCK_LOST"
+  | "INVALID_ARGUMENT"
+  | "BACKEND_UNAVAILABLE"
+  | "LOCK_CLOSED"
+  | "LOCK_RELEASED";
+
+/** Every error the library throws. Messages may improve between versions; `code` will not change. */
+export class LockError extends Error {
+  /** The stable code of this error. */
+  readonly code: LockErrorCode;
+
+  constructor(code: LockErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "LockError";
+    this.code = code;
+  }
+}
+
+/** `acquire` waited `timeoutMs` without getting the lock. */
+export class LockTimeoutError extends LockError {
+  constructor(message: string) {
+    super("LOCK_TIMEOUT", message);
+    this.name = "LockTimeoutError";
+  }
+}
+
+/** The holder can no longer be sure it holds the lock (TTL passed, extension refused, session lost). */
+export class LockLostError extends LockError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("LOCK_LOST", message, options);
+    this.name = "LockLostError";
+  }
+}
+
+/** Refused before any I/O: the message names the argument. */
+export function invalidArgument(name: string, problem: string): LockError {
+  return new LockError("INVALID_ARGUMENT", `${name} ${problem}`);
+}
+
+/** The server could not be reached or answered with an error; the original error is `cause`. */
+export function backendUnavailable(backend: string, cause: unknown): LockError {
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  return new LockError("BACKEND_UNAVAILABLE", `${backend} backend unavailable: ${detail}`, {
+    cause,
+  });
+}
+
+/** The `Locks` (or backend) was closed. */
+export function lockClosed(what = "locks client"): LockError {
+  return new LockError("LOCK_CLOSED", `the ${what} was closed`);
+}
+
+/** True when `error` is a LockError with the given code (works across duplicate installs). */
+export function isLockError(error: unknown, code?: LockErrorCode): error is LockError {
+  if (typeof error !== "object" || error === null) return false;
+  const c = (error as { code?: unknown }).code;
+  if (typeof c !== "string" || !LOCK_ERROR_CODES.has(c)) return false;
+  return code === undefined || c === code;
+}
+
+const LOCK_ERROR_CODES: ReadonlySet<string> = new Set<LockErrorCode>([
+  "LOCK_TIMEOUT",
+  "LOCK_LOST",
+  "INVALID_ARGUMENT",
+  "BACKEND_UNAVAILABLE",
+  "LOCK_CLOSED",
+  "LOCK_RELEASED",
+]);

@@ -1,0 +1,42 @@
+/**
+ * `@locks/core`: one lock API over many backends.
+ *
+ * @packageDocumentation
+ */
+export type {
+  Attempt,
+  Backend,
+  Capabilities,
+  KeyStatus,
+  LockMode,
+  LockRequest,
+  LossReport,
+  Unsubscribe,
+  WaitOptions,
+} from "./backend.js";
+export { driftAllowance, monotonicNow } from "./clock.js";
+export {
+  backendUnavailable,
+  invalidArgument,
+  isLockError,
+  LockError,
+  type LockErrorCode,
+  LockLostError,
+  LockTimeoutError,
+  lockClosed,
+} from "./errors.js";
+export {
+  assertHistory,
+  type CheckOptions,
+  checkHistory,
+  History,
+  type HistoryViolation,
+  type HoldRecord,
+  historyNow,
+  holdEnd,
+} from "./history.js";
+export { keyDigest, MAX_KEY_BYTES, scopedKey, validateKey } from "./keys.js";
+export type { Lease } from "./lease.js";
+export { createLocks, type Locks, type LocksOptions } from "./locks.js";
+export type { AcquireOptions, TryAcquireOptions } from "./options.js";
+export { newOwnerToken } from "./owner.js";

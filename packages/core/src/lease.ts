@@ -1,0 +1,176 @@
+import type { Backend, LockMode, LockRequest } from "./backend.js";
+import { driftAllowance, monotonicNow, toEpochMs } from "./clock.js";
+import { asyncDispose } from "./dispose.js";
+import { LockError, LockLostError } from "./errors.js";
+import { validateTtl } from "./options.js";
+import { Watchdog } from "./watchdog.js";
+
+/** A held lock. Release it with `release()` or `await using`. */
+export interface Lease extends AsyncDisposable {
+  /** The key as given to `acquire`, without the namespace. */
+  readonly key: string;
+  readonly mode: LockMode;
+  /**
+   * Strictly greater than the token of every earlier grant of this key. Pass it
+   * to the protected resource and have it refuse tokens lower than the highest
+   * it has seen: that keeps it safe from a holder that woke up after its lease ran out.
+   */
+  readonly fencingToken: bigint;
+  /** Local, conservative estimate (epoch ms) of when the lease runs out; undefined without a TTL. */
+  readonly expiresAt: number | undefined;
+  /**
+   * Aborts the moment the holder can no longer be sure it holds the lock (its
+   * reason is a `LockLostError`), and on release (reason code `LOCK_RELEASED`).
+   */
+  readonly signal: AbortSignal;
+  /** Extends the lease by `ttlMs` (default: its TTL) from now. Rejects with `LockLostError` when no longer held. */
+  extend(ttlMs?: number): Promise<void>;
+  /** Releases the lock; idempotent; resolves for a lost lease; never touches another holder's lock. */
+  release(): Promise<void>;
+}
+
+/** What a lease needs from the client that made it. */
+export interface LeaseHost {
+  readonly backend: Backend;
+  leaseEnded(lease: HeldLease): void;
+}
+
+type State = "held" | "released" | "lost";
+
+/** @internal The one implementation of `Lease`. */
+export class HeldLease implements Lease {
+  readonly fencingToken: bigint;
+  readonly #host: LeaseHost;
+  readonly #request: LockRequest;
+  #ttlMs: number;
+  /** Monotonic instant at which the lease is presumed lost; Infinity without TTL. */
+  #deadline: number;
+  #state: State = "held";
+  #endReason: LockError | undefined;
+  // Created only when someone reads `signal`: an AbortController costs more than a whole uncontended cycle.
+  #controller: AbortController | undefined;
+  #released: Promise<void> | undefined;
+  #watchdog: Watchdog | undefined;
+
+  constructor(
+    host: LeaseHost,
+    request: LockRequest,
+    fencingToken: bigint,
+    deadline: number,
+    autoExtend: boolean,
+  ) {
+    this.#host = host;
+    this.#request = request;
+    this.fencingToken = fencingToken;
+    this.#ttlMs = request.ttlMs;
+    this.#deadline = deadline;
+    if (deadline !== Number.POSITIVE_INFINITY) {
+      this.#watchdog = new Watchdog(this, autoExtend);
+      this.#watchdog.arm(monotonicNow(), deadline, this.#ttlMs);
+    }
+  }
+
+  get key(): string {
+    return this.#request.key;
+  }
+
+  get mode(): LockMode {
+    return this.#request.mode;
+  }
+
+  /** @internal */
+  get owner(): string {
+    return this.#request.owner;
+  }
+
+  get expiresAt(): number | undefined {
+    return this.#deadline === Number.POSITIVE_INFINITY ? undefined : toEpochMs(this.#deadline);
+  }
+
+  /** @internal Monotonic deadline, for the watchdog. */
+  get deadline(): number {
+    return this.#deadline;
+  }
+
+  get held(): boolean {
+    return this.#state === "held";
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#state !== "held") this.#controller.abort(this.#reason());
+    }
+    return this.#controller.signal;
+  }
+
+  extend(ttlMs?: number): Promise<void> {
+    let ttl: number;
+    try {
+      ttl = ttlMs === undefined ? this.#ttlMs : validateTtl(ttlMs);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.renew(ttl);
+  }
+
+  /** @internal Shared by `extend()` and the watchdog. */
+  async renew(ttlMs: number): Promise<void> {
+    if (this.#state === "held" && monotonicNow() >= this.#deadline) {
+      this.markLost("the lease's TTL passed without an extension");
+    }
+    if (this.#state !== "held") throw this.#lostReason();
+    const start = monotonicNow();
+    const stillHeld = await this.#host.backend.extend(this.#request, ttlMs);
+    if (this.#state !== "held") throw this.#lostReason();
+    if (!stillHeld) {
+      this.markLost("the extension was refused: the lock is no longer held by this lease");
+      throw this.#lostReason();
+    }
+    if (this.#deadline !== Number.POSITIVE_INFINITY) {
+      this.#ttlMs = ttlMs;
+      this.#deadline = start + ttlMs - driftAllowance(ttlMs);
+      this.#watchdog?.arm(start, this.#deadline, ttlMs);
+    }
+  }
+
+  release(): Promise<void> {
+    if (this.#released !== undefined) return this.#released;
+    const wasHeld = this.#state === "held";
+    if (wasHeld) this.#end("released", undefined);
+    const done = this.#host.backend.release(this.#request);
+    // Releasing a lost lease is a clean-up attempt only: it must not throw at the user.
+    this.#released = wasHeld ? done : done.catch(() => undefined);
+    return this.#released;
+  }
+
+  [asyncDispose](): Promise<void> {
+    return this.release();
+  }
+
+  /** @internal Marks the lease lost (idempotent) and aborts its signal with a `LockLostError`. */
+  markLost(reason: string, cause?: unknown): void {
+    if (this.#state !== "held") return;
+    this.#end("lost", new LockLostError(`lock "${this.key}" lost: ${reason}`, { cause }));
+  }
+
+  #end(state: "released" | "lost", reason: LockError | undefined): void {
+    this.#state = state;
+    this.#endReason = reason;
+    this.#watchdog?.stop();
+    this.#host.leaseEnded(this);
+    if (this.#controller !== undefined) this.#controller.abort(this.#reason());
+  }
+
+  #reason(): LockError {
+    this.#endReason ??= new LockError("LOCK_RELEASED", `lock "${this.key}" was released`);
+    return this.#endReason;
+  }
+
+  #lostReason(): LockLostError {
+    const reason = this.#reason();
+    return reason instanceof LockLostError
+      ? reason
+      : new LockLostError(`lock "${this.key}" is no longer held: it was released`);
+  }
+}

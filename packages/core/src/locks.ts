@@ -1,0 +1,240 @@
+import { acceptGrant, timeoutError, waitForGrant } from "./acquire.js";
+import type { Backend, LockRequest, LossReport, Unsubscribe } from "./backend.js";
+import { monotonicNow } from "./clock.js";
+import { asyncDispose } from "./dispose.js";
+import { invalidArgument, lockClosed } from "./errors.js";
+import { MAX_NAMESPACE_BYTES, typeName, validateKey } from "./keys.js";
+import { HeldLease, type Lease, type LeaseHost } from "./lease.js";
+import {
+  type AcquireOptions,
+  MAX_TIMER_MS,
+  type ResolvedOptions,
+  resolveOptions,
+  type TryAcquireOptions,
+  validateTtl,
+} from "./options.js";
+import { newOwnerToken } from "./owner.js";
+
+/** Options of `createLocks`. */
+export interface LocksOptions {
+  /** Prefix of every key on the server, so apps sharing a server never collide. Default `"default"`. */
+  namespace?: string;
+  /** Default lease time in ms (default 30 000). */
+  ttlMs?: number;
+  /** Default of `autoExtend` for every acquire (default true). */
+  autoExtend?: boolean;
+}
+
+/** A lock client over one backend. */
+export interface Locks extends AsyncDisposable {
+  /** The backend this client uses. */
+  readonly backend: Backend;
+  readonly namespace: string;
+  /** Waits for `key` (up to `timeoutMs`) and returns the lease. */
+  acquire(key: string, options?: AcquireOptions): Promise<Lease>;
+  /** One attempt that never waits: the lease, or null when the key is taken. */
+  tryAcquire(key: string, options?: TryAcquireOptions): Promise<Lease | null>;
+  /** Runs `fn` while holding `key`, and releases after it settles. */
+  withLock<T>(key: string, fn: (lease: Lease) => T | Promise<T>, options?: AcquireOptions): Promise<T>;
+  /** Releases every lease it holds, rejects its waiting acquires with `LOCK_CLOSED`, closes the backend. */
+  close(): Promise<void>;
+}
+
+const DEFAULT_TTL_MS = 30_000;
+
+/** Creates a lock client over `backend`. */
+export function createLocks(backend: Backend, options: LocksOptions = {}): Locks {
+  return new LockClient(backend, options);
+}
+
+class LockClient implements Locks, LeaseHost {
+  readonly backend: Backend;
+  readonly namespace: string;
+  readonly #defaults: { ttlMs: number; autoExtend: boolean };
+  readonly #leases = new Map<string, HeldLease>();
+  readonly #waiting = new Set<AbortController>();
+  readonly #cleanups = new Set<Promise<unknown>>();
+  readonly #stopLossWatch: Unsubscribe | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(backend: Backend, options: LocksOptions) {
+    assertBackend(backend);
+    if (typeof options !== "object" || options === null) {
+      throw invalidArgument("options", `must be an object, got ${typeName(options)}`);
+    }
+    this.backend = backend;
+    this.namespace =
+      options.namespace === undefined
+        ? "default"
+        : validateKey(options.namespace, "namespace", MAX_NAMESPACE_BYTES);
+    const autoExtend = options.autoExtend ?? true;
+    if (typeof autoExtend !== "boolean") {
+      throw invalidArgument("autoExtend", `must be a boolean, got ${typeName(autoExtend)}`);
+    }
+    this.#defaults = {
+      ttlMs: options.ttlMs === undefined ? DEFAULT_TTL_MS : validateTtl(options.ttlMs),
+      autoExtend,
+    };
+    this.#stopLossWatch = backend.onLoss?.((report) => this.#onLoss(report));
+  }
+
+  acquire(key: string, options?: AcquireOptions): Promise<Lease> {
+    return this.#acquire(key, options, true) as Promise<Lease>;
+  }
+
+  tryAcquire(key: string, options?: TryAcquireOptions): Promise<Lease | null> {
+    return this.#acquire(key, options, false);
+  }
+
+  async withLock<T>(
+    key: string,
+    fn: (lease: Lease) => T | Promise<T>,
+    options?: AcquireOptions,
+  ): Promise<T> {
+    if (typeof fn !== "function") throw invalidArgument("fn", `must be a function, got ${typeName(fn)}`);
+    const lease = await this.acquire(key, options);
+    try {
+      return await fn(lease);
+    } finally {
+      await lease.release();
+    }
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  [asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /** @internal */
+  leaseEnded(lease: HeldLease): void {
+    this.#leases.delete(lease.owner);
+  }
+
+  #acquire(key: string, options: AcquireOptions | undefined, wait: boolean): Promise<Lease | null> {
+    let request: LockRequest;
+    let resolved: ResolvedOptions;
+    try {
+      if (this.#closing !== undefined) throw lockClosed();
+      validateKey(key);
+      resolved = resolveOptions(options, this.#defaults, this.backend.capabilities, wait);
+      resolved.signal?.throwIfAborted();
+      request = {
+        key,
+        namespace: this.namespace,
+        owner: newOwnerToken(),
+        mode: resolved.mode,
+        limit: resolved.limit,
+        ttlMs: resolved.ttlMs,
+      };
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const start = monotonicNow();
+    return this.backend.tryAcquire(request).then(
+      (attempt) => {
+        if (attempt.granted) {
+          const grant = acceptGrant(this.backend, request, attempt, start);
+          if (grant !== undefined) return this.#grant(request, resolved, grant.fencingToken, grant.deadline);
+          this.#releaseQuietly(request);
+        }
+        if (!wait) {
+          // A grant that arrived after the caller gave up is handed back, not reported.
+          resolved.signal?.throwIfAborted();
+          return null;
+        }
+        if (resolved.timeoutMs === 0) throw timeoutError(key, 0);
+        return this.#wait(request, resolved);
+      },
+      (error: unknown) => {
+        // The outcome is unknown (the command may have run): clean up by owner, never report a grant.
+        this.#releaseQuietly(request);
+        throw error;
+      },
+    );
+  }
+
+  async #wait(request: LockRequest, options: ResolvedOptions): Promise<Lease> {
+    if (this.#closing !== undefined) throw lockClosed();
+    const cancel = new AbortController();
+    const { signal, timeoutMs } = options;
+    const onAbort = (): void => cancel.abort(signal?.reason);
+    signal?.addEventListener("abort", onAbort);
+    if (signal?.aborted) onAbort();
+    const timer =
+      timeoutMs === Number.POSITIVE_INFINITY
+        ? undefined
+        : setTimeout(
+            () => cancel.abort(timeoutError(request.key, timeoutMs)),
+            Math.min(timeoutMs, MAX_TIMER_MS),
+          );
+    this.#waiting.add(cancel);
+    try {
+      const grant = await waitForGrant(this.backend, request, cancel.signal, (r) =>
+        this.#releaseQuietly(r),
+      );
+      return this.#grant(request, options, grant.fencingToken, grant.deadline);
+    } catch (error) {
+      // Rejection is always the cancel reason when one exists: timeouts, aborts and close win over echoes.
+      if (cancel.signal.aborted) throw cancel.signal.reason;
+      throw error;
+    } finally {
+      this.#waiting.delete(cancel);
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  #grant(request: LockRequest, options: ResolvedOptions, token: bigint, deadline: number): Lease {
+    if (this.#closing !== undefined || options.signal?.aborted) {
+      // Granted after the caller gave up: hand it back, report the reason.
+      this.#releaseQuietly(request);
+      throw this.#closing !== undefined ? lockClosed() : options.signal?.reason;
+    }
+    const lease = new HeldLease(this, request, token, deadline, options.autoExtend);
+    this.#leases.set(request.owner, lease);
+    return lease;
+  }
+
+  #releaseQuietly(request: LockRequest): void {
+    const cleanup = this.backend.release(request).catch(() => undefined);
+    this.#cleanups.add(cleanup);
+    void cleanup.finally(() => this.#cleanups.delete(cleanup));
+  }
+
+  #onLoss(report: LossReport): void {
+    if (report.owner !== undefined) {
+      this.#leases.get(report.owner)?.markLost(report.reason, report.cause);
+      return;
+    }
+    for (const lease of [...this.#leases.values()]) lease.markLost(report.reason, report.cause);
+  }
+
+  async #close(): Promise<void> {
+    const closed = lockClosed();
+    for (const waiter of this.#waiting) waiter.abort(closed);
+    const releases = [...this.#leases.values()].map((lease) => lease.release());
+    await Promise.allSettled(releases);
+    await Promise.allSettled([...this.#cleanups]);
+    await this.#stopLossWatch?.();
+    await this.backend.close();
+  }
+}
+
+function assertBackend(backend: unknown): asserts backend is Backend {
+  const b = backend as Partial<Backend> | null;
+  const ok =
+    typeof b === "object" &&
+    b !== null &&
+    typeof b.tryAcquire === "function" &&
+    typeof b.extend === "function" &&
+    typeof b.release === "function" &&
+    typeof b.close === "function" &&
+    typeof b.capabilities === "object" &&
+    b.capabilities !== null;
+  if (!ok) throw invalidArgument("backend", "must be a lock backend (see @locks/core's Backend contract)");
+}
+

@@ -1,0 +1,134 @@
+import type { Capabilities, LockMode } from "./backend.js";
+import { invalidArgument } from "./errors.js";
+import { typeName } from "./keys.js";
+
+/** Options of `Locks.tryAcquire`. */
+export interface TryAcquireOptions {
+  /** Lease time in ms; defaults to the client's `ttlMs`. A backend without server-side TTL validates and ignores it. */
+  ttlMs?: number;
+  /** Extend the lease at about a third of its TTL until release (default true). */
+  autoExtend?: boolean;
+  /** `"exclusive"` (default) or `"shared"`. */
+  mode?: LockMode;
+  /** Maximum number of holders: a counting semaphore when > 1 (default 1). */
+  limit?: number;
+  /** Gives up when aborted: the promise rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** Options of `Locks.acquire` and `Locks.withLock`. */
+export interface AcquireOptions extends TryAcquireOptions {
+  /** How long to wait for the lock, in ms; rejects with `LOCK_TIMEOUT` after it. Default: wait forever. 0 tries once. */
+  timeoutMs?: number;
+}
+
+/** Validated acquire options, defaults filled in. */
+export interface ResolvedOptions {
+  readonly ttlMs: number;
+  readonly autoExtend: boolean;
+  readonly mode: LockMode;
+  readonly limit: number;
+  readonly signal: AbortSignal | undefined;
+  readonly timeoutMs: number;
+}
+
+/** setTimeout's ceiling: a longer delay fires at once, so refuse it. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+const ACQUIRE_KEYS = new Set(["ttlMs", "autoExtend", "mode", "limit", "signal", "timeoutMs"]);
+const TRY_ACQUIRE_KEYS = new Set(["ttlMs", "autoExtend", "mode", "limit", "signal"]);
+
+/** Validates a TTL: a positive finite number of ms, rounded up to whole ms. */
+export function validateTtl(value: unknown, name = "ttlMs"): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    throw invalidArgument(name, `must be a positive finite number of milliseconds, got ${show(value)}`);
+  }
+  if (value > MAX_TIMER_MS) throw invalidArgument(name, `must be at most ${MAX_TIMER_MS}, got ${value}`);
+  return Math.ceil(value);
+}
+
+/** Validates and completes acquire options before any I/O. */
+export function resolveOptions(
+  options: AcquireOptions | undefined,
+  defaults: { ttlMs: number; autoExtend: boolean },
+  capabilities: Capabilities,
+  allowTimeout: boolean,
+): ResolvedOptions {
+  if (options === undefined) {
+    return {
+      ttlMs: defaults.ttlMs,
+      autoExtend: defaults.autoExtend,
+      mode: "exclusive",
+      limit: 1,
+      signal: undefined,
+      timeoutMs: Number.POSITIVE_INFINITY,
+    };
+  }
+  if (typeof options !== "object" || options === null) {
+    throw invalidArgument("options", `must be an object, got ${typeName(options)}`);
+  }
+  const allowed = allowTimeout ? ACQUIRE_KEYS : TRY_ACQUIRE_KEYS;
+  for (const name in options) {
+    if (!allowed.has(name)) {
+      const hint = name === "timeoutMs" ? " (tryAcquire never waits; use acquire)" : "";
+      throw invalidArgument(`options.${name}`, `is not a known option${hint}`);
+    }
+  }
+  const o = options as Record<string, unknown>;
+  const ttlMs = o.ttlMs === undefined ? defaults.ttlMs : validateTtl(o.ttlMs);
+
+  const autoExtend = o.autoExtend === undefined ? defaults.autoExtend : o.autoExtend;
+  if (typeof autoExtend !== "boolean") {
+    throw invalidArgument("autoExtend", `must be a boolean, got ${typeName(autoExtend)}`);
+  }
+
+  const mode = o.mode === undefined ? "exclusive" : o.mode;
+  if (mode !== "exclusive" && mode !== "shared") {
+    throw invalidArgument("mode", `must be "exclusive" or "shared", got ${show(mode)}`);
+  }
+  if (mode === "shared" && !capabilities.shared) {
+    throw invalidArgument("mode", `"shared" is not supported by this backend`);
+  }
+
+  const limit = o.limit === undefined ? 1 : o.limit;
+  if (typeof limit !== "number" || !Number.isSafeInteger(limit) || limit < 1) {
+    throw invalidArgument("limit", `must be an integer >= 1, got ${show(limit)}`);
+  }
+  if (limit > 1 && !capabilities.semaphore) {
+    throw invalidArgument("limit", "> 1 (semaphore) is not supported by this backend");
+  }
+  if (limit > 1 && mode === "shared") {
+    throw invalidArgument("limit", `> 1 cannot be combined with mode "shared"`);
+  }
+
+  const signal = o.signal;
+  if (signal !== undefined && !isAbortSignal(signal)) {
+    throw invalidArgument("signal", `must be an AbortSignal, got ${typeName(signal)}`);
+  }
+
+  let timeoutMs = Number.POSITIVE_INFINITY;
+  if (o.timeoutMs !== undefined) {
+    const t = o.timeoutMs;
+    if (typeof t !== "number" || Number.isNaN(t) || t < 0) {
+      throw invalidArgument("timeoutMs", `must be a number >= 0 (or Infinity), got ${show(t)}`);
+    }
+    timeoutMs = t;
+  }
+
+  return { ttlMs, autoExtend, mode, limit, signal, timeoutMs };
+}
+
+function isAbortSignal(value: unknown): value is AbortSignal {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    typeof (value as AbortSignal).aborted === "boolean" &&
+    typeof (value as AbortSignal).addEventListener === "function"
+  );
+}
+
+function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") return String(value);
+  return typeName(value);
+}
