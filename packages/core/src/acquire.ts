@@ -27,7 +27,8 @@ export function acceptGrant(
     return { fencingToken: attempt.fencingToken, deadline: Number.POSITIVE_INFINITY };
   }
   let deadline = start + request.ttlMs - driftAllowance(request.ttlMs);
-  if (attempt.validUntil !== undefined && attempt.validUntil < deadline) deadline = attempt.validUntil;
+  if (attempt.validUntil !== undefined && attempt.validUntil < deadline)
+    deadline = attempt.validUntil;
   if (monotonicNow() >= deadline) return undefined;
   return { fencingToken: attempt.fencingToken, deadline };
 }
@@ -82,8 +83,7 @@ async function pollForGrant(
         releaseQuietly(request);
         continue;
       }
-      const bound =
-        backend.subscribe !== undefined ? POLL_FALLBACK_WITH_NOTIFY_MS : jitter(delay);
+      const bound = backend.subscribe !== undefined ? POLL_FALLBACK_WITH_NOTIFY_MS : jitter(delay);
       const hint = attempt.retryAfterMs;
       await waker.sleep(hint !== undefined && hint >= 0 ? Math.min(bound, hint + 1) : bound);
       delay = Math.min(delay * 2, POLL_MAX_MS);

@@ -56,7 +56,8 @@ export class History {
     };
     this.holds.push(record);
     const onAbort = (): void => {
-      if (record.releasedAt === undefined && record.lostAt === undefined) record.lostAt = historyNow();
+      if (record.releasedAt === undefined && record.lostAt === undefined)
+        record.lostAt = historyNow();
     };
     lease.signal.addEventListener("abort", onAbort, { once: true });
     return () => {
@@ -99,9 +100,9 @@ export function checkHistory(
   const violations: HistoryViolation[] = [];
   const byKey = new Map<string, HoldRecord[]>();
   for (const hold of holds) {
-    let list = byKey.get(hold.key);
-    if (list === undefined) byKey.set(hold.key, (list = []));
-    list.push(hold);
+    const list = byKey.get(hold.key);
+    if (list === undefined) byKey.set(hold.key, [hold]);
+    else list.push(hold);
   }
   for (const list of byKey.values()) {
     checkOverlaps(list, violations);
@@ -114,7 +115,9 @@ export function checkHistory(
 export function assertHistory(holds: readonly HoldRecord[], options?: CheckOptions): void {
   const violations = checkHistory(holds, options);
   if (violations.length === 0) return;
-  const shown = violations.slice(0, 3).map((v) => `${v.message}\n${v.holds.map(describeHold).join("\n")}`);
+  const shown = violations
+    .slice(0, 3)
+    .map((v) => `${v.message}\n${v.holds.map(describeHold).join("\n")}`);
   throw new Error(
     `history check failed: ${violations.length} violation(s) in ${holds.length} holds\n${shown.join("\n\n")}`,
   );

@@ -11,11 +11,15 @@ export const MAX_NAMESPACE_BYTES = 256;
  * characters are allowed: backends encode keys, so no character is special.
  */
 export function validateKey(key: unknown, name = "key", max = MAX_KEY_BYTES): string {
-  if (typeof key !== "string") throw invalidArgument(name, `must be a string, got ${typeName(key)}`);
+  if (typeof key !== "string")
+    throw invalidArgument(name, `must be a string, got ${typeName(key)}`);
   if (key.length === 0) throw invalidArgument(name, "must not be empty");
   // A UTF-16 unit is at most 3 UTF-8 bytes; only count bytes when it could matter.
   if (key.length * 3 > max && Buffer.byteLength(key, "utf8") > max) {
-    throw invalidArgument(name, `must be at most ${max} UTF-8 bytes, got ${Buffer.byteLength(key)}`);
+    throw invalidArgument(
+      name,
+      `must be at most ${max} UTF-8 bytes, got ${Buffer.byteLength(key)}`,
+    );
   }
   return key;
 }

@@ -35,7 +35,11 @@ export interface Locks extends AsyncDisposable {
   /** One attempt that never waits: the lease, or null when the key is taken. */
   tryAcquire(key: string, options?: TryAcquireOptions): Promise<Lease | null>;
   /** Runs `fn` while holding `key`, and releases after it settles. */
-  withLock<T>(key: string, fn: (lease: Lease) => T | Promise<T>, options?: AcquireOptions): Promise<T>;
+  withLock<T>(
+    key: string,
+    fn: (lease: Lease) => T | Promise<T>,
+    options?: AcquireOptions,
+  ): Promise<T>;
   /** Releases every lease it holds, rejects its waiting acquires with `LOCK_CLOSED`, closes the backend. */
   close(): Promise<void>;
 }
@@ -91,7 +95,8 @@ class LockClient implements Locks, LeaseHost {
     fn: (lease: Lease) => T | Promise<T>,
     options?: AcquireOptions,
   ): Promise<T> {
-    if (typeof fn !== "function") throw invalidArgument("fn", `must be a function, got ${typeName(fn)}`);
+    if (typeof fn !== "function")
+      throw invalidArgument("fn", `must be a function, got ${typeName(fn)}`);
     const lease = await this.acquire(key, options);
     try {
       return await fn(lease);
@@ -138,7 +143,8 @@ class LockClient implements Locks, LeaseHost {
       (attempt) => {
         if (attempt.granted) {
           const grant = acceptGrant(this.backend, request, attempt, start);
-          if (grant !== undefined) return this.#grant(request, resolved, grant.fencingToken, grant.deadline);
+          if (grant !== undefined)
+            return this.#grant(request, resolved, grant.fencingToken, grant.deadline);
           this.#releaseQuietly(request);
         }
         if (!wait) {
@@ -235,6 +241,6 @@ function assertBackend(backend: unknown): asserts backend is Backend {
     typeof b.close === "function" &&
     typeof b.capabilities === "object" &&
     b.capabilities !== null;
-  if (!ok) throw invalidArgument("backend", "must be a lock backend (see @locks/core's Backend contract)");
+  if (!ok)
+    throw invalidArgument("backend", "must be a lock backend (see @locks/core's Backend contract)");
 }
-

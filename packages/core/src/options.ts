@@ -41,9 +41,13 @@ const TRY_ACQUIRE_KEYS = new Set(["ttlMs", "autoExtend", "mode", "limit", "signa
 /** Validates a TTL: a positive finite number of ms, rounded up to whole ms. */
 export function validateTtl(value: unknown, name = "ttlMs"): number {
   if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
-    throw invalidArgument(name, `must be a positive finite number of milliseconds, got ${show(value)}`);
+    throw invalidArgument(
+      name,
+      `must be a positive finite number of milliseconds, got ${show(value)}`,
+    );
   }
-  if (value > MAX_TIMER_MS) throw invalidArgument(name, `must be at most ${MAX_TIMER_MS}, got ${value}`);
+  if (value > MAX_TIMER_MS)
+    throw invalidArgument(name, `must be at most ${MAX_TIMER_MS}, got ${value}`);
   return Math.ceil(value);
 }
 
@@ -128,7 +132,9 @@ function isAbortSignal(value: unknown): value is AbortSignal {
 }
 
 function show(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") return String(value);
+  if (typeof value === "string")
+    return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint")
+    return String(value);
   return typeName(value);
 }

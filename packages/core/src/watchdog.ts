@@ -53,7 +53,8 @@ export class Watchdog {
       this.#lease.markLost("the lease's TTL passed without an extension");
       return;
     }
-    if (now >= this.#nextExtendAt && !this.#extending) {
+    // Timers may fire a little early against performance.now(): 1 ms of slack.
+    if (now >= this.#nextExtendAt - 1 && !this.#extending) {
       this.#extending = true;
       this.#lease.renew(this.#ttlMs).then(
         () => {
@@ -62,11 +63,14 @@ export class Watchdog {
         () => {
           // A lost lease is already marked; a transient error retries until the deadline.
           this.#extending = false;
-          if (!this.#stopped) this.#schedule(Math.min(monotonicNow() + this.#retryDelay(), deadline));
+          if (!this.#stopped)
+            this.#schedule(Math.min(monotonicNow() + this.#retryDelay(), deadline));
         },
       );
     }
-    if (this.#timer === undefined) this.#schedule(deadline);
+    if (this.#timer === undefined) {
+      this.#schedule(this.#extending ? deadline : Math.min(this.#nextExtendAt, deadline));
+    }
   }
 
   #retryDelay(): number {

@@ -1,0 +1,154 @@
+import { randomBytes } from "node:crypto";
+import { onTestFinished } from "vitest";
+import type { Backend } from "../backend.js";
+import { History } from "../history.js";
+import type { Lease } from "../lease.js";
+import { createLocks, type Locks, type LocksOptions } from "../locks.js";
+import type { ConformanceOptions } from "./options.js";
+
+/** Counts the calls a backend receives, to prove bad input is refused before any I/O. */
+export interface CountedBackend {
+  readonly backend: Backend;
+  readonly calls: () => number;
+}
+
+/**
+ * Per-test fixture: a fresh random namespace (tests share servers and never
+ * wipe them), backend instances made by the user's factory, and clean-up of
+ * everything opened when the test ends, whether it passed or not.
+ */
+export class Harness {
+  readonly namespace = `conf-${randomBytes(6).toString("hex")}`;
+  readonly options: ConformanceOptions;
+  readonly ttlMs: number;
+  readonly #clients: Locks[] = [];
+
+  constructor(options: ConformanceOptions) {
+    this.options = options;
+    this.ttlMs = options.ttlMs ?? 1_000;
+    onTestFinished(() => this.cleanup());
+  }
+
+  /** A lock client over a NEW backend instance (its own connections). */
+  async client(options: LocksOptions = {}): Promise<Locks> {
+    const backend = await this.options.create();
+    const locks = createLocks(backend, { namespace: this.namespace, ...options });
+    this.#clients.push(locks);
+    return locks;
+  }
+
+  /** `n` clients, each over its own backend instance. */
+  async clients(n: number, options: LocksOptions = {}): Promise<Locks[]> {
+    const made: Locks[] = [];
+    for (let i = 0; i < n; i++) made.push(await this.client(options));
+    return made;
+  }
+
+  /** A client whose backend counts every call made to it. */
+  async countedClient(options: LocksOptions = {}): Promise<{ locks: Locks; calls: () => number }> {
+    const counted = countCalls(await this.options.create());
+    const locks = createLocks(counted.backend, { namespace: this.namespace, ...options });
+    this.#clients.push(locks);
+    return { locks, calls: counted.calls };
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.allSettled(this.#clients.map((c) => c.close()));
+  }
+}
+
+function countCalls(backend: Backend): CountedBackend {
+  let calls = 0;
+  const counted = new Proxy(backend, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (typeof value !== "function" || property === "close" || property === "onLoss")
+        return value;
+      return (...args: unknown[]) => {
+        calls++;
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  return { backend: counted, calls: () => calls };
+}
+
+/** Resolves after `ms`; used only to hold a lock for a while, never to wait for a condition. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `check` until it is true or `timeoutMs` passes. */
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (performance.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    await sleep(5);
+  }
+}
+
+/**
+ * Each of `clients` runs `loops` acquire -> hold -> release cycles on `key`,
+ * recording every hold; returns the history for checking.
+ */
+export async function contend(
+  clients: readonly Locks[],
+  key: string,
+  loops: number,
+  options: {
+    tasksPerClient?: number;
+    limit?: number;
+    mode?: "exclusive" | "shared" | "mixed";
+  } = {},
+): Promise<History> {
+  const history = new History();
+  const tasks: Promise<void>[] = [];
+  const perClient = options.tasksPerClient ?? 1;
+  const limit = options.limit ?? 1;
+  clients.forEach((locks, c) => {
+    for (let t = 0; t < perClient; t++) {
+      tasks.push(
+        (async () => {
+          for (let i = 0; i < loops; i++) {
+            const mode =
+              options.mode === "mixed"
+                ? i % 3 === 0
+                  ? "exclusive"
+                  : "shared"
+                : (options.mode ?? "exclusive");
+            const lease: Lease = await locks.acquire(key, {
+              timeoutMs: 60_000,
+              ...(limit > 1 ? { limit } : {}),
+              ...(mode === "shared" ? { mode } : {}),
+            });
+            const end = history.begin(lease, `client${c}-task${t}`, limit);
+            // Hold across a real turn of the event loop, so that overlaps can show.
+            await new Promise((resolve) => setImmediate(resolve));
+            if (i % 4 === 0) await sleep(1);
+            end();
+            await lease.release();
+          }
+        })(),
+      );
+    }
+  });
+  await Promise.all(tasks);
+  return history;
+}
+
+/** The code of a rejection, or "resolved". */
+export async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return "resolved";
+  } catch (error) {
+    const code = (error as { code?: unknown } | null)?.code;
+    return typeof code === "string" ? code : `non-LockError: ${String(error)}`;
+  }
+}
