@@ -1,0 +1,60 @@
+import { type Backend, invalidArgument } from "@locks/core";
+import { IsolateBackend } from "./isolate.js";
+import { isSharedLockTable, type SharedLockTable } from "./table.js";
+import { TableBackend } from "./table-backend.js";
+
+/** Options of `threadBackend`. */
+export interface ThreadBackendOptions {
+  /**
+   * Let the store itself free a lock whose holder stopped extending it, after
+   * the lease's `ttlMs` (default false). Off, a lease lasts until released,
+   * no timer runs per lease, and `lease.expiresAt` is undefined. On, each
+   * lease gets a watchdog (extension at a third of its TTL), as with the
+   * server backends. Not available with `table`.
+   */
+  ttl?: boolean;
+  /**
+   * Lock across worker_threads through this shared table (from
+   * `createSharedLockTable()`, passed to each worker in `workerData` or a
+   * message). Without it, locks are shared by the async tasks of this thread
+   * only.
+   */
+  table?: SharedLockTable;
+}
+
+const KNOWN = new Set(["ttl", "table"]);
+
+/**
+ * A lock backend for the async tasks of one thread (default), or for the
+ * worker_threads of one process when given a shared `table`.
+ *
+ * ```ts
+ * const locks = createLocks(threadBackend());
+ * ```
+ */
+export function threadBackend(options: ThreadBackendOptions = {}): Backend {
+  if (typeof options !== "object" || options === null) {
+    throw invalidArgument("options", `must be an object, got ${typeName(options)}`);
+  }
+  for (const name of Object.keys(options)) {
+    if (!KNOWN.has(name)) throw invalidArgument(`options.${name}`, "is not a known option");
+  }
+  const ttl = options.ttl ?? false;
+  if (typeof ttl !== "boolean")
+    throw invalidArgument("ttl", `must be a boolean, got ${typeName(ttl)}`);
+  if (options.table === undefined) return new IsolateBackend(ttl);
+  if (!isSharedLockTable(options.table)) {
+    throw invalidArgument("table", "must be a table made by createSharedLockTable()");
+  }
+  if (ttl) {
+    throw invalidArgument(
+      "ttl",
+      "is not supported with a shared table: threads share no clock-safe way to expire each other's holds",
+    );
+  }
+  return new TableBackend(options.table);
+}
+
+function typeName(value: unknown): string {
+  return value === null ? "null" : Array.isArray(value) ? "array" : typeof value;
+}

@@ -1,0 +1,200 @@
+import {
+  type Attempt,
+  type Backend,
+  type Capabilities,
+  type KeyStatus,
+  type LockRequest,
+  type LossReport,
+  lockClosed,
+  monotonicNow,
+  scopedKey,
+  type Unsubscribe,
+  type WaitOptions,
+} from "@locks/core";
+import {
+  createState,
+  dispatch,
+  drop,
+  enqueue,
+  forgetIfIdle,
+  grantableNow,
+  type Hold,
+  type HoldOwner,
+  type KeyState,
+  reapExpired,
+  stateFor,
+  take,
+  unlink,
+  type Waiter,
+} from "./key-state.js";
+import { registry } from "./registry.js";
+
+type Grant = Attempt & { granted: true };
+
+const NOT_GRANTED: Attempt = Object.freeze({ granted: false });
+const DONE: Promise<void> = Promise.resolve();
+const TRUE: Promise<boolean> = Promise.resolve(true);
+const FALSE: Promise<boolean> = Promise.resolve(false);
+
+/**
+ * Locks between the async tasks of one isolate (one thread). Every instance
+ * of the isolate shares one table (see registry.ts); an instance only tracks
+ * which holds and waiters are its own, for owner checks and `close()`.
+ */
+export class IsolateBackend implements Backend, HoldOwner {
+  readonly name = "thread";
+  readonly capabilities: Capabilities;
+  readonly #ttl: boolean;
+  /** This instance's live holds, by owner token. */
+  readonly #holds = new Map<string, Hold>();
+  /** This instance's queued waiters and how to make each give up. */
+  readonly #waiters = new Map<Waiter, (reason: unknown) => void>();
+  readonly #lossListeners = new Set<(report: LossReport) => void>();
+  #closed = false;
+
+  constructor(ttl: boolean) {
+    this.#ttl = ttl;
+    this.capabilities = Object.freeze({
+      scope: "process",
+      ttl,
+      fencing: true,
+      shared: true,
+      semaphore: true,
+      fair: true,
+      notify: true,
+    });
+  }
+
+  tryAcquire(req: LockRequest): Promise<Attempt> {
+    if (this.#closed) return Promise.reject(lockClosed("thread backend"));
+    const id = scopedKey(req.namespace, req.key);
+    const shared = req.mode === "shared";
+    let state = registry.states.get(id);
+    if (state === undefined) state = createState(id);
+    else if (!grantableNow(state, shared, req.limit)) return Promise.resolve(NOT_GRANTED);
+    return Promise.resolve(this.#take(state, req, shared));
+  }
+
+  acquire(req: LockRequest, wait: WaitOptions): Promise<Grant> {
+    if (this.#closed) return Promise.reject(lockClosed("thread backend"));
+    const { signal } = wait;
+    if (signal.aborted) return Promise.reject(signal.reason);
+    const shared = req.mode === "shared";
+    const state = stateFor(scopedKey(req.namespace, req.key));
+    if (grantableNow(state, shared, req.limit))
+      return Promise.resolve(this.#take(state, req, shared));
+    return new Promise<Grant>((resolve, reject) => {
+      const leave = (reason: unknown): void => {
+        signal.removeEventListener("abort", onAbort);
+        this.#waiters.delete(waiter);
+        unlink(state, waiter);
+        reject(reason);
+        // The waiter may have been the head that held others back (a writer before readers).
+        dispatch(state);
+      };
+      const onAbort = (): void => leave(signal.reason);
+      const waiter: Waiter = {
+        shared,
+        limit: req.limit,
+        prev: undefined,
+        next: undefined,
+        grant: (granted) => {
+          signal.removeEventListener("abort", onAbort);
+          this.#waiters.delete(waiter);
+          resolve(this.#take(granted, req, shared));
+        },
+      };
+      this.#waiters.set(waiter, leave);
+      signal.addEventListener("abort", onAbort, { once: true });
+      enqueue(state, waiter);
+    });
+  }
+
+  extend(req: LockRequest, ttlMs: number): Promise<boolean> {
+    const hold = this.#holds.get(req.owner);
+    if (hold === undefined || !hold.live) return FALSE;
+    if (!this.#ttl) return TRUE;
+    const now = monotonicNow();
+    if (hold.deadline <= now) {
+      // Expired but not yet noticed: the store had already freed it.
+      reapExpired(hold.state, now);
+      dispatch(hold.state);
+      return FALSE;
+    }
+    hold.deadline = now + ttlMs;
+    return TRUE;
+  }
+
+  release(req: LockRequest): Promise<void> {
+    const hold = this.#holds.get(req.owner);
+    if (hold === undefined) return DONE;
+    this.#holds.delete(req.owner);
+    const state = hold.state;
+    drop(hold);
+    if (state.head === undefined && state.expiring === 0) forgetIfIdle(state);
+    else dispatch(state);
+    return DONE;
+  }
+
+  // onLoss and close are arrow properties: wrappers (instrumentation, the
+  // suite's call counter) may call them with a Proxy as `this`, on which
+  // #private fields throw.
+  readonly onLoss = (listener: (report: LossReport) => void): Unsubscribe => {
+    this.#lossListeners.add(listener);
+    return () => {
+      this.#lossListeners.delete(listener);
+    };
+  };
+
+  inspect(namespace: string, key: string): Promise<KeyStatus> {
+    const state = registry.states.get(scopedKey(namespace, key));
+    if (state === undefined) return Promise.resolve({ held: false, holders: [] });
+    const now = monotonicNow();
+    if (state.expiring > 0 && reapExpired(state, now)) dispatch(state);
+    const holders = state.holds.map((hold) => ({
+      owner: hold.owner,
+      mode: hold.shared ? ("shared" as const) : ("exclusive" as const),
+      fencingToken: hold.fencingToken,
+      ...(hold.deadline === Number.POSITIVE_INFINITY
+        ? {}
+        : { expiresInMs: Math.max(0, hold.deadline - now) }),
+    }));
+    return Promise.resolve({ held: holders.length > 0, holders });
+  }
+
+  readonly close = (): Promise<void> => {
+    if (this.#closed) return DONE;
+    this.#closed = true;
+    const closed = lockClosed("thread backend");
+    for (const leave of [...this.#waiters.values()]) leave(closed);
+    for (const hold of [...this.#holds.values()]) {
+      drop(hold);
+      dispatch(hold.state);
+    }
+    this.#holds.clear();
+    this.#lossListeners.clear();
+    return DONE;
+  };
+
+  /** @internal HoldOwner: the store freed one of this instance's holds after its TTL. */
+  expired(hold: Hold): void {
+    if (this.#holds.get(hold.owner) !== hold) return;
+    this.#holds.delete(hold.owner);
+    if (this.#lossListeners.size === 0) return;
+    const report: LossReport = {
+      owner: hold.owner,
+      reason: "its TTL passed without an extension and the lock was freed",
+    };
+    // Listeners run user code (lease signal handlers): never in the middle of a queue update.
+    queueMicrotask(() => {
+      for (const listener of this.#lossListeners) listener(report);
+    });
+  }
+
+  #take(state: KeyState, req: LockRequest, shared: boolean): Grant {
+    const deadline = this.#ttl ? monotonicNow() + req.ttlMs : Number.POSITIVE_INFINITY;
+    const hold = take(state, req.owner, shared, deadline, this);
+    this.#holds.set(req.owner, hold);
+    return { granted: true, fencingToken: hold.fencingToken };
+  }
+}

@@ -1,0 +1,44 @@
+import type { KeyState } from "./key-state.js";
+
+/**
+ * The lock resource of the in-isolate backend: every `threadBackend()` of one
+ * isolate (one thread) shares it, so instances contend with each other as
+ * the contract requires. It lives on `globalThis` under a registered symbol,
+ * so two copies of this package loaded in one isolate (a duplicate install,
+ * source and build side by side) still share one table instead of silently
+ * granting the same key twice.
+ */
+export interface Registry {
+  /** Keys with holders or waiters, by `scopedKey(namespace, key)`. Idle keys are deleted. */
+  readonly states: Map<string, KeyState>;
+  /** The last fencing token handed out in this isolate: one counter, no per-key memory. */
+  fence: bigint;
+}
+
+const REGISTRY: unique symbol = Symbol.for("@locks/thread:registry:v1");
+
+type WithRegistry = typeof globalThis & { [REGISTRY]?: Registry };
+
+function registryOf(scope: WithRegistry): Registry {
+  let registry = scope[REGISTRY];
+  if (registry === undefined) {
+    registry = { states: new Map(), fence: 0n };
+    Object.defineProperty(scope, REGISTRY, { value: registry, enumerable: false });
+  }
+  return registry;
+}
+
+/** The isolate's registry. */
+export const registry: Registry = registryOf(globalThis as WithRegistry);
+
+/**
+ * Test-only view of the registry: how many keys keep state (holders or
+ * waiters), in total or under one namespace. Not exported from the package.
+ */
+export function keysWithState(namespace?: string): number {
+  if (namespace === undefined) return registry.states.size;
+  const prefix = `${namespace.length}:${namespace}:`;
+  let count = 0;
+  for (const id of registry.states.keys()) if (id.startsWith(prefix)) count++;
+  return count;
+}
