@@ -26,7 +26,7 @@ export interface Faults {
   readonly ignoresAbort?: boolean;
   /** Claims fair but serves the newest waiter first. */
   readonly lifo?: boolean;
-  /** Claims notify but never notifies. */
+  /** Claims notify but never notifies (and, having no queue of its own, claims no fairness). */
   readonly silent?: boolean;
 }
 
@@ -64,7 +64,7 @@ export function memoryBackend(faults: Faults = {}): Backend {
     fencing: true,
     shared: true,
     semaphore: true,
-    fair: true,
+    fair: !faults.silent,
     notify: true,
   });
 
@@ -131,7 +131,7 @@ export function memoryBackend(faults: Faults = {}): Backend {
     forget(req, state);
   };
 
-  return {
+  const backend: Backend = {
     name: "memory",
     capabilities,
 
@@ -197,4 +197,6 @@ export function memoryBackend(faults: Faults = {}): Backend {
 
     async close() {},
   };
+  if (faults.silent) delete backend.acquire;
+  return backend;
 }

@@ -1,0 +1,89 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { beforeAll, describe, expect, it } from "vitest";
+
+/*
+ * The suite is only worth something if it catches broken backends. Each file
+ * in broken/ runs it against the in-memory backend with one promise broken
+ * on purpose; this test runs them in a separate vitest process and checks
+ * that the test guarding that promise, and only tests of that kind, failed.
+ */
+const packageDir = fileURLToPath(new URL("..", import.meta.url));
+
+interface AssertionResult {
+  readonly fullName: string;
+  readonly status: string;
+}
+interface Report {
+  readonly testResults: ReadonlyArray<{
+    readonly name: string;
+    readonly assertionResults: AssertionResult[];
+  }>;
+}
+
+let failedBySuite: Map<string, string[]>;
+let passedBySuite: Map<string, number>;
+
+beforeAll(async () => {
+  const dir = await mkdtemp(join(tmpdir(), "locks-broken-"));
+  const output = join(dir, "report.json");
+  try {
+    await promisify(execFile)(
+      process.execPath,
+      [
+        join(packageDir, "node_modules", "vitest", "vitest.mjs"),
+        "run",
+        "--config",
+        "test/broken/vitest.config.ts",
+        "--root",
+        ".",
+        "--reporter=json",
+        `--outputFile=${output}`,
+      ],
+      { cwd: packageDir, env: { ...process.env, FORCE_COLOR: "0" }, maxBuffer: 64 * 1024 * 1024 },
+    ).catch((error: { code?: number }) => {
+      // vitest exits 1 when tests fail, which is the point here.
+      if (error.code !== 1) throw error;
+    });
+    const report = JSON.parse(await readFile(output, "utf8")) as Report;
+    failedBySuite = new Map();
+    passedBySuite = new Map();
+    for (const file of report.testResults) {
+      const variant = /broken\/(\w+)\.suite\.ts$/.exec(file.name)?.[1] ?? file.name;
+      failedBySuite.set(
+        variant,
+        file.assertionResults.filter((a) => a.status === "failed").map((a) => a.fullName),
+      );
+      passedBySuite.set(variant, file.assertionResults.filter((a) => a.status === "passed").length);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}, 240_000);
+
+const expectations: Array<[string, RegExp]> = [
+  ["noOwnerCheck", /by a non-owner leaves the holder's lock in place/],
+  ["flakyTry", /tryAcquire never grants a key another instance holds/],
+  ["localTokens", /tokens strictly increase/],
+  ["ttlNeverExpires", /abandoned lease frees itself after its TTL/],
+  ["ignoresAbort", /aborted while waiting/],
+  ["lifo", /order they started waiting/],
+  ["silent", /woken by the release/],
+];
+
+describe("the conformance suite rejects broken backends", () => {
+  it.each(expectations)("%s fails the test that guards it", (variant, guard) => {
+    const failed = failedBySuite.get(variant);
+    expect(failed, `no report for ${variant}`).toBeDefined();
+    expect(
+      failed!.some((name) => guard.test(name)),
+      `failed tests: ${failed!.join("; ")}`,
+    ).toBe(true);
+    // The rest of the suite still ran: a broken flag must not crash the whole file.
+    expect(passedBySuite.get(variant)).toBeGreaterThan(20);
+  });
+});

@@ -1,0 +1,156 @@
+import { describe, expect, it } from "vitest";
+import {
+  type Attempt,
+  type Backend,
+  backendUnavailable,
+  createLocks,
+  type LockRequest,
+  type LossReport,
+} from "../src/index.js";
+
+/** A backend whose every answer the test decides. */
+type Scripted = Backend & {
+  requests: LockRequest[];
+  released: LockRequest[];
+  loss?: (report: LossReport) => void;
+};
+
+function scripted(overrides: Partial<Backend> = {}): Scripted {
+  let token = 0n;
+  const backend: Scripted = {
+    name: "scripted",
+    capabilities: Object.freeze({
+      scope: "process",
+      ttl: true,
+      fencing: true,
+      shared: false,
+      semaphore: false,
+      fair: false,
+      notify: false,
+    }),
+    requests: [],
+    released: [],
+    async tryAcquire(req): Promise<Attempt> {
+      backend.requests.push(req);
+      return { granted: true, fencingToken: ++token };
+    },
+    async extend() {
+      return true;
+    },
+    async release(req) {
+      backend.released.push(req);
+    },
+    onLoss(listener) {
+      backend.loss = listener;
+      return () => {
+        backend.loss = undefined;
+      };
+    },
+    async close() {},
+    ...overrides,
+  };
+  return backend;
+}
+
+function aborted(signal: AbortSignal): Promise<unknown> {
+  return new Promise((resolve) =>
+    signal.addEventListener("abort", () => resolve(signal.reason), { once: true }),
+  );
+}
+
+describe("leases and the watchdog", () => {
+  it("declares the lease lost at its local deadline while an extension hangs", async () => {
+    const locks = createLocks(scripted({ extend: () => new Promise<boolean>(() => {}) }));
+    const lease = await locks.acquire("k", { ttlMs: 150 });
+    const started = performance.now();
+    const reason = (await aborted(lease.signal)) as { code?: string };
+    expect(reason.code).toBe("LOCK_LOST");
+    // Deadline = ttl - drift (1% + 2 ms): never later than the TTL.
+    expect(performance.now() - started).toBeLessThan(150);
+    await locks.close();
+  });
+
+  it("keeps extending through a transient error", async () => {
+    let calls = 0;
+    const locks = createLocks(
+      scripted({
+        async extend() {
+          calls++;
+          if (calls === 1) throw backendUnavailable("scripted", new Error("blip"));
+          return true;
+        },
+      }),
+    );
+    const lease = await locks.acquire("k", { ttlMs: 150 });
+    await new Promise((resolve) => setTimeout(resolve, 450));
+    expect(calls).toBeGreaterThanOrEqual(3);
+    expect(lease.signal.aborted).toBe(false);
+    await locks.close();
+  });
+
+  it("marks the lease lost when an extension is refused", async () => {
+    const locks = createLocks(scripted({ extend: async () => false }));
+    const lease = await locks.acquire("k", { ttlMs: 90 });
+    expect(((await aborted(lease.signal)) as { code?: string }).code).toBe("LOCK_LOST");
+    await expect(lease.extend()).rejects.toMatchObject({ code: "LOCK_LOST" });
+    await lease.release();
+    await locks.close();
+  });
+
+  it("refuses and releases a grant that arrived after its validity", async () => {
+    const backend = scripted({
+      async tryAcquire() {
+        await new Promise((resolve) => setTimeout(resolve, 80));
+        return { granted: true, fencingToken: 1n };
+      },
+    });
+    const locks = createLocks(backend);
+    await expect(locks.acquire("late", { ttlMs: 50, timeoutMs: 0 })).rejects.toMatchObject({
+      code: "LOCK_TIMEOUT",
+    });
+    await locks.close();
+    expect(backend.released.map((r) => r.key)).toContain("late");
+  });
+
+  it("never reports an acquire whose outcome is unknown, and cleans it up by owner", async () => {
+    const failure = backendUnavailable("scripted", new Error("connection reset"));
+    const backend = scripted({
+      async tryAcquire() {
+        throw failure;
+      },
+    });
+    const locks = createLocks(backend);
+    await expect(locks.acquire("unknown")).rejects.toBe(failure);
+    await locks.close();
+    expect(backend.released).toHaveLength(1);
+    expect(backend.released[0]!.key).toBe("unknown");
+  });
+
+  it("aborts one lease or all of them on a loss the backend reports", async () => {
+    const backend = scripted();
+    const locks = createLocks(backend, { autoExtend: false, ttlMs: 60_000 });
+    const a = await locks.acquire("a");
+    const b = await locks.acquire("b");
+    const ownerOfA = backend.requests.find((r) => r.key === "a")!.owner;
+    backend.loss?.({ owner: ownerOfA, reason: "key deleted" });
+    expect(a.signal.aborted).toBe(true);
+    expect(b.signal.aborted).toBe(false);
+    backend.loss?.({ reason: "session closed" });
+    expect((b.signal.reason as { code?: string; message: string }).code).toBe("LOCK_LOST");
+    expect((b.signal.reason as { message: string }).message).toMatch(/session closed/);
+    await locks.close();
+  });
+
+  it("closes through await using", async () => {
+    const backend = scripted();
+    let closed = false;
+    backend.close = async () => {
+      closed = true;
+    };
+    {
+      await using locks = createLocks(backend);
+      await (await locks.acquire("k")).release();
+    }
+    expect(closed).toBe(true);
+  });
+});
