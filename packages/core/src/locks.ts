@@ -153,7 +153,7 @@ class LockClient implements Locks, LeaseHost {
           return null;
         }
         if (resolved.timeoutMs === 0) throw timeoutError(key, 0);
-        return this.#wait(request, resolved);
+        return this.#wait(request, resolved, start);
       },
       (error: unknown) => {
         // The outcome is unknown (the command may have run): clean up by owner, never report a grant.
@@ -163,7 +163,7 @@ class LockClient implements Locks, LeaseHost {
     );
   }
 
-  async #wait(request: LockRequest, options: ResolvedOptions): Promise<Lease> {
+  async #wait(request: LockRequest, options: ResolvedOptions, start: number): Promise<Lease> {
     if (this.#closing !== undefined) throw lockClosed();
     const cancel = new AbortController();
     const { signal, timeoutMs } = options;
@@ -175,7 +175,8 @@ class LockClient implements Locks, LeaseHost {
         ? undefined
         : setTimeout(
             () => cancel.abort(timeoutError(request.key, timeoutMs)),
-            Math.min(timeoutMs, MAX_TIMER_MS),
+            // The first attempt already used part of the time.
+            Math.max(0, Math.min(timeoutMs - (monotonicNow() - start), MAX_TIMER_MS)),
           );
     this.#waiting.add(cancel);
     try {
