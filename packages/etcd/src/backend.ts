@@ -1,0 +1,697 @@
+import {
+  type Attempt,
+  type Backend,
+  backendUnavailable,
+  type Capabilities,
+  isLockError,
+  type KeyStatus,
+  type LockRequest,
+  type LossReport,
+  lockClosed,
+  monotonicNow,
+  type Unsubscribe,
+  type WaitOptions,
+} from "@locks/core";
+import type { Etcd3, ITxnResponse, KVClient, Namespace } from "etcd3";
+import { contenderValue, Layout, type LockKeys, parseContenderValue } from "./layout.js";
+import type { ResolvedOptions } from "./options.js";
+import {
+  type Contender,
+  checkRequest,
+  enqueueRequest,
+  existingRevision,
+  type Position,
+  positionOf,
+  takeRequest,
+} from "./queue.js";
+import { type CallOptions, Session, type SessionHost } from "./session.js";
+import { waitForDeletion } from "./wait.js";
+
+const CAPABILITIES: Capabilities = Object.freeze({
+  scope: "cluster",
+  ttl: true,
+  fencing: true,
+  shared: true,
+  semaphore: true,
+  fair: true,
+  notify: true,
+});
+
+/** A waiter re-reads its position at least this often, in case a watch event is missed. */
+const FALLBACK_POLL_MS = 1_000;
+/**
+ * Share of the TTL a grant may lose to the age of the session's last
+ * keepalive before a fresh keepalive is sent along with the grant.
+ */
+const FRESHNESS_SLACK = 0.1;
+/** Back-off bounds for retried reads and clean-ups. */
+const RETRY_MIN_MS = 50;
+const RETRY_MAX_MS = 1_000;
+
+type EntryState = "taking" | "waiting" | "held" | "gone";
+
+/** One attempt of one owner: its key in the queue, and where it stands. */
+interface Entry extends Contender {
+  readonly request: LockRequest;
+  readonly value: Buffer;
+  session: Session<Entry>;
+  state: EntryState;
+  /** Create revision of the key: the fencing token once held. */
+  revision: bigint | undefined;
+  /** False only when it is known that no key was written. */
+  written: boolean;
+  /** A write whose outcome is not known yet; clean-ups wait for it. */
+  writing: Promise<unknown> | undefined;
+  ttlMs: number;
+  /** Local TTL: deletes the key when the holder stops extending. */
+  expiry: NodeJS.Timeout | undefined;
+  /** Ends the current wait early (session lost, backend closed). */
+  wake: (() => void) | undefined;
+}
+
+/** Result of one pass through the queue. */
+type QueueOutcome = "held" | "vanished";
+
+/**
+ * The etcd backend: one lease session per TTL, the revision-ordered queue,
+ * local TTLs for holders that stop extending, and loss reports.
+ */
+export class EtcdBackend implements Backend {
+  readonly name = "etcd";
+  readonly capabilities: Capabilities = CAPABILITIES;
+  readonly #client: Namespace;
+  readonly #kv: KVClient;
+  readonly #owned: boolean;
+  readonly #layout: Layout;
+  readonly #requestTimeoutMs: number;
+  readonly #host: SessionHost<Entry>;
+  readonly #entries = new Map<string, Entry>();
+  /** The session new contenders of a TTL (in whole seconds) join. */
+  readonly #sessions = new Map<number, Session<Entry>>();
+  readonly #granting = new Map<number, Promise<Session<Entry>>>();
+  readonly #live = new Set<Session<Entry>>();
+  readonly #listeners = new Set<(report: LossReport) => void>();
+  readonly #cleanups = new Set<Promise<void>>();
+  readonly #subscriptions = new Set<() => Promise<void>>();
+  #attempts = 0;
+  #closing = false;
+  #closed: Promise<void> | undefined;
+
+  constructor(options: ResolvedOptions) {
+    this.#client = options.client;
+    this.#kv = options.client.kv;
+    this.#owned = options.owned;
+    this.#layout = new Layout(options.client.prefix, options.prefix);
+    this.#requestTimeoutMs = options.requestTimeoutMs;
+    this.#host = {
+      leases: options.client.leaseClient,
+      requestTimeoutMs: options.requestTimeoutMs,
+      deadline: (ms) => this.#deadline(ms),
+      sessionLost: (session, reason, cause) => this.#sessionLost(session, reason, cause),
+    };
+  }
+
+  async tryAcquire(req: LockRequest): Promise<Attempt> {
+    this.#assertOpen();
+    const start = monotonicNow();
+    const session = await this.#session(req.ttlMs);
+    const entry = this.#enter(req, session, "taking");
+    const fresh = this.#freshen(session, start, req.ttlMs);
+    const writing = this.#kv.txn(
+      takeRequest(entry, entry.value, session.id),
+      this.#deadline(Math.min(this.#requestTimeoutMs, req.ttlMs)),
+    );
+    entry.writing = writing;
+    let reply: ITxnResponse;
+    try {
+      [reply] = await Promise.all([writing, fresh]);
+    } catch (error) {
+      // Unknown outcome: the core calls release(req), which deletes the key if it was written.
+      entry.session.retire();
+      throw unavailable(error);
+    } finally {
+      entry.writing = undefined;
+    }
+    if (!entry.session.alive) {
+      // The session was lost while the take was in flight: never grant on it.
+      await this.#discard(entry);
+      return { granted: false };
+    }
+    if (reply.succeeded) {
+      entry.revision = BigInt(reply.header.revision);
+      if (entry.limit > 1 && !positionOf(entry, reply, 1).holder) {
+        await this.#discard(entry);
+        return { granted: false };
+      }
+      return this.#granted(entry);
+    }
+    const existing = existingRevision(reply);
+    if (existing === undefined) {
+      entry.written = false;
+      this.#forget(entry);
+      return { granted: false };
+    }
+    // etcd3 retried a take that had succeeded: the key is ours.
+    entry.revision = existing;
+    if (entry.limit > 1) {
+      const check = await this.#kv
+        .txn(checkRequest(entry, existing), this.#deadline(this.#requestTimeoutMs))
+        .catch((error: unknown) => {
+          throw unavailable(error);
+        });
+      if (!check.succeeded || !positionOf(entry, check, 0).holder) {
+        await this.#discard(entry);
+        return { granted: false };
+      }
+    }
+    return this.#granted(entry);
+  }
+
+  async acquire(req: LockRequest, wait: WaitOptions): Promise<Attempt & { granted: true }> {
+    const { signal } = wait;
+    this.#assertOpen();
+    signal.throwIfAborted();
+    for (;;) {
+      const session = await abortable(this.#session(req.ttlMs), signal);
+      const entry = this.#enter(req, session, "waiting");
+      let outcome: QueueOutcome;
+      try {
+        outcome = await this.#queue(entry, signal);
+      } catch (error) {
+        void this.#discard(entry);
+        if (signal.aborted) throw signal.reason;
+        if (this.#closing) throw lockClosed("etcd backend");
+        throw unavailable(error);
+      }
+      if (outcome === "held") return this.#granted(entry);
+      // Our key vanished (session lost, lease revoked, deleted by someone else): queue again.
+      void this.#discard(entry);
+    }
+  }
+
+  async extend(req: LockRequest, ttlMs: number): Promise<boolean> {
+    const entry = this.#entries.get(req.owner);
+    if (entry === undefined || entry.state !== "held" || !entry.session.alive) return false;
+    const start = monotonicNow();
+    const revision = entry.revision!;
+    try {
+      if (secondsFor(ttlMs) === entry.session.seconds) {
+        const session = entry.session;
+        const [current] = await Promise.all([
+          this.#kv.range({ key: entry.key }, this.#deadline(this.#requestTimeoutMs)),
+          session.confirmSince(start + ttlMs - session.ttlMs),
+        ]);
+        const kv = current.kvs[0];
+        if (
+          kv === undefined ||
+          BigInt(kv.create_revision) !== revision ||
+          kv.lease !== session.id
+        ) {
+          this.#forget(entry);
+          return false;
+        }
+      } else {
+        // Another TTL: move the key to that session's lease. Its create revision, the
+        // queue position and the fencing token stay; only the lease changes.
+        const target = await this.#session(ttlMs);
+        const [moved] = await Promise.all([
+          this.#kv.txn(
+            {
+              compare: [
+                {
+                  key: entry.key,
+                  target: "Create",
+                  result: "Equal",
+                  create_revision: revision.toString(),
+                },
+              ],
+              success: [{ request_put: { key: entry.key, value: entry.value, lease: target.id } }],
+              failure: [],
+            },
+            this.#deadline(this.#requestTimeoutMs),
+          ),
+          target.confirmSince(start + ttlMs - target.ttlMs),
+        ]);
+        if (!moved.succeeded) {
+          this.#forget(entry);
+          return false;
+        }
+        if (entry.state === "held") this.#move(entry, target);
+      }
+    } catch (error) {
+      throw unavailable(error);
+    }
+    if (entry.state !== "held" || !entry.session.alive) return false;
+    entry.ttlMs = ttlMs;
+    this.#armExpiry(entry, start + ttlMs);
+    return true;
+  }
+
+  async release(req: LockRequest): Promise<void> {
+    const entry = this.#entries.get(req.owner);
+    if (entry === undefined) return;
+    await this.#discard(entry, true);
+  }
+
+  async subscribe(req: LockRequest, onChange: () => void): Promise<Unsubscribe> {
+    this.#assertOpen();
+    const lock = this.#layout.lock(req.namespace, req.key);
+    const watcher = await this.#client
+      .watch()
+      .prefix(this.#layout.relative(lock.base))
+      .only("delete")
+      .create()
+      .catch((error: unknown) => {
+        throw unavailable(error);
+      });
+    watcher.on("delete", () => onChange());
+    watcher.on("error", () => onChange());
+    const stop = (): Promise<void> => {
+      this.#subscriptions.delete(stop);
+      return watcher.cancel().catch(() => undefined);
+    };
+    this.#subscriptions.add(stop);
+    return stop;
+  }
+
+  // onLoss and close are bound: they work when called detached or through a Proxy.
+  readonly onLoss = (listener: (report: LossReport) => void): Unsubscribe => {
+    this.#listeners.add(listener);
+    return () => {
+      this.#listeners.delete(listener);
+    };
+  };
+
+  async inspect(namespace: string, key: string): Promise<KeyStatus> {
+    this.#assertOpen();
+    const lock = this.#layout.lock(namespace, key);
+    try {
+      const reply = await this.#kv.range(
+        {
+          key: lock.base,
+          range_end: lock.baseEnd,
+          sort_target: "Create",
+          sort_order: "Ascend",
+        },
+        this.#deadline(this.#requestTimeoutMs),
+      );
+      const leases = new Map<string, Promise<number | undefined>>();
+      const remaining = (id: string): Promise<number | undefined> => {
+        let ttl = leases.get(id);
+        if (ttl === undefined) {
+          ttl = this.#host.leases
+            .leaseTimeToLive({ ID: id }, this.#deadline(this.#requestTimeoutMs))
+            .then(
+              (r) => (Number(r.TTL) > 0 ? Number(r.TTL) * 1000 : undefined),
+              () => undefined,
+            );
+          leases.set(id, ttl);
+        }
+        return ttl;
+      };
+      let readers = 0;
+      let writers = 0;
+      const holders: Array<Promise<KeyStatus["holders"][number]>> = [];
+      for (const kv of reply.kvs) {
+        const shared = this.#layout.isReader(lock, kv.key);
+        const { owner, limit } = parseContenderValue(kv.value);
+        const holds = shared ? writers === 0 : readers === 0 && writers < limit;
+        if (holds) {
+          const fencingToken = BigInt(kv.create_revision);
+          const mode = shared ? ("shared" as const) : ("exclusive" as const);
+          holders.push(
+            remaining(kv.lease).then((expiresInMs) =>
+              expiresInMs === undefined
+                ? { owner, mode, fencingToken }
+                : { owner, mode, fencingToken, expiresInMs },
+            ),
+          );
+        }
+        if (shared) readers++;
+        else writers++;
+      }
+      const list = await Promise.all(holders);
+      return { held: list.length > 0, holders: list };
+    } catch (error) {
+      throw unavailable(error);
+    }
+  }
+
+  readonly close = (): Promise<void> => {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  };
+
+  // --- the queue ---------------------------------------------------------
+
+  /** Joins the queue and waits for the turn of `entry`. */
+  async #queue(entry: Entry, signal: AbortSignal): Promise<QueueOutcome> {
+    const writing = this.#kv.txn(
+      enqueueRequest(entry, entry.value, entry.session.id),
+      this.#deadline(this.#requestTimeoutMs),
+    );
+    entry.writing = writing;
+    let reply: ITxnResponse;
+    try {
+      reply = await abortable(writing, signal);
+    } catch (error) {
+      if (!signal.aborted) entry.session.retire();
+      throw error;
+    }
+    entry.writing = undefined;
+    let position: Position | undefined;
+    let readAt: bigint;
+    if (reply.succeeded) {
+      entry.revision = BigInt(reply.header.revision);
+      position = positionOf(entry, reply, 1);
+      readAt = entry.revision;
+    } else {
+      const existing = existingRevision(reply);
+      if (existing === undefined) return "vanished";
+      entry.revision = existing;
+      readAt = existing;
+    }
+    for (;;) {
+      if (this.#closing) throw lockClosed("etcd backend");
+      if (position === undefined) {
+        const read = await this.#readPosition(entry, signal);
+        if (read === undefined) return "vanished";
+        position = read.position;
+        readAt = read.revision;
+      }
+      if (!entry.session.alive) return "vanished";
+      if (position.holder) {
+        await abortable(this.#freshen(entry.session, monotonicNow(), entry.ttlMs), signal);
+        if (!entry.session.alive) return "vanished";
+        return "held";
+      }
+      const predecessor = position.predecessor;
+      await waitForDeletion(
+        this.#client,
+        {
+          key: this.#layout.relative(predecessor ?? entry.lock.base),
+          prefix: predecessor === undefined,
+          fromRevision: readAt + 1n,
+        },
+        signal,
+        FALLBACK_POLL_MS,
+        (wake) => {
+          entry.wake = wake;
+        },
+      );
+      // After any wait: re-read, guarded by our own key and its create revision.
+      position = undefined;
+    }
+  }
+
+  /** Reads where `entry` stands; undefined when its key is gone. Retries while its session lives. */
+  async #readPosition(
+    entry: Entry,
+    signal: AbortSignal,
+  ): Promise<{ position: Position; revision: bigint } | undefined> {
+    let delay = RETRY_MIN_MS;
+    for (;;) {
+      try {
+        const reply = await abortable(
+          this.#kv.txn(
+            checkRequest(entry, entry.revision!),
+            this.#deadline(this.#requestTimeoutMs),
+          ),
+          signal,
+        );
+        if (!reply.succeeded) return undefined;
+        return { position: positionOf(entry, reply, 0), revision: BigInt(reply.header.revision) };
+      } catch (error) {
+        if (signal.aborted || this.#closing) throw error;
+        if (!entry.session.alive) return undefined;
+        await abortable(sleep(delay), signal);
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+      }
+    }
+  }
+
+  /** Sends a keepalive with a grant when the last one is too old to cover most of the TTL. */
+  #freshen(session: Session<Entry>, start: number, ttlMs: number): Promise<void> {
+    return session
+      .confirmSince(start + ttlMs - session.ttlMs - ttlMs * FRESHNESS_SLACK)
+      .catch(() => undefined); // the grant's validity then says how long it can be trusted
+  }
+
+  // --- entries -----------------------------------------------------------
+
+  #enter(request: LockRequest, session: Session<Entry>, state: EntryState): Entry {
+    const lock: LockKeys = this.#layout.lock(request.namespace, request.key);
+    const entry: Entry = {
+      request,
+      lock,
+      key: this.#layout.contender(lock, request.mode, session.hex, this.#attempts++),
+      mode: request.mode,
+      limit: request.limit,
+      value: contenderValue(request.owner, request.limit),
+      session,
+      state,
+      revision: undefined,
+      written: true,
+      writing: undefined,
+      ttlMs: request.ttlMs,
+      expiry: undefined,
+      wake: undefined,
+    };
+    this.#entries.set(request.owner, entry);
+    session.members.add(entry);
+    return entry;
+  }
+
+  #granted(entry: Entry): Attempt & { granted: true } {
+    entry.state = "held";
+    this.#armExpiry(entry, monotonicNow() + entry.ttlMs);
+    return {
+      granted: true,
+      fencingToken: entry.revision!,
+      validUntil: entry.session.validUntil(),
+    };
+  }
+
+  /**
+   * The local TTL. The session lease outlives a holder that stopped
+   * extending (it is kept alive for the whole backend), so the backend frees
+   * such a lock itself `ttlMs` after the grant or the last extension. If the
+   * process dies instead, the session lease frees it on the server.
+   */
+  #armExpiry(entry: Entry, at: number): void {
+    if (entry.expiry !== undefined) clearTimeout(entry.expiry);
+    entry.expiry = setTimeout(
+      () => {
+        entry.expiry = undefined;
+        if (entry.state !== "held") return;
+        if (monotonicNow() < at) {
+          this.#armExpiry(entry, at);
+          return;
+        }
+        this.#report({
+          owner: entry.request.owner,
+          reason: "its TTL passed without an extension",
+        });
+        void this.#discard(entry);
+      },
+      Math.max(0, Math.ceil(at - monotonicNow())),
+    );
+    entry.expiry.unref();
+  }
+
+  #move(entry: Entry, target: Session<Entry>): void {
+    const previous = entry.session;
+    previous.members.delete(entry);
+    entry.session = target;
+    target.members.add(entry);
+    this.#endIfIdle(previous);
+  }
+
+  /** Forgets an entry whose key is known to be gone (or never written). */
+  #forget(entry: Entry): void {
+    entry.state = "gone";
+    if (entry.expiry !== undefined) clearTimeout(entry.expiry);
+    entry.expiry = undefined;
+    if (this.#entries.get(entry.request.owner) === entry) this.#entries.delete(entry.request.owner);
+    entry.session.members.delete(entry);
+    this.#endIfIdle(entry.session);
+  }
+
+  /**
+   * Deletes the key of `entry` (after any write in flight settled) and
+   * forgets it. If the delete fails it is retried in the background while the
+   * session lives; with `rethrow` the first failure is also reported.
+   */
+  #discard(entry: Entry, rethrow = false): Promise<void> {
+    if (entry.state === "gone") return Promise.resolve();
+    entry.state = "gone";
+    if (entry.expiry !== undefined) clearTimeout(entry.expiry);
+    entry.expiry = undefined;
+    if (this.#entries.get(entry.request.owner) === entry) this.#entries.delete(entry.request.owner);
+    const first = (async () => {
+      if (entry.writing !== undefined) await entry.writing.catch(() => undefined);
+      if (!entry.written || !entry.session.alive) return;
+      await this.#kv.deleteRange({ key: entry.key }, this.#deadline(this.#requestTimeoutMs));
+    })();
+    const done = first.then(
+      () => this.#dropMember(entry),
+      (error: unknown) => {
+        this.#retryDelete(entry);
+        if (rethrow) throw unavailable(error);
+      },
+    );
+    return rethrow ? done : done.catch(() => undefined);
+  }
+
+  #retryDelete(entry: Entry): void {
+    const cleanup = (async () => {
+      let delay = RETRY_MIN_MS;
+      while (entry.session.alive && !this.#closing) {
+        await sleep(delay);
+        if (!entry.session.alive || this.#closing) break;
+        try {
+          await this.#kv.deleteRange({ key: entry.key }, this.#deadline(this.#requestTimeoutMs));
+          break;
+        } catch {
+          delay = Math.min(delay * 2, RETRY_MAX_MS);
+        }
+      }
+      this.#dropMember(entry);
+    })();
+    this.#cleanups.add(cleanup);
+    void cleanup.finally(() => this.#cleanups.delete(cleanup));
+  }
+
+  #dropMember(entry: Entry): void {
+    entry.session.members.delete(entry);
+    this.#endIfIdle(entry.session);
+  }
+
+  // --- sessions ----------------------------------------------------------
+
+  #session(ttlMs: number): Promise<Session<Entry>> {
+    const seconds = secondsFor(ttlMs);
+    const current = this.#sessions.get(seconds);
+    if (current?.open) return Promise.resolve(current);
+    let granting = this.#granting.get(seconds);
+    if (granting === undefined) {
+      granting = Session.grant(this.#host, seconds).then(
+        (session) => {
+          this.#granting.delete(seconds);
+          if (this.#closing) {
+            void session.end();
+            throw lockClosed("etcd backend");
+          }
+          this.#sessions.set(seconds, session);
+          this.#live.add(session);
+          return session;
+        },
+        (error: unknown) => {
+          this.#granting.delete(seconds);
+          throw unavailable(error);
+        },
+      );
+      this.#granting.set(seconds, granting);
+    }
+    return granting;
+  }
+
+  /** A retired session with no keys left ends: its lease is revoked. */
+  #endIfIdle(session: Session<Entry>): void {
+    if (session.members.size > 0 || session.open || !session.alive) return;
+    this.#live.delete(session);
+    void session.end();
+  }
+
+  #sessionLost(session: Session<Entry>, reason: string, cause?: unknown): void {
+    if (this.#sessions.get(session.seconds) === session) this.#sessions.delete(session.seconds);
+    this.#live.delete(session);
+    for (const entry of [...session.members]) {
+      if (entry.state === "held") {
+        this.#forget(entry);
+        this.#report({
+          owner: entry.request.owner,
+          reason: `the etcd session lease was lost: ${reason}`,
+          ...(cause !== undefined ? { cause } : {}),
+        });
+      } else {
+        // A waiter re-reads, finds its session gone and queues again on a new one.
+        entry.wake?.();
+      }
+    }
+  }
+
+  #report(report: LossReport): void {
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(report);
+      } catch {
+        // a listener's failure is its own
+      }
+    }
+  }
+
+  // --- plumbing ----------------------------------------------------------
+
+  #deadline(ms: number): CallOptions {
+    // gRPC deadlines are wall-clock instants; every other deadline here is monotonic.
+    return { deadline: Date.now() + ms };
+  }
+
+  #assertOpen(): void {
+    if (this.#closing) throw lockClosed("etcd backend");
+  }
+
+  async #close(): Promise<void> {
+    this.#closing = true;
+    let held = false;
+    for (const entry of this.#entries.values()) {
+      if (entry.state === "held") held = true;
+      if (entry.expiry !== undefined) clearTimeout(entry.expiry);
+      entry.wake?.();
+    }
+    if (held) this.#report({ reason: "the etcd backend was closed" });
+    await Promise.allSettled([...this.#granting.values()]);
+    await Promise.allSettled([...this.#subscriptions].map((stop) => stop()));
+    // Revoking the session leases frees every key this instance wrote, at once.
+    await Promise.allSettled([...this.#live].map((session) => session.end()));
+    this.#live.clear();
+    this.#sessions.clear();
+    await Promise.allSettled([...this.#cleanups]);
+    this.#entries.clear();
+    if (this.#owned) (this.#client as Etcd3).close();
+  }
+}
+
+/** etcd lease TTLs are whole seconds: round up (the server raises it to its minimum). */
+function secondsFor(ttlMs: number): number {
+  return Math.max(1, Math.ceil(ttlMs / 1000));
+}
+
+function unavailable(error: unknown): Error {
+  if (isLockError(error)) return error;
+  return backendUnavailable("etcd", error);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** `promise`, or a rejection with `signal.reason` as soon as the signal aborts. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}

@@ -1,0 +1,41 @@
+/**
+ * `@locks/etcd`: fair, fenced locks on etcd leases.
+ *
+ * ```ts
+ * import { createLocks } from "@locks/core";
+ * import { etcdBackend } from "@locks/etcd";
+ *
+ * const locks = createLocks(etcdBackend({ hosts: "127.0.0.1:2379" }), { namespace: "billing" });
+ * ```
+ *
+ * @packageDocumentation
+ */
+import type { Backend } from "@locks/core";
+import { EtcdBackend } from "./backend.js";
+import { type EtcdBackendOptions, resolveOptions } from "./options.js";
+
+export type {
+  EtcdBackendCommonOptions,
+  EtcdBackendOptions,
+  EtcdClientOptions,
+  EtcdHostsOptions,
+} from "./options.js";
+
+/**
+ * A lock backend on etcd (v3 API, server 3.4 or later).
+ *
+ * - `etcdBackend({ client })` uses an etcd3 `Etcd3` instance you made; `close()` leaves it open.
+ * - `etcdBackend({ hosts })` makes its own client from etcd3's options; `close()` closes it.
+ *
+ * Each backend instance keeps one etcd lease per distinct TTL (in whole
+ * seconds, rounded up, at least the server's minimum of 2 s by default),
+ * granted on first use and kept alive until `close()`, which revokes it.
+ * Contenders queue by the create revision of their keys: grants are FIFO, a
+ * release wakes only the next waiter, and the fencing token is the create
+ * revision of the holder's key.
+ *
+ * Bad options throw `INVALID_ARGUMENT` at once, before any I/O.
+ */
+export function etcdBackend(options: EtcdBackendOptions): Backend {
+  return new EtcdBackend(resolveOptions(options));
+}

@@ -1,0 +1,149 @@
+import type { LockMode } from "@locks/core";
+import type { ICompare, IRangeRequest, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
+import type { LockKeys } from "./layout.js";
+
+/**
+ * The revision-ordered queue of etcd's concurrency recipes, as transactions.
+ * Each contender's key is ordered by its create revision:
+ *
+ * - exclusive: holds when no key of the lock is older than its own; waits on
+ *   the deletion of the key just before it (no herd);
+ * - shared: holds when no exclusive key is older; waits on the newest older
+ *   exclusive key (etcd's reader/writer recipe);
+ * - semaphore (`limit > 1`): holds when no shared key and fewer than `limit`
+ *   exclusive keys are older; waits on any deletion in the lock.
+ *
+ * Every position read is a transaction guarded by `create_revision(own key) ==
+ * own revision`, so a contender whose key vanished (lease expired, revoked or
+ * deleted by someone else) never reads itself as holder.
+ */
+export interface Contender {
+  readonly lock: LockKeys;
+  /** The contender's own key (raw, client prefix included). */
+  readonly key: Buffer;
+  readonly mode: LockMode;
+  readonly limit: number;
+}
+
+/** Where a contender stands. */
+export type Position =
+  | { readonly holder: true }
+  | {
+      readonly holder: false;
+      /** The key to wait on (raw); undefined: wait on any deletion in the lock. */
+      readonly predecessor: Buffer | undefined;
+    };
+
+const HOLDER: Position = { holder: true };
+
+function put(c: Contender, value: Buffer, lease: string): IRequestOp {
+  return { request_put: { key: c.key, value, lease } };
+}
+
+function get(key: Buffer): IRequestOp {
+  return { request_range: { key } };
+}
+
+function absent(key: Buffer, rangeEnd?: Buffer): ICompare {
+  return {
+    key,
+    ...(rangeEnd !== undefined ? { range_end: rangeEnd } : {}),
+    target: "Create",
+    result: "Equal",
+    create_revision: 0,
+  };
+}
+
+/**
+ * One non-blocking take: the key is written only when the contender would
+ * hold at once (exclusive, shared), so a failed attempt leaves nothing behind.
+ * A semaphore cannot compare a count, so its key is written with the position
+ * read in the same transaction, and deleted again by the caller when it does
+ * not hold. When the own key already exists (etcd3 retried a request that had
+ * in fact succeeded) the failure branch returns it.
+ */
+export function takeRequest(c: Contender, value: Buffer, lease: string): ITxnRequest {
+  if (c.limit > 1) return enqueueRequest(c, value, lease);
+  const { lock } = c;
+  const blockers =
+    c.mode === "shared" ? absent(lock.writers, lock.writersEnd) : absent(lock.base, lock.baseEnd);
+  return {
+    compare: [absent(c.key), blockers],
+    success: [put(c, value, lease)],
+    failure: [get(c.key)],
+  };
+}
+
+/** Joins the queue: writes the key and reads the position in the same transaction. */
+export function enqueueRequest(c: Contender, value: Buffer, lease: string): ITxnRequest {
+  return {
+    compare: [absent(c.key)],
+    success: [put(c, value, lease), ...positionReads(c, undefined)],
+    failure: [get(c.key)],
+  };
+}
+
+/** Reads the position of a contender whose key was created at `revision`, if it still exists. */
+export function checkRequest(c: Contender, revision: bigint): ITxnRequest {
+  return {
+    compare: [
+      { key: c.key, target: "Create", result: "Equal", create_revision: revision.toString() },
+    ],
+    success: positionReads(c, revision),
+    failure: [],
+  };
+}
+
+/**
+ * The reads that decide a position. With `revision` undefined they run in the
+ * transaction that wrote the key, where every visible key is older than it.
+ */
+function positionReads(c: Contender, revision: bigint | undefined): IRequestOp[] {
+  const { lock } = c;
+  const older: Partial<IRangeRequest> =
+    revision === undefined ? {} : { max_create_revision: (revision - 1n).toString() };
+  const range = (key: Buffer, range_end: Buffer, limit: number): IRequestOp => ({
+    request_range: {
+      key,
+      range_end,
+      keys_only: true,
+      sort_target: "Create",
+      sort_order: "Descend",
+      limit,
+      ...older,
+    },
+  });
+  if (c.limit > 1) {
+    // Own key is among the writers when read in the writing transaction.
+    const own = revision === undefined ? 1 : 0;
+    return [
+      range(lock.readers, lock.readersEnd, 1),
+      range(lock.writers, lock.writersEnd, c.limit + own),
+    ];
+  }
+  if (c.mode === "shared") return [range(lock.writers, lock.writersEnd, 1)];
+  return [range(lock.base, lock.baseEnd, revision === undefined ? 2 : 1)];
+}
+
+/** Decides the position from the responses of {@link positionReads} (starting at `from`). */
+export function positionOf(c: Contender, reply: ITxnResponse, from: number): Position {
+  const keys = (i: number): Buffer[] =>
+    (reply.responses[from + i]?.response_range?.kvs ?? [])
+      .map((kv) => kv.key)
+      .filter((key) => !key.equals(c.key));
+  if (c.limit > 1) {
+    const readers = keys(0);
+    const writers = keys(1);
+    return readers.length === 0 && writers.length < c.limit
+      ? HOLDER
+      : { holder: false, predecessor: undefined };
+  }
+  const [predecessor] = keys(0);
+  return predecessor === undefined ? HOLDER : { holder: false, predecessor };
+}
+
+/** The create revision of the own key from a failure branch that read it, if it exists. */
+export function existingRevision(reply: ITxnResponse): bigint | undefined {
+  const kv = reply.responses[0]?.response_range?.kvs[0];
+  return kv === undefined ? undefined : BigInt(kv.create_revision);
+}
