@@ -12,7 +12,13 @@ import {
   type Unsubscribe,
   type WaitOptions,
 } from "@locks/core";
-import type { Etcd3, ITxnResponse, KVClient, Namespace } from "etcd3";
+import {
+  type Etcd3,
+  EtcdLeaseInvalidError,
+  type ITxnResponse,
+  type KVClient,
+  type Namespace,
+} from "etcd3";
 import { contenderValue, Layout, type LockKeys, parseContenderValue } from "./layout.js";
 import type { ResolvedOptions } from "./options.js";
 import {
@@ -114,24 +120,38 @@ export class EtcdBackend implements Backend {
   async tryAcquire(req: LockRequest): Promise<Attempt> {
     this.#assertOpen();
     const start = monotonicNow();
-    const session = await this.#session(req.ttlMs);
-    const entry = this.#enter(req, session, "taking");
-    const fresh = this.#freshen(session, start, req.ttlMs);
-    const writing = this.#kv.txn(
-      takeRequest(entry, entry.value, session.id),
-      this.#deadline(Math.min(this.#requestTimeoutMs, req.ttlMs)),
-    );
-    entry.writing = writing;
-    let reply: ITxnResponse;
-    try {
-      [reply] = await Promise.all([writing, fresh]);
-    } catch (error) {
-      // Unknown outcome: the core calls release(req), which deletes the key if it was written.
-      entry.session.retire();
-      throw unavailable(error);
-    } finally {
+    for (let attempt = 0; ; attempt++) {
+      const session = await this.#session(req.ttlMs);
+      const entry = this.#enter(req, session, "taking");
+      const fresh = this.#freshen(session, start, req.ttlMs);
+      const writing = this.#kv.txn(
+        takeRequest(entry, entry.value, session.id),
+        this.#deadline(Math.min(this.#requestTimeoutMs, req.ttlMs)),
+      );
+      entry.writing = writing;
+      let reply: ITxnResponse;
+      try {
+        [reply] = await Promise.all([writing, fresh]);
+      } catch (error) {
+        entry.writing = undefined;
+        if (leaseGone(error) && attempt === 0) {
+          // The session lease was revoked behind our back: nothing was written; use a new one.
+          entry.written = false;
+          this.#forget(entry);
+          session.markLost("etcd no longer knows the session lease", error);
+          continue;
+        }
+        // Unknown outcome: the core calls release(req), which deletes the key if it was written.
+        session.retire();
+        throw unavailable(error);
+      }
       entry.writing = undefined;
+      return this.#taken(entry, reply);
     }
+  }
+
+  /** The outcome of a take transaction. */
+  async #taken(entry: Entry, reply: ITxnResponse): Promise<Attempt> {
     if (!entry.session.alive) {
       // The session was lost while the take was in flight: never grant on it.
       await this.#discard(entry);
@@ -184,8 +204,13 @@ export class EtcdBackend implements Backend {
         throw unavailable(error);
       }
       if (outcome === "held") return this.#granted(entry);
-      // Our key vanished (session lost, lease revoked, deleted by someone else): queue again.
+      // Our key vanished (session lost, lease revoked, deleted by someone else): queue again,
+      // after a keepalive tells whether the session itself is gone.
       void this.#discard(entry);
+      await abortable(
+        entry.session.confirmSince(monotonicNow()).catch(() => undefined),
+        signal,
+      );
     }
   }
 
@@ -355,7 +380,14 @@ export class EtcdBackend implements Backend {
     try {
       reply = await abortable(writing, signal);
     } catch (error) {
-      if (!signal.aborted) entry.session.retire();
+      if (signal.aborted) throw error;
+      if (leaseGone(error)) {
+        entry.written = false;
+        entry.writing = undefined;
+        entry.session.markLost("etcd no longer knows the session lease", error);
+        return "vanished";
+      }
+      entry.session.retire();
       throw error;
     }
     entry.writing = undefined;
@@ -666,6 +698,11 @@ export class EtcdBackend implements Backend {
 /** etcd lease TTLs are whole seconds: round up (the server raises it to its minimum). */
 function secondsFor(ttlMs: number): number {
   return Math.max(1, Math.ceil(ttlMs / 1000));
+}
+
+/** etcd refused a write because the lease it names is gone (revoked or expired). */
+function leaseGone(error: unknown): boolean {
+  return error instanceof EtcdLeaseInvalidError;
 }
 
 function unavailable(error: unknown): Error {

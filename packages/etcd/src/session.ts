@@ -124,6 +124,11 @@ export class Session<M> {
     return this.#keepalive();
   }
 
+  /** Declares the lease lost (etcd said it no longer knows it): every key in it is lost. */
+  markLost(reason: string, cause?: unknown): void {
+    this.#lose(reason, cause);
+  }
+
   /** Stops accepting new contenders; the lease lives on for the keys already in it. */
   retire(): void {
     if (this.#state === "alive") this.#state = "retired";

@@ -1,0 +1,351 @@
+import { type ChildProcess, fork } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import {
+  type Backend,
+  createLocks,
+  History,
+  isLockError,
+  type Lease,
+  type Locks,
+} from "@locks/core";
+import { nodeChildArgs, startEtcd, startEtcdCluster, waitFor } from "@locks/testkit";
+import { Etcd3 } from "etcd3";
+import { describe, expect, inject, it, onTestFinished } from "vitest";
+import { etcdBackend } from "../src/index.js";
+
+const endpoints = inject("etcdEndpoints");
+
+/** A fresh namespace and key prefix per test: tests share the server and never wipe it. */
+function scope() {
+  const id = randomBytes(5).toString("hex");
+  return { namespace: `ns-${id}`, prefix: `t-${id}` };
+}
+
+/** A lock client over a new backend instance, closed when the test ends. */
+function client(
+  hosts: readonly string[],
+  options: { namespace: string; prefix: string },
+): { locks: Locks; backend: Backend } {
+  const backend = etcdBackend({ hosts, prefix: options.prefix });
+  const locks = createLocks(backend, { namespace: options.namespace });
+  onTestFinished(() => locks.close());
+  return { locks, backend };
+}
+
+/** A plain etcd3 client to look at (and tamper with) what the backend wrote. */
+function raw(hosts: readonly string[]): Etcd3 {
+  const etcd = new Etcd3({ hosts: [...hosts] });
+  onTestFinished(() => etcd.close());
+  return etcd;
+}
+
+/** The contender keys under `prefix`, oldest first. */
+async function contenders(etcd: Etcd3, prefix: string) {
+  const reply = await etcd.kv.range({
+    key: Buffer.from(`${prefix}/`),
+    range_end: Buffer.from(`${prefix}0`),
+    sort_target: "Create",
+    sort_order: "Ascend",
+  });
+  return reply.kvs;
+}
+
+function codeOf(reason: unknown): string | undefined {
+  return isLockError(reason) ? reason.code : undefined;
+}
+
+describe("queue and sessions", () => {
+  it("a failed tryAcquire writes nothing; a waiter that gives up deletes its key", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const a = client(endpoints, s).locks;
+    const b = client(endpoints, s).locks;
+    const held = await a.acquire("k");
+    expect(await b.tryAcquire("k")).toBeNull();
+    expect(await b.tryAcquire("k", { mode: "shared" })).toBeNull();
+    expect(await contenders(etcd, s.prefix)).toHaveLength(1);
+    await expect(b.acquire("k", { timeoutMs: 100 })).rejects.toMatchObject({
+      code: "LOCK_TIMEOUT",
+    });
+    const controller = new AbortController();
+    const waiting = b.acquire("k", { signal: controller.signal });
+    await waitFor(async () => (await contenders(etcd, s.prefix)).length === 2);
+    controller.abort(new Error("gave up"));
+    await expect(waiting).rejects.toThrow("gave up");
+    await waitFor(async () => (await contenders(etcd, s.prefix)).length === 1, {
+      message: "the aborted waiter's key to be deleted",
+    });
+    await held.release();
+    expect(await contenders(etcd, s.prefix)).toHaveLength(0);
+  });
+
+  it("one lease per backend instance and TTL (in whole seconds), not one per acquire", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const { locks } = client(endpoints, s);
+    const leases: Lease[] = [];
+    for (const key of ["a", "b", "c"]) leases.push(await locks.acquire(key, { ttlMs: 4_500 }));
+    leases.push(await locks.acquire("d", { ttlMs: 5_000 })); // rounds up to the same 5 s
+    leases.push(await locks.acquire("e", { ttlMs: 9_000 }));
+    const kvs = await contenders(etcd, s.prefix);
+    expect(kvs).toHaveLength(5);
+    expect(new Set(kvs.map((kv) => kv.lease)).size).toBe(2);
+    const ttls = await Promise.all(
+      [...new Set(kvs.map((kv) => kv.lease))].map(
+        async (id) => (await etcd.leaseClient.leaseTimeToLive({ ID: id })).grantedTTL,
+      ),
+    );
+    expect(ttls.map(Number).sort()).toEqual([5, 9]);
+    await Promise.all(leases.map((l) => l.release()));
+  });
+
+  it("keys of one lock cannot address another: 'a' never sees the holders of 'a/b'", async () => {
+    const s = scope();
+    const a = client(endpoints, s).locks;
+    const b = client(endpoints, s).locks;
+    const child = await a.acquire("a/b");
+    const parent = await b.tryAcquire("a");
+    expect(parent).not.toBeNull();
+    const status = await b.backend.inspect?.(s.namespace, "a");
+    expect(status?.holders).toHaveLength(1);
+    expect(status?.holders[0]?.fencingToken).toBe(parent!.fencingToken);
+    await Promise.all([child.release(), parent!.release()]);
+  });
+
+  it("inspect lists the holders with owner, mode, token and remaining TTL", async () => {
+    const s = scope();
+    const { locks, backend } = client(endpoints, s);
+    const r1 = await locks.acquire("doc", { mode: "shared", ttlMs: 5_000 });
+    const r2 = await locks.acquire("doc", { mode: "shared", ttlMs: 5_000 });
+    const writer = locks.acquire("doc", { timeoutMs: 10_000 });
+    await waitFor(async () => (await contenders(raw(endpoints), s.prefix)).length === 3);
+    const status = await backend.inspect!(s.namespace, "doc");
+    expect(status.held).toBe(true);
+    expect(status.holders.map((h) => h.mode)).toEqual(["shared", "shared"]);
+    expect(status.holders.map((h) => h.fencingToken)).toEqual([r1.fencingToken, r2.fencingToken]);
+    for (const h of status.holders) {
+      expect(h.owner).toMatch(/^[0-9a-f]{32}$/);
+      expect(h.expiresInMs).toBeGreaterThan(0);
+    }
+    await Promise.all([r1.release(), r2.release()]);
+    const w = await writer;
+    expect(w.fencingToken > r2.fencingToken).toBe(true);
+    await w.release();
+    expect((await backend.inspect!(s.namespace, "doc")).held).toBe(false);
+  });
+
+  it("works through an etcd3 Namespace and writes only under its prefix", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const ns = etcd.namespace(`${s.prefix}-app/`);
+    const a = createLocks(etcdBackend({ client: ns }), { namespace: s.namespace });
+    const b = createLocks(etcdBackend({ client: ns }), { namespace: s.namespace });
+    onTestFinished(async () => {
+      await a.close();
+      await b.close();
+    });
+    const held = await a.acquire("k");
+    const waiting = b.acquire("k", { timeoutMs: 10_000 });
+    await waitFor(async () => (await contenders(etcd, `${s.prefix}-app/locks`)).length === 2);
+    await held.release();
+    const next = await waiting;
+    expect(next.fencingToken > held.fencingToken).toBe(true);
+    await next.release();
+    // The backend did not close the client it was given.
+    expect(await etcd.get(`${s.prefix}-missing`).string()).toBeNull();
+  });
+
+  it("backend.close() revokes its session: what it held frees at once", async () => {
+    const s = scope();
+    const a = client(endpoints, s);
+    const b = client(endpoints, s).locks;
+    await a.locks.acquire("x", { ttlMs: 60_000 });
+    await a.locks.acquire("y", { ttlMs: 30_000 });
+    await a.backend.close();
+    for (const key of ["x", "y"]) {
+      const lease = await b.tryAcquire(key);
+      expect(lease, key).not.toBeNull();
+      await lease!.release();
+    }
+  });
+
+  it("a lease revoked from outside aborts lease.signal; the next acquire uses a new session", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const { locks } = client(endpoints, s);
+    const lease = await locks.acquire("k", { ttlMs: 3_000 });
+    const [kv] = await contenders(etcd, s.prefix);
+    const revoked = performance.now();
+    await etcd.leaseClient.leaseRevoke({ ID: kv!.lease });
+    await waitFor(() => lease.signal.aborted, { timeoutMs: 3_000 });
+    // Learnt at the next keepalive or extension: within a third of the TTL, plus a round trip.
+    expect(performance.now() - revoked).toBeLessThan(1_500);
+    expect(codeOf(lease.signal.reason)).toBe("LOCK_LOST");
+    const again = await locks.acquire("k", { ttlMs: 3_000, timeoutMs: 5_000 });
+    const [kv2] = await contenders(etcd, s.prefix);
+    expect(kv2!.lease).not.toBe(kv!.lease);
+    await again.release();
+  });
+
+  it("a key deleted by someone else is noticed at the next extension", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const { locks } = client(endpoints, s);
+    const lease = await locks.acquire("k", { ttlMs: 1_500 });
+    const [kv] = await contenders(etcd, s.prefix);
+    await etcd.kv.deleteRange({ key: kv!.key });
+    await waitFor(() => lease.signal.aborted, { timeoutMs: 2_000 });
+    expect(codeOf(lease.signal.reason)).toBe("LOCK_LOST");
+  });
+
+  it("a waiter whose lease is revoked while it waits never gets a grant on its old key", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const a = client(endpoints, s).locks;
+    const b = client(endpoints, s).locks;
+    const held = await a.acquire("k", { ttlMs: 10_000 });
+    const waiting = b.acquire("k", { ttlMs: 10_000, timeoutMs: 15_000 });
+    await waitFor(async () => (await contenders(etcd, s.prefix)).length === 2);
+    const [, waiter] = await contenders(etcd, s.prefix);
+    const revoke = await etcd.leaseClient.leaseRevoke({ ID: waiter!.lease });
+    // Release at once, before the waiter's session could notice the revoke on its own.
+    await held.release();
+    const next = await waiting;
+    expect(next.fencingToken > BigInt(waiter!.create_revision)).toBe(true);
+    expect(next.fencingToken > BigInt(revoke.header.revision)).toBe(true);
+    await next.release();
+  });
+});
+
+describe("faults", () => {
+  const holderModule = fileURLToPath(new URL("./fixtures/holder.ts", import.meta.url));
+
+  it("a SIGKILLed holder process: its key frees after the session lease TTL, not before", async () => {
+    const s = scope();
+    const ttlMs = 2_000;
+    const child: ChildProcess = fork(holderModule, [], {
+      execArgv: nodeChildArgs,
+      env: {
+        ...process.env,
+        ETCD_ENDPOINTS: endpoints.join(","),
+        LOCK_NAMESPACE: s.namespace,
+        LOCK_KEY: "killed",
+        LOCK_TTL_MS: String(ttlMs),
+      },
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    onTestFinished(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    });
+    const { token } = await new Promise<{ token: string }>((resolve, reject) => {
+      child.once("message", (m) => resolve(m as { token: string }));
+      child.once("exit", (code) => reject(new Error(`holder exited with ${code}`)));
+    });
+    // The child uses the default "locks" prefix.
+    const b = createLocks(etcdBackend({ hosts: endpoints }), { namespace: s.namespace });
+    onTestFinished(() => b.close());
+    expect(await b.tryAcquire("killed")).toBeNull();
+    child.kill("SIGKILL");
+    await exited;
+    const killed = performance.now();
+    const lease = await b.acquire("killed", { timeoutMs: 10_000 });
+    const freedAfter = performance.now() - killed;
+    // The last keepalive was at most a third of the TTL before the kill.
+    expect(freedAfter).toBeGreaterThanOrEqual((ttlMs * 2) / 3 - 100);
+    expect(freedAfter).toBeLessThan(ttlMs + 1_500);
+    expect(lease.fencingToken > BigInt(token)).toBe(true);
+    await lease.release();
+  });
+
+  it("server paused past the TTL: the holder's signal aborts on time; after resume another holds with a higher token", async () => {
+    const server = await startEtcd();
+    onTestFinished(() => server.stop());
+    const hosts = [server.endpoint];
+    const s = scope();
+    const a = client(hosts, s).locks;
+    const b = client(hosts, s).locks;
+    const ttlMs = 2_000;
+    const held = await a.acquire("k", { ttlMs });
+    const paused = performance.now();
+    server.pause();
+    try {
+      await waitFor(() => held.signal.aborted, { timeoutMs: ttlMs + 1_000 });
+      const lostAfter = performance.now() - paused;
+      expect(codeOf(held.signal.reason)).toBe("LOCK_LOST");
+      // Declared at the local deadline: within the TTL of the last extension, not 2x TTL later.
+      expect(lostAfter).toBeLessThanOrEqual(ttlMs + 50);
+      // Stay paused until the lease has surely run out on the server too.
+      await new Promise((resolve) => setTimeout(resolve, ttlMs + 500 - lostAfter));
+    } finally {
+      server.resume();
+    }
+    const next = await b.acquire("k", { ttlMs, timeoutMs: 15_000 });
+    expect(next.fencingToken > held.fencingToken).toBe(true);
+    await held.release(); // a lost lease: releasing it must not touch the new holder
+    expect(await a.tryAcquire("k")).toBeNull();
+    await next.release();
+  });
+
+  it("server restarted: the holder keeps its lock (the lease is durable) and the queue resumes", async () => {
+    const server = await startEtcd();
+    onTestFinished(() => server.stop());
+    const hosts = [server.endpoint];
+    const s = scope();
+    const a = client(hosts, s).locks;
+    const b = client(hosts, s).locks;
+    const held = await a.acquire("k", { ttlMs: 8_000 });
+    const waiting = b.acquire("k", { ttlMs: 8_000, timeoutMs: 20_000 });
+    await waitFor(async () => (await b.backend.inspect!(s.namespace, "k")).held);
+    await server.kill("SIGKILL");
+    await server.restart();
+    // Extensions go through again after the restart.
+    await held.extend();
+    expect(held.signal.aborted).toBe(false);
+    expect(await client(hosts, s).locks.tryAcquire("k")).toBeNull();
+    await held.release();
+    const next = await waiting;
+    expect(next.fencingToken > held.fencingToken).toBe(true);
+    await next.release();
+  });
+
+  it("leader killed in a 3-member cluster during a run of 4 contending clients: no overlap, the run finishes", async () => {
+    const cluster = await startEtcdCluster({ members: 3 });
+    onTestFinished(() => cluster.stop());
+    const s = scope();
+    const clients = [0, 1, 2, 3].map(() => client(cluster.endpoints, s).locks);
+    const loops = 20;
+    const history = new History();
+    let grants = 0;
+    const run = clients.map(async (locks, c) => {
+      for (let done = 0; done < loops; ) {
+        let lease: Lease;
+        try {
+          lease = await locks.acquire("hot", { ttlMs: 3_000, timeoutMs: 20_000 });
+        } catch (error) {
+          if (!isLockError(error, "BACKEND_UNAVAILABLE")) throw error;
+          continue;
+        }
+        const end = history.begin(lease, `client${c}`);
+        grants++;
+        await new Promise((resolve) => setImmediate(resolve));
+        end();
+        // A release that fails is retried in the background by the backend.
+        await lease.release().catch((error: unknown) => {
+          if (!isLockError(error, "BACKEND_UNAVAILABLE")) throw error;
+        });
+        done++;
+      }
+    });
+    await waitFor(() => grants >= 20, { timeoutMs: 20_000 });
+    const leader = await cluster.leader();
+    await leader.kill("SIGKILL");
+    const killedAt = grants;
+    await Promise.all(run);
+    expect(grants).toBe(4 * loops);
+    expect(killedAt).toBeLessThan(4 * loops);
+    // Requests that failed during the election were retried, never reported as grants.
+    history.assertValid({ fencing: true });
+  });
+});
