@@ -1,3 +1,16 @@
 import { defineProject } from "../../vitest.shared.js";
 
-export default defineProject();
+const config = defineProject({
+  globalSetup: ["@locks/testkit/setup/postgres"],
+});
+
+// vitest forwards ssr.resolve.conditions to Node as --conditions flags. With
+// "import" among them, pg's own require("pg-pool") resolves to pg-pool's ES
+// module build (Node >= 20.19 can require ES modules) and pg fails to load.
+// Node adds "import" to ES module resolution by itself; keep it out of the flags.
+const ssrResolve = config.ssr?.resolve;
+if (ssrResolve?.conditions !== undefined) {
+  ssrResolve.conditions = ssrResolve.conditions.filter((c) => c !== "import" && c !== "module");
+}
+
+export default config;

@@ -1,0 +1,479 @@
+import {
+  type Attempt,
+  type Backend,
+  backendUnavailable,
+  type Capabilities,
+  type KeyStatus,
+  type LockMode,
+  type LockRequest,
+  type LossReport,
+  lockClosed,
+  type Unsubscribe,
+  type WaitOptions,
+} from "@locks/core";
+import { Connection, PoolerError, type SetupOptions } from "./connection.js";
+import { advisoryId, idHalves, requestKeys, slotCandidates } from "./keys.js";
+import { pollUntilGranted, Wakeups } from "./notify.js";
+import type { ResolvedOptions } from "./options.js";
+import { cancelBackend, retried, waitInQueue } from "./queue.js";
+import { HELD, HOLDERS, LOCK_MODE_NAME, RELEASE, TRY, TRY_SLOTS } from "./sql.js";
+
+const NAME = "postgres";
+const NOT_GRANTED: Attempt = Object.freeze({ granted: false });
+
+/** A lock this backend holds for a lease. */
+interface Holding {
+  readonly conn: Connection;
+  /** The advisory id: the key's, or the semaphore slot's. */
+  readonly id: string;
+  readonly mode: LockMode;
+  readonly interest: string;
+}
+
+/**
+ * PostgreSQL session-level advisory locks.
+ *
+ * Connections: one session connection takes every non-blocking attempt and
+ * holds what they grant; a wait queues in the server on a queue connection
+ * of its own (opened on demand, up to maxConnections in all, kept for reuse
+ * while idle), which then holds the lock it waited for until the release.
+ */
+export class PostgresBackend implements Backend {
+  readonly name = NAME;
+  readonly capabilities: Capabilities;
+
+  readonly #options: ResolvedOptions;
+  readonly #setup: SetupOptions;
+  readonly #wakeups = new Wakeups();
+  readonly #leases = new Map<string, Holding>();
+  readonly #lossListeners = new Set<(report: LossReport) => void>();
+  /** Every connection of ours that is open or opening, the session included. */
+  readonly #conns = new Set<Connection>();
+  readonly #idle: Connection[] = [];
+  /** Queue connections open or being opened. */
+  #queueCount = 0;
+  #session: Connection | undefined;
+  #connecting: Promise<Connection> | undefined;
+  /** A given client was adopted once; it cannot be replaced when it dies. */
+  #adopted = false;
+  readonly #closing = new AbortController();
+  #closed: Promise<void> | undefined;
+  /** Acquires in progress, awaited by close(). */
+  readonly #pending = new Set<Promise<unknown>>();
+
+  constructor(options: ResolvedOptions) {
+    this.#options = options;
+    this.#setup = {
+      sequence: options.sequence,
+      lockTimeoutMs: options.client === undefined ? options.lockTimeoutMs : undefined,
+    };
+    this.capabilities = Object.freeze({
+      scope: "cluster",
+      ttl: false,
+      fencing: true,
+      shared: true,
+      semaphore: true,
+      // The server's lock queue is FIFO; polling (a given client, maxConnections 1) is not.
+      fair: options.maxConnections > 1,
+      notify: true,
+    });
+  }
+
+  async tryAcquire(request: LockRequest): Promise<Attempt> {
+    if (this.#closing.signal.aborted) throw lockClosed("postgres backend");
+    const session = await this.#liveSession();
+    const held = request.limit === 1 ? session.holds.get(requestKeys(request).key) : undefined;
+    if (
+      held === undefined ||
+      held.mode === "exclusive" ||
+      request.mode === "exclusive" ||
+      this.#options.maxConnections === 1
+    ) {
+      return this.#attempt(session, request);
+    }
+    // A second reader of a key this session reads: it asks from another
+    // session, so that a writer queued in between keeps its turn.
+    const conn = await this.#queueConnection();
+    if (conn === undefined) return NOT_GRANTED;
+    try {
+      return await this.#attempt(conn, request);
+    } finally {
+      this.#recycle(conn);
+    }
+  }
+
+  acquire(request: LockRequest, wait: WaitOptions): Promise<Attempt & { granted: true }> {
+    const pending = this.#acquire(request, wait.signal);
+    this.#pending.add(pending);
+    void pending.then(
+      () => this.#pending.delete(pending),
+      () => this.#pending.delete(pending),
+    );
+    return pending;
+  }
+
+  async extend(request: LockRequest, _ttlMs: number): Promise<boolean> {
+    const holding = this.#leases.get(request.owner);
+    if (holding === undefined || holding.conn.dead) return false;
+    const { classid, objid } = idHalves(holding.id);
+    let rows: Record<string, unknown>[];
+    try {
+      rows = await retried(holding.conn, () =>
+        holding.conn.query(HELD, [classid, objid, LOCK_MODE_NAME[holding.mode]]),
+      );
+    } catch (error) {
+      if (holding.conn.dead) return false;
+      throw backendUnavailable(NAME, error);
+    }
+    const row = rows[0];
+    return (
+      row?.held === true &&
+      Number(row.pid) === holding.conn.pid &&
+      this.#leases.get(request.owner) === holding
+    );
+  }
+
+  release(request: LockRequest): Promise<void> {
+    return this.#release(request.owner);
+  }
+
+  async #release(owner: string): Promise<void> {
+    const holding = this.#leases.get(owner);
+    if (holding === undefined) return;
+    this.#leases.delete(owner);
+    const { conn } = holding;
+    conn.leases.delete(owner);
+    if (conn.dead) return;
+    try {
+      await retried(conn, () =>
+        conn.query(RELEASE[holding.mode], [
+          holding.id,
+          holding.interest,
+          this.#options.channel,
+          holding.interest,
+        ]),
+      );
+    } catch (error) {
+      // Unknown state: end the session, which frees every lock it holds (the others are reported lost).
+      conn.fail(error);
+    } finally {
+      conn.unhold(holding.id);
+      this.#wakeups.wake(holding.interest);
+      if (conn !== this.#session) this.#recycle(conn);
+    }
+  }
+
+  // close and onLoss are bound: they work when called through a Proxy or detached.
+  readonly onLoss = (listener: (report: LossReport) => void): Unsubscribe => {
+    this.#lossListeners.add(listener);
+    return () => {
+      this.#lossListeners.delete(listener);
+    };
+  };
+
+  async inspect(namespace: string, key: string): Promise<KeyStatus> {
+    const session = await this.#liveSession();
+    const { classid, objid } = idHalves(advisoryId(namespace, key));
+    let rows: Record<string, unknown>[];
+    try {
+      rows = await session.query(HOLDERS, [classid, objid]);
+    } catch (error) {
+      throw backendUnavailable(NAME, error);
+    }
+    return {
+      held: rows.length > 0,
+      holders: rows.map((row) => ({ mode: row.mode === "ShareLock" ? "shared" : "exclusive" })),
+    };
+  }
+
+  readonly close = (): Promise<void> => {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  };
+
+  // --- attempts -------------------------------------------------------------
+
+  /**
+   * One non-blocking attempt on `conn`, which then holds the grant. A session
+   * never conflicts with itself, so what this session holds (or is asking
+   * for) is refused here, without asking; only a second reader of a key the
+   * session reads is let through when every wait polls (maxConnections 1).
+   */
+  async #attempt(conn: Connection, request: LockRequest): Promise<Attempt> {
+    const keys = requestKeys(request);
+    if (request.limit > 1) return this.#attemptSlots(conn, request, keys.interest);
+    const held = conn.holds.get(keys.key);
+    if (
+      held !== undefined &&
+      (held.mode === "exclusive" ||
+        request.mode === "exclusive" ||
+        this.#options.maxConnections > 1)
+    ) {
+      return NOT_GRANTED;
+    }
+    conn.hold(keys.key, request.mode);
+    let row: Record<string, unknown> | undefined;
+    try {
+      [row] = await conn.query(TRY[request.mode], [keys.key, this.#options.sequence]);
+    } catch (error) {
+      conn.unhold(keys.key);
+      throw backendUnavailable(NAME, error);
+    }
+    if (row?.token === null || row?.token === undefined) {
+      conn.unhold(keys.key);
+      return NOT_GRANTED;
+    }
+    return this.#granted(conn, request, keys.key, request.mode, keys.interest, row);
+  }
+
+  async #attemptSlots(conn: Connection, request: LockRequest, interest: string): Promise<Attempt> {
+    const candidates = slotCandidates(request).filter((id) => !conn.holds.has(id));
+    if (candidates.length === 0) return NOT_GRANTED;
+    for (const id of candidates) conn.hold(id, "exclusive");
+    let row: Record<string, unknown> | undefined;
+    try {
+      [row] = await conn.query(TRY_SLOTS, [candidates, this.#options.sequence]);
+    } catch (error) {
+      for (const id of candidates) conn.unhold(id);
+      throw backendUnavailable(NAME, error);
+    }
+    const slot = typeof row?.slot === "string" ? row.slot : undefined;
+    for (const id of candidates) if (id !== slot) conn.unhold(id);
+    if (slot === undefined || row === undefined) return NOT_GRANTED;
+    return this.#granted(conn, request, slot, "exclusive", interest, row);
+  }
+
+  #granted(
+    conn: Connection,
+    request: LockRequest,
+    id: string,
+    mode: LockMode,
+    interest: string,
+    row: Record<string, unknown>,
+  ): Attempt {
+    if (Number(row.pid) !== conn.pid) {
+      conn.unhold(id);
+      const error = new PoolerError(conn.pid, Number(row.pid));
+      conn.fail(error);
+      throw backendUnavailable(NAME, error);
+    }
+    if (conn.dead) {
+      // The session ended right after the grant: the lock went with it.
+      conn.unhold(id);
+      throw backendUnavailable(NAME, new Error("the connection to PostgreSQL was lost"));
+    }
+    this.#leases.set(request.owner, { conn, id, mode, interest });
+    conn.leases.add(request.owner);
+    return { granted: true, fencingToken: BigInt(String(row.token)) };
+  }
+
+  // --- waiting --------------------------------------------------------------
+
+  async #acquire(
+    request: LockRequest,
+    callerSignal: AbortSignal,
+  ): Promise<Attempt & { granted: true }> {
+    const signal = AbortSignal.any([callerSignal, this.#closing.signal]);
+    signal.throwIfAborted();
+    if (request.limit === 1 && this.#options.maxConnections > 1) {
+      for (;;) {
+        const conn = await this.#queueConnection(signal);
+        if (conn === undefined) break; // every connection is busy: poll instead
+        const granted = await this.#waitOn(conn, request, signal);
+        if (granted !== undefined) return granted;
+        // The connection died while waiting: queue again on another.
+      }
+    }
+    return pollUntilGranted(
+      {
+        channel: this.#options.channel,
+        wakeups: this.#wakeups,
+        session: () => this.#liveSession(),
+        attempt: (conn, r) => this.#attempt(conn, r),
+      },
+      request,
+      signal,
+      (r) => this.release(r),
+    );
+  }
+
+  /** Waits on a queue connection; undefined when it died and the wait should move to another. */
+  async #waitOn(
+    conn: Connection,
+    request: LockRequest,
+    signal: AbortSignal,
+  ): Promise<(Attempt & { granted: true }) | undefined> {
+    const keys = requestKeys(request);
+    conn.hold(keys.key, request.mode);
+    const outcome = await waitInQueue(
+      { sequence: this.#options.sequence, cancel: (pid) => this.#cancel(pid) },
+      conn,
+      keys.key,
+      request.mode,
+      signal,
+    );
+    if (outcome.kind === "granted" && !conn.dead) {
+      this.#leases.set(request.owner, {
+        conn,
+        id: keys.key,
+        mode: request.mode,
+        interest: keys.interest,
+      });
+      conn.leases.add(request.owner);
+      return { granted: true, fencingToken: outcome.token };
+    }
+    conn.unhold(keys.key);
+    this.#recycle(conn);
+    if (signal.aborted) throw signal.reason;
+    if (outcome.kind === "failed" && !conn.dead) throw backendUnavailable(NAME, outcome.error);
+    return undefined;
+  }
+
+  /** pg_cancel_backend for a waiting queue connection, sent on the session. */
+  async #cancel(pid: number): Promise<void> {
+    await cancelBackend(await this.#liveSession(), pid);
+  }
+
+  // --- connections ----------------------------------------------------------
+
+  /**
+   * The session connection, (re)connected when needed; BACKEND_UNAVAILABLE
+   * when it cannot be. While closing, only a live session is handed out (to
+   * cancel waits), and none is opened.
+   */
+  async #liveSession(): Promise<Connection> {
+    const session = this.#session;
+    if (session !== undefined && !session.dead) return session;
+    if (this.#closing.signal.aborted) throw lockClosed("postgres backend");
+    this.#connecting ??= this.#connectSession().finally(() => {
+      this.#connecting = undefined;
+    });
+    return this.#connecting;
+  }
+
+  async #connectSession(): Promise<Connection> {
+    const { client, clientConfig } = this.#options;
+    let conn: Connection;
+    try {
+      if (client !== undefined) {
+        if (this.#adopted)
+          throw new Error("the pg.Client given to the backend lost its connection");
+        this.#adopted = true;
+        conn = await Connection.adopt(client, this.#setup, this.#onDeath);
+      } else {
+        conn = await Connection.open(clientConfig ?? {}, this.#setup, this.#onDeath);
+        this.#conns.add(conn);
+      }
+    } catch (error) {
+      throw backendUnavailable(NAME, error);
+    }
+    if (this.#closing.signal.aborted) {
+      await conn.close();
+      throw lockClosed("postgres backend");
+    }
+    this.#session = conn;
+    return conn;
+  }
+
+  /** An idle queue connection, a new one, or undefined when maxConnections are open. */
+  async #queueConnection(signal?: AbortSignal): Promise<Connection | undefined> {
+    for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
+      if (conn.idleTimer !== undefined) clearTimeout(conn.idleTimer);
+      conn.idleTimer = undefined;
+      if (!conn.dead) return conn;
+    }
+    // The session counts as one of maxConnections.
+    if (
+      this.#options.client !== undefined ||
+      this.#queueCount + 1 >= this.#options.maxConnections
+    ) {
+      return undefined;
+    }
+    this.#queueCount++;
+    let conn: Connection;
+    try {
+      conn = await Connection.open(this.#options.clientConfig ?? {}, this.#setup, this.#onDeath);
+    } catch (error) {
+      this.#queueCount--;
+      throw backendUnavailable(NAME, error);
+    }
+    this.#conns.add(conn);
+    if (signal?.aborted || this.#closing.signal.aborted) {
+      this.#recycle(conn);
+      signal?.throwIfAborted();
+      throw lockClosed("postgres backend");
+    }
+    return conn;
+  }
+
+  /** Puts a queue connection that holds nothing back in the idle pool (or closes it). */
+  #recycle(conn: Connection): void {
+    if (conn.dead || conn === this.#session || conn.leases.size > 0 || conn.waiting) return;
+    if (this.#closing.signal.aborted) {
+      this.#forget(conn);
+      void conn.close();
+      return;
+    }
+    if (this.#idle.includes(conn)) return;
+    this.#idle.push(conn);
+    conn.idleTimer = setTimeout(() => {
+      const index = this.#idle.indexOf(conn);
+      if (index < 0) return;
+      this.#idle.splice(index, 1);
+      this.#forget(conn);
+      void conn.close();
+    }, this.#options.idleTimeoutMs);
+    conn.idleTimer.unref();
+  }
+
+  #forget(conn: Connection): void {
+    if (!this.#conns.delete(conn)) return;
+    if (conn !== this.#session) this.#queueCount--;
+  }
+
+  /** A session ended: every lease on it is lost, at once. */
+  readonly #onDeath = (conn: Connection, cause: unknown): void => {
+    const owners = [...conn.leases];
+    conn.leases.clear();
+    conn.holds.clear();
+    for (const owner of owners) this.#leases.delete(owner);
+    const index = this.#idle.indexOf(conn);
+    if (index >= 0) this.#idle.splice(index, 1);
+    this.#forget(conn);
+    if (conn === this.#session) {
+      if (this.#options.client === undefined) this.#session = undefined;
+      // Pollers announced themselves on that session: they must do it again on the next one.
+      this.#wakeups.wakeAll();
+    }
+    const detail = cause instanceof Error ? `: ${cause.message}` : "";
+    for (const owner of owners) {
+      const report: LossReport = {
+        owner,
+        reason: `the PostgreSQL session holding the lock ended${detail}`,
+        cause,
+      };
+      for (const listener of [...this.#lossListeners]) listener(report);
+    }
+  };
+
+  async #close(): Promise<void> {
+    this.#closing.abort(lockClosed("postgres backend"));
+    await Promise.allSettled([...this.#pending]);
+    const given = this.#options.client !== undefined ? this.#session : undefined;
+    if (given !== undefined && !given.dead) {
+      // Locks on a given client outlive this backend unless released here.
+      await Promise.allSettled([...given.leases].map((owner) => this.#release(owner)));
+      if (given.listening) {
+        await given.query(`UNLISTEN "${this.#options.channel}"`).catch(() => undefined);
+      }
+      given.detach();
+    }
+    for (const conn of this.#idle) if (conn.idleTimer !== undefined) clearTimeout(conn.idleTimer);
+    this.#idle.length = 0;
+    const conns = [...this.#conns];
+    this.#conns.clear();
+    await Promise.allSettled(conns.map((conn) => conn.close()));
+    this.#leases.clear();
+    this.#lossListeners.clear();
+  }
+}

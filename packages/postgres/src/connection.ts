@@ -1,0 +1,254 @@
+import type { LockMode } from "@locks/core";
+import pg, { type Client, type ClientConfig, type Notification } from "pg";
+import { PID, SETUP, type Statement } from "./sql.js";
+
+/** A row as pg returns it; every column the backend reads is named in sql.ts. */
+export type Row = Record<string, unknown>;
+
+/** What the backend learns when a connection dies. */
+export type DeathListener = (conn: Connection, cause: unknown) => void;
+
+/** Thrown when two statements of one session ran in two server processes: a transaction-mode pooler. */
+export class PoolerError extends Error {
+  override readonly name = "PoolerError";
+  constructor(first: number, second: number) {
+    super(
+      `two statements on one connection ran in two server sessions (pid ${first}, then ${second}): ` +
+        "a transaction-mode pooler (PgBouncer pool_mode=transaction) is in the way, and session-level " +
+        "advisory locks would be silently dropped or leaked. Connect directly, or through a session-mode pool.",
+    );
+  }
+}
+
+/**
+ * One PostgreSQL session: the backend's session connection, or a queue
+ * connection that waits in the server's lock queue and then holds what it
+ * got. Advisory locks belong to the session, so a lock is released on the
+ * very connection that took it, and all of them vanish when it dies.
+ *
+ * The connection also keeps the local half of the bookkeeping: which lock
+ * ids this session holds (or is asking for), since a session never conflicts
+ * with itself (PostgreSQL would grant a second `pg_try_advisory_lock` of a
+ * key it already holds), and which leases live on it.
+ */
+export class Connection {
+  readonly client: Client;
+  /** Opened by the backend (and closed by it), or given by the user. */
+  readonly owned: boolean;
+  /** The server process of this session, from setup. */
+  pid = 0;
+  dead = false;
+  /** Lock ids held or being asked for on this session, with their mode and count. */
+  readonly holds = new Map<string, { mode: LockMode; count: number }>();
+  /** Owners of the leases that live on this session. */
+  readonly leases = new Set<string>();
+  /** LISTEN was run on this session. */
+  listening = false;
+  /** Waits in the server's queue on this connection (0 or 1). */
+  waiting = false;
+  /** For an idle queue connection: closes it after the idle timeout. */
+  idleTimer: NodeJS.Timeout | undefined;
+
+  readonly #onDeath: DeathListener;
+  readonly #onError = (error: unknown): void => this.fail(error);
+  readonly #onEnd = (): void => this.fail(new Error("the connection to PostgreSQL was closed"));
+  #onNotification: ((message: Notification) => void) | undefined;
+  /** For a client without pipelining: our statements run one after the other. */
+  #serial: Promise<unknown> = Promise.resolve();
+
+  private constructor(client: Client, owned: boolean, onDeath: DeathListener) {
+    this.client = client;
+    this.owned = owned;
+    this.#onDeath = onDeath;
+    client.on("error", this.#onError);
+    client.on("end", this.#onEnd);
+  }
+
+  /** Opens a connection of the backend's own (pipelined) and sets it up. */
+  static async open(
+    config: ClientConfig,
+    setup: SetupOptions,
+    onDeath: DeathListener,
+  ): Promise<Connection> {
+    const conn = new Connection(new pg.Client({ ...config, pipeline: true }), true, onDeath);
+    try {
+      await conn.client.connect();
+      await conn.#setup(setup);
+      return conn;
+    } catch (error) {
+      conn.fail(error);
+      await conn.close();
+      throw error;
+    }
+  }
+
+  /** Adopts the user's client: listens to its events, never closes it. */
+  static async adopt(
+    client: Client,
+    setup: SetupOptions,
+    onDeath: DeathListener,
+  ): Promise<Connection> {
+    if ((client as { _connected?: unknown })._connected === false) {
+      throw new Error(
+        "the pg.Client given to postgresBackend is not connected: call client.connect() first",
+      );
+    }
+    const conn = new Connection(client, false, onDeath);
+    try {
+      await conn.#setup(setup);
+      return conn;
+    } catch (error) {
+      conn.detach();
+      throw error;
+    }
+  }
+
+  /** Runs a named statement; rejects with pg's error. A fatal error kills the connection first. */
+  query(statement: Statement | string, values?: unknown[]): Promise<Row[]> {
+    const run = (): Promise<Row[]> => {
+      const config =
+        typeof statement === "string"
+          ? { text: statement, values }
+          : { name: statement.name, text: statement.text, values };
+      return this.client.query<Row>(config).then(
+        (result) => result.rows,
+        (error: unknown) => {
+          if (isFatal(error)) this.fail(error);
+          throw error;
+        },
+      );
+    };
+    if (this.client.pipeline) return run();
+    const result = this.#serial.then(run, run);
+    this.#serial = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Delivers this session's notifications on `channel` to `listener`. */
+  onNotification(channel: string, listener: (payload: string) => void): void {
+    this.#onNotification = (message) => {
+      if (message.channel === channel && message.payload !== undefined) listener(message.payload);
+    };
+    this.client.on("notification", this.#onNotification);
+  }
+
+  /** Marks the session dead (once) and tells the backend; a connection of ours is torn down. */
+  fail(cause: unknown): void {
+    if (this.dead) return;
+    this.dead = true;
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    if (this.owned) destroy(this.client);
+    this.#onDeath(this, cause);
+  }
+
+  /** Stops listening to the client's events (a given client stays open). */
+  detach(): void {
+    this.client.off("error", this.#onError);
+    this.client.off("end", this.#onEnd);
+    if (this.#onNotification !== undefined) this.client.off("notification", this.#onNotification);
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  /**
+   * Closes a connection of ours: a graceful end, or a hard close when the
+   * server does not answer within `graceMs`. A given client is only detached.
+   */
+  async close(graceMs = 2_000): Promise<void> {
+    if (!this.owned) {
+      this.detach();
+      return;
+    }
+    this.dead = true;
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    // Errors after this point are expected (the socket goes away); keep a listener so none is unhandled.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.client.end().catch(() => undefined),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          destroy(this.client);
+          resolve();
+        }, graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** Records that this session holds (or asks for) `id` once more. */
+  hold(id: string, mode: LockMode): void {
+    const entry = this.holds.get(id);
+    if (entry === undefined) this.holds.set(id, { mode, count: 1 });
+    else entry.count++;
+  }
+
+  /** Forgets one hold of `id`. */
+  unhold(id: string): void {
+    const entry = this.holds.get(id);
+    if (entry === undefined) return;
+    if (--entry.count <= 0) this.holds.delete(id);
+  }
+
+  async #setup(setup: SetupOptions): Promise<void> {
+    const [first] = await this.query(PID);
+    const firstPid = Number(first?.pid);
+    const [row] = await this.query(
+      setup.lockTimeoutMs === undefined
+        ? "SELECT pg_backend_pid() AS pid, to_regclass($1) IS NOT NULL AS has_sequence"
+        : SETUP,
+      setup.lockTimeoutMs === undefined
+        ? [setup.sequence]
+        : [String(setup.lockTimeoutMs), setup.sequence],
+    );
+    this.pid = Number(row?.pid);
+    if (this.pid !== firstPid) throw new PoolerError(firstPid, this.pid);
+    if (row?.has_sequence !== true) {
+      try {
+        // An identifier cannot be a parameter: `sequence` is a quoted name from the options (options.ts).
+        await this.query(`CREATE SEQUENCE IF NOT EXISTS ${setup.sequence}`);
+      } catch (error) {
+        // Two clients creating it at once: one of them loses the race, and the sequence exists.
+        if (!isDuplicate(error)) throw error;
+      }
+    }
+  }
+}
+
+/** What a new connection is set up with. */
+export interface SetupOptions {
+  /** The quoted sequence name. */
+  readonly sequence: string;
+  /** lock_timeout for waits in the queue; undefined leaves a given client's setting alone. */
+  readonly lockTimeoutMs: number | undefined;
+}
+
+/** The SQLSTATE of a server error, if it is one. */
+export function sqlState(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code.length === 5 ? code : undefined;
+}
+
+/** 57014: query_canceled (pg_cancel_backend or statement_timeout); 55P03: lock_not_available (lock_timeout). */
+export function isInterrupted(error: unknown): boolean {
+  const state = sqlState(error);
+  return state === "57014" || state === "55P03";
+}
+
+/** An error after which the session is gone (pg_terminate_backend, shutdown, crash). */
+function isFatal(error: unknown): boolean {
+  const severity = (error as { severity?: unknown } | null)?.severity;
+  if (severity === "FATAL" || severity === "PANIC") return true;
+  const state = sqlState(error);
+  return state !== undefined && (state.startsWith("08") || state.startsWith("57P"));
+}
+
+function isDuplicate(error: unknown): boolean {
+  const state = sqlState(error);
+  return state === "42P07" || state === "23505";
+}
+
+/** Tears the socket down at once; pg then fails every pending query and emits "end". */
+function destroy(client: Client): void {
+  const stream = (client as { connection?: { stream?: { destroy(): void } } }).connection?.stream;
+  stream?.destroy();
+}

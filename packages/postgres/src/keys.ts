@@ -1,0 +1,93 @@
+import { createHash } from "node:crypto";
+import { keyDigest, type LockRequest, scopedKey } from "@locks/core";
+
+/*
+ * Advisory lock ids. PostgreSQL offers one 64-bit key space (`bigint`) and
+ * one of two 32-bit halves (`int, int`); the two never meet, and this package
+ * only ever uses the bigint form.
+ *
+ * - a key:            the first 8 bytes of SHA-256(scopedKey(namespace, key)), `keyDigest` of core;
+ * - semaphore slot i: the first 8 bytes of SHA-256("s:" + i + ":" + scopedKey(...));
+ * - interest marker:  the first 8 bytes of SHA-256("i:" + scopedKey(...)).
+ *
+ * A scoped key always starts with a decimal digit (its namespace length), so
+ * the "s:" and "i:" inputs can never equal a scoped key, nor each other: the
+ * three kinds of ids can only collide by chance, like any two keys
+ * (2^-64 for a pair; a collision only makes two keys exclude each other).
+ */
+
+/** The ids a request works with, computed once per request. */
+export interface RequestKeys {
+  /** The key's own id (limit 1), as a decimal string for a query parameter. */
+  readonly key: string;
+  /** The ids of the request's semaphore slots (limit > 1), in slot order. */
+  readonly slots: readonly string[];
+  /** Taken in shared mode by pollers of this key; see notify.ts. */
+  readonly interest: string;
+}
+
+/** Slots tried in one attempt, at most: a semaphore with a larger limit is tried by a random sample. */
+export const MAX_SLOTS_PER_ATTEMPT = 256;
+
+const cache = new WeakMap<LockRequest, RequestKeys>();
+
+/** The advisory ids of `request`; the same object is passed to tryAcquire, acquire, extend and release. */
+export function requestKeys(request: LockRequest): RequestKeys {
+  let keys = cache.get(request);
+  if (keys === undefined) {
+    const scoped = scopedKey(request.namespace, request.key);
+    keys = {
+      key: request.limit > 1 ? "" : toId(keyDigest(request.namespace, request.key)),
+      slots: request.limit > 1 ? slotIds(scoped, request.limit) : [],
+      interest: toId(sha256(`i:${scoped}`)),
+    };
+    cache.set(request, keys);
+  }
+  return keys;
+}
+
+/** The id of `key` in `namespace`, as `inspect` looks it up. */
+export function advisoryId(namespace: string, key: string): string {
+  return toId(keyDigest(namespace, key));
+}
+
+/** The first 8 bytes of a digest as a signed 64-bit integer (PostgreSQL's bigint). */
+export function toId(digest: Buffer): string {
+  return digest.readBigInt64BE(0).toString();
+}
+
+/** The two 32-bit halves pg_locks shows for a bigint advisory id: classid (high), objid (low). */
+export function idHalves(id: string): { classid: string; objid: string } {
+  const value = BigInt.asUintN(64, BigInt(id));
+  return { classid: (value >> 32n).toString(), objid: (value & 0xffff_ffffn).toString() };
+}
+
+function slotIds(scoped: string, limit: number): string[] {
+  if (limit <= MAX_SLOTS_PER_ATTEMPT) {
+    return Array.from({ length: limit }, (_, i) => toId(sha256(`s:${i}:${scoped}`)));
+  }
+  // Slot indexes are drawn afresh by each attempt (see slotCandidates); none is precomputed.
+  return [];
+}
+
+/**
+ * The slot ids one attempt tries, starting at a random slot so that
+ * contenders spread over the slots. A semaphore with more than
+ * MAX_SLOTS_PER_ATTEMPT slots is tried through a random sample of that many:
+ * never more than `limit` holders, and a grant whenever a sampled slot is free.
+ */
+export function slotCandidates(request: LockRequest): string[] {
+  const { slots } = requestKeys(request);
+  if (slots.length > 0) {
+    const start = Math.floor(Math.random() * slots.length);
+    return [...slots.slice(start), ...slots.slice(0, start)];
+  }
+  const scoped = scopedKey(request.namespace, request.key);
+  const picked = new Set<number>();
+  while (picked.size < MAX_SLOTS_PER_ATTEMPT) picked.add(Math.floor(Math.random() * request.limit));
+  return [...picked].map((i) => toId(sha256(`s:${i}:${scoped}`)));
+}
+
+function sha256(text: string): Buffer {
+  return createHash("sha256").update(text, "utf8").digest();
+}

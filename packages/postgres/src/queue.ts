@@ -1,0 +1,145 @@
+import type { LockMode } from "@locks/core";
+import { type Connection, isInterrupted } from "./connection.js";
+import { idHalves } from "./keys.js";
+import { CANCEL, HELD, LOCK_MODE_NAME, NEXT_TOKEN, UNLOCK_ALL, WAIT } from "./sql.js";
+
+/*
+ * A wait in the server's own lock queue: `pg_advisory_lock` on a connection
+ * that holds nothing else, which then holds the lock. The server hands the
+ * lock over inside the holder's unlock, so a handoff costs no polling and
+ * waiters are served in FIFO order.
+ *
+ * Giving up is the delicate part. The wait is interrupted with
+ * `pg_cancel_backend` (sent on another connection); but the grant can race
+ * the cancel (or the lock_timeout): PostgreSQL then raises the error AND
+ * keeps the lock. So after any interrupted wait the connection checks
+ * pg_locks, and unlocks what it got when the caller gave up. A cancel that
+ * arrives late can also interrupt the next statement: every clean-up
+ * statement is retried when that happens.
+ */
+
+/** What the queue needs from the backend. */
+export interface QueueHost {
+  /** The quoted sequence name. */
+  readonly sequence: string;
+  /** Sends pg_cancel_backend on a connection other than `conn`; resolves when it was sent. */
+  cancel(pid: number): Promise<void>;
+}
+
+/** How a wait ended. */
+export type WaitOutcome =
+  | { readonly kind: "granted"; readonly token: bigint }
+  /** The caller gave up (signal aborted); the connection holds nothing. */
+  | { readonly kind: "aborted" }
+  /** The connection died or misbehaved; it holds nothing (it is gone, or was cleared). */
+  | { readonly kind: "failed"; readonly error: unknown };
+
+/** How long an aborted wait may take to be cancelled before its connection is torn down. */
+const CANCEL_GRACE_MS = 1_000;
+
+/**
+ * Waits for `id` on `conn` until granted or `signal` aborts. Re-enters the
+ * queue when its lock_timeout passes. The connection holds nothing before.
+ */
+export async function waitInQueue(
+  host: QueueHost,
+  conn: Connection,
+  id: string,
+  mode: LockMode,
+  signal: AbortSignal,
+): Promise<WaitOutcome> {
+  conn.waiting = true;
+  try {
+    for (;;) {
+      if (signal.aborted) return { kind: "aborted" };
+      const outcome = await waitOnce(host, conn, id, mode, signal);
+      if (outcome !== "again") return outcome;
+    }
+  } finally {
+    conn.waiting = false;
+  }
+}
+
+async function waitOnce(
+  host: QueueHost,
+  conn: Connection,
+  id: string,
+  mode: LockMode,
+  signal: AbortSignal,
+): Promise<WaitOutcome | "again"> {
+  const waiting = conn.query(WAIT[mode], [id, host.sequence]).then(
+    (rows) => ({ ok: true as const, token: BigInt(String(rows[0]?.token)) }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+  let cancelled: Promise<void> | undefined;
+  let graceTimer: NodeJS.Timeout | undefined;
+  const onAbort = (): void => {
+    cancelled = host.cancel(conn.pid).catch(() => undefined);
+    // If the cancel cannot reach the server, the session is torn down instead; the server then drops the wait.
+    graceTimer = setTimeout(
+      () => conn.fail(new Error("a cancelled wait did not end")),
+      CANCEL_GRACE_MS,
+    );
+  };
+  signal.addEventListener("abort", onAbort, { once: true });
+  const result = await waiting;
+  signal.removeEventListener("abort", onAbort);
+  // A cancel still on its way could interrupt the next statement: let it land first.
+  if (cancelled !== undefined) await cancelled;
+  if (graceTimer !== undefined) clearTimeout(graceTimer);
+
+  if (conn.dead)
+    return { kind: "failed", error: result.ok ? new Error("connection lost") : result.error };
+  if (result.ok) {
+    if (!signal.aborted) return { kind: "granted", token: result.token };
+    return clear(conn, { kind: "aborted" });
+  }
+  if (!isInterrupted(result.error)) return clear(conn, { kind: "failed", error: result.error });
+  // Cancelled or timed out: the grant may have raced it, and then the lock is held after all.
+  let held: boolean;
+  try {
+    held = await retried(conn, async () => {
+      const { classid, objid } = idHalves(id);
+      const rows = await conn.query(HELD, [classid, objid, LOCK_MODE_NAME[mode]]);
+      return rows[0]?.held === true;
+    });
+  } catch (error) {
+    return clear(conn, { kind: "failed", error });
+  }
+  if (signal.aborted) return held ? clear(conn, { kind: "aborted" }) : { kind: "aborted" };
+  if (!held) return "again";
+  try {
+    const rows = await retried(conn, () => conn.query(NEXT_TOKEN, [host.sequence]));
+    return { kind: "granted", token: BigInt(String(rows[0]?.token)) };
+  } catch (error) {
+    return clear(conn, { kind: "failed", error });
+  }
+}
+
+/** Unlocks everything the (otherwise empty) queue connection holds, then reports `outcome`. */
+async function clear(conn: Connection, outcome: WaitOutcome): Promise<WaitOutcome> {
+  if (conn.dead) return outcome;
+  try {
+    await retried(conn, () => conn.query(UNLOCK_ALL));
+  } catch (error) {
+    // Unknown state: drop the session, which frees whatever it held.
+    conn.fail(error);
+  }
+  return outcome;
+}
+
+/** Runs `statement` again when a late cancel interrupted it (57014), up to a few times. */
+export async function retried<T>(conn: Connection, statement: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await statement();
+    } catch (error) {
+      if (attempt >= 3 || conn.dead || !isInterrupted(error)) throw error;
+    }
+  }
+}
+
+/** Sends pg_cancel_backend for `pid` on `via`. */
+export async function cancelBackend(via: Connection, pid: number): Promise<void> {
+  await via.query(CANCEL, [pid]);
+}
