@@ -1,3 +1,3 @@
 import { defineProject } from "../../vitest.shared.js";
 
-export default defineProject();
+export default defineProject({ globalSetup: ["@locks/testkit/setup/redis"] });

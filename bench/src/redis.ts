@@ -1,0 +1,468 @@
+import { type Backend, createLocks, type Locks } from "@locks/core";
+import { redisBackend } from "@locks/redis";
+import { type RedisServer, startRedis, startRedisGroup } from "@locks/testkit";
+import { Redis } from "ioredis";
+import { Mutex } from "redis-semaphore";
+import type { BenchSuite, BenchTable } from "./table.js";
+import { opsPerSecond } from "./table.js";
+
+/*
+ * @locks/redis against the raw floor (SET NX PX + an owner-checked EVALSHA
+ * delete), redlock 5 and redis-semaphore, measured side by side in one run on
+ * one local redis-server (and a group of 3 for Redlock):
+ *
+ * 1. uncontended acquire + release per second (one client, one key);
+ * 2. handoffs with 8 clients on one key, each release passing the lock to
+ *    another client: handoffs per second and the gap from the release call
+ *    to the next holder's grant;
+ * 3. Redis commands per handoff with 100 waiters, from INFO commandstats
+ *    (every command the server ran, those inside scripts included, and the
+ *    scripts/commands the clients sent).
+ */
+
+const UNCONTENDED_MS = 1_000;
+const ROUNDS = 2;
+const HANDOFF_MS = 2_500;
+const WAITERS_MS = 2_000;
+const TTL_MS = 30_000;
+
+/** The part of redlock 5 used here (its package's "exports" hide its types from NodeNext resolution). */
+interface RedlockInstance {
+  acquire(resources: string[], durationMs: number): Promise<{ release(): Promise<unknown> }>;
+}
+type RedlockClass = new (clients: Iterable<Redis>) => RedlockInstance;
+const redlockModule = "redlock";
+const { default: Redlock } = (await import(redlockModule)) as { default: RedlockClass };
+
+const RELEASE_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
+
+/** Takes the lock (waiting as the library does) and resolves with its release. */
+type Acquire = () => Promise<() => Promise<unknown>>;
+
+/** One contender: an acquire function and what to close afterwards. */
+interface Contender {
+  readonly acquire: Acquire;
+  readonly close: () => Promise<void>;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function connect(url: string): Promise<Redis> {
+  const client = new Redis(url, { lazyConnect: true });
+  await client.connect();
+  return client;
+}
+
+// ---------------------------------------------------------------- contenders
+
+/** Raw floor: SET NX PX, then EVALSHA of the owner-checked delete; waiting polls every `pollMs`. */
+async function rawContender(url: string, key: string, pollMs = 1): Promise<Contender> {
+  const client = await connect(url);
+  const sha = (await client.script("LOAD", RELEASE_LUA)) as string;
+  let n = 0;
+  const id = Math.random().toString(36).slice(2);
+  return {
+    acquire: async () => {
+      const token = `${id}:${n++}`;
+      while ((await client.set(key, token, "PX", TTL_MS, "NX")) !== "OK") await sleep(pollMs);
+      return () => client.evalsha(sha, 1, key, token);
+    },
+    close: async () => {
+      await client.quit();
+    },
+  };
+}
+
+function locksContender(backend: Backend, key: string): Contender {
+  const locks: Locks = createLocks(backend, { namespace: "bench", ttlMs: TTL_MS });
+  return {
+    acquire: async () => {
+      const lease = await locks.acquire(key);
+      return () => lease.release();
+    },
+    close: () => locks.close(),
+  };
+}
+
+/** redlock 5 with its default retries (10 tries, 200 ms delay + up to 200 ms jitter); retried forever here. */
+async function redlockContender(urls: readonly string[], key: string): Promise<Contender> {
+  const clients = await Promise.all(urls.map(connect));
+  const redlock = new Redlock(clients);
+  return {
+    acquire: async () => {
+      for (;;) {
+        try {
+          const lock = await redlock.acquire([key], TTL_MS);
+          return () => lock.release();
+        } catch {
+          // ExecutionError after its retries: start again, as a caller with a deadline would.
+        }
+      }
+    },
+    close: async () => {
+      await Promise.all(clients.map((c) => c.quit()));
+    },
+  };
+}
+
+/** redis-semaphore's Mutex with its defaults (10 ms retry interval); no auto-refresh during the bench. */
+async function semaphoreContender(url: string, key: string): Promise<Contender> {
+  const client = await connect(url);
+  return {
+    acquire: async () => {
+      const mutex = new Mutex(client, key, {
+        lockTimeout: TTL_MS,
+        acquireTimeout: 600_000,
+        refreshInterval: 0,
+      });
+      await mutex.acquire();
+      return () => mutex.release();
+    },
+    close: async () => {
+      await client.quit();
+    },
+  };
+}
+
+// ---------------------------------------------------------------- measurements
+
+async function uncontended(make: () => Promise<Contender>): Promise<number> {
+  const contender = await make();
+  try {
+    let top = 0;
+    for (let round = 0; round < ROUNDS; round++) {
+      const ops = await opsPerSecond(
+        async () => {
+          const release = await contender.acquire();
+          await release();
+        },
+        UNCONTENDED_MS,
+        200,
+      );
+      top = Math.max(top, ops);
+    }
+    return top;
+  } finally {
+    await contender.close();
+  }
+}
+
+interface HandoffResult {
+  readonly perSecond: number;
+  /** Median ms from the release call to the next holder's grant. */
+  readonly gapMs: number;
+  readonly handoffs: number;
+}
+
+/**
+ * Every contender loops: acquire, release, then wait until another contender
+ * took the lock before asking again, so every release hands the lock to
+ * someone else (a releaser never re-takes its own lock).
+ */
+async function handoffs(
+  contenders: readonly Contender[],
+  ms: number,
+  live: { grants: number } = { grants: 0 },
+): Promise<HandoffResult> {
+  let stop = false;
+  let grants = 0;
+  let lastHolder = -1;
+  let releasedAt = 0;
+  const gaps: number[] = [];
+  let onGrant: Array<() => void> = [];
+  const nextGrantBy = (me: number): Promise<void> =>
+    new Promise((resolve) => {
+      const check = (): void => {
+        if (stop || lastHolder !== me) resolve();
+        else onGrant.push(check);
+      };
+      check();
+    });
+  let start = 0;
+  const loops = contenders.map(async (contender, me) => {
+    while (!stop) {
+      const release = await contender.acquire();
+      const now = performance.now();
+      if (releasedAt > 0 && lastHolder !== me && start > 0) {
+        gaps.push(now - releasedAt);
+        grants++;
+      }
+      live.grants++;
+      lastHolder = me;
+      const waiting = onGrant;
+      onGrant = [];
+      for (const wake of waiting) wake();
+      releasedAt = performance.now();
+      await release();
+      await nextGrantBy(me);
+    }
+  });
+  // Let every contender queue up before counting.
+  await sleep(200);
+  grants = 0;
+  gaps.length = 0;
+  start = performance.now();
+  await sleep(ms);
+  const elapsed = performance.now() - start;
+  const counted = grants;
+  stop = true;
+  for (const wake of onGrant) wake();
+  onGrant = [];
+  await Promise.all(loops);
+  gaps.sort((a, b) => a - b);
+  return {
+    perSecond: (counted * 1000) / elapsed,
+    gapMs: gaps[Math.floor(gaps.length / 2)] ?? Number.NaN,
+    handoffs: counted,
+  };
+}
+
+/** Calls per command from INFO commandstats. */
+async function commandStats(admin: Redis): Promise<Map<string, number>> {
+  const info = (await admin.info("commandstats")) as string;
+  const stats = new Map<string, number>();
+  for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    stats.set(match[1] as string, Number(match[2]));
+  }
+  return stats;
+}
+
+interface CommandCount {
+  readonly handoffs: number;
+  /** Every command the server ran per handoff, including those inside scripts. */
+  readonly perHandoff: number;
+  /** Script calls and plain lock commands the clients sent, per handoff. */
+  readonly sentPerHandoff: number;
+}
+
+const SENT = new Set([
+  "evalsha",
+  "eval",
+  "set",
+  "subscribe",
+  "unsubscribe",
+  "ssubscribe",
+  "sunsubscribe",
+]);
+
+async function commandsPerHandoff(
+  admin: Redis,
+  contenders: readonly Contender[],
+  ms: number,
+): Promise<CommandCount> {
+  const live = { grants: 0 };
+  const loops = handoffs(contenders, ms, live);
+  // Count over a window inside the run: skip the start-up, stop before the drain.
+  await sleep(300);
+  const before = await commandStats(admin);
+  const grantsBefore = live.grants;
+  await sleep(ms - 300);
+  const after = await commandStats(admin);
+  const inWindow = live.grants - grantsBefore;
+  await loops;
+  let all = 0;
+  let sent = 0;
+  for (const [name, calls] of after) {
+    const delta = calls - (before.get(name) ?? 0);
+    if (name === "info") continue;
+    all += delta;
+    if (SENT.has(name)) sent += delta;
+  }
+  return { handoffs: inWindow, perHandoff: all / inWindow, sentPerHandoff: sent / inWindow };
+}
+
+async function closeAll(contenders: readonly Contender[]): Promise<void> {
+  await Promise.allSettled(contenders.map((c) => c.close()));
+}
+
+async function build<T>(n: number, make: (i: number) => Promise<T> | T): Promise<T[]> {
+  const made: T[] = [];
+  for (let i = 0; i < n; i++) made.push(await make(i));
+  return made;
+}
+
+// ---------------------------------------------------------------- the suite
+
+const suite: BenchSuite = async () => {
+  const fromEnv = process.env.REDIS_URL;
+  const servers: RedisServer[] = [];
+  const url = fromEnv ?? (servers.push(await startRedis()), servers[0]!.url);
+  const group = await startRedisGroup(3);
+  servers.push(...group);
+  const groupUrls = group.map((s) => s.url);
+  const admin = await connect(url);
+  const tables: BenchTable[] = [];
+  try {
+    // 1. Uncontended.
+    const key = (name: string): string => `bench:${name}:${Math.random().toString(36).slice(2)}`;
+    const raw = await uncontended(() => rawContender(url, key("raw")));
+    const ours = await uncontended(async () =>
+      locksContender(redisBackend({ url }), "uncontended"),
+    );
+    const oursFair = await uncontended(async () =>
+      locksContender(redisBackend({ url, fair: true }), "uncontended-fair"),
+    );
+    const redlock1 = await uncontended(() => redlockContender([url], key("redlock")));
+    const semaphore = await uncontended(() => semaphoreContender(url, key("semaphore")));
+    const oursRedlock = await uncontended(async () =>
+      locksContender(redisBackend({ urls: groupUrls }), "uncontended-redlock"),
+    );
+    const redlock3 = await uncontended(() => redlockContender(groupUrls, key("redlock3")));
+    tables.push({
+      suite: "redis",
+      title: "Redis: uncontended acquire + release (one client, one key, local redis-server)",
+      columns: ["library", "cycles/s", "vs raw floor"],
+      rows: [
+        ["raw SET NX PX + EVALSHA delete (floor)", raw, "1.00x"],
+        ["@locks/redis", ours, `${(raw / ours).toFixed(2)}x slower`],
+        ["@locks/redis fair", oursFair, `${(raw / oursFair).toFixed(2)}x slower`],
+        ["redlock 5 (1 server)", redlock1, `${(raw / redlock1).toFixed(2)}x slower`],
+        ["redis-semaphore Mutex", semaphore, `${(raw / semaphore).toFixed(2)}x slower`],
+        [
+          "@locks/redis Redlock (3 servers)",
+          oursRedlock,
+          `${(raw / oursRedlock).toFixed(2)}x slower`,
+        ],
+        ["redlock 5 (3 servers)", redlock3, `${(raw / redlock3).toFixed(2)}x slower`],
+      ],
+      notes: [
+        `goal: @locks/redis within 1.25x of the raw floor: ${(raw / ours).toFixed(2)}x (${raw / ours <= 1.25 ? "met" : "not met"})`,
+        "@locks/redis includes the core's lease (watchdog timer, owner token, validation); the floor has none",
+      ],
+    });
+
+    // 2. Handoffs between 8 clients.
+    const eight = async (
+      make: (i: number) => Promise<Contender> | Contender,
+    ): Promise<HandoffResult> => {
+      const contenders = await build(8, make);
+      try {
+        return await handoffs(contenders, HANDOFF_MS);
+      } finally {
+        await closeAll(contenders);
+      }
+    };
+    const hkey = key("handoff");
+    const hRaw = await eight(() => rawContender(url, `${hkey}:raw`, 1));
+    const hOurs = await eight(() => locksContender(redisBackend({ url }), "handoff"));
+    const hFair = await eight(() =>
+      locksContender(redisBackend({ url, fair: true }), "handoff-fair"),
+    );
+    const hRedlock = await eight(() => redlockContender([url], `${hkey}:redlock`));
+    const hSemaphore = await eight(() => semaphoreContender(url, `${hkey}:semaphore`));
+    const hOursRedlock = await eight(() =>
+      locksContender(redisBackend({ urls: groupUrls }), "handoff-redlock"),
+    );
+    const row = (name: string, r: HandoffResult): Array<string | number> => [
+      name,
+      r.perSecond,
+      r.gapMs,
+      `${(r.perSecond / hRedlock.perSecond).toFixed(1)}x`,
+    ];
+    tables.push({
+      suite: "redis",
+      title:
+        "Redis: handoffs between 8 clients on one key (each release passes the lock to another client)",
+      columns: ["library", "handoffs/s", "median gap (ms)", "vs redlock"],
+      rows: [
+        row("raw SET NX PX, 1 ms polling", hRaw),
+        row("@locks/redis (pub/sub, no polling)", hOurs),
+        row("@locks/redis fair (FIFO queue)", hFair),
+        row("redlock 5, default retries", hRedlock),
+        row("redis-semaphore Mutex (10 ms polling)", hSemaphore),
+        row("@locks/redis Redlock (3 servers)", hOursRedlock),
+      ],
+      notes: [
+        "gap: from the holder's release() call to the next holder's grant, in one process (8 connections each)",
+        `goal: gap under 0.5 ms without polling, over 50x redlock: ${hOurs.gapMs.toFixed(3)} ms, ${(hOurs.perSecond / hRedlock.perSecond).toFixed(0)}x`,
+      ],
+    });
+
+    // 3. Commands per handoff with 100 waiters.
+    const hundred = async (
+      make: (i: number) => Promise<Contender> | Contender,
+      ms = WAITERS_MS,
+    ): Promise<CommandCount> => {
+      const contenders = await build(100, make);
+      try {
+        return await commandsPerHandoff(admin, contenders, ms);
+      } finally {
+        await closeAll(contenders);
+      }
+    };
+    const wkey = key("waiters");
+    // One backend instance (one connection + one subscriber) for all 100 waiters.
+    const shared = redisBackend({ url });
+    const sharedLocks = createLocks(shared, { namespace: "bench", ttlMs: TTL_MS });
+    const oneInstance = await hundred(() => ({
+      acquire: async () => {
+        const lease = await sharedLocks.acquire("waiters-one");
+        return () => lease.release();
+      },
+      close: async () => {},
+    }));
+    await sharedLocks.close();
+    // Ten backend instances (ten "processes") with ten waiters each.
+    const instances = Array.from({ length: 10 }, () =>
+      createLocks(redisBackend({ url }), { namespace: "bench", ttlMs: TTL_MS }),
+    );
+    const tenInstances = await hundred((i) => ({
+      acquire: async () => {
+        const lease = await instances[i % 10]!.acquire("waiters-ten");
+        return () => lease.release();
+      },
+      close: async () => {},
+    }));
+    await Promise.all(instances.map((l) => l.close()));
+    const fairInstances = Array.from({ length: 10 }, () =>
+      createLocks(redisBackend({ url, fair: true }), { namespace: "bench", ttlMs: TTL_MS }),
+    );
+    const tenFair = await hundred((i) => ({
+      acquire: async () => {
+        const lease = await fairInstances[i % 10]!.acquire("waiters-fair");
+        return () => lease.release();
+      },
+      close: async () => {},
+    }));
+    await Promise.all(fairInstances.map((l) => l.close()));
+    const wRaw = await hundred(() => rawContender(url, `${wkey}:raw`, 1));
+    const wRedlock = await hundred(() => redlockContender([url], `${wkey}:redlock`), 3_000);
+    const wSemaphore = await hundred(() => semaphoreContender(url, `${wkey}:semaphore`));
+    const crow = (name: string, c: CommandCount): Array<string | number> => [
+      name,
+      c.handoffs,
+      c.sentPerHandoff,
+      c.perHandoff,
+    ];
+    tables.push({
+      suite: "redis",
+      title: "Redis: commands per handoff with 100 waiters on one key",
+      columns: [
+        "library",
+        "handoffs counted",
+        "commands sent per handoff",
+        "commands run per handoff (incl. inside scripts)",
+      ],
+      rows: [
+        crow("@locks/redis, 1 backend instance", oneInstance),
+        crow("@locks/redis, 10 instances x 10 waiters", tenInstances),
+        crow("@locks/redis fair, 10 instances x 10 waiters", tenFair),
+        crow("raw SET NX PX, 1 ms polling", wRaw),
+        crow("redlock 5, default retries", wRedlock),
+        crow("redis-semaphore Mutex (10 ms polling)", wSemaphore),
+      ],
+      notes: [
+        "from INFO commandstats deltas over a window of the run; sent = EVALSHA/EVAL/SET/(S)SUBSCRIBE/(S)UNSUBSCRIBE",
+        "@locks/redis: a release wakes one waiter per backend instance (fair: only the head's), so the cost grows with instances, not waiters",
+      ],
+    });
+  } finally {
+    await admin.quit();
+    await Promise.allSettled(servers.map((s) => s.stop()));
+  }
+  return tables;
+};
+
+export default suite;

@@ -1,0 +1,165 @@
+import type { Cluster, Redis } from "ioredis";
+import type { Connection } from "./connection.js";
+
+/** How long a channel stays subscribed after its last waiter left, so back-to-back waits cost no SUBSCRIBE. */
+const LINGER_MS = 2_000;
+/** How long a waiter waits for SUBSCRIBE's confirmation before relying on polling alone. */
+const SUBSCRIBE_WAIT_MS = 1_000;
+
+interface Channel {
+  refs: number;
+  /** The last SUBSCRIBE failed: the next waiter tries again. */
+  failed: boolean;
+  /** Resolves once the server confirmed the subscription (or gave up: polling covers). */
+  subscribed: Promise<void>;
+  linger: NodeJS.Timeout | undefined;
+}
+
+/**
+ * One subscriber connection per backend instance, created on first use by
+ * duplicating the client, and shared by every waiter of every key. A channel
+ * is subscribed once however many waiters it has (reference counted), and
+ * unsubscribed a moment after the last one left. On Cluster it uses sharded
+ * pub/sub (SSUBSCRIBE, Redis 7): ioredis keeps one subscriber per master.
+ */
+export class Notifier {
+  readonly #connection: Connection;
+  readonly #onMessage: (channel: string, payload: string) => void;
+  readonly #onResync: () => void;
+  readonly #channels = new Map<string, Channel>();
+  #subscriber: Redis | Cluster | undefined;
+  #closed = false;
+
+  /**
+   * @param onMessage called with the channel name as the server reports it.
+   * @param onResync called when the subscriber reconnected: messages may have been missed.
+   */
+  constructor(
+    connection: Connection,
+    onMessage: (channel: string, payload: string) => void,
+    onResync: () => void,
+  ) {
+    this.#connection = connection;
+    this.#onMessage = onMessage;
+    this.#onResync = onResync;
+  }
+
+  /** The name under which the server publishes (and reports) `channel`. */
+  serverName(channel: string): string {
+    return this.#connection.keyPrefix + channel;
+  }
+
+  /** Adds a reference to `channel`; resolves when subscribed (bounded: notifications are a hint). */
+  retain(channel: string): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    const existing = this.#channels.get(channel);
+    if (existing !== undefined) {
+      existing.refs++;
+      if (existing.linger !== undefined) clearTimeout(existing.linger);
+      existing.linger = undefined;
+      if (existing.failed) {
+        existing.failed = false;
+        existing.subscribed = this.#subscribe(channel, existing);
+      }
+      return existing.subscribed;
+    }
+    const entry: Channel = {
+      refs: 1,
+      failed: false,
+      subscribed: Promise.resolve(),
+      linger: undefined,
+    };
+    entry.subscribed = this.#subscribe(channel, entry);
+    this.#channels.set(channel, entry);
+    return entry.subscribed;
+  }
+
+  /** Drops a reference; the channel is unsubscribed shortly after the last one. */
+  release(channel: string): void {
+    const entry = this.#channels.get(channel);
+    if (entry === undefined || --entry.refs > 0) return;
+    entry.linger = setTimeout(() => {
+      if (entry.refs > 0 || this.#channels.get(channel) !== entry) return;
+      this.#channels.delete(channel);
+      this.#unsubscribe(channel);
+    }, LINGER_MS);
+    entry.linger.unref();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const entry of this.#channels.values()) {
+      if (entry.linger !== undefined) clearTimeout(entry.linger);
+    }
+    this.#channels.clear();
+    const subscriber = this.#subscriber;
+    this.#subscriber = undefined;
+    if (subscriber === undefined) return;
+    subscriber.removeAllListeners("ready");
+    try {
+      if (subscriber.status === "ready") await subscriber.quit();
+      else subscriber.disconnect();
+    } catch {
+      subscriber.disconnect();
+    }
+  }
+
+  #client(): Redis | Cluster {
+    if (this.#subscriber !== undefined) return this.#subscriber;
+    const source = this.#connection.client;
+    let subscriber: Redis | Cluster;
+    if (this.#connection.isCluster) {
+      subscriber = (source as Cluster).duplicate([], {
+        shardedSubscribers: true,
+        lazyConnect: false,
+        enableOfflineQueue: true,
+      });
+      subscriber.on("smessage", this.#onMessage);
+    } else {
+      // Subscriptions are not lock commands: queueing and resubscribing them on reconnect is wanted.
+      subscriber = (source as Redis).duplicate({
+        lazyConnect: false,
+        enableOfflineQueue: true,
+        autoResubscribe: true,
+        maxRetriesPerRequest: null,
+      });
+      subscriber.on("message", this.#onMessage);
+    }
+    subscriber.on("error", () => undefined);
+    let first = true;
+    subscriber.on("ready", () => {
+      if (!first) this.#onResync();
+      first = false;
+    });
+    this.#subscriber = subscriber;
+    return subscriber;
+  }
+
+  #subscribe(channel: string, entry: Channel): Promise<void> {
+    const client = this.#client();
+    const sent = this.#connection.isCluster
+      ? (client as Cluster).ssubscribe(channel)
+      : (client as Redis).subscribe(this.serverName(channel));
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, SUBSCRIBE_WAIT_MS);
+      timer.unref();
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      sent.then(done, () => {
+        entry.failed = true;
+        done();
+      });
+    });
+  }
+
+  #unsubscribe(channel: string): void {
+    const client = this.#subscriber;
+    if (client === undefined || this.#closed) return;
+    const sent = this.#connection.isCluster
+      ? (client as Cluster).sunsubscribe(channel)
+      : (client as Redis).unsubscribe(this.serverName(channel));
+    sent.catch(() => undefined);
+  }
+}

@@ -1,0 +1,327 @@
+import {
+  type Attempt,
+  type Backend,
+  backendUnavailable,
+  type Capabilities,
+  driftAllowance,
+  type KeyStatus,
+  type LockRequest,
+  lockClosed,
+  monotonicNow,
+  type Unsubscribe,
+} from "@locks/core";
+import type { Connection } from "./connection.js";
+import { type KeyLayout, keyLayout } from "./layout.js";
+import { Notifier } from "./notifier.js";
+import { scripts } from "./scripts.js";
+import { type Snapshot, statusFromSnapshot } from "./status.js";
+import { Waiters } from "./waiters.js";
+import { holdersKey, parseAcquireReply, releaseTag, wireMode } from "./wire.js";
+
+/** Settings of a Redlock backend. */
+export interface RedlockSettings {
+  readonly prefix: string;
+  readonly commandTimeoutMs: number;
+  readonly instanceTimeoutMs: number | undefined;
+}
+
+interface Member {
+  readonly connection: Connection;
+  readonly notifier: Notifier;
+}
+
+type Outcome =
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly error: unknown };
+
+/**
+ * Redlock over N independent servers (the Redis docs' distributed lock): a
+ * lock is granted when a majority (N/2+1) granted it, within its validity
+ * time (TTL minus the time the attempt took minus the clock-drift allowance,
+ * reported to the core as `validUntil` on the monotonic clock). A failed
+ * attempt releases on every member it may have reached.
+ *
+ * Fencing: each member keeps its own counter, which its acquire script
+ * increments. The token is the maximum over the granting majority plus the
+ * increments, and is written back (raising each counter to it, while the
+ * lock is still held there) to a majority before the grant is returned. Any
+ * later majority overlaps that one in at least one member whose counter is at
+ * least the token, so later tokens are greater, as long as members do not
+ * lose data (a member restarted empty must stay down for a TTL, as Redlock
+ * itself requires; and the overlap must not be only such members).
+ */
+export class RedlockBackend implements Backend {
+  readonly name = "redis";
+  readonly capabilities: Capabilities = Object.freeze({
+    scope: "cluster",
+    ttl: true,
+    fencing: true,
+    shared: true,
+    // Majorities of a semaphore of limit k do not exclude each other: k+1 holders can each win a majority.
+    semaphore: false,
+    fair: false,
+    notify: true,
+  });
+
+  readonly #members: readonly Member[];
+  readonly #quorum: number;
+  readonly #settings: RedlockSettings;
+  readonly #waiters = new Waiters();
+  readonly #held = new Map<string, LockRequest>();
+  #closed: Promise<void> | undefined;
+  #done = false;
+
+  constructor(connections: readonly Connection[], settings: RedlockSettings) {
+    this.#settings = settings;
+    this.#quorum = Math.floor(connections.length / 2) + 1;
+    this.#members = connections.map((connection) => ({
+      connection,
+      notifier: new Notifier(
+        connection,
+        // Each member reports the channel under its own client's keyPrefix: the waiters know the bare name.
+        (channel, payload) =>
+          this.#waiters.dispatch(channel.slice(connection.keyPrefix.length), payload),
+        () => this.#waiters.wakeAll(),
+      ),
+    }));
+  }
+
+  /** Members that must grant: floor(N/2) + 1. */
+  get quorum(): number {
+    return this.#quorum;
+  }
+
+  async tryAcquire(request: LockRequest): Promise<Attempt> {
+    if (this.#closed !== undefined) throw lockClosed("redis backend");
+    this.#waiters.consume(request.owner);
+    const start = monotonicNow();
+    const validUntil = start + request.ttlMs - driftAllowance(request.ttlMs);
+    const timeout = this.#instanceTimeout(request.ttlMs);
+    const l = this.#layout(request);
+    const mode = wireMode(request);
+    const keys = [l.exclusive, holdersKey(l, mode), l.fence];
+    const outcomes = await this.#onAll((m) =>
+      m.connection.run(scripts.acquire, keys, [request.owner, mode, request.ttlMs, 1], timeout),
+    );
+
+    const granted: Array<{ member: Member; token: bigint }> = [];
+    const waits: number[] = [];
+    const failed: Array<{ member: Member; error: unknown }> = [];
+    outcomes.forEach((outcome, i) => {
+      const member = this.#members[i] as Member;
+      if (!outcome.ok) {
+        failed.push({ member, error: outcome.error });
+        return;
+      }
+      const attempt = parseAcquireReply(outcome.value);
+      if (attempt.granted) granted.push({ member, token: attempt.fencingToken });
+      else waits.push(attempt.retryAfterMs ?? 0);
+    });
+
+    if (granted.length >= this.#quorum) {
+      let token = 0n;
+      for (const g of granted) if (g.token > token) token = g.token;
+      // Members whose own increment reached the token already hold it; only the lagging ones are written.
+      const lagging = granted.filter((g) => g.token < token);
+      const writes = await Promise.all(
+        lagging.map(({ member }) =>
+          settle(
+            member.connection.run(
+              scripts.fence,
+              keys,
+              [request.owner, mode, token.toString()],
+              timeout,
+            ),
+          ),
+        ),
+      );
+      const written =
+        granted.length - lagging.length + writes.filter((w) => w.ok && w.value === 1).length;
+      if (written >= this.#quorum) {
+        this.#held.set(request.owner, request);
+        return { granted: true, fencingToken: token, validUntil };
+      }
+      // Lost while writing back (expired, or members failed): not a grant.
+      await this.#releaseOn(request, this.#members);
+      const writeFailures = writes.filter((w) => !w.ok).length;
+      if (failed.length + writeFailures > this.#members.length - this.#quorum) {
+        throw this.#unavailable(failed.map((f) => f.error));
+      }
+      return { granted: false, retryAfterMs: jitter(timeout) };
+    }
+
+    // No majority: release wherever it may have been taken (granted, or no reply) before reporting.
+    const touched = [...granted.map((g) => g.member), ...failed.map((f) => f.member)];
+    if (touched.length > 0) await this.#releaseOn(request, touched);
+    if (failed.length > this.#members.length - this.#quorum) {
+      throw this.#unavailable(failed.map((f) => f.error));
+    }
+    // The lock frees for us once enough of the refusing members free it.
+    waits.sort((a, b) => a - b);
+    const needed = this.#quorum - granted.length;
+    const wait = waits[Math.min(needed, waits.length) - 1] ?? 0;
+    return { granted: false, retryAfterMs: granted.length > 0 ? wait + jitter(timeout) : wait };
+  }
+
+  async extend(request: LockRequest, ttlMs: number): Promise<boolean> {
+    if (this.#closed !== undefined) throw lockClosed("redis backend");
+    const l = this.#layout(request);
+    const mode = wireMode(request);
+    const outcomes = await this.#onAll((m) =>
+      m.connection.run(
+        scripts.extend,
+        [l.exclusive, holdersKey(l, mode)],
+        [request.owner, mode, ttlMs],
+        this.#instanceTimeout(ttlMs),
+      ),
+    );
+    const extended = outcomes.filter((o) => o.ok && o.value === 1).length;
+    if (extended >= this.#quorum) return true;
+    const refused = outcomes.filter((o) => o.ok && o.value !== 1).length;
+    if (refused > this.#members.length - this.#quorum) {
+      this.#held.delete(request.owner);
+      return false;
+    }
+    throw this.#unavailable(outcomes.flatMap((o) => (o.ok ? [] : [o.error])));
+  }
+
+  async release(request: LockRequest): Promise<void> {
+    if (this.#done) return;
+    const outcomes = await this.#releaseOn(request, this.#members);
+    const answered = outcomes.filter((o) => o.ok).length;
+    // Members that did not answer drop the hold after its TTL (or when they are back, see releaseOn).
+    if (answered < this.#quorum)
+      throw this.#unavailable(outcomes.flatMap((o) => (o.ok ? [] : [o.error])));
+  }
+
+  async subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
+    if (this.#closed !== undefined) throw lockClosed("redis backend");
+    const channel = this.#layout(request).channel;
+    this.#waiters.add(channel, {
+      owner: request.owner,
+      mode: wireMode(request),
+      limit: request.limit,
+      wake: onChange,
+    });
+    await Promise.all(this.#members.map((m) => m.notifier.retain(channel)));
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#waiters.remove(request.owner);
+      for (const m of this.#members) m.notifier.release(channel);
+    };
+  }
+
+  /** The holders a majority of members agree on. */
+  async inspect(namespace: string, key: string): Promise<KeyStatus> {
+    if (this.#closed !== undefined) throw lockClosed("redis backend");
+    const l = keyLayout(this.#settings.prefix, namespace, key);
+    const outcomes = await this.#onAll((m) =>
+      m.connection.run(
+        scripts.inspect,
+        [l.exclusive, l.readers, l.slots, l.fence],
+        [],
+        this.#settings.commandTimeoutMs,
+      ),
+    );
+    const seen = new Map<string, { count: number; holder: KeyStatus["holders"][number] }>();
+    let answered = 0;
+    for (const outcome of outcomes) {
+      if (!outcome.ok) continue;
+      answered++;
+      const status = statusFromSnapshot(outcome.value as Snapshot);
+      for (const holder of status.holders) {
+        const id = `${holder.mode}:${holder.owner}`;
+        const entry = seen.get(id);
+        if (entry === undefined) seen.set(id, { count: 1, holder });
+        else {
+          entry.count++;
+          const a = entry.holder.fencingToken;
+          const b = holder.fencingToken;
+          if (b !== undefined && (a === undefined || b > a))
+            entry.holder = { ...entry.holder, fencingToken: b };
+        }
+      }
+    }
+    if (answered < this.#quorum)
+      throw this.#unavailable(outcomes.flatMap((o) => (o.ok ? [] : [o.error])));
+    const holders = [...seen.values()].filter((e) => e.count >= this.#quorum).map((e) => e.holder);
+    return { held: holders.length > 0, holders };
+  }
+
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async #close(): Promise<void> {
+    await Promise.allSettled(
+      [...this.#held.values()].map((request) => this.#releaseOn(request, this.#members)),
+    );
+    this.#done = true;
+    await Promise.allSettled(this.#members.map((m) => m.notifier.close()));
+    await Promise.allSettled(this.#members.map((m) => m.connection.close()));
+  }
+
+  #instanceTimeout(ttlMs: number): number {
+    return this.#settings.instanceTimeoutMs ?? Math.min(500, Math.max(20, Math.ceil(ttlMs / 10)));
+  }
+
+  #layout(request: LockRequest): KeyLayout {
+    return keyLayout(this.#settings.prefix, request.namespace, request.key);
+  }
+
+  #onAll(run: (member: Member) => Promise<unknown>): Promise<Outcome[]> {
+    return Promise.all(this.#members.map((m) => settle(run(m))));
+  }
+
+  /** Owner-checked release on `members`; a member that cannot be reached gets it once it is back (within the TTL). */
+  async #releaseOn(request: LockRequest, members: readonly Member[]): Promise<Outcome[]> {
+    this.#held.delete(request.owner);
+    const l = this.#layout(request);
+    const mode = wireMode(request);
+    const keys = [l.exclusive, holdersKey(l, mode), l.channel];
+    const timeout = this.#instanceTimeout(request.ttlMs);
+    const outcomes = await Promise.all(
+      members.map((m) => {
+        const run = (): Promise<unknown> =>
+          m.connection.run(
+            scripts.release,
+            keys,
+            [request.owner, mode, m.connection.publishCommand, releaseTag(request), 0],
+            timeout,
+          );
+        return settle(run()).then((outcome) => {
+          if (!outcome.ok)
+            m.connection.defer(`release:${request.owner}`, run, monotonicNow() + request.ttlMs);
+          return outcome;
+        });
+      }),
+    );
+    return outcomes;
+  }
+
+  #unavailable(errors: readonly unknown[]): Error {
+    const reasons = errors.map((e) =>
+      e instanceof Error ? (e.cause instanceof Error ? e.cause : e) : e,
+    );
+    const cause = new AggregateError(
+      reasons,
+      `fewer than ${this.#quorum} of ${this.#members.length} Redlock members reachable (${reasons.length} failed)`,
+    );
+    return backendUnavailable("redis", cause);
+  }
+}
+
+function settle(promise: Promise<unknown>): Promise<Outcome> {
+  return promise.then(
+    (value) => ({ ok: true, value }),
+    (error: unknown) => ({ ok: false, error }),
+  );
+}
+
+/** A random delay so that contenders that split the members do not retry in lockstep. */
+function jitter(ms: number): number {
+  return Math.floor(Math.random() * Math.max(1, ms));
+}

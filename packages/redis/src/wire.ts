@@ -1,0 +1,30 @@
+import type { Attempt, LockRequest } from "@locks/core";
+import type { KeyLayout } from "./layout.js";
+
+/** The mode letter the scripts use: `x` exclusive, `r` shared reader, `s` semaphore slot. */
+export type WireMode = "x" | "r" | "s";
+
+export function wireMode(request: LockRequest): WireMode {
+  if (request.mode === "shared") return "r";
+  return request.limit > 1 ? "s" : "x";
+}
+
+/** The sorted set of holders of `mode` (the exclusive mode has none: `readers` is passed unused). */
+export function holdersKey(layout: KeyLayout, mode: WireMode): string {
+  return mode === "s" ? layout.slots : layout.readers;
+}
+
+/** A short tag of a release in its notification: lets Redlock drop the copies sent by each member. */
+export function releaseTag(request: LockRequest): string {
+  return request.owner.slice(0, 12);
+}
+
+/** Reads an acquire script's reply: `[1, token]` or `[0, msUntilItMayBeFree]`. */
+export function parseAcquireReply(reply: unknown): Attempt {
+  if (!Array.isArray(reply) || reply.length !== 2) {
+    throw new Error(`unexpected reply from the acquire script: ${JSON.stringify(reply)}`);
+  }
+  const [granted, value] = reply as [unknown, unknown];
+  if (granted === 1) return { granted: true, fencingToken: BigInt(value as number | string) };
+  return { granted: false, retryAfterMs: Math.max(0, Number(value)) };
+}
