@@ -20,8 +20,8 @@ import { opsPerSecond } from "./table.js";
  *    scripts/commands the clients sent).
  */
 
-const UNCONTENDED_MS = 1_000;
-const ROUNDS = 2;
+const UNCONTENDED_MS = 1_500;
+const ROUNDS = 5;
 const HANDOFF_MS = 2_500;
 const WAITERS_MS = 2_000;
 const TTL_MS = 30_000;
@@ -128,24 +128,35 @@ async function semaphoreContender(url: string, key: string): Promise<Contender> 
 
 // ---------------------------------------------------------------- measurements
 
-async function uncontended(make: () => Promise<Contender>): Promise<number> {
-  const contender = await make();
+/**
+ * Uncontended cycles per second of each contender, measured in interleaved
+ * rounds (so that load from elsewhere on the machine hits all alike); the
+ * best round of each counts.
+ */
+async function uncontended(
+  makers: ReadonlyArray<readonly [string, () => Promise<Contender>]>,
+): Promise<Map<string, number>> {
+  const contenders = await Promise.all(
+    makers.map(async ([name, make]) => [name, await make()] as const),
+  );
+  const best = new Map<string, number>();
   try {
-    let top = 0;
     for (let round = 0; round < ROUNDS; round++) {
-      const ops = await opsPerSecond(
-        async () => {
-          const release = await contender.acquire();
-          await release();
-        },
-        UNCONTENDED_MS,
-        200,
-      );
-      top = Math.max(top, ops);
+      for (const [name, contender] of contenders) {
+        const ops = await opsPerSecond(
+          async () => {
+            const release = await contender.acquire();
+            await release();
+          },
+          UNCONTENDED_MS / ROUNDS,
+          100,
+        );
+        best.set(name, Math.max(best.get(name) ?? 0, ops));
+      }
     }
-    return top;
+    return best;
   } finally {
-    await contender.close();
+    await closeAll(contenders.map(([, c]) => c));
   }
 }
 
@@ -156,18 +167,26 @@ interface HandoffResult {
   readonly handoffs: number;
 }
 
+/** How long every other contender must have been waiting before the holder releases. */
+const SETTLE_MS = 2;
+
 /**
- * Every contender loops: acquire, release, then wait until another contender
- * took the lock before asking again, so every release hands the lock to
- * someone else (a releaser never re-takes its own lock).
+ * Every contender loops: acquire; hold until every other contender has been
+ * waiting for SETTLE_MS (so the next holder is a waiter, never a newcomer that
+ * happens to arrive at the right moment); release; then wait until another
+ * contender took the lock before asking again. Every release hands the lock
+ * to a waiting client; the gap is the release call to that client's grant.
  */
 async function handoffs(
   contenders: readonly Contender[],
   ms: number,
   live: { grants: number } = { grants: 0 },
 ): Promise<HandoffResult> {
+  const n = contenders.length;
+  const waitingSince = new Array<number>(n).fill(Number.POSITIVE_INFINITY);
   let stop = false;
-  let grants = 0;
+  let counting = false;
+  let counted = 0;
   let lastHolder = -1;
   let releasedAt = 0;
   const gaps: number[] = [];
@@ -180,33 +199,44 @@ async function handoffs(
       };
       check();
     });
-  let start = 0;
+  const othersWaiting = async (me: number): Promise<void> => {
+    while (!stop) {
+      let latest = Number.NEGATIVE_INFINITY;
+      for (let j = 0; j < n; j++)
+        if (j !== me) latest = Math.max(latest, waitingSince[j] as number);
+      const due =
+        latest === Number.POSITIVE_INFINITY ? 0.5 : latest + SETTLE_MS - performance.now();
+      if (due <= 0) return;
+      await sleep(due);
+    }
+  };
   const loops = contenders.map(async (contender, me) => {
     while (!stop) {
+      waitingSince[me] = performance.now();
       const release = await contender.acquire();
-      const now = performance.now();
-      if (releasedAt > 0 && lastHolder !== me && start > 0) {
-        gaps.push(now - releasedAt);
-        grants++;
+      waitingSince[me] = Number.POSITIVE_INFINITY;
+      if (counting && lastHolder !== -1 && lastHolder !== me) {
+        gaps.push(performance.now() - releasedAt);
+        counted++;
       }
       live.grants++;
       lastHolder = me;
       const waiting = onGrant;
       onGrant = [];
       for (const wake of waiting) wake();
+      await othersWaiting(me);
       releasedAt = performance.now();
       await release();
       await nextGrantBy(me);
     }
   });
   // Let every contender queue up before counting.
-  await sleep(200);
-  grants = 0;
-  gaps.length = 0;
-  start = performance.now();
+  await sleep(300);
+  counting = true;
+  const start = performance.now();
   await sleep(ms);
+  counting = false;
   const elapsed = performance.now() - start;
-  const counted = grants;
   stop = true;
   for (const wake of onGrant) wake();
   onGrant = [];
@@ -297,19 +327,26 @@ const suite: BenchSuite = async () => {
   try {
     // 1. Uncontended.
     const key = (name: string): string => `bench:${name}:${Math.random().toString(36).slice(2)}`;
-    const raw = await uncontended(() => rawContender(url, key("raw")));
-    const ours = await uncontended(async () =>
-      locksContender(redisBackend({ url }), "uncontended"),
-    );
-    const oursFair = await uncontended(async () =>
-      locksContender(redisBackend({ url, fair: true }), "uncontended-fair"),
-    );
-    const redlock1 = await uncontended(() => redlockContender([url], key("redlock")));
-    const semaphore = await uncontended(() => semaphoreContender(url, key("semaphore")));
-    const oursRedlock = await uncontended(async () =>
-      locksContender(redisBackend({ urls: groupUrls }), "uncontended-redlock"),
-    );
-    const redlock3 = await uncontended(() => redlockContender(groupUrls, key("redlock3")));
+    const u = await uncontended([
+      ["raw", () => rawContender(url, key("raw"))],
+      ["ours", async () => locksContender(redisBackend({ url }), "uncontended")],
+      ["fair", async () => locksContender(redisBackend({ url, fair: true }), "uncontended-fair")],
+      ["redlock1", () => redlockContender([url], key("redlock"))],
+      ["semaphore", () => semaphoreContender(url, key("semaphore"))],
+      [
+        "oursRedlock",
+        async () => locksContender(redisBackend({ urls: groupUrls }), "uncontended-redlock"),
+      ],
+      ["redlock3", () => redlockContender(groupUrls, key("redlock3"))],
+    ]);
+    const get = (name: string): number => u.get(name) ?? Number.NaN;
+    const raw = get("raw");
+    const ours = get("ours");
+    const oursFair = get("fair");
+    const redlock1 = get("redlock1");
+    const semaphore = get("semaphore");
+    const oursRedlock = get("oursRedlock");
+    const redlock3 = get("redlock3");
     tables.push({
       suite: "redis",
       title: "Redis: uncontended acquire + release (one client, one key, local redis-server)",

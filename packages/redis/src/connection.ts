@@ -29,18 +29,23 @@ export class Connection {
   readonly isCluster: boolean;
   /** The client's `keyPrefix`: ioredis adds it to keys and shard channels, never to plain channels. */
   readonly keyPrefix: string;
+  /** A client of ours whose oldest command is unanswered this long is reconnected. */
+  readonly #staleMs: number;
+  readonly #deadlines = new Deadlines();
   /** Releases that failed while the server was unreachable, retried once it is ready again. */
   readonly #deferred = new Map<string, { run: () => Promise<unknown>; until: number }>();
-  readonly #onReady = (): void => this.#flushDeferred();
-  readonly #deadlines = new Deadlines();
+  /** One wait for the first connection, shared by every command sent meanwhile. */
+  #ready: Promise<void> | undefined;
   #lastError: unknown;
+  readonly #onReady = (): void => this.#flushDeferred();
   readonly #onError = (error: unknown): void => {
     this.#lastError = error;
   };
 
-  constructor(client: Redis | Cluster, owned: boolean) {
+  constructor(client: Redis | Cluster, owned: boolean, staleMs: number) {
     this.client = client;
     this.owned = owned;
+    this.#staleMs = staleMs;
     this.isCluster =
       client instanceof Cluster || (client as { isCluster?: boolean }).isCluster === true;
     this.publishCommand = this.isCluster ? "spublish" : "publish";
@@ -52,8 +57,8 @@ export class Connection {
   }
 
   /** Makes a client for `url` with the safe options (user options cannot turn them off). */
-  static create(url: string, options: RedisOptions | undefined): Connection {
-    return new Connection(new Redis(url, { ...options, ...SAFE_CLIENT_OPTIONS }), true);
+  static create(url: string, options: RedisOptions | undefined, staleMs: number): Connection {
+    return new Connection(new Redis(url, { ...options, ...SAFE_CLIENT_OPTIONS }), true, staleMs);
   }
 
   /**
@@ -68,11 +73,10 @@ export class Connection {
     args: ReadonlyArray<string | number>,
     timeoutMs: number,
   ): Promise<unknown> {
-    const status = this.client.status;
-    if (status === "ready") return this.#timed(script.run(this.client, keys, args), timeoutMs);
+    if (this.client.status === "ready") return this.#send(script, keys, args, timeoutMs);
     const deadline = monotonicNow() + timeoutMs;
     return this.#whenReady(timeoutMs).then(() =>
-      this.#timed(script.run(this.client, keys, args), Math.max(1, deadline - monotonicNow())),
+      this.#send(script, keys, args, Math.max(1, deadline - monotonicNow())),
     );
   }
 
@@ -95,14 +99,8 @@ export class Connection {
     this.#deferred.clear();
     this.client.off("ready", this.#onReady);
     if (!this.owned) return;
-    try {
-      if (this.client.status === "ready") await this.client.quit();
-      else this.client.disconnect();
-    } catch {
-      this.client.disconnect();
-    } finally {
-      this.client.off("error", this.#onError);
-    }
+    await quit(this.client, Math.min(this.#staleMs, QUIT_WAIT_MS));
+    this.client.off("error", this.#onError);
   }
 
   #flushDeferred(): void {
@@ -113,35 +111,73 @@ export class Connection {
     }
   }
 
-  #timed(command: Promise<unknown>, timeoutMs: number): Promise<unknown> {
+  #send(
+    script: Script,
+    keys: readonly string[],
+    args: ReadonlyArray<string | number>,
+    timeoutMs: number,
+  ): Promise<unknown> {
+    const command = script.run(this.client, keys, args);
     return new Promise((resolve, reject) => {
       const forget = this.#deadlines.add(timeoutMs, () => {
         reject(this.unavailable(new Error(`no reply within ${Math.round(timeoutMs)} ms`)));
       });
+      // Redis answers in order: a command unanswered for long means everything behind it is stuck
+      // too (a dead peer that never sent a reset). A connection of ours is replaced then.
+      const forgetStale = this.owned
+        ? this.#deadlines.add(this.#staleMs, () => this.#recycle())
+        : noop;
       command.then(
         (value) => {
           forget();
+          forgetStale();
           resolve(value);
         },
         (error: unknown) => {
           forget();
+          forgetStale();
           reject(this.unavailable(error));
         },
       );
     });
   }
 
+  #recycle(): void {
+    if (this.client.status === "ready") this.client.disconnect(true);
+  }
+
   /** Waits for a first connection (bounded); refuses at once while reconnecting or closed. */
   #whenReady(timeoutMs: number): Promise<void> {
-    const client = this.client;
-    const status = client.status;
+    const status = this.client.status;
     if (DOWN.has(status)) {
       const detail = this.#lastError instanceof Error ? `: ${this.#lastError.message}` : "";
       return Promise.reject(this.unavailable(new Error(`connection is ${status}${detail}`)));
     }
+    this.#ready ??= this.#connecting().finally(() => {
+      this.#ready = undefined;
+    });
+    const ready = this.#ready;
+    return new Promise<void>((resolve, reject) => {
+      const forget = this.#deadlines.add(timeoutMs, () =>
+        reject(this.unavailable(new Error(`not connected within ${Math.round(timeoutMs)} ms`))),
+      );
+      ready.then(
+        () => {
+          forget();
+          resolve();
+        },
+        (error: unknown) => {
+          forget();
+          reject(error);
+        },
+      );
+    });
+  }
+
+  #connecting(): Promise<void> {
+    const client = this.client;
     return new Promise<void>((resolve, reject) => {
       const done = (error?: Error): void => {
-        clearTimeout(timer);
         client.off("ready", onReady);
         client.off("close", onClose);
         client.off("end", onClose);
@@ -153,14 +189,30 @@ export class Connection {
         const detail = this.#lastError instanceof Error ? `: ${this.#lastError.message}` : "";
         done(new Error(`connection closed${detail}`));
       };
-      const timer = setTimeout(
-        () => done(new Error(`not connected within ${Math.round(timeoutMs)} ms`)),
-        timeoutMs,
-      );
       client.once("ready", onReady);
       client.once("close", onClose);
       client.once("end", onClose);
-      if (status === "wait") client.connect().catch(() => undefined);
+      if (client.status === "wait") client.connect().catch(() => undefined);
     });
   }
+}
+
+function noop(): void {}
+
+/** Longest wait for QUIT's reply before the socket is simply closed. */
+const QUIT_WAIT_MS = 1_000;
+
+/** QUIT (so the server sees a clean goodbye), or a plain disconnect when it does not answer in time. */
+export async function quit(client: Redis | Cluster, waitMs: number = QUIT_WAIT_MS): Promise<void> {
+  if (client.status !== "ready") {
+    client.disconnect();
+    return;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, waitMs);
+  });
+  await Promise.race([client.quit().catch(() => undefined), late]);
+  clearTimeout(timer);
+  client.disconnect();
 }

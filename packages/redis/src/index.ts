@@ -43,8 +43,12 @@ export function redisBackend(options: RedisBackendOptions): Backend {
   if (resolved.kind === "server") {
     const connection =
       resolved.client !== undefined
-        ? new Connection(resolved.client, false)
-        : Connection.create(resolved.url as string, resolved.redisOptions);
+        ? new Connection(resolved.client, false, resolved.commandTimeoutMs)
+        : Connection.create(
+            resolved.url as string,
+            resolved.redisOptions,
+            resolved.commandTimeoutMs,
+          );
     return new ServerBackend(connection, {
       ...common,
       fair: resolved.fair,
@@ -53,8 +57,10 @@ export function redisBackend(options: RedisBackendOptions): Backend {
   }
   const connections =
     resolved.clients !== undefined
-      ? resolved.clients.map((client) => new Connection(client, false))
-      : (resolved.urls ?? []).map((url) => Connection.create(url, resolved.redisOptions));
+      ? resolved.clients.map((client) => new Connection(client, false, resolved.commandTimeoutMs))
+      : (resolved.urls ?? []).map((url) =>
+          Connection.create(url, resolved.redisOptions, resolved.commandTimeoutMs),
+        );
   return new RedlockBackend(connections, {
     ...common,
     instanceTimeoutMs: resolved.instanceTimeoutMs,

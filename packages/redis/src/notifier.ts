@@ -1,5 +1,5 @@
 import type { Cluster, Redis } from "ioredis";
-import type { Connection } from "./connection.js";
+import { type Connection, quit } from "./connection.js";
 
 /** How long a channel stays subscribed after its last waiter left, so back-to-back waits cost no SUBSCRIBE. */
 const LINGER_MS = 2_000;
@@ -96,12 +96,7 @@ export class Notifier {
     this.#subscriber = undefined;
     if (subscriber === undefined) return;
     subscriber.removeAllListeners("ready");
-    try {
-      if (subscriber.status === "ready") await subscriber.quit();
-      else subscriber.disconnect();
-    } catch {
-      subscriber.disconnect();
-    }
+    await quit(subscriber);
   }
 
   #client(): Redis | Cluster {

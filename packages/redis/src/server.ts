@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import {
   type Attempt,
   type Backend,
@@ -52,6 +53,8 @@ export class ServerBackend implements Backend {
   constructor(connection: Connection, settings: ServerSettings) {
     this.#connection = connection;
     this.#settings = settings;
+    // Every fair waiter listens to it.
+    setMaxListeners(0, this.#closing.signal);
     this.#notifier = new Notifier(
       connection,
       (channel, payload) => this.#waiters.dispatch(channel, payload),

@@ -1,8 +1,11 @@
 import { fileURLToPath } from "node:url";
+import { createLocks } from "@locks/core";
 import { runConformanceSuite } from "@locks/core/conformance";
-import { startRedisCluster } from "@locks/testkit";
-import { afterAll } from "vitest";
-import { clusterBackend } from "./fixtures/cluster.js";
+import { startRedisCluster, waitFor } from "@locks/testkit";
+import { afterAll, describe, expect, it, onTestFinished } from "vitest";
+import { keyLayout } from "../src/layout.js";
+import { clusterBackend, clusterClient } from "./fixtures/cluster.js";
+import { freshNamespace } from "./helpers.js";
 
 const module = fileURLToPath(new URL("./fixtures/backend.ts", import.meta.url));
 const cluster = await startRedisCluster({ masters: 3 });
@@ -14,4 +17,45 @@ runConformanceSuite({
   create: () => clusterBackend(nodes),
   process: { module, env: { REDIS_CLUSTER: nodes.map((n) => `${n.host}:${n.port}`).join(",") } },
   ttlMs: 1000,
+});
+
+describe("cluster specifics", () => {
+  it("keeps every key of a lock in one slot, and notifies through sharded pub/sub on that slot's node", async () => {
+    const ns = freshNamespace();
+    const client = clusterClient(nodes);
+    onTestFinished(() => client.quit().then(() => undefined));
+    await waitFor(() => client.status === "ready");
+    const [a, b] = [
+      createLocks(clusterBackend(nodes), { namespace: ns }),
+      createLocks(clusterBackend(nodes), { namespace: ns }),
+    ];
+    onTestFinished(() => Promise.all([a.close(), b.close()]).then(() => undefined));
+    for (const key of ["{a}", "}{", "x{y}z", "plain"]) {
+      const layout = keyLayout("locks", ns, key);
+      const slots = new Set<number>();
+      for (const name of Object.values(layout))
+        slots.add(Number(await client.cluster("KEYSLOT", name)));
+      expect(slots.size, key).toBe(1);
+      const held = await a.acquire(key, { ttlMs: 60_000 });
+      const waiting = b.acquire(key, { timeoutMs: 10_000 });
+      // The waiter's backend subscribed its shard channel on exactly one node: the slot's owner.
+      await waitFor(async () => {
+        const counts = await Promise.all(
+          client
+            .nodes("master")
+            .map(
+              async (node) =>
+                (await node.pubsub("SHARDNUMSUB", layout.channel)) as [string, number],
+            ),
+        );
+        return counts.filter(([, n]) => n === 1).length === 1;
+      });
+      const released = performance.now();
+      await held.release();
+      const next = await waiting;
+      expect(performance.now() - released).toBeLessThan(400);
+      expect(next.fencingToken).toBeGreaterThan(held.fencingToken);
+      await next.release();
+    }
+  });
 });
