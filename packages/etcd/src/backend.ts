@@ -25,9 +25,10 @@ import {
   type Contender,
   checkRequest,
   enqueueRequest,
-  existingRevision,
+  existingKey,
   type Position,
   positionOf,
+  probeRequest,
   takeRequest,
 } from "./queue.js";
 import { type CallOptions, Session, type SessionHost } from "./session.js";
@@ -50,6 +51,12 @@ const FALLBACK_POLL_MS = 1_000;
  * keepalive before a fresh keepalive is sent along with the grant.
  */
 const FRESHNESS_SLACK = 0.1;
+/**
+ * How long a lock found taken is presumed contended: a tryAcquire on it reads
+ * before it writes. Bounded memory: the oldest marks are dropped first.
+ */
+const BUSY_MEMORY_MS = 2_000;
+const BUSY_MAX = 1_024;
 /** Back-off bounds for retried reads and clean-ups. */
 const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 1_000;
@@ -61,6 +68,11 @@ interface Entry extends Contender {
   readonly request: LockRequest;
   readonly value: Buffer;
   session: Session<Entry>;
+  /** The session whose lease id names the key, and the key's slot in it (see Session.takeSlot). */
+  readonly namedBy: Session<Entry>;
+  readonly slot: number;
+  /** True once the slot went back to `namedBy`. */
+  slotFreed: boolean;
   state: EntryState;
   /** Create revision of the key: the fencing token once held. */
   revision: bigint | undefined;
@@ -99,7 +111,8 @@ export class EtcdBackend implements Backend {
   readonly #listeners = new Set<(report: LossReport) => void>();
   readonly #cleanups = new Set<Promise<void>>();
   readonly #subscriptions = new Set<() => Promise<void>>();
-  #attempts = 0;
+  /** Locks recently found taken (by base key), oldest first: a contention hint for tryAcquire. */
+  readonly #busy = new Map<string, number>();
   #closing = false;
   #closed: Promise<void> | undefined;
 
@@ -120,9 +133,22 @@ export class EtcdBackend implements Backend {
   async tryAcquire(req: LockRequest): Promise<Attempt> {
     this.#assertOpen();
     const start = monotonicNow();
+    const lock = this.#layout.lock(req.namespace, req.key);
+    if (req.limit === 1 && this.#wasBusy(lock)) {
+      // Found taken a moment ago: read first, so that a failed take costs no write.
+      const probe = await this.#kv
+        .range(probeRequest(lock, req.mode), this.#deadline(this.#requestTimeoutMs))
+        .catch((error: unknown) => {
+          throw unavailable(error);
+        });
+      if (probe.kvs.length > 0) {
+        this.#markBusy(lock);
+        return { granted: false };
+      }
+    }
     for (let attempt = 0; ; attempt++) {
       const session = await this.#session(req.ttlMs);
-      const entry = this.#enter(req, session, "taking");
+      const entry = this.#enter(req, session, "taking", lock);
       const fresh = this.#freshen(session, start, req.ttlMs);
       const writing = this.#kv.txn(
         takeRequest(entry, entry.value, session.id),
@@ -165,17 +191,23 @@ export class EtcdBackend implements Backend {
       }
       return this.#granted(entry);
     }
-    const existing = existingRevision(reply);
+    const existing = existingKey(reply, entry.value);
     if (existing === undefined) {
       entry.written = false;
       this.#forget(entry);
+      this.#markBusy(entry.lock);
+      return { granted: false };
+    }
+    if (!existing.ours) {
+      // A leftover under our own name: delete it, grant nothing.
+      await this.#discard(entry);
       return { granted: false };
     }
     // etcd3 retried a take that had succeeded: the key is ours.
-    entry.revision = existing;
+    entry.revision = existing.revision;
     if (entry.limit > 1) {
       const check = await this.#kv
-        .txn(checkRequest(entry, existing), this.#deadline(this.#requestTimeoutMs))
+        .txn(checkRequest(entry, existing.revision), this.#deadline(this.#requestTimeoutMs))
         .catch((error: unknown) => {
           throw unavailable(error);
         });
@@ -232,7 +264,7 @@ export class EtcdBackend implements Backend {
           BigInt(kv.create_revision) !== revision ||
           kv.lease !== session.id
         ) {
-          this.#forget(entry);
+          this.#forget(entry, kv === undefined);
           return false;
         }
       } else {
@@ -258,7 +290,8 @@ export class EtcdBackend implements Backend {
           target.confirmSince(start + ttlMs - target.ttlMs),
         ]);
         if (!moved.succeeded) {
-          this.#forget(entry);
+          // Gone, or re-created by someone else: either way it is not ours; keep its name retired.
+          this.#forget(entry, false);
           return false;
         }
         if (entry.state === "held") this.#move(entry, target);
@@ -397,11 +430,12 @@ export class EtcdBackend implements Backend {
       entry.revision = BigInt(reply.header.revision);
       position = positionOf(entry, reply, 1);
       readAt = entry.revision;
+      if (!position.holder) this.#markBusy(entry.lock);
     } else {
-      const existing = existingRevision(reply);
-      if (existing === undefined) return "vanished";
-      entry.revision = existing;
-      readAt = existing;
+      const existing = existingKey(reply, entry.value);
+      if (existing === undefined || !existing.ours) return "vanished";
+      entry.revision = existing.revision;
+      readAt = existing.revision;
     }
     for (;;) {
       if (this.#closing) throw lockClosed("etcd backend");
@@ -444,13 +478,17 @@ export class EtcdBackend implements Backend {
     let delay = RETRY_MIN_MS;
     for (;;) {
       try {
-        const reply = await abortable(
-          this.#kv.txn(
-            checkRequest(entry, entry.revision!),
-            this.#deadline(this.#requestTimeoutMs),
-          ),
-          signal,
-        );
+        const check = (serializable: boolean): Promise<ITxnResponse> =>
+          abortable(
+            this.#kv.txn(
+              checkRequest(entry, entry.revision!, serializable),
+              this.#deadline(this.#requestTimeoutMs),
+            ),
+            signal,
+          );
+        let reply = await check(true);
+        // A lagging member may not have our key yet: only a linearizable read says it is gone.
+        if (!reply.succeeded) reply = await check(false);
         if (!reply.succeeded) return undefined;
         return { position: positionOf(entry, reply, 0), revision: BigInt(reply.header.revision) };
       } catch (error) {
@@ -471,12 +509,20 @@ export class EtcdBackend implements Backend {
 
   // --- entries -----------------------------------------------------------
 
-  #enter(request: LockRequest, session: Session<Entry>, state: EntryState): Entry {
-    const lock: LockKeys = this.#layout.lock(request.namespace, request.key);
+  #enter(
+    request: LockRequest,
+    session: Session<Entry>,
+    state: EntryState,
+    lock: LockKeys = this.#layout.lock(request.namespace, request.key),
+  ): Entry {
+    const slot = session.takeSlot();
     const entry: Entry = {
       request,
       lock,
-      key: this.#layout.contender(lock, request.mode, session.hex, this.#attempts++),
+      key: this.#layout.contender(lock, request.mode, session.hex, slot),
+      namedBy: session,
+      slot,
+      slotFreed: false,
       mode: request.mode,
       limit: request.limit,
       value: contenderValue(request.owner, request.limit),
@@ -539,14 +585,21 @@ export class EtcdBackend implements Backend {
     this.#endIfIdle(previous);
   }
 
-  /** Forgets an entry whose key is known to be gone (or never written). */
-  #forget(entry: Entry): void {
+  /**
+   * Forgets an entry whose key is known to be gone or never written; with
+   * `gone` false (the key exists but is not what we wrote) its name is not reused.
+   */
+  #forget(entry: Entry, gone = true): void {
     entry.state = "gone";
     if (entry.expiry !== undefined) clearTimeout(entry.expiry);
     entry.expiry = undefined;
     if (this.#entries.get(entry.request.owner) === entry) this.#entries.delete(entry.request.owner);
-    entry.session.members.delete(entry);
-    this.#endIfIdle(entry.session);
+    if (gone) this.#dropMember(entry);
+    else {
+      entry.slotFreed = true;
+      entry.session.members.delete(entry);
+      this.#endIfIdle(entry.session);
+    }
   }
 
   /**
@@ -583,20 +636,45 @@ export class EtcdBackend implements Backend {
         if (!entry.session.alive || this.#closing) break;
         try {
           await this.#kv.deleteRange({ key: entry.key }, this.#deadline(this.#requestTimeoutMs));
-          break;
+          this.#dropMember(entry);
+          return;
         } catch {
           delay = Math.min(delay * 2, RETRY_MAX_MS);
         }
       }
-      this.#dropMember(entry);
+      // The session ended: its lease takes the key with it; the name is never reused.
+      entry.slotFreed = true;
+      entry.session.members.delete(entry);
+      this.#endIfIdle(entry.session);
     })();
     this.#cleanups.add(cleanup);
     void cleanup.finally(() => this.#cleanups.delete(cleanup));
   }
 
+  /** The key of `entry` is deleted: its name can be reused, its session may end. */
   #dropMember(entry: Entry): void {
+    if (!entry.slotFreed) {
+      entry.slotFreed = true;
+      entry.namedBy.freeSlot(entry.slot);
+    }
     entry.session.members.delete(entry);
     this.#endIfIdle(entry.session);
+  }
+
+  /** True when this instance found `lock` taken within the last {@link BUSY_MEMORY_MS}. */
+  #wasBusy(lock: LockKeys): boolean {
+    const at = this.#busy.get(lock.base.toString());
+    return at !== undefined && monotonicNow() - at < BUSY_MEMORY_MS;
+  }
+
+  #markBusy(lock: LockKeys): void {
+    const id = lock.base.toString();
+    this.#busy.delete(id);
+    this.#busy.set(id, monotonicNow());
+    if (this.#busy.size > BUSY_MAX) {
+      const oldest = this.#busy.keys().next().value;
+      if (oldest !== undefined) this.#busy.delete(oldest);
+    }
   }
 
   // --- sessions ----------------------------------------------------------

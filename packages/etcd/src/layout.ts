@@ -6,8 +6,8 @@ import { keyDigest } from "@locks/core";
  * under the lock's own prefix, attached to its session lease:
  *
  * ```
- * <prefix>/<base64url sha256 of (namespace, key)>/w/<lease id hex>-<n>   exclusive and semaphore holders/waiters
- * <prefix>/<base64url sha256 of (namespace, key)>/r/<lease id hex>-<n>   shared (reader) holders/waiters
+ * <prefix>/<base64url sha256 of (namespace, key)>/w/<lease id hex>-<slot>   exclusive and semaphore holders/waiters
+ * <prefix>/<base64url sha256 of (namespace, key)>/r/<lease id hex>-<slot>   shared (reader) holders/waiters
  * ```
  *
  * The digest is fixed-size and contains no "/", so no key can reach into
@@ -56,11 +56,11 @@ export class Layout {
     };
   }
 
-  /** The key of one contender: unique per lease and per attempt. */
-  contender(lock: LockKeys, mode: LockMode, leaseHex: string, attempt: number): Buffer {
+  /** The key of one contender: unique among the live keys, by lease and slot. */
+  contender(lock: LockKeys, mode: LockMode, leaseHex: string, slot: number): Buffer {
     return Buffer.concat([
       mode === "shared" ? lock.readers : lock.writers,
-      Buffer.from(`${leaseHex}-${attempt.toString(36)}`),
+      Buffer.from(`${leaseHex}-${slot.toString(36)}`),
     ]);
   }
 

@@ -74,6 +74,17 @@ export function takeRequest(c: Contender, value: Buffer, lease: string): ITxnReq
   };
 }
 
+/**
+ * A read that tells whether a take would fail (a key it would have to wait
+ * for exists), without a write: a write transaction goes through consensus
+ * even when its condition fails. Not for semaphores, whose take reads a count.
+ */
+export function probeRequest(lock: LockKeys, mode: LockMode): IRangeRequest {
+  return mode === "shared"
+    ? { key: lock.writers, range_end: lock.writersEnd, keys_only: true, limit: 1 }
+    : { key: lock.base, range_end: lock.baseEnd, keys_only: true, limit: 1 };
+}
+
 /** Joins the queue: writes the key and reads the position in the same transaction. */
 export function enqueueRequest(c: Contender, value: Buffer, lease: string): ITxnRequest {
   return {
@@ -83,13 +94,21 @@ export function enqueueRequest(c: Contender, value: Buffer, lease: string): ITxn
   };
 }
 
-/** Reads the position of a contender whose key was created at `revision`, if it still exists. */
-export function checkRequest(c: Contender, revision: bigint): ITxnRequest {
+/**
+ * Reads the position of a contender whose key was created at `revision`, if
+ * it still exists. A serializable read is answered by the member the client
+ * talks to, without a round of consensus, and may be stale; that is safe
+ * here: keys older than ours can only disappear over time (no key created
+ * later has a lower create revision), so a stale read never shows fewer older
+ * keys than there are. It can miss our own key on a lagging member, so a
+ * failed serializable check is confirmed with a linearizable one.
+ */
+export function checkRequest(c: Contender, revision: bigint, serializable = false): ITxnRequest {
   return {
     compare: [
       { key: c.key, target: "Create", result: "Equal", create_revision: revision.toString() },
     ],
-    success: positionReads(c, revision),
+    success: positionReads(c, revision, serializable),
     failure: [],
   };
 }
@@ -98,7 +117,11 @@ export function checkRequest(c: Contender, revision: bigint): ITxnRequest {
  * The reads that decide a position. With `revision` undefined they run in the
  * transaction that wrote the key, where every visible key is older than it.
  */
-function positionReads(c: Contender, revision: bigint | undefined): IRequestOp[] {
+function positionReads(
+  c: Contender,
+  revision: bigint | undefined,
+  serializable = false,
+): IRequestOp[] {
   const { lock } = c;
   const older: Partial<IRangeRequest> =
     revision === undefined ? {} : { max_create_revision: (revision - 1n).toString() };
@@ -111,6 +134,7 @@ function positionReads(c: Contender, revision: bigint | undefined): IRequestOp[]
       sort_order: "Descend",
       limit,
       ...older,
+      ...(serializable ? { serializable } : {}),
     },
   });
   if (c.limit > 1) {
@@ -142,8 +166,16 @@ export function positionOf(c: Contender, reply: ITxnResponse, from: number): Pos
   return predecessor === undefined ? HOLDER : { holder: false, predecessor };
 }
 
-/** The create revision of the own key from a failure branch that read it, if it exists. */
-export function existingRevision(reply: ITxnResponse): bigint | undefined {
+/**
+ * The own key as a failure branch read it: undefined when it does not exist;
+ * `ours` when it holds this attempt's value (etcd3 repeated a request that had
+ * in fact succeeded), not when it is a leftover under the same name.
+ */
+export function existingKey(
+  reply: ITxnResponse,
+  value: Buffer,
+): { readonly revision: bigint; readonly ours: boolean } | undefined {
   const kv = reply.responses[0]?.response_range?.kvs[0];
-  return kv === undefined ? undefined : BigInt(kv.create_revision);
+  if (kv === undefined) return undefined;
+  return { revision: BigInt(kv.create_revision), ours: kv.value.equals(value) };
 }

@@ -53,6 +53,9 @@ export class Session<M> {
   readonly ttlMs: number;
   /** Contenders whose keys live in this lease. */
   readonly members = new Set<M>();
+  /** Name slots of deleted keys, reused so that a hot lock does not pile up key names. */
+  readonly #freeSlots: number[] = [];
+  #nextSlot = 0;
   readonly #host: SessionHost<M>;
   #state: State = "alive";
   #confirmedSentAt: number;
@@ -122,6 +125,21 @@ export class Session<M> {
     if (!this.alive) return Promise.reject(new Error("the session lease is lost"));
     for (const flight of this.#inflight) if (flight.sentAt >= since) return flight.done;
     return this.#keepalive();
+  }
+
+  /**
+   * A number for a new key name, unique among this session's live keys.
+   * Names are reused once their key is surely deleted: etcd keeps an index
+   * entry for every key name ever written until the next compaction, and the
+   * range reads of a lock visit them all.
+   */
+  takeSlot(): number {
+    return this.#freeSlots.pop() ?? this.#nextSlot++;
+  }
+
+  /** Returns a slot whose key is deleted (and no write to it is in flight). */
+  freeSlot(slot: number): void {
+    if (this.alive) this.#freeSlots.push(slot);
   }
 
   /** Declares the lease lost (etcd said it no longer knows it): every key in it is lost. */
