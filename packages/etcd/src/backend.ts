@@ -178,6 +178,10 @@ export class EtcdBackend implements Backend {
 
   /** The outcome of a take transaction. */
   async #taken(entry: Entry, reply: ITxnResponse): Promise<Attempt> {
+    if (this.#closing) {
+      await this.#discard(entry);
+      throw lockClosed("etcd backend");
+    }
     if (!entry.session.alive) {
       // The session was lost while the take was in flight: never grant on it.
       await this.#discard(entry);

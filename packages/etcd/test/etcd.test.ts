@@ -100,6 +100,28 @@ describe("queue and sessions", () => {
     await Promise.all(leases.map((l) => l.release()));
   });
 
+  it("reuses key names, so a hot lock does not pile up names in etcd's index", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const { locks } = client(endpoints, s);
+    const names = new Set<string>();
+    let puts = 0;
+    const watcher = await etcd.watch().prefix(`${s.prefix}/`).only("put").create();
+    onTestFinished(() => watcher.cancel());
+    watcher.on("put", (kv) => {
+      names.add(kv.key.toString());
+      puts++;
+    });
+    for (let i = 0; i < 30; i++) await (await locks.acquire("hot")).release();
+    const first = await locks.acquire("hot");
+    const second = locks.acquire("hot", { timeoutMs: 5_000 });
+    await waitFor(() => puts >= 32, { message: "32 puts" });
+    await first.release();
+    await (await second).release();
+    // etcd keeps an index entry per key name until compaction: one per slot in use at once.
+    expect(names.size).toBe(2);
+  });
+
   it("keys of one lock cannot address another: 'a' never sees the holders of 'a/b'", async () => {
     const s = scope();
     const a = client(endpoints, s).locks;
