@@ -47,8 +47,8 @@ export class IsolateBackend implements Backend, HoldOwner {
   readonly #ttl: boolean;
   /** This instance's live holds, by owner token. */
   readonly #holds = new Map<string, Hold>();
-  /** This instance's queued waiters and how to make each give up. */
-  readonly #waiters = new Map<Waiter, (reason: unknown) => void>();
+  /** This instance's queued acquires. */
+  readonly #waiters = new Set<QueuedAcquire>();
   readonly #lossListeners = new Set<(report: LossReport) => void>();
   #closed = false;
 
@@ -84,28 +84,9 @@ export class IsolateBackend implements Backend, HoldOwner {
     if (grantableNow(state, shared, req.limit))
       return Promise.resolve(this.#take(state, req, shared));
     return new Promise<Grant>((resolve, reject) => {
-      const leave = (reason: unknown): void => {
-        signal.removeEventListener("abort", onAbort);
-        this.#waiters.delete(waiter);
-        unlink(state, waiter);
-        reject(reason);
-        // The waiter may have been the head that held others back (a writer before readers).
-        dispatch(state);
-      };
-      const onAbort = (): void => leave(signal.reason);
-      const waiter: Waiter = {
-        shared,
-        limit: req.limit,
-        prev: undefined,
-        next: undefined,
-        grant: (granted) => {
-          signal.removeEventListener("abort", onAbort);
-          this.#waiters.delete(waiter);
-          resolve(this.#take(granted, req, shared));
-        },
-      };
-      this.#waiters.set(waiter, leave);
-      signal.addEventListener("abort", onAbort, { once: true });
+      const waiter = new QueuedAcquire(this, state, req, shared, signal, resolve, reject);
+      this.#waiters.add(waiter);
+      signal.addEventListener("abort", waiter);
       enqueue(state, waiter);
     });
   }
@@ -166,7 +147,7 @@ export class IsolateBackend implements Backend, HoldOwner {
     if (this.#closed) return DONE;
     this.#closed = true;
     const closed = lockClosed("thread backend");
-    for (const leave of [...this.#waiters.values()]) leave(closed);
+    for (const waiter of [...this.#waiters]) waiter.leave(closed);
     for (const hold of [...this.#holds.values()]) {
       drop(hold);
       dispatch(hold.state);
@@ -191,10 +172,64 @@ export class IsolateBackend implements Backend, HoldOwner {
     });
   }
 
+  /** @internal A queued acquire of this instance reached the head of its queue and fits. */
+  admitted(waiter: QueuedAcquire, state: KeyState): Grant {
+    this.#waiters.delete(waiter);
+    return this.#take(state, waiter.request, waiter.shared);
+  }
+
+  /** @internal A queued acquire of this instance gave up (abort or close). */
+  left(waiter: QueuedAcquire): void {
+    this.#waiters.delete(waiter);
+  }
+
   #take(state: KeyState, req: LockRequest, shared: boolean): Grant {
     const deadline = this.#ttl ? monotonicNow() + req.ttlMs : Number.POSITIVE_INFINITY;
     const hold = take(state, req.owner, shared, deadline, this);
     this.#holds.set(req.owner, hold);
     return { granted: true, fencingToken: hold.fencingToken };
+  }
+}
+
+/**
+ * A blocking acquire waiting in a key's queue. A class rather than closures:
+ * this is the contended path, where allocations show. It is its own abort
+ * listener (`handleEvent`).
+ */
+class QueuedAcquire implements Waiter {
+  prev: Waiter | undefined;
+  next: Waiter | undefined;
+  readonly limit: number;
+
+  constructor(
+    readonly backend: IsolateBackend,
+    readonly state: KeyState,
+    readonly request: LockRequest,
+    readonly shared: boolean,
+    readonly signal: AbortSignal,
+    readonly resolve: (grant: Grant) => void,
+    readonly reject: (reason: unknown) => void,
+  ) {
+    this.limit = request.limit;
+  }
+
+  grant(state: KeyState): void {
+    this.signal.removeEventListener("abort", this);
+    this.resolve(this.backend.admitted(this, state));
+  }
+
+  /** Leaves the queue and rejects with `reason` (abort or close). */
+  leave(reason: unknown): void {
+    this.signal.removeEventListener("abort", this);
+    this.backend.left(this);
+    unlink(this.state, this);
+    this.reject(reason);
+    // This waiter may have been the head that held others back (a writer before readers).
+    dispatch(this.state);
+  }
+
+  /** The abort listener. */
+  handleEvent(): void {
+    this.leave(this.signal.reason);
   }
 }

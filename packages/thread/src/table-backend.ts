@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn } from "node:timers/promises";
 import {
   type Attempt,
   type Backend,
@@ -6,13 +7,28 @@ import {
   lockClosed,
   type WaitOptions,
 } from "@locks/core";
-import { SEQ, type SharedLockTable, STATE, TableView, WAITERS, WRITERS } from "./table.js";
+import {
+  BUCKET_WORDS,
+  ENTRY_WORDS,
+  FIRST_ENTRY,
+  FP_HI,
+  FP_LO,
+  type KeyRef,
+  LATCH,
+  SEQ,
+  type SharedLockTable,
+  STATE,
+  TableView,
+  WAITERS,
+  WRITERS,
+} from "./table.js";
 
 type Grant = Attempt & { granted: true };
 
-/** A hold of this instance: where it is and how to undo it. */
+/** A hold of this instance: its bucket and entry (an entry stays bound while it is held). */
 interface TableHold {
-  readonly slot: number;
+  readonly bucket: number;
+  readonly entry: number;
   readonly shared: boolean;
 }
 
@@ -29,17 +45,30 @@ const waitAsync = (
 
 /**
  * How long a waiter sleeps before it looks again by itself. Wake-ups cannot
- * be lost (a waiter sleeps only while the slot's sequence word still has the
- * value it read before its last attempt), so this is defence in depth; its
- * timer also keeps the thread alive while it waits, which a pending
+ * be lost (a waiter sleeps only while its bucket's sequence word still has
+ * the value it read before its last attempt), so this is defence in depth;
+ * its timer also keeps the thread alive while it waits, which a pending
  * Atomics.waitAsync does not do.
  */
 const RECHECK_MS = 1_000;
+
+/**
+ * Attempts at the bucket latch before yielding to the event loop. The latch
+ * is held for a few dozen instructions, so it is almost always free; when its
+ * holder was descheduled mid-way, spinning longer would only burn the core
+ * that thread needs, so the operation retries on the next turn instead.
+ */
+const LATCH_SPINS = 64;
 
 const NOT_GRANTED: Attempt = Object.freeze({ granted: false });
 const DONE: Promise<void> = Promise.resolve();
 const TRUE: Promise<boolean> = Promise.resolve(true);
 const FALSE: Promise<boolean> = Promise.resolve(false);
+
+/** `#take` outcomes other than an entry index: the key is held in a mode that excludes this one... */
+const BUSY = -1;
+/** ...or the bucket's 7 entries are all bound to other keys. */
+const FULL = -2;
 
 const CAPABILITIES: Capabilities = Object.freeze({
   scope: "process",
@@ -47,20 +76,25 @@ const CAPABILITIES: Capabilities = Object.freeze({
   fencing: true,
   shared: true,
   semaphore: true,
-  // Woken waiters race for the slot: grants are not in arrival order.
+  // Woken waiters race for the key: grants are not in arrival order.
   fair: false,
   notify: true,
 });
 
 /**
  * Locks between the worker_threads of one process, over a shared table.
- * Every change of a slot is one compare-and-swap on its lock word, so threads
- * never take a mutex and the main thread never blocks: waiters sleep with
- * Atomics.waitAsync and releases wake them with Atomics.notify.
+ *
+ * A key hashes to a bucket of 7 entries; an entry is bound to one key (by a
+ * 64-bit fingerprint) while that key is held or awaited by a writer, so
+ * distinct keys never share a lock word. A bucket's entries are read and
+ * changed under its latch, a word taken with one compare-and-swap and held
+ * for a few instructions, never across an await; nothing ever blocks a
+ * thread (Atomics.wait is not used). Waiters sleep with Atomics.waitAsync on
+ * the bucket's sequence word; releases bump it and Atomics.notify.
  *
  * Owner checks are local: a hold can only end through the instance that took
- * it (there is no TTL on the table), so the instance's own map of holds is
- * the exact record of what an owner token may release.
+ * it (the table has no TTL), so the instance's own map of holds is the exact
+ * record of what an owner token may release.
  */
 export class TableBackend implements Backend {
   readonly name = "thread";
@@ -79,10 +113,10 @@ export class TableBackend implements Backend {
 
   tryAcquire(req: LockRequest): Promise<Attempt> {
     if (this.#closed) return Promise.reject(lockClosed("thread backend"));
-    const slot = this.#table.slotOf(req.namespace, req.key);
-    const shared = req.mode === "shared";
-    if (!this.#take(slot, shared, req.limit)) return Promise.resolve(NOT_GRANTED);
-    return Promise.resolve(this.#granted(req, slot, shared));
+    const ref = this.#table.locate(req.namespace, req.key);
+    if (!this.#latch(ref.bucket))
+      return this.#latchLater(ref.bucket).then(() => this.#try(req, ref));
+    return Promise.resolve(this.#try(req, ref));
   }
 
   async acquire(req: LockRequest, wait: WaitOptions): Promise<Grant> {
@@ -90,30 +124,43 @@ export class TableBackend implements Backend {
     const { signal } = wait;
     signal.throwIfAborted();
     const words = this.#words;
-    const slot = this.#table.slotOf(req.namespace, req.key);
+    const ref = this.#table.locate(req.namespace, req.key);
     const shared = req.mode === "shared";
-    // Announce the wait before the first attempt: a release that comes after
-    // that attempt then sees a waiter and notifies (sequentially consistent atomics).
-    Atomics.add(words, slot + WAITERS, 1);
-    if (!shared) Atomics.add(words, slot + WRITERS, 1);
-    let granted = false;
+    // Counted before the first attempt: a release after that attempt then
+    // sees a waiter and notifies (sequentially consistent atomics).
+    Atomics.add(words, ref.bucket + WAITERS, 1);
+    /** The entry on which this exclusive acquire is registered as a waiting writer. */
+    let registered = -1;
     try {
       for (;;) {
         if (this.#closed) throw lockClosed("thread backend");
         signal.throwIfAborted();
-        const seq = Atomics.load(words, slot + SEQ);
-        if (this.#take(slot, shared, req.limit)) {
-          granted = true;
-          return this.#granted(req, slot, shared);
+        const seq = Atomics.load(words, ref.bucket + SEQ);
+        if (this.#latch(ref.bucket)) {
+          const entry = this.#take(ref, shared, req.limit, registered);
+          if (entry >= 0) {
+            registered = -1;
+            this.#unlatch(ref.bucket);
+            return this.#granted(req, ref.bucket, entry, shared);
+          }
+          // Not granted: an exclusive waiter makes itself known, so that new
+          // readers stop entering (no writer starvation).
+          if (!shared && registered < 0) registered = this.#registerWriter(ref);
+          this.#unlatch(ref.bucket);
+          await this.#sleep(ref.bucket + SEQ, seq, signal);
+        } else {
+          await nextTurn();
         }
-        await this.#sleep(slot + SEQ, seq, signal);
       }
     } finally {
-      Atomics.sub(words, slot + WAITERS, 1);
-      if (!shared) {
-        Atomics.sub(words, slot + WRITERS, 1);
-        // A writer that gave up may have been all that held readers back.
-        if (!granted) this.#changed(slot);
+      Atomics.sub(words, ref.bucket + WAITERS, 1);
+      if (registered >= 0) {
+        // Gave up (abort, close): a writer that waited may have been all that held readers back.
+        await this.#latchLater(ref.bucket);
+        words[registered + WRITERS]!--;
+        this.#unbindIfIdle(registered);
+        this.#unlatch(ref.bucket);
+        this.#changed(ref.bucket);
       }
     }
   }
@@ -126,54 +173,135 @@ export class TableBackend implements Backend {
     const hold = this.#holds.get(req.owner);
     if (hold === undefined) return DONE;
     this.#holds.delete(req.owner);
-    this.#free(hold);
-    return DONE;
+    return this.#free(hold);
   }
 
   // An arrow property: wrappers may call it with a Proxy as `this`, on which #private fields throw.
-  readonly close = (): Promise<void> => {
-    if (this.#closed) return DONE;
+  readonly close = async (): Promise<void> => {
+    if (this.#closed) return;
     this.#closed = true;
     for (const interrupt of [...this.#sleepers]) interrupt();
-    for (const hold of this.#holds.values()) this.#free(hold);
+    const holds = [...this.#holds.values()];
     this.#holds.clear();
-    return DONE;
+    await Promise.all(holds.map((hold) => this.#free(hold)));
   };
 
-  /** One compare-and-swap attempt (retried only when another thread changed the word meanwhile). */
-  #take(slot: number, shared: boolean, limit: number): boolean {
+  #try(req: LockRequest, ref: KeyRef): Attempt {
+    const shared = req.mode === "shared";
+    const entry = this.#take(ref, shared, req.limit, -1);
+    this.#unlatch(ref.bucket);
+    return entry >= 0 ? this.#granted(req, ref.bucket, entry, shared) : NOT_GRANTED;
+  }
+
+  /**
+   * Under the latch: takes the key when its mode fits beside the current
+   * holders; returns the entry, or BUSY or FULL. `registered` is
+   * the entry on which this acquire waits as a writer, or -1.
+   */
+  #take(ref: KeyRef, shared: boolean, limit: number, registered: number): number {
     const words = this.#words;
-    for (;;) {
-      const state = Atomics.load(words, slot + STATE);
-      let next: number;
-      if (shared) {
-        if (state > 0 || Atomics.load(words, slot + WRITERS) !== 0) return false;
-        next = state - 1;
-      } else {
-        if (state < 0 || state >= limit) return false;
-        next = state + 1;
+    let entry = registered >= 0 ? registered : this.#find(ref);
+    if (entry < 0) {
+      entry = this.#bind(ref);
+      if (entry < 0) return FULL;
+    }
+    const state = words[entry + STATE]!;
+    if (shared) {
+      if (state > 0 || words[entry + WRITERS] !== 0) return BUSY;
+      words[entry + STATE] = state - 1;
+    } else {
+      if (state < 0 || state >= limit) return BUSY;
+      words[entry + STATE] = state + 1;
+      if (registered >= 0) words[entry + WRITERS]!--;
+    }
+    return entry;
+  }
+
+  /** Under the latch: registers a waiting writer on the key's entry; the entry, or -1 when the bucket is full. */
+  #registerWriter(ref: KeyRef): number {
+    const entry = this.#find(ref);
+    if (entry >= 0) this.#words[entry + WRITERS]!++;
+    return entry;
+  }
+
+  /** Under the latch: the entry bound to the key, or -1. */
+  #find(ref: KeyRef): number {
+    const words = this.#words;
+    const end = ref.bucket + BUCKET_WORDS;
+    for (let entry = ref.bucket + FIRST_ENTRY; entry < end; entry += ENTRY_WORDS) {
+      if (words[entry + FP_HI] === ref.fpHi && words[entry + FP_LO] === ref.fpLo) return entry;
+    }
+    return -1;
+  }
+
+  /** Under the latch: binds a free entry to the key; -1 when the bucket is full. */
+  #bind(ref: KeyRef): number {
+    const words = this.#words;
+    const end = ref.bucket + BUCKET_WORDS;
+    for (let entry = ref.bucket + FIRST_ENTRY; entry < end; entry += ENTRY_WORDS) {
+      if (words[entry + FP_HI] === 0) {
+        words[entry + FP_LO] = ref.fpLo;
+        words[entry + FP_HI] = ref.fpHi;
+        words[entry + STATE] = 0;
+        words[entry + WRITERS] = 0;
+        return entry;
       }
-      if (Atomics.compareExchange(words, slot + STATE, state, next) === state) return true;
+    }
+    return -1;
+  }
+
+  /** Under the latch: frees the entry once nobody holds it and no writer waits for it. */
+  #unbindIfIdle(entry: number): void {
+    const words = this.#words;
+    if (words[entry + STATE] === 0 && words[entry + WRITERS] === 0) {
+      words[entry + FP_HI] = 0;
+      words[entry + FP_LO] = 0;
     }
   }
 
-  #granted(req: LockRequest, slot: number, shared: boolean): Grant {
-    this.#holds.set(req.owner, { slot, shared });
+  #granted(req: LockRequest, bucket: number, entry: number, shared: boolean): Grant {
+    this.#holds.set(req.owner, { bucket, entry, shared });
     return { granted: true, fencingToken: this.#table.nextToken() };
   }
 
-  #free(hold: TableHold): void {
-    if (hold.shared) Atomics.add(this.#words, hold.slot + STATE, 1);
-    else Atomics.sub(this.#words, hold.slot + STATE, 1);
-    this.#changed(hold.slot);
+  #free(hold: TableHold): Promise<void> {
+    if (!this.#latch(hold.bucket)) {
+      return this.#latchLater(hold.bucket).then(() => this.#freeLatched(hold));
+    }
+    this.#freeLatched(hold);
+    return DONE;
   }
 
-  /** Wakes the slot's waiters, in every thread, if there are any. */
-  #changed(slot: number): void {
+  #freeLatched(hold: TableHold): void {
     const words = this.#words;
-    if (Atomics.load(words, slot + WAITERS) === 0) return;
-    Atomics.add(words, slot + SEQ, 1);
-    Atomics.notify(words, slot + SEQ);
+    words[hold.entry + STATE]! += hold.shared ? 1 : -1;
+    this.#unbindIfIdle(hold.entry);
+    this.#unlatch(hold.bucket);
+    this.#changed(hold.bucket);
+  }
+
+  #latch(bucket: number): boolean {
+    const words = this.#words;
+    for (let i = 0; i < LATCH_SPINS; i++) {
+      if (Atomics.compareExchange(words, bucket + LATCH, 0, 1) === 0) return true;
+    }
+    return false;
+  }
+
+  async #latchLater(bucket: number): Promise<void> {
+    while (!this.#latch(bucket)) await nextTurn();
+  }
+
+  #unlatch(bucket: number): void {
+    Atomics.store(this.#words, bucket + LATCH, 0);
+  }
+
+  /** Wakes the bucket's waiters, in every thread, if there are any. */
+  #changed(bucket: number): void {
+    const words = this.#words;
+    if (Atomics.load(words, bucket + WAITERS) === 0) return;
+    Atomics.add(words, bucket + SEQ, 1);
+    Atomics.notify(words, bucket + SEQ);
   }
 
   /** Sleeps until the word at `index` moves from `seen`, the signal aborts, close, or RECHECK_MS. */
@@ -188,7 +316,7 @@ export class TableBackend implements Backend {
         resolve();
       };
       // Abort or close: also ends this thread's pending waitAsync now rather than at
-      // its timeout, so nothing of the waiter is left behind (the slot's other
+      // its timeout, so nothing of the waiter is left behind (the bucket's other
       // sleepers wake too, re-check and sleep again).
       const interrupt = (): void => {
         wake();

@@ -9,35 +9,47 @@ import { invalidArgument, scopedKey } from "@locks/core";
 export interface SharedLockTable {
   /** The shared memory. Passed to workers as is; never resized. */
   readonly buffer: SharedArrayBuffer;
-  /** Number of lock slots. Keys hash to slots; two keys on one slot only contend, never share a grant. */
+  /** Number of buckets; each holds up to 7 keys that are held or waited for at the same time. */
   readonly slots: number;
 }
 
 /** Options of `createSharedLockTable`. */
 export interface SharedLockTableOptions {
   /**
-   * Number of lock slots (default 4096, at most 1 048 576). Each slot takes 64
-   * bytes. Keys that hash to the same slot exclude each other: more slots,
-   * fewer such false conflicts when many keys are held at once.
+   * Number of buckets (default 4096, at most 1 048 576), 128 bytes each. A key
+   * hashes to one bucket, which holds up to 7 keys in use (held, or awaited
+   * by a writer) at once; an 8th key of a full bucket waits until one of them
+   * is idle. Raise it when many thousands of keys are held at the same time.
    */
   slots?: number;
 }
 
-const MAGIC = 0x4c4b5431; // "LKT1"
-const VERSION = 1;
+const MAGIC = 0x4c4b5432; // "LKT2"
+const VERSION = 2;
 const DEFAULT_SLOTS = 4096;
 const MAX_SLOTS = 1 << 20;
+/** Header: magic, version, slots (Int32 words 0-2) and the fencing counter (BigInt64 at byte 16). */
 const HEADER_BYTES = 64;
 
-/** Int32 words per slot: 64 bytes, one cache line, so threads on different keys do not share lines. */
-export const SLOT_WORDS = 16;
-/** Lock word: 0 free, n > 0 held by n exclusive holders, -n held by n shared holders. */
-export const STATE = 0;
-/** Bumped on every change a waiter may be waiting for; waiters sleep on it (Atomics.waitAsync). */
+/*
+ * Bucket layout, 32 Int32 words (128 bytes, two cache lines):
+ *   LATCH    0 while free, 1 while a thread reads or changes the bucket's entries
+ *   SEQ      bumped on every change a waiter may wait for; waiters sleep on it (Atomics.waitAsync)
+ *   WAITERS  acquires sleeping on this bucket, any key (releases notify only when > 0)
+ *   then 7 entries of 4 words, one per key in use:
+ *   FP_LO, FP_HI  the key's 64-bit fingerprint (FP_HI is never 0 in a bound entry; 0 = free entry)
+ *   STATE         0 idle, n > 0 held by n exclusive holders, -n held by n shared holders
+ *   WRITERS       exclusive acquires waiting for this key: while > 0 no new shared holder enters
+ */
+export const BUCKET_WORDS = 32;
+export const LATCH = 0;
 export const SEQ = 1;
-/** Threads' acquires currently waiting on the slot (releases notify only when > 0). */
 export const WAITERS = 2;
-/** Exclusive acquires currently waiting: while > 0, no new shared holder is admitted (no writer starvation). */
+export const FIRST_ENTRY = 4;
+export const ENTRY_WORDS = 4;
+export const FP_LO = 0;
+export const FP_HI = 1;
+export const STATE = 2;
 export const WRITERS = 3;
 
 /** Creates a lock table in a new `SharedArrayBuffer`. */
@@ -55,7 +67,7 @@ export function createSharedLockTable(options: SharedLockTableOptions = {}): Sha
       `must be an integer from 1 to ${MAX_SLOTS}, got ${String(slots)}`,
     );
   }
-  const buffer = new SharedArrayBuffer(HEADER_BYTES + slots * SLOT_WORDS * 4);
+  const buffer = new SharedArrayBuffer(HEADER_BYTES + slots * BUCKET_WORDS * 4);
   const header = new Int32Array(buffer, 0, 4);
   header[1] = VERSION;
   header[2] = slots;
@@ -64,9 +76,32 @@ export function createSharedLockTable(options: SharedLockTableOptions = {}): Sha
   return Object.freeze({ buffer, slots });
 }
 
+/** Checks that `table` is a table made by `createSharedLockTable` (of this layout version). */
+export function isSharedLockTable(table: unknown): table is SharedLockTable {
+  if (typeof table !== "object" || table === null) return false;
+  const { buffer, slots } = table as Partial<SharedLockTable>;
+  if (!(buffer instanceof SharedArrayBuffer) || buffer.byteLength < HEADER_BYTES) return false;
+  if (typeof slots !== "number") return false;
+  const header = new Int32Array(buffer, 0, 4);
+  return (
+    Atomics.load(header, 0) === MAGIC &&
+    header[1] === VERSION &&
+    header[2] === slots &&
+    buffer.byteLength === HEADER_BYTES + slots * BUCKET_WORDS * 4
+  );
+}
+
+/** Where a key lives in the table: its bucket and its fingerprint. */
+export interface KeyRef {
+  /** Index of the bucket's first word. */
+  readonly bucket: number;
+  readonly fpLo: number;
+  readonly fpHi: number;
+}
+
 /** Typed views over a table, made once per backend instance. */
 export class TableView {
-  /** All slot words; slot `i` starts at `i * SLOT_WORDS`. */
+  /** All bucket words; bucket `i` starts at `i * BUCKET_WORDS`. */
   readonly words: Int32Array;
   /** The table-wide fencing counter: one counter for every key and every thread. */
   readonly fence: BigInt64Array;
@@ -78,9 +113,9 @@ export class TableView {
     this.slots = table.slots;
   }
 
-  /** Index of the first word of the slot `(namespace, key)` hashes to. */
-  slotOf(namespace: string, key: string): number {
-    return (fnv1a(scopedKey(namespace, key)) % this.slots) * SLOT_WORDS;
+  /** The bucket and 64-bit fingerprint of `(namespace, key)`, the same in every thread. */
+  locate(namespace: string, key: string): KeyRef {
+    return fingerprint(scopedKey(namespace, key), this.slots);
   }
 
   /** A fencing token greater than every one handed out before, by any thread. */
@@ -89,26 +124,27 @@ export class TableView {
   }
 }
 
-/** Checks that `table` is a table made by `createSharedLockTable` (of this layout version). */
-export function isSharedLockTable(table: unknown): table is SharedLockTable {
-  if (typeof table !== "object" || table === null) return false;
-  const { buffer, slots } = table as Partial<SharedLockTable>;
-  if (!(buffer instanceof SharedArrayBuffer) || buffer.byteLength < HEADER_BYTES) return false;
-  const header = new Int32Array(buffer, 0, 4);
-  return (
-    Atomics.load(header, 0) === MAGIC &&
-    header[1] === VERSION &&
-    header[2] === slots &&
-    buffer.byteLength === HEADER_BYTES + (slots as number) * SLOT_WORDS * 4
-  );
-}
-
 /**
- * 32-bit FNV-1a over UTF-16 code units. Deterministic in every thread (no
- * seed), which the table needs; a collision only makes two keys contend.
+ * cyrb53's two 32-bit lanes (bryc, public domain) over the UTF-16 code units:
+ * one pass, no allocation, no seed (every thread must agree). The bucket
+ * comes from one lane, the fingerprint is both lanes.
  */
-function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
-  return hash >>> 0;
+function fingerprint(text: string, slots: number): KeyRef {
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ ch, 2654435761);
+    h2 = Math.imul(h2 ^ ch, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507);
+  h1 ^= Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507);
+  h2 ^= Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return {
+    bucket: ((h2 >>> 0) % slots) * BUCKET_WORDS,
+    fpLo: h1 | 0,
+    // Never 0: a zero FP_HI marks a free entry.
+    fpHi: h2 | 1,
+  };
 }

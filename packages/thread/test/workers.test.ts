@@ -1,0 +1,163 @@
+import { randomBytes } from "node:crypto";
+import type { Worker } from "node:worker_threads";
+import { createLocks, History, type HoldRecord } from "@locks/core";
+import { afterEach, describe, expect, it } from "vitest";
+import { createSharedLockTable, type SharedLockTable, threadBackend } from "../src/index.js";
+import type { ContenderJob } from "./fixtures/contender.js";
+import { tableIdle, tableWords } from "./fixtures/table-words.js";
+import { tsWorker } from "./fixtures/ts-worker.js";
+
+const contender = new URL("./fixtures/contender.ts", import.meta.url);
+const started = new Set<Worker>();
+
+afterEach(async () => {
+  await Promise.all([...started].map((w) => w.terminate()));
+  started.clear();
+});
+
+type Reply = { type: "ready" } | { type: "holds"; holds: HoldRecord[] };
+
+/** Runs `count` contender workers on one key; resolves with every hold they recorded. */
+async function runContenders(
+  count: number,
+  job: Omit<ContenderJob, "label" | "start">,
+): Promise<HoldRecord[]> {
+  const start = new Int32Array(new SharedArrayBuffer(4));
+  const workers = Array.from({ length: count }, (_, i) => {
+    const worker = tsWorker(contender, { workerData: { ...job, label: `worker${i}`, start } });
+    started.add(worker);
+    return worker;
+  });
+  const outcomes = workers.map(
+    (worker) =>
+      new Promise<{ ready: Promise<void>; holds: Promise<HoldRecord[]>; exit: Promise<number> }>(
+        (resolve) => {
+          let onReady!: () => void;
+          let onHolds!: (holds: HoldRecord[]) => void;
+          let fail!: (error: unknown) => void;
+          const ready = new Promise<void>((r) => {
+            onReady = r;
+          });
+          const holds = new Promise<HoldRecord[]>((r, j) => {
+            onHolds = r;
+            fail = j;
+          });
+          const exit = new Promise<number>((r) => worker.once("exit", r));
+          worker.on("message", (reply: Reply) => {
+            if (reply.type === "ready") onReady();
+            else onHolds(reply.holds);
+          });
+          worker.once("error", fail);
+          void exit.then((code) => fail(new Error(`worker exited with ${code} before reporting`)));
+          resolve({ ready, holds, exit });
+        },
+      ),
+  );
+  const handles = await Promise.all(outcomes);
+  await Promise.all(handles.map((h) => h.ready));
+  Atomics.store(start, 0, 1);
+  Atomics.notify(start, 0);
+  const holds = (await Promise.all(handles.map((h) => h.holds))).flat();
+  // Each worker closed its backend and ended on its own: nothing kept it alive.
+  expect(await Promise.all(handles.map((h) => h.exit))).toEqual(workers.map(() => 0));
+  return holds;
+}
+
+function expectTableIdle(table: SharedLockTable): void {
+  expect(tableIdle(table)).toEqual([]);
+}
+
+const namespace = (): string => `workers-${randomBytes(6).toString("hex")}`;
+
+describe("worker_threads through a shared table", () => {
+  it("4 workers x 150 loops on one key: no overlap, tokens increase in grant order", async () => {
+    const table = createSharedLockTable({ slots: 64 });
+    const loops = 150;
+    const holds = await runContenders(4, { table, namespace: namespace(), key: "one", loops });
+    expect(holds).toHaveLength(4 * loops);
+    const history = new History();
+    history.add(...holds);
+    history.assertValid({ fencing: true });
+    // Every worker got the key, interleaved with the others rather than in four runs.
+    const owners = holds.sort((a, b) => a.acquiredAt - b.acquiredAt).map((h) => h.owner);
+    const switches = owners.filter((o, i) => i > 0 && o !== owners[i - 1]).length;
+    expect(switches).toBeGreaterThan(3);
+    expectTableIdle(table);
+  });
+
+  it("readers and writers across 4 workers never overlap wrongly", async () => {
+    const table = createSharedLockTable({ slots: 64 });
+    const holds = await runContenders(4, {
+      table,
+      namespace: namespace(),
+      key: "rw",
+      loops: 90,
+      mode: "mixed",
+    });
+    const history = new History();
+    history.add(...holds);
+    history.assertValid({ fencing: false });
+    expect(holds.some((h) => h.mode === "shared")).toBe(true);
+    expectTableIdle(table);
+  });
+
+  it("a semaphore across 4 workers never exceeds its limit", async () => {
+    const table = createSharedLockTable({ slots: 64 });
+    const holds = await runContenders(4, {
+      table,
+      namespace: namespace(),
+      key: "pool",
+      loops: 90,
+      limit: 2,
+    });
+    const history = new History();
+    history.add(...holds);
+    history.assertValid({ fencing: false });
+    expectTableIdle(table);
+  });
+
+  it("a worker waiting for the main thread's lock is woken by the release", async () => {
+    const table = createSharedLockTable({ slots: 64 });
+    const ns = namespace();
+    const locks = createLocks(threadBackend({ table }), { namespace: ns });
+    try {
+      const held = await locks.acquire("handoff");
+      const start = new Int32Array(new SharedArrayBuffer(4));
+      Atomics.store(start, 0, 1);
+      const worker = tsWorker(contender, {
+        workerData: {
+          table,
+          namespace: ns,
+          key: "handoff",
+          loops: 1,
+          label: "worker",
+          start,
+        } satisfies ContenderJob,
+      });
+      started.add(worker);
+      const holds = new Promise<HoldRecord[]>((resolve, reject) => {
+        worker.on("message", (reply: Reply) => {
+          if (reply.type === "holds") resolve(reply.holds);
+        });
+        worker.once("error", reject);
+      });
+      // Wait until the worker sleeps on the slot (its waiter count is visible in the table).
+      const words = tableWords(table, ns, "handoff");
+      const deadline = performance.now() + 20_000;
+      while (words.waiters() === 0) {
+        if (performance.now() > deadline) throw new Error("the worker never waited");
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const seq = words.seq();
+      const released = performance.now();
+      await held.release();
+      const [hold] = await holds;
+      expect(words.seq()).toBeGreaterThan(seq);
+      expect(BigInt(hold!.token)).toBeGreaterThan(held.fencingToken);
+      // Woken by Atomics.notify, not by the 1 s re-check.
+      expect(performance.now() - released).toBeLessThan(500);
+    } finally {
+      await locks.close();
+    }
+  });
+});
