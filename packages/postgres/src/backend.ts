@@ -54,8 +54,11 @@ export class PostgresBackend implements Backend {
   #queueCount = 0;
   #session: Connection | undefined;
   #connecting: Promise<Connection> | undefined;
+  /** A spare queue connection is being opened. */
+  #warming = false;
   /** A given client was adopted once; it cannot be replaced when it dies. */
   #adopted = false;
+  #heartbeat: NodeJS.Timeout | undefined;
   readonly #closing = new AbortController();
   #closed: Promise<void> | undefined;
   /** Acquires in progress, awaited by close(). */
@@ -77,6 +80,13 @@ export class PostgresBackend implements Backend {
       fair: options.maxConnections > 1,
       notify: true,
     });
+    if (options.client === undefined) {
+      // Connect in the background right away (errors surface on the first call).
+      this.#liveSession().then(
+        () => this.#warmSpare(),
+        () => undefined,
+      );
+    }
   }
 
   async tryAcquire(request: LockRequest): Promise<Attempt> {
@@ -262,9 +272,22 @@ export class PostgresBackend implements Backend {
       conn.unhold(id);
       throw backendUnavailable(NAME, new Error("the connection to PostgreSQL was lost"));
     }
-    this.#leases.set(request.owner, { conn, id, mode, interest });
-    conn.leases.add(request.owner);
+    this.#hold(request.owner, { conn, id, mode, interest });
     return { granted: true, fencingToken: BigInt(String(row.token)) };
+  }
+
+  #hold(owner: string, holding: Holding): void {
+    this.#leases.set(owner, holding);
+    holding.conn.leases.add(owner);
+    const every = this.#options.heartbeatMs;
+    if (every > 0 && this.#heartbeat === undefined && !this.#closing.signal.aborted) {
+      this.#heartbeat = setInterval(() => {
+        for (const conn of new Set([...this.#leases.values()].map((h) => h.conn))) {
+          conn.heartbeat(every);
+        }
+      }, every);
+      this.#heartbeat.unref();
+    }
   }
 
   // --- waiting --------------------------------------------------------------
@@ -380,9 +403,23 @@ export class PostgresBackend implements Backend {
     for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
       if (conn.idleTimer !== undefined) clearTimeout(conn.idleTimer);
       conn.idleTimer = undefined;
-      if (!conn.dead) return conn;
+      if (!conn.dead) {
+        this.#warmSpare();
+        return conn;
+      }
     }
-    // The session counts as one of maxConnections.
+    const conn = await this.#openQueueConnection();
+    if (conn === undefined) return undefined;
+    if (signal?.aborted || this.#closing.signal.aborted) {
+      this.#recycle(conn);
+      signal?.throwIfAborted();
+      throw lockClosed("postgres backend");
+    }
+    return conn;
+  }
+
+  /** Opens a queue connection, unless maxConnections (the session included) are open. */
+  async #openQueueConnection(): Promise<Connection | undefined> {
     if (
       this.#options.client !== undefined ||
       this.#queueCount + 1 >= this.#options.maxConnections
@@ -398,15 +435,33 @@ export class PostgresBackend implements Backend {
       throw backendUnavailable(NAME, error);
     }
     this.#conns.add(conn);
-    if (signal?.aborted || this.#closing.signal.aborted) {
-      this.#recycle(conn);
-      signal?.throwIfAborted();
-      throw lockClosed("postgres backend");
-    }
     return conn;
   }
 
-  /** Puts a queue connection that holds nothing back in the idle pool (or closes it). */
+  /**
+   * Keeps one idle queue connection ready, so that a wait joins the server's
+   * queue at once instead of after a connect (which would also let a later
+   * waiter overtake it).
+   */
+  #warmSpare(): void {
+    if (this.#warming || this.#idle.length > 0 || this.#closing.signal.aborted) return;
+    this.#warming = true;
+    this.#openQueueConnection().then(
+      (conn) => {
+        this.#warming = false;
+        if (conn !== undefined) this.#recycle(conn);
+      },
+      () => {
+        this.#warming = false;
+      },
+    );
+  }
+
+  /**
+   * Puts a queue connection that holds nothing back in the idle pool (or
+   * closes it). One idle connection is kept as the spare; others close after
+   * idleTimeoutMs.
+   */
   #recycle(conn: Connection): void {
     if (conn.dead || conn === this.#session || conn.leases.size > 0 || conn.waiting) return;
     if (this.#closing.signal.aborted) {
@@ -416,9 +471,11 @@ export class PostgresBackend implements Backend {
     }
     if (this.#idle.includes(conn)) return;
     this.#idle.push(conn);
+    if (this.#idle.length === 1) return;
     conn.idleTimer = setTimeout(() => {
+      conn.idleTimer = undefined;
       const index = this.#idle.indexOf(conn);
-      if (index < 0) return;
+      if (index < 0 || this.#idle.length === 1) return;
       this.#idle.splice(index, 1);
       this.#forget(conn);
       void conn.close();
@@ -458,6 +515,7 @@ export class PostgresBackend implements Backend {
 
   async #close(): Promise<void> {
     this.#closing.abort(lockClosed("postgres backend"));
+    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
     await Promise.allSettled([...this.#pending]);
     const given = this.#options.client !== undefined ? this.#session : undefined;
     if (given !== undefined && !given.dead) {

@@ -1,6 +1,6 @@
 import type { LockMode } from "@locks/core";
 import pg, { type Client, type ClientConfig, type Notification } from "pg";
-import { PID, SETUP, type Statement } from "./sql.js";
+import { HEARTBEAT, PID, SETUP, type Statement } from "./sql.js";
 
 /** A row as pg returns it; every column the backend reads is named in sql.ts. */
 export type Row = Record<string, unknown>;
@@ -48,6 +48,8 @@ export class Connection {
   waiting = false;
   /** For an idle queue connection: closes it after the idle timeout. */
   idleTimer: NodeJS.Timeout | undefined;
+  /** A heartbeat is in flight. */
+  beating = false;
 
   readonly #onDeath: DeathListener;
   readonly #onError = (error: unknown): void => this.fail(error);
@@ -173,6 +175,29 @@ export class Connection {
       }),
     ]);
     clearTimeout(timer);
+  }
+
+  /**
+   * Runs `SELECT 1`; a session that does not answer within `timeoutMs` is
+   * declared dead (closed, its leases reported lost).
+   */
+  heartbeat(timeoutMs: number): void {
+    if (this.beating || this.dead) return;
+    this.beating = true;
+    const timer = setTimeout(
+      () => this.fail(new Error(`no answer to a heartbeat within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    timer.unref();
+    this.query(HEARTBEAT)
+      .then(
+        () => undefined,
+        () => undefined,
+      )
+      .finally(() => {
+        clearTimeout(timer);
+        this.beating = false;
+      });
   }
 
   /** Records that this session holds (or asks for) `id` once more. */

@@ -36,8 +36,9 @@ export interface PostgresBackendOptions {
   /**
    * Most connections the backend opens at once: the session connection plus
    * one per wait in the server's lock queue (a lock granted after a wait stays
-   * on the connection that waited, until released). Waits beyond it poll.
-   * 1 makes every wait poll. Default 10.
+   * on the connection that waited, until released), one of them kept ready as
+   * a spare. Waits beyond it poll. 1 makes every wait poll (one connection in
+   * all). Default 10.
    */
   maxConnections?: number;
   /**
@@ -46,10 +47,23 @@ export interface PostgresBackendOptions {
    * waiter of a client that vanished. Default 30 000.
    */
   lockTimeoutMs?: number;
-  /** An idle queue connection is closed after this many ms. Default 10 000. */
+  /**
+   * One idle queue connection is kept ready (so that a wait joins the
+   * server's queue at once); others are closed after this many ms idle.
+   * Default 10 000.
+   */
   idleTimeoutMs?: number;
   /** How long to wait for a new connection, in ms. Default 10 000. */
   connectTimeoutMs?: number;
+  /**
+   * Every this many ms, each connection that holds a lock runs `SELECT 1`;
+   * one that does not answer within the same time is closed, and its leases
+   * are signalled lost. It keeps lock-holding sessions from being idle (so a
+   * server-side `idle_session_timeout` only ends the sessions of dead
+   * clients) and bounds how long a silent network partition goes unnoticed.
+   * 0 turns it off. Default 0.
+   */
+  heartbeatMs?: number;
 }
 
 /** Options with defaults applied, validated. */
@@ -62,6 +76,7 @@ export interface ResolvedOptions {
   readonly maxConnections: number;
   readonly lockTimeoutMs: number;
   readonly idleTimeoutMs: number;
+  readonly heartbeatMs: number;
 }
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
@@ -75,6 +90,7 @@ const KNOWN = new Set([
   "lockTimeoutMs",
   "idleTimeoutMs",
   "connectTimeoutMs",
+  "heartbeatMs",
 ]);
 
 /** Validates the factory options synchronously, before any I/O. */
@@ -121,6 +137,7 @@ export function resolveOptions(options: PostgresBackendOptions): ResolvedOptions
   const lockTimeoutMs = integer(options.lockTimeoutMs, "lockTimeoutMs", 30_000, 1);
   const idleTimeoutMs = integer(options.idleTimeoutMs, "idleTimeoutMs", 10_000, 0);
   const connectTimeoutMs = integer(options.connectTimeoutMs, "connectTimeoutMs", 10_000, 1);
+  const heartbeatMs = integer(options.heartbeatMs, "heartbeatMs", 0, 0);
 
   return {
     clientConfig:
@@ -137,6 +154,7 @@ export function resolveOptions(options: PostgresBackendOptions): ResolvedOptions
     maxConnections,
     lockTimeoutMs,
     idleTimeoutMs,
+    heartbeatMs,
   };
 }
 

@@ -84,9 +84,10 @@ async function waitOnce(
   signal.addEventListener("abort", onAbort, { once: true });
   const result = await waiting;
   signal.removeEventListener("abort", onAbort);
-  // A cancel still on its way could interrupt the next statement: let it land first.
-  if (cancelled !== undefined) await cancelled;
   if (graceTimer !== undefined) clearTimeout(graceTimer);
+  // A cancel still on its way could interrupt the next statement: let it land first
+  // (unless the connection is gone anyway, and the cancel may be stuck reconnecting).
+  if (cancelled !== undefined && !conn.dead) await cancelled;
 
   if (conn.dead)
     return { kind: "failed", error: result.ok ? new Error("connection lost") : result.error };

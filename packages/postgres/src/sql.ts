@@ -139,6 +139,9 @@ export const UNLOCK_ALL = statement("locks_unlock_all", "SELECT pg_advisory_unlo
 /** Interrupts a waiting queue connection. $1 its backend pid. */
 export const CANCEL = statement("locks_cancel", "SELECT pg_cancel_backend($1::int) AS sent");
 
+/** Keeps a lock-holding session busy and proves it answers. */
+export const HEARTBEAT = statement("locks_heartbeat", "SELECT 1");
+
 /** First statement on a connection; a second `pg_backend_pid()` must give the same pid. */
 export const PID = "SELECT pg_backend_pid() AS pid";
 

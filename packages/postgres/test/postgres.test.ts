@@ -1,0 +1,506 @@
+import { type ChildProcess, fork } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import {
+  createLocks,
+  History,
+  type HoldRecord,
+  historyNow,
+  isLockError,
+  keyDigest,
+  type Lease,
+  type LockRequest,
+  type Locks,
+} from "@locks/core";
+import { freePort, nodeChildArgs, startPostgres, startProxy, waitFor } from "@locks/testkit";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
+import { postgresBackend } from "../src/index.js";
+import { advisoryId, idHalves, requestKeys } from "../src/keys.js";
+
+const databaseUrl = inject("databaseUrl");
+const contenderModule = fileURLToPath(new URL("./fixtures/contender.ts", import.meta.url));
+
+let admin: pg.Client;
+beforeAll(async () => {
+  admin = new pg.Client({ connectionString: databaseUrl });
+  admin.on("error", () => undefined);
+  await admin.connect();
+});
+afterAll(async () => {
+  await admin.end();
+});
+
+function namespace(): string {
+  return `pg-${randomBytes(6).toString("hex")}`;
+}
+
+/** A lock client over a fresh backend, closed when the test ends. */
+function client(ns: string, options: Parameters<typeof postgresBackend>[0] = {}): Locks {
+  const locks = createLocks(postgresBackend({ connectionString: databaseUrl, ...options }), {
+    namespace: ns,
+  });
+  onTestFinished(() => locks.close());
+  return locks;
+}
+
+/** The server pids holding (namespace, key), from pg_locks. */
+async function holderPids(server: pg.Client, ns: string, key: string): Promise<number[]> {
+  const { classid, objid } = idHalves(advisoryId(ns, key));
+  const { rows } = await server.query<{ pid: number }>(
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid = $1::oid AND objid = $2::oid",
+    [classid, objid],
+  );
+  return rows.map((r) => r.pid);
+}
+
+type Reply =
+  | { type: "ready" }
+  | { type: "holds"; holds: HoldRecord[] }
+  | { type: "acquired"; token: string }
+  | { type: "lost"; code: string; at: number }
+  | { type: "error"; message: string };
+
+/** A contender process (test/fixtures/contender.ts), killed when the test ends if still running. */
+class Contender {
+  readonly #child: ChildProcess;
+  readonly #replies: Reply[] = [];
+  #wake: (() => void) | undefined;
+  readonly exited: Promise<number | null>;
+
+  constructor(ns: string, url = databaseUrl) {
+    this.#child = fork(contenderModule, [], {
+      execArgv: nodeChildArgs,
+      env: { ...process.env, DATABASE_URL: url, LOCKS_NAMESPACE: ns },
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    this.exited = new Promise((resolve) => this.#child.once("exit", (code) => resolve(code)));
+    this.#child.on("message", (reply: Reply) => {
+      this.#replies.push(reply);
+      this.#wake?.();
+    });
+    onTestFinished(() => {
+      if (this.#child.exitCode === null && this.#child.signalCode === null)
+        this.#child.kill("SIGKILL");
+    });
+  }
+
+  send(
+    command:
+      | { type: "contend"; key: string; loops: number }
+      | { type: "hold"; key: string }
+      | { type: "close" },
+  ): void {
+    this.#child.send(command);
+  }
+
+  async next<T extends Reply["type"]>(
+    type: T,
+    timeoutMs = 30_000,
+  ): Promise<Extract<Reply, { type: T }>> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const index = this.#replies.findIndex((r) => r.type === type || r.type === "error");
+      if (index >= 0) {
+        const [found] = this.#replies.splice(index, 1);
+        if (found?.type === "error") throw new Error(`contender failed: ${found.message}`);
+        return found as Extract<Reply, { type: T }>;
+      }
+      if (this.#child.exitCode !== null)
+        throw new Error(`contender exited with ${this.#child.exitCode}`);
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`no "${type}" reply within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(left, 100));
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+}
+
+describe("processes", () => {
+  it("4 OS processes contend on one key: no overlap, tokens increase; each exits after close()", async () => {
+    const ns = namespace();
+    const contenders = [0, 1, 2, 3].map(() => new Contender(ns));
+    await Promise.all(contenders.map((c) => c.next("ready")));
+    for (const c of contenders) c.send({ type: "contend", key: "shared-key", loops: 60 });
+    const history = new History();
+    for (const c of contenders) history.add(...(await c.next("holds")).holds);
+    expect(history.holds).toHaveLength(240);
+    history.assertValid({ fencing: true });
+    for (const c of contenders) c.send({ type: "close" });
+    for (const c of contenders) expect(await c.exited).toBe(0);
+  });
+
+  it("pg_terminate_backend of the holder's session: its signal aborts within a second, another process gets the key with a higher token", async () => {
+    const ns = namespace();
+    const [victim, next] = [new Contender(ns), new Contender(ns)];
+    await Promise.all([victim.next("ready"), next.next("ready")]);
+
+    // 1. A lease on the session connection (granted by a first attempt).
+    victim.send({ type: "hold", key: "k1" });
+    const first = await victim.next("acquired");
+    next.send({ type: "hold", key: "k1" });
+    const [pid] = await holderPids(admin, ns, "k1");
+    expect(pid).toBeTypeOf("number");
+    const terminatedAt = historyNow();
+    await admin.query("SELECT pg_terminate_backend($1)", [pid]);
+    const lost = await victim.next("lost", 5_000);
+    expect(lost.code).toBe("LOCK_LOST");
+    expect(lost.at - terminatedAt).toBeLessThan(1_000);
+    const second = await next.next("acquired");
+    expect(BigInt(second.token)).toBeGreaterThan(BigInt(first.token));
+
+    // 2. A lease on a queue connection (granted after waiting in the server's queue).
+    const locks = client(ns);
+    const blocker = await locks.acquire("k2");
+    victim.send({ type: "hold", key: "k2" });
+    await waitFor(
+      async () => {
+        const { rows } = await admin.query(
+          "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        );
+        return rows[0].n > 0;
+      },
+      { message: "the victim waits in the server's queue" },
+    );
+    await blocker.release();
+    const third = await victim.next("acquired");
+    const [queuePid] = await holderPids(admin, ns, "k2");
+    const terminatedAgain = historyNow();
+    await admin.query("SELECT pg_terminate_backend($1)", [queuePid]);
+    const lostAgain = await victim.next("lost", 5_000);
+    expect(lostAgain.at - terminatedAgain).toBeLessThan(1_000);
+    const after = await locks.acquire("k2", { timeoutMs: 5_000 });
+    expect(after.fencingToken).toBeGreaterThan(BigInt(third.token));
+    await after.release();
+
+    // The victim's client reconnects for later acquires.
+    victim.send({ type: "hold", key: "k3" });
+    await victim.next("acquired");
+    victim.send({ type: "close" });
+    next.send({ type: "close" });
+    expect(await victim.exited).toBe(0);
+    expect(await next.exited).toBe(0);
+  });
+});
+
+describe("faults", () => {
+  it.each([
+    ["an immediate restart (crash and recovery)", true],
+    ["a fast restart (sessions terminated)", false],
+  ])(
+    "postgres restarted during a run, %s: every lease lost is signalled, none is reported held that is not",
+    async (_label, immediate) => {
+      const server = await startPostgres();
+      onTestFinished(() => server.stop());
+      const ns = namespace();
+      const make = (): Locks => {
+        const locks = createLocks(postgresBackend({ connectionString: server.connectionString }), {
+          namespace: ns,
+        });
+        onTestFinished(() => locks.close());
+        return locks;
+      };
+      const clients = [make(), make(), make(), make()];
+      const history = new History();
+
+      // Long holds: one per client on its session, and one on a queue connection.
+      const long: Lease[] = [];
+      for (const [i, locks] of clients.entries()) {
+        const lease = await locks.acquire(`long-${i}`);
+        history.begin(lease, `long-${i}`);
+        long.push(lease);
+      }
+      const blocker = await clients[1]!.acquire("queued");
+      const queued = clients[0]!.acquire("queued");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await blocker.release();
+      const onQueue = await queued;
+      history.begin(onQueue, "queued");
+      long.push(onQueue);
+
+      // Workers contend on two keys and retry through the outage.
+      let stop = false;
+      let grantsAfterRestart = 0;
+      let restarted = false;
+      const workers = clients.flatMap((locks, c) =>
+        [0, 1].map(async (t) => {
+          while (!stop) {
+            let lease: Lease;
+            try {
+              lease = await locks.acquire(`work-${t}`, { timeoutMs: 2_000 });
+            } catch (error) {
+              if (!isLockError(error, "BACKEND_UNAVAILABLE") && !isLockError(error, "LOCK_TIMEOUT"))
+                throw error;
+              await new Promise((resolve) => setTimeout(resolve, 20));
+              continue;
+            }
+            if (restarted) grantsAfterRestart++;
+            const end = history.begin(lease, `client${c}-task${t}`);
+            await new Promise((resolve) => setTimeout(resolve, Math.random() * 3));
+            end();
+            await lease.release().catch(() => undefined);
+          }
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+
+      const killedAt = historyNow();
+      await server.restart({ immediate });
+      const readyAt = historyNow();
+      restarted = true;
+
+      // Every lease held when the server went down was signalled, promptly.
+      for (const lease of long) {
+        expect(lease.signal.aborted).toBe(true);
+        expect((lease.signal.reason as { code?: string }).code).toBe("LOCK_LOST");
+      }
+      const crossing = history.holds.filter((h) => h.acquiredAt < killedAt);
+      for (const hold of crossing) {
+        const end = hold.releasedAt ?? hold.lostAt;
+        expect(end, `hold of ${hold.owner} ended`).toBeDefined();
+        expect(end!).toBeLessThanOrEqual(readyAt);
+      }
+      for (const lease of long) {
+        const lostAt = history.holds.find((h) => h.token === lease.fencingToken.toString())?.lostAt;
+        expect(lostAt! - killedAt).toBeLessThan(1_000);
+      }
+
+      await waitFor(() => grantsAfterRestart >= 20, {
+        timeoutMs: 15_000,
+        message: "grants after the restart",
+      });
+      stop = true;
+      await Promise.all(workers);
+      history.assertValid({ fencing: true });
+
+      // Each client took fresh leases after the restart; the server agrees they are held.
+      const probe = new pg.Client({ connectionString: server.connectionString });
+      await probe.connect();
+      onTestFinished(() => probe.end());
+      for (const [i, locks] of clients.entries()) {
+        const lease = await locks.acquire(`long-${i}`, { timeoutMs: 5_000 });
+        expect(await holderPids(probe, ns, `long-${i}`)).toHaveLength(1);
+        await lease.extend();
+        await lease.release();
+        expect(await holderPids(probe, ns, `long-${i}`)).toHaveLength(0);
+      }
+    },
+  );
+
+  it("lock_timeout and aborts racing grants: no overlap, and nothing is left behind", async () => {
+    const ns = namespace();
+    // A 1 ms lock_timeout makes every wait end and re-enter the queue, racing the grants.
+    const clients = [0, 1, 2].map(() => client(ns, { lockTimeoutMs: 1 }));
+    const history = new History();
+    let aborted = 0;
+    await Promise.all(
+      clients.flatMap((locks, c) =>
+        [0, 1].map(async (t) => {
+          for (let i = 0; i < 40; i++) {
+            const signal =
+              i % 3 === 0 ? AbortSignal.timeout(1 + Math.floor(Math.random() * 5)) : undefined;
+            let lease: Lease;
+            try {
+              lease = await locks.acquire("race", {
+                timeoutMs: 20_000,
+                ...(signal ? { signal } : {}),
+              });
+            } catch (error) {
+              if (signal?.aborted !== true) throw error;
+              aborted++;
+              continue;
+            }
+            const end = history.begin(lease, `client${c}-task${t}`);
+            await new Promise((resolve) => setImmediate(resolve));
+            end();
+            await lease.release();
+          }
+        }),
+      ),
+    );
+    expect(aborted).toBeGreaterThan(0);
+    history.assertValid({ fencing: true });
+    // Nothing left: the key is free, and no session holds or waits for any advisory lock of it.
+    expect(await holderPids(admin, ns, "race")).toEqual([]);
+    const fresh = await client(ns).tryAcquire("race");
+    expect(fresh).not.toBeNull();
+    await fresh!.release();
+  });
+
+  it("with heartbeatMs, a silent partition is signalled as a loss within about two heartbeats", async () => {
+    const proxy = await startProxy(databaseUrl);
+    onTestFinished(() => proxy.close());
+    const ns = namespace();
+    const locks = createLocks(postgresBackend({ connectionString: proxy.url!, heartbeatMs: 200 }), {
+      namespace: ns,
+    });
+    onTestFinished(() => locks.close());
+    const lease = await locks.acquire("p");
+    const cut = historyNow();
+    proxy.blackhole(true);
+    await waitFor(() => lease.signal.aborted, {
+      timeoutMs: 5_000,
+      message: "the lease is signalled",
+    });
+    expect(historyNow() - cut).toBeLessThan(1_000);
+    expect((lease.signal.reason as { code?: string }).code).toBe("LOCK_LOST");
+    // The server still holds it for the silent session: the loss was declared first, which is the safe order.
+    expect(await holderPids(admin, ns, "p")).toHaveLength(1);
+    proxy.blackhole(false);
+    // Healed: the close reaches the server, which frees the key; the client reconnects.
+    const again = await locks.acquire("p", { timeoutMs: 5_000 });
+    expect(again.fencingToken).toBeGreaterThan(lease.fencingToken);
+    await again.release();
+  });
+
+  it("an unreachable server is BACKEND_UNAVAILABLE, fast", async () => {
+    const port = await freePort();
+    const locks = createLocks(
+      postgresBackend({ connectionString: `postgresql://postgres@127.0.0.1:${port}/postgres` }),
+    );
+    onTestFinished(() => locks.close());
+    const started = performance.now();
+    const error = await locks.tryAcquire("k").catch((e: unknown) => e);
+    expect(isLockError(error, "BACKEND_UNAVAILABLE")).toBe(true);
+    expect(performance.now() - started).toBeLessThan(2_000);
+    await expect(locks.acquire("k", { timeoutMs: 1_000 })).rejects.toMatchObject({
+      code: "BACKEND_UNAVAILABLE",
+    });
+  });
+});
+
+describe("connections", () => {
+  it("one session connection, plus one per concurrent wait, at most maxConnections", async () => {
+    const ns = namespace();
+    const app = `locks-test-${randomBytes(4).toString("hex")}`;
+    const holder = client(ns);
+    const waiter = client(ns, { maxConnections: 3, clientConfig: { application_name: app } });
+    const count = async (): Promise<number> => {
+      const { rows } = await admin.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1",
+        [app],
+      );
+      return rows[0].n;
+    };
+    const held = await Promise.all([0, 1, 2, 3].map((i) => holder.acquire(`c${i}`)));
+    expect(await waiter.tryAcquire("c0")).toBeNull();
+    // At rest: the session, and a spare queue connection.
+    await waitFor(async () => (await count()) === 2, { message: "session and spare" });
+    // Four waits: two queue in the server (3 connections in all), two poll.
+    const waits = [0, 1, 2, 3].map((i) => waiter.acquire(`c${i}`, { timeoutMs: 10_000 }));
+    await waitFor(async () => (await count()) === 3, { message: "two queue connections" });
+    await Promise.all(held.map((lease) => lease.release()));
+    const leases = await Promise.all(waits);
+    expect(await count()).toBeLessThanOrEqual(3);
+    await Promise.all(leases.map((lease) => lease.release()));
+    await waiter.close();
+    await waitFor(async () => (await count()) === 0, { message: "all connections closed" });
+  });
+
+  it("a given client holds the locks, is never closed, and its loss is signalled", async () => {
+    const ns = namespace();
+    const given = new pg.Client({ connectionString: databaseUrl });
+    given.on("error", () => undefined);
+    await given.connect();
+    onTestFinished(() => given.end().catch(() => undefined));
+    const other = client(ns);
+
+    const locks = createLocks(postgresBackend({ client: given }), { namespace: ns });
+    expect(locks.backend.capabilities.fair).toBe(false);
+    const lease = await locks.acquire("g");
+    expect(await other.tryAcquire("g")).toBeNull();
+    const waiting = locks.acquire("g2", { timeoutMs: 5_000 });
+    const blocker = await other.acquire("g3");
+    const third = locks.acquire("g3", { timeoutMs: 5_000 });
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    await blocker.release();
+    const viaPolling = await third;
+    await (await waiting).release();
+    await viaPolling.release();
+    await locks.close();
+    // close() released what it held on the client, and left the client open.
+    expect(lease.signal.aborted).toBe(true);
+    expect((await given.query("SELECT 1 AS one")).rows[0].one).toBe(1);
+    const freed = await other.tryAcquire("g");
+    expect(freed).not.toBeNull();
+    await freed!.release();
+
+    // The client's session dies: its leases are lost, later calls fail.
+    const again = createLocks(postgresBackend({ client: given }), { namespace: ns });
+    onTestFinished(() => again.close());
+    const held = await again.acquire("g");
+    const { rows } = await given.query("SELECT pg_backend_pid() AS pid");
+    await admin.query("SELECT pg_terminate_backend($1)", [rows[0].pid]);
+    await waitFor(() => held.signal.aborted, { message: "the lease is signalled" });
+    expect((held.signal.reason as { code?: string }).code).toBe("LOCK_LOST");
+    await expect(again.tryAcquire("g")).rejects.toMatchObject({ code: "BACKEND_UNAVAILABLE" });
+  });
+
+  it("creates the fencing sequence it is told to use", async () => {
+    const name = `fence_${randomBytes(4).toString("hex")}`;
+    const locks = client(namespace(), { fencingSequence: name });
+    const a = await locks.acquire("k");
+    await a.release();
+    const b = await locks.acquire("k");
+    await b.release();
+    expect(b.fencingToken).toBe(a.fencingToken + 1n);
+    const { rows } = await admin.query("SELECT last_value FROM " + `"${name}"`);
+    expect(BigInt(rows[0].last_value)).toBe(b.fencingToken);
+    await admin.query(`DROP SEQUENCE "${name}"`);
+  });
+});
+
+describe("options and keys", () => {
+  it("refuses bad options synchronously with INVALID_ARGUMENT", () => {
+    const bad: unknown[] = [
+      {},
+      { connectionString: "" },
+      { connectionString: databaseUrl, unknown: 1 },
+      { connectionString: databaseUrl, client: new pg.Client() },
+      { client: new pg.Pool() },
+      { connectionString: databaseUrl, fencingSequence: 'x"; DROP TABLE t; --' },
+      { connectionString: databaseUrl, fencingSequence: "a.b.c" },
+      { connectionString: databaseUrl, notifyChannel: "has space" },
+      { connectionString: databaseUrl, maxConnections: 0 },
+      { connectionString: databaseUrl, lockTimeoutMs: 1.5 },
+    ];
+    for (const options of bad) {
+      let error: unknown;
+      try {
+        postgresBackend(options as Parameters<typeof postgresBackend>[0]);
+      } catch (e) {
+        error = e;
+      }
+      expect(
+        isLockError(error, "INVALID_ARGUMENT"),
+        JSON.stringify(Object.keys(options as object)),
+      ).toBe(true);
+    }
+  });
+
+  it("maps a key to the first 8 bytes of SHA-256(namespace + key), as a signed bigint; slots and markers apart", () => {
+    const request: LockRequest = {
+      key: "k",
+      namespace: "ns",
+      owner: "o",
+      mode: "exclusive",
+      limit: 1,
+      ttlMs: 1,
+    };
+    const keys = requestKeys(request);
+    expect(keys.key).toBe(keyDigest("ns", "k").readBigInt64BE(0).toString());
+    expect(advisoryId("ns", "k")).toBe(keys.key);
+    const semaphore = requestKeys({ ...request, limit: 3 });
+    expect(new Set([keys.key, keys.interest, ...semaphore.slots]).size).toBe(5);
+    // Deterministic: the same everywhere (no per-process seed).
+    expect(requestKeys({ ...request }).key).toBe(keys.key);
+    // The halves pg_locks shows.
+    const { classid, objid } = idHalves("-1");
+    expect([classid, objid]).toEqual(["4294967295", "4294967295"]);
+  });
+});
