@@ -13,7 +13,7 @@ export interface FairHost {
   readonly waiters: Waiters;
   /** The channel as the server reports it, for `waiters`. */
   readonly channelName: string;
-  retain(): Promise<void>;
+  retain(): Promise<unknown>;
   unretain(): void;
   /** Aborted when the backend closes. */
   readonly closing: AbortSignal;

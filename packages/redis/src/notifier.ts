@@ -5,13 +5,14 @@ import { type Connection, quit } from "./connection.js";
 const LINGER_MS = 2_000;
 /** How long a waiter waits for SUBSCRIBE's confirmation before relying on polling alone. */
 const SUBSCRIBE_WAIT_MS = 1_000;
+const DOWN = new Set(["reconnecting", "close", "end"]);
 
 interface Channel {
   refs: number;
   /** The last SUBSCRIBE failed: the next waiter tries again. */
   failed: boolean;
   /** Resolves once the server confirmed the subscription (or gave up: polling covers). */
-  subscribed: Promise<void>;
+  subscribed: Promise<boolean>;
   linger: NodeJS.Timeout | undefined;
 }
 
@@ -49,9 +50,13 @@ export class Notifier {
     return this.#connection.keyPrefix + channel;
   }
 
-  /** Adds a reference to `channel`; resolves when subscribed (bounded: notifications are a hint). */
-  retain(channel: string): Promise<void> {
-    if (this.#closed) return Promise.resolve();
+  /**
+   * Adds a reference to `channel`; resolves true once subscribed, false when
+   * that could not be confirmed in time (the subscription still takes effect
+   * when the server is back; meanwhile polling covers).
+   */
+  retain(channel: string): Promise<boolean> {
+    if (this.#closed) return Promise.resolve(false);
     const existing = this.#channels.get(channel);
     if (existing !== undefined) {
       existing.refs++;
@@ -66,7 +71,7 @@ export class Notifier {
     const entry: Channel = {
       refs: 1,
       failed: false,
-      subscribed: Promise.resolve(),
+      subscribed: Promise.resolve(false),
       linger: undefined,
     };
     entry.subscribed = this.#subscribe(channel, entry);
@@ -130,22 +135,27 @@ export class Notifier {
     return subscriber;
   }
 
-  #subscribe(channel: string, entry: Channel): Promise<void> {
+  #subscribe(channel: string, entry: Channel): Promise<boolean> {
     const client = this.#client();
     const sent = this.#connection.isCluster
       ? (client as Cluster).ssubscribe(channel)
       : (client as Redis).subscribe(this.serverName(channel));
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, SUBSCRIBE_WAIT_MS);
-      timer.unref();
-      const done = (): void => {
+    return new Promise<boolean>((resolve) => {
+      const failed = (): void => {
         clearTimeout(timer);
-        resolve();
-      };
-      sent.then(done, () => {
         entry.failed = true;
-        done();
-      });
+        resolve(false);
+      };
+      // Queued while the server is down: it is sent on reconnect, but nobody should wait for that.
+      const timer = setTimeout(
+        () => resolve(false),
+        DOWN.has(client.status) ? 0 : SUBSCRIBE_WAIT_MS,
+      );
+      timer.unref();
+      sent.then(() => {
+        clearTimeout(timer);
+        resolve(true);
+      }, failed);
     });
   }
 

@@ -16,7 +16,7 @@ import { Notifier } from "./notifier.js";
 import { scripts } from "./scripts.js";
 import { type Snapshot, statusFromSnapshot } from "./status.js";
 import { Waiters } from "./waiters.js";
-import { holdersKey, parseAcquireReply, releaseTag, wireMode } from "./wire.js";
+import { parseAcquireReply, releaseTag, wireMode, withHolders } from "./wire.js";
 
 /** Settings of a Redlock backend. */
 export interface RedlockSettings {
@@ -99,7 +99,7 @@ export class RedlockBackend implements Backend {
     const timeout = this.#instanceTimeout(request.ttlMs);
     const l = this.#layout(request);
     const mode = wireMode(request);
-    const keys = [l.exclusive, holdersKey(l, mode), l.fence];
+    const keys = withHolders([l.exclusive, l.fence], l, mode);
     const outcomes = await this.#onAll((m) =>
       m.connection.run(scripts.acquire, keys, [request.owner, mode, request.ttlMs, 1], timeout),
     );
@@ -170,7 +170,7 @@ export class RedlockBackend implements Backend {
     const outcomes = await this.#onAll((m) =>
       m.connection.run(
         scripts.extend,
-        [l.exclusive, holdersKey(l, mode)],
+        withHolders([l.exclusive], l, mode),
         [request.owner, mode, ttlMs],
         this.#instanceTimeout(ttlMs),
       ),
@@ -203,7 +203,8 @@ export class RedlockBackend implements Backend {
       limit: request.limit,
       wake: onChange,
     });
-    await Promise.all(this.#members.map((m) => m.notifier.retain(channel)));
+    // A release is published on every member: one confirmed subscription is enough to hear it.
+    await firstTrue(this.#members.map((m) => m.notifier.retain(channel)));
     let done = false;
     return () => {
       if (done) return;
@@ -281,7 +282,7 @@ export class RedlockBackend implements Backend {
     this.#held.delete(request.owner);
     const l = this.#layout(request);
     const mode = wireMode(request);
-    const keys = [l.exclusive, holdersKey(l, mode), l.channel];
+    const keys = withHolders([l.exclusive, l.channel], l, mode);
     const timeout = this.#instanceTimeout(request.ttlMs);
     const outcomes = await Promise.all(
       members.map((m) => {
@@ -312,6 +313,26 @@ export class RedlockBackend implements Backend {
     );
     return backendUnavailable("redis", cause);
   }
+}
+
+/** Resolves at the first promise that yields true, or when all have settled. */
+function firstTrue(promises: ReadonlyArray<Promise<boolean>>): Promise<void> {
+  return new Promise((resolve) => {
+    let left = promises.length;
+    if (left === 0) resolve();
+    for (const p of promises) {
+      p.then(
+        (ok) => {
+          left--;
+          if (ok || left === 0) resolve();
+        },
+        () => {
+          left--;
+          if (left === 0) resolve();
+        },
+      );
+    }
+  });
 }
 
 function settle(promise: Promise<unknown>): Promise<Outcome> {

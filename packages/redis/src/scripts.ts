@@ -76,11 +76,11 @@ end
 `;
 
 /**
- * KEYS: x z f. ARGV: owner, mode, ttl, limit.
+ * KEYS: x f [z] (z only for shared and semaphore). ARGV: owner, mode, ttl, limit.
  * Returns {1, fencingToken} or {0, msUntilItMayBeFree}. Idempotent for the same owner.
  */
 const ACQUIRE = `
-local x, z, f = KEYS[1], KEYS[2], KEYS[3]
+local x, f, z = KEYS[1], KEYS[2], KEYS[3]
 local owner, mode = ARGV[1], ARGV[2]
 if mode == 'x' then
   if redis.call('SET', x, owner, 'NX', 'PX', ARGV[3]) then return {1, redis.call('INCR', f)} end
@@ -98,13 +98,13 @@ return {1, grant(x, z, f, owner, mode, ttl)}
 `;
 
 /**
- * Fair (FIFO) acquire. KEYS: x z f q qe qn. ARGV: owner, mode, ttl, limit,
+ * Fair (FIFO) acquire. KEYS: x f z q qe qn. ARGV: owner, mode, ttl, limit,
  * enqueue ("1": join or stay in the queue, "0": a one-off try that only
  * succeeds when nobody waits ahead), waiterTtl.
  * Returns {1, fencingToken} or {0, msUntilItMayChange}.
  */
 const FAIR_ACQUIRE = `
-local x, z, f, q, qe, qn = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local x, f, z, q, qe, qn = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local owner, mode = ARGV[1], ARGV[2]
 if mode == 'x' and redis.call('EXISTS', q) == 0 then
   -- Nobody queued: the plain exclusive path.
@@ -152,7 +152,7 @@ return {0, wait}
 `;
 
 /**
- * KEYS: x z c [q qe]. ARGV: owner, mode, publish command, tag, fair ("1"/"0").
+ * KEYS: x c [z [q qe]] (z unless exclusive and not fair). ARGV: owner, mode, publish command, tag, fair ("1"/"0").
  * Owner-checked release; publishes a notification when something was freed
  * (mode letter + tag). In fair mode it also removes the owner's queue entry
  * (a waiter giving up) and names the new head of the queue instead
@@ -160,7 +160,7 @@ return {0, wait}
  * process wakes. Returns 1 when a hold was released.
  */
 const RELEASE = `
-local x, z, c = KEYS[1], KEYS[2], KEYS[3]
+local x, c, z = KEYS[1], KEYS[2], KEYS[3]
 local owner, mode, publish = ARGV[1], ARGV[2], ARGV[3]
 local fair = ARGV[5] == '1'
 if mode == 'x' and not fair then
@@ -207,7 +207,7 @@ return released
 `;
 
 /**
- * KEYS: x z. ARGV: owner, mode, ttl. Owner-checked: sets the hold's expiry
+ * KEYS: x [z]. ARGV: owner, mode, ttl. Owner-checked: sets the hold's expiry
  * to ttl from now. Returns 1, or 0 when the owner no longer holds it.
  */
 const EXTEND = `
@@ -231,13 +231,13 @@ return 1
 `;
 
 /**
- * Redlock's fencing write-back. KEYS: x z f. ARGV: owner, mode, token.
+ * Redlock's fencing write-back. KEYS: x f [z]. ARGV: owner, mode, token.
  * While the owner still holds the lock here, raises the counter to at least
  * token. Returns 1, or 0 when not held (the write does not count).
  */
 const FENCE = `
 ${HELPERS}
-local x, z, f, owner, mode = KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]
+local x, f, z, owner, mode = KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]
 if mode == 'x' then
   if redis.call('GET', x) ~= owner then return 0 end
 else

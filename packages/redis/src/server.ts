@@ -17,7 +17,7 @@ import { Notifier } from "./notifier.js";
 import { scripts } from "./scripts.js";
 import { type Snapshot, statusFromSnapshot } from "./status.js";
 import { Waiters } from "./waiters.js";
-import { holdersKey, parseAcquireReply, releaseTag, wireMode } from "./wire.js";
+import { holdersKey, parseAcquireReply, releaseTag, wireMode, withHolders } from "./wire.js";
 
 /** Settings of a single-server or Cluster backend. */
 export interface ServerSettings {
@@ -89,7 +89,7 @@ export class ServerBackend implements Backend {
     const mode = wireMode(request);
     const reply = await this.#connection.run(
       scripts.extend,
-      [l.exclusive, holdersKey(l, mode)],
+      withHolders([l.exclusive], l, mode),
       [request.owner, mode, ttlMs],
       Math.min(this.#settings.commandTimeoutMs, ttlMs),
     );
@@ -161,7 +161,7 @@ export class ServerBackend implements Backend {
     const reply = this.#settings.fair
       ? await this.#connection.run(
           scripts.fairAcquire,
-          [l.exclusive, z, l.fence, l.queue, l.queueExpiry, l.queueSequence],
+          [l.exclusive, l.fence, z, l.queue, l.queueExpiry, l.queueSequence],
           [
             request.owner,
             mode,
@@ -174,7 +174,7 @@ export class ServerBackend implements Backend {
         )
       : await this.#connection.run(
           scripts.acquire,
-          [l.exclusive, z, l.fence],
+          withHolders([l.exclusive, l.fence], l, mode),
           [request.owner, mode, request.ttlMs, request.limit],
           timeout,
         );
@@ -190,8 +190,8 @@ export class ServerBackend implements Backend {
     const mode = wireMode(request);
     const z = holdersKey(l, mode);
     const keys = fair
-      ? [l.exclusive, z, l.channel, l.queue, l.queueExpiry]
-      : [l.exclusive, z, l.channel];
+      ? [l.exclusive, l.channel, z, l.queue, l.queueExpiry]
+      : withHolders([l.exclusive, l.channel], l, mode);
     const args = [
       request.owner,
       mode,

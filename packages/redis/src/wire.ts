@@ -9,9 +9,15 @@ export function wireMode(request: LockRequest): WireMode {
   return request.limit > 1 ? "s" : "x";
 }
 
-/** The sorted set of holders of `mode` (the exclusive mode has none: `readers` is passed unused). */
+/** The sorted set of holders of `mode` (exclusive holders have none: `readers`, for the fair scripts). */
 export function holdersKey(layout: KeyLayout, mode: WireMode): string {
   return mode === "s" ? layout.slots : layout.readers;
+}
+
+/** `keys` plus the holders' sorted set when the mode has one: exclusive commands stay short. */
+export function withHolders(keys: string[], layout: KeyLayout, mode: WireMode): string[] {
+  if (mode !== "x") keys.push(holdersKey(layout, mode));
+  return keys;
 }
 
 /** A short tag of a release in its notification: lets Redlock drop the copies sent by each member. */
