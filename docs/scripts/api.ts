@@ -1,0 +1,91 @@
+import { existsSync, rmSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
+import { Application, Converter, ReflectionKind, type TypeDocOptions } from "typedoc";
+import type { PluginOptions } from "typedoc-plugin-markdown";
+import { docsRoot } from "./samples.js";
+
+/*
+ * The API reference, generated at build time by TypeDoc (with
+ * typedoc-plugin-markdown) from each package's src/index.ts, into docs/api/
+ * (git-ignored). It is rebuilt on every docs build, so it cannot drift from
+ * the code.
+ */
+
+export const apiDir: string = join(docsRoot, "api");
+
+/** The public entry points: package name -> source file, relative to packages/. */
+export const entryPoints: Readonly<Record<string, string>> = {
+  "@locks/core": "core/src/index.ts",
+  "@locks/core/conformance": "core/src/conformance/index.ts",
+  "@locks/thread": "thread/src/index.ts",
+  "@locks/file": "file/src/index.ts",
+  "@locks/redis": "redis/src/index.ts",
+  "@locks/etcd": "etcd/src/index.ts",
+  "@locks/postgres": "postgres/src/index.ts",
+  "@locks/cli": "cli/src/index.ts",
+};
+
+const packagesDir = join(docsRoot, "..", "packages");
+
+/** The entry points whose package has landed, and the names of those that have not. */
+export function availableEntryPoints(): { present: Map<string, string>; missing: string[] } {
+  const present = new Map<string, string>();
+  const missing: string[] = [];
+  for (const [name, file] of Object.entries(entryPoints)) {
+    const path = join(packagesDir, file);
+    if (existsSync(path)) present.set(resolve(path), name);
+    else missing.push(name);
+  }
+  return { present, missing };
+}
+
+/** Runs TypeDoc into docs/api/ and returns the modules documented and those skipped. */
+export async function generateApi(): Promise<{ documented: string[]; missing: string[] }> {
+  const { present, missing } = availableEntryPoints();
+  rmSync(apiDir, { recursive: true, force: true });
+  const options: Partial<TypeDocOptions & PluginOptions> = {
+    entryPoints: [...present.keys()],
+    entryPointStrategy: "resolve",
+    tsconfig: join(docsRoot, "tsconfig.api.json"),
+    plugin: ["typedoc-plugin-markdown"],
+    out: apiDir,
+    name: "API reference",
+    readme: "none",
+    // Type errors are the packages' own typecheck's business; the reference is built regardless.
+    skipErrorChecking: true,
+    disableSources: true,
+    excludePrivate: true,
+    excludeInternal: true,
+    logLevel: "Warn",
+    outputFileStrategy: "modules",
+    excludeScopesInPaths: true,
+    entryFileName: "index",
+    hidePageHeader: true,
+    hideBreadcrumbs: true,
+    useCodeBlocks: true,
+    parametersFormat: "table",
+    interfacePropertiesFormat: "table",
+    enumMembersFormat: "table",
+    typeDeclarationFormat: "table",
+  };
+  const app = await Application.bootstrapWithPlugins(options);
+  // TypeDoc names modules after their path ("core/src"); the reference uses package names.
+  app.converter.on(Converter.EVENT_CREATE_DECLARATION, (context, reflection) => {
+    if (!reflection.kindOf(ReflectionKind.Module)) return;
+    const symbol = context.getSymbolFromReflection(reflection);
+    const file = symbol?.declarations?.[0]?.getSourceFile().fileName;
+    const name = file === undefined ? undefined : present.get(resolve(file));
+    if (name !== undefined) reflection.name = name;
+  });
+  const project = await app.convert();
+  if (project === undefined) throw new Error("TypeDoc could not convert the packages' sources");
+  await app.generateOutputs(project);
+  if (app.logger.hasErrors()) throw new Error("TypeDoc reported errors");
+  const documented = (project.children ?? []).map((m) => m.name).sort();
+  for (const [path, name] of present) {
+    if (!documented.includes(name)) {
+      throw new Error(`TypeDoc did not document ${name} (${relative(docsRoot, path)})`);
+    }
+  }
+  return { documented, missing };
+}

@@ -1,0 +1,42 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { generateApi } from "./api.js";
+import { defaultResultsPath, readResults, renderResults } from "./benchmarks.js";
+import { readManifests, renderManifests } from "./capabilities.js";
+import { renderCliHelp } from "./cli-help.js";
+import { docsRoot } from "./samples.js";
+
+/*
+ * Everything on the site that comes from the code rather than from a writer:
+ * the support table (from the backends' manifests), the benchmark tables
+ * (from bench/results/latest.json), the CLI's help texts (from the command)
+ * and the API reference (TypeDoc). Run before
+ * every `vitepress build` and `vitepress dev`; the outputs are git-ignored.
+ */
+
+const generated = join(docsRoot, ".vitepress", "generated");
+mkdirSync(generated, { recursive: true });
+const started = performance.now();
+
+const manifests = await readManifests();
+writeFileSync(join(generated, "capabilities.md"), renderManifests(manifests));
+
+const resultsPath = process.env.LOCKS_BENCH_RESULTS ?? defaultResultsPath;
+const results = readResults(resultsPath);
+const source = relative(join(docsRoot, ".."), resultsPath).split("\\").join("/");
+writeFileSync(join(generated, "benchmarks.md"), renderResults(results, source));
+
+const cli = renderCliHelp();
+writeFileSync(join(generated, "cli-help.md"), cli.markdown);
+
+const api = await generateApi();
+
+const read = manifests.filter((m) => "capabilities" in m).length;
+console.log(
+  `docs: support table from ${read}/${manifests.length} manifests; ` +
+    `benchmarks ${results === undefined ? "missing (page says how to run them)" : `from ${source}`}; ` +
+    `CLI help ${cli.present ? "captured" : "missing (not landed)"}; ` +
+    `API reference for ${api.documented.join(", ")}` +
+    (api.missing.length > 0 ? ` (not landed yet: ${api.missing.join(", ")})` : "") +
+    ` [${((performance.now() - started) / 1000).toFixed(1)} s]`,
+);

@@ -1,0 +1,127 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/*
+ * The TypeScript code samples of the docs' pages. A fence opens with
+ * ```ts (or ```typescript) and may carry words after the language:
+ *   no-check  a deliberately partial snippet: shown, never compiled (keep these few)
+ *   run       also executed by test/samples.test.ts; a following ```text output
+ *             block is what it must print
+ * The generated API reference (api/) is not ours to check: its snippets come
+ * from the packages' TSDoc.
+ */
+
+/** The docs directory (the VitePress source root). */
+export const docsRoot: string = fileURLToPath(new URL("..", import.meta.url));
+
+/** Where samples are written for tsc and for running: ignored by git and Biome. */
+export const samplesDir: string = join(docsRoot, ".vitepress", "cache", "samples");
+
+export interface Sample {
+  /** The page, relative to docs/: "guide/getting-started.md". */
+  readonly page: string;
+  /** 1-based line of the first line of code (the line after the fence). */
+  readonly line: number;
+  readonly code: string;
+  readonly check: boolean;
+  readonly run: boolean;
+  /** The ```text output block right after a `run` sample, if any. */
+  readonly output: string | undefined;
+  /** A file name unique to this sample: "guide-getting-started-1.ts". */
+  readonly fileName: string;
+}
+
+const SKIP_DIRS = new Set(["node_modules", "api", ".vitepress", "test", "scripts"]);
+
+/** Every Markdown page under docs/, except the generated API reference. */
+export function markdownPages(dir: string = docsRoot): string[] {
+  const pages: string[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (entry.isDirectory()) {
+      if (!SKIP_DIRS.has(entry.name) && !entry.name.startsWith(".")) {
+        pages.push(...markdownPages(join(dir, entry.name)));
+      }
+    } else if (entry.name.endsWith(".md")) {
+      pages.push(join(dir, entry.name));
+    }
+  }
+  return pages.sort();
+}
+
+interface Fence {
+  readonly lang: string;
+  readonly words: readonly string[];
+  readonly line: number;
+  readonly code: string;
+}
+
+/** The fenced code blocks of one Markdown text, in order. */
+export function fences(markdown: string): Fence[] {
+  const lines = markdown.split("\n");
+  const found: Fence[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const open = /^(\s*)(`{3,}|~{3,})\s*([\w-]*)(.*)$/.exec(lines[i]!);
+    if (open === null) continue;
+    const [, indent, marker, lang, rest] = open as unknown as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    const body: string[] = [];
+    let j = i + 1;
+    while (j < lines.length && !lines[j]!.trim().startsWith(marker)) {
+      body.push(lines[j]!.startsWith(indent) ? lines[j]!.slice(indent.length) : lines[j]!);
+      j++;
+    }
+    // VitePress meta such as {1,3} or [title] is not a word for us.
+    const words = rest
+      .replace(/\{[^}]*\}|\[[^\]]*\]/g, " ")
+      .split(/\s+/)
+      .filter((w) => w.length > 0);
+    found.push({ lang: lang.toLowerCase(), words, line: i + 2, code: body.join("\n") });
+    i = j;
+  }
+  return found;
+}
+
+/** Every TypeScript sample of the docs' pages. */
+export function collectSamples(pages: readonly string[] = markdownPages()): Sample[] {
+  const samples: Sample[] = [];
+  for (const path of pages) {
+    const page = relative(docsRoot, path).split("\\").join("/");
+    const blocks = fences(readFileSync(path, "utf8"));
+    let n = 0;
+    blocks.forEach((block, index) => {
+      if (block.lang !== "ts" && block.lang !== "typescript") return;
+      n++;
+      const run = block.words.includes("run");
+      const next = blocks[index + 1];
+      const output =
+        run && next !== undefined && next.lang === "text" && next.words.includes("output")
+          ? next.code
+          : undefined;
+      samples.push({
+        page,
+        line: block.line,
+        code: block.code,
+        check: !block.words.includes("no-check"),
+        run,
+        output,
+        fileName: `${page.replace(/\.md$/, "").replace(/[^\w]+/g, "-")}-${n}.ts`,
+      });
+    });
+  }
+  return samples;
+}
+
+/**
+ * The file written for a sample. Each is a module of its own (so top-level
+ * await works and samples never share names); the code keeps its line
+ * numbers, so a compiler error maps straight back to the page.
+ */
+export function sampleSource(sample: Sample): string {
+  return `${sample.code}\nexport {};\n`;
+}

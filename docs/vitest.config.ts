@@ -1,0 +1,5 @@
+import { defineProject } from "../vitest.shared.js";
+
+export default defineProject({
+  include: ["test/**/*.test.ts", "examples/*/test/**/*.test.ts"],
+});
