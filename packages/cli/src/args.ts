@@ -1,0 +1,247 @@
+import { type ParseArgsConfig, parseArgs } from "node:util";
+import { type BackendSpec, parseBackendUrls } from "./backend-url.js";
+import { defaultLockDirectory } from "./backends.js";
+import { MAX_DURATION_MS, parseDuration } from "./duration.js";
+import { ExitCode } from "./exit-codes.js";
+import { UsageError } from "./usage-error.js";
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+const BACKEND_OPTIONS = {
+  backend: { type: "string", short: "b", multiple: true },
+  namespace: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies Options;
+
+const RUN_OPTIONS = {
+  ...BACKEND_OPTIONS,
+  timeout: { type: "string", short: "t" },
+  nonblock: { type: "boolean", short: "n" },
+  ttl: { type: "string" },
+  shared: { type: "boolean", short: "s" },
+  limit: { type: "string" },
+  "conflict-exit-code": { type: "string", short: "E" },
+  "kill-after": { type: "string" },
+  quiet: { type: "boolean", short: "q" },
+  verbose: { type: "boolean", short: "v" },
+} as const satisfies Options;
+
+const STATUS_OPTIONS = {
+  ...BACKEND_OPTIONS,
+  json: { type: "boolean" },
+  quiet: { type: "boolean", short: "q" },
+} as const satisfies Options;
+
+/** Where the locks live and under which namespace. */
+export interface Target {
+  readonly backend: BackendSpec;
+  /** `undefined`: the core's default namespace. */
+  readonly namespace: string | undefined;
+  readonly key: string;
+}
+
+/** What `locks run` was asked to do. */
+export interface RunArgs extends Target {
+  readonly command: string;
+  readonly args: readonly string[];
+  /** ms to wait for the lock; `Infinity` = forever, 0 = one attempt. */
+  readonly timeoutMs: number;
+  readonly ttlMs: number | undefined;
+  readonly shared: boolean;
+  readonly limit: number;
+  readonly conflictExitCode: number;
+  readonly killAfterMs: number;
+  readonly quiet: boolean;
+  readonly verbose: boolean;
+}
+
+/** What `locks status` was asked to do. */
+export interface StatusArgs extends Target {
+  readonly json: boolean;
+  readonly quiet: boolean;
+}
+
+export const DEFAULT_KILL_AFTER_MS = 10_000;
+
+/** Parses `locks run` arguments; `"help"` when `--help` was asked for. */
+export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv): RunArgs | "help" {
+  const { values, before, after } = parse("run", argv, RUN_OPTIONS);
+  if (values.help) return "help";
+  const [key, ...extra] = before;
+  if (after === undefined) {
+    if (key === undefined) throw new UsageError("locks run: missing <key> -- <command>");
+    throw new UsageError(
+      extra.length > 0
+        ? `locks run: missing -- between the key and the command: locks run ${quote(key)} -- ${extra.map(quote).join(" ")}`
+        : `locks run: missing -- <command> after the key ${quote(key)}`,
+    );
+  }
+  if (key === undefined) throw new UsageError("locks run: missing <key> before --");
+  if (extra.length > 0) {
+    throw new UsageError(
+      `locks run: one key expected before --, got ${before.length}: ${before.map(quote).join(" ")}`,
+    );
+  }
+  const [command, ...args] = after;
+  if (command === undefined || command === "") {
+    throw new UsageError("locks run: missing the command after --");
+  }
+
+  if (values.nonblock && values.timeout !== undefined) {
+    throw new UsageError("locks run: --nonblock and --timeout cannot be combined");
+  }
+  const timeoutMs = values.nonblock
+    ? 0
+    : values.timeout === undefined
+      ? Number.POSITIVE_INFINITY
+      : parseDuration(values.timeout, "--timeout");
+  const ttlMs =
+    values.ttl === undefined
+      ? undefined
+      : positive(parseDuration(values.ttl, "--ttl"), "--ttl", values.ttl);
+  const limit =
+    values.limit === undefined ? 1 : integer(values.limit, "--limit", 1, Number.MAX_SAFE_INTEGER);
+  if (values.quiet && values.verbose) {
+    throw new UsageError("locks run: --quiet and --verbose cannot be combined");
+  }
+  if (values.shared && limit > 1) {
+    throw new UsageError("locks run: --shared and --limit cannot be combined");
+  }
+  return {
+    ...target(values, key, env),
+    command,
+    args,
+    timeoutMs,
+    ttlMs,
+    shared: values.shared ?? false,
+    limit,
+    conflictExitCode:
+      values["conflict-exit-code"] === undefined
+        ? ExitCode.conflict
+        : integer(values["conflict-exit-code"], "--conflict-exit-code", 0, 255),
+    killAfterMs:
+      values["kill-after"] === undefined
+        ? DEFAULT_KILL_AFTER_MS
+        : Math.min(parseDuration(values["kill-after"], "--kill-after"), MAX_DURATION_MS),
+    quiet: values.quiet ?? false,
+    verbose: values.verbose ?? false,
+  };
+}
+
+/** Parses `locks status` arguments; `"help"` when `--help` was asked for. */
+export function parseStatusArgs(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+): StatusArgs | "help" {
+  const { values, before, after } = parse("status", argv, STATUS_OPTIONS);
+  if (values.help) return "help";
+  const positionals = after === undefined ? before : [...before, ...after];
+  const [key, ...extra] = positionals;
+  if (key === undefined) throw new UsageError("locks status: missing <key>");
+  if (extra.length > 0) {
+    throw new UsageError(
+      `locks status: one key expected, got ${positionals.length}: ${positionals.map(quote).join(" ")}`,
+    );
+  }
+  return {
+    ...target(values, key, env),
+    json: values.json ?? false,
+    quiet: values.quiet ?? false,
+  };
+}
+
+function target(
+  values: { backend?: string[] | undefined; namespace?: string | undefined },
+  key: string,
+  env: NodeJS.ProcessEnv,
+): Target {
+  // An empty variable counts as unset.
+  const fromEnv = env.LOCKS_BACKEND?.trim();
+  const urls =
+    values.backend !== undefined && values.backend.length > 0
+      ? values.backend
+      : fromEnv
+        ? fromEnv.split(/\s+/)
+        : [];
+  return {
+    backend: parseBackendUrls(urls, defaultLockDirectory(env)),
+    namespace: values.namespace ?? (env.LOCKS_NAMESPACE || undefined),
+    key,
+  };
+}
+
+type Parsed<T extends Options> = ReturnType<
+  typeof parseArgs<{
+    args: string[];
+    options: T;
+    tokens: true;
+    allowPositionals: true;
+    strict: true;
+  }>
+>;
+
+/** Runs parseArgs and splits positionals at the first `--`. */
+function parse<T extends Options>(
+  command: string,
+  argv: readonly string[],
+  options: T,
+): { values: Parsed<T>["values"]; before: string[]; after: string[] | undefined } {
+  let parsed: Parsed<T>;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      options,
+      tokens: true,
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (error) {
+    throw new UsageError(
+      `locks ${command}: ${parseArgsProblem(error)} (see locks ${command} --help)`,
+    );
+  }
+  const before: string[] = [];
+  let after: string[] | undefined;
+  for (const token of parsed.tokens) {
+    if (token.kind === "option-terminator") after = [];
+    else if (token.kind === "positional") (after ?? before).push(token.value);
+  }
+  return { values: parsed.values, before, after };
+}
+
+/** One readable line from node:util parseArgs' errors. */
+function parseArgsProblem(error: unknown): string {
+  const e = error as { code?: string; message?: string };
+  const message = e.message ?? String(error);
+  const option = /'(-[^']*)'/.exec(message)?.[1];
+  switch (e.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `unknown option ${option ?? message}`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      if (/argument missing/.test(message)) return `${option ?? "an option"} needs a value`;
+      if (/does not take an argument/.test(message))
+        return `${option ?? "an option"} takes no value`;
+      return message.split(". ")[0] ?? message;
+    default:
+      return message.split(". ")[0] ?? message;
+  }
+}
+
+function integer(text: string, option: string, min: number, max: number): number {
+  const value = /^\d+$/.test(text.trim()) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
+    throw new UsageError(`${option} ${JSON.stringify(text)} must be an integer ${range}`);
+  }
+  return value;
+}
+
+function positive(ms: number, option: string, text: string): number {
+  if (ms <= 0) throw new UsageError(`${option} ${JSON.stringify(text)} must be longer than 0`);
+  return ms;
+}
+
+/** Quotes an argument for a message when it needs it. */
+export function quote(arg: string): string {
+  return /^[\w./:@%+=,-]+$/.test(arg) ? arg : JSON.stringify(arg);
+}

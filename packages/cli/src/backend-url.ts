@@ -1,0 +1,144 @@
+import { isAbsolute } from "node:path";
+import { fileURLToPath } from "node:url";
+import { UsageError } from "./usage-error.js";
+
+/** Where `locks` takes its locks: what one or more `--backend` URLs say. */
+export type BackendSpec =
+  | {
+      readonly kind: "file";
+      /** Absolute directory that holds the lock files. */
+      readonly directory: string;
+      /** True for the per-user default directory (no `--backend` given). */
+      readonly isDefault: boolean;
+    }
+  | { readonly kind: "redis"; readonly urls: readonly string[] }
+  | {
+      readonly kind: "etcd";
+      readonly hosts: readonly string[];
+      readonly auth?: { readonly username: string; readonly password: string };
+    }
+  | { readonly kind: "postgres"; readonly connectionString: string };
+
+const SCHEMES = "file://, redis://, rediss://, etcd://, postgres://";
+const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):/;
+
+/**
+ * Parses the `--backend` values (one, or several redis:// URLs for Redlock)
+ * without any I/O. `defaultDirectory` is used when none is given.
+ */
+export function parseBackendUrls(values: readonly string[], defaultDirectory: string): BackendSpec {
+  if (values.length === 0) return { kind: "file", directory: defaultDirectory, isDefault: true };
+  const specs = values.map(parseBackendUrl);
+  const first = specs[0]!;
+  if (specs.length === 1) return first;
+  if (specs.every((spec) => spec.kind === "redis")) {
+    return {
+      kind: "redis",
+      urls: specs.flatMap((spec) => (spec.kind === "redis" ? spec.urls : [])),
+    };
+  }
+  const kinds = [...new Set(specs.map((spec) => spec.kind))].join(", ");
+  throw new UsageError(
+    `several --backend values are only for Redlock (all redis:// URLs), got: ${kinds}`,
+  );
+}
+
+/** Parses one `--backend` URL. */
+export function parseBackendUrl(value: string): BackendSpec {
+  const scheme = SCHEME.exec(value)?.[1]?.toLowerCase();
+  if (scheme === undefined) {
+    throw new UsageError(
+      `--backend ${JSON.stringify(value)} is not a URL: use one of ${SCHEMES} (e.g. file:///var/lock/app)`,
+    );
+  }
+  switch (scheme) {
+    case "file":
+      return { kind: "file", directory: parseFileUrl(value), isDefault: false };
+    case "redis":
+    case "rediss":
+      parseServerUrl(value, true);
+      return { kind: "redis", urls: [value] };
+    case "etcd":
+    case "etcds":
+      return parseEtcdUrl(value, scheme === "etcds");
+    case "postgres":
+    case "postgresql":
+      parseServerUrl(value, false);
+      return { kind: "postgres", connectionString: value };
+    default:
+      throw new UsageError(
+        `unknown backend scheme "${scheme}:" in --backend ${JSON.stringify(redact(value))}: use one of ${SCHEMES}`,
+      );
+  }
+}
+
+/** The URL with its password replaced by `***`, for messages. */
+export function redact(value: string): string {
+  return value.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/[^/@:]*:)[^/@]*@/, "$1***@");
+}
+
+function malformed(value: string, problem: string): UsageError {
+  return new UsageError(`malformed --backend ${JSON.stringify(redact(value))}: ${problem}`);
+}
+
+function parseFileUrl(value: string): string {
+  let directory: string;
+  try {
+    directory = fileURLToPath(value);
+  } catch (error) {
+    throw malformed(value, `${(error as Error).message} (use file:///absolute/directory)`);
+  }
+  if (!isAbsolute(directory) || directory === "/")
+    throw malformed(value, "use file:///absolute/directory");
+  return directory;
+}
+
+function parseServerUrl(value: string, needHost: boolean): URL {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw malformed(value, "not a valid URL");
+  }
+  if (needHost && url.hostname === "") throw malformed(value, "no host");
+  return url;
+}
+
+function parseEtcdUrl(value: string, tls: boolean): BackendSpec {
+  const usage = "use etcd://[user:password@]host:port[,host:port...]";
+  const rest = value.slice(value.indexOf(":") + 1);
+  if (!rest.startsWith("//")) throw malformed(value, usage);
+  let authority = rest.slice(2).replace(/\/$/, "");
+  let auth: { username: string; password: string } | undefined;
+  const at = authority.lastIndexOf("@");
+  if (at >= 0) {
+    const credentials = authority.slice(0, at);
+    const colon = credentials.indexOf(":");
+    if (colon <= 0) throw malformed(value, usage);
+    auth = {
+      username: decode(value, credentials.slice(0, colon)),
+      password: decode(value, credentials.slice(colon + 1)),
+    };
+    authority = authority.slice(at + 1);
+  }
+  if (authority === "" || /[/?#]/.test(authority)) {
+    throw malformed(value, `${usage} (no path or query)`);
+  }
+  const hosts = authority.split(",").map((endpoint) => {
+    const match = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]]+)(?::(\d{1,5}))?$/.exec(endpoint);
+    const port = match?.[2] === undefined ? 2379 : Number(match[2]);
+    if (match === null || port < 1 || port > 65_535) {
+      throw malformed(value, `bad endpoint ${JSON.stringify(endpoint)}: use host:port`);
+    }
+    return `${tls ? "https" : "http"}://${match[1]}:${port}`;
+  });
+  return auth === undefined ? { kind: "etcd", hosts } : { kind: "etcd", hosts, auth };
+}
+
+function decode(value: string, part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw malformed(value, "bad percent-encoding in the credentials");
+  }
+}

@@ -1,0 +1,46 @@
+import { createLocks, type Locks } from "@locks/core";
+import type { Target } from "./args.js";
+import { openBackend } from "./backends.js";
+import { formatDuration } from "./duration.js";
+import { say } from "./report.js";
+
+/** How long `locks` waits for `close()` (release and disconnect) before it gives up and exits. */
+const CLOSE_TIMEOUT_MS = 5_000;
+
+/** Opens the backend the target names and a `Locks` client over it. */
+export async function openLocks(target: Target, ttlMs?: number): Promise<Locks> {
+  const backend = await openBackend(target.backend);
+  try {
+    return createLocks(backend, {
+      ...(target.namespace === undefined ? {} : { namespace: target.namespace }),
+      ...(ttlMs === undefined ? {} : { ttlMs }),
+    });
+  } catch (error) {
+    await backend.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * Closes the client (releasing what it still holds), but never waits more
+ * than a few seconds: a server that stopped answering must not keep a
+ * finished command's `locks` alive. What is left frees itself after its TTL.
+ */
+export async function closeLocks(locks: Locks): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), CLOSE_TIMEOUT_MS);
+  });
+  try {
+    const result = await Promise.race([locks.close().then(() => "closed" as const), timedOut]);
+    if (result === "timeout") {
+      say(
+        `warning: the ${locks.backend.name} backend did not close within ${formatDuration(CLOSE_TIMEOUT_MS)}; a lock left behind frees itself after its TTL`,
+      );
+    }
+  } catch (error) {
+    say(`warning: closing the ${locks.backend.name} backend failed: ${(error as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}

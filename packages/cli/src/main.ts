@@ -1,0 +1,60 @@
+import { quote } from "./args.js";
+import { ExitCode } from "./exit-codes.js";
+import { MAIN_HELP, RUN_HELP, STATUS_HELP } from "./help.js";
+import { reportError } from "./report.js";
+import { UsageError } from "./usage-error.js";
+import { cliVersion } from "./version.js";
+
+/**
+ * Runs the `locks` command line (`argv` without node and the script) and
+ * resolves with the exit code. Writes to this process's stdio and, for
+ * `locks run`, handles its signals while the command runs.
+ */
+export async function main(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
+  try {
+    const [command, ...rest] = argv;
+    switch (command) {
+      case undefined:
+        process.stderr.write(MAIN_HELP);
+        return ExitCode.usage;
+      case "-h":
+      case "--help":
+        process.stdout.write(MAIN_HELP);
+        return 0;
+      case "help":
+        process.stdout.write(helpFor(rest[0]));
+        return 0;
+      case "-V":
+      case "--version":
+        process.stdout.write(`${cliVersion()}\n`);
+        return 0;
+      case "run": {
+        // Loaded on demand: `locks --version` and `--help` never load the core.
+        const { run } = await import("./run.js");
+        return await run(rest, env);
+      }
+      case "status": {
+        const { status } = await import("./status.js");
+        return await status(rest, env);
+      }
+      default:
+        throw new UsageError(
+          command.startsWith("-")
+            ? `unknown option ${quote(command)} (see locks --help)`
+            : `unknown command ${quote(command)}: use locks run or locks status (see locks --help)`,
+        );
+    }
+  } catch (error) {
+    return reportError(error, env);
+  }
+}
+
+function helpFor(command: string | undefined): string {
+  if (command === "run") return RUN_HELP;
+  if (command === "status") return STATUS_HELP;
+  if (command === undefined) return MAIN_HELP;
+  throw new UsageError(`no help for ${quote(command)}: use locks help run or locks help status`);
+}

@@ -1,0 +1,150 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { nodeChildArgs, waitFor } from "@locks/testkit";
+
+const CLI = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
+
+/** How a `locks` process ended. */
+export interface Ended {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** A `locks` process run from source, as a user would run the command. */
+export interface LocksProcess {
+  readonly process: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  readonly ended: Promise<Ended>;
+  /** Resolves once stdout (or stderr) contains `text`. */
+  waitForOutput(text: string, stream?: "stdout" | "stderr"): Promise<void>;
+  /** Closes stdin: the hold scripts below exit when it ends. */
+  endInput(): void;
+}
+
+/** Runs `locks` processes for one test and ends the ones still running when the test finishes. */
+export interface LocksCli {
+  /** Starts `locks <args>` with piped stdio (the command inherits them from `locks`). */
+  start(args: readonly string[]): LocksProcess;
+  /** Runs `locks <args>` to the end, stdin closed. */
+  run(args: readonly string[]): Promise<Ended>;
+}
+
+/**
+ * A `LocksCli` for the current test: pass the test context's
+ * `onTestFinished` (safe with concurrent tests) and extra environment.
+ */
+export function locksCli(
+  onTestFinished: (fn: () => Promise<void>) => void,
+  env: NodeJS.ProcessEnv = {},
+): LocksCli {
+  const running = new Set<LocksProcess>();
+  onTestFinished(async () => {
+    const left = [...running];
+    for (const handle of left) {
+      handle.endInput();
+      handle.process.kill("SIGKILL");
+    }
+    await Promise.allSettled(left.map((handle) => handle.ended));
+  });
+  const start = (args: readonly string[]): LocksProcess => {
+    const handle = startLocks(args, env);
+    running.add(handle);
+    void handle.ended.finally(() => running.delete(handle)).catch(() => {});
+    return handle;
+  };
+  return {
+    start,
+    run: (args) => {
+      const handle = start(args);
+      handle.endInput();
+      return handle.ended;
+    },
+  };
+}
+
+function startLocks(args: readonly string[], env: NodeJS.ProcessEnv): LocksProcess {
+  const child = spawn(process.execPath, [...nodeChildArgs, CLI, ...args], {
+    env: { ...process.env, LOCKS_BACKEND: "", LOCKS_NAMESPACE: "", ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+    stdout += chunk;
+  });
+  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+    stderr += chunk;
+  });
+  child.stdin?.on("error", () => {});
+  const ended = new Promise<Ended>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  const handle: LocksProcess = {
+    process: child,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    ended,
+    waitForOutput: async (text, stream = "stdout") => {
+      const seen = waitFor(() => (stream === "stdout" ? stdout : stderr).includes(text), {
+        timeoutMs: 20_000,
+        message: `${JSON.stringify(text)} from locks ${args.join(" ")}`,
+      });
+      const exitedFirst = ended.then(() => {
+        throw new Error("locks exited first");
+      });
+      // Whichever loses settles later, unobserved.
+      seen.catch(() => {});
+      exitedFirst.catch(() => {});
+      await Promise.race([seen, exitedFirst]).catch((error: unknown) => {
+        throw new Error(`${(error as Error).message}\nstdout: ${stdout}\nstderr: ${stderr}`);
+      });
+    },
+    endInput: () => {
+      child.stdin?.end();
+    },
+  };
+  return handle;
+}
+
+/** `node -e <script>` as a command line for `locks run ... -- <command>`. */
+export function nodeCommand(script: string): string[] {
+  return [process.execPath, "-e", script];
+}
+
+/**
+ * A command that prints `ready <token>`, holds until its stdin ends (then
+ * exits 0), and on SIGTERM prints `got SIGTERM` and exits 42 (or, with
+ * `ignoreTerm`, prints it and keeps running). It exits by itself after a
+ * minute, so nothing outlives a broken test for long.
+ */
+export function holdCommand(options: { ignoreTerm?: boolean } = {}): string[] {
+  const onTerm = options.ignoreTerm
+    ? `process.on("SIGTERM", () => process.stdout.write("got SIGTERM\\n"));`
+    : `process.on("SIGTERM", () => { process.stdout.write("got SIGTERM\\n"); process.exit(42); });`;
+  return nodeCommand(
+    `${onTerm}
+     process.stdin.on("end", () => process.exit(0)).resume();
+     setTimeout(() => process.exit(3), 60_000);
+     process.stdout.write("ready " + process.env.LOCKS_FENCING_TOKEN + "\\n");`,
+  );
+}
+
+/**
+ * A command that prints LOCKS_KEY, appends `start <id> <LOCKS_FENCING_TOKEN> <time>`,
+ * holds for `holdMs`, then appends `end <id> <time>` to `file` (times: epoch
+ * ms on the monotonic base, comparable across the processes of this machine).
+ */
+export function appendCommand(file: string, id: string, holdMs: number): string[] {
+  return nodeCommand(
+    `const fs = require("node:fs");
+     const now = () => performance.timeOrigin + performance.now();
+     const file = ${JSON.stringify(file)};
+     console.log(process.env.LOCKS_KEY);
+     fs.appendFileSync(file, "start ${id} " + process.env.LOCKS_FENCING_TOKEN + " " + now() + "\\n");
+     setTimeout(() => fs.appendFileSync(file, "end ${id} " + now() + "\\n"), ${holdMs});`,
+  );
+}

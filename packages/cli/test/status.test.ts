@@ -1,0 +1,60 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Backend, createLocks } from "@locks/core";
+import { fileBackend } from "@locks/file";
+import { afterAll, describe, expect, it } from "vitest";
+import { readKeyStatus } from "../src/status.js";
+
+const directory = mkdtempSync(join(tmpdir(), "locks-cli-status-"));
+afterAll(() => rmSync(directory, { recursive: true, force: true }));
+
+/** The same store, seen through a backend that cannot tell who holds a key. */
+function withoutInspect(inner: Backend): Backend {
+  const { subscribe, onLoss } = inner;
+  return {
+    name: inner.name,
+    capabilities: inner.capabilities,
+    tryAcquire: (request) => inner.tryAcquire(request),
+    extend: (request, ttlMs) => inner.extend(request, ttlMs),
+    release: (request) => inner.release(request),
+    close: () => inner.close(),
+    ...(subscribe === undefined ? {} : { subscribe: subscribe.bind(inner) }),
+    ...(onLoss === undefined ? {} : { onLoss: onLoss.bind(inner) }),
+  };
+}
+
+describe("locks status", () => {
+  it("reports the holder where the backend can inspect", async () => {
+    await using holder = createLocks(fileBackend({ directory }), { namespace: "inspect" });
+    await using viewer = createLocks(fileBackend({ directory }), { namespace: "inspect" });
+    const lease = await holder.acquire("k");
+    const seen = await readKeyStatus(viewer, "k");
+    expect(seen.detailed).toBe(true);
+    expect(seen.result.held).toBe(true);
+    expect(seen.result.holders.map((h) => h.fencingToken)).toContain(lease.fencingToken);
+    await lease.release();
+    expect((await readKeyStatus(viewer, "k")).result.held).toBe(false);
+  });
+
+  it("probes with a try-and-release where it cannot, and leaves the key free", async () => {
+    await using holder = createLocks(fileBackend({ directory }), { namespace: "probe" });
+    await using viewer = createLocks(withoutInspect(fileBackend({ directory })), {
+      namespace: "probe",
+    });
+    const lease = await holder.acquire("k");
+    expect(await readKeyStatus(viewer, "k")).toEqual({
+      result: { held: true, holders: [] },
+      detailed: false,
+    });
+    await lease.release();
+    expect(await readKeyStatus(viewer, "k")).toEqual({
+      result: { held: false, holders: [] },
+      detailed: false,
+    });
+    // The probe let go: the key can be taken at once.
+    const again = await holder.tryAcquire("k");
+    expect(again).not.toBeNull();
+    await again?.release();
+  });
+});
