@@ -34,9 +34,13 @@ export function waitForDeletion(
       clearTimeout(timer);
       signal.removeEventListener("abort", onAbort);
       setWaker(undefined);
-      if (watcher !== undefined) cancelQuietly(watcher);
       if (error !== undefined) reject(error);
       else resolve();
+      // Cancelled after the caller's next request is on its way: a handoff waits for that one.
+      if (watcher !== undefined) {
+        const done = watcher;
+        setImmediate(() => cancelQuietly(done));
+      }
     };
     const onAbort = (): void => finish(signal.reason);
     let timer = setTimeout(() => finish(), fallbackMs);
