@@ -2,6 +2,7 @@ import {
   type Attempt,
   type Backend,
   type Capabilities,
+  driftAllowance,
   type KeyStatus,
   type LockRequest,
   type LossReport,
@@ -184,10 +185,21 @@ export class IsolateBackend implements Backend, HoldOwner {
   }
 
   #take(state: KeyState, req: LockRequest, shared: boolean): Grant {
-    const deadline = this.#ttl ? monotonicNow() + req.ttlMs : Number.POSITIVE_INFINITY;
+    if (!this.#ttl) {
+      const hold = take(state, req.owner, shared, Number.POSITIVE_INFINITY, this);
+      this.#holds.set(req.owner, hold);
+      return { granted: true, fencingToken: hold.fencingToken };
+    }
+    // The store's TTL starts now, at the grant, which may be long after the
+    // acquire began (a queued waiter): `validUntil` says so.
+    const deadline = monotonicNow() + req.ttlMs;
     const hold = take(state, req.owner, shared, deadline, this);
     this.#holds.set(req.owner, hold);
-    return { granted: true, fencingToken: hold.fencingToken };
+    return {
+      granted: true,
+      fencingToken: hold.fencingToken,
+      validUntil: deadline - driftAllowance(req.ttlMs),
+    };
   }
 }
 
