@@ -225,6 +225,23 @@ async function handoffTable(
   return best;
 }
 
+/** Waits (up to 5 s) until no other client is connected to the server. */
+async function drained(url: string): Promise<void> {
+  const client = await connect(url);
+  try {
+    const deadline = performance.now() + 5_000;
+    while (performance.now() < deadline) {
+      const { rows } = await client.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+      );
+      if (rows[0].n === 0) return;
+      await sleep(20);
+    }
+  } finally {
+    await client.end();
+  }
+}
+
 // ---------------------------------------------------------------- the suite
 
 const suite: BenchSuite = async () => {
@@ -299,7 +316,12 @@ const suite: BenchSuite = async () => {
     });
     return tables;
   } finally {
-    await server?.stop();
+    if (server !== undefined) {
+      // advisory-lock ends its connections without waiting: let them go before the server stops,
+      // or they would receive its shutdown message with no error listener attached.
+      await drained(server.connectionString);
+      await server.stop();
+    }
   }
 };
 

@@ -11,6 +11,7 @@ import {
   type Unsubscribe,
   type WaitOptions,
 } from "@locks/core";
+import type { ClientConfig } from "pg";
 import { Connection, PoolerError, type SetupOptions } from "./connection.js";
 import { advisoryId, idHalves, requestKeys, slotCandidates } from "./keys.js";
 import { pollUntilGranted, Wakeups } from "./notify.js";
@@ -61,6 +62,10 @@ export class PostgresBackend implements Backend {
   #heartbeat: NodeJS.Timeout | undefined;
   readonly #closing = new AbortController();
   #closed: Promise<void> | undefined;
+  /** Connections being closed, awaited by close(). */
+  readonly #closingConns = new Set<Promise<void>>();
+  /** Connections being opened, awaited by close(). */
+  readonly #opening = new Set<Promise<void>>();
   /** Acquires in progress, awaited by close(). */
   readonly #pending = new Set<Promise<unknown>>();
 
@@ -384,18 +389,30 @@ export class PostgresBackend implements Backend {
         this.#adopted = true;
         conn = await Connection.adopt(client, this.#setup, this.#onDeath);
       } else {
-        conn = await Connection.open(clientConfig ?? {}, this.#setup, this.#onDeath);
+        conn = await this.#open(clientConfig ?? {});
         this.#conns.add(conn);
       }
     } catch (error) {
       throw backendUnavailable(NAME, error);
     }
     if (this.#closing.signal.aborted) {
-      await conn.close();
+      await this.#closeConnection(conn);
       throw lockClosed("postgres backend");
     }
     this.#session = conn;
     return conn;
+  }
+
+  /** Opens a connection of ours; close() waits for the ones still opening. */
+  #open(config: ClientConfig): Promise<Connection> {
+    const opening = Connection.open(config, this.#setup, this.#onDeath);
+    const settled = opening.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#opening.add(settled);
+    void settled.then(() => this.#opening.delete(settled));
+    return opening;
   }
 
   /** An idle queue connection, a new one, or undefined when maxConnections are open. */
@@ -429,7 +446,7 @@ export class PostgresBackend implements Backend {
     this.#queueCount++;
     let conn: Connection;
     try {
-      conn = await Connection.open(this.#options.clientConfig ?? {}, this.#setup, this.#onDeath);
+      conn = await this.#open(this.#options.clientConfig ?? {});
     } catch (error) {
       this.#queueCount--;
       throw backendUnavailable(NAME, error);
@@ -466,7 +483,7 @@ export class PostgresBackend implements Backend {
     if (conn.dead || conn === this.#session || conn.leases.size > 0 || conn.waiting) return;
     if (this.#closing.signal.aborted) {
       this.#forget(conn);
-      void conn.close();
+      void this.#closeConnection(conn);
       return;
     }
     if (this.#idle.includes(conn)) return;
@@ -478,9 +495,17 @@ export class PostgresBackend implements Backend {
       if (index < 0 || this.#idle.length === 1) return;
       this.#idle.splice(index, 1);
       this.#forget(conn);
-      void conn.close();
+      void this.#closeConnection(conn);
     }, this.#options.idleTimeoutMs);
     conn.idleTimer.unref();
+  }
+
+  /** Closes a connection of ours; close() waits for every such close. */
+  #closeConnection(conn: Connection): Promise<void> {
+    const closing = conn.close();
+    this.#closingConns.add(closing);
+    void closing.then(() => this.#closingConns.delete(closing));
+    return closing;
   }
 
   #forget(conn: Connection): void {
@@ -517,6 +542,9 @@ export class PostgresBackend implements Backend {
     this.#closing.abort(lockClosed("postgres backend"));
     if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
     await Promise.allSettled([...this.#pending]);
+    // Connections still opening are closed as soon as they are open (they see the closing signal).
+    await Promise.allSettled([...this.#opening]);
+    await this.#connecting?.catch(() => undefined);
     const given = this.#options.client !== undefined ? this.#session : undefined;
     if (given !== undefined && !given.dead) {
       // Locks on a given client outlive this backend unless released here.
@@ -530,7 +558,8 @@ export class PostgresBackend implements Backend {
     this.#idle.length = 0;
     const conns = [...this.#conns];
     this.#conns.clear();
-    await Promise.allSettled(conns.map((conn) => conn.close()));
+    await Promise.allSettled(conns.map((conn) => this.#closeConnection(conn)));
+    while (this.#closingConns.size > 0) await Promise.allSettled([...this.#closingConns]);
     this.#leases.clear();
     this.#lossListeners.clear();
   }

@@ -441,6 +441,25 @@ describe("connections", () => {
     await expect(again.tryAcquire("g")).rejects.toMatchObject({ code: "BACKEND_UNAVAILABLE" });
   });
 
+  it("inspect reports who holds a key, and in which mode", async () => {
+    const ns = namespace();
+    const [a, b] = [client(ns), client(ns)];
+    expect(await a.backend.inspect!(ns, "seen")).toEqual({ held: false, holders: [] });
+    const r1 = await a.acquire("seen", { mode: "shared" });
+    const r2 = await b.acquire("seen", { mode: "shared" });
+    expect(await a.backend.inspect!(ns, "seen")).toEqual({
+      held: true,
+      holders: [{ mode: "shared" }, { mode: "shared" }],
+    });
+    await Promise.all([r1.release(), r2.release()]);
+    const w = await b.acquire("seen");
+    expect(await a.backend.inspect!(ns, "seen")).toEqual({
+      held: true,
+      holders: [{ mode: "exclusive" }],
+    });
+    await w.release();
+  });
+
   it("creates the fencing sequence it is told to use", async () => {
     const name = `fence_${randomBytes(4).toString("hex")}`;
     const locks = client(namespace(), { fencingSequence: name });
