@@ -1,3 +1,4 @@
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,9 +11,10 @@ import {
   redisCommand,
   startRedis,
   startRedisGroup,
+  waitFor,
 } from "@locks/testkit";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { appendCommand, holdCommand, locksCli, nodeCommand } from "./spawn.js";
+import { appendCommand, holdCommand, locksCli, locksCommandLine, nodeCommand } from "./spawn.js";
 
 let scratch: string;
 let redlockServers: RedisServer[] = [];
@@ -249,6 +251,44 @@ describe("locks run (file backend)", () => {
     holder.endInput();
     expect(await waiter.ended).toMatchObject({ code: 0, stdout: "ran\n", stderr: "" });
   });
+
+  const hasScript = spawnSync("script", ["--version"]).status === 0;
+  it.skipIf(!hasScript)(
+    "shows a progress line on a terminal after a second of waiting (needs util-linux script(1))",
+    async ({ onTestFinished }) => {
+      const { cli, run } = setup(onTestFinished);
+      const holder = cli.start(run(["tty", "--", ...holdCommand()]));
+      await holder.waitForOutput("ready");
+      // script(1) gives the waiter a pseudo-terminal as stdin, stdout and stderr.
+      const shellQuote = (arg: string): string => `'${arg.replaceAll("'", "'\\''")}'`;
+      const line = locksCommandLine(run(["tty", "--", "true"]))
+        .map(shellQuote)
+        .join(" ");
+      const terminal = spawn("script", ["-qec", line, "/dev/null"], {
+        env: { ...process.env, LOCKS_BACKEND: "", LOCKS_NAMESPACE: "" },
+        stdio: ["pipe", "pipe", "pipe"],
+      });
+      onTestFinished(() => {
+        terminal.kill("SIGKILL");
+      });
+      let output = "";
+      terminal.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+        output += chunk;
+      });
+      const exited = new Promise<number | null>((resolve) => terminal.once("close", resolve));
+      await waitFor(() => output.includes('locks: waiting for "tty"... 1s'), {
+        timeoutMs: 20_000,
+      }).catch((error: unknown) => {
+        throw new Error(`no progress line; the terminal showed ${JSON.stringify(output)}`, {
+          cause: error,
+        });
+      });
+      holder.endInput();
+      expect(await exited).toBe(0);
+      // Cleared once the lock is taken.
+      expect(output.endsWith("\r\x1b[2K")).toBe(true);
+    },
+  );
 
   it("stops waiting on SIGINT: exit 130, the command never runs", async ({ onTestFinished }) => {
     const { cli, run } = setup(onTestFinished);

@@ -66,7 +66,8 @@ export function locksCli(
 }
 
 function startLocks(args: readonly string[], env: NodeJS.ProcessEnv): LocksProcess {
-  const child = spawn(process.execPath, [...nodeChildArgs, CLI, ...args], {
+  const [command = process.execPath, ...argv] = locksCommandLine(args);
+  const child = spawn(command, argv, {
     env: { ...process.env, LOCKS_BACKEND: "", LOCKS_NAMESPACE: "", ...env },
     stdio: ["pipe", "pipe", "pipe"],
   });
@@ -108,6 +109,11 @@ function startLocks(args: readonly string[], env: NodeJS.ProcessEnv): LocksProce
     },
   };
   return handle;
+}
+
+/** The command line that runs `locks <args>` from source. */
+export function locksCommandLine(args: readonly string[]): string[] {
+  return [process.execPath, ...nodeChildArgs, CLI, ...args];
 }
 
 /** `node -e <script>` as a command line for `locks run ... -- <command>`. */
