@@ -107,6 +107,20 @@ export const configurations: readonly Configuration[] = [
         connectionString: "postgres://127.0.0.1:1/locks",
       }),
   },
+  {
+    page: "postgres",
+    label: "postgres, your own client",
+    packageName: "@locks/postgres",
+    call: "postgresBackend({ client })",
+    make: async () => {
+      const [{ postgresBackend }, pg] = await Promise.all([
+        import("@locks/postgres"),
+        import("pg"),
+      ]);
+      // Never connected: a backend given a client does no I/O until the first lock call.
+      return postgresBackend({ client: new pg.default.Client() });
+    },
+  },
 ];
 
 /*

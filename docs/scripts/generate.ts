@@ -20,6 +20,11 @@ const started = performance.now();
 
 const manifests = await readManifests();
 writeFileSync(join(generated, "capabilities.md"), renderManifests(manifests));
+// One table per backend page, with the rows of that backend's configurations.
+for (const page of new Set(manifests.map((m) => m.page))) {
+  const rows = manifests.filter((m) => m.page === page);
+  writeFileSync(join(generated, `capabilities-${page}.md`), renderManifests(rows));
+}
 
 const resultsPath = process.env.LOCKS_BENCH_RESULTS ?? defaultResultsPath;
 const results = readResults(resultsPath);

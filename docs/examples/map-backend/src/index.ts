@@ -15,7 +15,8 @@ interface Hold {
   expiresAt: number;
 }
 
-// The "store": one per process, shared by every backend instance, as a server would be.
+// The "store": one per process, shared by every backend instance, like a
+// server.
 const holds = new Map<string, Hold>();
 const listeners = new Map<string, Set<() => void>>();
 let lastToken = 0n;
@@ -30,7 +31,7 @@ const capabilities: Capabilities = Object.freeze({
   notify: true, // release wakes waiters through subscribe()
 });
 
-/** The current hold of `id`, forgetting (and announcing) one whose TTL ran out. */
+/** The hold of `id`, forgetting (and announcing) one whose TTL ran out. */
 function liveHold(id: string): Hold | undefined {
   const hold = holds.get(id);
   if (hold !== undefined && hold.expiresAt <= monotonicNow()) {
@@ -45,9 +46,10 @@ function notify(id: string): void {
   for (const listener of [...(listeners.get(id) ?? [])]) listener();
 }
 
-/** A complete, if small, lock backend: exclusive locks in a Map, with TTL and fencing. */
+/** A complete, if small, backend: exclusive locks in a Map; TTL, fencing. */
 export function mapBackend(): Backend {
-  const mine = new Map<string, LockRequest>(); // this instance's holds, released by close()
+  // This instance's holds, released by close().
+  const mine = new Map<string, LockRequest>();
   let closed = false;
 
   const release = async (req: LockRequest): Promise<void> => {
@@ -68,10 +70,12 @@ export function mapBackend(): Backend {
       const id = scopedKey(req.namespace, req.key);
       const current = liveHold(id);
       if (current !== undefined) {
-        // Not granted; tell the core when the holder's lease ends, to bound its polling.
-        return { granted: false, retryAfterMs: current.expiresAt - monotonicNow() };
+        // Not granted; say when the holder's lease ends, to bound polling.
+        const retryAfterMs = current.expiresAt - monotonicNow();
+        return { granted: false, retryAfterMs };
       }
-      holds.set(id, { owner: req.owner, expiresAt: monotonicNow() + req.ttlMs });
+      const expiresAt = monotonicNow() + req.ttlMs;
+      holds.set(id, { owner: req.owner, expiresAt });
       mine.set(req.owner, req);
       lastToken += 1n;
       return { granted: true, fencingToken: lastToken };
