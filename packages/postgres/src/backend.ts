@@ -55,8 +55,8 @@ export class PostgresBackend implements Backend {
   #queueCount = 0;
   #session: Connection | undefined;
   #connecting: Promise<Connection> | undefined;
-  /** A spare queue connection is being opened. */
-  #warming = false;
+  /** The spare queue connection being opened. */
+  #warming: Promise<Connection | undefined> | undefined;
   /** A given client was adopted once; it cannot be replaced when it dies. */
   #adopted = false;
   #heartbeat: NodeJS.Timeout | undefined;
@@ -86,11 +86,10 @@ export class PostgresBackend implements Backend {
       notify: true,
     });
     if (options.client === undefined) {
-      // Connect in the background right away (errors surface on the first call).
-      this.#liveSession().then(
-        () => this.#warmSpare(),
-        () => undefined,
-      );
+      // Connect in the background right away, the session and the spare at once
+      // (errors surface on the first call).
+      this.#liveSession().catch(() => undefined);
+      this.#warmSpare();
     }
   }
 
@@ -341,13 +340,12 @@ export class PostgresBackend implements Backend {
       signal,
     );
     if (outcome.kind === "granted" && !conn.dead) {
-      this.#leases.set(request.owner, {
+      this.#hold(request.owner, {
         conn,
         id: keys.key,
         mode: request.mode,
         interest: keys.interest,
       });
-      conn.leases.add(request.owner);
       return { granted: true, fencingToken: outcome.token };
     }
     conn.unhold(keys.key);
@@ -417,13 +415,19 @@ export class PostgresBackend implements Backend {
 
   /** An idle queue connection, a new one, or undefined when maxConnections are open. */
   async #queueConnection(signal?: AbortSignal): Promise<Connection | undefined> {
-    for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
-      if (conn.idleTimer !== undefined) clearTimeout(conn.idleTimer);
-      conn.idleTimer = undefined;
-      if (!conn.dead) {
-        this.#warmSpare();
-        return conn;
+    for (;;) {
+      for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
+        if (conn.idleTimer !== undefined) clearTimeout(conn.idleTimer);
+        conn.idleTimer = undefined;
+        if (!conn.dead) {
+          this.#warmSpare();
+          return conn;
+        }
       }
+      // A spare on its way is nearer than a new connection.
+      if (this.#warming === undefined) break;
+      await this.#warming.catch(() => undefined);
+      if (this.#idle.length === 0) break;
     }
     const conn = await this.#openQueueConnection();
     if (conn === undefined) return undefined;
@@ -461,15 +465,20 @@ export class PostgresBackend implements Backend {
    * waiter overtake it).
    */
   #warmSpare(): void {
-    if (this.#warming || this.#idle.length > 0 || this.#closing.signal.aborted) return;
-    this.#warming = true;
-    this.#openQueueConnection().then(
-      (conn) => {
-        this.#warming = false;
-        if (conn !== undefined) this.#recycle(conn);
+    if (this.#warming !== undefined || this.#idle.length > 0 || this.#closing.signal.aborted) {
+      return;
+    }
+    const warming = this.#openQueueConnection().then((conn) => {
+      if (conn !== undefined) this.#recycle(conn);
+      return conn;
+    });
+    this.#warming = warming;
+    warming.then(
+      () => {
+        this.#warming = undefined;
       },
       () => {
-        this.#warming = false;
+        this.#warming = undefined;
       },
     );
   }

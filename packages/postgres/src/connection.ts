@@ -55,6 +55,7 @@ export class Connection {
   readonly #onError = (error: unknown): void => this.fail(error);
   readonly #onEnd = (): void => this.fail(new Error("the connection to PostgreSQL was closed"));
   #onNotification: ((message: Notification) => void) | undefined;
+  #closed: Promise<void> | undefined;
   /** For a client without pipelining: our statements run one after the other. */
   #serial: Promise<unknown> = Promise.resolve();
 
@@ -156,14 +157,19 @@ export class Connection {
    * Closes a connection of ours: a graceful end, or a hard close when the
    * server does not answer within `graceMs`. A given client is only detached.
    */
-  async close(graceMs = 2_000): Promise<void> {
+  close(graceMs = 2_000): Promise<void> {
+    this.#closed ??= this.#close(graceMs);
+    return this.#closed;
+  }
+
+  async #close(graceMs: number): Promise<void> {
     if (!this.owned) {
       this.detach();
       return;
     }
     this.dead = true;
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
-    // Errors after this point are expected (the socket goes away); keep a listener so none is unhandled.
+    // Errors after this point are expected (the socket goes away); the listeners stay, so none is unhandled.
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       this.client.end().catch(() => undefined),
