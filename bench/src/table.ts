@@ -13,7 +13,9 @@ export interface BenchTable {
 export type BenchSuite = () => Promise<BenchTable[]>;
 
 export function formatTable(table: BenchTable): string {
-  const cells = table.rows.map((row) => row.map((c) => (typeof c === "number" ? formatNumber(c) : c)));
+  const cells = table.rows.map((row) =>
+    row.map((c) => (typeof c === "number" ? formatNumber(c) : c)),
+  );
   const header = `| ${table.columns.join(" | ")} |`;
   const rule = `|${table.columns.map(() => "---").join("|")}|`;
   const body = cells.map((row) => `| ${row.join(" | ")} |`);
@@ -29,7 +31,11 @@ export function formatNumber(n: number): string {
 }
 
 /** Runs `fn` repeatedly for about `ms` and returns operations per second. */
-export async function opsPerSecond(fn: () => Promise<unknown>, ms: number, batch = 1000): Promise<number> {
+export async function opsPerSecond(
+  fn: () => Promise<unknown>,
+  ms: number,
+  batch = 1000,
+): Promise<number> {
   for (let i = 0; i < Math.min(batch, 200); i++) await fn(); // warm up
   let ops = 0;
   const start = performance.now();

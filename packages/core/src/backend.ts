@@ -71,7 +71,11 @@ export type Attempt =
 
 /** How long a blocking acquire may wait. */
 export interface WaitOptions {
-  /** Aborted on timeout, user abort or close; `signal.reason` says which. */
+  /**
+   * Aborted on timeout, user abort or close; `signal.reason` says which. It
+   * may be shared by many waits of one client: remove your abort listener
+   * when the wait ends.
+   */
   readonly signal: AbortSignal;
 }
 

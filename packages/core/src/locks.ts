@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { acceptGrant, timeoutError, waitForGrant } from "./acquire.js";
 import type { Backend, LockRequest, LossReport, Unsubscribe } from "./backend.js";
 import { monotonicNow } from "./clock.js";
@@ -57,6 +58,7 @@ class LockClient implements Locks, LeaseHost {
   readonly #defaults: { ttlMs: number; autoExtend: boolean };
   readonly #leases = new Map<string, HeldLease>();
   readonly #waiting = new Set<AbortController>();
+  readonly #closeController = new AbortController();
   readonly #cleanups = new Set<Promise<unknown>>();
   readonly #stopLossWatch: Unsubscribe | undefined;
   #closing: Promise<void> | undefined;
@@ -80,6 +82,8 @@ class LockClient implements Locks, LeaseHost {
       autoExtend,
     };
     this.#stopLossWatch = backend.onLoss?.((report) => this.#onLoss(report));
+    // Every waiter of this client may listen to it at once: no leak warning for that.
+    setMaxListeners(0, this.#closeController.signal);
   }
 
   acquire(key: string, options?: AcquireOptions): Promise<Lease> {
@@ -165,8 +169,11 @@ class LockClient implements Locks, LeaseHost {
 
   async #wait(request: LockRequest, options: ResolvedOptions, start: number): Promise<Lease> {
     if (this.#closing !== undefined) throw lockClosed();
-    const cancel = new AbortController();
     const { signal, timeoutMs } = options;
+    // Only close() can end a wait with neither timeout nor signal: such waits share the client's
+    // close signal, as an AbortController per wait costs more than a whole uncontended cycle.
+    const shared = signal === undefined && timeoutMs === Number.POSITIVE_INFINITY;
+    const cancel = shared ? this.#closeController : new AbortController();
     const onAbort = (): void => cancel.abort(signal?.reason);
     signal?.addEventListener("abort", onAbort);
     if (signal?.aborted) onAbort();
@@ -178,7 +185,7 @@ class LockClient implements Locks, LeaseHost {
             // The first attempt already used part of the time.
             Math.max(0, Math.min(timeoutMs - (monotonicNow() - start), MAX_TIMER_MS)),
           );
-    this.#waiting.add(cancel);
+    if (!shared) this.#waiting.add(cancel);
     try {
       const grant = await waitForGrant(this.backend, request, cancel.signal, (r) =>
         this.#releaseQuietly(r),
@@ -189,7 +196,7 @@ class LockClient implements Locks, LeaseHost {
       if (cancel.signal.aborted) throw cancel.signal.reason;
       throw error;
     } finally {
-      this.#waiting.delete(cancel);
+      if (!shared) this.#waiting.delete(cancel);
       if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
     }
@@ -222,6 +229,7 @@ class LockClient implements Locks, LeaseHost {
 
   async #close(): Promise<void> {
     const closed = lockClosed();
+    this.#closeController.abort(closed);
     for (const waiter of this.#waiting) waiter.abort(closed);
     const releases = [...this.#leases.values()].map((lease) => lease.release());
     await Promise.allSettled(releases);
