@@ -4,10 +4,12 @@ import { createLocks, History, type HoldRecord } from "@locks/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSharedLockTable, type SharedLockTable, threadBackend } from "../src/index.js";
 import type { ContenderJob } from "./fixtures/contender.js";
+import type { HammerJob } from "./fixtures/hammer.js";
 import { tableIdle, tableWords } from "./fixtures/table-words.js";
 import { tsWorker } from "./fixtures/ts-worker.js";
 
 const contender = new URL("./fixtures/contender.ts", import.meta.url);
+const hammer = new URL("./fixtures/hammer.ts", import.meta.url);
 const started = new Set<Worker>();
 
 afterEach(async () => {
@@ -113,6 +115,64 @@ describe("worker_threads through a shared table", () => {
     const history = new History();
     history.add(...holds);
     history.assertValid({ fencing: false });
+    expectTableIdle(table);
+  });
+
+  it("24 keys in one bucket: entries bound and freed concurrently by 4 workers", async () => {
+    const table = createSharedLockTable({ slots: 1 });
+    const holds = await runContenders(4, {
+      table,
+      namespace: namespace(),
+      key: "many",
+      keys: 24,
+      loops: 150,
+      mode: "mixed",
+    });
+    expect(holds).toHaveLength(4 * 150);
+    expect(new Set(holds.map((h) => h.key)).size).toBeGreaterThan(14);
+    const history = new History();
+    history.add(...holds);
+    history.assertValid({ fencing: false });
+    expectTableIdle(table);
+  });
+
+  it("4 workers hammering 16 keys of one bucket: never two holders at once", async () => {
+    const table = createSharedLockTable({ slots: 1 });
+    const keys = 16;
+    const start = new Int32Array(new SharedArrayBuffer(4));
+    const occupancy = new Int32Array(new SharedArrayBuffer(4 * keys));
+    const job: HammerJob = {
+      table,
+      namespace: namespace(),
+      keys,
+      cycles: 20_000,
+      occupancy,
+      start,
+    };
+    const workers = Array.from({ length: 4 }, () => {
+      const worker = tsWorker(hammer, { workerData: job });
+      started.add(worker);
+      return worker;
+    });
+    type HammerReply = { type: "ready" } | { type: "done"; granted: number; violations: number };
+    const next = (worker: Worker, type: HammerReply["type"]) =>
+      new Promise<HammerReply>((resolve, reject) => {
+        const onMessage = (reply: HammerReply): void => {
+          if (reply.type !== type) return;
+          worker.off("message", onMessage);
+          resolve(reply);
+        };
+        worker.on("message", onMessage);
+        worker.once("error", reject);
+      });
+    await Promise.all(workers.map((w) => next(w, "ready")));
+    const done = Promise.all(workers.map((w) => next(w, "done")));
+    Atomics.store(start, 0, 1);
+    Atomics.notify(start, 0);
+    const replies = (await done) as Array<Extract<HammerReply, { type: "done" }>>;
+    expect(replies.map((r) => r.violations)).toEqual([0, 0, 0, 0]);
+    // Keys were really contended, and really granted.
+    expect(replies.every((r) => r.granted > 1_000)).toBe(true);
     expectTableIdle(table);
   });
 
