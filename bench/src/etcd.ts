@@ -26,6 +26,12 @@ const WARMUP_CYCLES = 100;
 const HANDOFF_MS = 2_500;
 const TTL_MS = 30_000;
 const POLL_MS = 1;
+/**
+ * TTL of etcd3's locks. Its cost per lock does not depend on it, but each
+ * etcd3 lease leaves a timer of its TTL running after release, which keeps the
+ * process alive that long after the run.
+ */
+const ETCD3_LOCK_TTL_S = 5;
 
 /** Takes the lock (waiting as the library does) and resolves with its release. */
 type Acquire = () => Promise<() => Promise<unknown>>;
@@ -87,7 +93,7 @@ function etcd3LockContender(hosts: string[], key: string): Contender {
   return {
     acquire: async () => {
       for (;;) {
-        const lock = client.lock(key).ttl(TTL_MS / 1000);
+        const lock = client.lock(key).ttl(ETCD3_LOCK_TTL_S);
         try {
           await lock.acquire();
           return () => lock.release();

@@ -32,7 +32,7 @@ import {
   takeRequest,
 } from "./queue.js";
 import { type CallOptions, Session, type SessionHost } from "./session.js";
-import { waitForDeletion } from "./wait.js";
+import { DeletionWatch, sameTarget } from "./wait.js";
 
 const CAPABILITIES: Capabilities = Object.freeze({
   scope: "cluster",
@@ -441,36 +441,53 @@ export class EtcdBackend implements Backend {
       entry.revision = existing.revision;
       readAt = existing.revision;
     }
-    for (;;) {
-      if (this.#closing) throw lockClosed("etcd backend");
-      if (position === undefined) {
-        const read = await this.#readPosition(entry, signal);
-        if (read === undefined) return "vanished";
-        position = read.position;
-        readAt = read.revision;
-      }
-      if (!entry.session.alive) return "vanished";
-      if (position.holder) {
-        await abortable(this.#freshen(entry.session, monotonicNow(), entry.ttlMs), signal);
+    let watch: DeletionWatch | undefined;
+    let linearizable = false;
+    try {
+      for (;;) {
+        if (this.#closing) throw lockClosed("etcd backend");
+        if (position === undefined) {
+          const read = await this.#readPosition(entry, signal, linearizable);
+          if (read === undefined) return "vanished";
+          position = read.position;
+          readAt = read.revision;
+          linearizable = false;
+        }
         if (!entry.session.alive) return "vanished";
-        return "held";
-      }
-      const predecessor = position.predecessor;
-      await waitForDeletion(
-        this.#client,
-        {
-          key: this.#layout.relative(predecessor ?? entry.lock.base),
-          prefix: predecessor === undefined,
-          fromRevision: readAt + 1n,
-        },
-        signal,
-        FALLBACK_POLL_MS,
-        (wake) => {
+        if (position.holder) {
+          await abortable(this.#freshen(entry.session, monotonicNow(), entry.ttlMs), signal);
+          if (!entry.session.alive) return "vanished";
+          return "held";
+        }
+        const target = {
+          key: this.#layout.relative(position.predecessor ?? entry.lock.base),
+          prefix: position.predecessor === undefined,
+        };
+        if (watch === undefined || watch.fired || !sameTarget(watch.target, target)) {
+          watch?.close();
+          watch = await DeletionWatch.open(this.#client, target, signal, FALLBACK_POLL_MS);
+          if (watch === undefined) {
+            // No watch now (stream down): poll.
+            await abortable(sleep(RETRY_MIN_MS), signal);
+            position = undefined;
+            continue;
+          }
+          if (watch.revision !== readAt) {
+            // Writes happened between the read and the watch: read again at a revision the
+            // watch covers (linearizable, so it is not older than the watch's start).
+            position = undefined;
+            linearizable = true;
+            continue;
+          }
+        }
+        await watch.wait(signal, FALLBACK_POLL_MS, (wake) => {
           entry.wake = wake;
-        },
-      );
-      // After any wait: re-read, guarded by our own key and its create revision.
-      position = undefined;
+        });
+        // After any wait: re-read, guarded by our own key and its create revision.
+        position = undefined;
+      }
+    } finally {
+      watch?.close();
     }
   }
 
@@ -478,6 +495,7 @@ export class EtcdBackend implements Backend {
   async #readPosition(
     entry: Entry,
     signal: AbortSignal,
+    linearizable = false,
   ): Promise<{ position: Position; revision: bigint } | undefined> {
     let delay = RETRY_MIN_MS;
     for (;;) {
@@ -490,9 +508,9 @@ export class EtcdBackend implements Backend {
             ),
             signal,
           );
-        let reply = await check(true);
+        let reply = await check(!linearizable);
         // A lagging member may not have our key yet: only a linearizable read says it is gone.
-        if (!reply.succeeded) reply = await check(false);
+        if (!reply.succeeded && !linearizable) reply = await check(false);
         if (!reply.succeeded) return undefined;
         return { position: positionOf(entry, reply, 0), revision: BigInt(reply.header.revision) };
       } catch (error) {

@@ -1,83 +1,144 @@
 import type { Namespace, Watcher } from "etcd3";
 
-/** What to wait for. */
+/** What a waiter watches. */
 export interface WaitTarget {
   /** Key (relative to the client's Namespace) whose deletion ends the wait. */
   readonly key: Buffer;
   /** When true, any deletion of a key starting with `key` ends the wait. */
   readonly prefix: boolean;
-  /** First revision to watch: the revision of the read that chose the target, plus one. */
-  readonly fromRevision: bigint;
+}
+
+/** True when both targets name the same key or prefix. */
+export function sameTarget(a: WaitTarget, b: WaitTarget): boolean {
+  return a.prefix === b.prefix && a.key.equals(b.key);
 }
 
 /**
- * Resolves when the target is deleted (one watch event), when `wake` is
- * called (session lost, backend closed), on a watch error, or after
- * `fallbackMs` (bounded polling in case a notification is missed); rejects
- * with `signal.reason` when the signal aborts. The watch starts at the
- * revision of the read that chose the target, so a deletion between that read
- * and the watch is never missed. The watcher is cancelled on the way out.
+ * A watch for the deletion of a key (or of any key under a prefix), started
+ * at the current revision. etcd delivers the events of a watch that starts
+ * "now" as they happen; one that starts at a past revision is caught up by a
+ * background loop that runs every 100 ms, too late for a handoff. So the
+ * waiter opens the watch first, then reads its position at a revision the
+ * watch covers ({@link DeletionWatch.revision}).
  */
-export function waitForDeletion(
-  client: Namespace,
-  target: WaitTarget,
-  signal: AbortSignal,
-  fallbackMs: number,
-  setWaker: (wake: (() => void) | undefined) => void,
-): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    let watcher: Watcher | undefined;
-    let done = false;
-    const finish = (error?: unknown): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
-      setWaker(undefined);
-      if (error !== undefined) reject(error);
-      else resolve();
-      // Cancelled after the caller's next request is on its way: a handoff waits for that one.
-      if (watcher !== undefined) {
-        const done = watcher;
-        setImmediate(() => cancelQuietly(done));
-      }
-    };
-    const onAbort = (): void => finish(signal.reason);
-    let timer = setTimeout(() => finish(), fallbackMs);
-    signal.addEventListener("abort", onAbort, { once: true });
-    setWaker(() => finish());
-    if (signal.aborted) {
-      finish(signal.reason);
-      return;
-    }
-    const builder = client.watch();
-    if (target.prefix) builder.prefix(target.key);
-    else builder.key(target.key);
-    builder
-      .only("delete")
-      .startRevision(target.fromRevision.toString())
-      .create()
-      .then(
-        (created) => {
-          if (done) {
-            cancelQuietly(created);
-            return;
-          }
-          watcher = created;
-          created.on("delete", () => finish());
-          created.on("error", () => finish());
-        },
-        // Could not watch (e.g. the revision was compacted): re-read the position soon.
-        () => {
-          if (done) return;
-          clearTimeout(timer);
-          timer = setTimeout(() => finish(), Math.min(fallbackMs, RETRY_WATCH_MS));
-        },
-      );
-  });
-}
+export class DeletionWatch {
+  readonly target: WaitTarget;
+  /** The revision the watch started after: every deletion after it is delivered. */
+  readonly revision: bigint;
+  readonly #watcher: Watcher;
+  #fired = false;
+  #notify: (() => void) | undefined;
+  #closed = false;
 
-const RETRY_WATCH_MS = 50;
+  /**
+   * Opens the watch; resolves once etcd confirmed it, or with undefined when
+   * that takes longer than `timeoutMs` or fails (the caller polls instead).
+   * Rejects with `signal.reason` when the signal aborts.
+   */
+  static open(
+    client: Namespace,
+    target: WaitTarget,
+    signal: AbortSignal,
+    timeoutMs: number,
+  ): Promise<DeletionWatch | undefined> {
+    return new Promise((resolve, reject) => {
+      let done = false;
+      const finish = (watch: DeletionWatch | undefined, error?: unknown): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        if (error !== undefined) reject(error);
+        else resolve(watch);
+      };
+      const onAbort = (): void => finish(undefined, signal.reason);
+      const timer = setTimeout(() => finish(undefined), timeoutMs);
+      signal.addEventListener("abort", onAbort, { once: true });
+      if (signal.aborted) {
+        onAbort();
+        return;
+      }
+      const builder = client.watch();
+      if (target.prefix) builder.prefix(target.key);
+      else builder.key(target.key);
+      builder
+        .only("delete")
+        .create()
+        .then(
+          (watcher) => {
+            if (done) {
+              cancelQuietly(watcher);
+              return;
+            }
+            // etcd3 keeps the next revision to resume from: the created header's revision + 1.
+            const next = watcher.lastRevision();
+            const revision = next === null ? 0n : BigInt(next) - 1n;
+            finish(new DeletionWatch(target, revision, watcher));
+          },
+          () => finish(undefined),
+        );
+    });
+  }
+
+  private constructor(target: WaitTarget, revision: bigint, watcher: Watcher) {
+    this.target = target;
+    this.revision = revision;
+    this.#watcher = watcher;
+    const fire = (): void => {
+      this.#fired = true;
+      this.#notify?.();
+    };
+    watcher.on("delete", fire);
+    // A watch etcd cancelled (compaction, ...) is as good as fired: the waiter re-reads.
+    watcher.on("error", fire);
+  }
+
+  /** True once a deletion was seen: the watch has served its purpose. */
+  get fired(): boolean {
+    return this.#fired;
+  }
+
+  /**
+   * Resolves on a deletion (at once if one was already seen), when `wake` is
+   * called (session lost, backend closed), or after `fallbackMs` (bounded
+   * polling, in case a notification is missed); rejects with `signal.reason`.
+   */
+  wait(
+    signal: AbortSignal,
+    fallbackMs: number,
+    setWaker: (wake: (() => void) | undefined) => void,
+  ): Promise<void> {
+    if (this.#fired) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      let done = false;
+      const finish = (error?: unknown): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        this.#notify = undefined;
+        setWaker(undefined);
+        if (error !== undefined) reject(error);
+        else resolve();
+      };
+      const onAbort = (): void => finish(signal.reason);
+      const timer = setTimeout(() => finish(), fallbackMs);
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#notify = () => finish();
+      setWaker(() => finish());
+      if (signal.aborted) onAbort();
+    });
+  }
+
+  /** Cancels the watch, after the current turn: the caller's next request goes out first. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#notify = undefined;
+    const watcher = this.#watcher;
+    setImmediate(() => cancelQuietly(watcher));
+  }
+}
 
 function cancelQuietly(watcher: Watcher): void {
   watcher.cancel().catch(() => undefined);
