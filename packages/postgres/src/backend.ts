@@ -95,7 +95,8 @@ export class PostgresBackend implements Backend {
 
   async tryAcquire(request: LockRequest): Promise<Attempt> {
     if (this.#closing.signal.aborted) throw lockClosed("postgres backend");
-    const session = await this.#liveSession();
+    const live = this.#session;
+    const session = live !== undefined && !live.dead ? live : await this.#liveSession();
     const held = request.limit === 1 ? session.holds.get(requestKeys(request).key) : undefined;
     if (
       held === undefined ||

@@ -7,13 +7,13 @@ import { keyDigest, type LockRequest, scopedKey } from "@locks/core";
  * only ever uses the bigint form.
  *
  * - a key:            the first 8 bytes of SHA-256(scopedKey(namespace, key)), `keyDigest` of core;
- * - semaphore slot i: the first 8 bytes of SHA-256("s:" + i + ":" + scopedKey(...));
- * - interest marker:  the first 8 bytes of SHA-256("i:" + scopedKey(...)).
+ * - interest marker:  the next 8 bytes (8 to 15) of that same digest;
+ * - semaphore slot i: the first 8 bytes of SHA-256("s:" + i + ":" + scopedKey(...)).
  *
  * A scoped key always starts with a decimal digit (its namespace length), so
- * the "s:" and "i:" inputs can never equal a scoped key, nor each other: the
- * three kinds of ids can only collide by chance, like any two keys
- * (2^-64 for a pair; a collision only makes two keys exclude each other).
+ * an "s:" input can never equal a scoped key: the kinds of ids can only
+ * collide by chance, like any two keys (2^-64 for a pair; a collision only
+ * makes two keys exclude each other, or wakes a poller for nothing).
  */
 
 /** The ids a request works with, computed once per request. */
@@ -35,11 +35,12 @@ const cache = new WeakMap<LockRequest, RequestKeys>();
 export function requestKeys(request: LockRequest): RequestKeys {
   let keys = cache.get(request);
   if (keys === undefined) {
-    const scoped = scopedKey(request.namespace, request.key);
+    const digest = keyDigest(request.namespace, request.key);
     keys = {
-      key: request.limit > 1 ? "" : toId(keyDigest(request.namespace, request.key)),
-      slots: request.limit > 1 ? slotIds(scoped, request.limit) : [],
-      interest: toId(sha256(`i:${scoped}`)),
+      key: request.limit > 1 ? "" : toId(digest),
+      slots:
+        request.limit > 1 ? slotIds(scopedKey(request.namespace, request.key), request.limit) : [],
+      interest: digest.readBigInt64BE(8).toString(),
     };
     cache.set(request, keys);
   }
