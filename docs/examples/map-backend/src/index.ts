@@ -15,8 +15,7 @@ interface Hold {
   expiresAt: number;
 }
 
-// The "store": one per process, shared by every backend instance, like a
-// server.
+// The "store": one per process, shared by all backend instances.
 const holds = new Map<string, Hold>();
 const listeners = new Map<string, Set<() => void>>();
 let lastToken = 0n;
