@@ -42,7 +42,7 @@ export default defineConfig({
     "One lock API for Node.js over the resource your contenders share: memory, files, Redis, etcd, PostgreSQL.",
   lang: "en-US",
   head: [["link", { rel: "icon", type: "image/svg+xml", href: "/favicon.svg" }]],
-  srcExclude: ["test/**", "scripts/**", "node_modules/**"],
+  srcExclude: ["README.md", "test/**", "scripts/**", "examples/**", "node_modules/**"],
   // Dead links fail the build (VitePress's default): keep it that way.
   markdown: { theme: { light: "github-light", dark: "github-dark" } },
   themeConfig: {

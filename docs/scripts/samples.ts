@@ -32,9 +32,9 @@ export interface Sample {
   readonly fileName: string;
 }
 
-const SKIP_DIRS = new Set(["node_modules", "api", ".vitepress", "test", "scripts"]);
+const SKIP_DIRS = new Set(["node_modules", "api", ".vitepress", "test", "scripts", "examples"]);
 
-/** Every Markdown page under docs/, except the generated API reference. */
+/** Every page of the site under docs/, except the generated API reference (and this package's README). */
 export function markdownPages(dir: string = docsRoot): string[] {
   const pages: string[] = [];
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
@@ -42,7 +42,7 @@ export function markdownPages(dir: string = docsRoot): string[] {
       if (!SKIP_DIRS.has(entry.name) && !entry.name.startsWith(".")) {
         pages.push(...markdownPages(join(dir, entry.name)));
       }
-    } else if (entry.name.endsWith(".md")) {
+    } else if (entry.name.endsWith(".md") && !(dir === docsRoot && entry.name === "README.md")) {
       pages.push(join(dir, entry.name));
     }
   }
