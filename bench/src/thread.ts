@@ -255,7 +255,7 @@ const run: BenchSuite = async () => {
         "Goal: uncontended overhead within 1.5x of raw async-mutex (ratio >= 0.67x).",
         `Best of ${ROUNDS} interleaved rounds of ${ROUND_MS} ms; lease TTL off (the default), so no timer per lease.`,
         "ops per CPU-s divides by the CPU time of the whole process (all threads), which load from other processes on the machine does not inflate.",
-        "Contended, every acquire waits in the FIFO queue (tryAcquire never passes a waiter), so each one pays the core's slow path: one AbortController per wait (about 2.4 us) is most of the gap to async-mutex; see the package README.",
+        "Contended, every acquire waits in the FIFO queue (tryAcquire never passes a waiter) and pays the core's wait path; these waits have neither timeout nor signal, so they share the client's close signal (a wait with timeoutMs still makes an AbortController, about 2.4 us).",
       ],
     },
     {
@@ -287,7 +287,7 @@ const run: BenchSuite = async () => {
       notes: [
         "Goal: the cross-worker table within 2x of the in-isolate path (ratio >= 0.5x).",
         "The table is not FIFO: a releasing task usually takes the key again at once (no queue to respect), so contended figures count mostly uncontended cycles; the in-isolate table hands the key to the oldest waiter every time.",
-        "Workers are compared with as many async tasks in one isolate: the same number of contenders.",
+        "Workers are compared with as many async tasks in one isolate: the same number of contenders. Each handoff between workers is a cross-thread wake-up, and a worker descheduled while it holds the key stalls the others for a time slice: this row swings with the load on the machine.",
       ],
     },
   ];

@@ -12,6 +12,7 @@ import {
   type Unsubscribe,
   type WaitOptions,
 } from "@locks/core";
+import { type AbortableWait, AbortFanout } from "./abort-fanout.js";
 import {
   createState,
   dispatch,
@@ -50,6 +51,8 @@ export class IsolateBackend implements Backend, HoldOwner {
   readonly #holds = new Map<string, Hold>();
   /** This instance's queued acquires. */
   readonly #waiters = new Set<QueuedAcquire>();
+  /** Their abort signals: one listener per signal (the core may share one across waits). */
+  readonly #aborts = new AbortFanout<QueuedAcquire>();
   readonly #lossListeners = new Set<(report: LossReport) => void>();
   #closed = false;
 
@@ -87,7 +90,7 @@ export class IsolateBackend implements Backend, HoldOwner {
     return new Promise<Grant>((resolve, reject) => {
       const waiter = new QueuedAcquire(this, state, req, shared, signal, resolve, reject);
       this.#waiters.add(waiter);
-      signal.addEventListener("abort", waiter);
+      this.#aborts.add(signal, waiter);
       enqueue(state, waiter);
     });
   }
@@ -148,7 +151,8 @@ export class IsolateBackend implements Backend, HoldOwner {
     if (this.#closed) return DONE;
     this.#closed = true;
     const closed = lockClosed("thread backend");
-    for (const waiter of [...this.#waiters]) waiter.leave(closed);
+    // One by one: a waiter leaving may let a later one of this instance in (its hold is freed below).
+    for (const waiter of [...this.#waiters]) if (this.#waiters.has(waiter)) waiter.leave(closed);
     for (const hold of [...this.#holds.values()]) {
       drop(hold);
       dispatch(hold.state);
@@ -176,12 +180,14 @@ export class IsolateBackend implements Backend, HoldOwner {
   /** @internal A queued acquire of this instance reached the head of its queue and fits. */
   admitted(waiter: QueuedAcquire, state: KeyState): Grant {
     this.#waiters.delete(waiter);
+    this.#aborts.delete(waiter.signal, waiter);
     return this.#take(state, waiter.request, waiter.shared);
   }
 
   /** @internal A queued acquire of this instance gave up (abort or close). */
   left(waiter: QueuedAcquire): void {
     this.#waiters.delete(waiter);
+    this.#aborts.delete(waiter.signal, waiter);
   }
 
   #take(state: KeyState, req: LockRequest, shared: boolean): Grant {
@@ -205,10 +211,9 @@ export class IsolateBackend implements Backend, HoldOwner {
 
 /**
  * A blocking acquire waiting in a key's queue. A class rather than closures:
- * this is the contended path, where allocations show. It is its own abort
- * listener (`handleEvent`).
+ * this is the contended path, where allocations show.
  */
-class QueuedAcquire implements Waiter {
+class QueuedAcquire implements Waiter, AbortableWait {
   prev: Waiter | undefined;
   next: Waiter | undefined;
   readonly limit: number;
@@ -226,13 +231,11 @@ class QueuedAcquire implements Waiter {
   }
 
   grant(state: KeyState): void {
-    this.signal.removeEventListener("abort", this);
     this.resolve(this.backend.admitted(this, state));
   }
 
   /** Leaves the queue and rejects with `reason` (abort or close). */
   leave(reason: unknown): void {
-    this.signal.removeEventListener("abort", this);
     this.backend.left(this);
     unlink(this.state, this);
     this.reject(reason);
@@ -240,8 +243,7 @@ class QueuedAcquire implements Waiter {
     dispatch(this.state);
   }
 
-  /** The abort listener. */
-  handleEvent(): void {
-    this.leave(this.signal.reason);
+  onAbort(reason: unknown): void {
+    this.leave(reason);
   }
 }

@@ -7,6 +7,7 @@ import {
   lockClosed,
   type WaitOptions,
 } from "@locks/core";
+import { type AbortableWait, AbortFanout } from "./abort-fanout.js";
 import {
   BUCKET_WORDS,
   ENTRY_WORDS,
@@ -104,6 +105,8 @@ export class TableBackend implements Backend {
   readonly #holds = new Map<string, TableHold>();
   /** Ends the sleep of each of this instance's waiters (for close). */
   readonly #sleepers = new Set<() => void>();
+  /** The sleepers' abort signals: one listener per signal (the core may share one across waits). */
+  readonly #aborts = new AbortFanout<AbortableWait>();
   #closed = false;
 
   constructor(table: SharedLockTable) {
@@ -311,7 +314,7 @@ export class TableBackend implements Backend {
     return new Promise<void>((resolve) => {
       const wake = (): void => {
         clearTimeout(timer);
-        signal.removeEventListener("abort", interrupt);
+        this.#aborts.delete(signal, sleeper);
         this.#sleepers.delete(interrupt);
         resolve();
       };
@@ -323,8 +326,9 @@ export class TableBackend implements Backend {
         Atomics.notify(this.#words, index);
       };
       // Ref'd: a pending waitAsync alone does not keep a thread's event loop alive.
+      const sleeper: AbortableWait = { onAbort: interrupt };
       const timer = setTimeout(wake, RECHECK_MS + 50);
-      signal.addEventListener("abort", interrupt, { once: true });
+      this.#aborts.add(signal, sleeper);
       this.#sleepers.add(interrupt);
       void result.value.then(wake);
     });

@@ -219,6 +219,45 @@ describe("threadBackend() in one isolate", () => {
     expect(keysWithState(ns)).toBe(0);
   });
 
+  it("waits sharing one signal: abort settles each once, even one let in by another leaving", async () => {
+    const ns = newNamespace();
+    const backend = backendOf();
+    const reader = request(ns, "doc", { mode: "shared" });
+    expect((await backend.tryAcquire(reader)).granted).toBe(true);
+    const controller = new AbortController();
+    const { signal } = controller;
+    const writer = backend.acquire!(request(ns, "doc"), { signal });
+    const second = request(ns, "doc", { mode: "shared" });
+    const behind = backend.acquire!(second, { signal });
+    const third = backend.acquire!(request(ns, "doc"), { signal });
+    controller.abort(new Error("all gave up"));
+    await expect(writer).rejects.toThrow("all gave up");
+    // The writer leaving let the reader behind it in before the abort reached it: a grant.
+    expect((await behind).granted).toBe(true);
+    await expect(third).rejects.toThrow("all gave up");
+    expect(stateOf(ns, "doc")!.head).toBeUndefined();
+    await backend.release(second);
+    await backend.release(reader);
+    expect(keysWithState(ns)).toBe(0);
+  });
+
+  it("2,000 waiters of one client (one shared close signal) all get the key in turn", async () => {
+    const ns = newNamespace();
+    const locks = client(threadBackend(), ns);
+    const held = await locks.acquire("k");
+    let done = 0;
+    const waiters = Array.from({ length: 2_000 }, () =>
+      locks.acquire("k").then(async (lease) => {
+        done++;
+        await lease.release();
+      }),
+    );
+    await held.release();
+    await Promise.all(waiters);
+    expect(done).toBe(2_000);
+    expect(keysWithState(ns)).toBe(0);
+  });
+
   it("backend close() rejects its own waiters with LOCK_CLOSED and frees its holds", async () => {
     const ns = newNamespace();
     const one = backendOf();
