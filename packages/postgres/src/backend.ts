@@ -404,7 +404,7 @@ export class PostgresBackend implements Backend {
 
   /** Opens a connection of ours; close() waits for the ones still opening. */
   #open(config: ClientConfig): Promise<Connection> {
-    const opening = Connection.open(config, this.#setup, this.#onDeath);
+    const opening = Connection.open(config, this.#setup, this.#onDeath, this.#closing.signal);
     const settled = opening.then(
       () => undefined,
       () => undefined,

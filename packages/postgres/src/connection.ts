@@ -72,9 +72,14 @@ export class Connection {
     config: ClientConfig,
     setup: SetupOptions,
     onDeath: DeathListener,
+    signal: AbortSignal,
   ): Promise<Connection> {
     const conn = new Connection(new pg.Client({ ...config, pipeline: true }), true, onDeath);
+    // Giving up (the backend closes) tears down a connection still being opened.
+    const onAbort = (): void => destroy(conn.client);
+    signal.addEventListener("abort", onAbort, { once: true });
     try {
+      signal.throwIfAborted();
       await conn.client.connect();
       await conn.#setup(setup);
       return conn;
@@ -82,6 +87,8 @@ export class Connection {
       conn.fail(error);
       await conn.close();
       throw error;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
     }
   }
 
@@ -167,8 +174,13 @@ export class Connection {
       this.detach();
       return;
     }
-    this.dead = true;
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    if (this.dead) {
+      // Failed already: its socket is torn down, there is nobody to say goodbye to.
+      destroy(this.client);
+      return;
+    }
+    this.dead = true;
     // Errors after this point are expected (the socket goes away); the listeners stay, so none is unhandled.
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([

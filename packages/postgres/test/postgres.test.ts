@@ -358,6 +358,18 @@ describe("faults", () => {
     await again.release();
   });
 
+  it("close() does not wait for connections the server never answers", async () => {
+    const proxy = await startProxy(databaseUrl);
+    onTestFinished(() => proxy.close());
+    proxy.blackhole(true);
+    const locks = createLocks(postgresBackend({ connectionString: proxy.url! }));
+    const attempt = locks.tryAcquire("k").catch((e: unknown) => e);
+    const started = performance.now();
+    await locks.close();
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(isLockError(await attempt)).toBe(true);
+  });
+
   it("an unreachable server is BACKEND_UNAVAILABLE, fast", async () => {
     const port = await freePort();
     const locks = createLocks(
