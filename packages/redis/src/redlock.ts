@@ -100,25 +100,27 @@ export class RedlockBackend implements Backend {
     const l = this.#layout(request);
     const mode = wireMode(request);
     const keys = withHolders([l.exclusive, l.fence], l, mode);
-    const outcomes = await this.#onAll((m) =>
-      m.connection.run(scripts.acquire, keys, [request.owner, mode, request.ttlMs, 1], timeout),
+    const n = this.#members.length;
+    const q = this.#quorum;
+    const granted: Array<{ member: Member; token: bigint }> = [];
+    const refused: Array<{ member: Member; wait: number }> = [];
+    const failed: Array<{ member: Member; error: unknown }> = [];
+    // Decide as soon as the outcome is certain: a slow member does not hold up a majority.
+    const pending = await this.#race(
+      (m) =>
+        m.connection.run(scripts.acquire, keys, [request.owner, mode, request.ttlMs, 1], timeout),
+      (member, outcome) => {
+        if (!outcome.ok) failed.push({ member, error: outcome.error });
+        else {
+          const attempt = parseAcquireReply(outcome.value);
+          if (attempt.granted) granted.push({ member, token: attempt.fencingToken });
+          else refused.push({ member, wait: attempt.retryAfterMs ?? 0 });
+        }
+        return granted.length >= q || refused.length > n - q || failed.length > n - q;
+      },
     );
 
-    const granted: Array<{ member: Member; token: bigint }> = [];
-    const waits: number[] = [];
-    const failed: Array<{ member: Member; error: unknown }> = [];
-    outcomes.forEach((outcome, i) => {
-      const member = this.#members[i] as Member;
-      if (!outcome.ok) {
-        failed.push({ member, error: outcome.error });
-        return;
-      }
-      const attempt = parseAcquireReply(outcome.value);
-      if (attempt.granted) granted.push({ member, token: attempt.fencingToken });
-      else waits.push(attempt.retryAfterMs ?? 0);
-    });
-
-    if (granted.length >= this.#quorum) {
+    if (granted.length >= q) {
       let token = 0n;
       for (const g of granted) if (g.token > token) token = g.token;
       // Members whose own increment reached the token already hold it; only the lagging ones are written.
@@ -137,29 +139,25 @@ export class RedlockBackend implements Backend {
       );
       const written =
         granted.length - lagging.length + writes.filter((w) => w.ok && w.value === 1).length;
-      if (written >= this.#quorum) {
+      if (written >= q) {
         this.#held.set(request.owner, request);
         return { granted: true, fencingToken: token, validUntil };
       }
       // Lost while writing back (expired, or members failed): not a grant.
       await this.#releaseOn(request, this.#members);
-      const writeFailures = writes.filter((w) => !w.ok).length;
-      if (failed.length + writeFailures > this.#members.length - this.#quorum) {
+      if (failed.length + writes.filter((w) => !w.ok).length > n - q) {
         throw this.#unavailable(failed.map((f) => f.error));
       }
       return { granted: false, retryAfterMs: jitter(timeout) };
     }
 
-    // No majority: release wherever it may have been taken (granted, or no reply) before reporting.
-    const touched = [...granted.map((g) => g.member), ...failed.map((f) => f.member)];
+    // No majority: release wherever it may have been taken (granted, no reply, no reply yet).
+    const touched = [...granted.map((g) => g.member), ...failed.map((f) => f.member), ...pending];
     if (touched.length > 0) await this.#releaseOn(request, touched);
-    if (failed.length > this.#members.length - this.#quorum) {
-      throw this.#unavailable(failed.map((f) => f.error));
-    }
+    if (failed.length > n - q) throw this.#unavailable(failed.map((f) => f.error));
     // The lock frees for us once enough of the refusing members free it.
-    waits.sort((a, b) => a - b);
-    const needed = this.#quorum - granted.length;
-    const wait = waits[Math.min(needed, waits.length) - 1] ?? 0;
+    const waits = refused.map((r) => r.wait).sort((a, b) => a - b);
+    const wait = waits[Math.min(q - granted.length, waits.length) - 1] ?? 0;
     return { granted: false, retryAfterMs: granted.length > 0 ? wait + jitter(timeout) : wait };
   }
 
@@ -167,22 +165,32 @@ export class RedlockBackend implements Backend {
     if (this.#closed !== undefined) throw lockClosed("redis backend");
     const l = this.#layout(request);
     const mode = wireMode(request);
-    const outcomes = await this.#onAll((m) =>
-      m.connection.run(
-        scripts.extend,
-        withHolders([l.exclusive], l, mode),
-        [request.owner, mode, ttlMs],
-        this.#instanceTimeout(ttlMs),
-      ),
+    const n = this.#members.length;
+    const q = this.#quorum;
+    let extended = 0;
+    let refused = 0;
+    const errors: unknown[] = [];
+    await this.#race(
+      (m) =>
+        m.connection.run(
+          scripts.extend,
+          withHolders([l.exclusive], l, mode),
+          [request.owner, mode, ttlMs],
+          this.#instanceTimeout(ttlMs),
+        ),
+      (_member, outcome) => {
+        if (!outcome.ok) errors.push(outcome.error);
+        else if (outcome.value === 1) extended++;
+        else refused++;
+        return extended >= q || refused > n - q || errors.length > n - q;
+      },
     );
-    const extended = outcomes.filter((o) => o.ok && o.value === 1).length;
-    if (extended >= this.#quorum) return true;
-    const refused = outcomes.filter((o) => o.ok && o.value !== 1).length;
-    if (refused > this.#members.length - this.#quorum) {
+    if (extended >= q) return true;
+    if (refused > n - q) {
       this.#held.delete(request.owner);
       return false;
     }
-    throw this.#unavailable(outcomes.flatMap((o) => (o.ok ? [] : [o.error])));
+    throw this.#unavailable(errors);
   }
 
   async release(request: LockRequest): Promise<void> {
@@ -277,15 +285,21 @@ export class RedlockBackend implements Backend {
     return Promise.all(this.#members.map((m) => settle(run(m))));
   }
 
-  /** Owner-checked release on `members`; a member that cannot be reached gets it once it is back (within the TTL). */
+  /**
+   * Owner-checked release on `members`, resolved once a majority of all members
+   * answered (or every one of `members` did); the others finish in the
+   * background. A member that cannot be reached gets it once it is back
+   * (within the TTL).
+   */
   async #releaseOn(request: LockRequest, members: readonly Member[]): Promise<Outcome[]> {
     this.#held.delete(request.owner);
     const l = this.#layout(request);
     const mode = wireMode(request);
     const keys = withHolders([l.exclusive, l.channel], l, mode);
     const timeout = this.#instanceTimeout(request.ttlMs);
-    const outcomes = await Promise.all(
-      members.map((m) => {
+    const outcomes: Outcome[] = [];
+    await this.#race(
+      (m) => {
         const run = (): Promise<unknown> =>
           m.connection.run(
             scripts.release,
@@ -293,14 +307,45 @@ export class RedlockBackend implements Backend {
             [request.owner, mode, m.connection.publishCommand, releaseTag(request), 0],
             timeout,
           );
-        return settle(run()).then((outcome) => {
-          if (!outcome.ok)
-            m.connection.defer(`release:${request.owner}`, run, monotonicNow() + request.ttlMs);
-          return outcome;
+        return run().catch((error: unknown) => {
+          m.connection.defer(`release:${request.owner}`, run, monotonicNow() + request.ttlMs);
+          throw error;
         });
-      }),
+      },
+      (_member, outcome) => {
+        outcomes.push(outcome);
+        return outcomes.filter((o) => o.ok).length >= this.#quorum;
+      },
+      members,
     );
     return outcomes;
+  }
+
+  /**
+   * Runs `run` on every member of `members` at once and feeds each outcome to
+   * `decided` as it arrives; resolves when `decided` returns true or every
+   * member answered, with the members that had not answered yet.
+   */
+  #race(
+    run: (member: Member) => Promise<unknown>,
+    decided: (member: Member, outcome: Outcome) => boolean,
+    members: readonly Member[] = this.#members,
+  ): Promise<Member[]> {
+    return new Promise((resolve) => {
+      const pending = new Set(members);
+      let done = pending.size === 0;
+      if (done) resolve([]);
+      for (const member of members) {
+        settle(run(member)).then((outcome) => {
+          pending.delete(member);
+          if (done) return;
+          if (decided(member, outcome) || pending.size === 0) {
+            done = true;
+            resolve([...pending]);
+          }
+        });
+      }
+    });
   }
 
   #unavailable(errors: readonly unknown[]): Error {
