@@ -18,6 +18,7 @@ import {
   type ITxnResponse,
   type KVClient,
   type Namespace,
+  type Watcher,
 } from "etcd3";
 import { contenderValue, Layout, type LockKeys, parseContenderValue } from "./layout.js";
 import type { ResolvedOptions } from "./options.js";
@@ -113,6 +114,8 @@ export class EtcdBackend implements Backend {
   readonly #subscriptions = new Set<() => Promise<void>>();
   /** Locks recently found taken (by base key), oldest first: a contention hint for tryAcquire. */
   readonly #busy = new Map<string, number>();
+  /** A watch that never fires, keeping etcd3's shared watch stream open (see #holdWatchStream). */
+  #anchor: Promise<Watcher | undefined> | undefined;
   #closing = false;
   #closed: Promise<void> | undefined;
 
@@ -465,6 +468,7 @@ export class EtcdBackend implements Backend {
         };
         if (watch === undefined || watch.fired || !sameTarget(watch.target, target)) {
           watch?.close();
+          this.#holdWatchStream();
           watch = await DeletionWatch.open(this.#client, target, signal, FALLBACK_POLL_MS);
           if (watch === undefined) {
             // No watch now (stream down): poll.
@@ -699,6 +703,34 @@ export class EtcdBackend implements Backend {
     }
   }
 
+  /**
+   * etcd3 closes its shared watch stream when the last watcher is cancelled,
+   * and the cancelled stream's error makes it reset every connection to that
+   * member (KV, lease keepalives included): each handoff would then pay for
+   * new connections. One idle watch on a key no lock writes keeps the stream
+   * open for the life of the backend.
+   */
+  #holdWatchStream(): void {
+    this.#anchor ??= this.#client
+      .watch()
+      .key(this.#layout.root)
+      .create()
+      .then(
+        (watcher) => {
+          watcher.on("error", () => undefined);
+          if (this.#closing) {
+            void watcher.cancel().catch(() => undefined);
+            return undefined;
+          }
+          return watcher;
+        },
+        () => {
+          this.#anchor = undefined; // try again with the next wait
+          return undefined;
+        },
+      );
+  }
+
   // --- sessions ----------------------------------------------------------
 
   #session(ttlMs: number): Promise<Session<Entry>> {
@@ -785,6 +817,8 @@ export class EtcdBackend implements Backend {
     if (held) this.#report({ reason: "the etcd backend was closed" });
     await Promise.allSettled([...this.#granting.values()]);
     await Promise.allSettled([...this.#subscriptions].map((stop) => stop()));
+    const anchor = await Promise.race([this.#anchor, undefined]);
+    await anchor?.cancel().catch(() => undefined);
     // Revoking the session leases frees every key this instance wrote, at once.
     await Promise.allSettled([...this.#live].map((session) => session.end()));
     this.#live.clear();

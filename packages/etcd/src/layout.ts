@@ -38,6 +38,11 @@ export class Layout {
     this.#root = `${prefix}/`;
   }
 
+  /** `<prefix>/` itself, relative to the client's Namespace: a key no lock ever writes. */
+  get root(): Buffer {
+    return Buffer.from(this.#root);
+  }
+
   /** The keys of the lock for `(namespace, key)`, as raw RPCs see them (client prefix included). */
   lock(namespace: string, key: string): LockKeys {
     const base = Buffer.concat([

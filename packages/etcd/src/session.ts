@@ -226,7 +226,7 @@ export class Session<M> {
       (stream) => {
         this.#opening = undefined;
         if (!this.alive) {
-          cancelQuietly(stream);
+          endQuietly(stream);
           throw new Error("the session lease is lost");
         }
         this.#stream = stream;
@@ -267,11 +267,19 @@ export class Session<M> {
     this.#armReply();
   }
 
-  /** Drops the stream and fails the keepalives waiting on it; the next one opens a new stream. */
-  #reset(error: unknown): void {
+  /**
+   * Drops the stream and fails the keepalives waiting on it; the next one
+   * opens a new stream. A broken stream is cancelled; a healthy one is ended
+   * (`graceful`): etcd3 takes the error of a cancelled stream for a failure of
+   * the member and resets every connection to it.
+   */
+  #reset(error: unknown, graceful = false): void {
     const stream = this.#stream;
     this.#stream = undefined;
-    if (stream !== undefined) cancelQuietly(stream);
+    if (stream !== undefined) {
+      if (graceful) endQuietly(stream);
+      else cancelQuietly(stream);
+    }
     const pending = this.#pending;
     this.#pending = [];
     for (const p of pending) p.reject(error);
@@ -333,7 +341,7 @@ export class Session<M> {
       if (timer !== undefined) clearTimeout(timer);
     }
     this.#beatTimer = this.#lossTimer = this.#replyTimer = undefined;
-    this.#reset(error);
+    this.#reset(error, true);
   }
 
   #revoke(): Promise<void> {
@@ -344,6 +352,14 @@ export class Session<M> {
         () => undefined, // unknown lease (already gone) or unreachable: it expires by itself
       );
     return this.#revoked;
+  }
+}
+
+function endQuietly(stream: Stream): void {
+  try {
+    stream.end();
+  } catch {
+    // already closed
   }
 }
 
