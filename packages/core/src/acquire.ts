@@ -1,3 +1,4 @@
+import { onAbort } from "./abort.js";
 import type { Attempt, Backend, LockRequest, Unsubscribe } from "./backend.js";
 import { driftAllowance, monotonicNow } from "./clock.js";
 import { LockTimeoutError } from "./errors.js";
@@ -22,6 +23,7 @@ export function acceptGrant(
   request: LockRequest,
   attempt: Attempt & { granted: true },
   start: number,
+  queued = false,
 ): AcceptedGrant | undefined {
   if (!backend.capabilities.ttl) {
     return { fencingToken: attempt.fencingToken, deadline: Number.POSITIVE_INFINITY };
@@ -49,7 +51,7 @@ export async function waitForGrant(
     for (;;) {
       const start = monotonicNow();
       const attempt = await backend.acquire(request, { signal: cancel });
-      const grant = acceptGrant(backend, request, attempt, start);
+      const grant = acceptGrant(backend, request, attempt, start, true);
       if (grant !== undefined && !cancel.aborted) return grant;
       releaseQuietly(request);
       cancel.throwIfAborted();
@@ -105,11 +107,11 @@ class Waker {
   #notified = false;
   #resolve: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
-  readonly #onAbort = (): void => this.wake();
+  readonly #stopListening: () => void;
 
   constructor(cancel: AbortSignal) {
     this.#cancel = cancel;
-    cancel.addEventListener("abort", this.#onAbort);
+    this.#stopListening = onAbort(cancel, () => this.wake());
   }
 
   /** Bound so backends can call it as a plain callback. */
@@ -136,7 +138,7 @@ class Waker {
   }
 
   dispose(): void {
-    this.#cancel.removeEventListener("abort", this.#onAbort);
+    this.#stopListening();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
   }

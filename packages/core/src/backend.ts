@@ -73,8 +73,8 @@ export type Attempt =
 export interface WaitOptions {
   /**
    * Aborted on timeout, user abort or close; `signal.reason` says which. It
-   * may be shared by many waits of one client: remove your abort listener
-   * when the wait ends.
+   * may be shared by many waits of one client: listen with `onAbort` from
+   * `@locks/core` (one real listener per signal) and stop when the wait ends.
    */
   readonly signal: AbortSignal;
 }
@@ -122,7 +122,10 @@ export interface Backend {
    * Optional blocking acquire, for stores that keep their own queue of
    * waiters (fairness). It resolves with a grant, or rejects with
    * `wait.signal.reason` once the signal aborts, leaving nothing behind
-   * (no queue entry, no lock taken after giving up).
+   * (no queue entry, no lock taken after giving up). With `capabilities.ttl`
+   * it SHOULD return `validUntil`: the core cannot tell when, during the
+   * wait, the store started the lease, and otherwise dates it from the
+   * start of the wait.
    */
   acquire?(req: LockRequest, wait: WaitOptions): Promise<Attempt & { granted: true }>;
 

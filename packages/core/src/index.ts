@@ -3,6 +3,7 @@
  *
  * @packageDocumentation
  */
+export { onAbort } from "./abort.js";
 export type {
   Attempt,
   Backend,

@@ -112,6 +112,24 @@ describe("leases and the watchdog", () => {
     expect(backend.released.map((r) => r.key)).toContain("late");
   });
 
+  it("dates a grant from the store's queue by its validUntil, not by the start of the wait", async () => {
+    const backend = scripted({
+      async tryAcquire() {
+        return { granted: false };
+      },
+      async acquire() {
+        // Granted after a wait longer than the TTL: the lease started at the grant.
+        await new Promise((resolve) => setTimeout(resolve, 120));
+        return { granted: true, fencingToken: 9n, validUntil: performance.now() + 90 };
+      },
+    });
+    const locks = createLocks(backend);
+    const lease = await locks.acquire("queued", { ttlMs: 100, autoExtend: false });
+    expect(lease.fencingToken).toBe(9n);
+    expect(lease.signal.aborted).toBe(false);
+    await locks.close();
+  });
+
   it("never reports an acquire whose outcome is unknown, and cleans it up by owner", async () => {
     const failure = backendUnavailable("scripted", new Error("connection reset"));
     const backend = scripted({

@@ -8,11 +8,11 @@ import {
   type LossReport,
   lockClosed,
   monotonicNow,
+  onAbort,
   scopedKey,
   type Unsubscribe,
   type WaitOptions,
 } from "@locks/core";
-import { type AbortableWait, AbortFanout } from "./abort-fanout.js";
 import {
   createState,
   dispatch,
@@ -52,7 +52,6 @@ export class IsolateBackend implements Backend, HoldOwner {
   /** This instance's queued acquires. */
   readonly #waiters = new Set<QueuedAcquire>();
   /** Their abort signals: one listener per signal (the core may share one across waits). */
-  readonly #aborts = new AbortFanout<QueuedAcquire>();
   readonly #lossListeners = new Set<(report: LossReport) => void>();
   #closed = false;
 
@@ -90,8 +89,8 @@ export class IsolateBackend implements Backend, HoldOwner {
     return new Promise<Grant>((resolve, reject) => {
       const waiter = new QueuedAcquire(this, state, req, shared, signal, resolve, reject);
       this.#waiters.add(waiter);
-      this.#aborts.add(signal, waiter);
       enqueue(state, waiter);
+      waiter.stopListening = onAbort(signal, (reason) => waiter.leave(reason));
     });
   }
 
@@ -180,14 +179,14 @@ export class IsolateBackend implements Backend, HoldOwner {
   /** @internal A queued acquire of this instance reached the head of its queue and fits. */
   admitted(waiter: QueuedAcquire, state: KeyState): Grant {
     this.#waiters.delete(waiter);
-    this.#aborts.delete(waiter.signal, waiter);
+    waiter.stopListening();
     return this.#take(state, waiter.request, waiter.shared);
   }
 
   /** @internal A queued acquire of this instance gave up (abort or close). */
   left(waiter: QueuedAcquire): void {
     this.#waiters.delete(waiter);
-    this.#aborts.delete(waiter.signal, waiter);
+    waiter.stopListening();
   }
 
   #take(state: KeyState, req: LockRequest, shared: boolean): Grant {
@@ -213,8 +212,9 @@ export class IsolateBackend implements Backend, HoldOwner {
  * A blocking acquire waiting in a key's queue. A class rather than closures:
  * this is the contended path, where allocations show.
  */
-class QueuedAcquire implements Waiter, AbortableWait {
+class QueuedAcquire implements Waiter {
   prev: Waiter | undefined;
+  stopListening: () => void = noop;
   next: Waiter | undefined;
   readonly limit: number;
 
@@ -242,8 +242,6 @@ class QueuedAcquire implements Waiter, AbortableWait {
     // This waiter may have been the head that held others back (a writer before readers).
     dispatch(this.state);
   }
-
-  onAbort(reason: unknown): void {
-    this.leave(reason);
-  }
 }
+
+function noop(): void {}

@@ -5,9 +5,9 @@ import {
   type Capabilities,
   type LockRequest,
   lockClosed,
+  onAbort,
   type WaitOptions,
 } from "@locks/core";
-import { type AbortableWait, AbortFanout } from "./abort-fanout.js";
 import {
   BUCKET_WORDS,
   ENTRY_WORDS,
@@ -106,7 +106,6 @@ export class TableBackend implements Backend {
   /** Ends the sleep of each of this instance's waiters (for close). */
   readonly #sleepers = new Set<() => void>();
   /** The sleepers' abort signals: one listener per signal (the core may share one across waits). */
-  readonly #aborts = new AbortFanout<AbortableWait>();
   #closed = false;
 
   constructor(table: SharedLockTable) {
@@ -314,7 +313,7 @@ export class TableBackend implements Backend {
     return new Promise<void>((resolve) => {
       const wake = (): void => {
         clearTimeout(timer);
-        this.#aborts.delete(signal, sleeper);
+        stopListening();
         this.#sleepers.delete(interrupt);
         resolve();
       };
@@ -326,9 +325,8 @@ export class TableBackend implements Backend {
         Atomics.notify(this.#words, index);
       };
       // Ref'd: a pending waitAsync alone does not keep a thread's event loop alive.
-      const sleeper: AbortableWait = { onAbort: interrupt };
       const timer = setTimeout(wake, RECHECK_MS + 50);
-      this.#aborts.add(signal, sleeper);
+      const stopListening = onAbort(signal, interrupt);
       this.#sleepers.add(interrupt);
       void result.value.then(wake);
     });
