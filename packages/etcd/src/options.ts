@@ -94,7 +94,8 @@ export function resolveOptions(options: EtcdBackendOptions): ResolvedOptions {
   const { prefix: _p, requestTimeoutMs: _r, hosts: _h, ...clientOptions } = o;
   const client = new Etcd3({
     ...clientOptions,
-    hosts: [...list],
+    // etcd3 cannot parse "http://host:port/" (with the slash URLs often carry).
+    hosts: list.map((h) => h.replace(/\/+$/, "")),
     faultHandling: clientOptions.faultHandling ?? defaultFaultHandling(list.length),
   });
   return { client, owned: true, prefix, requestTimeoutMs };

@@ -9,7 +9,7 @@ import {
   type Lease,
   type Locks,
 } from "@locks/core";
-import { nodeChildArgs, startEtcd, startEtcdCluster, waitFor } from "@locks/testkit";
+import { nodeChildArgs, startEtcd, startEtcdCluster, startProxy, waitFor } from "@locks/testkit";
 import { Etcd3 } from "etcd3";
 import { describe, expect, inject, it, onTestFinished } from "vitest";
 import { etcdBackend } from "../src/index.js";
@@ -155,6 +155,28 @@ describe("queue and sessions", () => {
     expect(w.fencingToken > r2.fencingToken).toBe(true);
     await w.release();
     expect((await backend.inspect!(s.namespace, "doc")).held).toBe(false);
+  });
+
+  it("subscribe() reports releases of the key", async () => {
+    const s = scope();
+    const a = client(endpoints, s).locks;
+    const { backend } = client(endpoints, s);
+    const held = await a.acquire("k");
+    let changes = 0;
+    const stop = await backend.subscribe!(
+      {
+        key: "k",
+        namespace: s.namespace,
+        owner: "0".repeat(32),
+        mode: "exclusive",
+        limit: 1,
+        ttlMs: 1_000,
+      },
+      () => changes++,
+    );
+    await held.release();
+    await waitFor(() => changes > 0, { message: "a change notification" });
+    await stop();
   });
 
   it("works through an etcd3 Namespace and writes only under its prefix", async () => {
@@ -308,6 +330,28 @@ describe("faults", () => {
     expect(next.fencingToken > held.fencingToken).toBe(true);
     await held.release(); // a lost lease: releasing it must not touch the new holder
     expect(await a.tryAcquire("k")).toBeNull();
+    await next.release();
+  });
+
+  it("a client cut off from the server past the TTL: its signal aborts on time, another client takes over meanwhile", async () => {
+    const proxy = await startProxy(endpoints[0]!);
+    onTestFinished(() => proxy.close());
+    const s = scope();
+    const a = client([`${proxy.host}:${proxy.port}`], s).locks;
+    const b = client(endpoints, s).locks;
+    const ttlMs = 2_000;
+    const held = await a.acquire("k", { ttlMs });
+    const cut = performance.now();
+    proxy.blackhole(true);
+    await waitFor(() => held.signal.aborted, { timeoutMs: ttlMs + 1_000 });
+    expect(performance.now() - cut).toBeLessThanOrEqual(ttlMs + 250);
+    expect(codeOf(held.signal.reason)).toBe("LOCK_LOST");
+    // The server frees the lock when the session lease runs out, while the holder is still cut off.
+    const next = await b.acquire("k", { ttlMs, timeoutMs: 10_000 });
+    expect(next.fencingToken > held.fencingToken).toBe(true);
+    // Releasing the lost lease (it resolves) never touches the new holder's lock.
+    await held.release();
+    expect(await client(endpoints, s).locks.tryAcquire("k")).toBeNull();
     await next.release();
   });
 
