@@ -29,8 +29,10 @@ export function acceptGrant(
     return { fencingToken: attempt.fencingToken, deadline: Number.POSITIVE_INFINITY };
   }
   let deadline = start + request.ttlMs - driftAllowance(request.ttlMs);
-  if (attempt.validUntil !== undefined && attempt.validUntil < deadline)
-    deadline = attempt.validUntil;
+  // A grant from the store's queue may come long after the wait began: only the backend
+  // knows when its lease started. Without `validUntil` it is dated from the wait's start.
+  const known = attempt.validUntil;
+  if (known !== undefined && (queued || known < deadline)) deadline = known;
   if (monotonicNow() >= deadline) return undefined;
   return { fencingToken: attempt.fencingToken, deadline };
 }
