@@ -62,8 +62,9 @@ function countCalls(backend: Backend): CountedBackend {
   const counted = new Proxy(backend, {
     get(target, property, receiver) {
       const value = Reflect.get(target, property, receiver);
-      if (typeof value !== "function" || property === "close" || property === "onLoss")
-        return value;
+      if (typeof value !== "function") return value;
+      // Bound to the real backend: class backends with #private fields reject the proxy as `this`.
+      if (property === "close" || property === "onLoss") return value.bind(target);
       return (...args: unknown[]) => {
         calls++;
         return (value as (...a: unknown[]) => unknown).apply(target, args);
