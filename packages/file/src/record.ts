@@ -1,0 +1,64 @@
+/**
+ * What a holder writes about itself: the target of its owner symlink inside
+ * the gate, moved unchanged to `<stem>.fence` when the hold ends. A symlink
+ * is created atomically with its content and never rewritten, so a record
+ * can be read without locking and claimed exactly once (rename or unlink of
+ * a name unique to its owner).
+ */
+export interface GrantRecord {
+  /** Fencing token of this grant. */
+  readonly token: bigint;
+  /** Highest token known to be reserved durably when the record was written. */
+  readonly reserved: bigint;
+  /** Boot id of the machine when the record was written ("" when unknown). */
+  readonly boot: string;
+  /** After how long without an mtime refresh the gate may be taken over. */
+  readonly staleMs: number;
+  /** Whether the registry of shared/semaphore holders may be non-empty. */
+  readonly registry: boolean;
+  readonly pid: number;
+  /** "x": an exclusive hold; "g": a short hold of the gate to join the registry. */
+  readonly purpose: "x" | "g";
+}
+
+const VERSION = "1";
+
+export function encodeRecord(record: GrantRecord): string {
+  return [
+    VERSION,
+    record.token,
+    record.reserved,
+    record.boot === "" ? "-" : record.boot,
+    record.staleMs,
+    record.registry ? 1 : 0,
+    record.pid,
+    record.purpose,
+  ].join(" ");
+}
+
+/** Parses a record; undefined when it is not one this version wrote. */
+export function parseRecord(raw: string): GrantRecord | undefined {
+  const parts = raw.split(" ");
+  if (parts.length !== 8 || parts[0] !== VERSION) return undefined;
+  const [, token, reserved, boot, staleMs, registry, pid, purpose] = parts as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
+  if (!/^\d+$/.test(token) || !/^\d+$/.test(reserved) || !/^\d+$/.test(staleMs)) return undefined;
+  if (purpose !== "x" && purpose !== "g") return undefined;
+  return {
+    token: BigInt(token),
+    reserved: BigInt(reserved),
+    boot: boot === "-" ? "" : boot,
+    staleMs: Number(staleMs),
+    registry: registry === "1",
+    pid: Number(pid),
+    purpose,
+  };
+}

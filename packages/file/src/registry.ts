@@ -1,0 +1,166 @@
+import * as fs from "node:fs";
+import { join } from "node:path";
+import type { LockMode } from "@locks/core";
+import type { FenceState } from "./fence.js";
+import { type Io, unless } from "./io.js";
+import type { KeyFiles } from "./names.js";
+import type { Store } from "./store.js";
+
+/**
+ * Shared-mode and semaphore holders are entries of the key's registry
+ * directory, `<stem>.h/<owner>.<kind>.<staleMs>`: one directory per holder,
+ * kept fresh by proper-lockfile like any lock. An entry is added only while
+ * the gate is held (so admission decisions are serialised), and removed by
+ * its holder at any time, or by a gate holder once it is stale. Its name is
+ * unique to its holder, so removing it by path can never hit someone else's.
+ *
+ * An exclusive holder holds the gate and admits no live entry. A registrant
+ * holds the gate only while it joins, and checks after joining that it still
+ * held the gate (a registrant paused past its staleness, whose gate was taken
+ * over, removes its entry again): a writer that took the gate either sees the
+ * entry or makes that check fail.
+ */
+export interface RegistryEntry {
+  readonly name: string;
+  readonly owner: string;
+  /** "s": shared; otherwise the semaphore limit it was admitted under. */
+  readonly kind: "shared" | "semaphore";
+  readonly staleMs: number;
+}
+
+export function registryEntryName(
+  owner: string,
+  mode: LockMode,
+  limit: number,
+  staleMs: number,
+): string {
+  return `${owner}.${mode === "shared" ? "s" : `n${limit}`}.${staleMs}`;
+}
+
+export function parseRegistryEntry(name: string): RegistryEntry | undefined {
+  const match = /^([0-9a-f]+)\.(s|n\d+)\.(\d+)$/.exec(name);
+  if (match === null) return undefined;
+  return {
+    name,
+    owner: match[1]!,
+    kind: match[2] === "s" ? "shared" : "semaphore",
+    staleMs: Number(match[3]),
+  };
+}
+
+/**
+ * Whether an exclusive holder must look at the registry. Every gate record
+ * says whether the registry may be non-empty; a record that says so is
+ * re-checked here (before taking the gate) so the flag clears itself once
+ * the registry is empty. The fence cannot change between this check and
+ * the grant without the grant being retried (see gate.ts), and entries are
+ * added only under the gate, so an empty registry stays empty.
+ */
+export async function registryMayHoldEntries(
+  io: Io,
+  files: KeyFiles,
+  last: FenceState["record"],
+): Promise<boolean> {
+  if (last !== undefined && !last.registry) return false;
+  const names = await unless(io.readdir(files.registry), ["ENOENT"], [] as string[]);
+  return names.length > 0;
+}
+
+/** Who may join, as decided under the gate. */
+export type Wanted =
+  | { readonly mode: "exclusive" }
+  | { readonly mode: "shared" }
+  | { readonly limit: number };
+
+export interface Admission {
+  readonly admit: boolean;
+  /** When refused: the soonest a live entry could become stale. */
+  readonly retryAfterMs: number;
+  readonly holders: readonly RegistryEntry[];
+  /** Stale entries seen (and, unless `look`, removed). */
+  readonly stale: number;
+}
+
+/**
+ * Counts the live entries and decides whether `wanted` may join. Under the
+ * gate, stale entries are removed. With `look`, nothing is changed: a
+ * waiter checks whether trying is worth taking the gate, since taking and
+ * handing it back wakes every other waiter of the key.
+ */
+export async function admit(
+  store: Store,
+  files: KeyFiles,
+  wanted: Wanted,
+  look = false,
+): Promise<Admission> {
+  const { io } = store;
+  const names = await unless(io.readdir(files.registry), ["ENOENT"], [] as string[]);
+  const live: RegistryEntry[] = [];
+  let retryAfterMs = Number.POSITIVE_INFINITY;
+  let stale = 0;
+  for (const name of names) {
+    const entry = parseRegistryEntry(name);
+    if (entry === undefined) continue;
+    const path = join(files.registry, name);
+    const stats = await unless(io.lstat(path), ["ENOENT"], undefined);
+    if (stats === undefined) continue;
+    const verdict = store.freshness.judge(
+      path,
+      `${stats.ino}:${stats.mtimeMs}`,
+      stats.mtimeMs,
+      entry.staleMs,
+    );
+    if (verdict.stale) {
+      stale++;
+      if (look) continue;
+      await unless(io.rmdir(path), ["ENOENT", "ENOTEMPTY"], undefined);
+      store.freshness.forget(path);
+      continue;
+    }
+    live.push(entry);
+    retryAfterMs = Math.min(retryAfterMs, verdict.retryAfterMs);
+  }
+  if (stale > 0 && !look) await ringDoorbell(io, files);
+  const shared = live.filter((e) => e.kind === "shared").length;
+  const counted = live.length - shared;
+  let ok: boolean;
+  if ("limit" in wanted) ok = shared === 0 && counted < wanted.limit;
+  else if (wanted.mode === "shared") ok = counted === 0;
+  else ok = live.length === 0;
+  return { admit: ok, retryAfterMs: ok ? 0 : retryAfterMs, holders: live, stale };
+}
+
+/** Creates the entry `name` (proper-lockfile's mkdir for a registry holder). */
+export async function createEntry(io: Io, files: KeyFiles, name: string): Promise<void> {
+  const path = join(files.registry, name);
+  try {
+    await io.mkdir(path, 0o700);
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== "ENOENT") throw error;
+    await io.mkdirp(files.registry, 0o700);
+    await io.mkdir(path, 0o700);
+  }
+}
+
+/** Removes the entry `name` and wakes the key's waiters. */
+export async function removeEntry(io: Io, files: KeyFiles, name: string): Promise<void> {
+  await unless(io.rmdir(join(files.registry, name)), ["ENOENT"], undefined);
+  await ringDoorbell(io, files);
+}
+
+export function removeEntrySync(files: KeyFiles, name: string): void {
+  try {
+    fs.rmdirSync(join(files.registry, name));
+    fs.utimesSync(files.registry, new Date(), new Date());
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * Touches the registry directory: an attribute change of an entry of the
+ * lock directory, which the directory watcher of every process reports.
+ */
+export async function ringDoorbell(io: Io, files: KeyFiles): Promise<void> {
+  await unless(io.utimes(files.registry, new Date()), ["ENOENT"], undefined);
+}

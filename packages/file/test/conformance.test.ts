@@ -1,0 +1,25 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { runConformanceSuite } from "@locks/core/conformance";
+import { afterAll } from "vitest";
+import { fileBackend } from "../src/index.js";
+
+const directory = mkdtempSync(join(tmpdir(), "locks-file-conformance-"));
+afterAll(() => rmSync(directory, { recursive: true, force: true }));
+const module = fileURLToPath(new URL("./fixtures/backend.ts", import.meta.url));
+
+runConformanceSuite({
+  name: "file",
+  create: () => fileBackend({ directory }),
+  process: { module, env: { LOCKS_FILE_DIR: directory } },
+  ttlMs: 1000,
+});
+
+runConformanceSuite({
+  name: "file async io",
+  create: () => fileBackend({ directory, io: "async" }),
+  process: { module, env: { LOCKS_FILE_DIR: directory, LOCKS_FILE_IO: "async" } },
+  ttlMs: 1000,
+});

@@ -1,0 +1,257 @@
+/*
+ * Faults across real OS processes: contention on one log file, a holder
+ * killed, paused (SIGSTOP) or blocked past its TTL, a contender paused in the
+ * middle of a stale takeover (proper-lockfile issue #121), and wall-clock
+ * steps (proper-lockfile PR #109). Faults are triggered by events (the worker
+ * reports "acquired", then it is stopped), never by sleeps.
+ */
+import { mkdirSync, readFileSync, statSync, utimesSync } from "node:fs";
+import { join } from "node:path";
+import { createLocks, History, historyNow, type Locks } from "@locks/core";
+import { waitFor } from "@locks/testkit";
+import { check, lock } from "proper-lockfile";
+import { afterAll, describe, expect, it, onTestFinished } from "vitest";
+import { fileBackend } from "../src/index.js";
+import { keyFiles } from "../src/names.js";
+import { CONFIRM_MS } from "../src/staleness.js";
+import { MIN_STALE_MS } from "../src/store.js";
+import { faketime, randomNamespace, startWorkers, tempDirectory } from "./helpers.js";
+
+const dir = tempDirectory("faults");
+afterAll(() => dir.remove());
+
+/** The shortest TTL the backend honours for a crashed holder: its minimum staleness. */
+const TTL = MIN_STALE_MS;
+const HOUR = 3_600_000;
+
+function client(namespace: string): Locks {
+  const locks = createLocks(fileBackend({ directory: dir.path }), { namespace });
+  onTestFinished(() => locks.close());
+  return locks;
+}
+
+describe("processes contending on one key", () => {
+  it("4 processes x 200 critical sections append to one log: 800 intact lines, valid history", async () => {
+    const namespace = randomNamespace();
+    const log = join(dir.path, `${namespace}.log`);
+    const workers = await startWorkers(4, { directory: dir.path, namespace });
+    for (const w of workers) w.send({ type: "append", key: "log", loops: 200, log });
+    const history = new History();
+    for (const w of workers) history.add(...(await w.next("holds", 60_000)).holds);
+    expect(history.holds).toHaveLength(800);
+    history.assertValid({ fencing: true });
+
+    const lines = readFileSync(log, "utf8").split("\n");
+    expect(lines.pop()).toBe("");
+    expect(lines).toHaveLength(800);
+    const perProcess = new Map<string, number>();
+    let last = -1n;
+    for (const line of lines) {
+      const match = /^(\d+) (\d+) (\d+)$/.exec(line);
+      expect(match, `intact line: ${JSON.stringify(line)}`).not.toBeNull();
+      const [, pid, , token] = match!;
+      perProcess.set(pid!, (perProcess.get(pid!) ?? 0) + 1);
+      // The log is in grant order, so fencing tokens increase line by line.
+      expect(BigInt(token!) > last, `token ${token} after ${last}`).toBe(true);
+      last = BigInt(token!);
+    }
+    expect([...perProcess.values()]).toEqual([200, 200, 200, 200]);
+    for (const w of workers) w.send({ type: "close" });
+    await Promise.all(workers.map((w) => w.exited));
+  });
+});
+
+describe("a holder that stops", () => {
+  it("SIGKILL: another process gets the key after the TTL, with a higher token", async () => {
+    const namespace = randomNamespace();
+    const [holder] = await startWorkers(1, { directory: dir.path, namespace });
+    holder!.send({ type: "hold", key: "killed", ttlMs: TTL });
+    const acquired = await holder!.next("acquired");
+    holder!.kill("SIGKILL");
+    await holder!.exited;
+    const killedAt = historyNow();
+    const locks = client(namespace);
+    const lease = await locks.acquire("killed", { timeoutMs: TTL * 5 });
+    const grantedAt = historyNow();
+    expect(lease.fencingToken > BigInt(acquired.token)).toBe(true);
+    // Never before the TTL since the holder's last refresh (at or after its grant)...
+    expect(grantedAt - acquired.at).toBeGreaterThanOrEqual(TTL - 20);
+    // ...and soon after it: staleness, plus the confirmation, plus scheduling slack.
+    expect(grantedAt - killedAt).toBeLessThan(TTL + CONFIRM_MS + 2_000);
+    await lease.release();
+  });
+
+  it("SIGSTOP past the TTL, then SIGCONT: the other side got the lock, the paused one sees signal.aborted before it can extend", async () => {
+    const namespace = randomNamespace();
+    const [holder] = await startWorkers(1, { directory: dir.path, namespace });
+    holder!.send({ type: "hold", key: "paused", ttlMs: TTL });
+    const acquired = await holder!.next("acquired");
+    holder!.kill("SIGSTOP");
+
+    const locks = client(namespace);
+    const lease = await locks.acquire("paused", { timeoutMs: TTL * 5, ttlMs: 10_000 });
+    expect(lease.fencingToken > BigInt(acquired.token)).toBe(true);
+
+    const resumedAt = historyNow();
+    holder!.kill("SIGCONT");
+    const lost = await holder!.next("lost");
+    expect(lost.code).toBe("LOCK_LOST");
+    // Nothing the paused holder did after resuming extended its lock.
+    expect(lost.extensions.filter((e) => e.at >= resumedAt && e.ok)).toEqual([]);
+
+    // Its release (owner-checked) leaves the new holder's lock alone.
+    holder!.send({ type: "release" });
+    await holder!.next("released");
+    expect(lease.signal.aborted).toBe(false);
+    expect(await client(namespace).tryAcquire("paused")).toBeNull();
+    await lease.extend();
+    await lease.release();
+  });
+
+  it("an event loop blocked past the TTL: same outcome, the blocked holder learns of the loss", async () => {
+    const namespace = randomNamespace();
+    const [holder] = await startWorkers(1, { directory: dir.path, namespace });
+    holder!.send({ type: "hold", key: "blocked", ttlMs: TTL });
+    const acquired = await holder!.next("acquired");
+    holder!.send({ type: "block", ms: TTL + CONFIRM_MS + 2_500 });
+
+    const locks = client(namespace);
+    const lease = await locks.acquire("blocked", { timeoutMs: TTL * 5, ttlMs: 10_000 });
+    expect(lease.fencingToken > BigInt(acquired.token)).toBe(true);
+    const unblocked = await holder!.next("unblocked");
+    const lost = await holder!.next("lost");
+    expect(lost.code).toBe("LOCK_LOST");
+    expect(lost.extensions.filter((e) => e.at >= unblocked.at && e.ok)).toEqual([]);
+    holder!.send({ type: "release" });
+    await holder!.next("released");
+    expect(lease.signal.aborted).toBe(false);
+    await lease.release();
+  });
+});
+
+describe("stale takeover race (proper-lockfile issue #121)", () => {
+  it("a contender paused right before removing a stale lock cannot remove the fresh lock taken meanwhile", async () => {
+    const namespace = randomNamespace();
+    const [dead, paused] = await startWorkers(2, { directory: dir.path, namespace });
+    dead!.send({ type: "hold", key: "race", ttlMs: TTL });
+    const first = await dead!.next("acquired");
+    dead!.kill("SIGKILL");
+    await dead!.exited;
+
+    // The contender will stop itself right before claiming the stale lock.
+    paused!.send({ type: "pause-before-claim" });
+    await paused!.next("armed");
+    paused!.send({ type: "hold", key: "race", ttlMs: TTL });
+    await paused!.next("claiming", TTL * 5);
+
+    // Meanwhile this process takes the stale lock over itself.
+    const locks = client(namespace);
+    const fresh = await locks.acquire("race", { timeoutMs: TTL * 5, ttlMs: 10_000 });
+    expect(fresh.fencingToken > BigInt(first.token)).toBe(true);
+
+    // The paused contender resumes exactly where it stopped: its claim finds nothing to claim.
+    paused!.kill("SIGCONT");
+    expect((await paused!.next("claimed")).claimed).toBe(false);
+    // The fresh lock is intact and still held: a third party cannot take it, the contender waits.
+    expect(await client(namespace).tryAcquire("race")).toBeNull();
+    await fresh.extend();
+    expect(fresh.signal.aborted).toBe(false);
+    expect(paused!.has("acquired")).toBe(false);
+
+    await fresh.release();
+    const next = await paused!.next("acquired");
+    expect(BigInt(next.token) > fresh.fencingToken).toBe(true);
+  });
+
+  it("for comparison, proper-lockfile alone deletes the fresh lock in that window", async () => {
+    const base = join(dir.path, `raw-${randomNamespace()}`);
+    mkdirSync(base);
+    const lockPath = join(base, "k.lock");
+    // A lock abandoned long ago.
+    mkdirSync(lockPath);
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(lockPath, old, old);
+
+    // Contender A judges it stale, then is held up right before its rmdir.
+    let resumeA!: () => void;
+    const aPaused = new Promise<void>((resolve) => {
+      resumeA = resolve;
+    });
+    let aReachedRmdir!: () => void;
+    const aAtRmdir = new Promise<void>((resolve) => {
+      aReachedRmdir = resolve;
+    });
+    const fs = await import("node:fs");
+    const slowFs = {
+      ...fs,
+      rmdir: (path: string, done: (error: Error | null) => void) => {
+        aReachedRmdir();
+        aPaused.then(() => fs.rmdir(path, done));
+      },
+    };
+    const opts = { realpath: false, lockfilePath: lockPath, stale: 5_000 };
+    const a = lock(join(base, "a"), { ...opts, fs: slowFs });
+    await aAtRmdir;
+    // Contender B takes the stale lock over: B holds a fresh lock.
+    const releaseB = await lock(join(base, "b"), opts);
+    // A resumes: its rmdir removes B's fresh lock, and A locks too.
+    resumeA();
+    const releaseA = await a;
+    // Two holders at once: the race the gate protocol closes.
+    expect(typeof releaseA).toBe("function");
+    expect(typeof releaseB).toBe("function");
+    await releaseA();
+    await releaseB().catch(() => undefined);
+  });
+});
+
+describe("wall-clock steps (proper-lockfile PR #109)", () => {
+  const tool = faketime === undefined ? "Date.now shifted" : "libfaketime";
+
+  it(`clock set back an hour: a dead holder's lock, its mtime an hour ahead, frees after its staleness (${tool})`, async () => {
+    const namespace = randomNamespace();
+    // The holder ran an hour ahead of this process: seen from here, the clock was set back.
+    const [holder] = await startWorkers(1, { directory: dir.path, namespace, clockOffsetMs: HOUR });
+    holder!.send({ type: "hold", key: "back", ttlMs: TTL });
+    await holder!.next("acquired");
+    const gate = keyFiles(dir.path, namespace, "back").gate;
+    // Wait for a refresh written with the holder's clock.
+    await waitFor(() => statSync(gate).mtimeMs > Date.now() + HOUR / 2, {
+      message: "an mtime refresh from the shifted clock",
+    });
+    holder!.kill("SIGKILL");
+    await holder!.exited;
+    const killedAt = performance.now();
+
+    // proper-lockfile's own staleness check would call it held for an hour more.
+    expect(await check(gate, { realpath: false, lockfilePath: gate, stale: TTL })).toBe(true);
+
+    const lease = await client(namespace).acquire("back", { timeoutMs: TTL * 5 });
+    expect(performance.now() - killedAt).toBeLessThan(TTL + CONFIRM_MS + 2_000);
+    await lease.release();
+  });
+
+  it(`clock set forward an hour: a contender does not take over a live lock (${tool})`, async () => {
+    const namespace = randomNamespace();
+    const locks = client(namespace);
+    const lease = await locks.acquire("forward", { ttlMs: TTL });
+    // A contender an hour ahead sees the live holder's mtime an hour old.
+    const [contender] = await startWorkers(1, {
+      directory: dir.path,
+      namespace,
+      clockOffsetMs: HOUR,
+    });
+    contender!.send({
+      type: "hold",
+      key: "forward",
+      ttlMs: TTL,
+      timeoutMs: TTL + CONFIRM_MS + 1_500,
+    });
+    const outcome = await contender!.next("error", 20_000);
+    expect(outcome.code).toBe("LOCK_TIMEOUT");
+    expect(lease.signal.aborted).toBe(false);
+    await lease.release();
+    contender!.send({ type: "hold", key: "forward", ttlMs: TTL, timeoutMs: 5_000 });
+    await contender!.next("acquired");
+  });
+});

@@ -1,0 +1,381 @@
+/*
+ * What is specific to the file system: where keys land, the lock directory's
+ * creation and errors, the fencing counter's files, the directory watch, and
+ * the protocol's corner states. Multi-process faults are in faults.test.ts.
+ */
+
+import { createHook } from "node:async_hooks";
+import {
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { readdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import {
+  type Backend,
+  createLocks,
+  isLockError,
+  type LockRequest,
+  type Locks,
+  newOwnerToken,
+} from "@locks/core";
+import { waitFor } from "@locks/testkit";
+import { afterAll, describe, expect, it, onTestFinished } from "vitest";
+import { bootId } from "../src/boot.js";
+import { RESERVE_BLOCK } from "../src/fence.js";
+import { type FileBackendOptions, fileBackend } from "../src/index.js";
+import { keyFiles } from "../src/names.js";
+import { encodeRecord, parseRecord } from "../src/record.js";
+import { randomNamespace, startWorkers, tempDirectory } from "./helpers.js";
+
+const dir = tempDirectory("unit");
+afterAll(() => dir.remove());
+
+function backend(options: Partial<FileBackendOptions> = {}): Backend {
+  const made = fileBackend({ directory: dir.path, ...options });
+  onTestFinished(() => made.close());
+  return made;
+}
+
+function client(namespace: string, options: Partial<FileBackendOptions> = {}): Locks {
+  const locks = createLocks(backend(options), { namespace });
+  onTestFinished(() => locks.close());
+  return locks;
+}
+
+const NAME = /^[a-z0-9_-]{1,24}-[0-9a-f]{64}\.(lock|fence|reserve|h)$/;
+
+describe("keys and file names", () => {
+  it("no key names a path outside the directory, and every name is [a-z0-9_-] plus a hash", async () => {
+    const root = join(dir.path, `keys-${randomNamespace()}`);
+    const lockDir = join(root, "locks");
+    const locks = createLocks(fileBackend({ directory: lockDir }), { namespace: "ns" });
+    onTestFinished(() => locks.close());
+    const keys = [
+      "../../etc/passwd",
+      "..",
+      ".",
+      "/etc/passwd",
+      "C:\\Windows\\system32",
+      "a/b/../../../c",
+      "nul\u0000byte",
+      "\u202Eright-to-left",
+      "Key",
+      "key",
+      "KEY",
+      "caf\u00e9",
+      "cafe\u0301",
+      "x".repeat(1024),
+      "é".repeat(512),
+      " ",
+      "*",
+      "~",
+    ];
+    const leases = [];
+    for (const key of keys) {
+      const lease = await locks.tryAcquire(key);
+      expect(lease, JSON.stringify(key.slice(0, 16))).not.toBeNull();
+      leases.push(lease!);
+    }
+    // Case variants, Unicode normal forms and long keys are all distinct files.
+    const stems = new Set(keys.map((k) => keyFiles(lockDir, "ns", k).stem));
+    expect(stems.size).toBe(keys.length);
+    // Nothing was created next to the lock directory, and everything in it is ours.
+    expect(readdirSync(root)).toEqual(["locks"]);
+    for (const name of readdirSync(lockDir)) {
+      if (name === ".tmp") continue;
+      expect(name).toMatch(NAME);
+      expect(name.length).toBeLessThan(255);
+    }
+    await Promise.all(leases.map((l) => l.release()));
+  });
+
+  it("namespaces are part of the name", () => {
+    expect(keyFiles(dir.path, "a:b", "c").stem).not.toBe(keyFiles(dir.path, "a", "b:c").stem);
+    expect(keyFiles(dir.path, "a", "k").stem).toBe(keyFiles(dir.path, "a", "k").stem);
+  });
+});
+
+describe("the lock directory", () => {
+  it("is created on first use with mode 0700, parents included", async () => {
+    const path = join(dir.path, `new-${randomNamespace()}`, "a", "b");
+    const locks = createLocks(fileBackend({ directory: path }));
+    onTestFinished(() => locks.close());
+    const lease = await locks.acquire("k");
+    expect(statSync(path).mode & 0o777).toBe(0o700);
+    await lease.release();
+  });
+
+  it("honours directoryMode", async () => {
+    const path = join(dir.path, `mode-${randomNamespace()}`);
+    const locks = createLocks(fileBackend({ directory: path, directoryMode: 0o750 }));
+    onTestFinished(() => locks.close());
+    await (await locks.acquire("k")).release();
+    expect(statSync(path).mode & 0o777).toBe(0o750 & ~process.umask());
+  });
+
+  it("rejects with BACKEND_UNAVAILABLE when it cannot be created or written (even as root)", async () => {
+    const file = join(dir.path, `plain-file-${randomNamespace()}`);
+    writeFileSync(file, "not a directory");
+    const locks = createLocks(fileBackend({ directory: join(file, "locks") }));
+    onTestFinished(() => locks.close());
+    for (const attempt of [() => locks.acquire("k"), () => locks.tryAcquire("k")]) {
+      const error = await attempt().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isLockError(error, "BACKEND_UNAVAILABLE"), String(error)).toBe(true);
+      expect((error as { cause?: { code?: string } }).cause?.code).toBe("ENOTDIR");
+    }
+  });
+
+  it("refuses bad options synchronously, before any I/O", () => {
+    const bad: unknown[] = [
+      undefined,
+      {},
+      { directory: "" },
+      { directory: 42 },
+      { directory: "/tmp/x\u0000y" },
+      { directory: "/tmp/x", directoryMode: -1 },
+      { directory: "/tmp/x", directoryMode: 1.5 },
+      { directory: "/tmp/x", io: "fast" },
+      { directory: "/tmp/x", stale: 10 },
+    ];
+    for (const options of bad) {
+      let error: unknown;
+      try {
+        fileBackend(options as FileBackendOptions);
+      } catch (e) {
+        error = e;
+      }
+      expect(isLockError(error, "INVALID_ARGUMENT"), JSON.stringify(options)).toBe(true);
+    }
+  });
+
+  it("recreates a lock directory removed while in use", async () => {
+    const path = join(dir.path, `removed-${randomNamespace()}`);
+    const locks = createLocks(fileBackend({ directory: path }));
+    onTestFinished(() => locks.close());
+    await (await locks.acquire("k")).release();
+    rmSync(path, { recursive: true });
+    const lease = await locks.acquire("k");
+    await lease.release();
+  });
+});
+
+describe("the gate", () => {
+  it("holds exactly one owner record while held, and nothing is left after release", async () => {
+    const namespace = randomNamespace();
+    const locks = client(namespace);
+    const files = keyFiles(dir.path, namespace, "one");
+    const lease = await locks.acquire("one");
+    const entries = readdirSync(files.gate);
+    expect(entries).toHaveLength(1);
+    const record = parseRecord(readlinkSync(join(files.gate, entries[0]!)));
+    expect(record?.token).toBe(lease.fencingToken);
+    expect(record?.pid).toBe(process.pid);
+    await lease.release();
+    expect(() => lstatSync(files.gate)).toThrow(/ENOENT/);
+    // The record moved to the fence: the counter.
+    expect(parseRecord(readlinkSync(files.fence))?.token).toBe(lease.fencingToken);
+  });
+
+  it("an empty gate (a claimer died between claim and removal) is free", async () => {
+    const namespace = randomNamespace();
+    const files = keyFiles(dir.path, namespace, "empty");
+    mkdirSync(dirname(files.gate), { recursive: true });
+    mkdirSync(files.gate);
+    const lease = await client(namespace).tryAcquire("empty");
+    expect(lease).not.toBeNull();
+    await lease!.release();
+  });
+
+  it("release and extend by a stranger never touch the holder's lock", async () => {
+    const namespace = randomNamespace();
+    const a = backend();
+    const request = (owner: string): LockRequest => ({
+      key: "owned",
+      namespace,
+      owner,
+      mode: "exclusive",
+      limit: 1,
+      ttlMs: 5_000,
+    });
+    const mine = request(newOwnerToken());
+    expect((await a.tryAcquire(mine)).granted).toBe(true);
+    const stranger = request(newOwnerToken());
+    await backend().release(stranger);
+    expect(await backend().extend(stranger, 5_000)).toBe(false);
+    expect((await backend().tryAcquire(request(newOwnerToken()))).granted).toBe(false);
+    expect(await a.extend(mine, 5_000)).toBe(true);
+    await a.release(mine);
+  });
+
+  it("inspect() shows the holders of a key", async () => {
+    const namespace = randomNamespace();
+    const locks = client(namespace);
+    const b = backend();
+    expect(await b.inspect!(namespace, "seen")).toEqual({ held: false, holders: [] });
+    const lease = await locks.acquire("seen", { ttlMs: 5_000 });
+    const status = await b.inspect!(namespace, "seen");
+    expect(status.held).toBe(true);
+    expect(status.holders).toHaveLength(1);
+    expect(status.holders[0]).toMatchObject({
+      mode: "exclusive",
+      fencingToken: lease.fencingToken,
+    });
+    await lease.release();
+    const readers = [
+      await locks.acquire("shared", { mode: "shared" }),
+      await locks.acquire("shared", { mode: "shared" }),
+    ];
+    expect((await b.inspect!(namespace, "shared")).holders.map((h) => h.mode)).toEqual([
+      "shared",
+      "shared",
+    ]);
+    await Promise.all(readers.map((r) => r.release()));
+  });
+
+  it("a process that exits while holding frees its keys at once (proper-lockfile's exit handler)", async () => {
+    const namespace = randomNamespace();
+    const [worker] = await startWorkers(1, { directory: dir.path, namespace });
+    worker!.send({ type: "hold", key: "exit", ttlMs: 60_000 });
+    const held = await worker!.next("acquired");
+    worker!.send({ type: "exit" });
+    await worker!.exited;
+    const lease = await client(namespace).tryAcquire("exit");
+    expect(lease).not.toBeNull();
+    expect(lease!.fencingToken > BigInt(held.token)).toBe(true);
+    await lease!.release();
+  });
+});
+
+describe("fencing counter", () => {
+  it("continues across backend instances (process restarts) and survives in files", async () => {
+    const namespace = randomNamespace();
+    let last = 0n;
+    for (let i = 0; i < 3; i++) {
+      const locks = createLocks(fileBackend({ directory: dir.path }), { namespace });
+      const lease = await locks.acquire("restart");
+      expect(lease.fencingToken > last).toBe(true);
+      last = lease.fencingToken;
+      await locks.close();
+    }
+    const files = keyFiles(dir.path, namespace, "restart");
+    // A durable reservation covers every token granted so far.
+    expect(BigInt(readFileSync(files.reserve, "utf8").trim()) >= last).toBe(true);
+  });
+
+  it("after a reboot (another boot id) counting restarts above the durable reservation", async () => {
+    const namespace = randomNamespace();
+    const files = keyFiles(dir.path, namespace, "reboot");
+    const locks = client(namespace);
+    await (await locks.acquire("reboot")).release();
+    // What a crash could leave: a fence written before the reboot that lost later grants.
+    const reserved = BigInt(readFileSync(files.reserve, "utf8").trim());
+    unlinkSync(files.fence);
+    symlinkSync(
+      encodeRecord({
+        token: 1n,
+        reserved,
+        boot: "00000000-0000-0000-0000-000000000000",
+        staleMs: 2_000,
+        registry: false,
+        pid: 1,
+        purpose: "x",
+      }),
+      files.fence,
+    );
+    const lease = await locks.acquire("reboot");
+    expect(lease.fencingToken).toBe(reserved + 1n);
+    await lease.release();
+    expect(BigInt(readFileSync(files.reserve, "utf8").trim())).toBe(
+      reserved + (bootId() === "" ? 1n : RESERVE_BLOCK),
+    );
+  });
+
+  it("reserves a block of tokens durably, not one fsync per grant", async () => {
+    const namespace = randomNamespace();
+    const files = keyFiles(dir.path, namespace, "block");
+    const locks = client(namespace);
+    const first = await locks.acquire("block");
+    await first.release();
+    const reserve = statSync(files.reserve);
+    for (let i = 0; i < 20; i++) await (await locks.acquire("block")).release();
+    if (bootId() !== "") {
+      // Same inode, same content: no rewrite within the block.
+      expect(statSync(files.reserve).ino).toBe(reserve.ino);
+    }
+  });
+});
+
+describe("the directory watch", () => {
+  /** How many inotify watches this process has on `path` (Linux). */
+  async function watchesOn(path: string): Promise<number> {
+    const ino = statSync(path).ino.toString(16);
+    let count = 0;
+    for (const fd of await readdir("/proc/self/fd")) {
+      let info: string;
+      try {
+        if (!readlinkSync(`/proc/self/fd/${fd}`).includes("inotify")) continue;
+        info = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
+      } catch {
+        continue;
+      }
+      count += info
+        .split("\n")
+        .filter((l) => l.startsWith("inotify ") && l.includes(` ino:${ino} `)).length;
+    }
+    return count;
+  }
+
+  it.skipIf(process.platform !== "linux")(
+    "one watch per backend instance, shared by all its waiters, closed when nobody waits",
+    async () => {
+      const path = join(dir.path, `watch-${randomNamespace()}`);
+      const holder = createLocks(fileBackend({ directory: path }));
+      const waiter = createLocks(fileBackend({ directory: path }));
+      onTestFinished(async () => {
+        await holder.close();
+        await waiter.close();
+      });
+      const held = await Promise.all(["a", "b", "c"].map((k) => holder.acquire(k)));
+      // Count the fs.watch handles made while four waiters wait on three keys.
+      let watchers = 0;
+      const hook = createHook({
+        init(_id, type) {
+          if (type === "FSEVENTWRAP") watchers++;
+        },
+      }).enable();
+      onTestFinished(() => {
+        hook.disable();
+      });
+      const waiting = ["a", "b", "c", "a"].map((k) => waiter.acquire(k, { timeoutMs: 10_000 }));
+      await waitFor(async () => (await watchesOn(path)) === 1, { message: "one watch" });
+      hook.disable();
+      expect(watchers).toBe(1);
+      await Promise.all(held.map((l) => l.release()));
+      const first = await Promise.all(waiting.slice(0, 3));
+      await Promise.all(first.map((l) => l.release()));
+      await (await waiting[3]!).release();
+      expect(await watchesOn(path)).toBe(0);
+
+      // close() stops a watch that waiters still use.
+      const blocker = await holder.acquire("d");
+      const pending = waiter.acquire("d").catch((e: unknown) => e);
+      await waitFor(async () => (await watchesOn(path)) === 1, { message: "one watch" });
+      await waiter.close();
+      expect(isLockError(await pending, "LOCK_CLOSED")).toBe(true);
+      expect(await watchesOn(path)).toBe(0);
+      await blocker.release();
+    },
+  );
+});
