@@ -20,10 +20,11 @@ import type { BenchSuite, BenchTable } from "./table.js";
  *    etcd's /metrics around a window of the run.
  */
 
-const UNCONTENDED_MS = 600;
-const ROUNDS = 4;
+const UNCONTENDED_MS = 400;
+const ROUNDS = 7;
 const WARMUP_CYCLES = 100;
-const HANDOFF_MS = 2_500;
+const HANDOFF_MS = 1_500;
+const HANDOFF_ROUNDS = 3;
 const TTL_MS = 30_000;
 const POLL_MS = 1;
 /**
@@ -349,9 +350,20 @@ const suite: BenchSuite = async () => {
         await fresh?.stop();
       }
     };
-    const hFloor = await eight((on) => leaseTxnContender(on, key("h-lease-txn")));
-    const hEtcd3 = await eight((on) => etcd3LockContender(on, key("h-etcd3-lock")));
-    const hOurs = await eight((on) => locksContender(on, key("h-ours")));
+    // Rounds interleaved, best round kept (by handoffs/s), as for the uncontended runs.
+    const variants: Array<(hosts: string[], i: number) => Contender | Promise<Contender>> = [
+      (on) => leaseTxnContender(on, key("h-lease-txn")),
+      (on) => etcd3LockContender(on, key("h-etcd3-lock")),
+      (on) => locksContender(on, key("h-ours")),
+    ];
+    const best: Array<HandoffResult | undefined> = variants.map(() => undefined);
+    for (let round = 0; round < HANDOFF_ROUNDS; round++) {
+      for (const [i, make] of variants.entries()) {
+        const result = await eight(make);
+        if (best[i] === undefined || result.perSecond > best[i]!.perSecond) best[i] = result;
+      }
+    }
+    const [hFloor, hEtcd3, hOurs] = best as [HandoffResult, HandoffResult, HandoffResult];
     const row = (name: string, r: HandoffResult): Array<string | number> => [
       name,
       r.perSecond,
@@ -380,7 +392,9 @@ const suite: BenchSuite = async () => {
       notes: [
         "gap: from the holder's release() call to the next holder's grant, in one process (8 clients, one etcd3 client each)",
         "writes: raft proposals committed (puts, deletes, write transactions even when their condition fails, lease grants and revokes)",
-        `goal: one watch event per handoff and a gap under 1 ms: ${hOurs.events.toFixed(2)} events, ${hOurs.gapMs.toFixed(2)} ms`,
+        `goal: one watch event and no extra write per handoff, gap under 1 ms: ${hOurs.events.toFixed(2)} events, ${hOurs.writes.toFixed(2)} writes (the waiter's put and the holder's delete), ${hOurs.gapMs.toFixed(2)} ms`,
+        "@locks/etcd's gap is the holder's delete (a write) + the watch event + one read (the waiter re-checks its own key after every wait); a poller's next transaction is often already queued behind the delete, at 3x the writes",
+        `best of ${HANDOFF_ROUNDS} interleaved rounds of ${HANDOFF_MS} ms, each on a fresh etcd; uncontended: best of ${ROUNDS} interleaved rounds of ${UNCONTENDED_MS} ms`,
       ],
     });
   } finally {
