@@ -3,12 +3,14 @@ import {
   type Backend,
   backendUnavailable,
   type Capabilities,
+  driftAllowance,
   isLockError,
   type KeyStatus,
   type LockRequest,
   type LossReport,
   lockClosed,
   monotonicNow,
+  onAbort,
   type Unsubscribe,
   type WaitOptions,
 } from "@locks/core";
@@ -566,13 +568,22 @@ export class EtcdBackend implements Backend {
     return entry;
   }
 
+  /**
+   * Marks `entry` held. Its validity ends at the earlier of the local TTL
+   * (this instance deletes the key then, unless extended) and what the
+   * session's confirmed keepalives guarantee on the server. For a grant from
+   * the queue the core takes it as the lease's deadline, so it must never lie
+   * past either.
+   */
   #granted(entry: Entry): Attempt & { granted: true } {
     entry.state = "held";
-    this.#armExpiry(entry, monotonicNow() + entry.ttlMs);
+    const now = monotonicNow();
+    this.#armExpiry(entry, now + entry.ttlMs);
+    const local = now + entry.ttlMs - driftAllowance(entry.ttlMs);
     return {
       granted: true,
       fencingToken: entry.revision!,
-      validUntil: entry.session.validUntil(),
+      validUntil: Math.min(local, entry.session.validUntil()),
     };
   }
 
@@ -852,15 +863,15 @@ function sleep(ms: number): Promise<void> {
 function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
+    // The signal may be shared by every wait of a client: one listener per signal (core's onAbort).
+    const stop = onAbort(signal, reject);
     promise.then(
       (value) => {
-        signal.removeEventListener("abort", onAbort);
+        stop();
         resolve(value);
       },
       (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
+        stop();
         reject(error);
       },
     );

@@ -1,3 +1,4 @@
+import { onAbort } from "@locks/core";
 import type { Namespace, Watcher } from "etcd3";
 
 /** What a waiter watches. */
@@ -43,21 +44,18 @@ export class DeletionWatch {
   ): Promise<DeletionWatch | undefined> {
     return new Promise((resolve, reject) => {
       let done = false;
+      let stopListening = (): void => {};
       const finish = (watch: DeletionWatch | undefined, error?: unknown): void => {
         if (done) return;
         done = true;
         clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
+        stopListening();
         if (error !== undefined) reject(error);
         else resolve(watch);
       };
-      const onAbort = (): void => finish(undefined, signal.reason);
       const timer = setTimeout(() => finish(undefined), timeoutMs);
-      signal.addEventListener("abort", onAbort, { once: true });
-      if (signal.aborted) {
-        onAbort();
-        return;
-      }
+      stopListening = onAbort(signal, (reason) => finish(undefined, reason));
+      if (done) return;
       const builder = client.watch();
       if (target.prefix) builder.prefix(target.key);
       else builder.key(target.key);
@@ -111,22 +109,21 @@ export class DeletionWatch {
     if (this.#fired) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       let done = false;
+      let stopListening = (): void => {};
       const finish = (error?: unknown): void => {
         if (done) return;
         done = true;
         clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
+        stopListening();
         this.#notify = undefined;
         setWaker(undefined);
         if (error !== undefined) reject(error);
         else resolve();
       };
-      const onAbort = (): void => finish(signal.reason);
       const timer = setTimeout(() => finish(), fallbackMs);
-      signal.addEventListener("abort", onAbort, { once: true });
       this.#notify = () => finish();
       setWaker(() => finish());
-      if (signal.aborted) onAbort();
+      stopListening = onAbort(signal, (reason) => finish(reason));
     });
   }
 

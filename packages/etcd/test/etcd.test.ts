@@ -100,6 +100,26 @@ describe("queue and sessions", () => {
     await Promise.all(leases.map((l) => l.release()));
   });
 
+  it("a grant from the queue is valid for its own TTL, not the longer session lease", async () => {
+    const s = scope();
+    const a = client(endpoints, s).locks;
+    const b = client(endpoints, s).locks;
+    const c = client(endpoints, s).locks;
+    const held = await a.acquire("k");
+    // ttlMs 1000 rides on a 2 s session lease (the server's minimum).
+    const waiting = b.acquire("k", { ttlMs: 1_000, autoExtend: false, timeoutMs: 10_000 });
+    await waitFor(async () => (await contenders(raw(endpoints), s.prefix)).length === 2);
+    await held.release();
+    const queued = await waiting;
+    const granted = performance.now();
+    expect(queued.expiresAt! - Date.now()).toBeLessThanOrEqual(1_000);
+    const next = await c.acquire("k", { timeoutMs: 10_000 });
+    expect(performance.now() - granted).toBeLessThan(1_800);
+    expect(queued.signal.aborted).toBe(true);
+    expect(next.fencingToken > queued.fencingToken).toBe(true);
+    await next.release();
+  });
+
   it("reuses key names, so a hot lock does not pile up names in etcd's index", async () => {
     const s = scope();
     const etcd = raw(endpoints);
