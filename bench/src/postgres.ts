@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { createLocks, type Locks } from "@locks/core";
 import { type PostgresBackendOptions, postgresBackend } from "@locks/postgres";
@@ -5,7 +6,6 @@ import { type PostgresServer, startPostgres } from "@locks/testkit";
 import advisoryLock from "advisory-lock";
 import pg from "pg";
 import type { BenchSuite, BenchTable } from "./table.js";
-import { opsPerSecond } from "./table.js";
 
 /*
  * @locks/postgres against the raw floor and the npm `advisory-lock` package,
@@ -46,8 +46,11 @@ function idOf(name: string): string {
   return h.toString();
 }
 
-async function connect(url: string): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: url });
+async function connect(url: string, applicationName?: string): Promise<pg.Client> {
+  const client = new pg.Client({
+    connectionString: url,
+    ...(applicationName !== undefined ? { application_name: applicationName } : {}),
+  });
   client.on("error", () => undefined);
   await client.connect();
   return client;
@@ -56,8 +59,12 @@ async function connect(url: string): Promise<pg.Client> {
 // ---------------------------------------------------------------- contenders
 
 /** The uncontended floor: try-lock and unlock on one persistent connection (prepared statements). */
-async function rawTryContender(url: string, key: string): Promise<Contender> {
-  const client = await connect(url);
+async function rawTryContender(
+  url: string,
+  key: string,
+  applicationName?: string,
+): Promise<Contender> {
+  const client = await connect(url, applicationName);
   const id = idOf(key);
   return {
     acquire: async () => {
@@ -119,45 +126,111 @@ function advisoryContender(url: string, key: string, blocking: boolean): Contend
 
 // ---------------------------------------------------------------- measurements
 
+interface UncontendedResult {
+  /** Cycles per second of the best round: the cost with the least interference. */
+  readonly best: number;
+  /** Floor's best round / this one's. */
+  readonly vsFloor: number;
+  /** Median over the rounds of floor / this, each round's contenders measured back to back. */
+  readonly medianRatio: number;
+  /** CPU time of this process per cycle, µs (best round): independent of load from elsewhere. */
+  readonly clientCpuUs: number;
+  /** CPU time of the server sessions per cycle, µs (best round), when they can be read from /proc. */
+  readonly serverCpuUs: number | undefined;
+}
+
+/** One contender of the uncontended table, and the server processes that work for it (for CPU time). */
+interface Measured {
+  readonly contender: Contender;
+  readonly serverPids: () => Promise<number[]>;
+}
+
+/** user + system CPU time of a local process, in µs; undefined when /proc cannot tell. */
+function processCpuUs(pid: number): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+const CLOCK_TICKS = 100;
+
 /**
  * Uncontended cycles per second, in many short interleaved rounds (load from
- * elsewhere on the machine hits all alike). Reports each contender's median
- * round, and its median ratio to the floor over the rounds (each round's
- * contenders run back to back, so the ratio of a round is fair even when the
- * load changes from one round to the next).
+ * elsewhere on the machine hits all alike), with the CPU time per cycle of
+ * this process and of the server sessions.
  */
 async function uncontended(
-  makers: ReadonlyArray<readonly [string, () => Promise<Contender> | Contender]>,
-): Promise<Map<string, { perSecond: number; vsFloor: number }>> {
-  const contenders: Array<readonly [string, Contender]> = [];
-  for (const [name, make] of makers) contenders.push([name, await make()]);
-  const rounds = new Map<string, number[]>();
+  makers: ReadonlyArray<readonly [string, () => Promise<Measured>]>,
+): Promise<Map<string, UncontendedResult>> {
+  const measured: Array<readonly [string, Measured]> = [];
+  for (const [name, make] of makers) measured.push([name, await make()]);
+  const rounds = new Map<
+    string,
+    Array<{ perSecond: number; client: number; server: number | undefined }>
+  >();
   try {
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [name, contender] of contenders) {
-        const ops = await opsPerSecond(
-          async () => {
-            const release = await contender.acquire();
-            await release();
+      for (const [name, { contender, serverPids }] of measured) {
+        const cycle = async (): Promise<void> => {
+          const release = await contender.acquire();
+          await release();
+        };
+        for (let i = 0; i < 10; i++) await cycle();
+        const pids = await serverPids();
+        const serverBefore = pids.map(processCpuUs);
+        const cpuBefore = process.cpuUsage();
+        const start = performance.now();
+        let cycles = 0;
+        while (performance.now() - start < UNCONTENDED_MS / ROUNDS) {
+          for (let i = 0; i < 10; i++) await cycle();
+          cycles += 10;
+        }
+        const elapsed = performance.now() - start;
+        const cpu = process.cpuUsage(cpuBefore);
+        const serverAfter = pids.map(processCpuUs);
+        const server = serverAfter.every((v, i) => v !== undefined && serverBefore[i] !== undefined)
+          ? serverAfter.reduce<number>((sum, v, i) => sum + v! - serverBefore[i]!, 0) / cycles
+          : undefined;
+        rounds.set(name, [
+          ...(rounds.get(name) ?? []),
+          {
+            perSecond: (cycles * 1000) / elapsed,
+            client: (cpu.user + cpu.system) / cycles,
+            server,
           },
-          UNCONTENDED_MS / ROUNDS,
-          10,
-        );
-        rounds.set(name, [...(rounds.get(name) ?? []), ops]);
+        ]);
       }
     }
   } finally {
-    await Promise.allSettled(contenders.map(([, c]) => c.close()));
+    await Promise.allSettled(measured.map(([, m]) => m.contender.close()));
   }
-  const floor = rounds.get(contenders[0]![0])!;
-  const result = new Map<string, { perSecond: number; vsFloor: number }>();
+  const floor = rounds.get(measured[0]![0])!;
+  const result = new Map<string, UncontendedResult>();
+  const floorBest = Math.max(...floor.map((r) => r.perSecond));
   for (const [name, values] of rounds) {
+    const best = Math.max(...values.map((r) => r.perSecond));
+    const servers = values.map((r) => r.server).filter((v): v is number => v !== undefined);
     result.set(name, {
-      perSecond: median(values),
-      vsFloor: median(values.map((v, i) => floor[i]! / v)),
+      best,
+      vsFloor: floorBest / best,
+      medianRatio: median(values.map((v, i) => floor[i]!.perSecond / v.perSecond)),
+      clientCpuUs: Math.min(...values.map((r) => r.client)),
+      serverCpuUs:
+        servers.length === values.length && servers.length > 0 ? Math.min(...servers) : undefined,
     });
   }
   return result;
+}
+
+/** The server pids of the sessions whose application_name is `name`. */
+async function pidsOf(admin: pg.Client, name: string): Promise<number[]> {
+  const { rows } = await admin.query<{ pid: number }>(
+    "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+    [name],
+  );
+  return rows.map((r) => r.pid);
 }
 
 function median(values: readonly number[]): number {
@@ -290,35 +363,77 @@ const suite: BenchSuite = async () => {
   const run = Math.random().toString(36).slice(2);
   try {
     // 1. Uncontended.
+    const admin = await connect(url);
+    const measure = (name: string, contender: Contender): Measured => ({
+      contender,
+      serverPids: () => pidsOf(admin, name),
+    });
     const u = await uncontended([
-      ["floor", () => rawTryContender(url, `u-raw-${run}`)],
-      ["ours", () => locksContender({ connectionString: url }, `u-ours-${run}`)],
-      ["advisory", () => advisoryContender(url, `u-advisory-${run}`, false)],
+      [
+        "floor",
+        async () =>
+          measure(
+            `bench-floor-${run}`,
+            await rawTryContender(url, `u-raw-${run}`, `bench-floor-${run}`),
+          ),
+      ],
+      [
+        "ours",
+        async () =>
+          measure(
+            `bench-ours-${run}`,
+            locksContender(
+              { connectionString: url, clientConfig: { application_name: `bench-ours-${run}` } },
+              `u-ours-${run}`,
+            ),
+          ),
+      ],
+      // A connection per lock: its server processes come and go, so no server CPU for it.
+      [
+        "advisory",
+        async () => ({
+          contender: advisoryContender(url, `u-advisory-${run}`, false),
+          serverPids: async () => [-1],
+        }),
+      ],
     ]);
+    await admin.end();
     const floor = u.get("floor")!;
     const ours = u.get("ours")!;
     const advisory = u.get("advisory")!;
-    const slower = (x: { vsFloor: number }): string => `${x.vsFloor.toFixed(2)}x slower`;
+    const slower = (x: UncontendedResult): string => `${x.vsFloor.toFixed(2)}x slower`;
+    const cpu = (x: UncontendedResult): string =>
+      x.serverCpuUs === undefined
+        ? `${x.clientCpuUs.toFixed(1)} + —`
+        : `${x.clientCpuUs.toFixed(1)} + ${x.serverCpuUs.toFixed(1)} = ${(x.clientCpuUs + x.serverCpuUs).toFixed(1)}`;
     tables.push({
       suite: "postgres",
       title: "PostgreSQL: uncontended acquire + release (one client, one key, local server)",
-      columns: ["library", "cycles/s (median round)", "vs floor (median of rounds)"],
+      columns: [
+        "library",
+        "cycles/s (best round)",
+        "vs floor",
+        "CPU µs per cycle: client + server",
+      ],
       rows: [
         [
           "raw pg_try_advisory_lock + pg_advisory_unlock, one connection (floor)",
-          floor.perSecond,
+          floor.best,
           "1.00x",
+          cpu(floor),
         ],
-        ["@locks/postgres (with a fencing token per grant)", ours.perSecond, slower(ours)],
+        ["@locks/postgres (with a fencing token per grant)", ours.best, slower(ours), cpu(ours)],
         [
           "advisory-lock 2 tryLock/unlock (a connection per lock)",
-          advisory.perSecond,
+          advisory.best,
           slower(advisory),
+          cpu(advisory),
         ],
       ],
       notes: [
-        `goal: @locks/postgres within 1.25x of the floor: ${ours.vsFloor.toFixed(2)}x (${ours.vsFloor <= 1.25 ? "met" : "not met"})`,
+        `goal: @locks/postgres within 1.25x of the floor: ${ours.vsFloor.toFixed(2)}x (${ours.vsFloor <= 1.25 ? "met" : "not met"}); median over the rounds of the per-round ratio: ${ours.medianRatio.toFixed(2)}x`,
         `advisory-lock reaches 1/${advisory.vsFloor.toFixed(0)} of the floor`,
+        "CPU per cycle (best round; /proc for the server session) does not depend on load from elsewhere on the machine: it is the cost each library adds",
         `${ROUNDS} interleaved rounds of ${UNCONTENDED_MS / ROUNDS} ms each; load average during the run: ${loadavg()[0]!.toFixed(1)} on ${availableParallelism()} cores`,
         "both the floor and @locks/postgres take 2 round trips per cycle; ours also draws a token from a sequence and checks for pollers in the same statements, and runs the core's lease",
       ],

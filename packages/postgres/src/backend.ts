@@ -12,7 +12,7 @@ import {
   type WaitOptions,
 } from "@locks/core";
 import type { ClientConfig } from "pg";
-import { Connection, PoolerError, type SetupOptions } from "./connection.js";
+import { Connection, isInterrupted, PoolerError, type SetupOptions } from "./connection.js";
 import { advisoryId, idHalves, requestKeys, slotCandidates } from "./keys.js";
 import { pollUntilGranted, Wakeups } from "./notify.js";
 import type { ResolvedOptions } from "./options.js";
@@ -93,10 +93,15 @@ export class PostgresBackend implements Backend {
     }
   }
 
-  async tryAcquire(request: LockRequest): Promise<Attempt> {
-    if (this.#closing.signal.aborted) throw lockClosed("postgres backend");
+  tryAcquire(request: LockRequest): Promise<Attempt> {
+    if (this.#closing.signal.aborted) return Promise.reject(lockClosed("postgres backend"));
     const live = this.#session;
-    const session = live !== undefined && !live.dead ? live : await this.#liveSession();
+    // The hot path stays free of extra awaits: an uncontended cycle is two round trips and little else.
+    if (live !== undefined && !live.dead) return this.#tryOn(live, request);
+    return this.#liveSession().then((session) => this.#tryOn(session, request));
+  }
+
+  #tryOn(session: Connection, request: LockRequest): Promise<Attempt> {
     const held = request.limit === 1 ? session.holds.get(requestKeys(request).key) : undefined;
     if (
       held === undefined ||
@@ -108,13 +113,14 @@ export class PostgresBackend implements Backend {
     }
     // A second reader of a key this session reads: it asks from another
     // session, so that a writer queued in between keeps its turn.
-    const conn = await this.#queueConnection();
-    if (conn === undefined) return NOT_GRANTED;
-    try {
-      return await this.#attempt(conn, request);
-    } finally {
-      this.#recycle(conn);
-    }
+    return this.#queueConnection().then(async (conn) => {
+      if (conn === undefined) return NOT_GRANTED;
+      try {
+        return await this.#attempt(conn, request);
+      } finally {
+        this.#recycle(conn);
+      }
+    });
   }
 
   acquire(request: LockRequest, wait: WaitOptions): Promise<Attempt & { granted: true }> {
@@ -152,30 +158,34 @@ export class PostgresBackend implements Backend {
     return this.#release(request.owner);
   }
 
-  async #release(owner: string): Promise<void> {
+  #release(owner: string): Promise<void> {
     const holding = this.#leases.get(owner);
-    if (holding === undefined) return;
+    if (holding === undefined) return Promise.resolve();
     this.#leases.delete(owner);
     const { conn } = holding;
     conn.leases.delete(owner);
-    if (conn.dead) return;
-    try {
-      await retried(conn, () =>
-        conn.query(RELEASE[holding.mode], [
-          holding.id,
-          holding.interest,
-          this.#options.channel,
-          holding.interest,
-        ]),
-      );
-    } catch (error) {
-      // Unknown state: end the session, which frees every lock it holds (the others are reported lost).
-      conn.fail(error);
-    } finally {
+    if (conn.dead) return Promise.resolve();
+    const values = [holding.id, holding.interest, this.#options.channel, holding.interest];
+    const done = (): void => {
       conn.unhold(holding.id);
       this.#wakeups.wake(holding.interest);
       if (conn !== this.#session) this.#recycle(conn);
-    }
+    };
+    const unknownState = (failure: unknown): void => {
+      // Unknown state: end the session, which frees every lock it holds (the others are reported lost).
+      conn.fail(failure);
+    };
+    return conn.query(RELEASE[holding.mode], values).then(done, (error: unknown) => {
+      if (conn.dead || !isInterrupted(error)) {
+        unknownState(error);
+        done();
+        return;
+      }
+      // A late cancel (on a queue connection) interrupted it: once more, as for any clean-up.
+      return retried(conn, () => conn.query(RELEASE[holding.mode], values), 1)
+        .then(undefined, unknownState)
+        .then(done);
+    });
   }
 
   // close and onLoss are bound: they work when called through a Proxy or detached.
@@ -214,7 +224,7 @@ export class PostgresBackend implements Backend {
    * for) is refused here, without asking; only a second reader of a key the
    * session reads is let through when every wait polls (maxConnections 1).
    */
-  async #attempt(conn: Connection, request: LockRequest): Promise<Attempt> {
+  #attempt(conn: Connection, request: LockRequest): Promise<Attempt> {
     const keys = requestKeys(request);
     if (request.limit > 1) return this.#attemptSlots(conn, request, keys.interest);
     const held = conn.holds.get(keys.key);
@@ -224,21 +234,23 @@ export class PostgresBackend implements Backend {
         request.mode === "exclusive" ||
         this.#options.maxConnections > 1)
     ) {
-      return NOT_GRANTED;
+      return Promise.resolve(NOT_GRANTED);
     }
     conn.hold(keys.key, request.mode);
-    let row: Record<string, unknown> | undefined;
-    try {
-      [row] = await conn.query(TRY[request.mode], [keys.key, this.#options.sequence]);
-    } catch (error) {
-      conn.unhold(keys.key);
-      throw backendUnavailable(NAME, error);
-    }
-    if (row?.token === null || row?.token === undefined) {
-      conn.unhold(keys.key);
-      return NOT_GRANTED;
-    }
-    return this.#granted(conn, request, keys.key, request.mode, keys.interest, row);
+    return conn.query(TRY[request.mode], [keys.key, this.#options.sequence]).then(
+      (rows) => {
+        const row = rows[0];
+        if (row?.token === null || row?.token === undefined) {
+          conn.unhold(keys.key);
+          return NOT_GRANTED;
+        }
+        return this.#granted(conn, request, keys.key, request.mode, keys.interest, row);
+      },
+      (error: unknown) => {
+        conn.unhold(keys.key);
+        throw backendUnavailable(NAME, error);
+      },
+    );
   }
 
   async #attemptSlots(conn: Connection, request: LockRequest, interest: string): Promise<Attempt> {

@@ -29,20 +29,34 @@ export interface RequestKeys {
 /** Slots tried in one attempt, at most: a semaphore with a larger limit is tried by a random sample. */
 export const MAX_SLOTS_PER_ATTEMPT = 256;
 
-const cache = new WeakMap<LockRequest, RequestKeys>();
+/** Recently used keys: hashing costs more than the rest of an uncontended attempt's local work. */
+const recent = new Map<string, RequestKeys>();
+const RECENT_MAX = 1_024;
+/** Semaphore slot ids depend on the limit: those are not kept. */
+const bySemaphoreRequest = new WeakMap<LockRequest, RequestKeys>();
 
 /** The advisory ids of `request`; the same object is passed to tryAcquire, acquire, extend and release. */
 export function requestKeys(request: LockRequest): RequestKeys {
-  let keys = cache.get(request);
+  if (request.limit > 1) {
+    let keys = bySemaphoreRequest.get(request);
+    if (keys === undefined) {
+      const scoped = scopedKey(request.namespace, request.key);
+      keys = {
+        key: "",
+        slots: slotIds(scoped, request.limit),
+        interest: keyDigest(request.namespace, request.key).readBigInt64BE(8).toString(),
+      };
+      bySemaphoreRequest.set(request, keys);
+    }
+    return keys;
+  }
+  const scoped = scopedKey(request.namespace, request.key);
+  let keys = recent.get(scoped);
   if (keys === undefined) {
     const digest = keyDigest(request.namespace, request.key);
-    keys = {
-      key: request.limit > 1 ? "" : toId(digest),
-      slots:
-        request.limit > 1 ? slotIds(scopedKey(request.namespace, request.key), request.limit) : [],
-      interest: digest.readBigInt64BE(8).toString(),
-    };
-    cache.set(request, keys);
+    keys = { key: toId(digest), slots: [], interest: digest.readBigInt64BE(8).toString() };
+    if (recent.size >= RECENT_MAX) recent.delete(recent.keys().next().value as string);
+    recent.set(scoped, keys);
   }
   return keys;
 }

@@ -129,13 +129,20 @@ async function clear(conn: Connection, outcome: WaitOutcome): Promise<WaitOutcom
   return outcome;
 }
 
-/** Runs `statement` again when a late cancel interrupted it (57014), up to a few times. */
-export async function retried<T>(conn: Connection, statement: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
+/**
+ * Runs `statement`, and again when a late cancel interrupted it (57014), up
+ * to 3 attempts in all; `used` attempts were made already.
+ */
+export async function retried<T>(
+  conn: Connection,
+  statement: () => Promise<T>,
+  used = 0,
+): Promise<T> {
+  for (let attempt = used; ; attempt++) {
     try {
       return await statement();
     } catch (error) {
-      if (attempt >= 3 || conn.dead || !isInterrupted(error)) throw error;
+      if (attempt >= 2 || conn.dead || !isInterrupted(error)) throw error;
     }
   }
 }
