@@ -22,7 +22,8 @@ import {
   type Namespace,
   type Watcher,
 } from "etcd3";
-import { contenderValue, Layout, type LockKeys, parseContenderValue } from "./layout.js";
+import { inspectLock } from "./inspect.js";
+import { contenderValue, Layout, type LockKeys } from "./layout.js";
 import type { ResolvedOptions } from "./options.js";
 import {
   type Contender,
@@ -351,54 +352,10 @@ export class EtcdBackend implements Backend {
 
   async inspect(namespace: string, key: string): Promise<KeyStatus> {
     this.#assertOpen();
-    const lock = this.#layout.lock(namespace, key);
     try {
-      const reply = await this.#kv.range(
-        {
-          key: lock.base,
-          range_end: lock.baseEnd,
-          sort_target: "Create",
-          sort_order: "Ascend",
-        },
+      return await inspectLock(this.#kv, this.#host.leases, this.#layout, namespace, key, () =>
         this.#deadline(this.#requestTimeoutMs),
       );
-      const leases = new Map<string, Promise<number | undefined>>();
-      const remaining = (id: string): Promise<number | undefined> => {
-        let ttl = leases.get(id);
-        if (ttl === undefined) {
-          ttl = this.#host.leases
-            .leaseTimeToLive({ ID: id }, this.#deadline(this.#requestTimeoutMs))
-            .then(
-              (r) => (Number(r.TTL) > 0 ? Number(r.TTL) * 1000 : undefined),
-              () => undefined,
-            );
-          leases.set(id, ttl);
-        }
-        return ttl;
-      };
-      let readers = 0;
-      let writers = 0;
-      const holders: Array<Promise<KeyStatus["holders"][number]>> = [];
-      for (const kv of reply.kvs) {
-        const shared = this.#layout.isReader(lock, kv.key);
-        const { owner, limit } = parseContenderValue(kv.value);
-        const holds = shared ? writers === 0 : readers === 0 && writers < limit;
-        if (holds) {
-          const fencingToken = BigInt(kv.create_revision);
-          const mode = shared ? ("shared" as const) : ("exclusive" as const);
-          holders.push(
-            remaining(kv.lease).then((expiresInMs) =>
-              expiresInMs === undefined
-                ? { owner, mode, fencingToken }
-                : { owner, mode, fencingToken, expiresInMs },
-            ),
-          );
-        }
-        if (shared) readers++;
-        else writers++;
-      }
-      const list = await Promise.all(holders);
-      return { held: list.length > 0, holders: list };
     } catch (error) {
       throw unavailable(error);
     }

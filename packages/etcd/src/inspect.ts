@@ -1,0 +1,59 @@
+import type { KeyStatus } from "@locks/core";
+import type { KVClient, LeaseClient } from "etcd3";
+import { type Layout, parseContenderValue } from "./layout.js";
+import type { CallOptions } from "./session.js";
+
+/**
+ * Who holds the lock of `(namespace, key)`: the contenders in create-revision
+ * order, judged by the same rules as the queue. `expiresInMs` is what the
+ * holder's session lease has left on the server (whole seconds), an upper
+ * bound: a holder that stops extending is freed earlier by its own process.
+ */
+export async function inspectLock(
+  kv: KVClient,
+  leases: LeaseClient,
+  layout: Layout,
+  namespace: string,
+  key: string,
+  deadline: () => CallOptions,
+): Promise<KeyStatus> {
+  const lock = layout.lock(namespace, key);
+  const reply = await kv.range(
+    { key: lock.base, range_end: lock.baseEnd, sort_target: "Create", sort_order: "Ascend" },
+    deadline(),
+  );
+  const remaining = new Map<string, Promise<number | undefined>>();
+  const remainingOf = (id: string): Promise<number | undefined> => {
+    let ttl = remaining.get(id);
+    if (ttl === undefined) {
+      ttl = leases.leaseTimeToLive({ ID: id }, deadline()).then(
+        (r) => (Number(r.TTL) > 0 ? Number(r.TTL) * 1000 : undefined),
+        () => undefined,
+      );
+      remaining.set(id, ttl);
+    }
+    return ttl;
+  };
+  let readers = 0;
+  let writers = 0;
+  const holders: Array<Promise<KeyStatus["holders"][number]>> = [];
+  for (const kv of reply.kvs) {
+    const shared = layout.isReader(lock, kv.key);
+    const { owner, limit } = parseContenderValue(kv.value);
+    if (shared ? writers === 0 : readers === 0 && writers < limit) {
+      const fencingToken = BigInt(kv.create_revision);
+      const mode = shared ? ("shared" as const) : ("exclusive" as const);
+      holders.push(
+        remainingOf(kv.lease).then((expiresInMs) =>
+          expiresInMs === undefined
+            ? { owner, mode, fencingToken }
+            : { owner, mode, fencingToken, expiresInMs },
+        ),
+      );
+    }
+    if (shared) readers++;
+    else writers++;
+  }
+  const list = await Promise.all(holders);
+  return { held: list.length > 0, holders: list };
+}
