@@ -375,6 +375,26 @@ describe("faults", () => {
     await next.release();
   });
 
+  it("a take whose reply comes back after the TTL is never reported granted, and its key is cleaned up", async () => {
+    const proxy = await startProxy(endpoints[0]!);
+    onTestFinished(() => proxy.close());
+    const s = scope();
+    const a = client([`${proxy.host}:${proxy.port}`], s).locks;
+    const b = client(endpoints, s).locks;
+    // Open the session first, so that only the take itself is slow.
+    await (await a.acquire("warm-up", { ttlMs: 1_000 })).release();
+    proxy.delay(700); // each way: the reply comes 1.4 s after the request, past the 1 s TTL
+    const outcome = await a.tryAcquire("k", { ttlMs: 1_000 }).then(
+      (lease) => (lease === null ? "null" : "granted"),
+      (error: unknown) => codeOf(error) ?? String(error),
+    );
+    expect(outcome).not.toBe("granted");
+    proxy.delay(0);
+    // Whatever the slow take wrote is deleted (released by owner, or with its retired session).
+    const next = await b.acquire("k", { timeoutMs: 10_000 });
+    await next.release();
+  });
+
   it("server restarted: the holder keeps its lock (the lease is durable) and the queue resumes", async () => {
     const server = await startEtcd();
     onTestFinished(() => server.stop());
