@@ -58,12 +58,7 @@ export const configurations: readonly Configuration[] = [
     label: "file",
     packageName: "@locks/file",
     call: "fileBackend({ directory })",
-    make: async (scratch) => {
-      const mod = (await import(packageEntry("file"))) as {
-        fileBackend: (options: { directory: string }) => Backend;
-      };
-      return mod.fileBackend({ directory: scratch });
-    },
+    make: async (scratch) => (await import("@locks/file")).fileBackend({ directory: scratch }),
   },
   {
     page: "redis",
@@ -122,14 +117,6 @@ export const configurations: readonly Configuration[] = [
     },
   },
 ];
-
-/*
- * Packages still being written are imported by path (and typed here by the
- * factory signature DESIGN.md fixes), so this file compiles before they land.
- */
-function packageEntry(name: string): string {
-  return join(docsRoot, "..", "packages", name, "src", "index.ts");
-}
 
 /** Reads every configuration's manifest. A package without sources yet is reported, not guessed. */
 export async function readManifests(): Promise<ManifestRow[]> {
