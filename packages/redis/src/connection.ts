@@ -1,7 +1,7 @@
 import { backendUnavailable, monotonicNow } from "@locks/core";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
 import { Deadlines } from "./deadlines.js";
-import type { Script } from "./scripts.js";
+import { type Script, scripts } from "./scripts.js";
 
 /** ioredis client statuses after which nothing is sent until a new connection is ready. */
 const DOWN = new Set(["reconnecting", "close", "end", "disconnecting"]);
@@ -19,7 +19,34 @@ export const SAFE_CLIENT_OPTIONS = {
   lazyConnect: true,
 } as const satisfies RedisOptions;
 
-/** A client the backend uses, whether it made it (and closes it) or was given it. */
+/** One script call, from `run` until it settles. */
+interface Call {
+  readonly script: Script;
+  readonly keys: readonly string[];
+  readonly args: ReadonlyArray<string | number>;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: unknown) => void;
+  settled: boolean;
+  forget: () => void;
+}
+
+/**
+ * A client the backend uses, whether it made it (and closes it) or was given it.
+ *
+ * Order matters: a release sent after an acquire must run after it, or the
+ * acquire takes a lock nobody will release (until its TTL). Redis runs the
+ * commands of one connection in order; this class keeps that order through
+ * the two moments ioredis alone would not:
+ *
+ * - before the first command on a new connection it loads every script
+ *   (SCRIPT LOAD), and calls made meanwhile wait, in order, for at most their
+ *   own timeout (never in ioredis' offline queue: a call that gave up is never
+ *   sent later);
+ * - a call answered NOSCRIPT (the server's script cache was emptied) did not
+ *   run: the scripts are loaded again, and such calls are resent in the order
+ *   they were first sent, before any newer one. (A plain EVAL fallback would
+ *   let a later call overtake it.)
+ */
 export class Connection {
   readonly client: Redis | Cluster;
   /** True when the backend created the client, so `close()` quits it. */
@@ -34,10 +61,23 @@ export class Connection {
   readonly #deadlines = new Deadlines();
   /** Releases that failed while the server was unreachable, retried once it is ready again. */
   readonly #deferred = new Map<string, { run: () => Promise<unknown>; until: number }>();
-  /** One wait for the first connection, shared by every command sent meanwhile. */
-  #ready: Promise<void> | undefined;
+  /** Connected and the scripts loaded: calls go straight out. */
+  #usable = false;
+  #loading = false;
+  /** Calls answered NOSCRIPT, in the order they were sent: they go out again first. */
+  #retries: Call[] = [];
+  /** Calls waiting for the connection (or the scripts), in call order. */
+  #queue: Call[] = [];
   #lastError: unknown;
-  readonly #onReady = (): void => this.#flushDeferred();
+  readonly #onReady = (): void => {
+    this.#usable = false;
+    this.#flushDeferred();
+    this.#kick();
+  };
+  readonly #onClose = (): void => {
+    this.#usable = false;
+    this.#failWaiting(new Error(`connection closed${this.#errorDetail()}`));
+  };
   readonly #onError = (error: unknown): void => {
     this.#lastError = error;
   };
@@ -52,6 +92,7 @@ export class Connection {
     const prefix = client.options.keyPrefix;
     this.keyPrefix = prefix === undefined ? "" : String(prefix);
     client.on("ready", this.#onReady);
+    client.on("close", this.#onClose);
     // A client we made must not print "Unhandled error event"; a user's client is theirs to watch.
     if (owned) client.on("error", this.#onError);
   }
@@ -62,10 +103,10 @@ export class Connection {
   }
 
   /**
-   * Runs `script` once the client is ready, failing fast with BACKEND_UNAVAILABLE
-   * when it is reconnecting or down (never queued for later), or when no reply
-   * came within `timeoutMs` (the command may still run: callers treat the
-   * outcome as unknown and clean up by owner).
+   * Runs `script` in call order, failing with BACKEND_UNAVAILABLE at once
+   * while the client is reconnecting or down, or when no reply came within
+   * `timeoutMs` (the command may still run: callers treat the outcome as
+   * unknown and clean up by owner).
    */
   run(
     script: Script,
@@ -73,17 +114,40 @@ export class Connection {
     args: ReadonlyArray<string | number>,
     timeoutMs: number,
   ): Promise<unknown> {
-    if (this.client.status === "ready") return this.#send(script, keys, args, timeoutMs);
-    const deadline = monotonicNow() + timeoutMs;
-    return this.#whenReady(timeoutMs).then(() =>
-      this.#send(script, keys, args, Math.max(1, deadline - monotonicNow())),
-    );
+    const status = this.client.status;
+    if (DOWN.has(status)) {
+      return Promise.reject(
+        this.unavailable(new Error(`connection is ${status}${this.#errorDetail()}`)),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      const call: Call = { script, keys, args, resolve, reject, settled: false, forget: noop };
+      call.forget = this.#deadlines.add(timeoutMs, () => {
+        this.#settle(
+          call,
+          undefined,
+          this.unavailable(new Error(`no reply within ${Math.round(timeoutMs)} ms`)),
+        );
+      });
+      if (
+        this.#usable &&
+        status === "ready" &&
+        this.#queue.length === 0 &&
+        this.#retries.length === 0
+      ) {
+        this.#send(call);
+        return;
+      }
+      this.#queue.push(call);
+      this.#kick();
+    });
   }
 
   /**
    * Remembers an owner-checked clean-up that could not reach the server, and
-   * runs it when the connection is ready again, unless `until` (monotonic)
-   * passed first: by then the hold expired on its own.
+   * runs it when the connection is ready again (after the calls already
+   * waiting), unless `until` (monotonic) passed first: by then the hold
+   * expired on its own.
    */
   defer(id: string, run: () => Promise<unknown>, until: number): void {
     this.#deferred.set(id, { run, until });
@@ -98,9 +162,94 @@ export class Connection {
   async close(): Promise<void> {
     this.#deferred.clear();
     this.client.off("ready", this.#onReady);
+    this.client.off("close", this.#onClose);
+    this.#failWaiting(new Error("the backend was closed"));
     if (!this.owned) return;
     await quit(this.client, Math.min(this.#staleMs, QUIT_WAIT_MS));
     this.client.off("error", this.#onError);
+  }
+
+  #send(call: Call): void {
+    // Redis answers in order: a command unanswered for long means everything behind it is stuck
+    // too (a dead peer that never sent a reset). A connection of ours is replaced then.
+    const forgetStale = this.owned
+      ? this.#deadlines.add(this.#staleMs, () => this.#recycle())
+      : noop;
+    this.client.evalsha(call.script.sha, call.keys.length, ...call.keys, ...call.args).then(
+      (value) => {
+        forgetStale();
+        this.#settle(call, value, undefined);
+      },
+      (error: unknown) => {
+        forgetStale();
+        if (error instanceof Error && error.message.startsWith("NOSCRIPT") && !call.settled) {
+          // It did not run. Load the scripts again and resend it before anything newer.
+          this.#usable = false;
+          this.#retries.push(call);
+          this.#kick();
+          return;
+        }
+        this.#settle(call, undefined, this.unavailable(error));
+      },
+    );
+  }
+
+  #settle(call: Call, value: unknown, error: unknown): void {
+    if (call.settled) return;
+    call.settled = true;
+    call.forget();
+    if (error === undefined) call.resolve(value);
+    else call.reject(error);
+  }
+
+  /** Moves things along: connects a lazy client, loads the scripts, sends what waits. */
+  #kick(): void {
+    const status = this.client.status;
+    if (status === "wait") {
+      this.client.connect().catch(() => undefined);
+      return;
+    }
+    if (status !== "ready" || this.#loading) return;
+    if (this.#usable) {
+      this.#drain();
+      return;
+    }
+    this.#loading = true;
+    this.#loadScripts().then(
+      () => {
+        this.#loading = false;
+        this.#usable = true;
+        this.#drain();
+      },
+      (error: unknown) => {
+        this.#loading = false;
+        this.#failWaiting(error);
+      },
+    );
+  }
+
+  #drain(): void {
+    while (this.#usable && this.client.status === "ready") {
+      const call = this.#retries.shift() ?? this.#queue.shift();
+      if (call === undefined) return;
+      if (!call.settled) this.#send(call);
+    }
+  }
+
+  /** SCRIPT LOAD of every script, on the server or every Cluster master (one round trip). */
+  async #loadScripts(): Promise<void> {
+    const targets: Array<Redis | Cluster> = this.isCluster
+      ? (this.client as Cluster).nodes("master")
+      : [this.client];
+    const all = Object.values(scripts);
+    await Promise.all(targets.flatMap((target) => all.map((s) => target.script("LOAD", s.lua))));
+  }
+
+  #failWaiting(cause: unknown): void {
+    const waiting = [...this.#retries, ...this.#queue];
+    this.#retries = [];
+    this.#queue = [];
+    for (const call of waiting) this.#settle(call, undefined, this.unavailable(cause));
   }
 
   #flushDeferred(): void {
@@ -111,89 +260,12 @@ export class Connection {
     }
   }
 
-  #send(
-    script: Script,
-    keys: readonly string[],
-    args: ReadonlyArray<string | number>,
-    timeoutMs: number,
-  ): Promise<unknown> {
-    const command = script.run(this.client, keys, args);
-    return new Promise((resolve, reject) => {
-      const forget = this.#deadlines.add(timeoutMs, () => {
-        reject(this.unavailable(new Error(`no reply within ${Math.round(timeoutMs)} ms`)));
-      });
-      // Redis answers in order: a command unanswered for long means everything behind it is stuck
-      // too (a dead peer that never sent a reset). A connection of ours is replaced then.
-      const forgetStale = this.owned
-        ? this.#deadlines.add(this.#staleMs, () => this.#recycle())
-        : noop;
-      command.then(
-        (value) => {
-          forget();
-          forgetStale();
-          resolve(value);
-        },
-        (error: unknown) => {
-          forget();
-          forgetStale();
-          reject(this.unavailable(error));
-        },
-      );
-    });
-  }
-
   #recycle(): void {
     if (this.client.status === "ready") this.client.disconnect(true);
   }
 
-  /** Waits for a first connection (bounded); refuses at once while reconnecting or closed. */
-  #whenReady(timeoutMs: number): Promise<void> {
-    const status = this.client.status;
-    if (DOWN.has(status)) {
-      const detail = this.#lastError instanceof Error ? `: ${this.#lastError.message}` : "";
-      return Promise.reject(this.unavailable(new Error(`connection is ${status}${detail}`)));
-    }
-    this.#ready ??= this.#connecting().finally(() => {
-      this.#ready = undefined;
-    });
-    const ready = this.#ready;
-    return new Promise<void>((resolve, reject) => {
-      const forget = this.#deadlines.add(timeoutMs, () =>
-        reject(this.unavailable(new Error(`not connected within ${Math.round(timeoutMs)} ms`))),
-      );
-      ready.then(
-        () => {
-          forget();
-          resolve();
-        },
-        (error: unknown) => {
-          forget();
-          reject(error);
-        },
-      );
-    });
-  }
-
-  #connecting(): Promise<void> {
-    const client = this.client;
-    return new Promise<void>((resolve, reject) => {
-      const done = (error?: Error): void => {
-        client.off("ready", onReady);
-        client.off("close", onClose);
-        client.off("end", onClose);
-        if (error === undefined) resolve();
-        else reject(this.unavailable(error));
-      };
-      const onReady = (): void => done();
-      const onClose = (): void => {
-        const detail = this.#lastError instanceof Error ? `: ${this.#lastError.message}` : "";
-        done(new Error(`connection closed${detail}`));
-      };
-      client.once("ready", onReady);
-      client.once("close", onClose);
-      client.once("end", onClose);
-      if (client.status === "wait") client.connect().catch(() => undefined);
-    });
+  #errorDetail(): string {
+    return this.#lastError instanceof Error ? `: ${this.#lastError.message}` : "";
   }
 }
 

@@ -131,7 +131,7 @@ export class RedlockBackend implements Backend {
             member.connection.run(
               scripts.fence,
               keys,
-              [request.owner, mode, token.toString()],
+              [request.owner, mode, token.toString(), 0],
               timeout,
             ),
           ),
@@ -141,6 +141,19 @@ export class RedlockBackend implements Backend {
         granted.length - lagging.length + writes.filter((w) => w.ok && w.value === 1).length;
       if (written >= q) {
         this.#held.set(request.owner, request);
+        // Members that grant after the decision are brought up to the token too (in the
+        // background): a member that restarted empty catches up as soon as it takes part.
+        for (const late of pending) {
+          void late.outcome.then((outcome) => {
+            if (!outcome.ok) return;
+            const attempt = parseAcquireReply(outcome.value);
+            if (!attempt.granted || attempt.fencingToken >= token) return;
+            const args = [request.owner, mode, token.toString(), 1];
+            void late.member.connection
+              .run(scripts.fence, keys, args, timeout)
+              .catch(() => undefined);
+          });
+        }
         return { granted: true, fencingToken: token, validUntil };
       }
       // Lost while writing back (expired, or members failed): not a grant.
@@ -152,7 +165,11 @@ export class RedlockBackend implements Backend {
     }
 
     // No majority: release wherever it may have been taken (granted, no reply, no reply yet).
-    const touched = [...granted.map((g) => g.member), ...failed.map((f) => f.member), ...pending];
+    const touched = [
+      ...granted.map((g) => g.member),
+      ...failed.map((f) => f.member),
+      ...pending.map((p) => p.member),
+    ];
     if (touched.length > 0) await this.#releaseOn(request, touched);
     if (failed.length > n - q) throw this.#unavailable(failed.map((f) => f.error));
     // The lock frees for us once enough of the refusing members free it.
@@ -324,22 +341,24 @@ export class RedlockBackend implements Backend {
   /**
    * Runs `run` on every member of `members` at once and feeds each outcome to
    * `decided` as it arrives; resolves when `decided` returns true or every
-   * member answered, with the members that had not answered yet.
+   * member answered, with the members that had not answered yet (and their
+   * outcomes to come).
    */
   #race(
     run: (member: Member) => Promise<unknown>,
     decided: (member: Member, outcome: Outcome) => boolean,
     members: readonly Member[] = this.#members,
-  ): Promise<Member[]> {
+  ): Promise<Array<{ member: Member; outcome: Promise<Outcome> }>> {
     return new Promise((resolve) => {
-      const pending = new Set(members);
-      let done = pending.size === 0;
+      const all = members.map((member) => ({ member, outcome: settle(run(member)) }));
+      const pending = new Set(all);
+      let done = all.length === 0;
       if (done) resolve([]);
-      for (const member of members) {
-        settle(run(member)).then((outcome) => {
-          pending.delete(member);
+      for (const entry of all) {
+        void entry.outcome.then((outcome) => {
+          pending.delete(entry);
           if (done) return;
-          if (decided(member, outcome) || pending.size === 0) {
+          if (decided(entry.member, outcome) || pending.size === 0) {
             done = true;
             resolve([...pending]);
           }

@@ -1,5 +1,4 @@
 import { createHash } from "node:crypto";
-import type { Cluster, Redis } from "ioredis";
 
 /**
  * The Lua scripts. Each runs atomically on the server, so every decision
@@ -153,8 +152,8 @@ return {0, wait}
 
 /**
  * KEYS: x c [z [q qe]] (z unless exclusive and not fair). ARGV: owner, mode, publish command, tag, fair ("1"/"0").
- * Owner-checked release; publishes a notification when something was freed
- * (mode letter + tag). In fair mode it also removes the owner's queue entry
+ * Owner-checked release; publishes a notification when something was freed:
+ * `x` + tag when the key is free, `s` + tag when one semaphore slot is. In fair mode it also removes the owner's queue entry
  * (a waiter giving up) and names the new head of the queue instead
  * ("o" + its mode letter and first 16 characters), so only that waiter's
  * process wakes. Returns 1 when a hold was released.
@@ -170,7 +169,7 @@ if mode == 'x' and not fair then
   return 1
 end
 ${HELPERS}
-local released, freed = 0, false
+local released, freed, kind = 0, false, mode
 if mode == 'x' then
   if redis.call('GET', x) == owner then
     redis.call('DEL', x)
@@ -185,6 +184,8 @@ else
       redis.call('DEL', z)
     end
     freed = mode == 's' or n == 0
+    -- Nobody left: as free as after an exclusive release.
+    if n == 0 then kind = 'x' end
   end
 end
 if fair then
@@ -201,7 +202,7 @@ if fair then
     if head then redis.call(publish, c, 'o' .. string.sub(head, 1, 17)) end
   end
 elseif freed then
-  redis.call(publish, c, mode .. ARGV[4])
+  redis.call(publish, c, kind .. ARGV[4])
 end
 return released
 `;
@@ -231,14 +232,17 @@ return 1
 `;
 
 /**
- * Redlock's fencing write-back. KEYS: x f [z]. ARGV: owner, mode, token.
- * While the owner still holds the lock here, raises the counter to at least
- * token. Returns 1, or 0 when not held (the write does not count).
+ * Redlock's fencing write-back. KEYS: x f [z]. ARGV: owner, mode, token,
+ * catchUp. While the owner still holds the lock here, raises the counter to
+ * at least token; returns 1, or 0 when not held (the write does not count
+ * towards the majority). With catchUp "1" it raises the counter regardless
+ * (a token that was granted is never too high for a counter) and returns 1.
  */
 const FENCE = `
 ${HELPERS}
 local x, f, z, owner, mode = KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]
-if mode == 'x' then
+if ARGV[4] == '1' then
+elseif mode == 'x' then
   if redis.call('GET', x) ~= owner then return 0 end
 else
   local score = redis.call('ZSCORE', z, owner)
@@ -269,10 +273,7 @@ if v == 'r' then readers = live(KEYS[2]) elseif v == 's' then slots = live(KEYS[
 return {owner, redis.call('PTTL', KEYS[1]), readers, slots, redis.call('GET', KEYS[4])}
 `;
 
-/** A client that can run scripts: a single server or a Cluster. */
-export type ScriptClient = Redis | Cluster;
-
-/** A Lua script run by EVALSHA, falling back to EVAL when the server does not know it (NOSCRIPT). */
+/** A Lua script, sent by EVALSHA (the connection loads it with SCRIPT LOAD first). */
 export class Script {
   readonly sha: string;
   readonly lua: string;
@@ -281,25 +282,9 @@ export class Script {
     this.lua = lua;
     this.sha = createHash("sha1").update(lua).digest("hex");
   }
-
-  run(
-    client: ScriptClient,
-    keys: readonly string[],
-    args: ReadonlyArray<string | number>,
-  ): Promise<unknown> {
-    return client.evalsha(this.sha, keys.length, ...keys, ...args).catch((error: unknown) => {
-      if (!isNoScript(error)) throw error;
-      // EVAL loads the script into the cache too, so the next call uses EVALSHA again.
-      return client.eval(this.lua, keys.length, ...keys, ...args);
-    });
-  }
 }
 
-function isNoScript(error: unknown): boolean {
-  return error instanceof Error && error.message.startsWith("NOSCRIPT");
-}
-
-/** The scripts, loaded once per process. */
+/** Every script this package runs. */
 export const scripts = {
   acquire: new Script(ACQUIRE),
   fairAcquire: new Script(FAIR_ACQUIRE),

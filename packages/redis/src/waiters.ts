@@ -21,10 +21,10 @@ const RECENT = 8;
  * policy of whom a release notification wakes. Waking every waiter would cost
  * one Redis command per waiter per handoff (a thundering herd); instead:
  *
- * - exclusive released (`x`) or last reader gone (`r`): every shared waiter
- *   (they can all enter together) and the first exclusive waiter (or, for a
- *   semaphore, as many as its limit);
- * - a semaphore slot freed (`s`): the first waiter that is not shared;
+ * - the key is free (`x`: the exclusive holder, or the last shared or
+ *   semaphore holder, left): every shared waiter (they can all enter
+ *   together) and the first other waiter (for a semaphore, as many as its limit);
+ * - a semaphore slot freed (`s`): the first semaphore waiter;
  * - fair mode (`o` + head): only the waiter at the head of the server's queue,
  *   or all waiters of the key when the head is shared or a semaphore slot.
  *
@@ -87,7 +87,7 @@ export class Waiters {
     }
     if (this.#duplicate(channel, payload)) return;
     if (kind === "s") {
-      this.#wakeFirst(list, (e) => e.mode !== "r", 1);
+      this.#wakeFirst(list, (e) => e.mode === "s", 1);
       return;
     }
     // The key is free: readers can all enter, plus the first exclusive waiter or semaphore's worth.

@@ -1,4 +1,11 @@
-import { createLocks, History, type Lease, type Locks, type LocksOptions } from "@locks/core";
+import {
+  createLocks,
+  History,
+  type Lease,
+  type Locks,
+  type LocksOptions,
+  newOwnerToken,
+} from "@locks/core";
 import { type RedisServer, startProxy, startRedis, waitFor } from "@locks/testkit";
 import { Redis } from "ioredis";
 import { describe, expect, inject, it, onTestFinished } from "vitest";
@@ -155,6 +162,34 @@ describe("clients", () => {
   });
 });
 
+describe("script cache", () => {
+  it("after SCRIPT FLUSH, calls still run in order: a release sent after an acquire never overtakes it", async () => {
+    const server = await ownServer();
+    const ns = freshNamespace();
+    const raw = rawClient(server.url);
+    const backend = redisBackend({ url: server.url });
+    onTestFinished(() => backend.close());
+    const request = {
+      key: "k",
+      namespace: ns,
+      owner: newOwnerToken(),
+      mode: "exclusive" as const,
+      limit: 1,
+      ttlMs: 30_000,
+    };
+    await backend.release(request);
+    for (let i = 0; i < 3; i++) {
+      await raw.script("FLUSH");
+      // Both go out before either reply: both meet an empty script cache.
+      const attempt = backend.tryAcquire(request);
+      const release = backend.release(request);
+      expect((await attempt).granted).toBe(true);
+      await release;
+      expect(await raw.exists(keyLayout("locks", ns, "k").exclusive)).toBe(0);
+    }
+  });
+});
+
 describe("keys on the server", () => {
   it("keeps every key of a lock under one hash tag that no key string can break", async () => {
     const ns = freshNamespace();
@@ -199,6 +234,28 @@ describe("keys on the server", () => {
     const next = await waiting;
     expect(performance.now() - released).toBeLessThan(250);
     await next.release();
+  });
+});
+
+describe("inspect", () => {
+  it("reports the holders of a key: owner, mode, token and time left", async () => {
+    const ns = freshNamespace();
+    const locks = locksOver({ url }, ns);
+    const backend = locks.backend;
+    expect(await backend.inspect?.(ns, "k")).toEqual({ held: false, holders: [] });
+    const lease = await locks.acquire("k", { ttlMs: 10_000 });
+    const exclusive = await backend.inspect?.(ns, "k");
+    expect(exclusive?.held).toBe(true);
+    expect(exclusive?.holders).toEqual([
+      expect.objectContaining({ mode: "exclusive", fencingToken: lease.fencingToken }),
+    ]);
+    expect(exclusive?.holders[0]?.expiresInMs).toBeGreaterThan(9_000);
+    await lease.release();
+    const readers = await Promise.all([0, 1].map(() => locks.acquire("k", { mode: "shared" })));
+    const shared = await backend.inspect?.(ns, "k");
+    expect(shared?.holders.map((h) => h.mode)).toEqual(["shared", "shared"]);
+    await Promise.all(readers.map((r) => r.release()));
+    expect((await backend.inspect?.(ns, "k"))?.held).toBe(false);
   });
 });
 
