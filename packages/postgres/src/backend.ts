@@ -12,6 +12,7 @@ import {
   type WaitOptions,
 } from "@locks/core";
 import type { ClientConfig } from "pg";
+import { Cancel, Closing } from "./cancel.js";
 import { Connection, isInterrupted, PoolerError, type SetupOptions } from "./connection.js";
 import { advisoryId, idHalves, requestKeys, slotCandidates } from "./keys.js";
 import { pollUntilGranted, Wakeups } from "./notify.js";
@@ -60,7 +61,7 @@ export class PostgresBackend implements Backend {
   /** A given client was adopted once; it cannot be replaced when it dies. */
   #adopted = false;
   #heartbeat: NodeJS.Timeout | undefined;
-  readonly #closing = new AbortController();
+  readonly #closing = new Closing();
   #closed: Promise<void> | undefined;
   /** Connections being closed, awaited by close(). */
   readonly #closingConns = new Set<Promise<void>>();
@@ -94,7 +95,7 @@ export class PostgresBackend implements Backend {
   }
 
   tryAcquire(request: LockRequest): Promise<Attempt> {
-    if (this.#closing.signal.aborted) return Promise.reject(lockClosed("postgres backend"));
+    if (this.#closing.closed) return Promise.reject(lockClosed("postgres backend"));
     const live = this.#session;
     // The hot path stays free of extra awaits: an uncontended cycle is two round trips and little else.
     if (live !== undefined && !live.dead) return this.#tryOn(live, request);
@@ -297,7 +298,7 @@ export class PostgresBackend implements Backend {
     this.#leases.set(owner, holding);
     holding.conn.leases.add(owner);
     const every = this.#options.heartbeatMs;
-    if (every > 0 && this.#heartbeat === undefined && !this.#closing.signal.aborted) {
+    if (every > 0 && this.#heartbeat === undefined && !this.#closing.closed) {
       this.#heartbeat = setInterval(() => {
         for (const conn of new Set([...this.#leases.values()].map((h) => h.conn))) {
           conn.heartbeat(every);
@@ -313,7 +314,7 @@ export class PostgresBackend implements Backend {
     request: LockRequest,
     callerSignal: AbortSignal,
   ): Promise<Attempt & { granted: true }> {
-    const signal = AbortSignal.any([callerSignal, this.#closing.signal]);
+    const signal = new Cancel(callerSignal, this.#closing);
     signal.throwIfAborted();
     if (request.limit === 1 && this.#options.maxConnections > 1) {
       for (;;) {
@@ -341,7 +342,7 @@ export class PostgresBackend implements Backend {
   async #waitOn(
     conn: Connection,
     request: LockRequest,
-    signal: AbortSignal,
+    signal: Cancel,
   ): Promise<(Attempt & { granted: true }) | undefined> {
     const keys = requestKeys(request);
     conn.hold(keys.key, request.mode);
@@ -383,7 +384,7 @@ export class PostgresBackend implements Backend {
   async #liveSession(): Promise<Connection> {
     const session = this.#session;
     if (session !== undefined && !session.dead) return session;
-    if (this.#closing.signal.aborted) throw lockClosed("postgres backend");
+    if (this.#closing.closed) throw lockClosed("postgres backend");
     this.#connecting ??= this.#connectSession().finally(() => {
       this.#connecting = undefined;
     });
@@ -406,7 +407,7 @@ export class PostgresBackend implements Backend {
     } catch (error) {
       throw backendUnavailable(NAME, error);
     }
-    if (this.#closing.signal.aborted) {
+    if (this.#closing.closed) {
       await this.#closeConnection(conn);
       throw lockClosed("postgres backend");
     }
@@ -416,7 +417,7 @@ export class PostgresBackend implements Backend {
 
   /** Opens a connection of ours; close() waits for the ones still opening. */
   #open(config: ClientConfig): Promise<Connection> {
-    const opening = Connection.open(config, this.#setup, this.#onDeath, this.#closing.signal);
+    const opening = Connection.open(config, this.#setup, this.#onDeath, this.#closing);
     const settled = opening.then(
       () => undefined,
       () => undefined,
@@ -427,7 +428,7 @@ export class PostgresBackend implements Backend {
   }
 
   /** An idle queue connection, a new one, or undefined when maxConnections are open. */
-  async #queueConnection(signal?: AbortSignal): Promise<Connection | undefined> {
+  async #queueConnection(signal?: Cancel): Promise<Connection | undefined> {
     for (;;) {
       for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
         if (conn.idleTimer !== undefined) clearTimeout(conn.idleTimer);
@@ -444,7 +445,7 @@ export class PostgresBackend implements Backend {
     }
     const conn = await this.#openQueueConnection();
     if (conn === undefined) return undefined;
-    if (signal?.aborted || this.#closing.signal.aborted) {
+    if (signal?.aborted || this.#closing.closed) {
       this.#recycle(conn);
       signal?.throwIfAborted();
       throw lockClosed("postgres backend");
@@ -478,7 +479,7 @@ export class PostgresBackend implements Backend {
    * waiter overtake it).
    */
   #warmSpare(): void {
-    if (this.#warming !== undefined || this.#idle.length > 0 || this.#closing.signal.aborted) {
+    if (this.#warming !== undefined || this.#idle.length > 0 || this.#closing.closed) {
       return;
     }
     const warming = this.#openQueueConnection().then((conn) => {
@@ -503,7 +504,7 @@ export class PostgresBackend implements Backend {
    */
   #recycle(conn: Connection): void {
     if (conn.dead || conn === this.#session || conn.leases.size > 0 || conn.waiting) return;
-    if (this.#closing.signal.aborted) {
+    if (this.#closing.closed) {
       this.#forget(conn);
       void this.#closeConnection(conn);
       return;
@@ -561,7 +562,7 @@ export class PostgresBackend implements Backend {
   };
 
   async #close(): Promise<void> {
-    this.#closing.abort(lockClosed("postgres backend"));
+    this.#closing.close(lockClosed("postgres backend"));
     if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
     await Promise.allSettled([...this.#pending]);
     // Connections still opening are closed as soon as they are open (they see the closing signal).

@@ -1,5 +1,6 @@
 import type { LockMode } from "@locks/core";
 import pg, { type Client, type ClientConfig, type Notification } from "pg";
+import type { Closing } from "./cancel.js";
 import { HEARTBEAT, PID, SETUP, type Statement } from "./sql.js";
 
 /** A row as pg returns it; every column the backend reads is named in sql.ts. */
@@ -72,14 +73,13 @@ export class Connection {
     config: ClientConfig,
     setup: SetupOptions,
     onDeath: DeathListener,
-    signal: AbortSignal,
+    closing: Closing,
   ): Promise<Connection> {
     const conn = new Connection(new pg.Client({ ...config, pipeline: true }), true, onDeath);
-    // Giving up (the backend closes) tears down a connection still being opened.
-    const onAbort = (): void => destroy(conn.client);
-    signal.addEventListener("abort", onAbort, { once: true });
+    // The backend closing tears down a connection still being opened.
+    const stopListening = closing.listen(() => destroy(conn.client));
     try {
-      signal.throwIfAborted();
+      if (closing.closed) throw closing.reason;
       await conn.client.connect();
       await conn.#setup(setup);
       return conn;
@@ -88,7 +88,7 @@ export class Connection {
       await conn.close();
       throw error;
     } finally {
-      signal.removeEventListener("abort", onAbort);
+      stopListening();
     }
   }
 

@@ -1,4 +1,5 @@
 import type { Attempt, LockRequest } from "@locks/core";
+import type { Cancel } from "./cancel.js";
 import type { Connection } from "./connection.js";
 import { requestKeys } from "./keys.js";
 import { DISINTEREST, INTEREST } from "./sql.js";
@@ -62,21 +63,21 @@ export interface PollHost {
   attempt(conn: Connection, request: LockRequest): Promise<Attempt>;
 }
 
-/** Polls until granted; rejects with `signal.reason` once it aborts (after handing back a racing grant). */
+/** Polls until granted; rejects with `cancel.reason` once it aborts (after handing back a racing grant). */
 export async function pollUntilGranted(
   host: PollHost,
   request: LockRequest,
-  signal: AbortSignal,
+  cancel: Cancel,
   handBack: (request: LockRequest) => Promise<void>,
 ): Promise<Attempt & { granted: true }> {
   const { interest } = requestKeys(request);
-  const sleeper = new Sleeper(signal);
+  const sleeper = new Sleeper(cancel);
   const unwatch = host.wakeups.watch(interest, sleeper.wake);
   let announcedOn: Connection | undefined;
   try {
     let delay = FIRST_POLL_MS;
     for (;;) {
-      signal.throwIfAborted();
+      cancel.throwIfAborted();
       const session = await host.session();
       if (announcedOn !== session) {
         announcedOn = undefined;
@@ -87,9 +88,9 @@ export async function pollUntilGranted(
       sleeper.reset();
       const attempt = await host.attempt(session, request);
       if (attempt.granted) {
-        if (!signal.aborted) return attempt;
+        if (!cancel.aborted) return attempt;
         await handBack(request);
-        signal.throwIfAborted();
+        cancel.throwIfAborted();
       }
       await sleeper.sleep(delay * (0.5 + Math.random()));
       delay = Math.min(delay * 2, MAX_POLL_MS);
@@ -127,15 +128,15 @@ async function announce(session: Connection, interest: string): Promise<void> {
 
 /** A sleep that ends early on a wake-up or on abort. */
 class Sleeper {
-  readonly #signal: AbortSignal;
+  readonly #cancel: Cancel;
   #woken = false;
   #resolve: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
-  readonly #onAbort = (): void => this.wake();
+  readonly #stopListening: () => void;
 
-  constructor(signal: AbortSignal) {
-    this.#signal = signal;
-    signal.addEventListener("abort", this.#onAbort);
+  constructor(cancel: Cancel) {
+    this.#cancel = cancel;
+    this.#stopListening = cancel.onAbort(() => this.wake());
   }
 
   readonly wake = (): void => {
@@ -153,7 +154,7 @@ class Sleeper {
   }
 
   sleep(ms: number): Promise<void> {
-    if (this.#woken || this.#signal.aborted) return Promise.resolve();
+    if (this.#woken || this.#cancel.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       this.#resolve = resolve;
       this.#timer = setTimeout(this.wake, ms);
@@ -161,7 +162,7 @@ class Sleeper {
   }
 
   dispose(): void {
-    this.#signal.removeEventListener("abort", this.#onAbort);
+    this.#stopListening();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
   }

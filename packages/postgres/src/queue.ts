@@ -1,4 +1,5 @@
 import type { LockMode } from "@locks/core";
+import type { Cancel } from "./cancel.js";
 import { type Connection, isInterrupted } from "./connection.js";
 import { idHalves } from "./keys.js";
 import { CANCEL, HELD, LOCK_MODE_NAME, NEXT_TOKEN, UNLOCK_ALL, WAIT } from "./sql.js";
@@ -29,7 +30,7 @@ export interface QueueHost {
 /** How a wait ended. */
 export type WaitOutcome =
   | { readonly kind: "granted"; readonly token: bigint }
-  /** The caller gave up (signal aborted); the connection holds nothing. */
+  /** The caller gave up (or the backend closed); the connection holds nothing. */
   | { readonly kind: "aborted" }
   /** The connection died or misbehaved; it holds nothing (it is gone, or was cleared). */
   | { readonly kind: "failed"; readonly error: unknown };
@@ -38,7 +39,7 @@ export type WaitOutcome =
 const CANCEL_GRACE_MS = 1_000;
 
 /**
- * Waits for `id` on `conn` until granted or `signal` aborts. Re-enters the
+ * Waits for `id` on `conn` until granted or `cancel` aborts. Re-enters the
  * queue when its lock_timeout passes. The connection holds nothing before.
  */
 export async function waitInQueue(
@@ -46,13 +47,13 @@ export async function waitInQueue(
   conn: Connection,
   id: string,
   mode: LockMode,
-  signal: AbortSignal,
+  cancel: Cancel,
 ): Promise<WaitOutcome> {
   conn.waiting = true;
   try {
     for (;;) {
-      if (signal.aborted) return { kind: "aborted" };
-      const outcome = await waitOnce(host, conn, id, mode, signal);
+      if (cancel.aborted) return { kind: "aborted" };
+      const outcome = await waitOnce(host, conn, id, mode, cancel);
       if (outcome !== "again") return outcome;
     }
   } finally {
@@ -65,7 +66,7 @@ async function waitOnce(
   conn: Connection,
   id: string,
   mode: LockMode,
-  signal: AbortSignal,
+  cancel: Cancel,
 ): Promise<WaitOutcome | "again"> {
   const waiting = conn.query(WAIT[mode], [id, host.sequence]).then(
     (rows) => ({ ok: true as const, token: BigInt(String(rows[0]?.token)) }),
@@ -81,9 +82,9 @@ async function waitOnce(
       CANCEL_GRACE_MS,
     );
   };
-  signal.addEventListener("abort", onAbort, { once: true });
+  const stopListening = cancel.onAbort(onAbort);
   const result = await waiting;
-  signal.removeEventListener("abort", onAbort);
+  stopListening();
   if (graceTimer !== undefined) clearTimeout(graceTimer);
   // A cancel still on its way could interrupt the next statement: let it land first
   // (unless the connection is gone anyway, and the cancel may be stuck reconnecting).
@@ -92,7 +93,7 @@ async function waitOnce(
   if (conn.dead)
     return { kind: "failed", error: result.ok ? new Error("connection lost") : result.error };
   if (result.ok) {
-    if (!signal.aborted) return { kind: "granted", token: result.token };
+    if (!cancel.aborted) return { kind: "granted", token: result.token };
     return clear(conn, { kind: "aborted" });
   }
   if (!isInterrupted(result.error)) return clear(conn, { kind: "failed", error: result.error });
@@ -107,7 +108,7 @@ async function waitOnce(
   } catch (error) {
     return clear(conn, { kind: "failed", error });
   }
-  if (signal.aborted) return held ? clear(conn, { kind: "aborted" }) : { kind: "aborted" };
+  if (cancel.aborted) return held ? clear(conn, { kind: "aborted" }) : { kind: "aborted" };
   if (!held) return "again";
   try {
     const rows = await retried(conn, () => conn.query(NEXT_TOKEN, [host.sequence]));
