@@ -84,8 +84,12 @@ async function rawTryContender(
 }
 
 /** The handoff floor: the server's queue, pg_advisory_lock on a persistent connection. */
-async function rawBlockingContender(url: string, key: string): Promise<Contender> {
-  const client = await connect(url);
+async function rawBlockingContender(
+  url: string,
+  key: string,
+  applicationName?: string,
+): Promise<Contender> {
+  const client = await connect(url, applicationName);
   const id = idOf(key);
   return {
     acquire: async () => {
@@ -133,9 +137,9 @@ interface UncontendedResult {
   readonly vsFloor: number;
   /** Median over the rounds of floor / this, each round's contenders measured back to back. */
   readonly medianRatio: number;
-  /** CPU time of this process per cycle, µs (best round): independent of load from elsewhere. */
+  /** CPU time of this process per cycle, µs (all rounds): independent of load from elsewhere. */
   readonly clientCpuUs: number;
-  /** CPU time of the server sessions per cycle, µs (best round), when they can be read from /proc. */
+  /** CPU time of the server sessions per cycle, µs (all rounds), when they can be read from /proc. */
   readonly serverCpuUs: number | undefined;
 }
 
@@ -168,7 +172,7 @@ async function uncontended(
   for (const [name, make] of makers) measured.push([name, await make()]);
   const rounds = new Map<
     string,
-    Array<{ perSecond: number; client: number; server: number | undefined }>
+    Array<{ perSecond: number; cycles: number; client: number; server: number | undefined }>
   >();
   try {
     for (let round = 0; round < ROUNDS; round++) {
@@ -190,14 +194,17 @@ async function uncontended(
         const elapsed = performance.now() - start;
         const cpu = process.cpuUsage(cpuBefore);
         const serverAfter = pids.map(processCpuUs);
-        const server = serverAfter.every((v, i) => v !== undefined && serverBefore[i] !== undefined)
-          ? serverAfter.reduce<number>((sum, v, i) => sum + v! - serverBefore[i]!, 0) / cycles
-          : undefined;
+        const server =
+          pids.length > 0 &&
+          serverAfter.every((v, i) => v !== undefined && serverBefore[i] !== undefined)
+            ? serverAfter.reduce<number>((sum, v, i) => sum + v! - serverBefore[i]!, 0)
+            : undefined;
         rounds.set(name, [
           ...(rounds.get(name) ?? []),
           {
             perSecond: (cycles * 1000) / elapsed,
-            client: (cpu.user + cpu.system) / cycles,
+            cycles,
+            client: cpu.user + cpu.system,
             server,
           },
         ]);
@@ -212,13 +219,13 @@ async function uncontended(
   for (const [name, values] of rounds) {
     const best = Math.max(...values.map((r) => r.perSecond));
     const servers = values.map((r) => r.server).filter((v): v is number => v !== undefined);
+    const cycles = sum(values.map((r) => r.cycles));
     result.set(name, {
       best,
       vsFloor: floorBest / best,
       medianRatio: median(values.map((v, i) => floor[i]!.perSecond / v.perSecond)),
-      clientCpuUs: Math.min(...values.map((r) => r.client)),
-      serverCpuUs:
-        servers.length === values.length && servers.length > 0 ? Math.min(...servers) : undefined,
+      clientCpuUs: sum(values.map((r) => r.client)) / cycles,
+      serverCpuUs: servers.length === values.length ? sum(servers) / cycles : undefined,
     });
   }
   return result;
@@ -233,6 +240,10 @@ async function pidsOf(admin: pg.Client, name: string): Promise<number[]> {
   return rows.map((r) => r.pid);
 }
 
+function sum(values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
@@ -242,6 +253,12 @@ interface HandoffResult {
   readonly perSecond: number;
   /** Median ms from the holder's release() call to the next holder's grant. */
   readonly gapMs: number;
+  /** Handoffs counted (in a round). */
+  readonly handoffs: number;
+  /** CPU time of this process, µs (in a round; per handoff in the table). */
+  readonly clientCpuUs: number;
+  /** CPU time of the group's server sessions, µs, when /proc can tell (in a round; per handoff in the table). */
+  readonly serverCpuUs: number | undefined;
 }
 
 /**
@@ -249,7 +266,11 @@ interface HandoffResult {
  * took the lock before asking again. So each release hands the lock to a
  * client that was already waiting (never back to the releaser).
  */
-async function handoffs(contenders: readonly Contender[], ms: number): Promise<HandoffResult> {
+async function handoffs(
+  contenders: readonly Contender[],
+  ms: number,
+  serverPids: readonly number[] = [],
+): Promise<HandoffResult> {
   let stop = false;
   let counting = false;
   let counted = 0;
@@ -282,11 +303,20 @@ async function handoffs(contenders: readonly Contender[], ms: number): Promise<H
     }
   });
   await sleep(100); // every contender queues up before counting
+  const serverBefore = serverPids.map(processCpuUs);
+  const cpuBefore = process.cpuUsage();
   counting = true;
   const start = performance.now();
   await sleep(ms);
   counting = false;
   const elapsed = performance.now() - start;
+  const cpu = process.cpuUsage(cpuBefore);
+  const serverAfter = serverPids.map(processCpuUs);
+  const serverUs =
+    serverPids.length > 0 &&
+    serverAfter.every((v, i) => v !== undefined && serverBefore[i] !== undefined)
+      ? serverAfter.reduce<number>((sum, v, i) => sum + v! - serverBefore[i]!, 0)
+      : undefined;
   stop = true;
   for (const wake of onGrant) wake();
   onGrant = [];
@@ -295,6 +325,9 @@ async function handoffs(contenders: readonly Contender[], ms: number): Promise<H
   return {
     perSecond: (counted * 1000) / elapsed,
     gapMs: gaps[Math.floor(gaps.length / 2)] ?? Number.NaN,
+    handoffs: counted,
+    clientCpuUs: cpu.user + cpu.system,
+    serverCpuUs: serverUs,
   };
 }
 
@@ -305,6 +338,7 @@ async function handoffs(contenders: readonly Contender[], ms: number): Promise<H
  */
 async function handoffTable(
   makers: ReadonlyArray<readonly [string, (i: number) => Promise<Contender> | Contender]>,
+  serverPids: (name: string) => Promise<number[]>,
 ): Promise<Map<string, HandoffResult & { vsFloor: number }>> {
   const groups: Array<readonly [string, Contender[]]> = [];
   const rounds = new Map<string, HandoffResult[]>();
@@ -316,7 +350,8 @@ async function handoffTable(
     }
     for (let round = 0; round < HANDOFF_ROUNDS; round++) {
       for (const [name, contenders] of groups) {
-        const result = await handoffs(contenders, HANDOFF_MS / HANDOFF_ROUNDS);
+        const pids = await serverPids(name);
+        const result = await handoffs(contenders, HANDOFF_MS / HANDOFF_ROUNDS, pids);
         rounds.set(name, [...(rounds.get(name) ?? []), result]);
       }
     }
@@ -326,10 +361,17 @@ async function handoffTable(
   const floor = rounds.get(groups[0]![0])!;
   const result = new Map<string, HandoffResult & { vsFloor: number }>();
   for (const [name, values] of rounds) {
+    const servers = values.map((r) => r.serverCpuUs).filter((v): v is number => v !== undefined);
     result.set(name, {
       perSecond: median(values.map((r) => r.perSecond)),
       gapMs: median(values.map((r) => r.gapMs)),
       vsFloor: median(values.map((r, i) => floor[i]!.perSecond / r.perSecond)),
+      handoffs: sum(values.map((r) => r.handoffs)),
+      clientCpuUs: sum(values.map((r) => r.clientCpuUs)) / sum(values.map((r) => r.handoffs)),
+      serverCpuUs:
+        servers.length === values.length
+          ? sum(servers) / sum(values.map((r) => r.handoffs))
+          : undefined,
     });
   }
   return result;
@@ -433,28 +475,53 @@ const suite: BenchSuite = async () => {
       notes: [
         `goal: @locks/postgres within 1.25x of the floor: ${ours.vsFloor.toFixed(2)}x (${ours.vsFloor <= 1.25 ? "met" : "not met"}); median over the rounds of the per-round ratio: ${ours.medianRatio.toFixed(2)}x`,
         `advisory-lock reaches 1/${advisory.vsFloor.toFixed(0)} of the floor`,
-        "CPU per cycle (best round; /proc for the server session) does not depend on load from elsewhere on the machine: it is the cost each library adds",
+        "CPU per cycle (all rounds; /proc for the server sessions) hardly depends on load from elsewhere on the machine: it is the cost each library adds",
         `${ROUNDS} interleaved rounds of ${UNCONTENDED_MS / ROUNDS} ms each; load average during the run: ${loadavg()[0]!.toFixed(1)} on ${availableParallelism()} cores`,
         "both the floor and @locks/postgres take 2 round trips per cycle; ours also draws a token from a sequence and checks for pollers in the same statements, and runs the core's lease",
       ],
     });
 
     // 2. Handoffs between 8 clients.
-    const h = await handoffTable([
-      ["floor", () => rawBlockingContender(url, `h-raw-${run}`)],
-      ["queue", () => locksContender({ connectionString: url }, `h-queue-${run}`)],
+    const hAdmin = await connect(url);
+    const app = (name: string): string => `bench-h-${name}-${run}`;
+    const h = await handoffTable(
       [
-        "notify",
-        () => locksContender({ connectionString: url, maxConnections: 1 }, `h-notify-${run}`),
+        ["floor", () => rawBlockingContender(url, `h-raw-${run}`, app("floor"))],
+        [
+          "queue",
+          () =>
+            locksContender(
+              { connectionString: url, clientConfig: { application_name: app("queue") } },
+              `h-queue-${run}`,
+            ),
+        ],
+        [
+          "notify",
+          () =>
+            locksContender(
+              {
+                connectionString: url,
+                maxConnections: 1,
+                clientConfig: { application_name: app("notify") },
+              },
+              `h-notify-${run}`,
+            ),
+        ],
+        ["advisory", () => advisoryContender(url, `h-advisory-${run}`, true)],
       ],
-      ["advisory", () => advisoryContender(url, `h-advisory-${run}`, true)],
-    ]);
+      // advisory-lock's sessions come and go with each lock: no server CPU for it.
+      (name) => (name === "advisory" ? Promise.resolve([]) : pidsOf(hAdmin, app(name))),
+    );
+    await hAdmin.end();
     const hFloor = h.get("floor")!;
     const row = (name: string, r: HandoffResult & { vsFloor: number }): Array<string | number> => [
       name,
       r.perSecond,
       r.gapMs,
       `${r.vsFloor.toFixed(2)}x slower`,
+      r.serverCpuUs === undefined
+        ? `${r.clientCpuUs.toFixed(0)} + —`
+        : `${r.clientCpuUs.toFixed(0)} + ${r.serverCpuUs.toFixed(0)} = ${(r.clientCpuUs + r.serverCpuUs).toFixed(0)}`,
     ];
     const queue = h.get("queue")!;
     const notify = h.get("notify")!;
@@ -467,6 +534,7 @@ const suite: BenchSuite = async () => {
         "handoffs/s (median round)",
         "median gap (ms)",
         "vs floor (median of rounds)",
+        "CPU µs per handoff: client + server",
       ],
       rows: [
         row("raw pg_advisory_lock, 8 persistent connections (floor)", hFloor),
