@@ -172,10 +172,12 @@ export class RedlockBackend implements Backend {
     ];
     if (touched.length > 0) await this.#releaseOn(request, touched);
     if (failed.length > n - q) throw this.#unavailable(failed.map((f) => f.error));
-    // The lock frees for us once enough of the refusing members free it.
+    // Some members were ours: most likely contenders split the members, and all of them are
+    // releasing now. Retry after a short random delay, as the Redlock algorithm says.
+    if (granted.length > 0) return { granted: false, retryAfterMs: jitter(Math.min(timeout, 50)) };
+    // Otherwise the lock frees for us once enough of the refusing members free it.
     const waits = refused.map((r) => r.wait).sort((a, b) => a - b);
-    const wait = waits[Math.min(q - granted.length, waits.length) - 1] ?? 0;
-    return { granted: false, retryAfterMs: granted.length > 0 ? wait + jitter(timeout) : wait };
+    return { granted: false, retryAfterMs: waits[Math.min(q, waits.length) - 1] ?? 0 };
   }
 
   async extend(request: LockRequest, ttlMs: number): Promise<boolean> {
