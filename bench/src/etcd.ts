@@ -133,9 +133,9 @@ async function cyclesPerSecond(fn: () => Promise<unknown>, ms: number): Promise<
 }
 
 /**
- * Uncontended cycles per second of each contender: rounds interleaved (so
- * that load from elsewhere on the machine hits all of them alike), best round
- * kept.
+ * Uncontended cycles per second of each contender: rounds interleaved in a
+ * rotating order (so that load from elsewhere on the machine hits all of them
+ * alike), best round kept.
  */
 async function uncontended(
   makers: ReadonlyArray<() => Contender | Promise<Contender>>,
@@ -150,8 +150,11 @@ async function uncontended(
     for (const c of contenders) for (let i = 0; i < WARMUP_CYCLES; i++) await cycle(c)();
     const best = contenders.map(() => 0);
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [i, c] of contenders.entries()) {
-        best[i] = Math.max(best[i]!, await cyclesPerSecond(cycle(c), UNCONTENDED_MS));
+      // Rotated order, so that no one always runs right after the same neighbour
+      // (etcd3's lock leaves the server busy revoking leases for a moment).
+      for (let j = 0; j < contenders.length; j++) {
+        const i = (j + round) % contenders.length;
+        best[i] = Math.max(best[i]!, await cyclesPerSecond(cycle(contenders[i]!), UNCONTENDED_MS));
       }
     }
     return best;

@@ -65,13 +65,14 @@ function absent(key: Buffer, rangeEnd?: Buffer): ICompare {
 export function takeRequest(c: Contender, value: Buffer, lease: string): ITxnRequest {
   if (c.limit > 1) return enqueueRequest(c, value, lease);
   const { lock } = c;
-  const blockers =
-    c.mode === "shared" ? absent(lock.writers, lock.writersEnd) : absent(lock.base, lock.baseEnd);
-  return {
-    compare: [absent(c.key), blockers],
-    success: [put(c, value, lease)],
-    failure: [get(c.key)],
-  };
+  // Exclusive: "no key in the lock" already fails when our own key exists. Shared: our own
+  // key is not among the writers, so it needs its own guard (a second put would keep the
+  // create revision but answer with a newer one).
+  const compare =
+    c.mode === "shared"
+      ? [absent(c.key), absent(lock.writers, lock.writersEnd)]
+      : [absent(lock.base, lock.baseEnd)];
+  return { compare, success: [put(c, value, lease)], failure: [get(c.key)] };
 }
 
 /**
