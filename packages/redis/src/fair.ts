@@ -1,4 +1,4 @@
-import { type Attempt, type LockRequest, lockClosed } from "@locks/core";
+import { type Attempt, type LockRequest, lockClosed, onAbort } from "@locks/core";
 import type { Waiters } from "./waiters.js";
 import { wireMode } from "./wire.js";
 
@@ -85,41 +85,33 @@ export class Sleeper {
   sleep(ms: number, signals: readonly AbortSignal[]): Promise<void> {
     if (this.#woken || signals.some((s) => s.aborted)) return Promise.resolve();
     return new Promise<void>((resolve) => {
+      // onAbort: the signal may be shared by thousands of waits (the client's close signal).
+      const stops = signals.map((s) => onAbort(s, () => done()));
       const done = (): void => {
         clearTimeout(timer);
-        for (const s of signals) s.removeEventListener("abort", done);
+        for (const stop of stops) stop();
         this.#resolve = undefined;
         resolve();
       };
       const timer = setTimeout(done, ms);
-      for (const s of signals) s.addEventListener("abort", done);
       this.#resolve = done;
     });
   }
 }
 
-/** Resolves or rejects with `promise`, or rejects at once when `signal` aborts. */
+/** Resolves or rejects with `promise`, or rejects at once with the reason of the first signal to abort. */
 export function raceAbort<T>(promise: Promise<T>, signals: readonly AbortSignal[]): Promise<T> {
   const aborted = signals.find((s) => s.aborted);
   if (aborted !== undefined) return Promise.reject(aborted.reason);
   return new Promise<T>((resolve, reject) => {
-    const onAbort = (event: Event): void => {
-      cleanup();
-      reject((event.target as AbortSignal).reason);
+    const stops = signals.map((s) => onAbort(s, (reason) => finish(() => reject(reason))));
+    const finish = (settle: () => void): void => {
+      for (const stop of stops) stop();
+      settle();
     };
-    const cleanup = (): void => {
-      for (const s of signals) s.removeEventListener("abort", onAbort);
-    };
-    for (const s of signals) s.addEventListener("abort", onAbort);
     promise.then(
-      (value) => {
-        cleanup();
-        resolve(value);
-      },
-      (error: unknown) => {
-        cleanup();
-        reject(error);
-      },
+      (value) => finish(() => resolve(value)),
+      (error: unknown) => finish(() => reject(error)),
     );
   });
 }

@@ -1,8 +1,8 @@
-import { setMaxListeners } from "node:events";
 import {
   type Attempt,
   type Backend,
   type Capabilities,
+  driftAllowance,
   type KeyStatus,
   type LockRequest,
   lockClosed,
@@ -53,8 +53,6 @@ export class ServerBackend implements Backend {
   constructor(connection: Connection, settings: ServerSettings) {
     this.#connection = connection;
     this.#settings = settings;
-    // Every fair waiter listens to it.
-    setMaxListeners(0, this.#closing.signal);
     this.#notifier = new Notifier(
       connection,
       (channel, payload) => this.#waiters.dispatch(channel, payload),
@@ -158,6 +156,7 @@ export class ServerBackend implements Backend {
     const mode = wireMode(request);
     const z = holdersKey(l, mode);
     const timeout = Math.min(this.#settings.commandTimeoutMs, request.ttlMs);
+    const start = monotonicNow();
     const reply = this.#settings.fair
       ? await this.#connection.run(
           scripts.fairAcquire,
@@ -179,8 +178,10 @@ export class ServerBackend implements Backend {
           timeout,
         );
     const attempt = parseAcquireReply(reply);
-    if (attempt.granted) this.#held.set(request.owner, request);
-    return attempt;
+    if (!attempt.granted) return attempt;
+    this.#held.set(request.owner, request);
+    // A queued grant may come long after the wait began: date the lease from this attempt.
+    return { ...attempt, validUntil: start + request.ttlMs - driftAllowance(request.ttlMs) };
   }
 
   /** Owner-checked release (in fair mode it also leaves the queue); retried after a reconnect if it failed. */

@@ -455,6 +455,24 @@ describe("fair mode", () => {
     await held.release();
   });
 
+  it("a waiter that waited longer than its TTL gets a whole lease, dated from its grant", async () => {
+    const ns = freshNamespace();
+    const raw = rawClient(url);
+    const [a, b] = [locksOver({ url, fair: true }, ns), locksOver({ url, fair: true }, ns)];
+    const held = await a.acquire("k");
+    const waiting = b.acquire("k", { ttlMs: 300, timeoutMs: 10_000 });
+    await waitFor(async () => (await raw.zcard(keyLayout("locks", ns, "k").queue)) === 1);
+    // The wait itself has to outlast the waiter's 300 ms TTL.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    await held.release();
+    const lease = await waiting;
+    // Granted once (a grant refused as too old would have burnt a token and re-queued the waiter).
+    expect(lease.fencingToken).toBe(held.fencingToken + 1n);
+    expect(lease.signal.aborted).toBe(false);
+    expect(lease.expiresAt).toBeGreaterThan(Date.now() + 100);
+    await lease.release();
+  });
+
   it("a crashed waiter's queue entry expires and the queue moves on", async () => {
     const ns = freshNamespace();
     const raw = rawClient(url);
