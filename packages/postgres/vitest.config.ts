@@ -2,6 +2,9 @@ import { defineProject } from "../../vitest.shared.js";
 
 const config = defineProject({
   globalSetup: ["@locks/testkit/setup/postgres"],
+  // One file at a time: the fault tests (restarts, 4 child processes) would otherwise load the
+  // 2 cores while the conformance suite times its waiters (fairness spaces them 60 ms apart).
+  fileParallelism: false,
 });
 
 // vitest forwards ssr.resolve.conditions to Node as --conditions flags. With
