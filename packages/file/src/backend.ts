@@ -9,6 +9,7 @@ import {
   type LockRequest,
   type LossReport,
   lockClosed,
+  scopedKey,
   type Unsubscribe,
 } from "@locks/core";
 import { bootId } from "./boot.js";
@@ -22,7 +23,7 @@ import {
   verifyGate,
 } from "./gate.js";
 import { holdLockFile, type LockFileHooks, type ReleaseLockFile } from "./holding.js";
-import { asyncIo, errorCode, type Io, mixedIo, syncIo, unless } from "./io.js";
+import { asyncIo, errorCode, type Io, syncIo, unless } from "./io.js";
 import { type KeyFiles, keyFiles, OWNER_ENTRY_PREFIX } from "./names.js";
 import type { ResolvedFileOptions } from "./options.js";
 import { parseRecord } from "./record.js";
@@ -49,6 +50,9 @@ const CAPABILITIES: Capabilities = Object.freeze({
   fair: false,
   notify: true,
 });
+
+/** Keys whose file names are kept. */
+const FILE_NAME_CACHE = 1_024;
 
 /** Rounds of one attempt: a stale gate claimed or a raced token is retried at once, a few times. */
 const MAX_ROUNDS = 4;
@@ -92,14 +96,15 @@ export class FileBackend implements Backend {
   readonly #listeners = new Set<(report: LossReport) => void>();
   /** Attempts made per request: the first creates speculatively, later ones look first. */
   readonly #attempts = new WeakMap<LockRequest, number>();
-  readonly #files = new WeakMap<LockRequest, KeyFiles>();
+  /** File names of recently used keys (a SHA-256 and a few joins per acquire otherwise). */
+  readonly #files = new Map<string, KeyFiles>();
   #ready: Promise<void> | undefined;
   #closed = false;
   #sequence = 0;
 
   constructor(options: ResolvedFileOptions) {
     this.#options = options;
-    const io: Io = options.io === "sync" ? syncIo : options.io === "mixed" ? mixedIo : asyncIo;
+    const io: Io = options.io === "sync" ? syncIo : asyncIo;
     const scratch = scratchDirectory(options.directory);
     this.#store = {
       io,
@@ -107,14 +112,11 @@ export class FileBackend implements Backend {
       scratch,
       boot: bootId(),
       freshness: new Freshness(),
+      uniqueName: (owner) => `${owner}.${process.pid}-${++this.#sequence}`,
       scratchPath: (owner) => join(scratch, `${owner}.${process.pid}-${++this.#sequence}`),
     };
     this.#watcher = new DirectoryWatcher(options.directory, (entry) =>
-      unless(
-        io.readdir(join(options.directory, entry)).then((names) => names.length === 0),
-        ["ENOENT", "ENOTDIR"],
-        true,
-      ),
+      io.lstatIfAny(join(options.directory, entry)).then((stats) => stats === undefined),
     );
   }
 
@@ -264,7 +266,11 @@ export class FileBackend implements Backend {
   async #tryExclusive(request: LockRequest, files: KeyFiles, attempt: number): Promise<Attempt> {
     const staleMs = staleFor(request.ttlMs);
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      const busy = await this.#look(files, staleMs, { mode: "exclusive" }, attempt > 1);
+      // A first attempt goes straight for the gate: losing costs one failed mkdir.
+      const busy =
+        round === 0 && attempt === 1
+          ? undefined
+          : await this.#look(files, staleMs, { mode: "exclusive" }, attempt > 1);
       if (busy !== undefined) return busy;
       const ref: HoldRef = {};
       const gate = await this.#takeGate(request, files, "x", staleMs, ref);
@@ -301,7 +307,10 @@ export class FileBackend implements Backend {
     const wanted: Wanted =
       request.mode === "shared" ? { mode: "shared" } : { limit: request.limit };
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      const busy = await this.#look(files, staleMs, wanted, attempt > 1);
+      const busy =
+        round === 0 && attempt === 1
+          ? undefined
+          : await this.#look(files, staleMs, wanted, attempt > 1);
       if (busy !== undefined) return busy;
       const gate = await this.#takeGate(request, files, "g", staleMs, {});
       if (gate === undefined) continue;
@@ -494,10 +503,12 @@ export class FileBackend implements Backend {
   // --- plumbing ---------------------------------------------------------------
 
   #filesOf(request: LockRequest): KeyFiles {
-    let files = this.#files.get(request);
+    const id = scopedKey(request.namespace, request.key);
+    let files = this.#files.get(id);
     if (files === undefined) {
       files = keyFiles(this.#options.directory, request.namespace, request.key);
-      this.#files.set(request, files);
+      if (this.#files.size >= FILE_NAME_CACHE) this.#files.clear();
+      this.#files.set(id, files);
     }
     return files;
   }

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { failpoints } from "./failpoints.js";
-import { planToken, readFence, reserveThrough } from "./fence.js";
+import { planToken, readFence, reserveThrough, type TokenPlan } from "./fence.js";
 import { errorCode, unless } from "./io.js";
 import { type KeyFiles, OWNER_ENTRY_PREFIX, ownerEntry, ownerPrefix } from "./names.js";
 import { encodeRecord, type GrantRecord, parseRecord } from "./record.js";
@@ -9,19 +9,25 @@ import { registryMayHoldEntries } from "./registry.js";
 import { LOCKED, protocolError, RACED, type Store } from "./store.js";
 
 /**
- * The gate of a key is a directory, `<stem>.lock`, that holds exactly one
- * entry while it is held: a symlink `o-<owner>` whose target is the holder's
- * record (token, staleness, boot id...).
+ * The gate of a key is a directory, `<stem>.lock`, created with `mkdir`
+ * (atomic: one creator wins, the others fail at once with EEXIST), into which
+ * its creator puts its record: a symlink `o-<owner>.<n>` whose target is the
+ * record (token, staleness, boot id...), created atomically with its content
+ * and never changed.
  *
- * - Taking it: the directory is prepared in the scratch directory with the
- *   record inside, then renamed to `<stem>.lock`. rename(2) fails when the
- *   target is a non-empty directory and replaces an empty one, so the gate is
- *   never seen empty while held and an empty gate is simply free.
+ * - A gate holds exactly one record while held. For the microseconds between
+ *   `mkdir` and the record, or a release's claim and `rmdir`, it is empty:
+ *   busy, and stale like any lock if it stays so (its creator died), then
+ *   removed with `rmdir`, which fails if a record has appeared meanwhile.
  * - Ending a hold (release or takeover) claims the record with one atomic call
  *   on its unique name: rename to `<stem>.fence` (which records the token) or
  *   unlink. Whoever comes second gets ENOENT and stops there. Then `rmdir`,
- *   which only removes an empty directory, so it can never remove a gate
- *   that another holder has taken in the meantime.
+ *   which only removes an empty directory, so it can never remove a gate that
+ *   another holder has taken in the meantime.
+ * - A creator checks, after writing its record, that the gate holds its
+ *   record alone. Two records only meet when a creator was paused between
+ *   `mkdir` and its record for longer than the staleness, its empty gate was
+ *   removed and another one created: the late creator withdraws its record.
  *
  * That is the guard against proper-lockfile's issue #121: a process paused
  * right before removing a stale lock, resuming after someone else took the
@@ -39,7 +45,7 @@ export interface GateGrant {
 
 /**
  * Creates the gate with `owner`'s record inside, or rejects with LOCKED
- * (held) or RACED (a release happened while the token was chosen: retry).
+ * (held) or RACED (this creation was overtaken: retry).
  */
 export async function createGate(
   store: Store,
@@ -49,38 +55,45 @@ export async function createGate(
   staleMs: number,
 ): Promise<GateGrant> {
   const { io } = store;
-  const fence = await readFence(io, files);
-  const plan = await planToken(io, files, fence, store.boot);
-  const registry = purpose === "g" || (await registryMayHoldEntries(io, files, fence.record));
-  const record = encodeRecord({
-    token: plan.token,
-    reserved: plan.reserved,
-    boot: store.boot,
-    staleMs,
-    registry,
-    pid: process.pid,
-    purpose,
-  });
-  const prepared = store.scratchPath(owner);
-  const entry = ownerEntry(prepared);
-  await io.mkdir(prepared, 0o700);
   try {
-    await io.symlink(record, join(prepared, entry));
-    await io.rename(prepared, files.gate);
+    await io.mkdir(files.gate, 0o700);
   } catch (error) {
-    await unless(io.unlink(join(prepared, entry)), ["ENOENT"], undefined);
-    await unless(io.rmdir(prepared), ["ENOENT", "ENOTEMPTY"], undefined);
-    const code = errorCode(error);
-    if (code === "ENOTEMPTY" || code === "EEXIST") throw protocolError(LOCKED, "the key is held");
+    if (errorCode(error) === "EEXIST") throw protocolError(LOCKED, "the key is held");
     throw error;
   }
-  // Held. The fence changes only when a gate's record is claimed, and this
-  // gate's record is ours: if it changed since it was read, a hold began and
-  // ended in between and the token may be stale. Hand the gate back, retry.
-  const now = await unless(io.readlink(files.fence), ["ENOENT"], undefined);
-  if (now !== fence.raw) {
+  // The gate is ours and empty. The fence changes only when a record is
+  // claimed, and no record can be claimed before ours is in: the fence read
+  // now stays the last grant's until this hold ends.
+  const entry = ownerEntry(store.uniqueName(owner));
+  let plan: TokenPlan;
+  let registry: boolean;
+  try {
+    const fence = await readFence(io, files);
+    plan = await planToken(io, files, fence, store.boot);
+    registry = purpose === "g" || (await registryMayHoldEntries(io, files, fence.record));
+    const record = encodeRecord({
+      token: plan.token,
+      reserved: plan.reserved,
+      boot: store.boot,
+      staleMs,
+      registry,
+      pid: process.pid,
+      purpose,
+    });
+    await io.symlink(record, join(files.gate, entry));
+  } catch (error) {
+    // Our empty gate was removed as abandoned (we were paused past the staleness): not ours.
+    if (errorCode(error) === "ENOENT") throw protocolError(RACED, "the empty gate was removed");
+    await unless(io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
+    throw error;
+  }
+  // Ours alone? Another record here means another creator got this gate too
+  // (one of us was paused past the staleness between mkdir and symlink, its
+  // empty gate removed and made again), and it may already hold it: withdraw.
+  const names = await unless(io.readdir(files.gate), ["ENOENT"], [] as string[]);
+  if (names.length !== 1 || names[0] !== entry) {
     await undoGate(store, files, entry);
-    throw protocolError(RACED, "a grant happened while the token was being chosen");
+    throw protocolError(RACED, "another creator's record is in the gate");
   }
   if (plan.mustReserve) {
     try {
@@ -140,21 +153,24 @@ export async function clearOwner(store: Store, files: KeyFiles, owner: string): 
   for (const name of names) {
     if (!name.startsWith(prefix)) continue;
     const raw = await unless(store.io.readlink(join(files.gate, name)), ["ENOENT"], undefined);
-    if (raw !== undefined) await claimStale(store, files, name, parseRecord(raw));
+    if (raw !== undefined && (await claimStale(store, files, name, parseRecord(raw)))) {
+      await unless(store.io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
+    }
   }
 }
 
 /** What a contender found when the gate was in its way. */
 export type GateState =
   | { readonly kind: "free" }
-  | { readonly kind: "held"; readonly retryAfterMs: number; readonly record?: GrantRecord };
+  | { readonly kind: "held"; readonly retryAfterMs: number };
 
 const FREE: GateState = { kind: "free" };
 
 /**
- * Looks at a gate that is in the way: free (missing or empty), held and
- * fresh, or held and stale, in which case its record is claimed and the gate
- * reported free. `staleMs` is used when the record cannot be read.
+ * Looks at a gate that is in the way: missing (free), held and fresh, or
+ * stale, in which case its record is claimed, the empty gate removed, and
+ * the gate reported free. An empty gate is being created or released: busy,
+ * judged with `staleMs` (whose record is unknown).
  */
 export async function inspectGate(
   store: Store,
@@ -162,40 +178,50 @@ export async function inspectGate(
   staleMs: number,
 ): Promise<GateState> {
   const { io } = store;
-  const names = await unless(io.readdir(files.gate), ["ENOENT"], undefined);
-  if (names === undefined || names.length === 0) {
+  const stats = await io.lstatIfAny(files.gate);
+  const names =
+    stats === undefined ? undefined : await unless(io.readdir(files.gate), ["ENOENT"], undefined);
+  if (stats === undefined || names === undefined) {
     store.freshness.forget(files.gate);
     return FREE;
   }
-  const entry =
-    names.length === 1 && names[0]!.startsWith(OWNER_ENTRY_PREFIX) ? names[0] : undefined;
-  const stats = await unless(io.lstat(files.gate), ["ENOENT"], undefined);
-  const raw =
-    entry === undefined
-      ? undefined
-      : await unless(io.readlink(join(files.gate, entry)), ["ENOENT"], null);
-  // It changed while we looked: look again on the next attempt.
-  if (stats === undefined || raw === null) return FREE;
-  const record = raw === undefined ? undefined : parseRecord(raw);
-  const stale = record?.staleMs ?? staleMs;
+  const records: Array<{ name: string; record: GrantRecord | undefined }> = [];
+  for (const name of names) {
+    if (!name.startsWith(OWNER_ENTRY_PREFIX)) continue;
+    const raw = await unless(io.readlink(join(files.gate, name)), ["ENOENT"], undefined);
+    // Claimed while we looked: look again on the next attempt.
+    if (raw === undefined) return FREE;
+    records.push({ name, record: parseRecord(raw) });
+  }
+  const stale = Math.max(0, ...records.map((r) => r.record?.staleMs ?? staleMs)) || staleMs;
   const identity = `${stats.ino}:${stats.mtimeMs}:${names.join("/")}`;
   const verdict = store.freshness.judge(files.gate, identity, stats.mtimeMs, stale);
-  if (!verdict.stale) {
-    return record === undefined
-      ? { kind: "held", retryAfterMs: verdict.retryAfterMs }
-      : { kind: "held", retryAfterMs: verdict.retryAfterMs, record };
-  }
-  if (entry === undefined) {
+  if (!verdict.stale) return { kind: "held", retryAfterMs: verdict.retryAfterMs };
+  if (records.length !== names.length) {
     throw Object.assign(
       new Error(`${files.gate} holds entries this backend did not write (${names.join(", ")})`),
       { code: "EUNKNOWNLOCK" },
     );
   }
   await failpoints.beforeClaim?.(files.gate);
-  const claimed = await claimStale(store, files, entry, record);
+  // Lowest token first, so that the fence ends at the highest.
+  records.sort((a, b) => compareTokens(a.record, b.record));
+  let claimed = records.length === 0;
+  for (const { name, record } of records) {
+    if (await claimStale(store, files, name, record)) claimed = true;
+  }
   failpoints.afterClaim?.(files.gate, claimed);
+  // Whoever claimed removes the gate, if empty: rmdir never removes a gate
+  // someone has put a record into meanwhile.
+  if (claimed) await unless(io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
   store.freshness.forget(files.gate);
   return FREE;
+}
+
+function compareTokens(a: GrantRecord | undefined, b: GrantRecord | undefined): number {
+  const x = a?.token ?? -1n;
+  const y = b?.token ?? -1n;
+  return x < y ? -1 : x > y ? 1 : 0;
 }
 
 /**
@@ -216,11 +242,9 @@ async function claimStale(
     record !== undefined &&
     !(last !== undefined && last.boot === record.boot && record.token <= last.token);
   const path = join(files.gate, entry);
-  const claimed = await unless(
+  return unless(
     (keep ? io.rename(path, files.fence) : io.unlink(path)).then(() => true),
     ["ENOENT"],
     false,
   );
-  if (claimed) await unless(io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
-  return claimed;
 }

@@ -19,6 +19,8 @@ export interface Io {
   readlink(path: string): Promise<string>;
   stat(path: string): Promise<fs.Stats>;
   lstat(path: string): Promise<fs.Stats>;
+  /** `lstat`, or undefined when nothing is there (cheaper than catching ENOENT). */
+  lstatIfAny(path: string): Promise<fs.Stats | undefined>;
   readdir(path: string): Promise<string[]>;
   utimes(path: string, time: Date): Promise<void>;
   readFile(path: string): Promise<string>;
@@ -63,6 +65,7 @@ export const asyncIo: Io = {
   readlink: (path) => p.readlink(path, "utf8"),
   stat: (path) => p.stat(path),
   lstat: (path) => p.lstat(path),
+  lstatIfAny: (path) => unless(p.lstat(path), ["ENOENT"], undefined),
   readdir: (path) => p.readdir(path),
   utimes: (path, time) => p.utimes(path, time, time),
   readFile: (path) => p.readFile(path, "utf8"),
@@ -118,28 +121,6 @@ export const syncCalls = {
   utimes: (path: string, time: Date): void => fs.utimesSync(path, time, time),
 };
 
-/**
- * Reads synchronously, changes asynchronously: reading a cached directory
- * entry takes microseconds and never waits on the file system's journal,
- * while creating, renaming and removing can (ext4 commits), so those go
- * to the thread pool and never block the event loop.
- */
-export const mixedIo: Io = {
-  mkdir: asyncIo.mkdir,
-  mkdirp: asyncIo.mkdirp,
-  rmdir: asyncIo.rmdir,
-  rename: asyncIo.rename,
-  unlink: asyncIo.unlink,
-  symlink: asyncIo.symlink,
-  readlink: settled((path: string) => fs.readlinkSync(path, "utf8")),
-  stat: settled((path: string) => fs.statSync(path)),
-  lstat: settled((path: string) => fs.lstatSync(path)),
-  readdir: settled((path: string) => fs.readdirSync(path)),
-  utimes: asyncIo.utimes,
-  readFile: asyncIo.readFile,
-  writeDurable: asyncIo.writeDurable,
-};
-
 export const syncIo: Io = {
   mkdir: settledVoid((path: string, mode: number) => fs.mkdirSync(path, { mode })),
   mkdirp: settledVoid((path: string, mode: number) =>
@@ -152,6 +133,7 @@ export const syncIo: Io = {
   readlink: settled((path: string) => fs.readlinkSync(path, "utf8")),
   stat: settled((path: string) => fs.statSync(path)),
   lstat: settled((path: string) => fs.lstatSync(path)),
+  lstatIfAny: settled((path: string) => fs.lstatSync(path, { throwIfNoEntry: false })),
   readdir: settled((path: string) => fs.readdirSync(path)),
   utimes: settledVoid(syncCalls.utimes),
   readFile: settled((path: string) => fs.readFileSync(path, "utf8")),

@@ -1,4 +1,4 @@
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { keyDigest } from "@locks/core";
 
 /**
@@ -49,12 +49,12 @@ export function stemOf(entry: string): string | undefined {
 }
 
 /**
- * Name of a holder's record inside a gate: the unique scratch name the gate
- * was prepared under (`<owner>.<n>`), so that a claim can only ever
- * hit the one record it judged (an owner may retry and create another).
+ * Name of a holder's record inside a gate: `o-` and a name unique to this
+ * hold (`<owner>.<pid>-<n>`), so a claim can only ever hit the one record it
+ * judged (an owner may retry and create another).
  */
-export function ownerEntry(prepared: string): string {
-  return `${OWNER_ENTRY_PREFIX}${basename(prepared)}`;
+export function ownerEntry(unique: string): string {
+  return `${OWNER_ENTRY_PREFIX}${unique}`;
 }
 
 /** Every record name `owner` may have used starts with this. */

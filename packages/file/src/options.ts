@@ -19,13 +19,13 @@ export interface FileBackendOptions {
    * for lock directories on slow or network file systems, where a call can
    * block for long.
    */
-  io?: "sync" | "async" | "mixed";
+  io?: "sync" | "async";
 }
 
 export interface ResolvedFileOptions {
   readonly directory: string;
   readonly directoryMode: number;
-  readonly io: "sync" | "async" | "mixed";
+  readonly io: "sync" | "async";
 }
 
 const KNOWN = new Set(["directory", "directoryMode", "io"]);
@@ -46,7 +46,7 @@ export function resolveFileOptions(options: FileBackendOptions): ResolvedFileOpt
   if (!Number.isInteger(directoryMode) || directoryMode < 0 || directoryMode > 0o7777) {
     throw invalidArgument("directoryMode", "must be an integer between 0 and 0o7777");
   }
-  if (io !== "sync" && io !== "async" && io !== "mixed") {
+  if (io !== "sync" && io !== "async") {
     throw invalidArgument("io", `must be "sync" or "async"`);
   }
   return { directory: resolve(directory), directoryMode, io };

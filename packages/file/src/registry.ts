@@ -62,6 +62,7 @@ export async function registryMayHoldEntries(
   last: FenceState["record"],
 ): Promise<boolean> {
   if (last !== undefined && !last.registry) return false;
+  if ((await io.lstatIfAny(files.registry)) === undefined) return false;
   const names = await unless(io.readdir(files.registry), ["ENOENT"], [] as string[]);
   return names.length > 0;
 }
@@ -94,7 +95,10 @@ export async function admit(
   look = false,
 ): Promise<Admission> {
   const { io } = store;
-  const names = await unless(io.readdir(files.registry), ["ENOENT"], [] as string[]);
+  const names =
+    (await io.lstatIfAny(files.registry)) === undefined
+      ? []
+      : await unless(io.readdir(files.registry), ["ENOENT"], [] as string[]);
   const live: RegistryEntry[] = [];
   let retryAfterMs = Number.POSITIVE_INFINITY;
   let stale = 0;

@@ -7,11 +7,13 @@ export interface Store {
   readonly io: Io;
   /** The lock directory (absolute). */
   readonly directory: string;
-  /** Where lock directories are prepared before being renamed into place. */
+  /** Where temp files are written before being renamed into place. */
   readonly scratch: string;
   readonly boot: string;
   readonly freshness: Freshness;
-  /** A fresh scratch path for `owner`. */
+  /** A name unique to this process and call, starting with `owner`. */
+  uniqueName(owner: string): string;
+  /** A fresh path in the scratch directory (temp files of durable writes). */
   scratchPath(owner: string): string;
 }
 

@@ -1,7 +1,7 @@
 import { type FSWatcher, watch } from "node:fs";
 import { GATE_SUFFIX, stemOf } from "./names.js";
 
-/** Says whether the gate named `entry` (in the watched directory) may be free: missing or empty. */
+/** Says whether the gate named `entry` (in the watched directory) is gone, so its key may be free. */
 export type GateProbe = (entry: string) => Promise<boolean>;
 
 /**
@@ -11,8 +11,8 @@ export type GateProbe = (entry: string) => Promise<boolean>;
  * Every change of an entry is reported, without saying which (on Linux a
  * gate created, removed, or its mtime refreshed all read "rename"). So an
  * event about a gate is checked once for all the key's waiters: they are
- * woken only when the gate is gone or empty (free), not each time someone
- * takes it or refreshes it. Registry events (a holder left) always wake.
+ * woken only when the gate is gone, not each time someone takes it or
+ * refreshes it. Registry events (a holder left) always wake.
  * fs.watch can miss events (network file systems, some platforms): the core
  * still polls, bounded, as the fallback, and a stale holder's takeover is
  * timed by the attempt's `retryAfterMs`.

@@ -34,6 +34,7 @@ import { RESERVE_BLOCK } from "../src/fence.js";
 import { type FileBackendOptions, fileBackend } from "../src/index.js";
 import { keyFiles } from "../src/names.js";
 import { encodeRecord, parseRecord } from "../src/record.js";
+import { MIN_STALE_MS } from "../src/store.js";
 import { randomNamespace, startWorkers, tempDirectory } from "./helpers.js";
 
 const dir = tempDirectory("unit");
@@ -188,14 +189,18 @@ describe("the gate", () => {
     expect(parseRecord(readlinkSync(files.fence))?.token).toBe(lease.fencingToken);
   });
 
-  it("an empty gate (a claimer died between claim and removal) is free", async () => {
+  it("an empty gate left by a process that died creating or releasing it is removed once stale", async () => {
     const namespace = randomNamespace();
     const files = keyFiles(dir.path, namespace, "empty");
     mkdirSync(dirname(files.gate), { recursive: true });
     mkdirSync(files.gate);
-    const lease = await client(namespace).tryAcquire("empty");
-    expect(lease).not.toBeNull();
-    await lease!.release();
+    const locks = client(namespace);
+    // Busy at first: an empty gate is one being created or released.
+    expect(await locks.tryAcquire("empty", { ttlMs: MIN_STALE_MS })).toBeNull();
+    const started = performance.now();
+    const lease = await locks.acquire("empty", { ttlMs: MIN_STALE_MS, timeoutMs: 10_000 });
+    expect(performance.now() - started).toBeGreaterThanOrEqual(MIN_STALE_MS * 0.9);
+    await lease.release();
   });
 
   it("release and extend by a stranger never touch the holder's lock", async () => {
