@@ -13,11 +13,11 @@ export interface FileBackendOptions {
   /** Permission bits of the lock directory when the backend creates it. Default `0o700` (owner only). */
   directoryMode?: number;
   /**
-   * How file-system calls are made. `"sync"` (default): synchronous calls,
-   * each a few microseconds on a local disk, which beats the thread-pool
-   * round trip of `"async"` by 2x or more; `"async"`: the libuv thread pool,
-   * for lock directories on slow or network file systems, where a call can
-   * block for long.
+   * How the lock's file-system calls are made. `"sync"` (default): directly,
+   * about ten calls per acquire + release, each microseconds on a local disk
+   * (less than a thread-pool round trip each: see the README's benchmark);
+   * the event loop waits for them. `"async"`: through the libuv thread pool,
+   * for a slow or network file system where one call can block for long.
    */
   io?: "sync" | "async";
 }

@@ -61,6 +61,29 @@ describe("processes contending on one key", () => {
   });
 });
 
+describe("shared mode and semaphores across processes", () => {
+  it("3 processes, a semaphore of 2: never more than 2 holders, tokens increase", async () => {
+    const namespace = randomNamespace();
+    const workers = await startWorkers(3, { directory: dir.path, namespace });
+    for (const w of workers) w.send({ type: "contend", key: "pool", loops: 40, limit: 2 });
+    const history = new History();
+    for (const w of workers) history.add(...(await w.next("holds", 60_000)).holds);
+    expect(history.holds).toHaveLength(120);
+    history.assertValid({ fencing: true });
+  });
+
+  it("3 processes, readers and writers: writers alone, readers only with readers, tokens increase", async () => {
+    const namespace = randomNamespace();
+    const workers = await startWorkers(3, { directory: dir.path, namespace });
+    for (const w of workers) w.send({ type: "contend", key: "doc", loops: 30, mode: "mixed" });
+    const history = new History();
+    for (const w of workers) history.add(...(await w.next("holds", 60_000)).holds);
+    expect(history.holds).toHaveLength(90);
+    expect(history.holds.some((h) => h.mode === "shared")).toBe(true);
+    history.assertValid({ fencing: true });
+  });
+});
+
 describe("a holder that stops", () => {
   it("SIGKILL: another process gets the key after the TTL, with a higher token", async () => {
     const namespace = randomNamespace();
