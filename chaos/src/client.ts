@@ -1,0 +1,106 @@
+/**
+ * One chaos client process: loops acquire -> fenced write -> release until
+ * the parent says stop, and reports every hold over IPC. The parent may
+ * SIGSTOP or SIGKILL it at any time; it waits for the parent's "go" between
+ * the grant and the write, so that a pause lands exactly there.
+ */
+import { type Backend, createLocks, History, historyNow, isLockError } from "@locks/core";
+import { fencedWrite } from "./fence.js";
+import type {
+  BackendSpec,
+  ClientConfig,
+  ClientMessage,
+  ParentMessage,
+  WriteOutcome,
+} from "./protocol.js";
+
+async function makeBackend(spec: BackendSpec): Promise<Backend> {
+  switch (spec.kind) {
+    case "file":
+      return (await import("@locks/file")).fileBackend({ directory: spec.directory });
+    case "redis":
+      return (await import("@locks/redis")).redisBackend({ url: spec.url });
+    case "redlock":
+      return (await import("@locks/redis")).redisBackend({ urls: [...spec.urls] });
+    case "etcd":
+      return (await import("@locks/etcd")).etcdBackend({ hosts: [...spec.hosts] });
+    case "postgres":
+      return (await import("@locks/postgres")).postgresBackend({
+        connectionString: spec.connectionString,
+      });
+  }
+}
+
+function send(message: ClientMessage): void {
+  process.send?.(message);
+}
+
+async function main(): Promise<void> {
+  const config = JSON.parse(process.env.CHAOS_CLIENT ?? "") as ClientConfig;
+  const locks = createLocks(await makeBackend(config.backend), {
+    namespace: config.namespace,
+    ttlMs: config.ttlMs,
+  });
+  let stopping = false;
+  const goWaiters = new Map<number, () => void>();
+  process.on("message", (raw: ParentMessage) => {
+    if (raw.type === "stop") stopping = true;
+    else goWaiters.get(raw.seq)?.();
+  });
+  process.on("disconnect", () => {
+    stopping = true;
+    for (const wake of goWaiters.values()) wake();
+  });
+  send({ type: "ready", now: historyNow() });
+
+  for (let seq = 1; !stopping; seq++) {
+    let lease: Awaited<ReturnType<typeof locks.acquire>>;
+    try {
+      lease = await locks.acquire(config.key, { timeoutMs: config.acquireTimeoutMs });
+    } catch (error) {
+      const code = isLockError(error) ? error.code : "OTHER";
+      send({ type: "acquire-failed", code, message: String(error) });
+      if (code !== "LOCK_TIMEOUT") await new Promise((r) => setTimeout(r, 50));
+      continue;
+    }
+    const history = new History();
+    const owner = `${config.clientId}#${seq}`;
+    const end = history.begin(lease, owner);
+    let lostLateMs: number | undefined;
+    lease.signal.addEventListener(
+      "abort",
+      () => {
+        if (isLockError(lease.signal.reason, "LOCK_LOST"))
+          lostLateMs = Date.now() - (lease.expiresAt ?? Date.now());
+      },
+      { once: true },
+    );
+    const go = new Promise<void>((resolve) => goWaiters.set(seq, resolve));
+    const token = lease.fencingToken.toString();
+    send({ type: "acquired", seq, token, at: history.holds[0]?.acquiredAt ?? historyNow() });
+    await go;
+    goWaiters.delete(seq);
+    // The write goes out whether or not the lease is still valid: the fence is what
+    // must refuse it when it is stale (the client cannot check and write atomically).
+    let write: WriteOutcome;
+    try {
+      const accepted = await fencedWrite(config.fenceUrl, config.fenceKey, token, owner);
+      write = { accepted, ackAt: historyNow() };
+    } catch (error) {
+      write = { accepted: null, ackAt: historyNow(), error: String(error) };
+    }
+    // Let timers that expired during a pause run (the watchdog's local deadline).
+    await new Promise((r) => setTimeout(r, 1));
+    end();
+    await lease.release().catch(() => undefined);
+    const record = history.holds[0];
+    if (record !== undefined) send({ type: "hold", seq, record, write, lostLateMs });
+  }
+  await locks.close().catch(() => undefined);
+  process.disconnect?.();
+}
+
+main().catch((error: unknown) => {
+  console.error("chaos client failed:", error);
+  process.exit(1);
+});

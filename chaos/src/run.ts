@@ -1,0 +1,505 @@
+import { type ChildProcess, fork } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { checkHistory, type HoldRecord, historyNow } from "@locks/core";
+import { nodeChildArgs, startRedis } from "@locks/testkit";
+import { fenceState } from "./fence.js";
+import { mulberry32, type Rng } from "./prng.js";
+import type {
+  BackendSpec,
+  ClientConfig,
+  ClientMessage,
+  ParentMessage,
+  WriteOutcome,
+} from "./protocol.js";
+import { type FaultEvent, type ScenarioSummary, stats, type Violation } from "./summary.js";
+
+const CLIENT = new URL("./client.ts", import.meta.url);
+
+/** What a scenario's setup returns: the servers, how clients reach them, and the server faults. */
+export interface Environment {
+  /** Connection spec for client number `index` (several may go through different proxies). */
+  spec(index: number): BackendSpec;
+  /** Server-side faults by name; each resolves when the fault is healed again. */
+  readonly faults: Record<string, (rng: Rng) => Promise<{ target: string; note?: string }>>;
+  /** Clients started under libfaketime, by index, with the file their offset is read from. */
+  readonly fakeClock?: ReadonlyMap<number, string>;
+  /** Path of libfaketime.so.1 when fakeClock is used. */
+  readonly libfaketime?: string;
+  /** Faults after which the backend's documented limits allow overlaps and tokens going back. */
+  readonly documentedAfter?: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+export interface ScenarioDefinition {
+  readonly name: string;
+  readonly backend: string;
+  readonly description: string;
+  readonly ttlMs: number;
+  readonly clients: number;
+  readonly acquireTimeoutMs: number;
+  /** Faults the nemesis picks from: "pause" and "kill" (of the client that was just granted) plus the environment's. */
+  readonly faultKinds: readonly string[];
+  /** Share of the total run time this scenario gets. */
+  readonly weight: number;
+  setup(): Promise<Environment>;
+}
+
+interface Client {
+  readonly id: string;
+  readonly index: number;
+  readonly child: ChildProcess;
+  /** Added to this client's times to bring them to the parent's base (libfaketime offsets). */
+  correction: number;
+  lastSeen: number;
+  paused: boolean;
+  exited: boolean;
+  ready: boolean;
+  holding?: { seq: number; token: string; at: number };
+  stderr: string;
+}
+
+type Armed = { kind: "pause" | "kill"; done: () => void };
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Runs one scenario: clients, nemesis, checker. Never throws for a failed check: see `passed`. */
+export async function runScenario(
+  def: ScenarioDefinition,
+  options: { seed: number; durationMs: number; log?: (line: string) => void },
+): Promise<ScenarioSummary> {
+  const log = options.log ?? (() => undefined);
+  const rng = mulberry32(options.seed);
+  const fence = await startRedis();
+  const env = await def.setup();
+  const started = historyNow();
+  const since = (): number => Math.round(historyNow() - started);
+  const namespace = `chaos-${randomBytes(6).toString("hex")}`;
+  const fenceKey = `fence:${namespace}`;
+
+  const holds: HoldRecord[] = [];
+  const writes = new Map<string, WriteOutcome>();
+  const lostLate: number[] = [];
+  const afterResume: number[] = [];
+  const takeovers: number[] = [];
+  const schedule: FaultEvent[] = [];
+  const faultCounts: Record<string, number> = {};
+  const violations: Violation[] = [];
+  const documentedLimits = new Set<string>();
+  const contAt = new Map<string, number>();
+  let documentedFrom: number | undefined;
+  let acquireTimeouts = 0;
+  let acquireErrors = 0;
+  let lastAcked: { token: bigint; owner: string; at: number } | undefined;
+  let pendingKill: { at: number; by: string } | undefined;
+  let armed: Armed | undefined;
+  let stopping = false;
+  const clients = new Map<number, Client>();
+  let generation = 0;
+
+  const fault = (kind: string, target: string, note?: string): void => {
+    faultCounts[kind] = (faultCounts[kind] ?? 0) + 1;
+    schedule.push(
+      note === undefined ? { at: since(), kind, target } : { at: since(), kind, target, note },
+    );
+    log(`  [${since()} ms] ${kind} ${target}${note ? ` (${note})` : ""}`);
+    const documented = env.documentedAfter?.[kind];
+    if (documented !== undefined) {
+      documentedLimits.add(documented);
+      documentedFrom ??= historyNow();
+    }
+  };
+
+  const post = (client: Client, message: ParentMessage): void => {
+    if (!client.exited && client.child.connected) client.child.send(message);
+  };
+
+  const spawnClient = (index: number): Client => {
+    const id = `c${index}.${generation++}`;
+    const config: ClientConfig = {
+      clientId: id,
+      backend: env.spec(index),
+      namespace,
+      key: "resource",
+      ttlMs: def.ttlMs,
+      acquireTimeoutMs: def.acquireTimeoutMs,
+      fenceUrl: fence.url,
+      fenceKey,
+    };
+    const childEnv = { ...process.env, CHAOS_CLIENT: JSON.stringify(config) };
+    const clockFile = env.fakeClock?.get(index);
+    const stdio: ["ignore", "ignore", "pipe", "ipc"] = ["ignore", "ignore", "pipe", "ipc"];
+    const child = fork(CLIENT, [], {
+      execArgv: nodeChildArgs,
+      stdio,
+      env:
+        clockFile === undefined || env.libfaketime === undefined
+          ? childEnv
+          : {
+              ...childEnv,
+              // libfaketime preloaded into node itself (the faketime wrapper would stand between
+              // the signals and node). Only the wall clock moves: CLOCK_MONOTONIC stays real
+              // (libfaketime fakes it too by default). The offset is re-read once a second.
+              LD_PRELOAD: env.libfaketime,
+              FAKETIME_DONT_FAKE_MONOTONIC: "1",
+              FAKETIME_TIMESTAMP_FILE: clockFile,
+              FAKETIME_CACHE_DURATION: "1",
+            },
+    });
+    const client: Client = {
+      id,
+      index,
+      child,
+      correction: 0,
+      lastSeen: historyNow(),
+      paused: false,
+      exited: false,
+      ready: false,
+      stderr: "",
+    };
+    child.stderr?.on("data", (chunk: Buffer) => {
+      client.stderr = (client.stderr + chunk.toString()).slice(-2000);
+    });
+    child.on("exit", () => {
+      client.exited = true;
+    });
+    child.on("message", (message: ClientMessage) => onMessage(client, message));
+    clients.set(index, client);
+    return client;
+  };
+
+  const onMessage = (client: Client, message: ClientMessage): void => {
+    client.lastSeen = historyNow();
+    const c = client.correction;
+    switch (message.type) {
+      case "ready": {
+        const offset = message.now - historyNow();
+        // libfaketime shifts performance.timeOrigin by whole offsets; within a minute is real skew (none expected).
+        client.correction = Math.abs(offset) > 60_000 ? -Math.round(offset / 60_000) * 60_000 : 0;
+        client.ready = true;
+        return;
+      }
+      case "acquire-failed":
+        if (message.code === "LOCK_TIMEOUT") acquireTimeouts++;
+        else acquireErrors++;
+        return;
+      case "acquired": {
+        const at = message.at + c;
+        client.holding = { seq: message.seq, token: message.token, at };
+        if (pendingKill !== undefined && pendingKill.by !== client.id) {
+          takeovers.push(at - pendingKill.at);
+          pendingKill = undefined;
+        }
+        const trigger = armed;
+        if (trigger === undefined || stopping) {
+          post(client, { type: "go", seq: message.seq });
+          return;
+        }
+        armed = undefined;
+        if (trigger.kind === "pause") void pauseHolder(client, message.seq, message.token, trigger);
+        else killHolder(client, message.seq, message.token, at, trigger);
+        return;
+      }
+      case "hold": {
+        const r = message.record;
+        const record: HoldRecord = {
+          ...r,
+          acquiredAt: r.acquiredAt + c,
+          ...(r.releasedAt === undefined ? {} : { releasedAt: r.releasedAt + c }),
+          ...(r.lostAt === undefined ? {} : { lostAt: r.lostAt + c }),
+        };
+        holds.push(record);
+        const write = { ...message.write, ackAt: message.write.ackAt + c };
+        writes.set(record.owner, write);
+        if (message.lostLateMs !== undefined) lostLate.push(message.lostLateMs);
+        const resumed = contAt.get(record.owner);
+        if (resumed !== undefined && record.lostAt !== undefined)
+          afterResume.push(record.lostAt - resumed);
+        if (write.accepted === true) {
+          const token = BigInt(record.token);
+          if (lastAcked === undefined || token > lastAcked.token)
+            lastAcked = { token, owner: record.owner, at: write.ackAt };
+        }
+        client.holding = undefined;
+        return;
+      }
+    }
+  };
+
+  const pauseHolder = async (
+    client: Client,
+    seq: number,
+    token: string,
+    trigger: Armed,
+  ): Promise<void> => {
+    client.child.kill("SIGSTOP");
+    client.paused = true;
+    fault("pause", client.id, `holder of token ${token}`);
+    post(client, { type: "go", seq });
+    // Resume once another holder's write with a greater token was acknowledged (the lease surely
+    // expired and was taken over), or after 3 TTLs + 1 s when nobody could take it.
+    const deadline = historyNow() + def.ttlMs * 3 + 1_000;
+    while (historyNow() < deadline && !(lastAcked !== undefined && lastAcked.token > BigInt(token)))
+      await sleep(20);
+    contAt.set(`${client.id}#${seq}`, historyNow());
+    client.child.kill("SIGCONT");
+    client.paused = false;
+    client.lastSeen = historyNow();
+    trigger.done();
+  };
+
+  const killHolder = (
+    client: Client,
+    seq: number,
+    token: string,
+    at: number,
+    trigger: Armed,
+  ): void => {
+    client.child.kill("SIGKILL");
+    const killAt = historyNow();
+    fault("kill", client.id, `holder of token ${token}`);
+    // It never wrote (it was waiting for "go"); its hold ended when it died.
+    holds.push({
+      owner: `${client.id}#${seq}`,
+      key: "resource",
+      mode: "exclusive",
+      limit: 1,
+      token,
+      acquiredAt: at,
+      lostAt: killAt,
+    });
+    pendingKill = { at: killAt, by: client.id };
+    spawnClient(client.index);
+    trigger.done();
+  };
+
+  const hangWatch = setInterval(() => {
+    const limit = def.acquireTimeoutMs + 10_000;
+    for (const client of clients.values()) {
+      if (client.paused || client.exited || stopping) continue;
+      if (historyNow() - client.lastSeen > limit) {
+        violations.push({
+          kind: "hang",
+          message: `client ${client.id} sent nothing for ${limit} ms (acquire timeout ${def.acquireTimeoutMs} ms); stderr: ${client.stderr}`,
+          holds: [],
+        });
+        client.child.kill("SIGKILL");
+        spawnClient(client.index);
+      }
+    }
+  }, 500);
+
+  try {
+    for (let i = 0; i < def.clients; i++) spawnClient(i);
+    await waitUntil(() => [...clients.values()].every((c) => c.ready), 30_000);
+    log(`${def.name}: seed ${options.seed}, ${def.clients} clients, ${options.durationMs} ms`);
+
+    // Nemesis: one fault at a time, picked by the seeded PRNG.
+    const end = historyNow() + options.durationMs;
+    while (historyNow() < end) {
+      await sleep(rng.int(200, 800));
+      if (historyNow() >= end) break;
+      const kind = rng.pick(def.faultKinds);
+      if (kind === "pause" || kind === "kill") {
+        const fired = new Promise<void>((resolve) => {
+          armed = { kind, done: resolve };
+        });
+        const gaveUp = sleep(def.acquireTimeoutMs).then(() => "timeout" as const);
+        if ((await Promise.race([fired, gaveUp])) === "timeout") armed = undefined;
+        else await fired;
+        continue;
+      }
+      const action = env.faults[kind];
+      if (action === undefined) throw new Error(`unknown fault ${kind}`);
+      const startedAt = since();
+      const { target, note } = await action(rng);
+      fault(kind, target, `${note ?? ""}${note ? ", " : ""}healed after ${since() - startedAt} ms`);
+    }
+  } finally {
+    stopping = true;
+    armed = undefined;
+    clearInterval(hangWatch);
+    for (const client of clients.values()) {
+      if (client.paused) client.child.kill("SIGCONT");
+      client.paused = false;
+      post(client, { type: "stop" });
+    }
+    const exitBy = historyNow() + def.acquireTimeoutMs + 10_000;
+    await waitUntil(
+      () => [...clients.values()].every((c) => c.exited),
+      exitBy - historyNow(),
+    ).catch(() => undefined);
+    for (const client of clients.values()) {
+      if (!client.exited) {
+        violations.push({
+          kind: "hang",
+          message: `client ${client.id} did not exit after stop; stderr: ${client.stderr}`,
+          holds: [],
+        });
+        client.child.kill("SIGKILL");
+      }
+    }
+  }
+
+  const final = await fenceState(fence.url, fenceKey);
+  await env.stop().catch((e: unknown) => log(`stop failed: ${String(e)}`));
+  await fence.stop();
+
+  // Checker.
+  let fencedRefused = 0;
+  let landedFirst = 0;
+  let documented = 0;
+  const overlapsAndOrder = checkHistory(holds);
+  const inDocumentedWindow = (hold: HoldRecord): boolean =>
+    documentedFrom !== undefined && hold.acquiredAt >= documentedFrom - def.ttlMs;
+  let overlapsTotal = 0;
+  let tokenRegressions = 0;
+  for (const v of overlapsAndOrder) {
+    const [older, newer] = v.holds as [HoldRecord, HoldRecord];
+    if (v.kind === "overlap") {
+      overlapsTotal++;
+      const w = writes.get(older.owner);
+      const newerWrite = writes.get(newer.owner);
+      const olderToken = BigInt(older.token);
+      const told = older.lostAt !== undefined;
+      if (told && olderToken < BigInt(newer.token) && (w === undefined || w.accepted !== true)) {
+        fencedRefused++;
+        continue;
+      }
+      if (
+        told &&
+        olderToken < BigInt(newer.token) &&
+        w?.accepted === true &&
+        (newerWrite?.accepted !== true || w.ackAt < newerWrite.ackAt)
+      ) {
+        landedFirst++;
+        continue;
+      }
+      if (inDocumentedWindow(newer)) {
+        documented++;
+        continue;
+      }
+      violations.push({
+        kind: "overlap",
+        message: `${v.message}: the older holder ${told ? "was told" : "was NOT told (lease.signal never aborted)"}; its write ${describeWrite(w)}`,
+        holds: v.holds,
+      });
+    } else {
+      const w = writes.get(newer.owner);
+      if (inDocumentedWindow(newer)) {
+        tokenRegressions++;
+        continue;
+      }
+      violations.push({
+        kind: v.kind,
+        message: `${v.message}; its write ${describeWrite(w)}`,
+        holds: v.holds,
+      });
+    }
+  }
+  // The fenced store itself: acknowledged writes carry strictly increasing tokens in the order
+  // they were acknowledged (what makes a token that went back harmless).
+  const acked = holds
+    .flatMap((h) => {
+      const w = writes.get(h.owner);
+      return w?.accepted === true ? [{ hold: h, at: w.ackAt }] : [];
+    })
+    .sort((a, b) => a.at - b.at);
+  for (let i = 1; i < acked.length; i++) {
+    const prev = acked[i - 1];
+    const cur = acked[i];
+    if (
+      prev !== undefined &&
+      cur !== undefined &&
+      BigInt(cur.hold.token) <= BigInt(prev.hold.token)
+    )
+      violations.push({
+        kind: "fence-order",
+        message: `the fenced store accepted token ${cur.hold.token} after ${prev.hold.token}`,
+        holds: [prev.hold, cur.hold],
+      });
+  }
+  const expected = lastAcked === undefined ? null : `${lastAcked.token}=${lastAcked.owner}`;
+  const found = final.token === null ? null : `${final.token}=${final.value}`;
+  if (expected !== found)
+    violations.push({
+      kind: "lost-write",
+      message: `the fenced store holds ${found ?? "nothing"}, the last acknowledged write was ${expected ?? "none"}`,
+      holds: [],
+    });
+  if (holds.length === 0)
+    violations.push({ kind: "no-progress", message: "no hold was recorded at all", holds: [] });
+
+  let accepted = 0;
+  let refused = 0;
+  let failed = 0;
+  for (const w of writes.values()) {
+    if (w.accepted === true) accepted++;
+    else if (w.accepted === false) refused++;
+    else failed++;
+  }
+  const summary: ScenarioSummary = {
+    name: def.name,
+    backend: def.backend,
+    description: def.description,
+    seed: options.seed,
+    durationMs: options.durationMs,
+    clients: def.clients,
+    ttlMs: def.ttlMs,
+    holds: holds.length,
+    acquireTimeouts,
+    acquireErrors,
+    faults: faultCounts,
+    overlaps: { total: overlapsTotal, staleRefused: fencedRefused, landedFirst, documented },
+    tokenRegressions,
+    writes: { accepted, refusedStale: refused, failed },
+    lostLeases: {
+      count: holds.filter((h) => h.lostAt !== undefined).length,
+      lateMs: stats(lostLate),
+      afterResumeMs: stats(afterResume),
+    },
+    takeoverAfterKillMs: stats(takeovers),
+    finalWrite: { expected, found },
+    violations,
+    documentedLimits: [...documentedLimits],
+    schedule,
+    passed: violations.length === 0,
+  };
+  if (process.env.CHAOS_DEBUG_HOLDS)
+    await import("node:fs/promises").then((fs) =>
+      fs.writeFile(
+        `${process.env.CHAOS_DEBUG_HOLDS}/${def.name}.holds.json`,
+        JSON.stringify({ holds, writes: [...writes] }, null, 1),
+      ),
+    );
+  return summary;
+}
+
+function describeWrite(w: WriteOutcome | undefined): string {
+  if (w === undefined) return "was never sent";
+  if (w.accepted === true) return `was ACCEPTED at ${w.ackAt.toFixed(3)}`;
+  if (w.accepted === false) return "was refused";
+  return `failed (${w.error ?? "?"})`;
+}
+
+async function waitUntil(check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = historyNow() + timeoutMs;
+  while (!check()) {
+    if (historyNow() > deadline) throw new Error("timed out");
+    await sleep(25);
+  }
+}
+
+/** A failure report: seed, schedule, offending holds. */
+export function failureReport(s: ScenarioSummary): string {
+  const lines = [
+    `chaos scenario ${s.name} FAILED (replay: pnpm test:chaos --seed ${s.seed} --duration ${s.durationMs / 1000} --only ${s.name})`,
+    "fault schedule:",
+    ...s.schedule.map((f) => `  ${f.at} ms ${f.kind} ${f.target}${f.note ? ` (${f.note})` : ""}`),
+    "violations:",
+  ];
+  for (const v of s.violations.slice(0, 10)) {
+    lines.push(`  ${v.kind}: ${v.message}`);
+    for (const h of v.holds) lines.push(`    ${JSON.stringify(h)}`);
+  }
+  return lines.join("\n");
+}
