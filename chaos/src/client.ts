@@ -51,7 +51,7 @@ async function main(): Promise<void> {
     stopping = true;
     for (const wake of goWaiters.values()) wake();
   });
-  send({ type: "ready", now: historyNow() });
+  send({ type: "ready", now: historyNow(), hr: Number(process.hrtime.bigint()) / 1e6 });
 
   for (let seq = 1; !stopping; seq++) {
     let lease: Awaited<ReturnType<typeof locks.acquire>>;

@@ -31,7 +31,12 @@ export interface WriteOutcome {
 
 /** Messages from a client to the parent. */
 export type ClientMessage =
-  | { readonly type: "ready"; readonly now: number }
+  | {
+      readonly type: "ready";
+      /** historyNow() and the system-wide monotonic clock (process.hrtime, ms), read together. */
+      readonly now: number;
+      readonly hr: number;
+    }
   | { readonly type: "acquired"; readonly seq: number; readonly token: string; readonly at: number }
   | {
       readonly type: "hold";

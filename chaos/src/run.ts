@@ -79,6 +79,7 @@ export async function runScenario(
   const holds: HoldRecord[] = [];
   const writes = new Map<string, WriteOutcome>();
   const lostLate: number[] = [];
+  const skews: number[] = [];
   const afterResume: number[] = [];
   const takeovers: number[] = [];
   const schedule: FaultEvent[] = [];
@@ -88,6 +89,7 @@ export async function runScenario(
   const contAt = new Map<string, number>();
   let documentedFrom: number | undefined;
   let acquireTimeouts = 0;
+  const errorSamples: Record<string, { count: number; example: string }> = {};
   let acquireErrors = 0;
   let lastAcked: { token: bigint; owner: string; at: number } | undefined;
   let pendingKill: { at: number; by: string } | undefined;
@@ -172,15 +174,25 @@ export async function runScenario(
     const c = client.correction;
     switch (message.type) {
       case "ready": {
-        const offset = message.now - historyNow();
-        // libfaketime shifts performance.timeOrigin by whole offsets; within a minute is real skew (none expected).
-        client.correction = Math.abs(offset) > 60_000 ? -Math.round(offset / 60_000) * 60_000 : 0;
+        // historyNow() is performance.timeOrigin + performance.now(), and timeOrigin is sampled
+        // from the wall clock at process start: processes disagree by milliseconds when one was
+        // descheduled while starting (and by the whole offset under libfaketime). CLOCK_MONOTONIC
+        // (process.hrtime) is one clock for the machine: map every client's times onto ours with it.
+        const ours = historyNow() - Number(process.hrtime.bigint()) / 1e6;
+        client.correction = ours - (message.now - message.hr);
+        if (env.fakeClock?.has(client.index) !== true) skews.push(Math.abs(client.correction));
         client.ready = true;
         return;
       }
       case "acquire-failed":
         if (message.code === "LOCK_TIMEOUT") acquireTimeouts++;
-        else acquireErrors++;
+        else {
+          acquireErrors++;
+          const seen = errorSamples[message.code];
+          if (seen === undefined)
+            errorSamples[message.code] = { count: 1, example: message.message.slice(0, 300) };
+          else seen.count++;
+        }
         return;
       case "acquired": {
         const at = message.at + c;
@@ -210,7 +222,9 @@ export async function runScenario(
         holds.push(record);
         const write = { ...message.write, ackAt: message.write.ackAt + c };
         writes.set(record.owner, write);
-        if (message.lostLateMs !== undefined) lostLate.push(message.lostLateMs);
+        // A client whose wall clock was jumped by libfaketime measures lateness across the jump: left out.
+        if (message.lostLateMs !== undefined && Math.abs(message.lostLateMs) < 60_000)
+          lostLate.push(message.lostLateMs);
         const resumed = contAt.get(record.owner);
         if (resumed !== undefined && record.lostAt !== undefined)
           afterResume.push(record.lostAt - resumed);
@@ -235,11 +249,13 @@ export async function runScenario(
     client.paused = true;
     fault("pause", client.id, `holder of token ${token}`);
     post(client, { type: "go", seq });
-    // Resume once another holder's write with a greater token was acknowledged (the lease surely
+    // Resume once another client was granted the key and finished its write (the lease surely
     // expired and was taken over), or after 3 TTLs + 1 s when nobody could take it.
-    const deadline = historyNow() + def.ttlMs * 3 + 1_000;
-    while (historyNow() < deadline && !(lastAcked !== undefined && lastAcked.token > BigInt(token)))
-      await sleep(20);
+    const pausedAt = historyNow();
+    const deadline = pausedAt + def.ttlMs * 3 + 1_000;
+    const takenOver = (): boolean =>
+      holds.some((h) => h.acquiredAt > pausedAt && !h.owner.startsWith(`${client.id}#`));
+    while (historyNow() < deadline && !takenOver()) await sleep(20);
     contAt.set(`${client.id}#${seq}`, historyNow());
     client.child.kill("SIGCONT");
     client.paused = false;
@@ -448,6 +464,7 @@ export async function runScenario(
     holds: holds.length,
     acquireTimeouts,
     acquireErrors,
+    acquireErrorsByCode: errorSamples,
     faults: faultCounts,
     overlaps: { total: overlapsTotal, staleRefused: fencedRefused, landedFirst, documented },
     tokenRegressions,
@@ -458,6 +475,7 @@ export async function runScenario(
       afterResumeMs: stats(afterResume),
     },
     takeoverAfterKillMs: stats(takeovers),
+    timeOriginSkewMs: stats(skews.map((x) => Math.round(x * 1000) / 1000)),
     finalWrite: { expected, found },
     violations,
     documentedLimits: [...documentedLimits],

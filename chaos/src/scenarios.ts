@@ -154,11 +154,18 @@ export const scenarios: readonly ScenarioDefinition[] = [
     name: "redlock",
     backend: "@locks/redis (Redlock, 5 servers)",
     description:
-      "4 processes, each member behind a proxy; holder paused/killed, one member killed and restarted after the TTL, 2 of 5 members blackholed, wall clock of one client jumped ±1 h",
+      "4 processes, each member behind a proxy; holder paused/killed, one member killed and restarted after the TTL, 2 of 5 members blackholed (still grants), 3 of 5 blackholed (no grants, leases lost), wall clock of one client jumped ±1 h",
     ttlMs: 1_000,
     clients: 4,
     acquireTimeoutMs: 5_000,
-    faultKinds: ["pause", "kill", "member-restart", "minority-blackhole", "clock-jump"],
+    faultKinds: [
+      "pause",
+      "kill",
+      "member-restart",
+      "minority-blackhole",
+      "majority-blackhole",
+      "clock-jump",
+    ],
     weight: 1.2,
     async setup(): Promise<Environment> {
       const servers = await startRedisGroup(5);
@@ -182,6 +189,7 @@ export const scenarios: readonly ScenarioDefinition[] = [
             return { target: `member ${i}`, note: "SIGKILL, restart empty after 1.2 s" };
           },
           "minority-blackhole": blackhole(proxies, 2_000, 2),
+          "majority-blackhole": blackhole(proxies, 1_500, 3),
           "clock-jump": clockJump(clocks),
         },
         async stop() {

@@ -28,6 +28,8 @@ export interface ScenarioSummary {
   readonly holds: number;
   readonly acquireTimeouts: number;
   readonly acquireErrors: number;
+  /** Acquire failures other than LOCK_TIMEOUT, by error code, with one message. */
+  readonly acquireErrorsByCode: Record<string, { count: number; example: string }>;
   readonly faults: Record<string, number>;
   readonly overlaps: {
     readonly total: number;
@@ -54,6 +56,11 @@ export interface ScenarioSummary {
   };
   /** Holder SIGKILLed: time until another client held the key (ms). */
   readonly takeoverAfterKillMs: Stats | null;
+  /**
+   * How far each client's performance.timeOrigin was from the parent's, measured against the
+   * system-wide monotonic clock (clients under libfaketime left out); history times are corrected by it.
+   */
+  readonly timeOriginSkewMs: Stats | null;
   readonly finalWrite: { readonly expected: string | null; readonly found: string | null };
   readonly violations: readonly Violation[];
   /** Documented limits that this run ran into, stated plainly. */
@@ -72,7 +79,8 @@ export function stats(values: readonly number[]): Stats | null {
   if (values.length === 0) return null;
   const sorted = [...values].sort((a, b) => a - b);
   const p50 = sorted[Math.floor((sorted.length - 1) / 2)] ?? 0;
-  return { n: sorted.length, p50: Math.round(p50), max: Math.round(sorted.at(-1) ?? 0) };
+  const round = (x: number): number => Math.round(x * 10) / 10;
+  return { n: sorted.length, p50: round(p50), max: round(sorted.at(-1) ?? 0) };
 }
 
 function fmt(s: Stats | null): string {

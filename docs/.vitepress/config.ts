@@ -64,6 +64,7 @@ export default defineConfig({
           { text: "The locks CLI", link: "/guide/cli" },
           { text: "Writing a backend", link: "/guide/writing-a-backend" },
           { text: "Benchmarks", link: "/guide/benchmarks" },
+          { text: "Reliability under faults", link: "/guide/reliability" },
         ],
       },
       {
