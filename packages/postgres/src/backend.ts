@@ -23,6 +23,27 @@ import { HELD, HOLDERS, LOCK_MODE_NAME, RELEASE, TRY, TRY_SLOTS } from "./sql.js
 const NAME = "postgres";
 const NOT_GRANTED: Attempt = Object.freeze({ granted: false });
 
+/** How long a wait may wait for the spare connection being opened before it opens its own. */
+const SPARE_WAIT_MS = 250;
+
+/** Waits for `promise` to settle, `ms` to pass or `signal` to abort, whichever comes first; never rejects. */
+function settledWithin(
+  promise: Promise<unknown>,
+  ms: number,
+  signal: Cancel | undefined,
+): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    const stop = signal?.onAbort(done);
+    promise.then(done, done);
+    function done(): void {
+      clearTimeout(timer);
+      stop?.();
+      resolve();
+    }
+  });
+}
+
 /** A lock this backend holds for a lease. */
 interface Holding {
   readonly conn: Connection;
@@ -75,6 +96,7 @@ export class PostgresBackend implements Backend {
     this.#setup = {
       sequence: options.sequence,
       lockTimeoutMs: options.client === undefined ? options.lockTimeoutMs : undefined,
+      connectTimeoutMs: options.connectTimeoutMs,
     };
     this.capabilities = Object.freeze({
       scope: "cluster",
@@ -438,9 +460,11 @@ export class PostgresBackend implements Backend {
           return conn;
         }
       }
-      // A spare on its way is nearer than a new connection.
+      // A spare on its way is nearer than a new connection, unless it is stuck (a partition
+      // swallowed its setup): wait for it a little, then open another.
       if (this.#warming === undefined) break;
-      await this.#warming.catch(() => undefined);
+      await settledWithin(this.#warming, SPARE_WAIT_MS, signal);
+      signal?.throwIfAborted();
       if (this.#idle.length === 0) break;
     }
     const conn = await this.#openQueueConnection();

@@ -78,6 +78,12 @@ export class Connection {
     const conn = new Connection(new pg.Client({ ...config, pipeline: true }), true, onDeath);
     // The backend closing tears down a connection still being opened.
     const stopListening = closing.listen(() => destroy(conn.client));
+    // The deadline covers the setup statements too: in a partition they would never be answered.
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      destroy(conn.client);
+    }, setup.connectTimeoutMs);
     try {
       if (closing.closed) throw closing.reason;
       await conn.client.connect();
@@ -86,8 +92,11 @@ export class Connection {
     } catch (error) {
       conn.fail(error);
       await conn.close();
+      if (late)
+        throw new Error(`no connection within ${setup.connectTimeoutMs} ms`, { cause: error });
       throw error;
     } finally {
+      clearTimeout(timer);
       stopListening();
     }
   }
@@ -263,6 +272,8 @@ export interface SetupOptions {
   readonly sequence: string;
   /** lock_timeout for waits in the queue; undefined leaves a given client's setting alone. */
   readonly lockTimeoutMs: number | undefined;
+  /** Deadline of connect and setup together, for a connection of the backend's own. */
+  readonly connectTimeoutMs: number;
 }
 
 /** The SQLSTATE of a server error, if it is one. */

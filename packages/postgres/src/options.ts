@@ -77,6 +77,7 @@ export interface ResolvedOptions {
   readonly lockTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly heartbeatMs: number;
+  readonly connectTimeoutMs: number;
 }
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
@@ -155,6 +156,7 @@ export function resolveOptions(options: PostgresBackendOptions): ResolvedOptions
     lockTimeoutMs,
     idleTimeoutMs,
     heartbeatMs,
+    connectTimeoutMs,
   };
 }
 

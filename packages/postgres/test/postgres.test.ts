@@ -340,9 +340,10 @@ describe("faults", () => {
     const proxy = await startProxy(databaseUrl);
     onTestFinished(() => proxy.close());
     const ns = namespace();
-    const locks = createLocks(postgresBackend({ connectionString: proxy.url!, heartbeatMs: 200 }), {
-      namespace: ns,
-    });
+    const locks = createLocks(
+      postgresBackend({ connectionString: proxy.url!, heartbeatMs: 200, connectTimeoutMs: 2_000 }),
+      { namespace: ns },
+    );
     onTestFinished(() => locks.close());
     const lease = await locks.acquire("p");
     const cut = historyNow();
@@ -360,6 +361,38 @@ describe("faults", () => {
     const again = await locks.acquire("p", { timeoutMs: 5_000 });
     expect(again.fencingToken).toBeGreaterThan(lease.fencingToken);
     await again.release();
+  });
+
+  it("connecting through a partition gives up after connectTimeoutMs, and recovers when it heals", async () => {
+    const proxy = await startProxy(databaseUrl);
+    onTestFinished(() => proxy.close());
+    proxy.blackhole(true);
+    const ns = namespace();
+    const locks = createLocks(
+      postgresBackend({ connectionString: proxy.url!, connectTimeoutMs: 500 }),
+      {
+        namespace: ns,
+      },
+    );
+    onTestFinished(() => locks.close());
+    const started = performance.now();
+    const error = await locks.tryAcquire("k").catch((e: unknown) => e);
+    expect(isLockError(error, "BACKEND_UNAVAILABLE")).toBe(true);
+    expect(performance.now() - started).toBeLessThan(3_000);
+    proxy.blackhole(false);
+    const holder = await client(ns).acquire("k");
+    const waiting = locks.acquire("k", { timeoutMs: 5_000 });
+    await waitFor(
+      async () => {
+        const { rows } = await admin.query(
+          "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        );
+        return rows[0].n > 0;
+      },
+      { message: "the wait is queued in the server" },
+    );
+    await holder.release();
+    await (await waiting).release();
   });
 
   it("close() does not wait for connections the server never answers", async () => {
