@@ -53,7 +53,11 @@ export interface PostgresBackendOptions {
    * Default 10 000.
    */
   idleTimeoutMs?: number;
-  /** How long to wait for a new connection, in ms. Default 10 000. */
+  /**
+   * How long a new connection may take, in ms, connect and setup statements
+   * together (a partition can swallow either); then the call fails with
+   * `BACKEND_UNAVAILABLE`. Default 10 000.
+   */
   connectTimeoutMs?: number;
   /**
    * Every this many ms, each connection that holds a lock runs `SELECT 1`;
