@@ -1,6 +1,6 @@
 import { backendUnavailable, monotonicNow } from "@locks/core";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
-import { Deadlines } from "./deadlines.js";
+import { Deadlines, type Expiring } from "./deadlines.js";
 import { type Script, scripts } from "./scripts.js";
 
 /** ioredis client statuses after which nothing is sent until a new connection is ready. */
@@ -20,14 +20,25 @@ export const SAFE_CLIENT_OPTIONS = {
 } as const satisfies RedisOptions;
 
 /** One script call, from `run` until it settles. */
-interface Call {
-  readonly script: Script;
-  readonly keys: readonly string[];
-  readonly args: ReadonlyArray<string | number>;
-  readonly resolve: (value: unknown) => void;
-  readonly reject: (error: unknown) => void;
-  settled: boolean;
-  forget: () => void;
+class Call implements Expiring {
+  readonly at: number;
+  settled = false;
+
+  constructor(
+    readonly connection: Connection,
+    readonly script: Script,
+    readonly keys: readonly string[],
+    readonly args: ReadonlyArray<string | number>,
+    readonly timeoutMs: number,
+    readonly resolve: (value: unknown) => void,
+    readonly reject: (error: unknown) => void,
+  ) {
+    this.at = monotonicNow() + timeoutMs;
+  }
+
+  expire(): void {
+    this.connection.expired(this);
+  }
 }
 
 /**
@@ -61,6 +72,9 @@ export class Connection {
   readonly #deadlines = new Deadlines();
   /** Releases that failed while the server was unreachable, retried once it is ready again. */
   readonly #deferred = new Map<string, { run: () => Promise<unknown>; until: number }>();
+  /** Calls sent and not answered yet, and when the last answer (or the first call) came. */
+  #inflight = 0;
+  #progressAt = 0;
   /** Connected and the scripts loaded: calls go straight out. */
   #usable = false;
   #loading = false;
@@ -121,14 +135,8 @@ export class Connection {
       );
     }
     return new Promise((resolve, reject) => {
-      const call: Call = { script, keys, args, resolve, reject, settled: false, forget: noop };
-      call.forget = this.#deadlines.add(timeoutMs, () => {
-        this.#settle(
-          call,
-          undefined,
-          this.unavailable(new Error(`no reply within ${Math.round(timeoutMs)} ms`)),
-        );
-      });
+      const call = new Call(this, script, keys, args, timeoutMs, resolve, reject);
+      this.#deadlines.add(call);
       if (
         this.#usable &&
         status === "ready" &&
@@ -141,6 +149,20 @@ export class Connection {
       this.#queue.push(call);
       this.#kick();
     });
+  }
+
+  /** @internal A call's deadline passed without a reply. */
+  expired(call: Call): void {
+    this.#settle(
+      call,
+      undefined,
+      this.unavailable(new Error(`no reply within ${Math.round(call.timeoutMs)} ms`)),
+    );
+    // Redis answers in order: with nothing answered for long, everything behind is stuck too (a
+    // dead peer that never sent a reset). A connection of ours is replaced then.
+    if (this.owned && this.#inflight > 0 && monotonicNow() - this.#progressAt >= this.#staleMs) {
+      this.#recycle();
+    }
   }
 
   /**
@@ -170,18 +192,14 @@ export class Connection {
   }
 
   #send(call: Call): void {
-    // Redis answers in order: a command unanswered for long means everything behind it is stuck
-    // too (a dead peer that never sent a reset). A connection of ours is replaced then.
-    const forgetStale = this.owned
-      ? this.#deadlines.add(this.#staleMs, () => this.#recycle())
-      : noop;
+    if (this.#inflight++ === 0) this.#progressAt = monotonicNow();
     this.client.evalsha(call.script.sha, call.keys.length, ...call.keys, ...call.args).then(
       (value) => {
-        forgetStale();
+        this.#replied();
         this.#settle(call, value, undefined);
       },
       (error: unknown) => {
-        forgetStale();
+        this.#replied();
         if (error instanceof Error && error.message.startsWith("NOSCRIPT") && !call.settled) {
           // It did not run. Load the scripts again and resend it before anything newer.
           this.#usable = false;
@@ -194,10 +212,15 @@ export class Connection {
     );
   }
 
+  #replied(): void {
+    this.#inflight--;
+    this.#progressAt = monotonicNow();
+  }
+
   #settle(call: Call, value: unknown, error: unknown): void {
     if (call.settled) return;
     call.settled = true;
-    call.forget();
+    this.#deadlines.delete(call);
     if (error === undefined) call.resolve(value);
     else call.reject(error);
   }
@@ -261,6 +284,7 @@ export class Connection {
   }
 
   #recycle(): void {
+    // The calls in flight are rejected by ioredis (and so counted as answered).
     if (this.client.status === "ready") this.client.disconnect(true);
   }
 
@@ -268,8 +292,6 @@ export class Connection {
     return this.#lastError instanceof Error ? `: ${this.#lastError.message}` : "";
   }
 }
-
-function noop(): void {}
 
 /** Longest wait for QUIT's reply before the socket is simply closed. */
 const QUIT_WAIT_MS = 1_000;

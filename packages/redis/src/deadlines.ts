@@ -1,33 +1,31 @@
-import { monotonicNow } from "@locks/core";
-
-interface Pending {
+/** Something with a deadline (monotonic ms), told when it passes. */
+export interface Expiring {
   readonly at: number;
-  readonly expire: () => void;
+  expire(): void;
 }
 
-/** How often pending commands are checked for their deadline: timeouts need not be precise to the ms. */
+/** How often pending entries are checked for their deadline: timeouts need not be precise to the ms. */
 const SWEEP_MS = 5;
 
 /**
- * Deadlines of commands in flight, checked by one timer that runs only while
- * something is pending. A timer per command would cost more than the rest of
- * an uncontended acquire on the client side.
+ * Deadlines of calls in flight, checked by one timer that runs only while
+ * something is pending. A timer per call would cost more than the rest of an
+ * uncontended acquire on the client side.
  */
 export class Deadlines {
-  readonly #pending = new Set<Pending>();
+  readonly #pending = new Set<Expiring>();
   #timer: NodeJS.Timeout | undefined;
 
-  /** Calls `expire` if `forget` was not called within `ms`; returns `forget`. */
-  add(ms: number, expire: () => void): () => void {
-    const entry: Pending = { at: monotonicNow() + ms, expire };
+  add(entry: Expiring): void {
     this.#pending.add(entry);
     if (this.#timer === undefined) {
       this.#timer = setInterval(() => this.#sweep(), SWEEP_MS);
       this.#timer.unref();
     }
-    return () => {
-      this.#pending.delete(entry);
-    };
+  }
+
+  delete(entry: Expiring): void {
+    this.#pending.delete(entry);
   }
 
   #sweep(): void {
@@ -36,7 +34,7 @@ export class Deadlines {
       this.#timer = undefined;
       return;
     }
-    const now = monotonicNow();
+    const now = performance.now();
     for (const entry of this.#pending) {
       if (entry.at <= now) {
         this.#pending.delete(entry);
