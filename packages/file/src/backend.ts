@@ -131,7 +131,7 @@ export class FileBackend implements Backend {
       try {
         return exclusive
           ? await this.#tryExclusive(request, files, attempt)
-          : await this.#tryRegistered(request, files, attempt);
+          : await this.#tryRegistered(request, files);
       } catch (error) {
         // The lock directory was removed under us: make it again, once.
         if (errorCode(error) !== "ENOENT") throw error;
@@ -139,7 +139,7 @@ export class FileBackend implements Backend {
         await this.#ensureDirectory();
         return exclusive
           ? await this.#tryExclusive(request, files, attempt)
-          : await this.#tryRegistered(request, files, attempt);
+          : await this.#tryRegistered(request, files);
       }
     } catch (error) {
       throw this.#unavailable(error);
@@ -302,15 +302,14 @@ export class FileBackend implements Backend {
 
   // --- shared and semaphore: join the registry under the gate ---------------
 
-  async #tryRegistered(request: LockRequest, files: KeyFiles, attempt: number): Promise<Attempt> {
+  async #tryRegistered(request: LockRequest, files: KeyFiles): Promise<Attempt> {
     const staleMs = staleFor(request.ttlMs);
     const wanted: Wanted =
       request.mode === "shared" ? { mode: "shared" } : { limit: request.limit };
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      const busy =
-        round === 0 && attempt === 1
-          ? undefined
-          : await this.#look(files, staleMs, wanted, attempt > 1);
+      // Always look first: taking the gate only to be refused by a full
+      // registry would wake every waiter of the key for nothing.
+      const busy = await this.#look(files, staleMs, wanted, true);
       if (busy !== undefined) return busy;
       const gate = await this.#takeGate(request, files, "g", staleMs, {});
       if (gate === undefined) continue;

