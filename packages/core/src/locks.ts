@@ -1,4 +1,5 @@
 import { setMaxListeners } from "node:events";
+import { onAbort } from "./abort.js";
 import { acceptGrant, timeoutError, waitForGrant } from "./acquire.js";
 import type { Backend, LockRequest, LossReport, Unsubscribe } from "./backend.js";
 import { monotonicNow } from "./clock.js";
@@ -142,22 +143,65 @@ class LockClient implements Locks, LeaseHost {
     } catch (error) {
       return Promise.reject(error);
     }
+    if (resolved.signal === undefined && resolved.timeoutMs === Number.POSITIVE_INFINITY) {
+      // Only close() can end this acquire: no controller, no timer (the hot path). Waits
+      // share the client's close signal, as an AbortController per wait costs more than a
+      // whole uncontended cycle.
+      return this.#attempt(request, resolved).then((lease) => {
+        if (lease !== undefined || !wait) return lease ?? null;
+        return this.#waitFor(request, resolved, this.#closeController.signal);
+      });
+    }
+    return this.#bounded(request, resolved, wait);
+  }
+
+  /** An acquire with a timeout or a signal: both bound the first attempt too, not only the wait. */
+  async #bounded(
+    request: LockRequest,
+    options: ResolvedOptions,
+    wait: boolean,
+  ): Promise<Lease | null> {
+    const start = monotonicNow();
+    const cancel = new AbortController();
+    const { signal, timeoutMs } = options;
+    const stopSignal = signal === undefined ? undefined : onAbort(signal, (r) => cancel.abort(r));
+    // timeoutMs 0 means "one attempt": the attempt itself is the bound.
+    const timer =
+      timeoutMs === Number.POSITIVE_INFINITY || timeoutMs === 0
+        ? undefined
+        : setTimeout(
+            () => cancel.abort(timeoutError(request.key, timeoutMs)),
+            Math.max(0, Math.min(timeoutMs - (monotonicNow() - start), MAX_TIMER_MS)),
+          );
+    this.#waiting.add(cancel);
+    try {
+      const lease = await untilAborted(this.#attempt(request, options), cancel.signal);
+      if (lease !== undefined) return lease;
+      if (!wait) return null;
+      if (timeoutMs === 0) throw timeoutError(request.key, 0);
+      return await this.#waitFor(request, options, cancel.signal);
+    } catch (error) {
+      // Rejection is always the cancel reason when one exists: timeouts, aborts and close win over echoes.
+      if (cancel.signal.aborted) throw cancel.signal.reason;
+      throw error;
+    } finally {
+      this.#waiting.delete(cancel);
+      if (timer !== undefined) clearTimeout(timer);
+      stopSignal?.();
+    }
+  }
+
+  /** One non-blocking attempt: the lease, or undefined when the key is taken. */
+  #attempt(request: LockRequest, options: ResolvedOptions): Promise<Lease | undefined> {
     const start = monotonicNow();
     return this.backend.tryAcquire(request).then(
       (attempt) => {
-        if (attempt.granted) {
-          const grant = acceptGrant(this.backend, request, attempt, start);
-          if (grant !== undefined)
-            return this.#grant(request, resolved, grant.fencingToken, grant.deadline);
-          this.#releaseQuietly(request);
-        }
-        if (!wait) {
-          // A grant that arrived after the caller gave up is handed back, not reported.
-          resolved.signal?.throwIfAborted();
-          return null;
-        }
-        if (resolved.timeoutMs === 0) throw timeoutError(key, 0);
-        return this.#wait(request, resolved, start);
+        if (!attempt.granted) return undefined;
+        const grant = acceptGrant(this.backend, request, attempt, start);
+        if (grant !== undefined)
+          return this.#grant(request, options, grant.fencingToken, grant.deadline);
+        this.#releaseQuietly(request);
+        return undefined;
       },
       (error: unknown) => {
         // The outcome is unknown (the command may have run): clean up by owner, never report a grant.
@@ -167,38 +211,21 @@ class LockClient implements Locks, LeaseHost {
     );
   }
 
-  async #wait(request: LockRequest, options: ResolvedOptions, start: number): Promise<Lease> {
+  /** Waits after a failed first attempt until granted or `cancel` aborts (rejecting with its reason). */
+  async #waitFor(
+    request: LockRequest,
+    options: ResolvedOptions,
+    cancel: AbortSignal,
+  ): Promise<Lease> {
     if (this.#closing !== undefined) throw lockClosed();
-    const { signal, timeoutMs } = options;
-    // Only close() can end a wait with neither timeout nor signal: such waits share the client's
-    // close signal, as an AbortController per wait costs more than a whole uncontended cycle.
-    const shared = signal === undefined && timeoutMs === Number.POSITIVE_INFINITY;
-    const cancel = shared ? this.#closeController : new AbortController();
-    const onAbort = (): void => cancel.abort(signal?.reason);
-    signal?.addEventListener("abort", onAbort);
-    if (signal?.aborted) onAbort();
-    const timer =
-      timeoutMs === Number.POSITIVE_INFINITY
-        ? undefined
-        : setTimeout(
-            () => cancel.abort(timeoutError(request.key, timeoutMs)),
-            // The first attempt already used part of the time.
-            Math.max(0, Math.min(timeoutMs - (monotonicNow() - start), MAX_TIMER_MS)),
-          );
-    if (!shared) this.#waiting.add(cancel);
     try {
-      const grant = await waitForGrant(this.backend, request, cancel.signal, (r) =>
+      const grant = await waitForGrant(this.backend, request, cancel, (r) =>
         this.#releaseQuietly(r),
       );
       return this.#grant(request, options, grant.fencingToken, grant.deadline);
     } catch (error) {
-      // Rejection is always the cancel reason when one exists: timeouts, aborts and close win over echoes.
-      if (cancel.signal.aborted) throw cancel.signal.reason;
+      if (cancel.aborted) throw cancel.reason;
       throw error;
-    } finally {
-      if (!shared) this.#waiting.delete(cancel);
-      if (timer !== undefined) clearTimeout(timer);
-      signal?.removeEventListener("abort", onAbort);
     }
   }
 
@@ -237,6 +264,37 @@ class LockClient implements Locks, LeaseHost {
     await this.#stopLossWatch?.();
     await this.backend.close();
   }
+}
+
+/**
+ * Settles like `attempt`, or rejects with the reason as soon as `signal`
+ * aborts; a lease granted after that is handed back, never reported.
+ */
+function untilAborted(
+  attempt: Promise<Lease | undefined>,
+  signal: AbortSignal,
+): Promise<Lease | undefined> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const stop = onAbort(signal, (reason) => {
+      settled = true;
+      reject(reason);
+      attempt.then(
+        (lease) => lease?.release(),
+        () => undefined,
+      );
+    });
+    attempt.then(
+      (lease) => {
+        stop();
+        if (!settled) resolve(lease);
+      },
+      (error: unknown) => {
+        stop();
+        if (!settled) reject(error);
+      },
+    );
+  });
 }
 
 function assertBackend(backend: unknown): asserts backend is Backend {

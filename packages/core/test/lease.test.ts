@@ -130,6 +130,32 @@ describe("leases and the watchdog", () => {
     await locks.close();
   });
 
+  it("bounds a slow first attempt by timeoutMs and signal, and hands back its late grant", async () => {
+    const backend = scripted({
+      async tryAcquire(req) {
+        backend.requests.push(req);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return { granted: true, fencingToken: 1n };
+      },
+    });
+    const locks = createLocks(backend, { ttlMs: 60_000 });
+    const started = performance.now();
+    await expect(locks.acquire("slow", { timeoutMs: 50 })).rejects.toMatchObject({
+      code: "LOCK_TIMEOUT",
+    });
+    expect(performance.now() - started).toBeLessThan(250);
+    const reason = new Error("stop");
+    const controller = new AbortController();
+    const aborted = locks.tryAcquire("slow", { signal: controller.signal });
+    controller.abort(reason);
+    await expect(aborted).rejects.toBe(reason);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    // Both late grants were released by their owners.
+    const owners = backend.requests.map((r) => r.owner).sort();
+    expect(backend.released.map((r) => r.owner).sort()).toEqual(owners);
+    await locks.close();
+  });
+
   it("never reports an acquire whose outcome is unknown, and cleans it up by owner", async () => {
     const failure = backendUnavailable("scripted", new Error("connection reset"));
     const backend = scripted({
