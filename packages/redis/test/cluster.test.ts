@@ -12,10 +12,19 @@ const cluster = await startRedisCluster({ masters: 3 });
 afterAll(() => cluster.stop());
 const nodes = cluster.startupNodes;
 
+const env = { REDIS_CLUSTER: nodes.map((n) => `${n.host}:${n.port}`).join(",") };
+
 runConformanceSuite({
   name: "redis cluster",
   create: () => clusterBackend(nodes),
-  process: { module, env: { REDIS_CLUSTER: nodes.map((n) => `${n.host}:${n.port}`).join(",") } },
+  process: { module, env },
+  ttlMs: 1000,
+});
+
+runConformanceSuite({
+  name: "redis cluster fair",
+  create: () => clusterBackend(nodes, true),
+  process: { module, env: { ...env, REDIS_FAIR: "1" } },
   ttlMs: 1000,
 });
 
