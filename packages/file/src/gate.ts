@@ -67,8 +67,10 @@ export async function createGate(
   const entry = ownerEntry(store.uniqueName(owner));
   let plan: TokenPlan;
   let registry: boolean;
+  let fenceRaw: string | undefined;
   try {
     const fence = await readFence(io, files);
+    fenceRaw = fence.raw;
     plan = await planToken(io, files, fence, store.boot);
     registry = purpose === "g" || (await registryMayHoldEntries(io, files, fence.record));
     const record = encodeRecord({
@@ -94,6 +96,12 @@ export async function createGate(
   if (names.length !== 1 || names[0] !== entry) {
     await undoGate(store, files, entry);
     throw protocolError(RACED, "another creator's record is in the gate");
+  }
+  // Alone now; and if another record shared the gate for a while and was
+  // claimed since (one more pause of that kind), the fence moved: withdraw too.
+  if ((await unless(io.readlink(files.fence), ["ENOENT"], undefined)) !== fenceRaw) {
+    await undoGate(store, files, entry);
+    throw protocolError(RACED, "the fence moved while the gate was being taken");
   }
   if (plan.mustReserve) {
     try {
