@@ -141,13 +141,13 @@ export function holdCommand(options: { ignoreTerm?: boolean } = {}): string[] {
 
 /**
  * A command that prints LOCKS_KEY, appends `start <id> <LOCKS_FENCING_TOKEN> <time>`,
- * holds for `holdMs`, then appends `end <id> <time>` to `file` (times: epoch
- * ms on the monotonic base, comparable across the processes of this machine).
+ * holds for `holdMs`, then appends `end <id> <time>` to `file` (times: ms of
+ * the host's monotonic clock, which every process of this machine shares).
  */
 export function appendCommand(file: string, id: string, holdMs: number): string[] {
   return nodeCommand(
     `const fs = require("node:fs");
-     const now = () => performance.timeOrigin + performance.now();
+     const now = () => Number(process.hrtime.bigint()) / 1e6;
      const file = ${JSON.stringify(file)};
      console.log(process.env.LOCKS_KEY);
      fs.appendFileSync(file, "start ${id} " + process.env.LOCKS_FENCING_TOKEN + " " + now() + "\\n");

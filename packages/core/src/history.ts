@@ -2,9 +2,9 @@ import type { LockMode } from "./backend.js";
 import type { Lease } from "./lease.js";
 
 /**
- * One hold of a lock, as a contender saw it. Times are epoch ms on a
- * monotonic base (`performance.timeOrigin + performance.now()`), comparable
- * across the processes of one machine.
+ * One hold of a lock, as a contender saw it. Times are milliseconds of the
+ * host's monotonic clock (CLOCK_MONOTONIC through `process.hrtime`), which
+ * every process and thread of one machine shares.
  *
  * The recorded interval lies inside the real hold: `acquiredAt` is taken
  * after the grant arrived, and the end before the release was sent or when
@@ -32,9 +32,13 @@ export interface HistoryViolation {
   readonly holds: readonly HoldRecord[];
 }
 
-/** Current time for history records: monotonic, comparable across local processes. */
+/**
+ * Current time for history records: the host's monotonic clock, comparable
+ * across local processes (`performance.timeOrigin + performance.now()` is
+ * not: each process fixes its origin from the wall clock when it starts).
+ */
 export function historyNow(): number {
-  return performance.timeOrigin + performance.now();
+  return Number(process.hrtime.bigint()) / 1e6;
 }
 
 /** Collects holds and checks them. Exported for tests of backends and applications. */
