@@ -31,6 +31,24 @@ async function makeBackend(spec: BackendSpec): Promise<Backend> {
   }
 }
 
+/**
+ * historyNow() next to the machine-wide monotonic clock (process.hrtime, ms). Read between two
+ * hrtime readings, several times, keeping the tightest: a process descheduled between two reads
+ * (busy machine, other processes starting) would otherwise skew every time it reports.
+ */
+function timeBase(): { now: number; hr: number } {
+  const hrMs = (): number => Number(process.hrtime.bigint()) / 1e6;
+  let best = { now: 0, hr: 0, width: Number.POSITIVE_INFINITY };
+  for (let i = 0; i < 20; i++) {
+    const before = hrMs();
+    const now = historyNow();
+    const after = hrMs();
+    if (after - before < best.width)
+      best = { now, hr: (before + after) / 2, width: after - before };
+  }
+  return { now: best.now, hr: best.hr };
+}
+
 function send(message: ClientMessage): void {
   process.send?.(message);
 }
@@ -51,7 +69,7 @@ async function main(): Promise<void> {
     stopping = true;
     for (const wake of goWaiters.values()) wake();
   });
-  send({ type: "ready", now: historyNow(), hr: Number(process.hrtime.bigint()) / 1e6 });
+  send({ type: "ready", ...timeBase() });
 
   for (let seq = 1; !stopping; seq++) {
     let lease: Awaited<ReturnType<typeof locks.acquire>>;

@@ -1,6 +1,6 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { checkHistory, type HoldRecord, historyNow } from "@locks/core";
+import { checkHistory, type HoldRecord } from "@locks/core";
 import { nodeChildArgs, startRedis } from "@locks/testkit";
 import { fenceState } from "./fence.js";
 import { mulberry32, type Rng } from "./prng.js";
@@ -62,6 +62,9 @@ type Armed = { kind: "pause" | "kill"; done: () => void };
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** The machine-wide monotonic clock in ms: every time in a scenario (clients' too) is on it. */
+const hrNow = (): number => Number(process.hrtime.bigint()) / 1e6;
+
 /** Runs one scenario: clients, nemesis, checker. Never throws for a failed check: see `passed`. */
 export async function runScenario(
   def: ScenarioDefinition,
@@ -71,15 +74,15 @@ export async function runScenario(
   const rng = mulberry32(options.seed);
   const fence = await startRedis();
   const env = await def.setup();
-  const started = historyNow();
-  const since = (): number => Math.round(historyNow() - started);
+  const started = hrNow();
+  const since = (): number => Math.round(hrNow() - started);
   const namespace = `chaos-${randomBytes(6).toString("hex")}`;
   const fenceKey = `fence:${namespace}`;
 
   const holds: HoldRecord[] = [];
   const writes = new Map<string, WriteOutcome>();
   const lostLate: number[] = [];
-  const skews: number[] = [];
+  const bases: number[] = [];
   const afterResume: number[] = [];
   const takeovers: number[] = [];
   const schedule: FaultEvent[] = [];
@@ -107,7 +110,7 @@ export async function runScenario(
     const documented = env.documentedAfter?.[kind];
     if (documented !== undefined) {
       documentedLimits.add(documented);
-      documentedFrom ??= historyNow();
+      documentedFrom ??= hrNow();
     }
   };
 
@@ -152,7 +155,7 @@ export async function runScenario(
       index,
       child,
       correction: 0,
-      lastSeen: historyNow(),
+      lastSeen: hrNow(),
       paused: false,
       exited: false,
       ready: false,
@@ -170,17 +173,16 @@ export async function runScenario(
   };
 
   const onMessage = (client: Client, message: ClientMessage): void => {
-    client.lastSeen = historyNow();
+    client.lastSeen = hrNow();
     const c = client.correction;
     switch (message.type) {
       case "ready": {
-        // historyNow() is performance.timeOrigin + performance.now(), and timeOrigin is sampled
+        // hrNow() is performance.timeOrigin + performance.now(), and timeOrigin is sampled
         // from the wall clock at process start: processes disagree by milliseconds when one was
         // descheduled while starting (and by the whole offset under libfaketime). CLOCK_MONOTONIC
-        // (process.hrtime) is one clock for the machine: map every client's times onto ours with it.
-        const ours = historyNow() - Number(process.hrtime.bigint()) / 1e6;
-        client.correction = ours - (message.now - message.hr);
-        if (env.fakeClock?.has(client.index) !== true) skews.push(Math.abs(client.correction));
+        // (process.hrtime) is one clock for the whole machine: every time is mapped onto it.
+        client.correction = message.hr - message.now;
+        if (env.fakeClock?.has(client.index) !== true) bases.push(message.now - message.hr);
         client.ready = true;
         return;
       }
@@ -251,15 +253,15 @@ export async function runScenario(
     post(client, { type: "go", seq });
     // Resume once another client was granted the key and finished its write (the lease surely
     // expired and was taken over), or after 3 TTLs + 1 s when nobody could take it.
-    const pausedAt = historyNow();
+    const pausedAt = hrNow();
     const deadline = pausedAt + def.ttlMs * 3 + 1_000;
     const takenOver = (): boolean =>
       holds.some((h) => h.acquiredAt > pausedAt && !h.owner.startsWith(`${client.id}#`));
-    while (historyNow() < deadline && !takenOver()) await sleep(20);
-    contAt.set(`${client.id}#${seq}`, historyNow());
+    while (hrNow() < deadline && !takenOver()) await sleep(20);
+    contAt.set(`${client.id}#${seq}`, hrNow());
     client.child.kill("SIGCONT");
     client.paused = false;
-    client.lastSeen = historyNow();
+    client.lastSeen = hrNow();
     trigger.done();
   };
 
@@ -271,7 +273,7 @@ export async function runScenario(
     trigger: Armed,
   ): void => {
     client.child.kill("SIGKILL");
-    const killAt = historyNow();
+    const killAt = hrNow();
     fault("kill", client.id, `holder of token ${token}`);
     // It never wrote (it was waiting for "go"); its hold ended when it died.
     holds.push({
@@ -292,7 +294,7 @@ export async function runScenario(
     const limit = def.acquireTimeoutMs + 10_000;
     for (const client of clients.values()) {
       if (client.paused || client.exited || stopping) continue;
-      if (historyNow() - client.lastSeen > limit) {
+      if (hrNow() - client.lastSeen > limit) {
         violations.push({
           kind: "hang",
           message: `client ${client.id} sent nothing for ${limit} ms (acquire timeout ${def.acquireTimeoutMs} ms); stderr: ${client.stderr}`,
@@ -310,10 +312,10 @@ export async function runScenario(
     log(`${def.name}: seed ${options.seed}, ${def.clients} clients, ${options.durationMs} ms`);
 
     // Nemesis: one fault at a time, picked by the seeded PRNG.
-    const end = historyNow() + options.durationMs;
-    while (historyNow() < end) {
+    const end = hrNow() + options.durationMs;
+    while (hrNow() < end) {
       await sleep(rng.int(200, 800));
-      if (historyNow() >= end) break;
+      if (hrNow() >= end) break;
       const kind = rng.pick(def.faultKinds);
       if (kind === "pause" || kind === "kill") {
         const fired = new Promise<void>((resolve) => {
@@ -339,11 +341,10 @@ export async function runScenario(
       client.paused = false;
       post(client, { type: "stop" });
     }
-    const exitBy = historyNow() + def.acquireTimeoutMs + 10_000;
-    await waitUntil(
-      () => [...clients.values()].every((c) => c.exited),
-      exitBy - historyNow(),
-    ).catch(() => undefined);
+    const exitBy = hrNow() + def.acquireTimeoutMs + 10_000;
+    await waitUntil(() => [...clients.values()].every((c) => c.exited), exitBy - hrNow()).catch(
+      () => undefined,
+    );
     for (const client of clients.values()) {
       if (!client.exited) {
         violations.push({
@@ -475,7 +476,7 @@ export async function runScenario(
       afterResumeMs: stats(afterResume),
     },
     takeoverAfterKillMs: stats(takeovers),
-    timeOriginSkewMs: stats(skews.map((x) => Math.round(x * 1000) / 1000)),
+    timeOriginSkewMs: stats(bases.map((b) => b - Math.min(...bases))),
     finalWrite: { expected, found },
     violations,
     documentedLimits: [...documentedLimits],
@@ -500,9 +501,9 @@ function describeWrite(w: WriteOutcome | undefined): string {
 }
 
 async function waitUntil(check: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = historyNow() + timeoutMs;
+  const deadline = hrNow() + timeoutMs;
   while (!check()) {
-    if (historyNow() > deadline) throw new Error("timed out");
+    if (hrNow() > deadline) throw new Error("timed out");
     await sleep(25);
   }
 }

@@ -57,8 +57,8 @@ export interface ScenarioSummary {
   /** Holder SIGKILLed: time until another client held the key (ms). */
   readonly takeoverAfterKillMs: Stats | null;
   /**
-   * How far each client's performance.timeOrigin was from the parent's, measured against the
-   * system-wide monotonic clock (clients under libfaketime left out); history times are corrected by it.
+   * How far each client's performance.timeOrigin was from the earliest one, measured against the
+   * machine-wide monotonic clock (clients under libfaketime left out); history times are corrected by it.
    */
   readonly timeOriginSkewMs: Stats | null;
   readonly finalWrite: { readonly expected: string | null; readonly found: string | null };
