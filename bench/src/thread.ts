@@ -1,5 +1,6 @@
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
-import { type Backend, createLocks, type Locks } from "@locks/core";
+import { type Backend, createLocks, LOCK_CHANNELS, type Locks } from "@locks/core";
 import { createSharedLockTable, type SharedLockTable, threadBackend } from "@locks/thread";
 import { Mutex } from "async-mutex";
 import type { BenchSuite, BenchTable } from "./table.js";
@@ -168,6 +169,22 @@ async function workerMain(job: WorkerJob): Promise<void> {
   parentPort!.postMessage({ ops, ms });
 }
 
+/** Runs `body` with a subscriber on every channel @locks/core publishes on. */
+async function observed(body: () => Promise<Rate>): Promise<Rate> {
+  let events = 0;
+  const count = (): void => {
+    events++;
+  };
+  const names = Object.values(LOCK_CHANNELS);
+  for (const name of names) subscribe(name, count);
+  try {
+    return await body();
+  } finally {
+    for (const name of names) unsubscribe(name, count);
+    if (events === 0) throw new Error("the subscriber saw no event");
+  }
+}
+
 const run: BenchSuite = async () => {
   const opened: Locks[] = [];
   const client = (backend: Backend): Locks => {
@@ -184,6 +201,7 @@ const run: BenchSuite = async () => {
     mutexUncontended: () => uncontended(mutexCycle(mutex)),
     isolateUncontended: () => uncontended(lockCycle(isolate)),
     isolateTry: () => uncontended(tryCycle(isolate)),
+    isolateObserved: () => observed(() => uncontended(lockCycle(isolate))),
     tableUncontended: () => uncontended(lockCycle(shared)),
     mutexContended: () => contended(TASKS, mutexCycle(mutex)),
     isolateContended: () => contended(TASKS, lockCycle(isolate)),
@@ -241,6 +259,11 @@ const run: BenchSuite = async () => {
           b.mutexUncontended,
         ),
         row(
+          "createLocks(threadBackend()): acquire + release, with a diagnostics_channel subscriber",
+          b.isolateObserved,
+          b.mutexUncontended,
+        ),
+        row(
           `async-mutex Mutex: ${TASKS} tasks on one lock (critical sections)`,
           b.mutexContended,
           b.mutexContended,
@@ -253,6 +276,7 @@ const run: BenchSuite = async () => {
       ],
       notes: [
         "Goal: uncontended overhead within 1.5x of raw async-mutex (ratio >= 0.67x).",
+        `Events (node:diagnostics_channel) cost nothing unsubscribed: the plain row runs with no subscriber; with one on every channel, a cycle publishes 4 events (${x(b.isolateObserved.cpu / b.isolateUncontended.cpu)} of the unsubscribed rate, CPU).`,
         `Best of ${ROUNDS} interleaved rounds of ${ROUND_MS} ms; lease TTL off (the default), so no timer per lease.`,
         "ops per CPU-s divides by the CPU time of the whole process (all threads), which load from other processes on the machine does not inflate.",
         "Contended, every acquire waits in the FIFO queue (tryAcquire never passes a waiter) and pays the core's wait path; these waits have neither timeout nor signal, so they share the client's close signal (a wait with timeoutMs still makes an AbortController, about 2.4 us).",

@@ -2,6 +2,7 @@ import type { Backend, LockMode, LockRequest } from "./backend.js";
 import { driftAllowance, monotonicNow, toEpochMs } from "./clock.js";
 import { asyncDispose } from "./dispose.js";
 import { LockError, LockLostError } from "./errors.js";
+import { channels, type LeaseEvent } from "./events.js";
 import { validateTtl } from "./options.js";
 import { Watchdog } from "./watchdog.js";
 
@@ -51,6 +52,7 @@ export class HeldLease implements Lease {
   #controller: AbortController | undefined;
   #released: Promise<void> | undefined;
   #watchdog: Watchdog | undefined;
+  readonly #grantedAt = monotonicNow();
 
   constructor(
     host: LeaseHost,
@@ -121,7 +123,16 @@ export class HeldLease implements Lease {
     }
     if (this.#state !== "held") throw this.#lostReason();
     const start = monotonicNow();
-    const stillHeld = await this.#host.backend.extend(this.#request, ttlMs);
+    let stillHeld: boolean;
+    try {
+      stillHeld = await this.#host.backend.extend(this.#request, ttlMs);
+    } catch (error) {
+      if (channels.extend.hasSubscribers)
+        this.#publish(channels.extend, { ok: false, durationMs: monotonicNow() - start, error });
+      throw error;
+    }
+    if (channels.extend.hasSubscribers)
+      this.#publish(channels.extend, { ok: stillHeld, durationMs: monotonicNow() - start });
     if (this.#state !== "held") throw this.#lostReason();
     if (!stillHeld) {
       this.markLost("the extension was refused: the lock is no longer held by this lease");
@@ -137,7 +148,10 @@ export class HeldLease implements Lease {
   release(): Promise<void> {
     if (this.#released !== undefined) return this.#released;
     const wasHeld = this.#state === "held";
-    if (wasHeld) this.#end("released", undefined);
+    if (wasHeld) {
+      this.#end("released", undefined);
+      if (channels.release.hasSubscribers) this.#publish(channels.release, {});
+    }
     const done = this.#host.backend.release(this.#request);
     // Releasing a lost lease is a clean-up attempt only: it must not throw at the user.
     this.#released = wasHeld ? done : done.catch(() => undefined);
@@ -151,7 +165,26 @@ export class HeldLease implements Lease {
   /** @internal Marks the lease lost (idempotent) and aborts its signal with a `LockLostError`. */
   markLost(reason: string, cause?: unknown): void {
     if (this.#state !== "held") return;
-    this.#end("lost", new LockLostError(`lock "${this.key}" lost: ${reason}`, { cause }));
+    const error = new LockLostError(`lock "${this.key}" lost: ${reason}`, { cause });
+    this.#end("lost", error);
+    if (channels.lost.hasSubscribers) this.#publish(channels.lost, { error });
+  }
+
+  #publish(
+    target: { publish(message: unknown): void },
+    extra: Pick<LeaseEvent, "ok" | "durationMs" | "error">,
+  ): void {
+    const { key, namespace, mode } = this.#request;
+    const event: LeaseEvent = {
+      key,
+      namespace,
+      backend: this.#host.backend.name,
+      mode,
+      fencingToken: this.fencingToken,
+      heldMs: monotonicNow() - this.#grantedAt,
+      ...extra,
+    };
+    target.publish(event);
   }
 
   #end(state: "released" | "lost", reason: LockError | undefined): void {

@@ -5,6 +5,7 @@ import type { Backend, LockRequest, LossReport, Unsubscribe } from "./backend.js
 import { monotonicNow } from "./clock.js";
 import { asyncDispose } from "./dispose.js";
 import { invalidArgument, lockClosed } from "./errors.js";
+import { observeAcquire, observingAcquires } from "./events.js";
 import { MAX_NAMESPACE_BYTES, typeName, validateKey } from "./keys.js";
 import { HeldLease, type Lease, type LeaseHost } from "./lease.js";
 import {
@@ -143,6 +144,14 @@ class LockClient implements Locks, LeaseHost {
     } catch (error) {
       return Promise.reject(error);
     }
+    const outcome = this.#run(request, resolved, wait);
+    if (!observingAcquires()) return outcome;
+    const { namespace, mode, limit } = request;
+    const event = { key, namespace, backend: this.backend.name, mode, limit };
+    return observeAcquire(outcome, event, resolved.signal);
+  }
+
+  #run(request: LockRequest, resolved: ResolvedOptions, wait: boolean): Promise<Lease | null> {
     if (resolved.signal === undefined && resolved.timeoutMs === Number.POSITIVE_INFINITY) {
       // Only close() can end this acquire: no controller, no timer (the hot path). Waits
       // share the client's close signal, as an AbortController per wait costs more than a
