@@ -65,6 +65,7 @@ export default defineConfig({
           { text: "Writing a backend", link: "/guide/writing-a-backend" },
           { text: "Benchmarks", link: "/guide/benchmarks" },
           { text: "Reliability under faults", link: "/guide/reliability" },
+          { text: "Observability", link: "/guide/observability" },
         ],
       },
       {
