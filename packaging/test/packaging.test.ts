@@ -1,0 +1,263 @@
+/**
+ * What a user gets from the registry: every published package is packed with
+ * `pnpm pack` (which rewrites "workspace:" ranges), linted as a tarball with
+ * publint and attw, installed with npm into fresh projects and used there
+ * from plain ESM and CommonJS scripts.
+ */
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+// The ProvidedContext types of inject("redisUrl") etc.
+import type {} from "@locks/testkit";
+import { publint } from "publint";
+import { formatMessage } from "publint/utils";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL("../..", import.meta.url));
+const bin = (name: string) =>
+  fileURLToPath(new URL(`../node_modules/.bin/${name}`, import.meta.url));
+
+/** The packages published to npm (testkit, bench, docs, chaos and this one stay private). */
+const published = ["core", "thread", "file", "redis", "etcd", "postgres", "cli"] as const;
+type Published = (typeof published)[number];
+
+let work: string;
+const tarballs = {} as Record<Published, string>;
+
+/** Runs a command; on failure the error carries its stdout and stderr. */
+async function sh(file: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = {}) {
+  try {
+    return await run(file, args, {
+      cwd,
+      env: { ...process.env, ...env },
+      maxBuffer: 64 * 1024 * 1024,
+    });
+  } catch (error) {
+    const e = error as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`${file} ${args.join(" ")} failed: ${e.message}\n${e.stdout}\n${e.stderr}`);
+  }
+}
+
+/** A fresh npm project in `work` with the given tarballs installed from disk. */
+async function npmProject(name: string, pkgs: readonly Published[]): Promise<string> {
+  const dir = join(work, name);
+  await mkdir(dir);
+  await writeFile(
+    join(dir, "package.json"),
+    JSON.stringify({ name: `packaging-${name}`, private: true, type: "module" }),
+  );
+  await sh(
+    "npm",
+    [
+      "install",
+      ...pkgs.map((p) => tarballs[p]),
+      "--no-audit",
+      "--no-fund",
+      "--prefer-offline",
+      "--loglevel=error",
+    ],
+    dir,
+  );
+  return dir;
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), "locks-packaging-"));
+  const packs = join(work, "packs");
+  await mkdir(packs);
+  // The packages' dist/ is built by turbo (this task dependsOn ^build).
+  for (const p of published) {
+    const { stdout } = await sh(
+      "pnpm",
+      ["pack", "--pack-destination", packs, "--json"],
+      join(root, "packages", p),
+    );
+    const out = JSON.parse(stdout) as { filename: string };
+    tarballs[p] = out.filename.startsWith("/") ? out.filename : join(packs, out.filename);
+  }
+});
+
+afterAll(async () => {
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+async function packedManifest(p: Published): Promise<Record<string, unknown>> {
+  const { stdout } = await sh("tar", ["-xOzf", tarballs[p], "package/package.json"], work);
+  return JSON.parse(stdout) as Record<string, unknown>;
+}
+
+async function packedFiles(p: Published): Promise<string[]> {
+  const { stdout } = await sh("tar", ["-tzf", tarballs[p]], work);
+  return stdout.split("\n").filter(Boolean);
+}
+
+describe.each(published)("@locks/%s tarball", (p) => {
+  it("has no workspace: ranges, a node engine, dist with types, a README, no tests", async () => {
+    const manifest = await packedManifest(p);
+    expect(JSON.stringify(manifest)).not.toContain("workspace:");
+    expect(manifest.engines).toEqual({ node: ">=20.19" });
+    expect(manifest.sideEffects).toBe(false);
+    expect(manifest.private).toBeUndefined();
+    // Backends share the user's @locks/core (a peer); the cli is an application and brings its own.
+    const coreField = p === "cli" ? "dependencies" : "peerDependencies";
+    if (p !== "core")
+      expect(manifest[coreField]).toMatchObject({ "@locks/core": expect.stringMatching(/^\^\d/) });
+    const files = await packedFiles(p);
+    expect(files).toContain("package/README.md");
+    expect(files).toContain("package/dist/index.js");
+    expect(files).toContain("package/dist/index.d.ts");
+    expect(files.filter((f) => /(^|\/)test\/|\.test\.[cm]?[jt]s$/.test(f))).toEqual([]);
+  });
+
+  it("passes publint (no errors or warnings)", async () => {
+    const tarball = await readFile(tarballs[p]);
+    const { messages, pkg } = await publint({
+      pack: { tarball: new Uint8Array(tarball).buffer },
+      level: "warning",
+    });
+    expect(pkg.name).toBe(`@locks/${p}`);
+    expect(messages.map((m) => `${m.type}: ${formatMessage(m, pkg)}`)).toEqual([]);
+  });
+
+  // ESM-only packages: the node10 and node16-from-CJS resolutions describe a
+  // `require()` that TypeScript types as an error; Node 20.19+ loads them
+  // through require(esm), which the "require" test below checks for real.
+  it("passes @arethetypeswrong/cli (esm-only profile)", async () => {
+    await sh(bin("attw"), [tarballs[p], "--profile", "esm-only", "--format", "ascii"], work);
+  });
+});
+
+describe("installed from the tarballs with npm", () => {
+  let app: string;
+  beforeAll(async () => {
+    app = await npmProject("all", published);
+  });
+
+  /** Writes a script into the app and runs it with node, returning stdout. */
+  async function script(name: string, source: string, env: NodeJS.ProcessEnv = {}) {
+    await writeFile(join(app, name), source);
+    const { stdout } = await sh(process.execPath, [name], app, env);
+    return stdout.trim();
+  }
+
+  const lockAndRelease = (imports: string, backend: string) => `${imports}
+import { createLocks } from "@locks/core";
+const locks = createLocks(${backend}, { namespace: "packaging-" + process.pid });
+const lease = await locks.acquire("k", { timeoutMs: 10_000 });
+const other = await locks.tryAcquire("k");
+if (other !== null) throw new Error("second holder");
+console.log(lease.key, typeof lease.fencingToken);
+await lease.release();
+await locks.close();
+`;
+
+  it("thread: takes and releases a lock", async () => {
+    const out = await script(
+      "thread.mjs",
+      lockAndRelease(`import { threadBackend } from "@locks/thread";`, "threadBackend()"),
+    );
+    expect(out).toBe("k bigint");
+  });
+
+  it("file: takes and releases a lock", async () => {
+    const dir = join(work, "file-locks");
+    await mkdir(dir);
+    const out = await script(
+      "file.mjs",
+      lockAndRelease(
+        `import { fileBackend } from "@locks/file";`,
+        "fileBackend({ directory: process.env.LOCK_DIR })",
+      ),
+      { LOCK_DIR: dir },
+    );
+    expect(out).toBe("k bigint");
+  });
+
+  it("redis: takes and releases a lock", async () => {
+    const out = await script(
+      "redis.mjs",
+      lockAndRelease(
+        `import { redisBackend } from "@locks/redis";`,
+        "redisBackend({ url: process.env.REDIS_URL })",
+      ),
+      { REDIS_URL: inject("redisUrl") },
+    );
+    expect(out).toBe("k bigint");
+  });
+
+  it("etcd: takes and releases a lock", async () => {
+    const out = await script(
+      "etcd.mjs",
+      lockAndRelease(
+        `import { etcdBackend } from "@locks/etcd";`,
+        `etcdBackend({ hosts: process.env.ETCD_ENDPOINTS.split(",") })`,
+      ),
+      { ETCD_ENDPOINTS: inject("etcdEndpoints").join(",") },
+    );
+    expect(out).toBe("k bigint");
+  });
+
+  it("postgres: takes and releases a lock", async () => {
+    const out = await script(
+      "postgres.mjs",
+      lockAndRelease(
+        `import { postgresBackend } from "@locks/postgres";`,
+        "postgresBackend({ connectionString: process.env.DATABASE_URL })",
+      ),
+      { DATABASE_URL: inject("databaseUrl") },
+    );
+    expect(out).toBe("k bigint");
+  });
+
+  it("require() loads every package (require(esm), Node 20.19+)", async () => {
+    const out = await script(
+      "require.cjs",
+      `const { createLocks } = require("@locks/core");
+const { threadBackend } = require("@locks/thread");
+for (const [name, fn] of [["@locks/file", "fileBackend"], ["@locks/redis", "redisBackend"],
+  ["@locks/etcd", "etcdBackend"], ["@locks/postgres", "postgresBackend"]]) {
+  if (typeof require(name)[fn] !== "function") throw new Error(name + " has no " + fn);
+}
+if (typeof require("@locks/cli") !== "object") throw new Error("@locks/cli");
+(async () => {
+  const locks = createLocks(threadBackend());
+  const lease = await locks.acquire("k");
+  console.log(lease.key);
+  await lease.release();
+  await locks.close();
+})();
+`,
+    );
+    expect(out).toBe("k");
+  });
+
+  it("the locks bin runs --version", async () => {
+    const { version } = await packedManifest("cli");
+    const { stdout } = await sh(join(app, "node_modules/.bin/locks"), ["--version"], app);
+    expect(stdout).toContain(String(version));
+  });
+});
+
+describe("@locks/redis installed alone", () => {
+  it("does not pull etcd3 or pg", async () => {
+    const app = await npmProject("redis-only", ["core", "redis"]);
+    const has = (name: string) => existsSync(join(app, "node_modules", name));
+    expect(has("ioredis")).toBe(true);
+    expect(has("etcd3")).toBe(false);
+    expect(has("pg")).toBe(false);
+    expect(has("proper-lockfile")).toBe(false);
+    expect(has("@locks/etcd")).toBe(false);
+    expect(has("@locks/postgres")).toBe(false);
+    await writeFile(
+      join(app, "import.mjs"),
+      `import { redisBackend } from "@locks/redis";\nconsole.log(typeof redisBackend);\n`,
+    );
+    const { stdout } = await sh(process.execPath, ["import.mjs"], app);
+    expect(stdout.trim()).toBe("function");
+  });
+});
