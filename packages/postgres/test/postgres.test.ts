@@ -1,4 +1,3 @@
-import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import {
@@ -12,7 +11,7 @@ import {
   type LockRequest,
   type Locks,
 } from "@locks/core";
-import { freePort, nodeChildArgs, startPostgres, startProxy, waitFor } from "@locks/testkit";
+import { ChildDriver, freePort, startPostgres, startProxy, waitFor } from "@locks/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { postgresBackend } from "../src/index.js";
@@ -61,63 +60,15 @@ type Reply =
   | { type: "lost"; code: string; at: number }
   | { type: "error"; message: string };
 
+type Command =
+  | { type: "contend"; key: string; loops: number }
+  | { type: "hold"; key: string }
+  | { type: "close" };
+
 /** A contender process (test/fixtures/contender.ts), killed when the test ends if still running. */
-class Contender {
-  readonly #child: ChildProcess;
-  readonly #replies: Reply[] = [];
-  #wake: (() => void) | undefined;
-  readonly exited: Promise<number | null>;
-
+class Contender extends ChildDriver<Command, Reply> {
   constructor(ns: string, url = databaseUrl) {
-    this.#child = fork(contenderModule, [], {
-      execArgv: nodeChildArgs,
-      env: { ...process.env, DATABASE_URL: url, LOCKS_NAMESPACE: ns },
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    });
-    this.exited = new Promise((resolve) => this.#child.once("exit", (code) => resolve(code)));
-    this.#child.on("message", (reply: Reply) => {
-      this.#replies.push(reply);
-      this.#wake?.();
-    });
-    onTestFinished(() => {
-      if (this.#child.exitCode === null && this.#child.signalCode === null)
-        this.#child.kill("SIGKILL");
-    });
-  }
-
-  send(
-    command:
-      | { type: "contend"; key: string; loops: number }
-      | { type: "hold"; key: string }
-      | { type: "close" },
-  ): void {
-    this.#child.send(command);
-  }
-
-  async next<T extends Reply["type"]>(
-    type: T,
-    timeoutMs = 30_000,
-  ): Promise<Extract<Reply, { type: T }>> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const index = this.#replies.findIndex((r) => r.type === type || r.type === "error");
-      if (index >= 0) {
-        const [found] = this.#replies.splice(index, 1);
-        if (found?.type === "error") throw new Error(`contender failed: ${found.message}`);
-        return found as Extract<Reply, { type: T }>;
-      }
-      if (this.#child.exitCode !== null)
-        throw new Error(`contender exited with ${this.#child.exitCode}`);
-      const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`no "${type}" reply within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(left, 100));
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
+    super(contenderModule, { env: { DATABASE_URL: url, LOCKS_NAMESPACE: ns } });
   }
 }
 

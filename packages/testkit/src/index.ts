@@ -1,5 +1,6 @@
 import "./provided.js";
 
+export { ChildDriver, type ChildOptions, type ChildReply } from "./child.js";
 export { databaseUrlFromEnv, etcdEndpointsFromEnv, redisUrlFromEnv } from "./env.js";
 export {
   type EtcdClusterHandle,
