@@ -320,7 +320,8 @@ async function build<T>(n: number, make: (i: number) => Promise<T> | T): Promise
 const suite: BenchSuite = async () => {
   const fromEnv = process.env.REDIS_URL;
   const servers: RedisServer[] = [];
-  const url = fromEnv ?? (servers.push(await startRedis()), servers[0]!.url);
+  if (fromEnv === undefined) servers.push(await startRedis());
+  const url = fromEnv ?? servers[0]!.url;
   const group = await startRedisGroup(3);
   servers.push(...group);
   const groupUrls = group.map((s) => s.url);

@@ -177,12 +177,14 @@ async function observed(body: () => Promise<Rate>): Promise<Rate> {
   };
   const names = Object.values(LOCK_CHANNELS);
   for (const name of names) subscribe(name, count);
+  let rate: Rate;
   try {
-    return await body();
+    rate = await body();
   } finally {
     for (const name of names) unsubscribe(name, count);
-    if (events === 0) throw new Error("the subscriber saw no event");
   }
+  if (events === 0) throw new Error("the subscriber saw no event");
+  return rate;
 }
 
 const run: BenchSuite = async () => {

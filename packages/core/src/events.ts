@@ -87,15 +87,6 @@ export function observingAcquires(): boolean {
   return false;
 }
 
-/** True when anyone listens to a lease channel. */
-export function observingLeases(): boolean {
-  return (
-    channels.extend.hasSubscribers ||
-    channels.lost.hasSubscribers ||
-    channels.release.hasSubscribers
-  );
-}
-
 /** Publishes the outcome of an acquire once it settles; returns the same outcome. */
 export function observeAcquire<T extends { readonly fencingToken: bigint } | null>(
   outcome: Promise<T>,

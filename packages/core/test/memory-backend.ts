@@ -50,11 +50,6 @@ interface KeyState {
 const keys = new Map<string, KeyState>();
 let sharedToken = 0n;
 
-/** Number of keys with state left behind (holders, waiters or listeners). */
-export function memoryKeyCount(): number {
-  return keys.size;
-}
-
 export function memoryBackend(faults: Faults = {}): Backend {
   let localToken = 0n;
   let tryCalls = 0;

@@ -468,7 +468,7 @@ describe("connections", () => {
     const b = await locks.acquire("k");
     await b.release();
     expect(b.fencingToken).toBe(a.fencingToken + 1n);
-    const { rows } = await admin.query("SELECT last_value FROM " + `"${name}"`);
+    const { rows } = await admin.query(`SELECT last_value FROM "${name}"`);
     expect(BigInt(rows[0].last_value)).toBe(b.fencingToken);
     await admin.query(`DROP SEQUENCE "${name}"`);
   });

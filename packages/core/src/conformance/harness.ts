@@ -79,21 +79,6 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Polls `check` until it is true or `timeoutMs` passes. */
-export async function eventually(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (performance.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await sleep(5);
-  }
-}
-
 /**
  * Each of `clients` runs `loops` acquire -> hold -> release cycles on `key`,
  * recording every hold; returns the history for checking.
