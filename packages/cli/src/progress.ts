@@ -16,7 +16,8 @@ export function showProgress(key: string, start: number, enabled: boolean): Stop
   let shown = false;
   const draw = (): void => {
     shown = true;
-    const waited = formatDuration(Math.floor((performance.now() - start) / 1_000) * 1_000);
+    // Rounded, not floored: timers may fire a little early, and "0ms" after a second reads wrong.
+    const waited = formatDuration(Math.round((performance.now() - start) / 1_000) * 1_000);
     stderr.write(`\r\x1b[2Klocks: waiting for ${JSON.stringify(key)}... ${waited}`);
   };
   let interval: NodeJS.Timeout | undefined;
