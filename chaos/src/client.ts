@@ -102,8 +102,11 @@ async function main(): Promise<void> {
     // must refuse it when it is stale (the client cannot check and write atomically).
     let write: WriteOutcome;
     try {
-      const accepted = await fencedWrite(config.fenceUrl, config.fenceKey, token, owner);
-      write = { accepted, ackAt: historyNow() };
+      const order = await fencedWrite(config.fenceUrl, config.fenceKey, token, owner);
+      write =
+        order > 0
+          ? { accepted: true, order, ackAt: historyNow() }
+          : { accepted: false, ackAt: historyNow() };
     } catch (error) {
       write = { accepted: null, ackAt: historyNow(), error: String(error) };
     }

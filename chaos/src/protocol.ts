@@ -24,6 +24,8 @@ export interface ClientConfig {
 export interface WriteOutcome {
   /** true: the store accepted the token; false: refused as stale; null: the write itself failed. */
   readonly accepted: boolean | null;
+  /** When accepted: the store's acceptance sequence number (its order of accepting writes). */
+  readonly order?: number;
   /** historyNow() when the store's answer arrived. */
   readonly ackAt: number;
   readonly error?: string;

@@ -386,7 +386,7 @@ export async function runScenario(
         told &&
         olderToken < BigInt(newer.token) &&
         w?.accepted === true &&
-        (newerWrite?.accepted !== true || w.ackAt < newerWrite.ackAt)
+        (newerWrite?.accepted !== true || (w.order ?? 0) < (newerWrite.order ?? 0))
       ) {
         landedFirst++;
         continue;
@@ -413,12 +413,12 @@ export async function runScenario(
       });
     }
   }
-  // The fenced store itself: acknowledged writes carry strictly increasing tokens in the order
-  // they were acknowledged (what makes a token that went back harmless).
+  // The fenced store itself: accepted writes carry strictly increasing tokens in the order the
+  // store accepted them (what makes a token that went back harmless).
   const acked = holds
     .flatMap((h) => {
       const w = writes.get(h.owner);
-      return w?.accepted === true ? [{ hold: h, at: w.ackAt }] : [];
+      return w?.accepted === true ? [{ hold: h, at: w.order ?? 0 }] : [];
     })
     .sort((a, b) => a.at - b.at);
   for (let i = 1; i < acked.length; i++) {
@@ -495,7 +495,7 @@ export async function runScenario(
 
 function describeWrite(w: WriteOutcome | undefined): string {
   if (w === undefined) return "was never sent";
-  if (w.accepted === true) return `was ACCEPTED at ${w.ackAt.toFixed(3)}`;
+  if (w.accepted === true) return `was ACCEPTED at ${w.ackAt.toFixed(3)} (store order ${w.order})`;
   if (w.accepted === false) return "was refused";
   return `failed (${w.error ?? "?"})`;
 }
