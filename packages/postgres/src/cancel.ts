@@ -4,6 +4,8 @@
  * costs more than a whole handoff's worth of local work.
  */
 
+import { onAbort } from "@locks/core";
+
 /** The backend closing, as something a wait can listen to. */
 export class Closing {
   #reason: unknown;
@@ -60,21 +62,26 @@ export class Cancel {
   /** Calls `listener` once when either aborts; returns the unsubscribe. */
   onAbort(listener: () => void): () => void {
     let done = false;
+    let stopSignal = noop;
+    let stopClosing = noop;
     const once = (): void => {
       if (done) return;
       done = true;
-      stop();
+      stopSignal();
+      stopClosing();
       listener();
     };
-    this.#signal.addEventListener("abort", once);
-    const unlisten = this.#closing.listen(once);
-    const stop = (): void => {
-      this.#signal.removeEventListener("abort", once);
-      unlisten();
-    };
+    // Through core's onAbort: the core may give every wait of a client the same signal, and
+    // addEventListener on one signal is linear in its listeners. Like an abort listener, it
+    // never fires for a signal that had already aborted (onAbort alone would call at once).
+    if (!this.#signal.aborted) stopSignal = onAbort(this.#signal, once);
+    stopClosing = this.#closing.listen(once);
     return () => {
       done = true;
-      stop();
+      stopSignal();
+      stopClosing();
     };
   }
 }
+
+function noop(): void {}
