@@ -57,6 +57,9 @@ export async function waitForGrant(
       if (grant !== undefined && !cancel.aborted) return grant;
       releaseQuietly(request);
       cancel.throwIfAborted();
+      // A store that answers synchronously would otherwise loop without ever letting a
+      // timer (the timeout, the watchdog) or a signal handler run.
+      await yieldToEventLoop();
     }
   }
   return pollForGrant(backend, request, cancel, releaseQuietly);
@@ -84,11 +87,13 @@ async function pollForGrant(
       if (attempt.granted) {
         const grant = acceptGrant(backend, request, attempt, start);
         if (grant !== undefined && !cancel.aborted) return grant;
+        // Granted too late to trust: back off like a refusal (a store that answers
+        // synchronously would otherwise never let a timer run).
         releaseQuietly(request);
-        continue;
       }
-      const bound = backend.subscribe !== undefined ? POLL_FALLBACK_WITH_NOTIFY_MS : jitter(delay);
-      const hint = attempt.retryAfterMs;
+      const notified = backend.subscribe !== undefined && !attempt.granted;
+      const bound = notified ? POLL_FALLBACK_WITH_NOTIFY_MS : jitter(delay);
+      const hint = attempt.granted ? undefined : attempt.retryAfterMs;
       await waker.sleep(hint !== undefined && hint >= 0 ? Math.min(bound, hint + 1) : bound);
       delay = Math.min(delay * 2, POLL_MAX_MS);
     }
@@ -96,6 +101,10 @@ async function pollForGrant(
     waker.dispose();
     if (unsubscribe !== undefined) await Promise.resolve(unsubscribe()).catch(() => undefined);
   }
+}
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Spreads pollers apart so that waiters on one key do not poll in lockstep. */

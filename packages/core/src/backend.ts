@@ -30,6 +30,13 @@ export interface Capabilities {
   readonly fair: boolean;
   /** Waiters are woken by a release notification, not only by polling. */
   readonly notify: boolean;
+  /**
+   * Optional: the shortest `ttlMs` this backend can honour (a store whose
+   * leases are whole seconds, a round trip to several servers). The core
+   * refuses a shorter `ttlMs` with INVALID_ARGUMENT before any I/O; it never
+   * goes below its own floor, `MIN_TTL_MS`, whatever the backend declares.
+   */
+  readonly minTtlMs?: number;
 }
 
 /** One acquire, as the core hands it to the backend. The same object is passed to extend and release. */
@@ -96,6 +103,12 @@ export interface LossReport {
 /** What a backend reports about a key, for tools such as `locks status`. */
 export interface KeyStatus {
   readonly held: boolean;
+  /**
+   * The limit the current holders took the key with: above 1 for a
+   * semaphore (whose holders have mode "exclusive"), 1 otherwise.
+   * Undefined when the backend cannot tell.
+   */
+  readonly limit?: number;
   readonly holders: ReadonlyArray<{
     readonly owner?: string;
     readonly mode?: LockMode;
@@ -107,7 +120,9 @@ export interface KeyStatus {
 /**
  * A lock backend. Methods MUST NOT validate user input (the core did) and
  * MUST throw `LockError` with code `BACKEND_UNAVAILABLE` (cause: the original
- * error) when the store cannot be reached.
+ * error) when the store cannot be reached. A semaphore backend MUST refuse a
+ * request whose `limit` differs from the one the key's current holders use,
+ * with `limitMismatch(requested, current)` (INVALID_ARGUMENT).
  */
 export interface Backend {
   /** A short name for messages and diagnostics: "thread", "redis", ... */

@@ -43,6 +43,18 @@ export function invalidArgument(name: string, problem: string): LockError {
   return new LockError("INVALID_ARGUMENT", `${name} ${problem}`);
 }
 
+/**
+ * For backends: a request whose `limit` differs from the one the key's current
+ * holders took it with (as `consul lock -n` refuses). Two limits on one key
+ * would make neither mean anything.
+ */
+export function limitMismatch(requested: number, current: number): LockError {
+  return invalidArgument(
+    "limit",
+    `${requested} differs from the limit ${current} that the key's current holders use`,
+  );
+}
+
 /** The server could not be reached or answered with an error; the original error is `cause`. */
 export function backendUnavailable(backend: string, cause: unknown): LockError {
   const detail = cause instanceof Error ? cause.message : String(cause);

@@ -24,6 +24,7 @@ export {
   type LockErrorCode,
   LockLostError,
   LockTimeoutError,
+  limitMismatch,
   lockClosed,
 } from "./errors.js";
 export { type AcquireEvent, type LeaseEvent, LOCK_CHANNELS } from "./events.js";
@@ -40,5 +41,5 @@ export {
 export { keyDigest, MAX_KEY_BYTES, scopedKey, validateKey } from "./keys.js";
 export type { Lease } from "./lease.js";
 export { createLocks, type Locks, type LocksOptions } from "./locks.js";
-export type { AcquireOptions, TryAcquireOptions } from "./options.js";
+export { type AcquireOptions, MIN_TTL_MS, type TryAcquireOptions } from "./options.js";
 export { newOwnerToken } from "./owner.js";

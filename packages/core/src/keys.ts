@@ -8,12 +8,20 @@ export const MAX_NAMESPACE_BYTES = 256;
 
 /**
  * Refuses anything but a non-empty string of at most `max` UTF-8 bytes. Any
- * characters are allowed: backends encode keys, so no character is special.
+ * character is allowed (backends encode keys, so none is special), but not a
+ * lone surrogate: UTF-8 cannot encode one, and encoding turns every lone
+ * surrogate into U+FFFD, so `"k\uD800"` and `"k\uDBFF"` would be one lock.
  */
 export function validateKey(key: unknown, name = "key", max = MAX_KEY_BYTES): string {
   if (typeof key !== "string")
     throw invalidArgument(name, `must be a string, got ${typeName(key)}`);
   if (key.length === 0) throw invalidArgument(name, "must not be empty");
+  if (!key.isWellFormed()) {
+    throw invalidArgument(
+      name,
+      "must be well-formed Unicode: it contains a lone surrogate, which UTF-8 cannot encode",
+    );
+  }
   // A UTF-16 unit is at most 3 UTF-8 bytes; only count bytes when it could matter.
   if (key.length * 3 > max && Buffer.byteLength(key, "utf8") > max) {
     throw invalidArgument(

@@ -3,7 +3,7 @@ import { driftAllowance, monotonicNow, toEpochMs } from "./clock.js";
 import { asyncDispose } from "./dispose.js";
 import { LockError, LockLostError } from "./errors.js";
 import { channels, type LeaseEvent } from "./events.js";
-import { validateTtl } from "./options.js";
+import { ttlFloor, validateTtl } from "./options.js";
 import { Watchdog } from "./watchdog.js";
 
 /** A held lock. Release it with `release()` or `await using`. */
@@ -109,7 +109,10 @@ export class HeldLease implements Lease {
   extend(ttlMs?: number): Promise<void> {
     let ttl: number;
     try {
-      ttl = ttlMs === undefined ? this.#ttlMs : validateTtl(ttlMs);
+      ttl =
+        ttlMs === undefined
+          ? this.#ttlMs
+          : validateTtl(ttlMs, ttlFloor(this.#host.backend.capabilities));
     } catch (error) {
       return Promise.reject(error);
     }

@@ -14,6 +14,7 @@ import {
   type ResolvedOptions,
   resolveOptions,
   type TryAcquireOptions,
+  ttlFloor,
   validateTtl,
 } from "./options.js";
 import { newOwnerToken } from "./owner.js";
@@ -80,7 +81,10 @@ class LockClient implements Locks, LeaseHost {
       throw invalidArgument("autoExtend", `must be a boolean, got ${typeName(autoExtend)}`);
     }
     this.#defaults = {
-      ttlMs: options.ttlMs === undefined ? DEFAULT_TTL_MS : validateTtl(options.ttlMs),
+      ttlMs:
+        options.ttlMs === undefined
+          ? DEFAULT_TTL_MS
+          : validateTtl(options.ttlMs, ttlFloor(backend.capabilities)),
       autoExtend,
     };
     this.#stopLossWatch = backend.onLoss?.((report) => this.#onLoss(report));
@@ -153,12 +157,13 @@ class LockClient implements Locks, LeaseHost {
 
   #run(request: LockRequest, resolved: ResolvedOptions, wait: boolean): Promise<Lease | null> {
     if (resolved.signal === undefined && resolved.timeoutMs === Number.POSITIVE_INFINITY) {
-      // Only close() can end this acquire: no controller, no timer (the hot path). Waits
-      // share the client's close signal, as an AbortController per wait costs more than a
-      // whole uncontended cycle.
-      return this.#attempt(request, resolved).then((lease) => {
+      // Only close() can end this acquire: no controller, no timer (the hot path). The first
+      // attempt and the waits share the client's close signal, as an AbortController per
+      // acquire costs more than a whole uncontended cycle.
+      const closed = this.#closeController.signal;
+      return untilAborted(this.#attempt(request, resolved), closed).then((lease) => {
         if (lease !== undefined || !wait) return lease ?? null;
-        return this.#waitFor(request, resolved, this.#closeController.signal);
+        return this.#waitFor(request, resolved, closed);
       });
     }
     return this.#bounded(request, resolved, wait);
@@ -268,11 +273,26 @@ class LockClient implements Locks, LeaseHost {
     this.#closeController.abort(closed);
     for (const waiter of this.#waiting) waiter.abort(closed);
     const releases = [...this.#leases.values()].map((lease) => lease.release());
-    await Promise.allSettled(releases);
-    await Promise.allSettled([...this.#cleanups]);
+    // A server that stopped answering must not hold close() up: what is not released
+    // within the grace period frees itself (TTL, or the session the backend closes next).
+    await settledWithin([...releases, ...this.#cleanups], CLOSE_GRACE_MS);
     await this.#stopLossWatch?.();
     await this.backend.close();
   }
+}
+
+/** How long close() waits for its releases before it closes the backend anyway. */
+const CLOSE_GRACE_MS = 250;
+
+/** Resolves when every promise settled, or after `ms`, whichever comes first. */
+async function settledWithin(promises: readonly Promise<unknown>[], ms: number): Promise<void> {
+  if (promises.length === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  await Promise.race([Promise.allSettled(promises), bound]);
+  clearTimeout(timer);
 }
 
 /**

@@ -38,12 +38,33 @@ export const MAX_TIMER_MS = 2_147_483_647;
 const ACQUIRE_KEYS = new Set(["ttlMs", "autoExtend", "mode", "limit", "signal", "timeoutMs"]);
 const TRY_ACQUIRE_KEYS = new Set(["ttlMs", "autoExtend", "mode", "limit", "signal"]);
 
-/** Validates a TTL: a positive finite number of ms, rounded up to whole ms. */
-export function validateTtl(value: unknown, name = "ttlMs"): number {
+/**
+ * The core's floor for `ttlMs`, whatever the backend declares: a lease is
+ * presumed lost `driftAllowance(ttl)` (1% + 2 ms) before its TTL, so a TTL of
+ * a few ms would be lost before its grant could be reported.
+ */
+export const MIN_TTL_MS = 10;
+
+/** The shortest `ttlMs` a client over a backend with `capabilities` accepts. */
+export function ttlFloor(capabilities: Capabilities): number {
+  return Math.max(MIN_TTL_MS, capabilities.minTtlMs ?? 0);
+}
+
+/**
+ * Validates a TTL: a finite number of ms from `floor` (the backend's, see
+ * `ttlFloor`) up to setTimeout's ceiling, rounded up to whole ms.
+ */
+export function validateTtl(value: unknown, floor: number, name = "ttlMs"): number {
   if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
     throw invalidArgument(
       name,
       `must be a positive finite number of milliseconds, got ${show(value)}`,
+    );
+  }
+  if (value < floor) {
+    throw invalidArgument(
+      name,
+      `must be at least ${floor} ms, the shortest lease this backend can honour, got ${value}`,
     );
   }
   if (value > MAX_TIMER_MS)
@@ -79,7 +100,7 @@ export function resolveOptions(
     }
   }
   const o = options as Record<string, unknown>;
-  const ttlMs = o.ttlMs === undefined ? defaults.ttlMs : validateTtl(o.ttlMs);
+  const ttlMs = o.ttlMs === undefined ? defaults.ttlMs : validateTtl(o.ttlMs, ttlFloor(capabilities));
 
   const autoExtend = o.autoExtend === undefined ? defaults.autoExtend : o.autoExtend;
   if (typeof autoExtend !== "boolean") {
