@@ -1,62 +1,6 @@
 import { describe, expect, it } from "vitest";
-import {
-  type Attempt,
-  type Backend,
-  backendUnavailable,
-  createLocks,
-  type LockRequest,
-  type LossReport,
-} from "../src/index.js";
-
-/** A backend whose every answer the test decides. */
-type Scripted = Backend & {
-  requests: LockRequest[];
-  released: LockRequest[];
-  loss?: (report: LossReport) => void;
-};
-
-function scripted(overrides: Partial<Backend> = {}): Scripted {
-  let token = 0n;
-  const backend: Scripted = {
-    name: "scripted",
-    capabilities: Object.freeze({
-      scope: "process",
-      ttl: true,
-      fencing: true,
-      shared: false,
-      semaphore: false,
-      fair: false,
-      notify: false,
-    }),
-    requests: [],
-    released: [],
-    async tryAcquire(req): Promise<Attempt> {
-      backend.requests.push(req);
-      return { granted: true, fencingToken: ++token };
-    },
-    async extend() {
-      return true;
-    },
-    async release(req) {
-      backend.released.push(req);
-    },
-    onLoss(listener) {
-      backend.loss = listener;
-      return () => {
-        backend.loss = undefined;
-      };
-    },
-    async close() {},
-    ...overrides,
-  };
-  return backend;
-}
-
-function aborted(signal: AbortSignal): Promise<unknown> {
-  return new Promise((resolve) =>
-    signal.addEventListener("abort", () => resolve(signal.reason), { once: true }),
-  );
-}
+import { backendUnavailable, createLocks } from "../src/index.js";
+import { aborted, scripted } from "./scripted-backend.js";
 
 describe("leases and the watchdog", () => {
   it("declares the lease lost at its local deadline while an extension hangs", async () => {
