@@ -20,6 +20,13 @@ export interface Lease extends AsyncDisposable {
   /** Local, conservative estimate (epoch ms) of when the lease runs out; undefined without a TTL. */
   readonly expiresAt: number | undefined;
   /**
+   * A synchronous check, for just before a write: false once the lease was
+   * released or lost, and false once its local deadline has passed even if
+   * the watchdog's timer has not run yet (a holder that just resumed from a
+   * pause). Reading it then declares the lease lost and aborts `signal`.
+   */
+  readonly held: boolean;
+  /**
    * Aborts the moment the holder can no longer be sure it holds the lock (its
    * reason is a `LockLostError`), and on release (reason code `LOCK_RELEASED`).
    */
@@ -34,6 +41,14 @@ export interface Lease extends AsyncDisposable {
 export interface LeaseHost {
   readonly backend: Backend;
   leaseEnded(lease: HeldLease): void;
+  /** Releases `request` after `ms` (a minimum hold without server-side TTL), or at close(). */
+  releaseLater(request: LockRequest, ms: number): Promise<void>;
+}
+
+/** How a lease behaves, from the acquire's options. */
+export interface LeaseOptions {
+  readonly autoExtend: boolean;
+  readonly minHoldMs: number;
 }
 
 type State = "held" | "released" | "lost";
@@ -53,21 +68,23 @@ export class HeldLease implements Lease {
   #released: Promise<void> | undefined;
   #watchdog: Watchdog | undefined;
   readonly #grantedAt = monotonicNow();
+  readonly #minHoldMs: number;
 
   constructor(
     host: LeaseHost,
     request: LockRequest,
     fencingToken: bigint,
     deadline: number,
-    autoExtend: boolean,
+    options: LeaseOptions,
   ) {
     this.#host = host;
     this.#request = request;
     this.fencingToken = fencingToken;
     this.#ttlMs = request.ttlMs;
     this.#deadline = deadline;
+    this.#minHoldMs = options.minHoldMs;
     if (deadline !== Number.POSITIVE_INFINITY) {
-      this.#watchdog = new Watchdog(this, autoExtend);
+      this.#watchdog = new Watchdog(this, options.autoExtend);
       this.#watchdog.arm(monotonicNow(), deadline, this.#ttlMs);
     }
   }
@@ -95,6 +112,9 @@ export class HeldLease implements Lease {
   }
 
   get held(): boolean {
+    if (this.#state === "held" && monotonicNow() >= this.#deadline) {
+      this.markLost("the lease's TTL passed without an extension");
+    }
     return this.#state === "held";
   }
 
@@ -155,7 +175,9 @@ export class HeldLease implements Lease {
       this.#end("released", undefined);
       if (channels.release.hasSubscribers) this.#publish(channels.release, {});
     }
-    const done = this.#host.backend.release(this.#request);
+    const holdLeft = wasHeld ? this.#grantedAt + this.#minHoldMs - monotonicNow() : 0;
+    const done =
+      holdLeft > 0 ? this.#holdUntilMinimum(holdLeft) : this.#host.backend.release(this.#request);
     // Releasing a lost lease is a clean-up attempt only: it must not throw at the user.
     this.#released = wasHeld ? done : done.catch(() => undefined);
     return this.#released;
@@ -163,6 +185,21 @@ export class HeldLease implements Lease {
 
   [asyncDispose](): Promise<void> {
     return this.release();
+  }
+
+  /**
+   * Released before its minimum hold: with server-side TTL the store keeps the
+   * key for what remains (never less than the backend's floor) and frees it
+   * itself; without, the client releases it when the time is up.
+   */
+  async #holdUntilMinimum(holdLeft: number): Promise<void> {
+    if (!this.#host.backend.capabilities.ttl) {
+      await this.#host.releaseLater(this.#request, holdLeft);
+      return;
+    }
+    const ttl = Math.max(Math.ceil(holdLeft), ttlFloor(this.#host.backend.capabilities));
+    // False: no longer held, nothing left to keep. A failure leaves the lease to its TTL.
+    await this.#host.backend.extend(this.#request, ttl);
   }
 
   /** @internal Marks the lease lost (idempotent) and aborts its signal with a `LockLostError`. */

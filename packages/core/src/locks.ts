@@ -63,6 +63,7 @@ class LockClient implements Locks, LeaseHost {
   readonly #waiting = new Set<AbortController>();
   readonly #closeController = new AbortController();
   readonly #cleanups = new Set<Promise<unknown>>();
+  readonly #delayedReleases = new Set<() => void>();
   readonly #stopLossWatch: Unsubscribe | undefined;
   #closing: Promise<void> | undefined;
 
@@ -127,6 +128,20 @@ class LockClient implements Locks, LeaseHost {
   /** @internal */
   leaseEnded(lease: HeldLease): void {
     this.#leases.delete(lease.owner);
+  }
+
+  /** @internal A minimum hold on a backend without TTL: released when the time is up, or at close(). */
+  releaseLater(request: LockRequest, ms: number): Promise<void> {
+    if (this.#closing !== undefined) return this.backend.release(request);
+    const release = (): void => {
+      clearTimeout(timer);
+      this.#delayedReleases.delete(release);
+      this.#releaseQuietly(request);
+    };
+    // Unref'd: the session that holds the lock already keeps the process alive while it is open.
+    const timer = setTimeout(release, ms).unref();
+    this.#delayedReleases.add(release);
+    return Promise.resolve();
   }
 
   #acquire(key: string, options: AcquireOptions | undefined, wait: boolean): Promise<Lease | null> {
@@ -249,7 +264,7 @@ class LockClient implements Locks, LeaseHost {
       this.#releaseQuietly(request);
       throw this.#closing !== undefined ? lockClosed() : options.signal?.reason;
     }
-    const lease = new HeldLease(this, request, token, deadline, options.autoExtend);
+    const lease = new HeldLease(this, request, token, deadline, options);
     this.#leases.set(request.owner, lease);
     return lease;
   }
@@ -272,6 +287,7 @@ class LockClient implements Locks, LeaseHost {
     const closed = lockClosed();
     this.#closeController.abort(closed);
     for (const waiter of this.#waiting) waiter.abort(closed);
+    for (const release of [...this.#delayedReleases]) release();
     const releases = [...this.#leases.values()].map((lease) => lease.release());
     // A server that stopped answering must not hold close() up: what is not released
     // within the grace period frees itself (TTL, or the session the backend closes next).

@@ -14,6 +14,15 @@ export interface TryAcquireOptions {
   limit?: number;
   /** Gives up when aborted: the promise rejects with `signal.reason`. */
   signal?: AbortSignal;
+  /**
+   * Minimum hold in ms (ShedLock's `lockAtLeastFor`): a release earlier than
+   * this after the grant keeps the key held until grant + `minHoldMs`, so a
+   * quick job is not run twice by replicas whose clocks or schedules differ.
+   * With server-side TTL the lease is shortened to what remains; without it
+   * (postgres) the client releases later, so a crash or `close()` frees the
+   * key early. Default 0.
+   */
+  minHoldMs?: number;
 }
 
 /** Options of `Locks.acquire` and `Locks.withLock`. */
@@ -30,13 +39,14 @@ export interface ResolvedOptions {
   readonly limit: number;
   readonly signal: AbortSignal | undefined;
   readonly timeoutMs: number;
+  readonly minHoldMs: number;
 }
 
 /** setTimeout's ceiling: a longer delay fires at once, so refuse it. */
 export const MAX_TIMER_MS = 2_147_483_647;
 
-const ACQUIRE_KEYS = new Set(["ttlMs", "autoExtend", "mode", "limit", "signal", "timeoutMs"]);
-const TRY_ACQUIRE_KEYS = new Set(["ttlMs", "autoExtend", "mode", "limit", "signal"]);
+const TRY_ACQUIRE_KEYS = new Set(["ttlMs", "autoExtend", "mode", "limit", "signal", "minHoldMs"]);
+const ACQUIRE_KEYS = new Set([...TRY_ACQUIRE_KEYS, "timeoutMs"]);
 
 /**
  * The core's floor for `ttlMs`, whatever the backend declares: a lease is
@@ -87,6 +97,7 @@ export function resolveOptions(
       limit: 1,
       signal: undefined,
       timeoutMs: Number.POSITIVE_INFINITY,
+      minHoldMs: 0,
     };
   }
   if (typeof options !== "object" || options === null) {
@@ -100,7 +111,8 @@ export function resolveOptions(
     }
   }
   const o = options as Record<string, unknown>;
-  const ttlMs = o.ttlMs === undefined ? defaults.ttlMs : validateTtl(o.ttlMs, ttlFloor(capabilities));
+  const ttlMs =
+    o.ttlMs === undefined ? defaults.ttlMs : validateTtl(o.ttlMs, ttlFloor(capabilities));
 
   const autoExtend = o.autoExtend === undefined ? defaults.autoExtend : o.autoExtend;
   if (typeof autoExtend !== "boolean") {
@@ -140,7 +152,14 @@ export function resolveOptions(
     timeoutMs = t;
   }
 
-  return { ttlMs, autoExtend, mode, limit, signal, timeoutMs };
+  const minHoldMs = o.minHoldMs === undefined ? 0 : o.minHoldMs;
+  if (typeof minHoldMs !== "number" || !Number.isFinite(minHoldMs) || minHoldMs < 0) {
+    throw invalidArgument("minHoldMs", `must be a finite number >= 0, got ${show(minHoldMs)}`);
+  }
+  if (minHoldMs > MAX_TIMER_MS)
+    throw invalidArgument("minHoldMs", `must be at most ${MAX_TIMER_MS}, got ${minHoldMs}`);
+
+  return { ttlMs, autoExtend, mode, limit, signal, timeoutMs, minHoldMs };
 }
 
 function isAbortSignal(value: unknown): value is AbortSignal {
