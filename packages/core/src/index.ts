@@ -41,5 +41,6 @@ export {
 export { keyDigest, MAX_KEY_BYTES, scopedKey, validateKey } from "./keys.js";
 export type { Lease } from "./lease.js";
 export { createLocks, type Locks, type LocksOptions } from "./locks.js";
+export type { AcquireAllOptions, MultiLease } from "./multi.js";
 export { type AcquireOptions, MIN_TTL_MS, type TryAcquireOptions } from "./options.js";
 export { newOwnerToken } from "./owner.js";

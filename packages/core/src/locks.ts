@@ -9,6 +9,12 @@ import { observeAcquire, observingAcquires } from "./events.js";
 import { MAX_NAMESPACE_BYTES, typeName, validateKey } from "./keys.js";
 import { HeldLease, type Lease, type LeaseHost } from "./lease.js";
 import {
+  type AcquireAllOptions,
+  acquireInOrder,
+  type MultiLease,
+  validateKeySet,
+} from "./multi.js";
+import {
   type AcquireOptions,
   MAX_TIMER_MS,
   type ResolvedOptions,
@@ -44,6 +50,12 @@ export interface Locks extends AsyncDisposable {
     fn: (lease: Lease) => T | Promise<T>,
     options?: AcquireOptions,
   ): Promise<T>;
+  /**
+   * Takes several keys, all or none (Redisson's MultiLock): in one canonical
+   * order, so callers whose sets overlap never deadlock, within one
+   * `timeoutMs` for the whole set.
+   */
+  acquireAll(keys: readonly string[], options?: AcquireAllOptions): Promise<MultiLease>;
   /** Releases every lease it holds, rejects its waiting acquires with `LOCK_CLOSED`, closes the backend. */
   close(): Promise<void>;
 }
@@ -114,6 +126,15 @@ class LockClient implements Locks, LeaseHost {
     } finally {
       await lease.release();
     }
+  }
+
+  async acquireAll(keys: readonly string[], options?: AcquireAllOptions): Promise<MultiLease> {
+    if (this.#closing !== undefined) throw lockClosed();
+    validateKeySet(keys);
+    if (options !== undefined && options !== null && "minHoldMs" in options) {
+      throw invalidArgument("options.minHoldMs", "is not a known option of acquireAll");
+    }
+    return acquireInOrder(keys, options, (key, o) => this.acquire(key, o));
   }
 
   close(): Promise<void> {
