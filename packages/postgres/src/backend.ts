@@ -18,7 +18,7 @@ import { advisoryId, idHalves, requestKeys, slotCandidates } from "./keys.js";
 import { pollUntilGranted, Wakeups } from "./notify.js";
 import type { ResolvedOptions } from "./options.js";
 import { cancelBackend, retried, waitInQueue } from "./queue.js";
-import { HELD, HOLDERS, LOCK_MODE_NAME, RELEASE, TRY, TRY_SLOTS } from "./sql.js";
+import { HELD, HOLDERS, LOCK_MODE_NAME, RELEASE, TRY, TRY_READ_AGAIN, TRY_SLOTS } from "./sql.js";
 
 const NAME = "postgres";
 const NOT_GRANTED: Attempt = Object.freeze({ granted: false });
@@ -120,30 +120,8 @@ export class PostgresBackend implements Backend {
     if (this.#closing.closed) return Promise.reject(lockClosed("postgres backend"));
     const live = this.#session;
     // The hot path stays free of extra awaits: an uncontended cycle is two round trips and little else.
-    if (live !== undefined && !live.dead) return this.#tryOn(live, request);
-    return this.#liveSession().then((session) => this.#tryOn(session, request));
-  }
-
-  #tryOn(session: Connection, request: LockRequest): Promise<Attempt> {
-    const held = request.limit === 1 ? session.holds.get(requestKeys(request).key) : undefined;
-    if (
-      held === undefined ||
-      held.mode === "exclusive" ||
-      request.mode === "exclusive" ||
-      this.#options.maxConnections === 1
-    ) {
-      return this.#attempt(session, request);
-    }
-    // A second reader of a key this session reads: it asks from another
-    // session, so that a writer queued in between keeps its turn.
-    return this.#queueConnection().then(async (conn) => {
-      if (conn === undefined) return NOT_GRANTED;
-      try {
-        return await this.#attempt(conn, request);
-      } finally {
-        this.#recycle(conn);
-      }
-    });
+    if (live !== undefined && !live.dead) return this.#attempt(live, request);
+    return this.#liveSession().then((session) => this.#attempt(session, request));
   }
 
   acquire(request: LockRequest, wait: WaitOptions): Promise<Attempt & { granted: true }> {
@@ -244,23 +222,27 @@ export class PostgresBackend implements Backend {
   /**
    * One non-blocking attempt on `conn`, which then holds the grant. A session
    * never conflicts with itself, so what this session holds (or is asking
-   * for) is refused here, without asking; only a second reader of a key the
-   * session reads is let through when every wait polls (maxConnections 1).
+   * for) exclusively, or a writer's request for what it reads, is refused
+   * here, without asking. A second reader of a key the session reads takes
+   * it once more on the same session (PostgreSQL counts it), unless a writer
+   * waits in the server's queue: the server would let the session's own
+   * reader jump that queue, so the statement refuses it then, as the server
+   * refuses a reader of another session.
    */
   #attempt(conn: Connection, request: LockRequest): Promise<Attempt> {
     const keys = requestKeys(request);
     if (request.limit > 1) return this.#attemptSlots(conn, request, keys.interest);
     const held = conn.holds.get(keys.key);
-    if (
-      held !== undefined &&
-      (held.mode === "exclusive" ||
-        request.mode === "exclusive" ||
-        this.#options.maxConnections > 1)
-    ) {
+    if (held !== undefined && (held.mode === "exclusive" || request.mode === "exclusive")) {
       return Promise.resolve(NOT_GRANTED);
     }
     conn.hold(keys.key, request.mode);
-    return conn.query(TRY[request.mode], [keys.key, this.#options.sequence]).then(
+    const values: unknown[] = [keys.key, this.#options.sequence];
+    if (held !== undefined) {
+      const { classid, objid } = idHalves(keys.key);
+      values.push(classid, objid);
+    }
+    return conn.query(held === undefined ? TRY[request.mode] : TRY_READ_AGAIN, values).then(
       (rows) => {
         const row = rows[0];
         if (row?.token === null || row?.token === undefined) {

@@ -39,6 +39,26 @@ export const TRY: Readonly<Record<LockMode, Statement>> = {
 };
 
 /**
+ * A second reader on a session that reads the key already: PostgreSQL
+ * grants a session what it holds at once, even past a writer queued for the
+ * key, so this asks only while nobody waits for the key in this database (a
+ * waiter there queues behind a writer, or is one), as the server does for
+ * the reader of another session. $1 key, $2 sequence, $3 classid, $4 objid.
+ */
+export const TRY_READ_AGAIN = statement(
+  "locks_try_read_again",
+  `SELECT CASE
+     WHEN EXISTS (
+       SELECT 1 FROM pg_locks
+       WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
+         AND classid = $3::oid AND objid = $4::oid
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+     ) THEN NULL
+     WHEN pg_try_advisory_lock_shared($1::int8) THEN nextval($2::regclass)
+   END AS token, pg_backend_pid() AS pid`,
+);
+
+/**
  * A semaphore attempt: tries the slots of $1 one after the other and stops
  * at the first it gets. A recursive query evaluates one slot per step, and a
  * step runs only while nothing was granted, so at most one slot is ever

@@ -474,6 +474,83 @@ describe("connections", () => {
   });
 });
 
+describe("shared mode", () => {
+  /** Whether anybody waits for (ns, key) in the server's lock queue. */
+  async function queued(ns: string, key: string): Promise<boolean> {
+    const { classid, objid } = idHalves(advisoryId(ns, key));
+    const { rows } = await admin.query(
+      "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1 AND classid = $1::oid AND objid = $2::oid",
+      [classid, objid],
+    );
+    return rows[0].n > 0;
+  }
+
+  it("any number of readers per client: 20 concurrent shared acquires of one key are all granted, on one connection", async () => {
+    const ns = namespace();
+    const readers = client(ns);
+    const leases = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        readers.acquire("doc", { mode: "shared", timeoutMs: 5_000 }),
+      ),
+    );
+    expect(leases.every((lease) => lease.mode === "shared")).toBe(true);
+    // One session holds them all (PostgreSQL counts a session's repeated shared lock).
+    expect(new Set(await holderPids(admin, ns, "doc")).size).toBe(1);
+    // Writers stay out: another client's, and this client's own.
+    expect(await client(ns).tryAcquire("doc")).toBeNull();
+    expect(await readers.tryAcquire("doc")).toBeNull();
+    await Promise.all(leases.slice(1).map((lease) => lease.release()));
+    expect(await client(ns).tryAcquire("doc")).toBeNull();
+    await leases[0]!.release();
+    const writer = await client(ns).tryAcquire("doc");
+    expect(writer).not.toBeNull();
+    await writer!.release();
+  });
+
+  it("two shared tryAcquires of one key from one client both succeed", async () => {
+    const ns = namespace();
+    const locks = client(ns);
+    const first = await locks.tryAcquire("k", { mode: "shared" });
+    const second = await locks.tryAcquire("k", { mode: "shared" });
+    expect(first).not.toBeNull();
+    expect(second).not.toBeNull();
+    // No connection of its own for the second reader: there are not many to spare (maxConnections).
+    expect(new Set(await holderPids(admin, ns, "k")).size).toBe(1);
+    const more = [];
+    for (let i = 0; i < 15; i++) more.push(await locks.tryAcquire("k", { mode: "shared" }));
+    expect(more.every((lease) => lease !== null)).toBe(true);
+    await Promise.all(more.map((lease) => lease!.release()));
+    await first!.release();
+    // Still read-locked by the second: the count went down by one, not to zero.
+    expect(await client(ns).tryAcquire("k")).toBeNull();
+    await second!.release();
+    expect(await holderPids(admin, ns, "k")).toHaveLength(0);
+  });
+
+  it.each([
+    ["another client", false],
+    ["the same client", true],
+  ])(
+    "a writer of %s waiting in the queue: no new reader of the reading client jumps it",
+    async (_label, same) => {
+      const ns = namespace();
+      const readers = client(ns);
+      const first = await readers.acquire("q", { mode: "shared" });
+      const writing = (same ? readers : client(ns)).acquire("q", { timeoutMs: 10_000 });
+      await waitFor(() => queued(ns, "q"), { message: "the writer waits in the server's queue" });
+      // The server would grant the reading session at once: the backend must not ask it.
+      expect(await readers.tryAcquire("q", { mode: "shared" })).toBeNull();
+      const later = readers.acquire("q", { mode: "shared", timeoutMs: 10_000 });
+      await first.release();
+      const writer = await writing;
+      // The later reader waits for the writer (the server holds it back: only the writer holds the key).
+      expect(await holderPids(admin, ns, "q")).toHaveLength(1);
+      await writer.release();
+      await (await later).release();
+    },
+  );
+});
+
 describe("options and keys", () => {
   it("refuses bad options synchronously with INVALID_ARGUMENT", () => {
     const bad: unknown[] = [
