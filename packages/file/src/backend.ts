@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import {
   type Attempt,
   type Backend,
@@ -8,6 +9,7 @@ import {
   type KeyStatus,
   type LockRequest,
   type LossReport,
+  limitMismatch,
   lockClosed,
   scopedKey,
   type Unsubscribe,
@@ -30,6 +32,7 @@ import { parseRecord } from "./record.js";
 import {
   admit,
   createEntry,
+  limitOf,
   parseRegistryEntry,
   registryEntryName,
   removeEntry,
@@ -38,7 +41,7 @@ import {
   type Wanted,
 } from "./registry.js";
 import { Freshness } from "./staleness.js";
-import { LOCKED, RACED, type Store, scratchDirectory, staleFor } from "./store.js";
+import { LOCKED, MIN_STALE_MS, RACED, type Store, scratchDirectory, staleFor } from "./store.js";
 import { DirectoryWatcher } from "./watcher.js";
 
 const CAPABILITIES: Capabilities = Object.freeze({
@@ -49,12 +52,24 @@ const CAPABILITIES: Capabilities = Object.freeze({
   semaphore: true,
   fair: false,
   notify: true,
+  // The TTL is also the staleness after which other processes take a
+  // crashed holder's key over, and that cannot be shorter than two missed
+  // mtime refreshes (proper-lockfile refreshes once a second at the most,
+  // and file systems with whole-second timestamps round to the second).
+  // Below it, a crashed holder's key would stay held longer than its TTL.
+  minTtlMs: MIN_STALE_MS,
 });
 
 /** Keys whose file names are kept. */
 const FILE_NAME_CACHE = 1_024;
 
-/** Rounds of one attempt: a stale gate claimed or a raced token is retried at once, a few times. */
+/**
+ * Rounds of one attempt: a stale gate claimed or a raced token is retried a
+ * few times, each after a turn of the event loop. With synchronous I/O no
+ * call of a round ever yields, so a caller that retries in a loop (a
+ * `tryAcquire` loop, a store that refuses for ever) would otherwise starve
+ * every timer and signal handler of the process.
+ */
 const MAX_ROUNDS = 4;
 
 /** One lease this backend instance holds. */
@@ -213,11 +228,18 @@ export class FileBackend implements Backend {
     };
   };
 
+  /**
+   * Who holds the key: the exclusive holder in the gate, or the shared and
+   * semaphore holders in the registry, each with its real mode, and the
+   * limit they took the key with (a semaphore's holders have mode
+   * "exclusive" and `limit` > 1).
+   */
   async inspect(namespace: string, key: string): Promise<KeyStatus> {
     this.#assertOpen();
     const { io } = this.#store;
     const files = keyFiles(this.#options.directory, namespace, key);
     const holders: Array<KeyStatus["holders"][number]> = [];
+    let limit: number | undefined;
     try {
       const names = await unless(io.readdir(files.gate), ["ENOENT"], [] as string[]);
       for (const name of names) {
@@ -226,6 +248,7 @@ export class FileBackend implements Backend {
         const stats = await unless(io.lstat(files.gate), ["ENOENT"], undefined);
         const record = raw === undefined ? undefined : parseRecord(raw);
         if (record === undefined || stats === undefined || record.purpose !== "x") continue;
+        limit = 1;
         holders.push({
           owner: name.slice(OWNER_ENTRY_PREFIX.length).split(".")[0]!,
           mode: "exclusive",
@@ -238,6 +261,7 @@ export class FileBackend implements Backend {
         const entry = parseRegistryEntry(name);
         const stats = await unless(io.lstat(join(files.registry, name)), ["ENOENT"], undefined);
         if (entry === undefined || stats === undefined) continue;
+        limit = Math.max(limit ?? 1, entry.limit);
         holders.push({
           owner: entry.owner,
           mode: entry.kind === "shared" ? "shared" : "exclusive",
@@ -247,7 +271,7 @@ export class FileBackend implements Backend {
     } catch (error) {
       throw this.#unavailable(error);
     }
-    return { held: holders.length > 0, holders };
+    return { held: holders.length > 0, ...(limit === undefined ? {} : { limit }), holders };
   }
 
   readonly close = async (): Promise<void> => {
@@ -266,6 +290,7 @@ export class FileBackend implements Backend {
   async #tryExclusive(request: LockRequest, files: KeyFiles, attempt: number): Promise<Attempt> {
     const staleMs = staleFor(request.ttlMs);
     for (let round = 0; round < MAX_ROUNDS; round++) {
+      if (round > 0) await nextTurn();
       // A first attempt goes straight for the gate: losing costs one failed mkdir.
       const busy =
         round === 0 && attempt === 1
@@ -307,6 +332,7 @@ export class FileBackend implements Backend {
     const wanted: Wanted =
       request.mode === "shared" ? { mode: "shared" } : { limit: request.limit };
     for (let round = 0; round < MAX_ROUNDS; round++) {
+      if (round > 0) await nextTurn();
       // Always look first: taking the gate only to be refused by a full
       // registry would wake every waiter of the key for nothing.
       const busy = await this.#look(files, staleMs, wanted, true);
@@ -371,7 +397,11 @@ export class FileBackend implements Backend {
     waiting: boolean,
   ): Promise<Attempt | undefined> {
     const state = await inspectGate(this.#store, files, staleMs);
-    if (state.kind === "held") return { granted: false, retryAfterMs: state.retryAfterMs };
+    if (state.kind === "held") {
+      // An exclusive holder took the key with limit 1: a semaphore's request differs.
+      if (state.exclusive && limitOf(wanted) !== 1) throw limitMismatch(limitOf(wanted), 1);
+      return { granted: false, retryAfterMs: state.retryAfterMs };
+    }
     if (!waiting) return undefined;
     const admission = await admit(this.#store, files, wanted, true);
     if (admission.admit || admission.stale > 0) return undefined;

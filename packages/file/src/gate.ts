@@ -170,7 +170,12 @@ export async function clearOwner(store: Store, files: KeyFiles, owner: string): 
 /** What a contender found when the gate was in its way. */
 export type GateState =
   | { readonly kind: "free" }
-  | { readonly kind: "held"; readonly retryAfterMs: number };
+  | {
+      readonly kind: "held";
+      readonly retryAfterMs: number;
+      /** Held by an exclusive holder (limit 1), not by a registrant joining the registry. */
+      readonly exclusive: boolean;
+    };
 
 const FREE: GateState = { kind: "free" };
 
@@ -204,7 +209,10 @@ export async function inspectGate(
   const stale = Math.max(0, ...records.map((r) => r.record?.staleMs ?? staleMs)) || staleMs;
   const identity = `${stats.ino}:${stats.mtimeMs}:${names.join("/")}`;
   const verdict = store.freshness.judge(files.gate, identity, stats.mtimeMs, stale);
-  if (!verdict.stale) return { kind: "held", retryAfterMs: verdict.retryAfterMs };
+  if (!verdict.stale) {
+    const exclusive = records.some((r) => r.record?.purpose === "x");
+    return { kind: "held", retryAfterMs: verdict.retryAfterMs, exclusive };
+  }
   if (records.length !== names.length) {
     throw Object.assign(
       new Error(`${files.gate} holds entries this backend did not write (${names.join(", ")})`),

@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
-import type { LockMode } from "@locks/core";
+import { type LockMode, limitMismatch } from "@locks/core";
 import type { FenceState } from "./fence.js";
 import { type Io, unless } from "./io.js";
 import type { KeyFiles } from "./names.js";
@@ -25,6 +25,8 @@ export interface RegistryEntry {
   readonly owner: string;
   /** "s": shared; otherwise the semaphore limit it was admitted under. */
   readonly kind: "shared" | "semaphore";
+  /** The limit it was admitted under: 1 for a shared holder. */
+  readonly limit: number;
   readonly staleMs: number;
 }
 
@@ -38,13 +40,14 @@ export function registryEntryName(
 }
 
 export function parseRegistryEntry(name: string): RegistryEntry | undefined {
-  const match = /^([0-9a-f]+)\.(s|n\d+)\.(\d+)$/.exec(name);
+  const match = /^([0-9a-f]+)\.(s|n(\d+))\.(\d+)$/.exec(name);
   if (match === null) return undefined;
   return {
     name,
     owner: match[1]!,
     kind: match[2] === "s" ? "shared" : "semaphore",
-    staleMs: Number(match[3]),
+    limit: match[3] === undefined ? 1 : Number(match[3]),
+    staleMs: Number(match[4]),
   };
 }
 
@@ -73,6 +76,11 @@ export type Wanted =
   | { readonly mode: "shared" }
   | { readonly limit: number };
 
+/** The limit a request takes the key with: 1 unless a semaphore. */
+export function limitOf(wanted: Wanted): number {
+  return "limit" in wanted ? wanted.limit : 1;
+}
+
 export interface Admission {
   readonly admit: boolean;
   /** When refused: the soonest a live entry could become stale. */
@@ -86,7 +94,8 @@ export interface Admission {
  * Counts the live entries and decides whether `wanted` may join. Under the
  * gate, stale entries are removed. With `look`, nothing is changed: a
  * waiter checks whether trying is worth taking the gate, since taking and
- * handing it back wakes every other waiter of the key.
+ * handing it back wakes every other waiter of the key. Throws
+ * `limitMismatch` when live holders took the key with another limit.
  */
 export async function admit(
   store: Store,
@@ -125,6 +134,9 @@ export async function admit(
     retryAfterMs = Math.min(retryAfterMs, verdict.retryAfterMs);
   }
   if (stale > 0 && !look) await ringDoorbell(io, files);
+  const requested = limitOf(wanted);
+  const other = live.find((e) => e.limit !== requested);
+  if (other !== undefined) throw limitMismatch(requested, other.limit);
   const shared = live.filter((e) => e.kind === "shared").length;
   const counted = live.length - shared;
   let ok: boolean;
