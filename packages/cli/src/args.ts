@@ -186,6 +186,10 @@ function parse<T extends Options>(
   argv: readonly string[],
   options: T,
 ): { values: Parsed<T>["values"]; before: string[]; after: string[] | undefined } {
+  const usage = (problem: string): UsageError =>
+    new UsageError(`locks ${command}: ${problem} (see locks ${command} --help)`);
+  const problem = optionProblem(argv, options);
+  if (problem !== undefined) throw usage(problem);
   let parsed: Parsed<T>;
   try {
     parsed = parseArgs({
@@ -196,9 +200,9 @@ function parse<T extends Options>(
       strict: true,
     });
   } catch (error) {
-    throw new UsageError(
-      `locks ${command}: ${parseArgsProblem(error)} (see locks ${command} --help)`,
-    );
+    // optionProblem finds what strict parsing refuses; this is a net for what it may miss.
+    const message = error instanceof Error ? error.message : String(error);
+    throw usage(message.split(/\.?\n|\. /, 1)[0] ?? message);
   }
   const before: string[] = [];
   let after: string[] | undefined;
@@ -209,22 +213,36 @@ function parse<T extends Options>(
   return { values: parsed.values, before, after };
 }
 
-/** One readable line from node:util parseArgs' errors. */
-function parseArgsProblem(error: unknown): string {
-  const e = error as { code?: string; message?: string };
-  const message = e.message ?? String(error);
-  const option = /'(-[^']*)'/.exec(message)?.[1];
-  switch (e.code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return `unknown option ${option ?? message}`;
-    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
-      if (/argument missing/.test(message)) return `${option ?? "an option"} needs a value`;
-      if (/does not take an argument/.test(message))
-        return `${option ?? "an option"} takes no value`;
-      return message.split(". ")[0] ?? message;
-    default:
-      return message.split(". ")[0] ?? message;
+/**
+ * What strict parseArgs would refuse, said in our own words: its messages are
+ * several lines of advice about `--timeout=-XYZ`. Reads the tokens of a
+ * lenient parse, which keeps each option's value as given.
+ */
+function optionProblem(argv: readonly string[], options: Options): string | undefined {
+  const { tokens } = parseArgs({
+    args: [...argv],
+    options,
+    tokens: true,
+    allowPositionals: true,
+    strict: false,
+  });
+  for (const token of tokens) {
+    if (token.kind === "option-terminator") return undefined;
+    if (token.kind !== "option") continue;
+    const name = token.rawName;
+    const type = Object.hasOwn(options, token.name) ? options[token.name]?.type : undefined;
+    if (type === undefined) return `unknown option ${quote(name)}`;
+    if (type === "boolean") {
+      if (token.value !== undefined) return `${name} takes no value`;
+      continue;
+    }
+    if (token.value === undefined) return `${name} needs a value`;
+    // As parseArgs decides: "-t -1" may be a forgotten value followed by an option.
+    if (!token.inlineValue && token.value.length > 1 && token.value.startsWith("-")) {
+      return `${name} needs a value, and ${JSON.stringify(token.value)} looks like an option: write --${token.name}=${quote(token.value)} if it is the value`;
+    }
   }
+  return undefined;
 }
 
 function integer(text: string, option: string, min: number, max: number): number {

@@ -1,5 +1,5 @@
-import { isAbsolute } from "node:path";
-import { fileURLToPath } from "node:url";
+import { isAbsolute, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { UsageError } from "./usage-error.js";
 
 /** Where `locks` takes its locks: what one or more `--backend` URLs say. */
@@ -24,18 +24,22 @@ const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):/;
 
 /**
  * Parses the `--backend` values (one, or several redis:// URLs for Redlock)
- * without any I/O. `defaultDirectory` is used when none is given.
+ * without any I/O. `defaultDirectory` is used when none is given; a relative
+ * `file:` path is resolved against `cwd`.
  */
-export function parseBackendUrls(values: readonly string[], defaultDirectory: string): BackendSpec {
+export function parseBackendUrls(
+  values: readonly string[],
+  defaultDirectory: string,
+  cwd: string = process.cwd(),
+): BackendSpec {
   if (values.length === 0) return { kind: "file", directory: defaultDirectory, isDefault: true };
-  const specs = values.map(parseBackendUrl);
+  const specs = values.map((value) => parseBackendUrl(value, cwd));
   const first = specs[0]!;
   if (specs.length === 1) return first;
   if (specs.every((spec) => spec.kind === "redis")) {
-    return {
-      kind: "redis",
-      urls: specs.flatMap((spec) => (spec.kind === "redis" ? spec.urls : [])),
-    };
+    const urls = specs.flatMap((spec) => (spec.kind === "redis" ? spec.urls : []));
+    refuseSameServer(urls);
+    return { kind: "redis", urls };
   }
   const kinds = [...new Set(specs.map((spec) => spec.kind))].join(", ");
   throw new UsageError(
@@ -43,8 +47,12 @@ export function parseBackendUrls(values: readonly string[], defaultDirectory: st
   );
 }
 
-/** Parses one `--backend` URL. */
-export function parseBackendUrl(value: string): BackendSpec {
+/**
+ * Parses one `--backend` URL. A `file:` URL without `//` holds a path
+ * relative to `cwd` (`file:locks` is `<cwd>/locks`), as a relative URL
+ * reference would be read against the working directory's URL.
+ */
+export function parseBackendUrl(value: string, cwd: string = process.cwd()): BackendSpec {
   const scheme = SCHEME.exec(value)?.[1]?.toLowerCase();
   if (scheme === undefined) {
     throw new UsageError(
@@ -53,7 +61,7 @@ export function parseBackendUrl(value: string): BackendSpec {
   }
   switch (scheme) {
     case "file":
-      return { kind: "file", directory: parseFileUrl(value), isDefault: false };
+      return { kind: "file", directory: parseFileUrl(value, cwd), isDefault: false };
     case "redis":
     case "rediss":
       parseServerUrl(value, true);
@@ -81,16 +89,63 @@ function malformed(value: string, problem: string): UsageError {
   return new UsageError(`malformed --backend ${JSON.stringify(redact(value))}: ${problem}`);
 }
 
-function parseFileUrl(value: string): string {
+function parseFileUrl(value: string, cwd: string): string {
+  const usage = "use file:///absolute/directory, or file:relative/directory";
+  const path = value.slice(value.indexOf(":") + 1);
+  if (path === "") throw malformed(value, `no directory: ${usage}`);
+  // fileURLToPath reads "file:relative/dir" as "/relative/dir": resolve it ourselves.
+  const relative = !path.startsWith("/");
+  if (relative && path.startsWith("~")) {
+    throw malformed(value, `~ is not expanded here: ${usage}`);
+  }
+  let url: URL;
   let directory: string;
   try {
-    directory = fileURLToPath(value);
+    url = relative ? new URL(path, pathToFileURL(join(cwd, "/"))) : new URL(value);
+    directory = resolve(fileURLToPath(url));
   } catch (error) {
-    throw malformed(value, `${(error as Error).message} (use file:///absolute/directory)`);
+    throw malformed(value, `${(error as Error).message} (${usage})`);
   }
-  if (!isAbsolute(directory) || directory === "/")
-    throw malformed(value, "use file:///absolute/directory");
+  // A "#" or "?" in a directory name is written %23 or %3F; unescaped, a URL would drop what follows.
+  if (url.search !== "" || url.hash !== "")
+    throw malformed(value, `no query or fragment: ${usage}`);
+  if (!isAbsolute(directory) || directory === "/") throw malformed(value, usage);
   return directory;
+}
+
+/**
+ * Refuses a Redlock list naming one server twice: a quorum over one server is
+ * not a quorum. A server is its host and port: two databases of one server
+ * fail together, and so do TLS and plain URLs of one address. Hosts are
+ * compared as a connection would see them (case, a trailing dot, IPv4 and
+ * IPv6 spellings, default port 6379), but names are not resolved:
+ * "localhost" can be ::1, a socket another server may listen on.
+ */
+function refuseSameServer(urls: readonly string[]): void {
+  const seen = new Map<string, string>();
+  for (const value of urls) {
+    const server = redisServer(value);
+    const earlier = seen.get(server);
+    if (earlier !== undefined) {
+      throw new UsageError(
+        `--backend ${JSON.stringify(redact(earlier))} and ${JSON.stringify(redact(value))} are the same server (${server}): Redlock needs distinct servers`,
+      );
+    }
+    seen.set(server, value);
+  }
+}
+
+/** "host:port" of a redis:// URL, normalised. */
+function redisServer(value: string): string {
+  const url = parseServerUrl(value, true);
+  // redis: URLs have opaque hosts (kept as written); an http: URL normalises them as a connection would.
+  let host: string;
+  try {
+    host = new URL(`http://${url.hostname}`).hostname;
+  } catch {
+    host = url.hostname.toLowerCase();
+  }
+  return `${host.replace(/(?<=[^.])\.$/, "")}:${url.port === "" ? 6379 : Number(url.port)}`;
 }
 
 function parseServerUrl(value: string, needHost: boolean): URL {

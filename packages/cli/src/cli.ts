@@ -3,7 +3,17 @@
  * The `locks` executable. Everything is in `main`; this file hands it the
  * arguments and exits with its code.
  */
-import { main } from "./main.js";
+
+// Node opens its inspector (a debugger anyone on this host can attach to) when a process it runs gets
+// SIGUSR1 and no listener is installed. This one is installed before anything else loads and stays
+// for the life of the process: removing the last listener would not bring the inspector back but make
+// SIGUSR1 fatal. While `locks run` runs a command, SignalRouter passes SIGUSR1 on to it.
+try {
+  process.on("SIGUSR1", () => {});
+} catch {
+  // A platform without SIGUSR1 (Windows) has no such inspector trigger either.
+}
+const { main } = await import("./main.js");
 
 const code = await main(process.argv.slice(2));
 process.exitCode = code;

@@ -1,16 +1,24 @@
-import { createLocks, type Locks } from "@locks/core";
+import { createLocks, type Locks, MIN_TTL_MS } from "@locks/core";
 import type { Target } from "./args.js";
 import { openBackend } from "./backends.js";
 import { formatDuration } from "./duration.js";
 import { say } from "./report.js";
+import { UsageError } from "./usage-error.js";
 
 /** How long `locks` waits for `close()` (release and disconnect) before it gives up and exits. */
 const CLOSE_TIMEOUT_MS = 5_000;
 
-/** Opens the backend the target names and a `Locks` client over it. */
+/** Opens the backend the target names and a `Locks` client over it, with `ttlMs` (`--ttl`) as its lease time. */
 export async function openLocks(target: Target, ttlMs?: number): Promise<Locks> {
   const backend = await openBackend(target.backend);
   try {
+    // The core refuses it too, but names its own option (ttlMs); the floor is the backend's.
+    const floor = Math.max(MIN_TTL_MS, backend.capabilities.minTtlMs ?? 0);
+    if (ttlMs !== undefined && ttlMs < floor) {
+      throw new UsageError(
+        `--ttl ${formatDuration(ttlMs)} is shorter than ${formatDuration(floor)}, the shortest lease the ${backend.name} backend can honour`,
+      );
+    }
     return createLocks(backend, {
       ...(target.namespace === undefined ? {} : { namespace: target.namespace }),
       ...(ttlMs === undefined ? {} : { ttlMs }),

@@ -11,8 +11,9 @@ Backends (--backend, or LOCKS_BACKEND in the environment):
   (none)                          lock files in $XDG_RUNTIME_DIR/locks or <tmpdir>/locks-<uid>:
                                   one machine, no server needed
   file:///var/lock/app            lock files in that directory (one machine)
+  file:locks/app                  the same, relative to the working directory
   redis://[:password@]host:6379   one Redis server (rediss:// for TLS); give --backend
-                                  several times (3 or 5 servers) for Redlock
+                                  several times (3 or 5 distinct servers) for Redlock
   etcd://host:2379[,host:2379]    an etcd cluster (etcds:// for TLS; user:password@ allowed)
   postgres://user:pw@host/db      PostgreSQL advisory locks
 
@@ -65,9 +66,9 @@ is a terminal (not with --quiet).
 
 Durations: 500ms, 30s, 5m, 1h, 1d or 1m30s; a bare number is seconds (2.5 = 2500ms).
 
-Signals: SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGUSR2 sent to locks are passed on to the
-command; the lock is released when the command exits. A signal while waiting stops the
-wait (exit 128+N), the command never runs.
+Signals: SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to locks are passed on
+to the command; the lock is released when the command exits. A signal while waiting stops
+the wait (exit 128+N), the command never runs. SIGUSR1 never opens Node's inspector.
 
 Exit codes:
   the command's    its own exit code, or 128+N when signal N ended it (as shells do)

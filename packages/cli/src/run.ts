@@ -5,9 +5,10 @@ import { closeLocks, openLocks } from "./client.js";
 import { formatDuration } from "./duration.js";
 import { ExitCode } from "./exit-codes.js";
 import { RUN_HELP } from "./help.js";
-import { type StopProgress, showProgress } from "./progress.js";
+import { showProgress } from "./progress.js";
 import { say } from "./report.js";
 import { Interrupted, SignalRouter, signalExitCode } from "./signals.js";
+import { UsageError } from "./usage-error.js";
 
 /** `locks run`: resolves with the exit code. */
 export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -49,7 +50,6 @@ async function acquire(locks: Locks, args: RunArgs, signal: AbortSignal): Promis
     limit: args.limit,
   };
   const start = performance.now();
-  let stopProgress: StopProgress = () => {};
   try {
     // One attempt first, so that a wait can be announced (--verbose) and --timeout 0 is one attempt.
     let lease = await locks.tryAcquire(args.key, { ...options, signal });
@@ -61,10 +61,14 @@ async function acquire(locks: Locks, args: RunArgs, signal: AbortSignal): Promis
           : "";
         say(`"${args.key}" is held: waiting${upTo}`);
       }
-      stopProgress = showProgress(args.key, start, !args.quiet);
+      const stopProgress = showProgress(args.key, start, !args.quiet);
       const timeoutMs = Math.max(0, args.timeoutMs - (performance.now() - start));
-      lease = await locks.acquire(args.key, { ...options, timeoutMs, signal });
-      stopProgress();
+      try {
+        lease = await locks.acquire(args.key, { ...options, timeoutMs, signal });
+      } finally {
+        // Before any message: on a terminal, a message written first would land on the progress line.
+        stopProgress();
+      }
     }
     if (args.verbose) {
       const waited = performance.now() - start;
@@ -80,9 +84,11 @@ async function acquire(locks: Locks, args: RunArgs, signal: AbortSignal): Promis
       return signalExitCode(error.signal);
     }
     if (isLockError(error, "LOCK_TIMEOUT")) return conflict(args);
+    // A refusal that depends on the key's holders (a --limit other than theirs): say which key.
+    if (isLockError(error, "INVALID_ARGUMENT")) {
+      throw new UsageError(`cannot take "${args.key}": ${error.message}`);
+    }
     throw error;
-  } finally {
-    stopProgress();
   }
 }
 

@@ -1,11 +1,15 @@
 import { constants } from "node:os";
 
-/** The signals `locks run` passes on to its command. */
+/**
+ * The signals `locks run` passes on to its command. SIGUSR1 too: uncaught,
+ * Node would open its inspector on 127.0.0.1:9229 (see `cli.ts`).
+ */
 export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = [
   "SIGINT",
   "SIGTERM",
   "SIGHUP",
   "SIGQUIT",
+  "SIGUSR1",
   "SIGUSR2",
 ];
 

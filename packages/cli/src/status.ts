@@ -1,4 +1,11 @@
-import { type KeyStatus, type Locks, validateKey } from "@locks/core";
+import {
+  isLockError,
+  type KeyStatus,
+  type Lease,
+  type LockMode,
+  type Locks,
+  validateKey,
+} from "@locks/core";
 import { parseStatusArgs, type StatusArgs } from "./args.js";
 import { describeBackend } from "./backends.js";
 import { closeLocks, openLocks } from "./client.js";
@@ -38,11 +45,55 @@ export async function readKeyStatus(
 ): Promise<{ result: KeyStatus; detailed: boolean }> {
   const backend = locks.backend;
   if (backend.inspect !== undefined) {
-    return { result: await backend.inspect(locks.namespace, key), detailed: true };
+    const result = await backend.inspect(locks.namespace, key);
+    // A listed holder holds it: `held` alone must never hide one (semaphore holders once were).
+    return {
+      result: { ...result, held: result.held || result.holders.length > 0 },
+      detailed: true,
+    };
   }
-  const lease = await locks.tryAcquire(key, { ttlMs: PROBE_TTL_MS, autoExtend: false });
+  const ttlMs = Math.max(PROBE_TTL_MS, locks.backend.capabilities.minTtlMs ?? 0);
+  let lease: Lease | null;
+  try {
+    lease = await locks.tryAcquire(key, { ttlMs, autoExtend: false });
+  } catch (error) {
+    // Refused because the holders took the key with another limit (a semaphore): held.
+    if (isLockError(error, "INVALID_ARGUMENT") && error.message.startsWith("limit ")) {
+      return { result: { held: true, holders: [] }, detailed: false };
+    }
+    throw error;
+  }
   await lease?.release();
   return { result: { held: lease === null, holders: [] }, detailed: false };
+}
+
+/**
+ * How a key with several holders is held, for the first line: "shared by 2",
+ * "semaphore 2/3" (holders / limit; "2/?" where the backend cannot tell the
+ * limit). Nothing for one exclusive holder: its own line says it.
+ */
+function describeHold(result: KeyStatus): string | undefined {
+  const count = result.holders.length;
+  if (isSemaphore(result)) return `semaphore ${count}/${result.limit ?? "?"}`;
+  if (count > 0 && result.holders.every((holder) => holder.mode === "shared")) {
+    return `shared by ${count}`;
+  }
+  return undefined;
+}
+
+/**
+ * A semaphore's holders have mode "exclusive": the key's limit above 1 tells
+ * them apart, or, where the backend cannot tell the limit, their number.
+ */
+function isSemaphore(result: KeyStatus): boolean {
+  if (result.limit !== undefined) return result.limit > 1;
+  return result.holders.length > 1 && result.holders.every((holder) => holder.mode === "exclusive");
+}
+
+/** One holder's mode for its line. */
+function holderMode(result: KeyStatus, mode: LockMode | undefined): string {
+  if (mode === "exclusive" && isSemaphore(result)) return "semaphore";
+  return mode ?? "holder";
 }
 
 function print(args: StatusArgs, namespace: string, result: KeyStatus, detailed: boolean): void {
@@ -59,6 +110,7 @@ function print(args: StatusArgs, namespace: string, result: KeyStatus, detailed:
       namespace,
       backend: args.backend.kind,
       held: result.held,
+      ...(result.limit === undefined ? {} : { limit: result.limit }),
       ...(detailed ? { holders } : {}),
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
@@ -69,14 +121,17 @@ function print(args: StatusArgs, namespace: string, result: KeyStatus, detailed:
     process.stdout.write(`free: ${JSON.stringify(args.key)} (${where})\n`);
     return;
   }
-  process.stdout.write(`held: ${JSON.stringify(args.key)} (${where})\n`);
+  const how = detailed ? describeHold(result) : undefined;
+  process.stdout.write(
+    `held: ${JSON.stringify(args.key)} (${where})${how === undefined ? "" : `: ${how}`}\n`,
+  );
   if (!detailed) {
     process.stdout.write("  this backend cannot tell by whom\n");
     return;
   }
   for (const holder of result.holders) {
     const parts = [
-      holder.mode ?? "holder",
+      holderMode(result, holder.mode),
       holder.fencingToken === undefined ? "" : `fencing token ${holder.fencingToken}`,
       holder.expiresInMs === undefined ? "" : `expires in ${formatDuration(holder.expiresInMs)}`,
       holder.owner === undefined ? "" : `owner ${holder.owner}`,

@@ -1,6 +1,6 @@
-import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -14,7 +14,15 @@ import {
   waitFor,
 } from "@locks/testkit";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { appendCommand, holdCommand, locksCli, locksCommandLine, nodeCommand } from "./spawn.js";
+import {
+  appendCommand,
+  hasScript,
+  holdCommand,
+  locksCli,
+  nodeCommand,
+  onTerminal,
+  type TerminalLocks,
+} from "./spawn.js";
 
 let scratch: string;
 let redlockServers: RedisServer[] = [];
@@ -38,6 +46,53 @@ function expectOneLine(stderr: string): void {
   expect(lines[0]).toMatch(/^locks/);
   expect(stderr).not.toMatch(/^\s+at /m);
 }
+
+/** What a terminal shows for "clear this line": back to its start, erase it. */
+const CLEAR_LINE = "\r\x1b[2K";
+
+/** Waits until the terminal shows the progress line of a wait for `key` that has lasted a second. */
+async function waitForProgress(terminal: TerminalLocks, key: string): Promise<void> {
+  const line = `locks: waiting for ${JSON.stringify(key)}... 1s`;
+  await waitFor(() => terminal.output().includes(line), { timeoutMs: 20_000 }).catch(
+    (error: unknown) => {
+      throw new Error(
+        `no progress line; the terminal showed ${JSON.stringify(terminal.output())}`,
+        {
+          cause: error,
+        },
+      );
+    },
+  );
+}
+
+/**
+ * The terminal's output ends with `message` alone on a line that was cleared
+ * first (not written onto the progress line), and nothing cleared it after.
+ */
+function expectLastLine(output: string, message: string): void {
+  const expected = `${CLEAR_LINE}${message}\r\n`;
+  expect(output.endsWith(expected), `the terminal showed ${JSON.stringify(output)}`).toBe(true);
+}
+
+/** Whether something accepts connections on 127.0.0.1:`port`. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/** A command that prints "ready", says "got SIGUSR1" for each one, and holds until its stdin ends. */
+const usr1Command = nodeCommand(
+  `process.on("SIGUSR1", () => process.stdout.write("got SIGUSR1\\n"));
+   process.stdin.on("end", () => process.exit(0)).resume();
+   setTimeout(() => process.exit(3), 60_000);
+   process.stdout.write("ready\\n");`,
+);
 
 /**
  * Checks the start/end lines written by `appendCommand`: strictly alternating
@@ -188,6 +243,54 @@ describe.each(cases)("locks run on $name", (backend) => {
     const next = await cli.run(run(["-n", "term", "--", "true"]));
     expect(next.code, next.stderr).toBe(0);
   });
+
+  it("status shows semaphore holders with the key's limit; another --limit is refused (exit 2)", async ({
+    onTestFinished,
+  }) => {
+    const { cli, run, status } = setup(onTestFinished);
+    const holders = [1, 2].map(() =>
+      cli.start(run(["--limit", "2", "pool", "--", ...holdCommand()])),
+    );
+    await Promise.all(holders.map((holder) => holder.waitForOutput("ready")));
+    const [shown, json, tried, waited] = await Promise.all([
+      cli.run(status("pool")),
+      cli.run([...status("pool"), "--json"]),
+      cli.run(run(["--limit", "3", "-n", "pool", "--", "true"])),
+      // Refused at once, not after the wait: the holders' limit is the problem, not their number.
+      cli.run(run(["--limit", "3", "--timeout", "20s", "pool", "--", "true"])),
+    ]);
+    expect(shown.code, shown.stderr).toBe(1);
+    expect(shown.stdout).toMatch(/^held: "pool" \(.*\): semaphore 2\/2\n/);
+    expect(shown.stdout.match(/^ {2}semaphore/gm), shown.stdout).toHaveLength(2);
+    expect(shown.stdout).not.toMatch(/exclusive/);
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      held: true,
+      limit: 2,
+      holders: [{ mode: "exclusive" }, { mode: "exclusive" }],
+    });
+    for (const refused of [tried, waited]) {
+      expect(refused.code, refused.stderr).toBe(2);
+      expectOneLine(refused.stderr);
+      expect(refused.stderr).toMatch(/"pool".*limit 3 differs from the limit 2/);
+    }
+    for (const holder of holders) holder.endInput();
+    for (const holder of holders) expect((await holder.ended).code).toBe(0);
+  });
+
+  it("refuses a --ttl below the backend's floor at once, without running the command", async ({
+    onTestFinished,
+  }) => {
+    const { cli, run } = setup(onTestFinished);
+    const ended = await cli.run(
+      run(["--ttl", "1ms", "--timeout", "1s", "tiny", "--", "echo", "ran"]),
+    );
+    expect(ended.code, ended.stderr).toBe(2);
+    expectOneLine(ended.stderr);
+    expect(ended.stderr).toMatch(
+      /--ttl 1ms is shorter than \S+, the shortest lease the \w+ backend/,
+    );
+    expect(ended.stdout).toBe("");
+  });
 });
 
 describe("locks run (file backend)", () => {
@@ -252,43 +355,98 @@ describe("locks run (file backend)", () => {
     expect(await waiter.ended).toMatchObject({ code: 0, stdout: "ran\n", stderr: "" });
   });
 
-  const hasScript = spawnSync("script", ["--version"]).status === 0;
   it.skipIf(!hasScript)(
     "shows a progress line on a terminal after a second of waiting (needs util-linux script(1))",
     async ({ onTestFinished }) => {
       const { cli, run } = setup(onTestFinished);
       const holder = cli.start(run(["tty", "--", ...holdCommand()]));
       await holder.waitForOutput("ready");
-      // script(1) gives the waiter a pseudo-terminal as stdin, stdout and stderr.
-      const shellQuote = (arg: string): string => `'${arg.replaceAll("'", "'\\''")}'`;
-      const line = locksCommandLine(run(["tty", "--", "true"]))
-        .map(shellQuote)
-        .join(" ");
-      const terminal = spawn("script", ["-qec", line, "/dev/null"], {
-        env: { ...process.env, LOCKS_BACKEND: "", LOCKS_NAMESPACE: "" },
-        stdio: ["pipe", "pipe", "pipe"],
-      });
-      onTestFinished(() => {
-        terminal.kill("SIGKILL");
-      });
-      let output = "";
-      terminal.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-        output += chunk;
-      });
-      const exited = new Promise<number | null>((resolve) => terminal.once("close", resolve));
-      await waitFor(() => output.includes('locks: waiting for "tty"... 1s'), {
-        timeoutMs: 20_000,
-      }).catch((error: unknown) => {
-        throw new Error(`no progress line; the terminal showed ${JSON.stringify(output)}`, {
-          cause: error,
-        });
-      });
+      const terminal = onTerminal(run(["tty", "--", "true"]), onTestFinished);
+      await waitForProgress(terminal, "tty");
       holder.endInput();
-      expect(await exited).toBe(0);
+      expect(await terminal.exited).toBe(0);
       // Cleared once the lock is taken.
-      expect(output.endsWith("\r\x1b[2K")).toBe(true);
+      expect(terminal.output().endsWith(CLEAR_LINE)).toBe(true);
     },
   );
+
+  it.skipIf(!hasScript)(
+    "on a terminal, clears the progress line before saying the key is still held",
+    async ({ onTestFinished }) => {
+      const { cli, run } = setup(onTestFinished);
+      const holder = cli.start(run(["late", "--", ...holdCommand()]));
+      await holder.waitForOutput("ready");
+      const terminal = onTerminal(
+        run(["--timeout", "2500ms", "late", "--", "true"]),
+        onTestFinished,
+      );
+      expect(await terminal.exited).toBe(75);
+      const output = terminal.output();
+      expect(output).toContain('locks: waiting for "late"... ');
+      // The message starts a cleared line, and nothing clears it afterwards.
+      expectLastLine(output, 'locks: "late" is still held after 2.5s: true was not run');
+    },
+  );
+
+  it.skipIf(!hasScript)(
+    "on a terminal, clears the progress line before saying Ctrl-C stopped the wait",
+    async ({ onTestFinished }) => {
+      const { cli, run } = setup(onTestFinished);
+      const holder = cli.start(run(["ctrl-c", "--", ...holdCommand()]));
+      await holder.waitForOutput("ready");
+      const terminal = onTerminal(run(["ctrl-c", "--", "true"]), onTestFinished);
+      await waitForProgress(terminal, "ctrl-c");
+      terminal.type("\x03");
+      expect(await terminal.exited).toBe(130);
+      expectLastLine(
+        terminal.output(),
+        'locks: SIGINT while waiting for "ctrl-c": true was not run',
+      );
+      expect(holder.process.exitCode).toBeNull();
+    },
+  );
+
+  it("passes SIGUSR1 on to the command and never opens Node's inspector", async ({
+    onTestFinished,
+  }) => {
+    // Where Node would open its inspector: a free port rather than 9229, which another test may use.
+    const inspectorPort = await freePort();
+    const inspect = `--inspect-port=127.0.0.1:${inspectorPort}`;
+    const cli = locksCli(onTestFinished, {
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} ${inspect}`.trim(),
+    });
+    const backend = ["--backend", pathToFileURL(mkdtempSync(join(scratch, "dir-"))).href];
+    const holder = cli.start(["run", ...backend, "usr1", "--", ...usr1Command]);
+    await holder.waitForOutput("ready");
+    holder.process.kill("SIGUSR1");
+    await holder.waitForOutput("got SIGUSR1");
+
+    // While waiting, SIGUSR1 stops the wait as the other signals do.
+    const waiter = cli.start(["run", ...backend, "--verbose", "usr1", "--", "echo", "ran"]);
+    await waiter.waitForOutput('"usr1" is held: waiting', "stderr");
+    waiter.process.kill("SIGUSR1");
+    const stopped = await waiter.ended;
+    expect(stopped.code, stopped.stderr).toBe(128 + 10);
+    expect(stopped.stdout).toBe("");
+
+    expect(await listening(inspectorPort)).toBe(false);
+    holder.endInput();
+    const ended = await holder.ended;
+    expect(ended.code, ended.stderr).toBe(0);
+    for (const stderr of [ended.stderr, stopped.stderr]) {
+      expect(stderr).not.toMatch(/Debugger listening/);
+    }
+  });
+
+  it("resolves a relative file: URL against the working directory", async ({ onTestFinished }) => {
+    const cwd = mkdtempSync(join(scratch, "cwd-"));
+    const relative = unique("rel");
+    const cli = locksCli(onTestFinished, {}, cwd);
+    const ended = await cli.run(["run", "-b", `file:${relative}/locks`, "k", "--", "true"]);
+    expect(ended.code, ended.stderr).toBe(0);
+    expect(existsSync(join(cwd, relative, "locks"))).toBe(true);
+    expect(existsSync(join("/", relative))).toBe(false);
+  });
 
   it("stops waiting on SIGINT: exit 130, the command never runs", async ({ onTestFinished }) => {
     const { cli, run } = setup(onTestFinished);
@@ -314,12 +472,32 @@ describe("locks run (file backend)", () => {
       ["run", "--backend", "redis://[::1", "k", "--", "true"], // malformed URL
       ["run", "--backend", "etcd://host:99999", "k", "--", "true"], // malformed endpoint
       run(["", "--", "true"]), // empty key (refused by the core)
+      ["run", "-t", "-1", "k", "--", "true"], // a value that looks like an option
+      ["run", "--timeout", "k", "--", "true"], // (the key taken as the value; then no key)
+      ["run", "--quiet=1", "k", "--", "true"], // a value for a flag
+      // One server twice (case, default port, database): a quorum over one server is no quorum.
+      [
+        "run",
+        "-b",
+        "redis://Db1",
+        "-b",
+        "redis://db1:6379/2",
+        "-b",
+        "redis://db2",
+        "k",
+        "--",
+        "true",
+      ],
+      ["run", "-b", "file:~/locks", "k", "--", "true"], // ~ is not expanded
     ];
     const results = await Promise.all(bad.map((args) => cli.run(args)));
     results.forEach((result, i) => {
       expect(result.code, `locks ${bad[i]?.join(" ")}: ${result.stderr}`).toBe(2);
       expectOneLine(result.stderr);
+      expect(result.stderr).not.toMatch(/XYZ|ambiguous/);
     });
+    expect(results[8]?.stderr).toMatch(/-t needs a value, and "-1" looks like an option/);
+    expect(results[11]?.stderr).toMatch(/are the same server \(db1:6379\)/);
   });
 
   it("prints --help and --version", async ({ onTestFinished }) => {
@@ -351,6 +529,9 @@ describe("locks run (file backend)", () => {
     results.forEach((result, i) => {
       expect(result.code, `${urls[i]}: ${result.stderr}`).toBe(2);
       expectOneLine(result.stderr);
+      // Which server, and the plain cause: no client library's internals.
+      expect(result.stderr, urls[i]).toContain(`127.0.0.1:${port}`);
+      expect(result.stderr, urls[i]).not.toMatch(/Stream isn't writeable|Resolution note/);
     });
   });
 });

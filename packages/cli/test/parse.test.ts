@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { parseRunArgs } from "../src/args.js";
 import { parseBackendUrls } from "../src/backend-url.js";
 import { formatDuration, parseDuration } from "../src/duration.js";
 
@@ -82,6 +83,10 @@ describe("parseBackendUrls", () => {
     [["localhost:6379"], /unknown backend scheme "localhost:"/],
     [["file://host/x"], /malformed/],
     [["file:///"], /malformed/],
+    [["file:"], /no directory/],
+    [["file:~/locks"], /~ is not expanded/],
+    [["file:locks#1"], /no query or fragment/],
+    [["file:///var/lock?x"], /no query or fragment/],
     [["redis://"], /malformed/],
     [["etcd://a:0"], /bad endpoint/],
     [["etcd://a/path"], /no path/],
@@ -92,5 +97,88 @@ describe("parseBackendUrls", () => {
 
   it("keeps passwords out of messages", () => {
     expect(() => parseBackendUrls(["redis://:s3cret@[bad"], "/d")).toThrow(/redis:\/\/:\*\*\*@/);
+  });
+});
+
+describe("relative file: URLs", () => {
+  it("resolves a path without // against the working directory, never the root", () => {
+    const cwd = "/home/u/project";
+    const directory = (value: string): unknown => {
+      const spec = parseBackendUrls([value], "/d", cwd);
+      return spec.kind === "file" ? spec.directory : spec;
+    };
+    expect(directory("file:relative/dir")).toBe("/home/u/project/relative/dir");
+    expect(directory("file:./locks/")).toBe("/home/u/project/locks");
+    expect(directory("file:../shared")).toBe("/home/u/shared");
+    expect(directory("file:my%20locks")).toBe("/home/u/project/my locks");
+    // With a leading slash it is absolute, as before.
+    expect(directory("file:/var/lock/app")).toBe("/var/lock/app");
+    expect(directory("file:///var/lock/app")).toBe("/var/lock/app");
+  });
+});
+
+describe("Redlock servers", () => {
+  it.each([
+    [["redis://a", "redis://b", "redis://a"]],
+    [["redis://cache-1:6379", "redis://CACHE-1"]],
+    [["redis://a.example.com.", "redis://a.example.com:6379"]],
+    [["redis://127.0.0.1:7000/0", "redis://127.0.0.1:7000/3"]],
+    [["redis://127.1:7000", "rediss://127.0.0.1:7000"]],
+    [["redis://[::1]:7000", "redis://[0:0::1]:7000"]],
+    [["redis://:one@h", "redis://user:two@h:6379/1"]],
+  ])("refuses one server twice: %j", (urls) => {
+    expect(() => parseBackendUrls(urls, "/d")).toThrow(/are the same server .*distinct servers/);
+  });
+
+  it("keeps passwords out of that message", () => {
+    expect(() => parseBackendUrls(["redis://:s3cret@h", "redis://:s3cret@h"], "/d")).toThrow(
+      /^(?!.*s3cret)/,
+    );
+  });
+
+  it("accepts distinct servers, and names it cannot tell apart without resolving them", () => {
+    const urls = [
+      "redis://localhost",
+      "redis://127.0.0.1",
+      "redis://127.0.0.1:6380",
+      "redis://[::1]",
+    ];
+    expect(parseBackendUrls(urls, "/d")).toEqual({ kind: "redis", urls });
+  });
+});
+
+describe("run options", () => {
+  const problem = (argv: string[]): string => {
+    try {
+      parseRunArgs(argv, {});
+    } catch (error) {
+      return (error as Error).message;
+    }
+    return "accepted";
+  };
+
+  it.each([
+    [
+      ["-t", "-1", "k", "--", "true"],
+      /^locks run: -t needs a value, and "-1" looks like an option: write --timeout=-1 if it is the value/,
+    ],
+    [
+      ["--timeout", "-5s", "k", "--", "true"],
+      /^locks run: --timeout needs a value, and "-5s" looks like/,
+    ],
+    [
+      ["--limit", "-2", "k", "--", "true"],
+      /^locks run: --limit needs a value, and "-2" looks like/,
+    ],
+    [["k", "--", "true", "--timeout"], /accepted/],
+    [["--timeout"], /^locks run: --timeout needs a value \(see locks run --help\)$/],
+    [["--quiet=yes", "k", "--", "true"], /^locks run: --quiet takes no value \(see/],
+    [["--bogus", "k", "--", "true"], /^locks run: unknown option --bogus \(see/],
+    [["-x", "k", "--", "true"], /^locks run: unknown option -x \(see/],
+    [["--timeout=-1", "k", "--", "true"], /^locks: |^--timeout "-1" is not a duration/],
+  ])("%j: one line in our words", (argv, expected) => {
+    const message = problem(argv);
+    expect(message).toMatch(expected);
+    expect(message).not.toMatch(/\n|XYZ|ambiguous|Did you forget/);
   });
 });

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { nodeChildArgs, waitFor } from "@locks/testkit";
 
@@ -34,11 +34,13 @@ export interface LocksCli {
 
 /**
  * A `LocksCli` for the current test: pass the test context's
- * `onTestFinished` (safe with concurrent tests) and extra environment.
+ * `onTestFinished` (safe with concurrent tests), extra environment and the
+ * working directory (default: this process's).
  */
 export function locksCli(
   onTestFinished: (fn: () => Promise<void>) => void,
   env: NodeJS.ProcessEnv = {},
+  cwd?: string,
 ): LocksCli {
   const running = new Set<LocksProcess>();
   onTestFinished(async () => {
@@ -50,7 +52,7 @@ export function locksCli(
     await Promise.allSettled(left.map((handle) => handle.ended));
   });
   const start = (args: readonly string[]): LocksProcess => {
-    const handle = startLocks(args, env);
+    const handle = startLocks(args, env, cwd);
     running.add(handle);
     void handle.ended.finally(() => running.delete(handle)).catch(() => {});
     return handle;
@@ -65,9 +67,14 @@ export function locksCli(
   };
 }
 
-function startLocks(args: readonly string[], env: NodeJS.ProcessEnv): LocksProcess {
+function startLocks(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  cwd: string | undefined,
+): LocksProcess {
   const [command = process.execPath, ...argv] = locksCommandLine(args);
   const child = spawn(command, argv, {
+    ...(cwd === undefined ? {} : { cwd }),
     env: { ...process.env, LOCKS_BACKEND: "", LOCKS_NAMESPACE: "", ...env },
     stdio: ["pipe", "pipe", "pipe"],
   });
@@ -153,4 +160,48 @@ export function appendCommand(file: string, id: string, holdMs: number): string[
      fs.appendFileSync(file, "start ${id} " + process.env.LOCKS_FENCING_TOKEN + " " + now() + "\\n");
      setTimeout(() => fs.appendFileSync(file, "end ${id} " + now() + "\\n"), ${holdMs});`,
   );
+}
+
+/** `locks` on a pseudo-terminal (stdin, stdout and stderr), as a user at a terminal runs it. */
+export interface TerminalLocks {
+  /** Everything the terminal showed so far (the pty turns "\n" into "\r\n"). */
+  output(): string;
+  /** Types on the terminal: "\x03" is Ctrl-C. */
+  type(text: string): void;
+  /** The exit code of `locks`. */
+  readonly exited: Promise<number | null>;
+}
+
+/** Whether util-linux script(1), which `onTerminal` needs, is installed. */
+export const hasScript = spawnSync("script", ["--version"]).status === 0;
+
+/**
+ * Runs `locks <args>` on a pseudo-terminal through script(1), `exec`ed so
+ * that `locks` is the terminal's foreground process; killed when the test ends.
+ */
+export function onTerminal(
+  args: readonly string[],
+  onTestFinished: (fn: () => void) => void,
+): TerminalLocks {
+  const shellQuote = (arg: string): string => `'${arg.replaceAll("'", "'\\''")}'`;
+  const line = `exec ${locksCommandLine(args).map(shellQuote).join(" ")}`;
+  const terminal = spawn("script", ["-qec", line, "/dev/null"], {
+    env: { ...process.env, LOCKS_BACKEND: "", LOCKS_NAMESPACE: "" },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  onTestFinished(() => {
+    terminal.kill("SIGKILL");
+  });
+  let output = "";
+  terminal.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    output += chunk;
+  });
+  terminal.stdin.on("error", () => {});
+  return {
+    output: () => output,
+    type: (text) => {
+      terminal.stdin.write(text);
+    },
+    exited: new Promise((resolve) => terminal.once("close", resolve)),
+  };
 }
