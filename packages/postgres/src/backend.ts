@@ -26,6 +26,15 @@ const NOT_GRANTED: Attempt = Object.freeze({ granted: false });
 /** How long a wait may wait for the spare connection being opened before it opens its own. */
 const SPARE_WAIT_MS = 250;
 
+/**
+ * close() gives the waits this long to wind down (their cancels are sent at
+ * once and land even when their connection closes next), then each
+ * connection CLOSE_GRACE_MS to say goodbye before its socket is torn down:
+ * a server that stopped answering holds close() up for about 300 ms.
+ */
+const WAITS_GRACE_MS = 100;
+const CLOSE_GRACE_MS = 200;
+
 /** Waits for `promise` to settle, `ms` to pass or `signal` to abort, whichever comes first; never rejects. */
 function settledWithin(
   promise: Promise<unknown>,
@@ -125,13 +134,34 @@ export class PostgresBackend implements Backend {
   }
 
   acquire(request: LockRequest, wait: WaitOptions): Promise<Attempt & { granted: true }> {
-    const pending = this.#acquire(request, wait.signal);
+    const signal = new Cancel(wait.signal, this.#closing);
+    if (signal.aborted) return Promise.reject(signal.reason);
+    const pending = this.#acquire(request, signal);
     this.#pending.add(pending);
     void pending.then(
       () => this.#pending.delete(pending),
       () => this.#pending.delete(pending),
     );
-    return pending;
+    // The caller hears of an abort at once; the wait winds down on its own (close() awaits it),
+    // as its cancel may need a round trip, or a dead server may never answer at all.
+    return new Promise((resolve, reject) => {
+      let gaveUp = false;
+      const stop = signal.onAbort(() => {
+        gaveUp = true;
+        reject(signal.reason);
+      });
+      pending.then(
+        (grant) => {
+          stop();
+          if (gaveUp) void this.#release(request.owner);
+          else resolve(grant);
+        },
+        (error: unknown) => {
+          stop();
+          reject(error);
+        },
+      );
+    });
   }
 
   async extend(request: LockRequest, _ttlMs: number): Promise<boolean> {
@@ -314,12 +344,7 @@ export class PostgresBackend implements Backend {
 
   // --- waiting --------------------------------------------------------------
 
-  async #acquire(
-    request: LockRequest,
-    callerSignal: AbortSignal,
-  ): Promise<Attempt & { granted: true }> {
-    const signal = new Cancel(callerSignal, this.#closing);
-    signal.throwIfAborted();
+  async #acquire(request: LockRequest, signal: Cancel): Promise<Attempt & { granted: true }> {
     if (request.limit === 1 && this.#options.maxConnections > 1) {
       for (;;) {
         const conn = await this.#queueConnection(signal);
@@ -531,7 +556,7 @@ export class PostgresBackend implements Backend {
 
   /** Closes a connection of ours; close() waits for every such close. */
   #closeConnection(conn: Connection): Promise<void> {
-    const closing = conn.close();
+    const closing = conn.close(CLOSE_GRACE_MS);
     this.#closingConns.add(closing);
     void closing.then(() => this.#closingConns.delete(closing));
     return closing;
@@ -570,17 +595,21 @@ export class PostgresBackend implements Backend {
   async #close(): Promise<void> {
     this.#closing.close(lockClosed("postgres backend"));
     if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
-    await Promise.allSettled([...this.#pending]);
-    // Connections still opening are closed as soon as they are open (they see the closing signal).
-    await Promise.allSettled([...this.#opening]);
-    await this.#connecting?.catch(() => undefined);
+    this.#heartbeat = undefined;
+    // Waits end on the closing signal (their cancels go out on the session), connections being
+    // opened are torn down by it. Whatever a dead server leaves hanging ends with its socket below.
+    const started = [...this.#pending, ...this.#opening, this.#connecting];
+    await settledWithin(Promise.allSettled(started), WAITS_GRACE_MS, undefined);
     const given = this.#options.client !== undefined ? this.#session : undefined;
     if (given !== undefined && !given.dead) {
       // Locks on a given client outlive this backend unless released here.
-      await Promise.allSettled([...given.leases].map((owner) => this.#release(owner)));
-      if (given.listening) {
-        await given.query(`UNLISTEN "${this.#options.channel}"`).catch(() => undefined);
-      }
+      const farewell = async (): Promise<void> => {
+        await Promise.allSettled([...given.leases].map((owner) => this.#release(owner)));
+        if (given.listening) {
+          await given.query(`UNLISTEN "${this.#options.channel}"`).catch(() => undefined);
+        }
+      };
+      await settledWithin(farewell(), CLOSE_GRACE_MS, undefined);
       given.detach();
     }
     for (const conn of this.#idle) if (conn.idleTimer !== undefined) clearTimeout(conn.idleTimer);
@@ -589,6 +618,8 @@ export class PostgresBackend implements Backend {
     this.#conns.clear();
     await Promise.allSettled(conns.map((conn) => this.#closeConnection(conn)));
     while (this.#closingConns.size > 0) await Promise.allSettled([...this.#closingConns]);
+    // With their sockets gone, the waits still running fail at once.
+    await settledWithin(Promise.allSettled([...this.#pending]), CLOSE_GRACE_MS, undefined);
     this.#leases.clear();
     this.#lossListeners.clear();
   }

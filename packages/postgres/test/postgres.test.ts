@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import {
   createLocks,
@@ -11,7 +12,14 @@ import {
   type LockRequest,
   type Locks,
 } from "@locks/core";
-import { ChildDriver, freePort, startPostgres, startProxy, waitFor } from "@locks/testkit";
+import {
+  ChildDriver,
+  freePort,
+  type PostgresServer,
+  startPostgres,
+  startProxy,
+  waitFor,
+} from "@locks/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { postgresBackend } from "../src/index.js";
@@ -51,6 +59,68 @@ async function holderPids(server: pg.Client, ns: string, key: string): Promise<n
     [classid, objid],
   );
   return rows.map((r) => r.pid);
+}
+
+/**
+ * Records the timers and intervals this package and pg create from now on, with where they were
+ * made; `active()` lists those still armed (unref'd ones included, which
+ * process.getActiveResourcesInfo() leaves out). Stops recording when the test ends.
+ */
+function trackTimers(): { active(): string[]; made(where: RegExp): number } {
+  const made: { timer: NodeJS.Timeout; stack: string }[] = [];
+  const ours = /packages\/postgres\/src\/|node_modules\/pg\//;
+  const realTimeout = globalThis.setTimeout;
+  const realInterval = globalThis.setInterval;
+  const record = <T extends typeof setTimeout | typeof setInterval>(real: T): T =>
+    ((...args: Parameters<T>) => {
+      const timer = (real as (...a: unknown[]) => NodeJS.Timeout)(...args);
+      const stack = new Error().stack ?? "";
+      if (ours.test(stack)) made.push({ timer, stack });
+      return timer;
+    }) as unknown as T;
+  globalThis.setTimeout = record(realTimeout);
+  globalThis.setInterval = record(realInterval);
+  onTestFinished(() => {
+    globalThis.setTimeout = realTimeout;
+    globalThis.setInterval = realInterval;
+  });
+  return {
+    made: (where) => made.filter(({ stack }) => where.test(stack)).length,
+    active: () =>
+      made
+        .filter(({ timer }) => !(timer as unknown as { _destroyed: boolean })._destroyed)
+        .map(({ stack }) => stack),
+  };
+}
+
+/** How many of each kind of resource keep the event loop alive. */
+function resourceCounts(): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const kind of process.getActiveResourcesInfo())
+    counts.set(kind, (counts.get(kind) ?? 0) + 1);
+  return counts;
+}
+
+/**
+ * SIGSTOPs (or SIGCONTs) a postgres server and every process it forked. The testkit's pause()
+ * signals the postmaster's process group, which the backends left (each calls setsid()): the
+ * sessions of connected clients would go on answering.
+ */
+function signalServer(server: PostgresServer, signal: "SIGSTOP" | "SIGCONT"): void {
+  if (signal === "SIGSTOP") server.pause();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue; // gone
+    }
+    // "pid (comm) state ppid ...": comm may hold spaces, so read after its closing parenthesis.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (ppid === server.pid) process.kill(Number(entry), signal);
+  }
+  if (signal === "SIGCONT") server.resume();
 }
 
 type Reply =
@@ -314,6 +384,26 @@ describe("faults", () => {
     await again.release();
   });
 
+  it("close() with heartbeatMs: no timer or interval of the backend (or pg) is still armed afterwards", async () => {
+    const timers = trackTimers();
+    const ns = namespace();
+    const locks = createLocks(postgresBackend({ connectionString: databaseUrl, heartbeatMs: 20 }), {
+      namespace: ns,
+    });
+    const onSession = await locks.acquire("a");
+    const onQueue = locks.acquire("a", { timeoutMs: 10_000 });
+    await waitFor(async () => (await holderPids(admin, ns, "a")).length === 1, {
+      message: "the first lease is held",
+    });
+    // Heartbeats run on the lock-holding sessions.
+    await waitFor(() => timers.made(/heartbeat/) >= 3, { message: "heartbeats ran" });
+    await onSession.release();
+    await onQueue;
+    await waitFor(() => timers.made(/heartbeat/) >= 6, { message: "heartbeats ran again" });
+    await locks.close();
+    expect(timers.active()).toEqual([]);
+  });
+
   it("connecting through a partition gives up after connectTimeoutMs, and recovers when it heals", async () => {
     const proxy = await startProxy(databaseUrl);
     onTestFinished(() => proxy.close());
@@ -356,6 +446,61 @@ describe("faults", () => {
     await locks.close();
     expect(performance.now() - started).toBeLessThan(1_000);
     expect(isLockError(await attempt)).toBe(true);
+  });
+
+  it("postgres SIGSTOPped: close() resolves well under a second, in-flight acquires reject with LOCK_CLOSED at once, no socket or timer is left", async () => {
+    const server = await startPostgres();
+    onTestFinished(() => server.stop());
+    const probe = new pg.Client({ connectionString: server.connectionString });
+    probe.on("error", () => undefined);
+    await probe.connect();
+    onTestFinished(async () => {
+      signalServer(server, "SIGCONT");
+      await probe.end();
+    });
+    const sockets = resourceCounts().get("TCPSocketWrap") ?? 0;
+    const timers = trackTimers();
+    const locks = createLocks(postgresBackend({ connectionString: server.connectionString }));
+    // Something in every state: leases, a wait queued in the server, a wait that polls.
+    await locks.acquire("busy");
+    const slots = [
+      await locks.acquire("full", { limit: 2 }),
+      await locks.acquire("full", { limit: 2 }),
+    ];
+    expect(slots).toHaveLength(2);
+    const queuedWait = locks.acquire("busy").catch((e: unknown) => e);
+    const polledWait = locks.acquire("full", { limit: 2 }).catch((e: unknown) => e);
+    await waitFor(
+      async () => {
+        const { rows } = await probe.query(
+          "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        );
+        return rows[0].n > 0;
+      },
+      { message: "the wait is queued in the server" },
+    );
+
+    signalServer(server, "SIGSTOP");
+    const inFlight = locks.acquire("free").catch((e: unknown) => e);
+    // The attempt is on the wire, unanswered.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const started = performance.now();
+    const closing = locks.close();
+    const rejections = await Promise.all(
+      [inFlight, queuedWait, polledWait].map((p) => p.then((e) => ({ e, at: performance.now() }))),
+    );
+    await closing;
+    const closedIn = performance.now() - started;
+    for (const { e, at } of rejections) {
+      expect(isLockError(e, "LOCK_CLOSED"), String(e)).toBe(true);
+      expect(at - started).toBeLessThan(100);
+    }
+    expect(closedIn).toBeLessThan(800);
+    expect(timers.active()).toEqual([]);
+    await waitFor(() => (resourceCounts().get("TCPSocketWrap") ?? 0) <= sockets, {
+      timeoutMs: 1_000,
+      message: "every socket of the backend is closed",
+    });
   });
 
   it("an unreachable server is BACKEND_UNAVAILABLE, fast", async () => {
