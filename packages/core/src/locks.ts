@@ -1,7 +1,7 @@
 import { setMaxListeners } from "node:events";
 import { onAbort } from "./abort.js";
 import { acceptGrant, timeoutError, waitForGrant } from "./acquire.js";
-import type { Backend, LockRequest, LossReport, Unsubscribe } from "./backend.js";
+import type { Attempt, Backend, LockRequest, LossReport, Unsubscribe } from "./backend.js";
 import { monotonicNow } from "./clock.js";
 import { asyncDispose } from "./dispose.js";
 import { invalidArgument, lockClosed } from "./errors.js";
@@ -76,6 +76,8 @@ class LockClient implements Locks, LeaseHost {
   readonly #closeController = new AbortController();
   readonly #cleanups = new Set<Promise<unknown>>();
   readonly #delayedReleases = new Set<() => void>();
+  /** Rejecters of the hot path's first attempts in flight, for close(). */
+  readonly #firstAttempts = new Set<(reason: unknown) => void>();
   readonly #stopLossWatch: Unsubscribe | undefined;
   #closing: Promise<void> | undefined;
 
@@ -193,16 +195,42 @@ class LockClient implements Locks, LeaseHost {
 
   #run(request: LockRequest, resolved: ResolvedOptions, wait: boolean): Promise<Lease | null> {
     if (resolved.signal === undefined && resolved.timeoutMs === Number.POSITIVE_INFINITY) {
-      // Only close() can end this acquire: no controller, no timer (the hot path). The first
-      // attempt and the waits share the client's close signal, as an AbortController per
-      // acquire costs more than a whole uncontended cycle.
-      const closed = this.#closeController.signal;
-      return untilAborted(this.#attempt(request, resolved), closed).then((lease) => {
-        if (lease !== undefined || !wait) return lease ?? null;
-        return this.#waitFor(request, resolved, closed);
-      });
+      return this.#unbounded(request, resolved, wait);
     }
     return this.#bounded(request, resolved, wait);
+  }
+
+  /**
+   * The hot path: an acquire with neither timeout nor signal, which only close()
+   * can end. No controller, no timer and no abort listener (each costs more than
+   * a whole uncontended cycle): close() rejects the first attempts still in
+   * flight through `#firstAttempts`, and the waits share the client's close signal.
+   */
+  #unbounded(request: LockRequest, options: ResolvedOptions, wait: boolean): Promise<Lease | null> {
+    return new Promise((resolve, reject) => {
+      const start = monotonicNow();
+      this.#firstAttempts.add(reject);
+      this.backend.tryAcquire(request).then(
+        (attempt) => {
+          // False once close() rejected this acquire: `#grant` then hands a grant back.
+          const pending = this.#firstAttempts.delete(reject);
+          let lease: Lease | undefined;
+          try {
+            lease = this.#leaseFrom(request, options, attempt, start);
+          } catch (error) {
+            if (pending) reject(error);
+            return;
+          }
+          if (!pending) return;
+          if (lease !== undefined || !wait) resolve(lease ?? null);
+          else resolve(this.#waitFor(request, options, this.#closeController.signal));
+        },
+        (error: unknown) => {
+          this.#attemptFailed(request);
+          if (this.#firstAttempts.delete(reject)) reject(error);
+        },
+      );
+    });
   }
 
   /** An acquire with a timeout or a signal: both bound the first attempt too, not only the wait. */
@@ -245,20 +273,32 @@ class LockClient implements Locks, LeaseHost {
   #attempt(request: LockRequest, options: ResolvedOptions): Promise<Lease | undefined> {
     const start = monotonicNow();
     return this.backend.tryAcquire(request).then(
-      (attempt) => {
-        if (!attempt.granted) return undefined;
-        const grant = acceptGrant(this.backend, request, attempt, start);
-        if (grant !== undefined)
-          return this.#grant(request, options, grant.fencingToken, grant.deadline);
-        this.#releaseQuietly(request);
-        return undefined;
-      },
+      (attempt) => this.#leaseFrom(request, options, attempt, start),
       (error: unknown) => {
-        // The outcome is unknown (the command may have run): clean up by owner, never report a grant.
-        this.#releaseQuietly(request);
+        this.#attemptFailed(request);
         throw error;
       },
     );
+  }
+
+  /** The lease for a granted attempt that started at `start`, or undefined. */
+  #leaseFrom(
+    request: LockRequest,
+    options: ResolvedOptions,
+    attempt: Attempt,
+    start: number,
+  ): Lease | undefined {
+    if (!attempt.granted) return undefined;
+    const grant = acceptGrant(this.backend, request, attempt, start);
+    if (grant !== undefined)
+      return this.#grant(request, options, grant.fencingToken, grant.deadline);
+    this.#releaseQuietly(request);
+    return undefined;
+  }
+
+  /** The outcome is unknown (the command may have run): clean up by owner, never report a grant. */
+  #attemptFailed(request: LockRequest): void {
+    this.#releaseQuietly(request);
   }
 
   /** Waits after a failed first attempt until granted or `cancel` aborts (rejecting with its reason). */
@@ -308,6 +348,8 @@ class LockClient implements Locks, LeaseHost {
     const closed = lockClosed();
     this.#closeController.abort(closed);
     for (const waiter of this.#waiting) waiter.abort(closed);
+    for (const reject of this.#firstAttempts) reject(closed);
+    this.#firstAttempts.clear();
     for (const release of [...this.#delayedReleases]) release();
     const releases = [...this.#leases.values()].map((lease) => lease.release());
     // A server that stopped answering must not hold close() up: what is not released
