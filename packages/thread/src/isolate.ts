@@ -6,6 +6,7 @@ import {
   type KeyStatus,
   type LockRequest,
   type LossReport,
+  limitMismatch,
   lockClosed,
   monotonicNow,
   onAbort,
@@ -23,6 +24,7 @@ import {
   type Hold,
   type HoldOwner,
   type KeyState,
+  otherLimit,
   reapExpired,
   stateFor,
   take,
@@ -74,7 +76,11 @@ export class IsolateBackend implements Backend, HoldOwner {
     const shared = req.mode === "shared";
     let state = registry.states.get(id);
     if (state === undefined) state = createState(id);
-    else if (!grantableNow(state, shared, req.limit)) return Promise.resolve(NOT_GRANTED);
+    else {
+      const current = otherLimit(state, req.limit);
+      if (current !== undefined) return Promise.reject(limitMismatch(req.limit, current));
+      if (!grantableNow(state, shared, req.limit)) return Promise.resolve(NOT_GRANTED);
+    }
     return Promise.resolve(this.#take(state, req, shared));
   }
 
@@ -84,6 +90,8 @@ export class IsolateBackend implements Backend, HoldOwner {
     if (signal.aborted) return Promise.reject(signal.reason);
     const shared = req.mode === "shared";
     const state = stateFor(scopedKey(req.namespace, req.key));
+    const current = otherLimit(state, req.limit);
+    if (current !== undefined) return Promise.reject(limitMismatch(req.limit, current));
     if (grantableNow(state, shared, req.limit))
       return Promise.resolve(this.#take(state, req, shared));
     return new Promise<Grant>((resolve, reject) => {
@@ -143,7 +151,8 @@ export class IsolateBackend implements Backend, HoldOwner {
         ? {}
         : { expiresInMs: Math.max(0, hold.deadline - now) }),
     }));
-    return Promise.resolve({ held: holders.length > 0, holders });
+    if (holders.length === 0) return Promise.resolve({ held: false, holders });
+    return Promise.resolve({ held: true, limit: state.limit, holders });
   }
 
   readonly close = (): Promise<void> => {
@@ -191,14 +200,14 @@ export class IsolateBackend implements Backend, HoldOwner {
 
   #take(state: KeyState, req: LockRequest, shared: boolean): Grant {
     if (!this.#ttl) {
-      const hold = take(state, req.owner, shared, Number.POSITIVE_INFINITY, this);
+      const hold = take(state, req.owner, shared, req.limit, Number.POSITIVE_INFINITY, this);
       this.#holds.set(req.owner, hold);
       return { granted: true, fencingToken: hold.fencingToken };
     }
     // The store's TTL starts now, at the grant, which may be long after the
     // acquire began (a queued waiter): `validUntil` says so.
     const deadline = monotonicNow() + req.ttlMs;
-    const hold = take(state, req.owner, shared, deadline, this);
+    const hold = take(state, req.owner, shared, req.limit, deadline, this);
     this.#holds.set(req.owner, hold);
     return {
       granted: true,
@@ -232,6 +241,11 @@ class QueuedAcquire implements Waiter {
 
   grant(state: KeyState): void {
     this.resolve(this.backend.admitted(this, state));
+  }
+
+  refuse(reason: Error): void {
+    this.backend.left(this);
+    this.reject(reason);
   }
 
   /** Leaves the queue and rejects with `reason` (abort or close). */

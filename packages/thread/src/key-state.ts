@@ -1,4 +1,4 @@
-import { monotonicNow } from "@locks/core";
+import { limitMismatch, monotonicNow } from "@locks/core";
 import { registry } from "./registry.js";
 
 /*
@@ -41,6 +41,11 @@ export interface Waiter {
   next: Waiter | undefined;
   /** Called once, synchronously, when the waiter reaches the head and fits: it takes the key. */
   grant(state: KeyState): void;
+  /**
+   * Called once, synchronously, when the waiter reached the head while the key
+   * is held with another limit: it rejects with `reason` (already unlinked).
+   */
+  refuse(reason: Error): void;
 }
 
 /** Holders and waiters of one key. Deleted from the registry as soon as it has neither. */
@@ -51,6 +56,8 @@ export class KeyState {
   shared = 0;
   /** Holds with a finite deadline (TTL). */
   expiring = 0;
+  /** The limit the current holders took the key with (1 for readers); set by the first of them. */
+  limit = 1;
   readonly holds: Hold[] = [];
   head: Waiter | undefined;
   tail: Waiter | undefined;
@@ -78,6 +85,19 @@ export function fits(state: KeyState, shared: boolean, limit: number): boolean {
 }
 
 /**
+ * The limit of the key's live holders when it differs from `limit`, else
+ * undefined. Holds whose TTL has passed do not count (they are freed at the
+ * next dispatch); nothing is changed here.
+ */
+export function otherLimit(state: KeyState, limit: number): number | undefined {
+  if (state.holds.length === 0 || state.limit === limit) return undefined;
+  if (state.expiring === 0) return state.limit;
+  const now = monotonicNow();
+  for (const hold of state.holds) if (hold.deadline > now) return state.limit;
+  return undefined;
+}
+
+/**
  * Whether the key can be granted now without passing anyone: nobody waits,
  * and the request fits once expired holds are freed.
  */
@@ -92,9 +112,11 @@ export function take(
   state: KeyState,
   owner: string,
   shared: boolean,
+  limit: number,
   deadline: number,
   holder: HoldOwner,
 ): Hold {
+  if (state.holds.length === 0) state.limit = shared ? 1 : limit;
   registry.fence += 1n;
   const hold = new Hold(state, owner, shared, registry.fence, deadline, holder);
   if (shared) state.shared++;
@@ -163,9 +185,19 @@ export function unlink(state: KeyState, waiter: Waiter): void {
 export function dispatch(state: KeyState): void {
   if (state.expiring > 0) reapExpired(state, monotonicNow());
   let waiter = state.head;
-  while (waiter !== undefined && fits(state, waiter.shared, waiter.limit)) {
-    unlink(state, waiter);
-    waiter.grant(state);
+  while (waiter !== undefined) {
+    if (state.holds.length > 0 && waiter.limit !== state.limit) {
+      // Queued while no live holder had a limit (their TTL had passed), and
+      // the key has since been taken with another limit: refuse, never wait
+      // beside holders of another limit.
+      unlink(state, waiter);
+      waiter.refuse(limitMismatch(waiter.limit, state.limit));
+    } else if (fits(state, waiter.shared, waiter.limit)) {
+      unlink(state, waiter);
+      waiter.grant(state);
+    } else {
+      break;
+    }
     waiter = state.head;
   }
   armExpiry(state);

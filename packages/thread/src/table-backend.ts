@@ -3,7 +3,9 @@ import {
   type Attempt,
   type Backend,
   type Capabilities,
+  type KeyStatus,
   type LockRequest,
+  limitMismatch,
   lockClosed,
   onAbort,
   type WaitOptions,
@@ -31,6 +33,7 @@ interface TableHold {
   readonly bucket: number;
   readonly entry: number;
   readonly shared: boolean;
+  readonly fencingToken: bigint;
 }
 
 type WaitResult =
@@ -68,8 +71,10 @@ const FALSE: Promise<boolean> = Promise.resolve(false);
 
 /** `#take` outcomes other than an entry index: the key is held in a mode that excludes this one... */
 const BUSY = -1;
-/** ...or the bucket's 7 entries are all bound to other keys. */
+/** ...or the bucket's 7 entries are all bound to other keys... */
 const FULL = -2;
+/** ...or the key's holders took it with another limit (which `#take` leaves in `#heldLimit`). */
+const MISMATCH = -3;
 
 const CAPABILITIES: Capabilities = Object.freeze({
   scope: "process",
@@ -107,6 +112,8 @@ export class TableBackend implements Backend {
   readonly #sleepers = new Set<() => void>();
   /** The sleepers' abort signals: one listener per signal (the core may share one across waits). */
   #closed = false;
+  /** The holders' limit `#take` found when it returned MISMATCH. */
+  #heldLimit = 0;
 
   constructor(table: SharedLockTable) {
     this.#table = new TableView(table);
@@ -118,7 +125,11 @@ export class TableBackend implements Backend {
     const ref = this.#table.locate(req.namespace, req.key);
     if (!this.#latch(ref.bucket))
       return this.#latchLater(ref.bucket).then(() => this.#try(req, ref));
-    return Promise.resolve(this.#try(req, ref));
+    try {
+      return Promise.resolve(this.#try(req, ref));
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   async acquire(req: LockRequest, wait: WaitOptions): Promise<Grant> {
@@ -144,6 +155,11 @@ export class TableBackend implements Backend {
             registered = -1;
             this.#unlatch(ref.bucket);
             return this.#granted(req, ref.bucket, entry, shared);
+          }
+          if (entry === MISMATCH) {
+            this.#unlatch(ref.bucket);
+            // A registered writer is taken off its entry by the clean-up below.
+            throw limitMismatch(req.limit, this.#heldLimit);
           }
           // Not granted: an exclusive waiter makes itself known, so that new
           // readers stop entering (no writer starvation).
@@ -178,6 +194,30 @@ export class TableBackend implements Backend {
     return this.#free(hold);
   }
 
+  /**
+   * Who holds the key, read from the table under the bucket's latch: how
+   * many holders, in which mode, with which limit. The table keeps no owner
+   * or token per hold, so those are given for this instance's own holds only.
+   */
+  async inspect(namespace: string, key: string): Promise<KeyStatus> {
+    const ref = this.#table.locate(namespace, key);
+    if (!this.#latch(ref.bucket)) await this.#latchLater(ref.bucket);
+    const entry = this.#find(ref);
+    const state = entry < 0 ? 0 : this.#words[entry + STATE]!;
+    const limit = entry < 0 ? 1 : this.#table.limits[this.#table.limitIndex(entry)]!;
+    this.#unlatch(ref.bucket);
+    if (state === 0) return { held: false, holders: [] };
+    const mode = state < 0 ? ("shared" as const) : ("exclusive" as const);
+    const holders: Array<KeyStatus["holders"][number]> = [];
+    for (const [owner, hold] of this.#holds) {
+      if (hold.bucket === ref.bucket && hold.entry === entry) {
+        holders.push({ owner, mode, fencingToken: hold.fencingToken });
+      }
+    }
+    while (holders.length < Math.abs(state)) holders.push({ mode });
+    return { held: true, limit, holders };
+  }
+
   // An arrow property: wrappers may call it with a Proxy as `this`, on which #private fields throw.
   readonly close = async (): Promise<void> => {
     if (this.#closed) return;
@@ -192,13 +232,15 @@ export class TableBackend implements Backend {
     const shared = req.mode === "shared";
     const entry = this.#take(ref, shared, req.limit, -1);
     this.#unlatch(ref.bucket);
+    if (entry === MISMATCH) throw limitMismatch(req.limit, this.#heldLimit);
     return entry >= 0 ? this.#granted(req, ref.bucket, entry, shared) : NOT_GRANTED;
   }
 
   /**
    * Under the latch: takes the key when its mode fits beside the current
-   * holders; returns the entry, or BUSY or FULL. `registered` is
-   * the entry on which this acquire waits as a writer, or -1.
+   * holders; returns the entry, or BUSY, FULL or MISMATCH (held with
+   * another limit). `registered` is the entry on which this acquire waits as
+   * a writer, or -1.
    */
   #take(ref: KeyRef, shared: boolean, limit: number, registered: number): number {
     const words = this.#words;
@@ -208,6 +250,14 @@ export class TableBackend implements Backend {
       if (entry < 0) return FULL;
     }
     const state = words[entry + STATE]!;
+    const limits = this.#table.limits;
+    const at = this.#table.limitIndex(entry);
+    if (state !== 0 && limits[at] !== limit) {
+      this.#heldLimit = limits[at]!;
+      return MISMATCH;
+    }
+    // The first holder sets the limit the others must use (readers: 1).
+    if (state === 0) limits[at] = limit;
     if (shared) {
       if (state > 0 || words[entry + WRITERS] !== 0) return BUSY;
       words[entry + STATE] = state - 1;
@@ -262,8 +312,9 @@ export class TableBackend implements Backend {
   }
 
   #granted(req: LockRequest, bucket: number, entry: number, shared: boolean): Grant {
-    this.#holds.set(req.owner, { bucket, entry, shared });
-    return { granted: true, fencingToken: this.#table.nextToken() };
+    const fencingToken = this.#table.nextToken();
+    this.#holds.set(req.owner, { bucket, entry, shared, fencingToken });
+    return { granted: true, fencingToken };
   }
 
   #free(hold: TableHold): Promise<void> {

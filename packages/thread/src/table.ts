@@ -16,7 +16,7 @@ export interface SharedLockTable {
 /** Options of `createSharedLockTable`. */
 export interface SharedLockTableOptions {
   /**
-   * Number of buckets (default 4096, at most 1 048 576), 128 bytes each. A key
+   * Number of buckets (default 4096, at most 1 048 576), 184 bytes each. A key
    * hashes to one bucket, which holds up to 7 keys in use (held, or awaited
    * by a writer) at once; an 8th key of a full bucket waits until one of them
    * is idle. Raise it when many thousands of keys are held at the same time.
@@ -25,7 +25,8 @@ export interface SharedLockTableOptions {
 }
 
 const MAGIC = 0x4c4b5432; // "LKT2"
-const VERSION = 2;
+/** 3: the per-entry limits region after the buckets. */
+const VERSION = 3;
 const DEFAULT_SLOTS = 4096;
 const MAX_SLOTS = 1 << 20;
 /** Header: magic, version, slots (Int32 words 0-2) and the fencing counter (BigInt64 at byte 16). */
@@ -51,6 +52,20 @@ export const FP_LO = 0;
 export const FP_HI = 1;
 export const STATE = 2;
 export const WRITERS = 3;
+/** Entries per bucket. */
+export const ENTRIES = (BUCKET_WORDS - FIRST_ENTRY) / ENTRY_WORDS;
+
+/*
+ * After the buckets, one Float64 per entry (8 bytes x 7 per bucket): the limit
+ * its current holders took the key with (1 for readers and plain writers).
+ * Written by the first holder (STATE from 0), read under the bucket's latch.
+ * A Float64, since a limit may be any safe integer.
+ */
+const LIMIT_BYTES = 8;
+
+function tableBytes(slots: number): number {
+  return HEADER_BYTES + slots * (BUCKET_WORDS * 4 + ENTRIES * LIMIT_BYTES);
+}
 
 /** Creates a lock table in a new `SharedArrayBuffer`. */
 export function createSharedLockTable(options: SharedLockTableOptions = {}): SharedLockTable {
@@ -67,7 +82,7 @@ export function createSharedLockTable(options: SharedLockTableOptions = {}): Sha
       `must be an integer from 1 to ${MAX_SLOTS}, got ${String(slots)}`,
     );
   }
-  const buffer = new SharedArrayBuffer(HEADER_BYTES + slots * BUCKET_WORDS * 4);
+  const buffer = new SharedArrayBuffer(tableBytes(slots));
   const header = new Int32Array(buffer, 0, 4);
   header[1] = VERSION;
   header[2] = slots;
@@ -87,7 +102,7 @@ export function isSharedLockTable(table: unknown): table is SharedLockTable {
     Atomics.load(header, 0) === MAGIC &&
     header[1] === VERSION &&
     header[2] === slots &&
-    buffer.byteLength === HEADER_BYTES + slots * BUCKET_WORDS * 4
+    buffer.byteLength === tableBytes(slots)
   );
 }
 
@@ -103,12 +118,20 @@ export interface KeyRef {
 export class TableView {
   /** All bucket words; bucket `i` starts at `i * BUCKET_WORDS`. */
   readonly words: Int32Array;
+  /** Each entry's limit: see `limitIndex`. */
+  readonly limits: Float64Array;
   /** The table-wide fencing counter: one counter for every key and every thread. */
   readonly fence: BigInt64Array;
   readonly slots: number;
 
   constructor(table: SharedLockTable) {
-    this.words = new Int32Array(table.buffer, HEADER_BYTES);
+    const wordCount = table.slots * BUCKET_WORDS;
+    this.words = new Int32Array(table.buffer, HEADER_BYTES, wordCount);
+    this.limits = new Float64Array(
+      table.buffer,
+      HEADER_BYTES + wordCount * 4,
+      table.slots * ENTRIES,
+    );
     this.fence = new BigInt64Array(table.buffer, 16, 1);
     this.slots = table.slots;
   }
@@ -116,6 +139,12 @@ export class TableView {
   /** The bucket and 64-bit fingerprint of `(namespace, key)`, the same in every thread. */
   locate(namespace: string, key: string): KeyRef {
     return fingerprint(scopedKey(namespace, key), this.slots);
+  }
+
+  /** Index in `limits` of the entry whose first word is `entry`. */
+  limitIndex(entry: number): number {
+    const offset = entry % BUCKET_WORDS;
+    return ((entry - offset) / BUCKET_WORDS) * ENTRIES + (offset - FIRST_ENTRY) / ENTRY_WORDS;
   }
 
   /** A fencing token greater than every one handed out before, by any thread. */

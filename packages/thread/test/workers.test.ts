@@ -6,10 +6,12 @@ import { createSharedLockTable, type SharedLockTable, threadBackend } from "../s
 import type { ContenderJob } from "./fixtures/contender.js";
 import type { HammerJob } from "./fixtures/hammer.js";
 import { tableIdle, tableWords } from "./fixtures/table-words.js";
+import type { TokenHammerJob, TokenHammerResult } from "./fixtures/token-hammer.js";
 import { tsWorker } from "./fixtures/ts-worker.js";
 
 const contender = new URL("./fixtures/contender.ts", import.meta.url);
 const hammer = new URL("./fixtures/hammer.ts", import.meta.url);
+const tokenHammer = new URL("./fixtures/token-hammer.ts", import.meta.url);
 const started = new Set<Worker>();
 
 afterEach(async () => {
@@ -175,6 +177,87 @@ describe("worker_threads through a shared table", () => {
     expect(replies.every((r) => r.granted > 1_000)).toBe(true);
     expectTableIdle(table);
   });
+
+  it("4 workers granting in tight loops on their own and on shared keys: per key, tokens strictly increase and none is handed out twice", async () => {
+    const table = createSharedLockTable({ slots: 64 });
+    const workers = 4;
+    const shared = 3;
+    const own = 2;
+    const keyCount = shared + workers * own;
+    const start = new Int32Array(new SharedArrayBuffer(4));
+    const order = new Int32Array(new SharedArrayBuffer(4 * keyCount));
+    const occupancy = new Int32Array(new SharedArrayBuffer(4 * keyCount));
+    const ns = namespace();
+    const threads = Array.from({ length: workers }, (_, index) => {
+      const job: TokenHammerJob = {
+        table,
+        namespace: ns,
+        index,
+        workers,
+        shared,
+        own,
+        cycles: 8_000,
+        order,
+        occupancy,
+        start,
+      };
+      const worker = tsWorker(tokenHammer, { workerData: job });
+      started.add(worker);
+      return worker;
+    });
+    type Reply = { type: "ready" } | TokenHammerResult;
+    const next = (worker: Worker, type: Reply["type"]) =>
+      new Promise<Reply>((resolve, reject) => {
+        const onMessage = (reply: Reply): void => {
+          if (reply.type !== type) return;
+          worker.off("message", onMessage);
+          resolve(reply);
+        };
+        worker.on("message", onMessage);
+        worker.once("error", reject);
+        worker.once("exit", (code) => reject(new Error(`worker exited with ${code}`)));
+      });
+    await Promise.all(threads.map((w) => next(w, "ready")));
+    const done = Promise.all(threads.map((w) => next(w, "done")));
+    Atomics.store(start, 0, 1);
+    Atomics.notify(start, 0);
+    const results = (await done) as TokenHammerResult[];
+    expect(results.map((r) => r.violations)).toEqual([0, 0, 0, 0]);
+
+    // Every grant of a key, by its place in the key's order (a counter bumped under the lock).
+    const byKey = Array.from({ length: keyCount }, () => new Map<number, bigint>());
+    const workersOfKey = Array.from({ length: keyCount }, () => new Set<number>());
+    const seen = new Set<bigint>();
+    results.forEach((result, w) => {
+      for (let i = 0; i < result.granted; i++) {
+        const key = result.keys[i]!;
+        const token = result.tokens[i]!;
+        expect(seen.has(token), `token ${token} handed out twice`).toBe(false);
+        seen.add(token);
+        byKey[key]!.set(result.places[i]!, token);
+        workersOfKey[key]!.add(w);
+      }
+    });
+    for (let key = 0; key < keyCount; key++) {
+      const grants = byKey[key]!;
+      // Places 0..n-1, each once: every grant of the key was counted under the lock.
+      expect(grants.size).toBe(order[key]);
+      let last = 0n;
+      for (let place = 0; place < grants.size; place++) {
+        const token = grants.get(place);
+        expect(token, `key ${key}: grant ${place} missing`).toBeDefined();
+        if (token! <= last) {
+          throw new Error(`key ${key}: grant ${place} got token ${token} after ${last}`);
+        }
+        last = token!;
+      }
+      // Shared keys were really contended by several workers; own keys by their owner only.
+      if (key < shared) expect(workersOfKey[key]!.size).toBeGreaterThan(1);
+      else expect(workersOfKey[key]!.size).toBe(1);
+    }
+    expect(results.every((r) => r.granted > 1_000)).toBe(true);
+    expectTableIdle(table);
+  }, 120_000);
 
   it("a worker waiting for the main thread's lock is woken by the release", async () => {
     const table = createSharedLockTable({ slots: 64 });
