@@ -130,6 +130,8 @@ interface BackendCase {
   readonly env?: () => NodeJS.ProcessEnv;
   /** `locks status` names the holder's fencing token (the backend's inspect reports it). */
   readonly statusShowsToken: boolean;
+  /** The backend's `semaphore` capability (`--limit` above 1). */
+  readonly semaphore: boolean;
 }
 
 const cases: BackendCase[] = [
@@ -138,16 +140,19 @@ const cases: BackendCase[] = [
     backendArgs: () => [],
     env: () => ({ XDG_RUNTIME_DIR: scratch }),
     statusShowsToken: true,
+    semaphore: true,
   },
   {
     name: "redis",
     backendArgs: () => ["--backend", inject("redisUrl")],
     statusShowsToken: true,
+    semaphore: true,
   },
   {
     name: "redis (Redlock over 3 servers)",
     backendArgs: () => redlockServers.flatMap((server) => ["--backend", server.url]),
     statusShowsToken: true,
+    semaphore: false,
   },
   {
     name: "etcd",
@@ -158,11 +163,13 @@ const cases: BackendCase[] = [
         .join(",")}`,
     ],
     statusShowsToken: true,
+    semaphore: true,
   },
   {
     name: "postgres",
     backendArgs: () => ["--backend", inject("databaseUrl")],
     statusShowsToken: false,
+    semaphore: true,
   },
 ];
 
@@ -244,38 +251,39 @@ describe.each(cases)("locks run on $name", (backend) => {
     expect(next.code, next.stderr).toBe(0);
   });
 
-  it("status shows semaphore holders with the key's limit; another --limit is refused (exit 2)", async ({
-    onTestFinished,
-  }) => {
-    const { cli, run, status } = setup(onTestFinished);
-    const holders = [1, 2].map(() =>
-      cli.start(run(["--limit", "2", "pool", "--", ...holdCommand()])),
-    );
-    await Promise.all(holders.map((holder) => holder.waitForOutput("ready")));
-    const [shown, json, tried, waited] = await Promise.all([
-      cli.run(status("pool")),
-      cli.run([...status("pool"), "--json"]),
-      cli.run(run(["--limit", "3", "-n", "pool", "--", "true"])),
-      // Refused at once, not after the wait: the holders' limit is the problem, not their number.
-      cli.run(run(["--limit", "3", "--timeout", "20s", "pool", "--", "true"])),
-    ]);
-    expect(shown.code, shown.stderr).toBe(1);
-    expect(shown.stdout).toMatch(/^held: "pool" \(.*\): semaphore 2\/2\n/);
-    expect(shown.stdout.match(/^ {2}semaphore/gm), shown.stdout).toHaveLength(2);
-    expect(shown.stdout).not.toMatch(/exclusive/);
-    expect(JSON.parse(json.stdout)).toMatchObject({
-      held: true,
-      limit: 2,
-      holders: [{ mode: "exclusive" }, { mode: "exclusive" }],
-    });
-    for (const refused of [tried, waited]) {
-      expect(refused.code, refused.stderr).toBe(2);
-      expectOneLine(refused.stderr);
-      expect(refused.stderr).toMatch(/"pool".*limit 3 differs from the limit 2/);
-    }
-    for (const holder of holders) holder.endInput();
-    for (const holder of holders) expect((await holder.ended).code).toBe(0);
-  });
+  it.skipIf(!backend.semaphore)(
+    "status shows semaphore holders with the key's limit; another --limit is refused (exit 2) (capability semaphore)",
+    async ({ onTestFinished }) => {
+      const { cli, run, status } = setup(onTestFinished);
+      const holders = [1, 2].map(() =>
+        cli.start(run(["--limit", "2", "pool", "--", ...holdCommand()])),
+      );
+      await Promise.all(holders.map((holder) => holder.waitForOutput("ready")));
+      const [shown, json, tried, waited] = await Promise.all([
+        cli.run(status("pool")),
+        cli.run([...status("pool"), "--json"]),
+        cli.run(run(["--limit", "3", "-n", "pool", "--", "true"])),
+        // Refused at once, not after the wait: the holders' limit is the problem, not their number.
+        cli.run(run(["--limit", "3", "--timeout", "20s", "pool", "--", "true"])),
+      ]);
+      expect(shown.code, shown.stderr).toBe(1);
+      expect(shown.stdout).toMatch(/^held: "pool" \(.*\): semaphore 2\/2\n/);
+      expect(shown.stdout.match(/^ {2}semaphore/gm), shown.stdout).toHaveLength(2);
+      expect(shown.stdout).not.toMatch(/exclusive/);
+      expect(JSON.parse(json.stdout)).toMatchObject({
+        held: true,
+        limit: 2,
+        holders: [{ mode: "exclusive" }, { mode: "exclusive" }],
+      });
+      for (const refused of [tried, waited]) {
+        expect(refused.code, refused.stderr).toBe(2);
+        expectOneLine(refused.stderr);
+        expect(refused.stderr).toMatch(/"pool".*limit 3 differs from the limit 2/);
+      }
+      for (const holder of holders) holder.endInput();
+      for (const holder of holders) expect((await holder.ended).code).toBe(0);
+    },
+  );
 
   it("refuses a --ttl below the backend's floor at once, without running the command", async ({
     onTestFinished,

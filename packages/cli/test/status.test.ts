@@ -24,6 +24,17 @@ function withoutInspect(inner: Backend): Backend {
   };
 }
 
+/** The same store, through an inspect that lists holders but says `held: false` (postgres did for semaphores). */
+function heldForgotten(inner: Backend): Backend {
+  return {
+    ...withoutInspect(inner),
+    inspect: async (namespace, key) => ({
+      ...(await inner.inspect!(namespace, key)),
+      held: false,
+    }),
+  };
+}
+
 describe("locks status", () => {
   it("reports the holder where the backend can inspect", async () => {
     await using holder = createLocks(fileBackend({ directory }), { namespace: "inspect" });
@@ -56,5 +67,38 @@ describe("locks status", () => {
     const again = await holder.tryAcquire("k");
     expect(again).not.toBeNull();
     await again?.release();
+  });
+
+  it("reports semaphore holders as holding, with the key's limit, inspected or probed", async () => {
+    await using holder = createLocks(fileBackend({ directory }), { namespace: "semaphore" });
+    await using viewer = createLocks(fileBackend({ directory }), { namespace: "semaphore" });
+    await using prober = createLocks(withoutInspect(fileBackend({ directory })), {
+      namespace: "semaphore",
+    });
+    const leases = [
+      await holder.acquire("pool", { limit: 2 }),
+      await holder.acquire("pool", { limit: 2 }),
+    ];
+    const seen = await readKeyStatus(viewer, "pool");
+    expect(seen.result).toMatchObject({ held: true, limit: 2 });
+    expect(seen.result.holders.map((h) => h.mode)).toEqual(["exclusive", "exclusive"]);
+    // The probe's limit (1) differs from the holders': refused, which means held.
+    expect(await readKeyStatus(prober, "pool")).toEqual({
+      result: { held: true, holders: [] },
+      detailed: false,
+    });
+    for (const lease of leases) await lease.release();
+    expect((await readKeyStatus(prober, "pool")).result.held).toBe(false);
+  });
+
+  it("never calls a key free while holders are listed", async () => {
+    await using holder = createLocks(fileBackend({ directory }), { namespace: "listed" });
+    await using viewer = createLocks(heldForgotten(fileBackend({ directory })), {
+      namespace: "listed",
+    });
+    const lease = await holder.acquire("k");
+    expect((await readKeyStatus(viewer, "k")).result.held).toBe(true);
+    await lease.release();
+    expect((await readKeyStatus(viewer, "k")).result.held).toBe(false);
   });
 });
