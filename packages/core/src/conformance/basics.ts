@@ -106,6 +106,8 @@ export function basicTests(options: ConformanceOptions, capabilities: Capabiliti
         "caf\u00e9", // NFC
         "cafe\u0301", // NFD: a different key
         "é".repeat(512), // 1024 UTF-8 bytes: the maximum
+        "\u{1F600}", // a surrogate pair (4 UTF-8 bytes): well-formed, accepted...
+        "\u{1F601}", // ...and a different key from its neighbour
         "*",
         "%",
       ];

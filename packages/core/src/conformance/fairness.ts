@@ -32,6 +32,28 @@ export function fairnessTests(options: ConformanceOptions, capabilities: Capabil
       },
     );
 
+    it.skipIf(!capabilities.fair || !capabilities.semaphore)(
+      "grants a freed semaphore slot to the waiter that waited longest (fair + semaphore)",
+      async () => {
+        const h = new Harness(options);
+        const [a, b, c, d] = await h.clients(4);
+        const sem = { limit: 2, timeoutMs: 20_000 } as const;
+        const one = await a!.acquire("sem-fifo", sem);
+        const two = await b!.acquire("sem-fifo", sem);
+        const first = c!.acquire("sem-fifo", sem).then((lease) => ["W1", lease] as const);
+        // Give W1 time to join the queue before W2, from another client, starts.
+        await sleep(100);
+        const second = d!.acquire("sem-fifo", sem).then((lease) => ["W2", lease] as const);
+        await sleep(100);
+        await one.release();
+        const [winner, lease] = await Promise.race([first, second]);
+        expect(winner, "the first waiter gets the freed slot").toBe("W1");
+        await Promise.all([two.release(), lease.release()]);
+        const [, last] = await (winner === "W1" ? second : first);
+        await last.release();
+      },
+    );
+
     it.skipIf(!capabilities.notify)(
       "a waiter is woken by the release, not by the next poll (notify)",
       async () => {

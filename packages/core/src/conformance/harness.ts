@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { onTestFinished } from "vitest";
-import type { Backend } from "../backend.js";
+import type { Attempt, Backend, LockRequest } from "../backend.js";
 import { History } from "../history.js";
 import type { Lease } from "../lease.js";
 import { createLocks, type Locks, type LocksOptions } from "../locks.js";
+import { newOwnerToken } from "../owner.js";
 import type { ConformanceOptions } from "./options.js";
 
 /** Counts the calls a backend receives, to prove bad input is refused before any I/O. */
@@ -22,6 +23,7 @@ export class Harness {
   readonly options: ConformanceOptions;
   readonly ttlMs: number;
   readonly #clients: Locks[] = [];
+  readonly #backends: Backend[] = [];
 
   constructor(options: ConformanceOptions) {
     this.options = options;
@@ -52,8 +54,60 @@ export class Harness {
     return { locks, calls: counted.calls };
   }
 
+  /** A backend that counts every call made to it, closed with the test; for `createLocks` itself. */
+  async countedBackend(): Promise<CountedBackend> {
+    const counted = countCalls(await this.options.create());
+    this.#backends.push(counted.backend);
+    return counted;
+  }
+
+  /**
+   * A client whose every `tryAcquire` reaches the store at once but whose
+   * reply comes back `delayMs` later (a slow store, or 0 for none). `onAnswer`
+   * sees each answer the moment the store gave it, while the reply is in flight.
+   */
+  async slowClient(
+    delayMs: number,
+    onAnswer: (attempt: Attempt) => void,
+    options: LocksOptions = {},
+  ): Promise<Locks> {
+    const backend = await this.options.create();
+    const slow = new Proxy(backend, {
+      get(target, property, receiver) {
+        const value = Reflect.get(target, property, receiver);
+        if (typeof value !== "function") return value;
+        if (property !== "tryAcquire") return value.bind(target);
+        return async (request: LockRequest): Promise<Attempt> => {
+          const attempt = await target.tryAcquire(request);
+          onAnswer(attempt);
+          if (delayMs > 0) await sleep(delayMs);
+          return attempt;
+        };
+      },
+    });
+    const locks = createLocks(slow, { namespace: this.namespace, ...options });
+    this.#clients.push(locks);
+    return locks;
+  }
+
+  /** A request for the backend contract itself, as the core would build it. */
+  request(key: string, overrides: Partial<LockRequest> = {}): LockRequest {
+    return {
+      key,
+      namespace: this.namespace,
+      owner: newOwnerToken(),
+      mode: "exclusive",
+      limit: 1,
+      ttlMs: this.ttlMs,
+      ...overrides,
+    };
+  }
+
   async cleanup(): Promise<void> {
-    await Promise.allSettled(this.#clients.map((c) => c.close()));
+    await Promise.allSettled([
+      ...this.#clients.map((c) => c.close()),
+      ...this.#backends.map((b) => b.close()),
+    ]);
   }
 }
 
@@ -126,6 +180,15 @@ export async function contend(
   });
   await Promise.all(tasks);
   return history;
+}
+
+/**
+ * Now, in epoch ms, for comparing with `Lease.expiresAt`: the later of the
+ * wall clock and the monotonic clock's epoch view, so that the two clocks
+ * drifting apart can only loosen a bound, never fail an honest backend.
+ */
+export function wallNow(): number {
+  return Math.max(Date.now(), performance.timeOrigin + performance.now());
 }
 
 /** The code of a rejection, or "resolved". */

@@ -12,10 +12,14 @@
 import { describe } from "vitest";
 import type { Backend, Capabilities } from "../backend.js";
 import { basicTests } from "./basics.js";
+import { deadlineTests } from "./deadlines.js";
 import { exclusionTests } from "./exclusion.js";
 import { fairnessTests } from "./fairness.js";
+import { floorTests } from "./floor.js";
+import { handOffTests } from "./handoffs.js";
 import { inputTests } from "./input.js";
 import { lifecycleTests } from "./lifecycle.js";
+import { type Hooks, limitTests } from "./limits.js";
 import { manifestTests } from "./manifest.js";
 import { modeTests } from "./modes.js";
 import type { ConformanceOptions } from "./options.js";
@@ -35,6 +39,7 @@ export function runConformanceSuite(options: ConformanceOptions): void {
   describe(`${options.name} conformance`, async () => {
     const probe: Backend = await options.create();
     const capabilities: Capabilities = { ...probe.capabilities };
+    const hooks: Hooks = { inspect: typeof probe.inspect === "function" };
     await probe.close();
     describe(`[${describeCapabilities(capabilities)}]`, () => {
       manifestTests(options, capabilities);
@@ -42,9 +47,13 @@ export function runConformanceSuite(options: ConformanceOptions): void {
       exclusionTests(options, capabilities);
       waitingTests(options, capabilities);
       ttlTests(options, capabilities);
+      deadlineTests(options, capabilities);
       modeTests(options, capabilities);
+      limitTests(options, capabilities, hooks);
       fairnessTests(options, capabilities);
+      handOffTests(options, capabilities);
       inputTests(options, capabilities);
+      floorTests(options, capabilities);
       lifecycleTests(options, capabilities);
       processTests(options, capabilities);
     });

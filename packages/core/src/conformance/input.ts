@@ -12,6 +12,12 @@ export function inputTests(options: ConformanceOptions, capabilities: Capabiliti
       ["empty", ""],
       ["1025 bytes", "x".repeat(1025)],
       ["1026 bytes of 2-byte characters", "é".repeat(513)],
+      // 400 UTF-16 units, but 1200 UTF-8 bytes: keys are measured in bytes on every path.
+      ["1200 bytes of 3-byte characters", "中".repeat(400)],
+      // UTF-8 turns every lone surrogate into U+FFFD: these two would be one lock.
+      ["a lone high surrogate (k\\uD800)", "k\uD800"],
+      ["another lone high surrogate (k\\uDBFF)", "k\uDBFF"],
+      ["a lone low surrogate (k\\uDC00)", "k\uDC00"],
       ["a number", 42],
       ["undefined", undefined],
       ["null", null],
@@ -84,6 +90,22 @@ export function inputTests(options: ConformanceOptions, capabilities: Capabiliti
       await expect(lease.extend(-5)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
       expect(lease.signal.aborted).toBe(false);
       await lease.release();
+    });
+
+    it("refuses a namespace with a lone surrogate, before any I/O", async () => {
+      const h = new Harness(options);
+      const { backend, calls } = await h.countedBackend();
+      for (const namespace of ["x\uD800", "x\uDC00"]) {
+        let error: { code?: string; message?: string } | undefined;
+        try {
+          createLocks(backend, { namespace });
+        } catch (e) {
+          error = e as { code?: string; message?: string };
+        }
+        expect(error?.code, JSON.stringify(namespace)).toBe("INVALID_ARGUMENT");
+        expect(error?.message).toMatch(/namespace/);
+      }
+      expect(calls()).toBe(0);
     });
 
     it("createLocks refuses bad client options synchronously", async () => {

@@ -1,7 +1,8 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import type { Capabilities } from "../backend.js";
 import { codeOf, Harness, sleep } from "./harness.js";
 import type { ConformanceOptions } from "./options.js";
+import { ResourceWatch } from "./resources.js";
 
 /** close(): releases what it holds, rejects waiters, refuses later calls. */
 export function lifecycleTests(options: ConformanceOptions, _capabilities: Capabilities): void {
@@ -33,6 +34,22 @@ export function lifecycleTests(options: ConformanceOptions, _capabilities: Capab
       const next = await c!.tryAcquire("close-wait");
       expect(next).not.toBeNull();
       await next!.release();
+    });
+
+    it("leaves no timer or socket behind: not the timer of an acquire granted at once, nor one the backend opened", async () => {
+      const h = new Harness(options);
+      // Started before the backend exists: whatever it opens must be gone after close().
+      const watch = new ResourceWatch();
+      onTestFinished(() => watch.stop());
+      const locks = await h.client();
+      // Granted at once: its 8 s timeout timer must not outlive it.
+      const lease = await locks.acquire("no-leftovers", { timeoutMs: 8_000 });
+      await lease.release();
+      // Still held at close(): close() releases it and stops its watchdog.
+      const held = await locks.acquire("no-leftovers-held", { timeoutMs: 8_000 });
+      await locks.close();
+      expect(held.signal.aborted).toBe(true);
+      expect(await watch.leftOver(2_000), "resources left after close()").toEqual([]);
     });
 
     it("refuses calls after close with LOCK_CLOSED; close is idempotent", async () => {

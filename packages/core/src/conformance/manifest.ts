@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Capabilities } from "../backend.js";
+import { MIN_TTL_MS } from "../options.js";
 import type { ConformanceOptions } from "./options.js";
 
 const FLAGS = ["ttl", "fencing", "shared", "semaphore", "fair", "notify"] as const;
@@ -20,6 +21,18 @@ export function manifestTests(options: ConformanceOptions, capabilities: Capabil
       } finally {
         await backend.close();
       }
+    });
+
+    it("declares a minTtlMs, if any, that is a finite number of ms at or above the core's floor", () => {
+      const { minTtlMs } = capabilities;
+      if (minTtlMs !== undefined) {
+        expect(typeof minTtlMs, "minTtlMs").toBe("number");
+        expect(Number.isFinite(minTtlMs), `minTtlMs ${minTtlMs}`).toBe(true);
+        expect(minTtlMs, "minTtlMs").toBeGreaterThanOrEqual(MIN_TTL_MS);
+      }
+      // The suite's short TTL must be one the backend accepts.
+      const floor = Math.max(MIN_TTL_MS, minTtlMs ?? 0);
+      expect(options.ttlMs ?? 1_000, "options.ttlMs of the suite").toBeGreaterThanOrEqual(floor);
     });
 
     it.skipIf(capabilities.scope === "process")(

@@ -99,24 +99,42 @@ export function processTests(options: ConformanceOptions, capabilities: Capabili
         for (const c of children) history.add(...(await c.next("holds")).holds);
         expect(history.holds).toHaveLength(3 * loops);
         history.assertValid({ fencing: capabilities.fencing });
+        // close() while holding a lease (its watchdog, the backend's session or keep-alive
+        // running): it must stop every timer and socket it opened, then the child exits by itself.
+        children[0]!.send({ type: "hold", key: "cross-held", ttlMs: h.ttlMs });
+        await children[0]!.next("acquired");
         for (const c of children) c.send({ type: "close" });
+        for (const c of children) {
+          const { leftOver } = await c.next("closed");
+          expect(leftOver, "the child's resources left after close()").toEqual([]);
+        }
         for (const c of children) expect(await c.exited, "child exit code after close()").toBe(0);
       },
     );
 
     it.skipIf(single)(
-      "a killed holder's key frees (after its TTL, or at once) (scope host/cluster)",
+      "a killed holder's key frees (after its TTL, or at once); tokens keep increasing across the crash (scope host/cluster)",
       async () => {
         const h = new Harness(options);
         const child = new Contender(options, h.namespace);
+        const locks = await h.client();
+        // An earlier grant of the key, so that the crashed holder's token has one to exceed.
+        const first = await locks.acquire("killed", { timeoutMs: 10_000 });
+        await first.release();
         await child.next("ready");
         child.send({ type: "hold", key: "killed", ttlMs: h.ttlMs });
-        const { token } = await child.next("acquired");
+        const killed = BigInt((await child.next("acquired")).token);
         child.kill("SIGKILL");
         await child.exited;
-        const locks = await h.client();
         const lease = await locks.acquire("killed", { timeoutMs: h.ttlMs * 10 + 10_000 });
-        if (capabilities.fencing) expect(lease.fencingToken > BigInt(token)).toBe(true);
+        if (capabilities.fencing) {
+          expect(killed > first.fencingToken, `killed ${killed} after ${first.fencingToken}`).toBe(
+            true,
+          );
+          expect(lease.fencingToken > killed, `next ${lease.fencingToken} after ${killed}`).toBe(
+            true,
+          );
+        }
         await lease.release();
       },
     );

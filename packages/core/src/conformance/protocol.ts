@@ -11,6 +11,11 @@ export type ChildReply =
   | { readonly type: "ready" }
   | { readonly type: "holds"; readonly holds: HoldRecord[] }
   | { readonly type: "acquired"; readonly token: string }
+  /**
+   * After close(): the child's active resources (process.getActiveResourcesInfo)
+   * beyond those it had before the backend was made, e.g. ["Timeout"].
+   */
+  | { readonly type: "closed"; readonly leftOver: string[] }
   | { readonly type: "error"; readonly message: string };
 
 /** Environment variables the suite passes to the child. */
