@@ -99,6 +99,30 @@ describe("keys and file names", () => {
     await Promise.all(leases.map((l) => l.release()));
   });
 
+  it("keys are measured in UTF-8 bytes, and lone surrogates are refused, before any file is made", async () => {
+    const root = join(dir.path, `bytes-${randomNamespace()}`);
+    const locks = createLocks(fileBackend({ directory: root }), { namespace: "ns" });
+    onTestFinished(() => locks.close());
+    // 400 three-byte characters: 1200 bytes, though only 400 UTF-16 code units.
+    for (const key of ["中".repeat(400), "😀".repeat(257), "k\uD800", "k\uDC00x"]) {
+      const label = `${key.slice(0, 4)}… (${key.length} code units)`;
+      expect(await locks.tryAcquire(key).catch((e) => e.code), label).toBe("INVALID_ARGUMENT");
+      expect(await locks.acquire(key, { timeoutMs: 1_000 }).catch((e) => e.code), label).toBe(
+        "INVALID_ARGUMENT",
+      );
+    }
+    expect(() => createLocks(fileBackend({ directory: root }), { namespace: "x\uD800" })).toThrow(
+      /namespace/,
+    );
+    expect(() => lstatSync(root)).toThrow(/ENOENT/);
+    // 341 three-byte characters (1023 bytes) and 256 four-byte ones (1024) are keys.
+    for (const key of ["中".repeat(341), "😀".repeat(256)]) {
+      const lease = await locks.tryAcquire(key);
+      expect(lease).not.toBeNull();
+      await lease!.release();
+    }
+  });
+
   it("namespaces are part of the name", () => {
     expect(keyFiles(dir.path, "a:b", "c").stem).not.toBe(keyFiles(dir.path, "a", "b:c").stem);
     expect(keyFiles(dir.path, "a", "k").stem).toBe(keyFiles(dir.path, "a", "k").stem);
