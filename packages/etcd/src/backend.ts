@@ -1,13 +1,12 @@
 import {
   type Attempt,
   type Backend,
-  backendUnavailable,
   type Capabilities,
   driftAllowance,
-  isLockError,
   type KeyStatus,
   type LockRequest,
   type LossReport,
+  limitMismatch,
   lockClosed,
   monotonicNow,
   onAbort,
@@ -20,8 +19,10 @@ import {
   type ITxnResponse,
   type KVClient,
   type Namespace,
-  type Watcher,
 } from "etcd3";
+import { retryBackoff, sleep } from "./backoff.js";
+import { type CallOptions, Calls } from "./calls.js";
+import { unavailable } from "./errors.js";
 import { inspectLock } from "./inspect.js";
 import { contenderValue, Layout, type LockKeys } from "./layout.js";
 import type { ResolvedOptions } from "./options.js";
@@ -30,13 +31,29 @@ import {
   checkRequest,
   enqueueRequest,
   existingKey,
+  limitConflict,
+  oldestAt,
   type Position,
   positionOf,
   probeRequest,
   takeRequest,
 } from "./queue.js";
-import { type CallOptions, Session, type SessionHost } from "./session.js";
+import { Session, type SessionHost } from "./session.js";
 import { DeletionWatch, sameTarget } from "./wait.js";
+import { WatchStream } from "./watches.js";
+
+/**
+ * The shortest `ttlMs` the backend accepts. etcd leases are whole seconds and
+ * the server raises a shorter one to its minimum (1.5 x the election timeout:
+ * 2 s by default), so a lock with a shorter TTL rides on a longer session
+ * lease: its holder presumes it lost at its own deadline, and this backend
+ * deletes its key then, long before the server could. What bounds the TTL
+ * from below is the grant itself: on a client's first use a new session
+ * lease and the take are two writes through consensus (etcd warns when
+ * applying one takes over 100 ms), plus the connection, and a grant that
+ * arrives after the TTL cannot be trusted.
+ */
+export const ETCD_MIN_TTL_MS = 250;
 
 const CAPABILITIES: Capabilities = Object.freeze({
   scope: "cluster",
@@ -46,6 +63,7 @@ const CAPABILITIES: Capabilities = Object.freeze({
   semaphore: true,
   fair: true,
   notify: true,
+  minTtlMs: ETCD_MIN_TTL_MS,
 });
 
 /** A waiter re-reads its position at least this often, in case a watch event is missed. */
@@ -61,9 +79,12 @@ const FRESHNESS_SLACK = 0.1;
  */
 const BUSY_MEMORY_MS = 2_000;
 const BUSY_MAX = 1_024;
-/** Back-off bounds for retried reads and clean-ups. */
-const RETRY_MIN_MS = 50;
-const RETRY_MAX_MS = 1_000;
+/**
+ * How long close() lets requests to the server finish (revoking the session
+ * leases frees every key at once) before it cancels what is still waiting
+ * for a server that stopped answering.
+ */
+const CLOSE_GRACE_MS = 200;
 
 type EntryState = "taking" | "waiting" | "held" | "gone";
 
@@ -104,6 +125,12 @@ export class EtcdBackend implements Backend {
   readonly #client: Namespace;
   readonly #kv: KVClient;
   readonly #owned: boolean;
+  readonly #endpoints: readonly string[];
+  /** Every gRPC call in flight: close() cancels what a silent server leaves hanging. */
+  readonly #calls = new Calls();
+  readonly #watches: WatchStream;
+  /** Aborts on close(): ends the backend's own sleeps. */
+  readonly #closeController = new AbortController();
   readonly #layout: Layout;
   readonly #requestTimeoutMs: number;
   readonly #host: SessionHost<Entry>;
@@ -114,11 +141,8 @@ export class EtcdBackend implements Backend {
   readonly #live = new Set<Session<Entry>>();
   readonly #listeners = new Set<(report: LossReport) => void>();
   readonly #cleanups = new Set<Promise<void>>();
-  readonly #subscriptions = new Set<() => Promise<void>>();
   /** Locks recently found taken (by base key), oldest first: a contention hint for tryAcquire. */
   readonly #busy = new Map<string, number>();
-  /** A watch that never fires, keeping etcd3's shared watch stream open (see #holdWatchStream). */
-  #anchor: Promise<Watcher | undefined> | undefined;
   #closing = false;
   #closed: Promise<void> | undefined;
 
@@ -126,12 +150,15 @@ export class EtcdBackend implements Backend {
     this.#client = options.client;
     this.#kv = options.client.kv;
     this.#owned = options.owned;
+    this.#endpoints = options.endpoints;
+    this.#watches = new WatchStream(options.client.watchClient, this.#calls);
     this.#layout = new Layout(options.client.prefix, options.prefix);
     this.#requestTimeoutMs = options.requestTimeoutMs;
     this.#host = {
       leases: options.client.leaseClient,
       requestTimeoutMs: options.requestTimeoutMs,
       deadline: (ms) => this.#deadline(ms),
+      stream: () => this.#calls.stream(),
       sessionLost: (session, reason, cause) => this.#sessionLost(session, reason, cause),
     };
   }
@@ -143,11 +170,13 @@ export class EtcdBackend implements Backend {
     if (req.limit === 1 && this.#wasBusy(lock)) {
       // Found taken a moment ago: read first, so that a failed take costs no write.
       const probe = await this.#kv
-        .range(probeRequest(lock, req.mode), this.#deadline(this.#requestTimeoutMs))
+        .txn(probeRequest(lock, req.mode), this.#deadline(this.#requestTimeoutMs))
         .catch((error: unknown) => {
-          throw unavailable(error);
+          throw this.#unavailable(error);
         });
-      if (probe.kvs.length > 0) {
+      const current = limitConflict({ limit: req.limit }, probe, 1);
+      if (current !== undefined) throw limitMismatch(req.limit, current);
+      if ((probe.responses[0]?.response_range?.kvs.length ?? 0) > 0) {
         this.#markBusy(lock);
         return { granted: false };
       }
@@ -156,9 +185,11 @@ export class EtcdBackend implements Backend {
       const session = await this.#session(req.ttlMs);
       const entry = this.#enter(req, session, "taking", lock);
       const fresh = this.#freshen(session, start, req.ttlMs);
+      // Not bounded by the TTL: a reply that comes too late is a refused grant (the core
+      // releases it), not an unreachable server.
       const writing = this.#kv.txn(
         takeRequest(entry, entry.value, session.id),
-        this.#deadline(Math.min(this.#requestTimeoutMs, req.ttlMs)),
+        this.#deadline(this.#requestTimeoutMs),
       );
       entry.writing = writing;
       let reply: ITxnResponse;
@@ -175,7 +206,7 @@ export class EtcdBackend implements Backend {
         }
         // Unknown outcome: the core calls release(req), which deletes the key if it was written.
         session.retire();
-        throw unavailable(error);
+        throw this.#unavailable(error);
       }
       entry.writing = undefined;
       return this.#taken(entry, reply);
@@ -195,14 +226,27 @@ export class EtcdBackend implements Backend {
     }
     if (reply.succeeded) {
       entry.revision = BigInt(reply.header.revision);
-      if (entry.limit > 1 && !positionOf(entry, reply, 1).holder) {
-        await this.#discard(entry);
-        return { granted: false };
+      if (entry.limit > 1) {
+        const current = limitConflict(entry, reply, oldestAt(entry, 1));
+        if (current !== undefined) {
+          await this.#discard(entry);
+          throw limitMismatch(entry.limit, current);
+        }
+        if (!positionOf(entry, reply, 1).holder) {
+          await this.#discard(entry);
+          return { granted: false };
+        }
       }
       return this.#granted(entry);
     }
     const existing = existingKey(reply, entry.value);
     if (existing === undefined) {
+      const current = entry.limit === 1 ? limitConflict(entry, reply, 1) : undefined;
+      if (current !== undefined) {
+        entry.written = false;
+        this.#forget(entry);
+        throw limitMismatch(entry.limit, current);
+      }
       entry.written = false;
       this.#forget(entry);
       this.#markBusy(entry.lock);
@@ -219,8 +263,13 @@ export class EtcdBackend implements Backend {
       const check = await this.#kv
         .txn(checkRequest(entry, existing.revision), this.#deadline(this.#requestTimeoutMs))
         .catch((error: unknown) => {
-          throw unavailable(error);
+          throw this.#unavailable(error);
         });
+      const current = check.succeeded ? limitConflict(entry, check, oldestAt(entry, 0)) : undefined;
+      if (current !== undefined) {
+        await this.#discard(entry);
+        throw limitMismatch(entry.limit, current);
+      }
       if (!check.succeeded || !positionOf(entry, check, 0).holder) {
         await this.#discard(entry);
         return { granted: false };
@@ -243,7 +292,7 @@ export class EtcdBackend implements Backend {
         void this.#discard(entry);
         if (signal.aborted) throw signal.reason;
         if (this.#closing) throw lockClosed("etcd backend");
-        throw unavailable(error);
+        throw this.#unavailable(error);
       }
       if (outcome === "held") return this.#granted(entry);
       // Our key vanished (session lost, lease revoked, deleted by someone else): queue again,
@@ -307,7 +356,7 @@ export class EtcdBackend implements Backend {
         if (entry.state === "held") this.#move(entry, target);
       }
     } catch (error) {
-      throw unavailable(error);
+      throw this.#unavailable(error);
     }
     if (entry.state !== "held" || !entry.session.alive) return false;
     entry.ttlMs = ttlMs;
@@ -324,22 +373,14 @@ export class EtcdBackend implements Backend {
   async subscribe(req: LockRequest, onChange: () => void): Promise<Unsubscribe> {
     this.#assertOpen();
     const lock = this.#layout.lock(req.namespace, req.key);
-    const watcher = await this.#client
-      .watch()
-      .prefix(this.#layout.relative(lock.base))
-      .only("delete")
-      .create()
+    // A broken watch stream calls onChange once and ends the watch; the core's bounded
+    // polling covers the rest.
+    const watch = await this.#watches
+      .watch(lock.base, lock.baseEnd, () => onChange())
       .catch((error: unknown) => {
-        throw unavailable(error);
+        throw this.#unavailable(error);
       });
-    watcher.on("delete", () => onChange());
-    watcher.on("error", () => onChange());
-    const stop = (): Promise<void> => {
-      this.#subscriptions.delete(stop);
-      return watcher.cancel().catch(() => undefined);
-    };
-    this.#subscriptions.add(stop);
-    return stop;
+    return () => watch.cancel();
   }
 
   // onLoss and close are bound: they work when called detached or through a Proxy.
@@ -357,7 +398,7 @@ export class EtcdBackend implements Backend {
         this.#deadline(this.#requestTimeoutMs),
       );
     } catch (error) {
-      throw unavailable(error);
+      throw this.#unavailable(error);
     }
   }
 
@@ -394,6 +435,8 @@ export class EtcdBackend implements Backend {
     let readAt: bigint;
     if (reply.succeeded) {
       entry.revision = BigInt(reply.header.revision);
+      const current = limitConflict(entry, reply, oldestAt(entry, 1));
+      if (current !== undefined) throw limitMismatch(entry.limit, current);
       position = positionOf(entry, reply, 1);
       readAt = entry.revision;
       if (!position.holder) this.#markBusy(entry.lock);
@@ -405,6 +448,7 @@ export class EtcdBackend implements Backend {
     }
     let watch: DeletionWatch | undefined;
     let linearizable = false;
+    let backoff = retryBackoff();
     try {
       for (;;) {
         if (this.#closing) throw lockClosed("etcd backend");
@@ -422,19 +466,20 @@ export class EtcdBackend implements Backend {
           return "held";
         }
         const target = {
-          key: this.#layout.relative(position.predecessor ?? entry.lock.base),
+          key: position.predecessor ?? entry.lock.base,
           prefix: position.predecessor === undefined,
         };
         if (watch === undefined || watch.fired || !sameTarget(watch.target, target)) {
           watch?.close();
-          this.#holdWatchStream();
-          watch = await DeletionWatch.open(this.#client, target, signal, FALLBACK_POLL_MS);
+          watch = await DeletionWatch.open(this.#watches, target, signal, FALLBACK_POLL_MS);
           if (watch === undefined) {
-            // No watch now (stream down): poll.
-            await abortable(sleep(RETRY_MIN_MS), signal);
+            // No watch now (stream down): poll, backing off.
+            await sleep(backoff.duration, signal, this.#closeController.signal);
+            backoff = backoff.next(undefined);
             position = undefined;
             continue;
           }
+          backoff = retryBackoff();
           if (watch.revision !== readAt) {
             // Writes happened between the read and the watch: read again at a revision the
             // watch covers (linearizable, so it is not older than the watch's start).
@@ -454,14 +499,18 @@ export class EtcdBackend implements Backend {
     }
   }
 
-  /** Reads where `entry` stands; undefined when its key is gone. Retries while its session lives. */
+  /**
+   * Reads where `entry` stands; undefined when its key is gone. Retries while its session lives.
+   * Throws `limitMismatch` when the holders use another limit.
+   */
   async #readPosition(
     entry: Entry,
     signal: AbortSignal,
     linearizable = false,
   ): Promise<{ position: Position; revision: bigint } | undefined> {
-    let delay = RETRY_MIN_MS;
+    let backoff = retryBackoff();
     for (;;) {
+      let reply: ITxnResponse;
       try {
         const check = (serializable: boolean): Promise<ITxnResponse> =>
           abortable(
@@ -471,17 +520,20 @@ export class EtcdBackend implements Backend {
             ),
             signal,
           );
-        let reply = await check(!linearizable);
+        reply = await check(!linearizable);
         // A lagging member may not have our key yet: only a linearizable read says it is gone.
         if (!reply.succeeded && !linearizable) reply = await check(false);
-        if (!reply.succeeded) return undefined;
-        return { position: positionOf(entry, reply, 0), revision: BigInt(reply.header.revision) };
       } catch (error) {
         if (signal.aborted || this.#closing) throw error;
         if (!entry.session.alive) return undefined;
-        await abortable(sleep(delay), signal);
-        delay = Math.min(delay * 2, RETRY_MAX_MS);
+        await sleep(backoff.duration, signal, this.#closeController.signal);
+        backoff = backoff.next(undefined);
+        continue;
       }
+      if (!reply.succeeded) return undefined;
+      const current = limitConflict(entry, reply, oldestAt(entry, 0));
+      if (current !== undefined) throw limitMismatch(entry.limit, current);
+      return { position: positionOf(entry, reply, 0), revision: BigInt(reply.header.revision) };
     }
   }
 
@@ -616,7 +668,7 @@ export class EtcdBackend implements Backend {
       () => this.#dropMember(entry),
       (error: unknown) => {
         this.#retryDelete(entry);
-        if (rethrow) throw unavailable(error);
+        if (rethrow) throw this.#unavailable(error);
       },
     );
     return rethrow ? done : done.catch(() => undefined);
@@ -624,16 +676,19 @@ export class EtcdBackend implements Backend {
 
   #retryDelete(entry: Entry): void {
     const cleanup = (async () => {
-      let delay = RETRY_MIN_MS;
+      let backoff = retryBackoff();
       while (entry.session.alive && !this.#closing) {
-        await sleep(delay);
-        if (!entry.session.alive || this.#closing) break;
+        const slept = await sleep(backoff.duration, this.#closeController.signal).then(
+          () => true,
+          () => false,
+        );
+        if (!slept || !entry.session.alive || this.#closing) break;
         try {
           await this.#kv.deleteRange({ key: entry.key }, this.#deadline(this.#requestTimeoutMs));
           this.#dropMember(entry);
           return;
         } catch {
-          delay = Math.min(delay * 2, RETRY_MAX_MS);
+          backoff = backoff.next(undefined);
         }
       }
       // The session ended: its lease takes the key with it; the name is never reused.
@@ -671,34 +726,6 @@ export class EtcdBackend implements Backend {
     }
   }
 
-  /**
-   * etcd3 closes its shared watch stream when the last watcher is cancelled,
-   * and the cancelled stream's error makes it reset every connection to that
-   * member (KV, lease keepalives included): each handoff would then pay for
-   * new connections. One idle watch on a key no lock writes keeps the stream
-   * open for the life of the backend.
-   */
-  #holdWatchStream(): void {
-    this.#anchor ??= this.#client
-      .watch()
-      .key(this.#layout.root)
-      .create()
-      .then(
-        (watcher) => {
-          watcher.on("error", () => undefined);
-          if (this.#closing) {
-            void watcher.cancel().catch(() => undefined);
-            return undefined;
-          }
-          return watcher;
-        },
-        () => {
-          this.#anchor = undefined; // try again with the next wait
-          return undefined;
-        },
-      );
-  }
-
   // --- sessions ----------------------------------------------------------
 
   #session(ttlMs: number): Promise<Session<Entry>> {
@@ -720,7 +747,7 @@ export class EtcdBackend implements Backend {
         },
         (error: unknown) => {
           this.#granting.delete(seconds);
-          throw unavailable(error);
+          throw this.#unavailable(error);
         },
       );
       this.#granting.set(seconds, granting);
@@ -767,7 +794,11 @@ export class EtcdBackend implements Backend {
 
   #deadline(ms: number): CallOptions {
     // gRPC deadlines are wall-clock instants; every other deadline here is monotonic.
-    return { deadline: Date.now() + ms };
+    return this.#calls.request(ms);
+  }
+
+  #unavailable(error: unknown): Error {
+    return unavailable(error, this.#endpoints);
   }
 
   #assertOpen(): void {
@@ -776,6 +807,7 @@ export class EtcdBackend implements Backend {
 
   async #close(): Promise<void> {
     this.#closing = true;
+    this.#closeController.abort(lockClosed("etcd backend"));
     let held = false;
     for (const entry of this.#entries.values()) {
       if (entry.state === "held") held = true;
@@ -783,18 +815,32 @@ export class EtcdBackend implements Backend {
       entry.wake?.();
     }
     if (held) this.#report({ reason: "the etcd backend was closed" });
-    await Promise.allSettled([...this.#granting.values()]);
-    await Promise.allSettled([...this.#subscriptions].map((stop) => stop()));
-    const anchor = await Promise.race([this.#anchor, undefined]);
-    await anchor?.cancel().catch(() => undefined);
-    // Revoking the session leases frees every key this instance wrote, at once.
-    await Promise.allSettled([...this.#live].map((session) => session.end()));
+    this.#watches.close();
+    // Revoking the session leases frees every key this instance wrote, at once. A server
+    // that stopped answering gets CLOSE_GRACE_MS; then every call still waiting is cancelled.
+    const ending = Promise.allSettled([
+      ...this.#granting.values(),
+      ...[...this.#live].map((session) => session.end()),
+      ...this.#cleanups,
+    ]);
+    await settledWithin(ending, CLOSE_GRACE_MS);
+    this.#calls.cancelAll();
+    await ending;
     this.#live.clear();
     this.#sessions.clear();
-    await Promise.allSettled([...this.#cleanups]);
     this.#entries.clear();
     if (this.#owned) (this.#client as Etcd3).close();
   }
+}
+
+/** Resolves when `promise` settled or after `ms`, whichever comes first; leaves no timer. */
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  await Promise.race([promise, bound]);
+  clearTimeout(timer);
 }
 
 /** etcd lease TTLs are whole seconds: round up (the server raises it to its minimum). */
@@ -805,15 +851,6 @@ function secondsFor(ttlMs: number): number {
 /** etcd refused a write because the lease it names is gone (revoked or expired). */
 function leaseGone(error: unknown): boolean {
   return error instanceof EtcdLeaseInvalidError;
-}
-
-function unavailable(error: unknown): Error {
-  if (isLockError(error)) return error;
-  return backendUnavailable("etcd", error);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** `promise`, or a rejection with `signal.reason` as soon as the signal aborts. */

@@ -1,11 +1,12 @@
 import type { KeyStatus } from "@locks/core";
 import type { KVClient, LeaseClient } from "etcd3";
+import type { CallOptions } from "./calls.js";
 import { type Layout, parseContenderValue } from "./layout.js";
-import type { CallOptions } from "./session.js";
 
 /**
  * Who holds the lock of `(namespace, key)`: the contenders in create-revision
- * order, judged by the same rules as the queue. `expiresInMs` is what the
+ * order, judged by the same rules as the queue, each with its real mode
+ * (semaphore holders are "exclusive"), and the limit they took it with. `expiresInMs` is what the
  * holder's session lease has left on the server (whole seconds), an upper
  * bound: a holder that stops extending is freed earlier by its own process.
  */
@@ -55,5 +56,9 @@ export async function inspectLock(
     else writers++;
   }
   const list = await Promise.all(holders);
-  return { held: list.length > 0, holders: list };
+  if (list.length === 0) return { held: false, holders: list };
+  // The oldest key always holds the lock: its limit is the one every holder took it with.
+  const oldest = reply.kvs[0];
+  const limit = oldest === undefined ? 1 : parseContenderValue(oldest.value).limit;
+  return { held: true, limit, holders: list };
 }

@@ -38,11 +38,6 @@ export class Layout {
     this.#root = `${prefix}/`;
   }
 
-  /** `<prefix>/` itself, relative to the client's Namespace: a key no lock ever writes. */
-  get root(): Buffer {
-    return Buffer.from(this.#root);
-  }
-
   /** The keys of the lock for `(namespace, key)`, as raw RPCs see them (client prefix included). */
   lock(namespace: string, key: string): LockKeys {
     const base = Buffer.concat([
@@ -67,11 +62,6 @@ export class Layout {
       mode === "shared" ? lock.readers : lock.writers,
       Buffer.from(`${leaseHex}-${slot.toString(36)}`),
     ]);
-  }
-
-  /** `key` without the client's Namespace prefix, as etcd3's watch builder wants it. */
-  relative(key: Buffer): Buffer {
-    return this.clientPrefix.length === 0 ? key : key.subarray(this.clientPrefix.length);
   }
 
   /** True when `key` (a raw key under `lock.base`) is a shared contender. */

@@ -1,6 +1,7 @@
 import { invalidArgument } from "@locks/core";
-import { ExponentialBackoff, handleWhen, isBrokenCircuitError, noop, retry } from "cockatiel";
+import { handleWhen, isBrokenCircuitError, noop, retry } from "cockatiel";
 import { Etcd3, type IOptions, isRecoverableError, type Namespace } from "etcd3";
+import { requestRetryBackoff } from "./backoff.js";
 
 /** Options shared by both forms of {@link etcdBackend}. */
 export interface EtcdBackendCommonOptions {
@@ -13,9 +14,9 @@ export interface EtcdBackendCommonOptions {
   readonly prefix?: string;
   /**
    * Deadline of each request to etcd in ms (default 2 000). A request
-   * that gets no answer in time fails with `BACKEND_UNAVAILABLE`; requests
-   * that take a lock are also bounded by the lock's TTL, since a later grant
-   * could not be trusted anyway. Keep it short: when a leader dies, etcd
+   * that gets no answer in time fails with `BACKEND_UNAVAILABLE`; a grant
+   * that arrives after the lock's TTL is refused and released (never
+   * reported as unavailable: the server answered). Keep it short: when a leader dies, etcd
    * leaves a write that was on its way to it hanging until the client gives
    * up, and a hanging release holds up the whole queue. Every request the
    * backend sends is safe to repeat.
@@ -51,6 +52,8 @@ export interface ResolvedOptions {
   readonly owned: boolean;
   readonly prefix: string;
   readonly requestTimeoutMs: number;
+  /** The endpoints the client talks to, for error messages (empty when unknown). */
+  readonly endpoints: readonly string[];
 }
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 2_000;
@@ -80,7 +83,13 @@ export function resolveOptions(options: EtcdBackendOptions): ResolvedOptions {
     if (!isClient(o.client)) {
       throw invalidArgument("client", "must be an etcd3 `Etcd3` instance (or a Namespace of one)");
     }
-    return { client: o.client, owned: false, prefix, requestTimeoutMs };
+    return {
+      client: o.client,
+      owned: false,
+      prefix,
+      requestTimeoutMs,
+      endpoints: hostsOf(o.client),
+    };
   }
   const hosts = o.hosts;
   const list = typeof hosts === "string" ? [hosts] : hosts;
@@ -92,13 +101,14 @@ export function resolveOptions(options: EtcdBackendOptions): ResolvedOptions {
     throw invalidArgument("hosts", "must be a non-empty string or a non-empty array of strings");
   }
   const { prefix: _p, requestTimeoutMs: _r, hosts: _h, ...clientOptions } = o;
+  // etcd3 cannot parse "http://host:port/" (with the slash URLs often carry).
+  const endpoints = list.map((h) => h.replace(/\/+$/, ""));
   const client = new Etcd3({
     ...clientOptions,
-    // etcd3 cannot parse "http://host:port/" (with the slash URLs often carry).
-    hosts: list.map((h) => h.replace(/\/+$/, "")),
+    hosts: endpoints,
     faultHandling: clientOptions.faultHandling ?? defaultFaultHandling(list.length),
   });
-  return { client, owned: true, prefix, requestTimeoutMs };
+  return { client, owned: true, prefix, requestTimeoutMs, endpoints };
 }
 
 /**
@@ -113,11 +123,18 @@ function defaultFaultHandling(members: number): IOptions["faultHandling"] {
     host: () => noop,
     global: retry(recoverable, {
       maxAttempts: Math.max(3, members * 2),
-      backoff: new ExponentialBackoff({ initialDelay: 20, maxDelay: 250 }),
+      backoff: requestRetryBackoff(),
     }),
-    // etcd3 re-opens a broken watch stream after this back-off (its default grows to 30 s).
-    watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 500 }).next(),
   };
+}
+
+/** The hosts a given etcd3 client was made with, when it tells (for error messages). */
+function hostsOf(client: Namespace): readonly string[] {
+  // etcd3 keeps its options on a protected field; a Namespace made by `namespace()` shares them.
+  const hosts = (client as unknown as { readonly options?: { readonly hosts?: unknown } }).options
+    ?.hosts;
+  if (typeof hosts === "string") return [hosts];
+  return Array.isArray(hosts) ? hosts.filter((h): h is string => typeof h === "string") : [];
 }
 
 function isClient(value: unknown): value is Namespace {
@@ -128,6 +145,7 @@ function isClient(value: unknown): value is Namespace {
     typeof c.watch === "function" &&
     typeof c.kv === "object" &&
     typeof c.leaseClient === "object" &&
+    typeof c.watchClient === "object" &&
     Buffer.isBuffer(c.prefix)
   );
 }

@@ -1,6 +1,6 @@
 import type { LockMode } from "@locks/core";
 import type { ICompare, IRangeRequest, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
-import type { LockKeys } from "./layout.js";
+import { type LockKeys, parseContenderValue } from "./layout.js";
 
 /**
  * The revision-ordered queue of etcd's concurrency recipes, as transactions.
@@ -72,18 +72,21 @@ export function takeRequest(c: Contender, value: Buffer, lease: string): ITxnReq
     c.mode === "shared"
       ? [absent(c.key), absent(lock.writers, lock.writersEnd)]
       : [absent(lock.base, lock.baseEnd)];
-  return { compare, success: [put(c, value, lease)], failure: [get(c.key)] };
+  return { compare, success: [put(c, value, lease)], failure: [get(c.key), oldest(lock)] };
 }
 
 /**
- * A read that tells whether a take would fail (a key it would have to wait
- * for exists), without a write: a write transaction goes through consensus
- * even when its condition fails. Not for semaphores, whose take reads a count.
+ * A read-only transaction that tells whether a take would fail (a key it
+ * would have to wait for exists) and with which limit the lock is held,
+ * without a write: a write transaction goes through consensus even when its
+ * condition fails. Not for semaphores, whose take reads a count.
  */
-export function probeRequest(lock: LockKeys, mode: LockMode): IRangeRequest {
-  return mode === "shared"
-    ? { key: lock.writers, range_end: lock.writersEnd, keys_only: true, limit: 1 }
-    : { key: lock.base, range_end: lock.baseEnd, keys_only: true, limit: 1 };
+export function probeRequest(lock: LockKeys, mode: LockMode): ITxnRequest {
+  const blocking: IRangeRequest =
+    mode === "shared"
+      ? { key: lock.writers, range_end: lock.writersEnd, keys_only: true, limit: 1 }
+      : { key: lock.base, range_end: lock.baseEnd, keys_only: true, limit: 1 };
+  return { compare: [], success: [{ request_range: blocking }, oldest(lock)], failure: [] };
 }
 
 /** Joins the queue: writes the key and reads the position in the same transaction. */
@@ -144,10 +147,53 @@ function positionReads(
     return [
       range(lock.readers, lock.readersEnd, 1),
       range(lock.writers, lock.writersEnd, c.limit + own),
+      oldest(lock, serializable),
     ];
   }
-  if (c.mode === "shared") return [range(lock.writers, lock.writersEnd, 1)];
-  return [range(lock.base, lock.baseEnd, revision === undefined ? 2 : 1)];
+  if (c.mode === "shared")
+    return [range(lock.writers, lock.writersEnd, 1), oldest(lock, serializable)];
+  return [
+    range(lock.base, lock.baseEnd, revision === undefined ? 2 : 1),
+    oldest(lock, serializable),
+  ];
+}
+
+/**
+ * The oldest key of the lock, with its value. The oldest key of a lock
+ * always holds it, so its value tells the limit the holders use.
+ */
+function oldest(lock: LockKeys, serializable = false): IRequestOp {
+  return {
+    request_range: {
+      key: lock.base,
+      range_end: lock.baseEnd,
+      sort_target: "Create",
+      sort_order: "Ascend",
+      limit: 1,
+      ...(serializable ? { serializable } : {}),
+    },
+  };
+}
+
+/** Where the {@link oldest} read is in a reply whose position reads start at `from`. */
+export function oldestAt(c: Contender, from: number): number {
+  return from + (c.limit > 1 ? 2 : 1);
+}
+
+/**
+ * The limit the holders of the lock use, read by {@link oldest} at `index`,
+ * when it differs from the contender's own; undefined when it is the same,
+ * when the lock is free, or when the contender's own key is the oldest.
+ */
+export function limitConflict(
+  c: { readonly key?: Buffer; readonly limit: number },
+  reply: ITxnResponse,
+  index: number,
+): number | undefined {
+  const holder = reply.responses[index]?.response_range?.kvs[0];
+  if (holder === undefined || (c.key !== undefined && holder.key.equals(c.key))) return undefined;
+  const { limit } = parseContenderValue(holder.value);
+  return limit === c.limit ? undefined : limit;
 }
 
 /** Decides the position from the responses of {@link positionReads} (starting at `from`). */

@@ -1,19 +1,21 @@
 import { driftAllowance, monotonicNow } from "@locks/core";
+import type { IBackoff } from "cockatiel";
 import type {
   IDuplexStream,
   ILeaseKeepAliveRequest,
   ILeaseKeepAliveResponse,
   LeaseClient,
 } from "etcd3";
-
-/** gRPC call options (a deadline) as etcd3's RPC clients take them. */
-export type CallOptions = NonNullable<Parameters<LeaseClient["leaseGrant"]>[1]>;
+import { retryBackoff } from "./backoff.js";
+import type { CallOptions } from "./calls.js";
 
 /** What a session needs from the backend that owns it. */
 export interface SessionHost<M> {
   readonly leases: LeaseClient;
   /** Call options with a deadline `ms` from now. */
   deadline(ms: number): CallOptions;
+  /** Call options for a stream. */
+  stream(): CallOptions;
   readonly requestTimeoutMs: number;
   /** The lease is gone, or may be: every key in it is lost. Called once. */
   sessionLost(session: Session<M>, reason: string, cause?: unknown): void;
@@ -67,6 +69,8 @@ export class Session<M> {
   #lossTimer: NodeJS.Timeout | undefined;
   #replyTimer: NodeJS.Timeout | undefined;
   #revoked: Promise<void> | undefined;
+  /** Delays between failed keepalives; starts over after a confirmed one. */
+  #backoff: IBackoff<unknown>;
 
   /** Grants a lease of `seconds` and starts keeping it alive. */
   static async grant<M>(host: SessionHost<M>, seconds: number): Promise<Session<M>> {
@@ -93,6 +97,7 @@ export class Session<M> {
     this.hex = BigInt(id).toString(16);
     this.ttlMs = ttlMs;
     this.#confirmedSentAt = sentAt;
+    this.#backoff = keepaliveBackoff(ttlMs);
     this.#armLoss();
     this.#scheduleBeat(this.#interval());
   }
@@ -165,10 +170,6 @@ export class Session<M> {
     return this.ttlMs / 3;
   }
 
-  #retryDelay(): number {
-    return Math.max(50, Math.min(500, this.ttlMs / 20));
-  }
-
   #replyTimeout(): number {
     return Math.min(this.#host.requestTimeoutMs, Math.max(250, this.ttlMs / 3));
   }
@@ -190,8 +191,15 @@ export class Session<M> {
       return;
     }
     this.#keepalive().then(
-      () => this.alive && this.#scheduleBeat(this.#interval()),
-      () => this.alive && this.#scheduleBeat(this.#retryDelay()),
+      () => {
+        this.#backoff = keepaliveBackoff(this.ttlMs);
+        if (this.alive) this.#scheduleBeat(this.#interval());
+      },
+      () => {
+        const delay = this.#backoff.duration;
+        this.#backoff = this.#backoff.next(undefined);
+        if (this.alive) this.#scheduleBeat(delay);
+      },
     );
   }
 
@@ -222,7 +230,7 @@ export class Session<M> {
   #open(): Promise<Stream> {
     if (!this.alive) return Promise.reject(new Error("the session lease is lost"));
     if (this.#stream !== undefined) return Promise.resolve(this.#stream);
-    this.#opening ??= this.#host.leases.leaseKeepAlive().then(
+    this.#opening ??= this.#host.leases.leaseKeepAlive(this.#host.stream()).then(
       (stream) => {
         this.#opening = undefined;
         if (!this.alive) {
@@ -353,6 +361,11 @@ export class Session<M> {
       );
     return this.#revoked;
   }
+}
+
+/** A failed keepalive is retried well within the TTL, so one lost reply does not cost the lease. */
+function keepaliveBackoff(ttlMs: number): IBackoff<unknown> {
+  return retryBackoff(Math.min(500, ttlMs / 4));
 }
 
 function endQuietly(stream: Stream): void {

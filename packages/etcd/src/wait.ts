@@ -1,9 +1,10 @@
 import { onAbort } from "@locks/core";
-import type { Namespace, Watcher } from "etcd3";
+import { prefixEnd } from "./layout.js";
+import type { Watch, WatchStream } from "./watches.js";
 
 /** What a waiter watches. */
 export interface WaitTarget {
-  /** Key (relative to the client's Namespace) whose deletion ends the wait. */
+  /** Key (raw, client prefix included) whose deletion ends the wait. */
   readonly key: Buffer;
   /** When true, any deletion of a key starting with `key` ends the wait. */
   readonly prefix: boolean;
@@ -24,9 +25,7 @@ export function sameTarget(a: WaitTarget, b: WaitTarget): boolean {
  */
 export class DeletionWatch {
   readonly target: WaitTarget;
-  /** The revision the watch started after: every deletion after it is delivered. */
-  readonly revision: bigint;
-  readonly #watcher: Watcher;
+  #watch: Watch | undefined;
   #fired = false;
   #notify: (() => void) | undefined;
   #closed = false;
@@ -37,7 +36,7 @@ export class DeletionWatch {
    * Rejects with `signal.reason` when the signal aborts.
    */
   static open(
-    client: Namespace,
+    watches: WatchStream,
     target: WaitTarget,
     signal: AbortSignal,
     timeoutMs: number,
@@ -56,39 +55,35 @@ export class DeletionWatch {
       const timer = setTimeout(() => finish(undefined), timeoutMs);
       stopListening = onAbort(signal, (reason) => finish(undefined, reason));
       if (done) return;
-      const builder = client.watch();
-      if (target.prefix) builder.prefix(target.key);
-      else builder.key(target.key);
-      builder
-        .only("delete")
-        .create()
+      // Created first: a deletion may be reported before the confirmation is handled.
+      const deletion = new DeletionWatch(target);
+      watches
+        .watch(target.key, target.prefix ? prefixEnd(target.key) : undefined, () =>
+          deletion.#fire(),
+        )
         .then(
-          (watcher) => {
-            if (done) {
-              cancelQuietly(watcher);
-              return;
-            }
-            // etcd3 keeps the next revision to resume from: the created header's revision + 1.
-            const next = watcher.lastRevision();
-            const revision = next === null ? 0n : BigInt(next) - 1n;
-            finish(new DeletionWatch(target, revision, watcher));
+          (watch) => {
+            deletion.#watch = watch;
+            if (done) deletion.close();
+            else finish(deletion);
           },
           () => finish(undefined),
         );
     });
   }
 
-  private constructor(target: WaitTarget, revision: bigint, watcher: Watcher) {
+  private constructor(target: WaitTarget) {
     this.target = target;
-    this.revision = revision;
-    this.#watcher = watcher;
-    const fire = (): void => {
-      this.#fired = true;
-      this.#notify?.();
-    };
-    watcher.on("delete", fire);
-    // A watch etcd cancelled (compaction, ...) is as good as fired: the waiter re-reads.
-    watcher.on("error", fire);
+  }
+
+  /** The revision the watch started after: every deletion after it is delivered. */
+  get revision(): bigint {
+    return this.#watch?.revision ?? 0n;
+  }
+
+  #fire(): void {
+    this.#fired = true;
+    this.#notify?.();
   }
 
   /** True once a deletion was seen: the watch has served its purpose. */
@@ -127,16 +122,11 @@ export class DeletionWatch {
     });
   }
 
-  /** Cancels the watch, after the current turn: the caller's next request goes out first. */
+  /** Cancels the watch (nothing to wait for: the cancel request goes out on the stream). */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#notify = undefined;
-    const watcher = this.#watcher;
-    setImmediate(() => cancelQuietly(watcher));
+    this.#watch?.cancel();
   }
-}
-
-function cancelQuietly(watcher: Watcher): void {
-  watcher.cancel().catch(() => undefined);
 }

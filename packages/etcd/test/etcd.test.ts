@@ -9,10 +9,18 @@ import {
   type Lease,
   type Locks,
 } from "@locks/core";
-import { nodeChildArgs, startEtcd, startEtcdCluster, startProxy, waitFor } from "@locks/testkit";
+import {
+  freePort,
+  nodeChildArgs,
+  startEtcd,
+  startEtcdCluster,
+  startProxy,
+  waitFor,
+} from "@locks/testkit";
 import { Etcd3 } from "etcd3";
 import { describe, expect, inject, it, onTestFinished } from "vitest";
 import { etcdBackend } from "../src/index.js";
+import { describeResources, trackResources } from "./resources.js";
 
 const endpoints = inject("etcdEndpoints");
 
@@ -164,6 +172,7 @@ describe("queue and sessions", () => {
     await waitFor(async () => (await contenders(raw(endpoints), s.prefix)).length === 3);
     const status = await backend.inspect!(s.namespace, "doc");
     expect(status.held).toBe(true);
+    expect(status.limit).toBe(1);
     expect(status.holders.map((h) => h.mode)).toEqual(["shared", "shared"]);
     expect(status.holders.map((h) => h.fencingToken)).toEqual([r1.fencingToken, r2.fencingToken]);
     for (const h of status.holders) {
@@ -454,5 +463,290 @@ describe("faults", () => {
     expect(killedAt).toBeLessThan(4 * loops);
     // Requests that failed during the election were retried, never reported as grants.
     history.assertValid({ fencing: true });
+  });
+});
+
+describe("ttl floor", () => {
+  it("declares minTtlMs in its frozen manifest; below it INVALID_ARGUMENT before any I/O; at it, fresh clients get their grants", async () => {
+    const s = scope();
+    const backend = etcdBackend({ hosts: endpoints, prefix: s.prefix });
+    onTestFinished(() => backend.close());
+    const floor = backend.capabilities.minTtlMs;
+    expect(floor).toBe(250);
+    expect(Object.isFrozen(backend.capabilities)).toBe(true);
+    // No server at all: refused before any I/O.
+    const nowhere = createLocks(etcdBackend({ hosts: `127.0.0.1:${await freePort()}` }), {
+      namespace: s.namespace,
+    });
+    onTestFinished(() => nowhere.close());
+    for (const ttlMs of [1, 3, floor! - 1]) {
+      await expect(nowhere.tryAcquire("k", { ttlMs })).rejects.toMatchObject({
+        code: "INVALID_ARGUMENT",
+      });
+    }
+    // At the floor, each on a fresh client: connection, session lease and take all count.
+    for (let i = 0; i < 4; i++) {
+      const { locks } = client(endpoints, s);
+      const lease = await locks.tryAcquire(`k${i}`, { ttlMs: floor! });
+      expect(lease, `tryAcquire on fresh client ${i}`).not.toBeNull();
+      await lease!.release();
+      const again = await locks.acquire(`k${i}`, { ttlMs: floor!, timeoutMs: 5_000 });
+      await again.release();
+    }
+  });
+
+  it("a take answered after its TTL by a slow but healthy server is refused and cleaned up, not reported unavailable", async () => {
+    const proxy = await startProxy(endpoints[0]!);
+    onTestFinished(() => proxy.close());
+    const s = scope();
+    const a = client([`${proxy.host}:${proxy.port}`], s).locks;
+    // Open the session (1 s lease for a 250 ms TTL) first, so that only the take is slow.
+    await (await a.acquire("warm-up", { ttlMs: 250 })).release();
+    proxy.delay(150); // each way: the reply comes 300 ms after the request, past the TTL
+    const outcome = await a.tryAcquire("k", { ttlMs: 250 }).then(
+      (lease) => (lease === null ? "null" : "granted"),
+      (error: unknown) => codeOf(error) ?? String(error),
+    );
+    expect(outcome).toBe("null");
+    proxy.delay(0);
+    const b = client(endpoints, s).locks;
+    const next = await b.acquire("k", { timeoutMs: 10_000 });
+    await next.release();
+  });
+});
+
+/**
+ * No timer of the backend or the core is left once close() resolved (async hooks report a
+ * cleared timer a moment later), and grpc-js has closed every socket shortly after.
+ */
+async function expectNothingLive(resources: ReturnType<typeof trackResources>): Promise<void> {
+  const ours = () =>
+    resources.live().filter((r) => r.owner === "etcd backend" || r.owner === "core");
+  await waitFor(() => ours().length === 0, { timeoutMs: 100, intervalMs: 5 }).catch(() => {
+    throw new Error(`still live:\n${describeResources(ours())}`);
+  });
+  await waitFor(() => resources.live().length === 0, { timeoutMs: 2_000 }).catch(() => {
+    throw new Error(`still live:\n${describeResources(resources.live())}`);
+  });
+}
+
+describe("close", () => {
+  it("server paused: an acquire in flight rejects with LOCK_CLOSED at close(), which resolves promptly and leaves no timer, stream or socket", async () => {
+    const server = await startEtcd();
+    onTestFinished(() => server.stop());
+    const s = scope();
+    const resources = trackResources();
+    onTestFinished(() => resources.stop());
+    const locks = createLocks(etcdBackend({ hosts: [server.endpoint], prefix: s.prefix }), {
+      namespace: s.namespace,
+    });
+    const other = createLocks(etcdBackend({ hosts: [server.endpoint], prefix: s.prefix }), {
+      namespace: s.namespace,
+    });
+    // A lease kept alive, a waiter in the revision queue, and a first attempt in flight.
+    await locks.acquire("held", { ttlMs: 5_000 });
+    const blocker = await other.acquire("queued", { ttlMs: 5_000 });
+    const waiting = locks.acquire("queued", { ttlMs: 5_000 }).catch((e: unknown) => e);
+    await waitFor(async () => (await other.backend.inspect!(s.namespace, "queued")).held);
+    server.pause();
+    try {
+      let settledAt = 0;
+      const inflight = locks.acquire("k", { ttlMs: 5_000 }).then(
+        () => "granted",
+        (error: unknown) => {
+          settledAt = performance.now();
+          return codeOf(error) ?? String(error);
+        },
+      );
+      await new Promise((resolve) => setImmediate(resolve));
+      const closing = performance.now();
+      await locks.close();
+      const closedIn = performance.now() - closing;
+      expect(await inflight).toBe("LOCK_CLOSED");
+      expect(settledAt - closing).toBeLessThan(100);
+      expect(codeOf(await waiting)).toBe("LOCK_CLOSED");
+      // The core waits 250 ms for releases; the backend's own share must be small.
+      expect(closedIn).toBeLessThan(800);
+      // The other client holds a lease and a session too.
+      const closingOther = performance.now();
+      await other.close();
+      expect(performance.now() - closingOther).toBeLessThan(800);
+      expect(blocker.signal.aborted).toBe(true);
+      // No timer at all is left, of the backend, the core or grpc-js. grpc-js has half-closed
+      // its sockets (unref'd: they do not hold the process up); the paused server's side of
+      // them closes when it runs again.
+      const timers = () => resources.live().filter((r) => r.type === "Timeout");
+      await waitFor(() => timers().length === 0, { timeoutMs: 100, intervalMs: 5 }).catch(() => {
+        throw new Error(`still live:\n${describeResources(timers())}`);
+      });
+    } finally {
+      server.resume();
+    }
+    await expectNothingLive(resources);
+  });
+
+  it("close() with keep-alives running leaves no timer or interval of the backend active, and no socket", async () => {
+    const s = scope();
+    const resources = trackResources();
+    onTestFinished(() => resources.stop());
+    const locks = createLocks(etcdBackend({ hosts: endpoints, prefix: s.prefix }), {
+      namespace: s.namespace,
+    });
+    const other = client(endpoints, s).locks;
+    const etcd = new Etcd3({ hosts: [...endpoints] });
+    // Two sessions (2 s and 5 s leases) kept alive, a watchdog, a waiter watching.
+    await locks.acquire("a", { ttlMs: 2_000 });
+    await locks.acquire("b", { ttlMs: 5_000, autoExtend: false });
+    const blocker = await other.acquire("c");
+    const waiting = locks.acquire("c").catch((e: unknown) => e);
+    await waitFor(async () => (await contenders(etcd, s.prefix)).length === 4);
+    // Let a keepalive beat run (a third of the 2 s lease).
+    await waitFor(() =>
+      resources.live().some((r) => r.type === "Timeout" && r.owner === "etcd backend"),
+    );
+    await locks.close();
+    expect(codeOf(await waiting)).toBe("LOCK_CLOSED");
+    await blocker.release();
+    await other.close();
+    etcd.close();
+    await expectNothingLive(resources);
+  });
+});
+
+describe("limits", () => {
+  it("inspect reports semaphore holders as exclusive with the key's limit; another limit is refused, waiting ones too", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const a = client(endpoints, s);
+    const b = client(endpoints, s).locks;
+    const s1 = await a.locks.acquire("pool", { limit: 2 });
+    const s2 = await b.acquire("pool", { limit: 2 });
+    const status = await a.backend.inspect!(s.namespace, "pool");
+    expect(status.held).toBe(true);
+    expect(status.limit).toBe(2);
+    expect(status.holders.map((h) => h.mode)).toEqual(["exclusive", "exclusive"]);
+    expect(status.holders.map((h) => h.fencingToken)).toEqual([s1.fencingToken, s2.fencingToken]);
+    const c = client(endpoints, s).locks;
+    const refused = async (p: Promise<unknown>) => {
+      const error = await p.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(codeOf(error)).toBe("INVALID_ARGUMENT");
+      expect((error as Error).message).toMatch(/limit 3|limit 2/);
+    };
+    await refused(c.tryAcquire("pool", { limit: 3 }));
+    await refused(c.acquire("pool", { limit: 3, timeoutMs: 5_000 }));
+    await refused(c.tryAcquire("pool"));
+    await refused(c.tryAcquire("pool", { mode: "shared" }));
+    // The same limit waits for a slot.
+    const third = c.acquire("pool", { limit: 2, timeoutMs: 10_000 });
+    await waitFor(async () => (await contenders(etcd, s.prefix)).length === 3);
+    await s1.release();
+    const s3 = await third;
+    expect(s3.fencingToken > s2.fencingToken).toBe(true);
+    await Promise.all([s2.release(), s3.release()]);
+    // Held exclusively (limit 1): a semaphore waiter is refused, not queued.
+    const x = await a.locks.acquire("pool");
+    expect((await a.backend.inspect!(s.namespace, "pool")).limit).toBe(1);
+    await refused(b.acquire("pool", { limit: 3, timeoutMs: 5_000 }));
+    const d = client(endpoints, s).locks;
+    const dWaits = d.acquire("pool", { limit: 3 }).then(
+      () => "granted",
+      (e: unknown) => codeOf(e),
+    );
+    expect(await dWaits).toBe("INVALID_ARGUMENT");
+    // Refused contenders leave no key behind.
+    expect(await contenders(etcd, s.prefix)).toHaveLength(1);
+    await x.release();
+  });
+});
+
+describe("errors", () => {
+  it("BACKEND_UNAVAILABLE names the endpoint it tried and the plain cause; the raw gRPC error stays in cause", async () => {
+    const s = scope();
+    const port = await freePort(); // free now: nothing listens, connections are refused
+    const host = `127.0.0.1:${port}`;
+    const locks = createLocks(etcdBackend({ hosts: host, prefix: s.prefix }), {
+      namespace: s.namespace,
+    });
+    onTestFinished(() => locks.close());
+    for (const attempt of [
+      () => locks.tryAcquire("k"),
+      () => locks.acquire("k", { timeoutMs: 5_000 }),
+    ]) {
+      const error = await attempt().then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(codeOf(error)).toBe("BACKEND_UNAVAILABLE");
+      expect(error!.message).toBe(`etcd backend unavailable (tried ${host}): connection refused`);
+      expect(String((error!.cause as Error).message)).toMatch(/ECONNREFUSED/);
+    }
+  });
+});
+
+describe("slow links and busy stores", () => {
+  it("a grant from the revision queue over a slow link, autoExtend off: its signal aborts before another client can take the key", async () => {
+    const proxy = await startProxy(endpoints[0]!);
+    onTestFinished(() => proxy.close());
+    const s = scope();
+    const a = client(endpoints, s).locks;
+    const slow = client([`${proxy.host}:${proxy.port}`], s).locks;
+    const c = client(endpoints, s).locks;
+    const etcd = raw(endpoints);
+    await (await slow.acquire("warm-up", { ttlMs: 1_000 })).release();
+    proxy.delay(100); // each way
+    for (let round = 0; round < 3; round++) {
+      const held = await a.acquire("k", { ttlMs: 5_000 });
+      const queued = slow.acquire("k", { ttlMs: 1_000, autoExtend: false, timeoutMs: 20_000 });
+      await waitFor(async () => (await contenders(etcd, s.prefix)).length === 2);
+      await held.release();
+      const lease = await queued;
+      const next = c.acquire("k", { ttlMs: 5_000, timeoutMs: 20_000 });
+      const taken = await next;
+      // The moment another client holds the key, the slow holder already knows it lost it.
+      expect(lease.signal.aborted, `round ${round}`).toBe(true);
+      expect(taken.fencingToken > lease.fencingToken).toBe(true);
+      await taken.release();
+    }
+  });
+
+  it("handoffs while unrelated writes move the revision: none waits for the fallback poll", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const a = client(endpoints, s).locks;
+    const b = client(endpoints, s).locks;
+    let writing = true;
+    let writes = 0;
+    const writer = (async () => {
+      while (writing) {
+        await etcd.put(`${s.prefix}-noise/${writes % 8}`).value(String(writes));
+        writes++;
+      }
+    })();
+    onTestFinished(async () => {
+      writing = false;
+      await writer;
+    });
+    const handoffs = 40;
+    const slow: number[] = [];
+    let holder = await a.acquire("k");
+    const clients = [a, b];
+    for (let i = 1; i <= handoffs; i++) {
+      const next = clients[i % 2]!.acquire("k", { timeoutMs: 20_000 });
+      await waitFor(async () => (await contenders(etcd, s.prefix)).length === 2, { intervalMs: 5 });
+      const released = performance.now();
+      await holder.release();
+      holder = await next;
+      const took = performance.now() - released;
+      if (took > 500) slow.push(Math.round(took));
+    }
+    await holder.release();
+    writing = false;
+    await writer;
+    expect(writes).toBeGreaterThan(handoffs);
+    // The fallback poll is 1 s: a handoff that missed its notification takes that long.
+    expect(slow, `handoffs slower than 500 ms out of ${handoffs}`).toEqual([]);
   });
 });
