@@ -192,6 +192,13 @@ export async function inspectGate(
 ): Promise<GateState> {
   const { io } = store;
   const stats = await io.lstatIfAny(files.gate);
+  if (stats !== undefined && !stats.isDirectory()) {
+    // Not a gate this backend made (a symlink, a file): mkdir would fail on it for ever, while a
+    // dangling symlink reads as missing, so the key would look free and never be granted.
+    throw Object.assign(new Error(`${files.gate} is not a directory this backend made`), {
+      code: "EUNKNOWNLOCK",
+    });
+  }
   const names =
     stats === undefined ? undefined : await unless(io.readdir(files.gate), ["ENOENT"], undefined);
   if (stats === undefined || names === undefined) {

@@ -227,6 +227,29 @@ describe("the gate", () => {
     await lease.release();
   });
 
+  it("something other than a directory at a gate's path (a dangling symlink, a file) fails the key with BACKEND_UNAVAILABLE", async () => {
+    const namespace = randomNamespace();
+    const locks = client(namespace);
+    await (await locks.acquire("made")).release();
+    const cases: Array<[string, (path: string) => void]> = [
+      ["dangling symlink", (path) => symlinkSync(join(dir.path, "nowhere"), path)],
+      ["regular file", (path) => writeFileSync(path, "")],
+    ];
+    for (const [what, plant] of cases) {
+      const key = what.replace(/ /g, "-");
+      plant(keyFiles(dir.path, namespace, key).gate);
+      expect(await locks.tryAcquire(key).catch((e) => e.code), what).toBe("BACKEND_UNAVAILABLE");
+      // Refused at the first attempt, not polled until the timeout.
+      const started = performance.now();
+      const refused = await locks.acquire(key, { timeoutMs: 20_000 }).catch((e) => e);
+      expect(refused.code, what).toBe("BACKEND_UNAVAILABLE");
+      expect(String(refused.message), what).toMatch(/not a directory this backend made/);
+      expect(performance.now() - started, what).toBeLessThan(10_000);
+      unlinkSync(keyFiles(dir.path, namespace, key).gate);
+      await (await locks.acquire(key, { timeoutMs: 10_000 })).release();
+    }
+  });
+
   it("release and extend by a stranger never touch the holder's lock", async () => {
     const namespace = randomNamespace();
     const a = backend();
