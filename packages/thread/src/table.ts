@@ -53,7 +53,7 @@ export const FP_HI = 1;
 export const STATE = 2;
 export const WRITERS = 3;
 /** Entries per bucket. */
-export const ENTRIES = (BUCKET_WORDS - FIRST_ENTRY) / ENTRY_WORDS;
+const ENTRIES = (BUCKET_WORDS - FIRST_ENTRY) / ENTRY_WORDS;
 
 /*
  * After the buckets, one Float64 per entry (8 bytes x 7 per bucket): the limit
