@@ -7,6 +7,7 @@ import {
   type LockMode,
   type LockRequest,
   type LossReport,
+  limitMismatch,
   lockClosed,
   type Unsubscribe,
   type WaitOptions,
@@ -14,14 +15,35 @@ import {
 import type { ClientConfig } from "pg";
 import { Cancel, Closing } from "./cancel.js";
 import { Connection, isInterrupted, PoolerError, type SetupOptions } from "./connection.js";
-import { advisoryId, idHalves, requestKeys, slotCandidates } from "./keys.js";
+import {
+  idHalves,
+  keysOf,
+  limitMarkers,
+  MAX_MARKED_LIMIT,
+  requestKeys,
+  slotCandidates,
+  slotIdsOf,
+} from "./keys.js";
 import { pollUntilGranted, Wakeups } from "./notify.js";
 import type { ResolvedOptions } from "./options.js";
 import { cancelBackend, retried, waitInQueue } from "./queue.js";
-import { HELD, HOLDERS, LOCK_MODE_NAME, RELEASE, TRY, TRY_READ_AGAIN, TRY_SLOTS } from "./sql.js";
+import {
+  HELD,
+  HOLDERS,
+  LOCK_MODE_NAME,
+  RELEASE,
+  RELEASE_SLOT,
+  SLOT_HOLDERS,
+  TRY,
+  TRY_READ_AGAIN,
+  TRY_SLOTS,
+} from "./sql.js";
 
 const NAME = "postgres";
 const NOT_GRANTED: Attempt = Object.freeze({ granted: false });
+
+/** inspect() counts a semaphore's holders slot by slot up to this limit. */
+const INSPECTED_SLOTS = 4_096;
 
 /** How long a wait may wait for the spare connection being opened before it opens its own. */
 const SPARE_WAIT_MS = 250;
@@ -60,6 +82,8 @@ interface Holding {
   readonly id: string;
   readonly mode: LockMode;
   readonly interest: string;
+  /** A semaphore slot's presence and limit markers (released with it), by RELEASE_SLOT's order. */
+  readonly markers?: readonly [presence: string, a: string, b: string];
 }
 
 /**
@@ -196,9 +220,13 @@ export class PostgresBackend implements Backend {
     const { conn } = holding;
     conn.leases.delete(owner);
     if (conn.dead) return Promise.resolve();
+    const { markers } = holding;
     const values = [holding.id, holding.interest, this.#options.channel, holding.interest];
+    if (markers !== undefined) values.push(...markers);
+    const statement = markers === undefined ? RELEASE[holding.mode] : RELEASE_SLOT;
     const done = (): void => {
       conn.unhold(holding.id);
+      if (markers !== undefined) unholdSemaphore(conn, markers[0]);
       this.#wakeups.wake(holding.interest);
       if (conn !== this.#session) this.#recycle(conn);
     };
@@ -206,14 +234,14 @@ export class PostgresBackend implements Backend {
       // Unknown state: end the session, which frees every lock it holds (the others are reported lost).
       conn.fail(failure);
     };
-    return conn.query(RELEASE[holding.mode], values).then(done, (error: unknown) => {
+    return conn.query(statement, values).then(done, (error: unknown) => {
       if (conn.dead || !isInterrupted(error)) {
         unknownState(error);
         done();
         return;
       }
       // A late cancel (on a queue connection) interrupted it: once more, as for any clean-up.
-      return retried(conn, () => conn.query(RELEASE[holding.mode], values), 1)
+      return retried(conn, () => conn.query(statement, values), 1)
         .then(undefined, unknownState)
         .then(done);
     });
@@ -227,19 +255,52 @@ export class PostgresBackend implements Backend {
     };
   };
 
+  /**
+   * Who holds a key, from pg_locks. The server shows one row per session and
+   * lock, so the readers of one session of another client count as one
+   * holder (this backend's own are counted from its leases). A semaphore's
+   * holders are counted by its slots (by the sessions holding its markers
+   * when its limit is above INSPECTED_SLOTS).
+   */
   async inspect(namespace: string, key: string): Promise<KeyStatus> {
     const session = await this.#liveSession();
-    const { classid, objid } = idHalves(advisoryId(namespace, key));
-    let rows: Record<string, unknown>[];
+    const keys = keysOf(namespace, key);
+    const { classid, objid } = idHalves(keys.key);
     try {
-      rows = await session.query(HOLDERS, [classid, objid]);
+      const rows = await session.query(HOLDERS, [classid, objid, ...keys.markerHalves]);
+      const holders: { mode: LockMode }[] = [];
+      let limit: number | undefined;
+      for (const row of rows) {
+        if (row.lim === null) {
+          const mode: LockMode = row.mode === "ShareLock" ? "shared" : "exclusive";
+          const ours = [...this.#leases.values()].filter(
+            (h) => h.id === keys.key && !h.conn.dead && h.conn.pid === Number(row.pid),
+          ).length;
+          for (let i = 0; i < Math.max(ours, 1); i++) holders.push({ mode });
+          limit ??= 1;
+          continue;
+        }
+        const semaphoreLimit = Number(row.lim);
+        limit = semaphoreLimit;
+        let count = Number(row.sessions);
+        if (semaphoreLimit <= INSPECTED_SLOTS) {
+          const slots = slotIdsOf(namespace, key, semaphoreLimit).map(idHalves);
+          const [held] = await session.query(SLOT_HOLDERS, [
+            slots.map((slot) => slot.classid),
+            slots.map((slot) => slot.objid),
+          ]);
+          count = Number(held?.held);
+        }
+        for (let i = 0; i < count; i++) holders.push({ mode: "exclusive" });
+      }
+      return {
+        held: holders.length > 0,
+        ...(limit !== undefined ? { limit } : {}),
+        holders,
+      };
     } catch (error) {
       throw backendUnavailable(NAME, error);
     }
-    return {
-      held: rows.length > 0,
-      holders: rows.map((row) => ({ mode: row.mode === "ShareLock" ? "shared" : "exclusive" })),
-    };
   }
 
   readonly close = (): Promise<void> => {
@@ -262,15 +323,19 @@ export class PostgresBackend implements Backend {
   #attempt(conn: Connection, request: LockRequest): Promise<Attempt> {
     const keys = requestKeys(request);
     if (request.limit > 1) return this.#attemptSlots(conn, request, keys.interest);
+    const semaphore = conn.semaphores.get(keys.presence);
+    if (semaphore !== undefined) return Promise.reject(limitMismatch(1, semaphore.limit));
     const held = conn.holds.get(keys.key);
     if (held !== undefined && (held.mode === "exclusive" || request.mode === "exclusive")) {
       return Promise.resolve(NOT_GRANTED);
     }
     conn.hold(keys.key, request.mode);
-    const values: unknown[] = [keys.key, this.#options.sequence];
-    if (held !== undefined) {
+    let values: unknown[];
+    if (held === undefined) {
+      values = [keys.key, this.#options.sequence, keys.presence, ...keys.markerHalves];
+    } else {
       const { classid, objid } = idHalves(keys.key);
-      values.push(classid, objid);
+      values = [keys.key, this.#options.sequence, classid, objid];
     }
     return conn.query(held === undefined ? TRY[request.mode] : TRY_READ_AGAIN, values).then(
       (rows) => {
@@ -278,6 +343,12 @@ export class PostgresBackend implements Backend {
         if (row?.token === null || row?.token === undefined) {
           conn.unhold(keys.key);
           return NOT_GRANTED;
+        }
+        const token = BigInt(String(row.token));
+        if (token < 0n) {
+          // Semaphore holders hold the key: the statement gave the lock back.
+          conn.unhold(keys.key);
+          throw limitMismatch(1, Number(-token));
         }
         return this.#granted(conn, request, keys.key, request.mode, keys.interest, row);
       },
@@ -289,20 +360,40 @@ export class PostgresBackend implements Backend {
   }
 
   async #attemptSlots(conn: Connection, request: LockRequest, interest: string): Promise<Attempt> {
+    const keys = requestKeys(request);
     const candidates = slotCandidates(request).filter((id) => !conn.holds.has(id));
     if (candidates.length === 0) return NOT_GRANTED;
+    const [a, b] = limitMarkers(keys, request.limit);
+    const { classid, objid } = idHalves(keys.key);
     for (const id of candidates) conn.hold(id, "exclusive");
+    holdSemaphore(conn, keys.presence, request.limit);
     let row: Record<string, unknown> | undefined;
     try {
-      [row] = await conn.query(TRY_SLOTS, [candidates, this.#options.sequence]);
+      [row] = await conn.query(TRY_SLOTS, [
+        candidates,
+        this.#options.sequence,
+        keys.presence,
+        a,
+        b,
+        classid,
+        objid,
+        ...keys.markerHalves,
+        String(Math.min(request.limit, MAX_MARKED_LIMIT)),
+      ]);
     } catch (error) {
       for (const id of candidates) conn.unhold(id);
+      unholdSemaphore(conn, keys.presence);
       throw backendUnavailable(NAME, error);
     }
     const slot = typeof row?.slot === "string" ? row.slot : undefined;
     for (const id of candidates) if (id !== slot) conn.unhold(id);
-    if (slot === undefined || row === undefined) return NOT_GRANTED;
-    return this.#granted(conn, request, slot, "exclusive", interest, row);
+    if (slot === undefined || row === undefined) {
+      unholdSemaphore(conn, keys.presence);
+      const other = row?.other;
+      if (other !== null && other !== undefined) throw limitMismatch(request.limit, Number(other));
+      return NOT_GRANTED;
+    }
+    return this.#granted(conn, request, slot, "exclusive", interest, row, [keys.presence, a, b]);
   }
 
   #granted(
@@ -312,9 +403,11 @@ export class PostgresBackend implements Backend {
     mode: LockMode,
     interest: string,
     row: Record<string, unknown>,
+    markers?: Holding["markers"],
   ): Attempt {
     if (Number(row.pid) !== conn.pid) {
       conn.unhold(id);
+      if (markers !== undefined) unholdSemaphore(conn, markers[0]);
       const error = new PoolerError(conn.pid, Number(row.pid));
       conn.fail(error);
       throw backendUnavailable(NAME, error);
@@ -322,9 +415,16 @@ export class PostgresBackend implements Backend {
     if (conn.dead) {
       // The session ended right after the grant: the lock went with it.
       conn.unhold(id);
+      if (markers !== undefined) unholdSemaphore(conn, markers[0]);
       throw backendUnavailable(NAME, new Error("the connection to PostgreSQL was lost"));
     }
-    this.#hold(request.owner, { conn, id, mode, interest });
+    this.#hold(request.owner, {
+      conn,
+      id,
+      mode,
+      interest,
+      ...(markers !== undefined ? { markers } : {}),
+    });
     return { granted: true, fencingToken: BigInt(String(row.token)) };
   }
 
@@ -380,6 +480,7 @@ export class PostgresBackend implements Backend {
       conn,
       keys.key,
       request.mode,
+      [keys.presence, ...keys.markerHalves],
       signal,
     );
     if (outcome.kind === "granted" && !conn.dead) {
@@ -394,6 +495,7 @@ export class PostgresBackend implements Backend {
     conn.unhold(keys.key);
     this.#recycle(conn);
     if (signal.aborted) throw signal.reason;
+    if (outcome.kind === "mismatch") throw limitMismatch(1, outcome.limit);
     if (outcome.kind === "failed" && !conn.dead) throw backendUnavailable(NAME, outcome.error);
     return undefined;
   }
@@ -572,6 +674,7 @@ export class PostgresBackend implements Backend {
     const owners = [...conn.leases];
     conn.leases.clear();
     conn.holds.clear();
+    conn.semaphores.clear();
     for (const owner of owners) this.#leases.delete(owner);
     const index = this.#idle.indexOf(conn);
     if (index >= 0) this.#idle.splice(index, 1);
@@ -623,4 +726,17 @@ export class PostgresBackend implements Backend {
     this.#leases.clear();
     this.#lossListeners.clear();
   }
+}
+
+/** Records one more semaphore of `limit` on `conn`, by its presence marker. */
+function holdSemaphore(conn: Connection, presence: string, limit: number): void {
+  const entry = conn.semaphores.get(presence);
+  if (entry === undefined) conn.semaphores.set(presence, { limit, count: 1 });
+  else entry.count++;
+}
+
+/** Forgets one semaphore of `conn` by its presence marker. */
+function unholdSemaphore(conn: Connection, presence: string): void {
+  const entry = conn.semaphores.get(presence);
+  if (entry !== undefined && --entry.count <= 0) conn.semaphores.delete(presence);
 }

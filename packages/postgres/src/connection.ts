@@ -41,6 +41,12 @@ export class Connection {
   dead = false;
   /** Lock ids held or being asked for on this session, with their mode and count. */
   readonly holds = new Map<string, { mode: LockMode; count: number }>();
+  /**
+   * Semaphores this session holds (or asks for), by presence marker, with
+   * their limit: a limit-1 request of the same key on this session would not
+   * see them in the server (a session never conflicts with itself).
+   */
+  readonly semaphores = new Map<string, { limit: number; count: number }>();
   /** Owners of the leases that live on this session. */
   readonly leases = new Set<string>();
   /** LISTEN was run on this session. */

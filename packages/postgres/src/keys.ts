@@ -8,7 +8,15 @@ import { keyDigest, type LockRequest, scopedKey } from "@locks/core";
  *
  * - a key:            the first 8 bytes of SHA-256(scopedKey(namespace, key)), `keyDigest` of core;
  * - interest marker:  the next 8 bytes (8 to 15) of that same digest;
- * - semaphore slot i: the first 8 bytes of SHA-256("s:" + i + ":" + scopedKey(...)).
+ * - semaphore slot i: the first 8 bytes of SHA-256("s:" + i + ":" + scopedKey(...));
+ * - semaphore presence: the first 8 bytes of SHA-256("p:" + scopedKey(...)), held in shared
+ *   mode by every semaphore holder of the key, so that a limit-1 grant can tell it is not alone;
+ * - semaphore limit markers: two 32-bit halves A and B, bytes 0-3 and 4-7 of
+ *   SHA-256("m:" + scopedKey(...)), each with the limit as its low 32 bits (A << 32 | limit,
+ *   B << 32 | limit), held in shared mode by every semaphore holder: pg_locks shows them as
+ *   classid A or B, objid the limit, so a request finds the limit the holders use. It takes
+ *   both halves to match (64 bits), so another key's lock can only pass for a marker by chance
+ *   (2^-64), like any two keys. A limit above 4 294 967 295 is marked as that number.
  *
  * A scoped key always starts with a decimal digit (its namespace length), so
  * an "s:" input can never equal a scoped key: the kinds of ids can only
@@ -18,12 +26,28 @@ import { keyDigest, type LockRequest, scopedKey } from "@locks/core";
 
 /** The ids a request works with, computed once per request. */
 export interface RequestKeys {
-  /** The key's own id (limit 1), as a decimal string for a query parameter. */
+  /** The key's own id, as a decimal string for a query parameter. */
   readonly key: string;
   /** The ids of the request's semaphore slots (limit > 1), in slot order. */
   readonly slots: readonly string[];
   /** Taken in shared mode by pollers of this key; see notify.ts. */
   readonly interest: string;
+  /** Held in shared mode by every semaphore holder of this key. */
+  readonly presence: string;
+  /** The two 32-bit halves (classid in pg_locks) of the key's limit markers, as oid text. */
+  readonly markerHalves: readonly [string, string];
+}
+
+/** The largest limit a marker can carry (its low 32 bits); larger limits are marked as it. */
+export const MAX_MARKED_LIMIT = 0xffff_ffff;
+
+/** The two limit markers a semaphore holder of `keys` with `limit` holds. */
+export function limitMarkers(keys: RequestKeys, limit: number): [string, string] {
+  const low = BigInt(Math.min(limit, MAX_MARKED_LIMIT));
+  const [a, b] = keys.markerHalves.map((half) =>
+    BigInt.asIntN(64, (BigInt(half) << 32n) | low).toString(),
+  );
+  return [a as string, b as string];
 }
 
 /** Slots tried in one attempt, at most: a semaphore with a larger limit is tried by a random sample. */
@@ -37,28 +61,43 @@ const bySemaphoreRequest = new WeakMap<LockRequest, RequestKeys>();
 
 /** The advisory ids of `request`; the same object is passed to tryAcquire, acquire, extend and release. */
 export function requestKeys(request: LockRequest): RequestKeys {
-  if (request.limit > 1) {
-    let keys = bySemaphoreRequest.get(request);
-    if (keys === undefined) {
-      const scoped = scopedKey(request.namespace, request.key);
-      keys = {
-        key: "",
-        slots: slotIds(scoped, request.limit),
-        interest: keyDigest(request.namespace, request.key).readBigInt64BE(8).toString(),
-      };
-      bySemaphoreRequest.set(request, keys);
-    }
-    return keys;
+  const own = keysOf(request.namespace, request.key);
+  if (request.limit === 1) return own;
+  let keys = bySemaphoreRequest.get(request);
+  if (keys === undefined) {
+    keys = { ...own, slots: slotIds(scopedKey(request.namespace, request.key), request.limit) };
+    bySemaphoreRequest.set(request, keys);
   }
-  const scoped = scopedKey(request.namespace, request.key);
+  return keys;
+}
+
+/** The ids of (namespace, key), cached. */
+export function keysOf(namespace: string, key: string): RequestKeys {
+  const scoped = scopedKey(namespace, key);
   let keys = recent.get(scoped);
   if (keys === undefined) {
-    const digest = keyDigest(request.namespace, request.key);
-    keys = { key: toId(digest), slots: [], interest: digest.readBigInt64BE(8).toString() };
+    const digest = keyDigest(namespace, key);
+    const marker = sha256(`m:${scoped}`);
+    const a = marker.readUInt32BE(0);
+    let b = marker.readUInt32BE(4);
+    // Equal halves would make the two markers one lock: keep them apart.
+    if (b === a) b ^= 1;
+    keys = {
+      key: toId(digest),
+      slots: [],
+      interest: digest.readBigInt64BE(8).toString(),
+      presence: toId(sha256(`p:${scoped}`)),
+      markerHalves: [String(a), String(b)],
+    };
     if (recent.size >= RECENT_MAX) recent.delete(recent.keys().next().value as string);
     recent.set(scoped, keys);
   }
   return keys;
+}
+
+/** The ids of `slots` (slot indexes) of (namespace, key), for `inspect`. */
+export function slotIdsOf(namespace: string, key: string, count: number): string[] {
+  return slotIds(scopedKey(namespace, key), count, count);
 }
 
 /** The id of `key` in `namespace`, as `inspect` looks it up. */
@@ -77,8 +116,8 @@ export function idHalves(id: string): { classid: string; objid: string } {
   return { classid: (value >> 32n).toString(), objid: (value & 0xffff_ffffn).toString() };
 }
 
-function slotIds(scoped: string, limit: number): string[] {
-  if (limit <= MAX_SLOTS_PER_ATTEMPT) {
+function slotIds(scoped: string, limit: number, enumerated = MAX_SLOTS_PER_ATTEMPT): string[] {
+  if (limit <= enumerated) {
     return Array.from({ length: limit }, (_, i) => toId(sha256(`s:${i}:${scoped}`)));
   }
   // Slot indexes are drawn afresh by each attempt (see slotCandidates); none is precomputed.

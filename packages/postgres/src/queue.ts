@@ -33,7 +33,12 @@ export type WaitOutcome =
   /** The caller gave up (or the backend closed); the connection holds nothing. */
   | { readonly kind: "aborted" }
   /** The connection died or misbehaved; it holds nothing (it is gone, or was cleared). */
-  | { readonly kind: "failed"; readonly error: unknown };
+  | { readonly kind: "failed"; readonly error: unknown }
+  /** Granted, but semaphore holders of `limit` hold the key: given back, it holds nothing. */
+  | { readonly kind: "mismatch"; readonly limit: number };
+
+/** A key's semaphore markers, which a limit-1 grant checks: presence id, the limit markers' halves. */
+export type SemaphoreCheck = readonly [presence: string, a: string, b: string];
 
 /** How long an aborted wait may take to be cancelled before its connection is torn down. */
 const CANCEL_GRACE_MS = 1_000;
@@ -47,13 +52,14 @@ export async function waitInQueue(
   conn: Connection,
   id: string,
   mode: LockMode,
+  check: SemaphoreCheck,
   cancel: Cancel,
 ): Promise<WaitOutcome> {
   conn.waiting = true;
   try {
     for (;;) {
       if (cancel.aborted) return { kind: "aborted" };
-      const outcome = await waitOnce(host, conn, id, mode, cancel);
+      const outcome = await waitOnce(host, conn, id, mode, check, cancel);
       if (outcome !== "again") return outcome;
     }
   } finally {
@@ -66,9 +72,10 @@ async function waitOnce(
   conn: Connection,
   id: string,
   mode: LockMode,
+  check: SemaphoreCheck,
   cancel: Cancel,
 ): Promise<WaitOutcome | "again"> {
-  const waiting = conn.query(WAIT[mode], [id, host.sequence]).then(
+  const waiting = conn.query(WAIT[mode], [id, host.sequence, ...check]).then(
     (rows) => ({ ok: true as const, token: BigInt(String(rows[0]?.token)) }),
     (error: unknown) => ({ ok: false as const, error }),
   );
@@ -93,6 +100,8 @@ async function waitOnce(
   if (conn.dead)
     return { kind: "failed", error: result.ok ? new Error("connection lost") : result.error };
   if (result.ok) {
+    // The statement gave the lock back: semaphore holders hold the key.
+    if (result.token < 0n) return { kind: "mismatch", limit: Number(-result.token) };
     if (!cancel.aborted) return { kind: "granted", token: result.token };
     return clear(conn, { kind: "aborted" });
   }

@@ -21,20 +21,63 @@ export interface Statement {
 
 const statement = (name: string, text: string): Statement => ({ name, text });
 
+/** This database, as pg_locks names it. */
+const THIS_DATABASE = "(SELECT oid FROM pg_database WHERE datname = current_database())";
+
+/**
+ * The limit a key's semaphore holders use, from their limit markers (see
+ * keys.ts): both halves held in shared mode with the same low 32 bits. NULL
+ * when nobody holds the key as a semaphore. `$a`, `$b`: the halves' params.
+ */
+function semaphoreLimit(a: string, b: string, except = ""): string {
+  return `SELECT objid::int8 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND mode = 'ShareLock'
+      AND classid IN (${a}::oid, ${b}::oid) AND database = ${THIS_DATABASE}${except}
+    GROUP BY objid HAVING count(DISTINCT classid) = 2
+    ORDER BY 1 LIMIT 1`;
+}
+
+/**
+ * After a limit-1 grant of $1 (in `mode`): the token, or, when the key is
+ * held as a semaphore, the lock given back and minus that limit. Semaphore
+ * holders hold the presence marker $3 in shared mode: when it can be taken
+ * exclusively (and is let go at once), none exists; when not (a holder, or
+ * another such check at the same instant), pg_locks tells. A semaphore
+ * request takes its markers before it checks for limit-1 holders, and this
+ * check runs after the grant, so of two such requests racing, at least one
+ * sees the other. $2 sequence, $4 $5 the limit markers' halves.
+ */
+function tokenUnlessSemaphore(mode: LockMode): string {
+  const unlock = mode === "exclusive" ? "pg_advisory_unlock" : "pg_advisory_unlock_shared";
+  return `CASE
+    WHEN pg_try_advisory_lock($3::int8) THEN
+      CASE WHEN pg_advisory_unlock($3::int8) THEN nextval($2::regclass) END
+    ELSE (
+      SELECT CASE WHEN s.other IS NULL THEN nextval($2::regclass)
+                  WHEN ${unlock}($1::int8) THEN -s.other END
+      FROM (SELECT (${semaphoreLimit("$4", "$5")}) AS other) s
+    )
+  END`;
+}
+
 /**
  * One attempt, one round trip: the token comes from the sequence in the same
  * statement, and only when the lock was granted (CASE evaluates its
- * condition first). `pid` detects a connection swapped under us (a
- * transaction-mode pooler). $1 key, $2 sequence.
+ * conditions in order). `token` is NULL when the key is taken, and negative
+ * (minus their limit) when semaphore holders hold it. `pid` detects a
+ * connection swapped under us (a transaction-mode pooler). $1 key,
+ * $2 sequence, $3 presence marker, $4 $5 limit markers' halves.
  */
 export const TRY: Readonly<Record<LockMode, Statement>> = {
   exclusive: statement(
     "locks_try",
-    "SELECT CASE WHEN pg_try_advisory_lock($1::int8) THEN nextval($2::regclass) END AS token, pg_backend_pid() AS pid",
+    `SELECT CASE WHEN pg_try_advisory_lock($1::int8) THEN ${tokenUnlessSemaphore("exclusive")} END AS token,
+       pg_backend_pid() AS pid`,
   ),
   shared: statement(
     "locks_try_shared",
-    "SELECT CASE WHEN pg_try_advisory_lock_shared($1::int8) THEN nextval($2::regclass) END AS token, pg_backend_pid() AS pid",
+    `SELECT CASE WHEN pg_try_advisory_lock_shared($1::int8) THEN ${tokenUnlessSemaphore("shared")} END AS token,
+       pg_backend_pid() AS pid`,
   ),
 };
 
@@ -43,7 +86,8 @@ export const TRY: Readonly<Record<LockMode, Statement>> = {
  * grants a session what it holds at once, even past a writer queued for the
  * key, so this asks only while nobody waits for the key in this database (a
  * waiter there queues behind a writer, or is one), as the server does for
- * the reader of another session. $1 key, $2 sequence, $3 classid, $4 objid.
+ * the reader of another session. (No semaphore check: a semaphore request
+ * refuses a key this session holds.) $1 key, $2 sequence, $3 classid, $4 objid.
  */
 export const TRY_READ_AGAIN = statement(
   "locks_try_read_again",
@@ -59,38 +103,69 @@ export const TRY_READ_AGAIN = statement(
 );
 
 /**
- * A semaphore attempt: tries the slots of $1 one after the other and stops
- * at the first it gets. A recursive query evaluates one slot per step, and a
- * step runs only while nothing was granted, so at most one slot is ever
- * taken. Returns no row when every slot is taken. $1 slot ids, $2 sequence.
+ * A semaphore attempt. First it takes the key's presence marker and its
+ * limit markers (shared), then it checks who else holds the key: limit-1
+ * holders of the key itself (`other` = 1) or semaphore holders with
+ * another limit (`other` = theirs); then, only when neither, it tries the
+ * slots of $1 one after the other and stops at the first it gets (a
+ * recursive query evaluates one slot per step, and a step runs only while
+ * nothing was granted, so at most one slot is ever taken). Without a slot,
+ * it lets its markers go. Each step reads the one before it (materialized),
+ * so they run in this order. $1 slot ids, $2 sequence, $3 presence marker,
+ * $4 $5 the limit markers, $6 $7 the key's classid and objid, $8 $9 the
+ * markers' halves, $10 the request's marked limit.
  */
 export const TRY_SLOTS = statement(
   "locks_try_slots",
-  `WITH RECURSIVE attempt(i, got) AS (
-     SELECT 0, false
+  `WITH RECURSIVE
+   marked AS MATERIALIZED (
+     SELECT pg_advisory_lock_shared($3::int8) AS p, pg_advisory_lock_shared($4::int8) AS a,
+       pg_advisory_lock_shared($5::int8) AS b
+   ),
+   checked AS MATERIALIZED (
+     SELECT CASE
+       WHEN EXISTS (
+         SELECT 1 FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1
+           AND classid = $6::oid AND objid = $7::oid AND database = ${THIS_DATABASE}
+       ) THEN 1::int8
+       ELSE (${semaphoreLimit("$8", "$9", " AND objid <> $10::oid")})
+     END AS other
+     FROM marked
+   ),
+   attempt(i, got) AS (
+     SELECT 0, false FROM checked WHERE other IS NULL
      UNION ALL
      SELECT i + 1, pg_try_advisory_lock(($1::int8[])[i + 1])
      FROM attempt
      WHERE NOT got AND i < cardinality($1::int8[])
-   )
-   SELECT ($1::int8[])[i]::text AS slot, nextval($2::regclass) AS token, pg_backend_pid() AS pid
-   FROM attempt WHERE got`,
+   ),
+   won AS MATERIALIZED (SELECT ($1::int8[])[i]::text AS slot FROM attempt WHERE got)
+   SELECT won.slot, CASE WHEN won.slot IS NOT NULL THEN nextval($2::regclass) END AS token,
+     checked.other, pg_backend_pid() AS pid,
+     CASE WHEN won.slot IS NULL THEN pg_advisory_unlock_shared($3::int8) END AS unmarked_p,
+     CASE WHEN won.slot IS NULL THEN pg_advisory_unlock_shared($4::int8) END AS unmarked_a,
+     CASE WHEN won.slot IS NULL THEN pg_advisory_unlock_shared($5::int8) END AS unmarked_b
+   FROM checked LEFT JOIN won ON true`,
 );
 
 /**
  * A blocking wait in the server's lock queue (bounded by the connection's
  * lock_timeout). The materialized CTE is evaluated before the outer row
- * exists, so the token is drawn after the grant, in grant order.
- * $1 key, $2 sequence.
+ * exists, so the token is drawn after the grant, in grant order; `token` is
+ * negative as in TRY when semaphore holders hold the key (the lock is given
+ * back then). $1 key, $2 sequence, $3 presence marker, $4 $5 limit markers' halves.
  */
 export const WAIT: Readonly<Record<LockMode, Statement>> = {
   exclusive: statement(
     "locks_wait",
-    "WITH granted AS MATERIALIZED (SELECT pg_advisory_lock($1::int8)) SELECT nextval($2::regclass) AS token FROM granted",
+    `WITH granted AS MATERIALIZED (SELECT pg_advisory_lock($1::int8))
+     SELECT ${tokenUnlessSemaphore("exclusive")} AS token FROM granted`,
   ),
   shared: statement(
     "locks_wait_shared",
-    "WITH granted AS MATERIALIZED (SELECT pg_advisory_lock_shared($1::int8)) SELECT nextval($2::regclass) AS token FROM granted",
+    `WITH granted AS MATERIALIZED (SELECT pg_advisory_lock_shared($1::int8))
+     SELECT ${tokenUnlessSemaphore("shared")} AS token FROM granted`,
   ),
 };
 
@@ -115,6 +190,20 @@ export const RELEASE: Readonly<Record<LockMode, Statement>> = {
             ELSE pg_notify($3, $4) IS NULL END AS quiet`,
   ),
 };
+
+/**
+ * Releases a semaphore slot ($1) and the holder's presence and limit markers
+ * ($5, $6, $7), then wakes pollers as RELEASE does ($2, $3, $4).
+ */
+export const RELEASE_SLOT = statement(
+  "locks_release_slot",
+  `SELECT pg_advisory_unlock($1::int8) AS released,
+     pg_advisory_unlock_shared($5::int8) AS unmarked_p,
+     pg_advisory_unlock_shared($6::int8) AS unmarked_a,
+     pg_advisory_unlock_shared($7::int8) AS unmarked_b,
+     CASE WHEN pg_try_advisory_lock($2::int8) THEN pg_advisory_unlock($2::int8)
+          ELSE pg_notify($3, $4) IS NULL END AS quiet`,
+);
 
 /** A poller announces itself: $1 interest marker. False only while a releaser checks it. */
 export const INTEREST = statement(
@@ -141,13 +230,31 @@ export const HELD = statement(
    ) AS held`,
 );
 
-/** Who holds a key in this database. $1 classid, $2 objid. */
+/**
+ * Who holds a key in this database: a row per session holding the key itself
+ * (limit 1: `mode`, `pid`), and a row per limit its semaphore holders use
+ * (`lim`, with `sessions` holding its markers). $1 classid, $2 objid,
+ * $3 $4 the limit markers' halves.
+ */
 export const HOLDERS = statement(
   "locks_holders",
-  `SELECT mode, pid FROM pg_locks
+  `SELECT mode, pid, NULL::int8 AS lim, NULL::int8 AS sessions FROM pg_locks
    WHERE locktype = 'advisory' AND granted AND objsubid = 1
-     AND classid = $1::oid AND objid = $2::oid
-     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+     AND classid = $1::oid AND objid = $2::oid AND database = ${THIS_DATABASE}
+   UNION ALL
+   SELECT NULL, NULL, objid::int8, count(DISTINCT pid) FILTER (WHERE classid = $3::oid) FROM pg_locks
+   WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND mode = 'ShareLock'
+     AND classid IN ($3::oid, $4::oid) AND database = ${THIS_DATABASE}
+   GROUP BY objid HAVING count(DISTINCT classid) = 2`,
+);
+
+/** How many of the slots ($1 classids, $2 objids) are held in this database. */
+export const SLOT_HOLDERS = statement(
+  "locks_slot_holders",
+  `SELECT count(*)::int AS held FROM pg_locks
+   WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND mode = 'ExclusiveLock'
+     AND database = ${THIS_DATABASE}
+     AND (classid, objid) IN (SELECT * FROM unnest($1::oid[], $2::oid[]))`,
 );
 
 /** The token for a grant that raced a cancel (rare). $1 sequence. */

@@ -586,23 +586,152 @@ describe("connections", () => {
     await expect(again.tryAcquire("g")).rejects.toMatchObject({ code: "BACKEND_UNAVAILABLE" });
   });
 
-  it("inspect reports who holds a key, and in which mode", async () => {
+  it("inspect reports every holder with its mode, and the key's limit (semaphores included)", async () => {
     const ns = namespace();
     const [a, b] = [client(ns), client(ns)];
-    expect(await a.backend.inspect!(ns, "seen")).toEqual({ held: false, holders: [] });
-    const r1 = await a.acquire("seen", { mode: "shared" });
-    const r2 = await b.acquire("seen", { mode: "shared" });
-    expect(await a.backend.inspect!(ns, "seen")).toEqual({
+    const inspect = (key: string) => a.backend.inspect!(ns, key);
+    expect(await inspect("seen")).toEqual({ held: false, holders: [] });
+    const readers = [
+      await a.acquire("seen", { mode: "shared" }),
+      await b.acquire("seen", { mode: "shared" }),
+      await a.acquire("seen", { mode: "shared" }),
+    ];
+    expect(await inspect("seen")).toEqual({
       held: true,
-      holders: [{ mode: "shared" }, { mode: "shared" }],
+      limit: 1,
+      holders: [{ mode: "shared" }, { mode: "shared" }, { mode: "shared" }],
     });
-    await Promise.all([r1.release(), r2.release()]);
+    await Promise.all(readers.map((lease) => lease.release()));
     const w = await b.acquire("seen");
-    expect(await a.backend.inspect!(ns, "seen")).toEqual({
+    expect(await inspect("seen")).toEqual({
       held: true,
+      limit: 1,
       holders: [{ mode: "exclusive" }],
     });
     await w.release();
+
+    const slots = [await a.acquire("pool", { limit: 2 }), await b.acquire("pool", { limit: 2 })];
+    expect(await inspect("pool")).toEqual({
+      held: true,
+      limit: 2,
+      holders: [{ mode: "exclusive" }, { mode: "exclusive" }],
+    });
+    await slots[0]!.release();
+    expect(await inspect("pool")).toEqual({
+      held: true,
+      limit: 2,
+      holders: [{ mode: "exclusive" }],
+    });
+    await slots[1]!.release();
+    expect(await inspect("pool")).toEqual({ held: false, holders: [] });
+    // A large semaphore is counted too.
+    const big = await a.acquire("big", { limit: 1_000 });
+    expect(await inspect("big")).toEqual({
+      held: true,
+      limit: 1_000,
+      holders: [{ mode: "exclusive" }],
+    });
+    await big.release();
+  });
+
+  it("a limit other than the one the key's holders use is refused with INVALID_ARGUMENT, waiting ones too", async () => {
+    const ns = namespace();
+    const [a, b] = [client(ns), client(ns)];
+    const refusal = async (outcome: Promise<unknown>): Promise<string> => {
+      const error = await outcome.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isLockError(error, "INVALID_ARGUMENT"), String(error)).toBe(true);
+      return (error as Error).message;
+    };
+    // Two holders with limit 2 (one per client).
+    const slots = [await a.acquire("pool", { limit: 2 }), await b.acquire("pool", { limit: 2 })];
+    expect(await refusal(b.tryAcquire("pool", { limit: 3 }))).toMatch(
+      /limit 3 differs from the limit 2/,
+    );
+    expect(await refusal(a.tryAcquire("pool", { limit: 3 }))).toMatch(/3 .*2/);
+    await refusal(b.acquire("pool", { limit: 3, timeoutMs: 5_000 }));
+    // Limit 1 (the default), exclusive or shared, from any client: refused, not queued behind them.
+    const c = client(ns);
+    expect(await refusal(c.tryAcquire("pool"))).toMatch(/limit 1 differs from the limit 2/);
+    await refusal(c.tryAcquire("pool", { mode: "shared" }));
+    await refusal(c.acquire("pool", { timeoutMs: 5_000 }));
+    expect(await refusal(b.tryAcquire("pool"))).toMatch(/limit 1 differs from the limit 2/);
+    await refusal(a.tryAcquire("pool"));
+    await refusal(a.tryAcquire("pool", { mode: "shared" }));
+    await refusal(b.acquire("pool", { timeoutMs: 5_000 }));
+    // The same limit waits as usual.
+    const third = b.acquire("pool", { limit: 2, timeoutMs: 5_000 });
+    await slots[0]!.release();
+    await (await third).release();
+    await slots[1]!.release();
+
+    // Held with limit 1: a semaphore request is refused, from another client or the same one.
+    const single = await a.acquire("pool");
+    expect(await refusal(b.tryAcquire("pool", { limit: 2 }))).toMatch(
+      /limit 2 differs from the limit 1/,
+    );
+    await refusal(a.tryAcquire("pool", { limit: 2 }));
+    await refusal(b.acquire("pool", { limit: 2, timeoutMs: 5_000 }));
+    await single.release();
+    const readers = await b.acquire("pool", { mode: "shared" });
+    await refusal(a.tryAcquire("pool", { limit: 2 }));
+    await readers.release();
+
+    // The only holder is this client's own session, which never conflicts with itself in the server.
+    const alone = await a.acquire("pool", { limit: 2 });
+    await refusal(a.tryAcquire("pool"));
+    await refusal(a.tryAcquire("pool", { mode: "shared" }));
+    await refusal(a.acquire("pool", { timeoutMs: 5_000 }));
+    await refusal(a.tryAcquire("pool", { limit: 3 }));
+    await alone.release();
+
+    // Once the holders are gone, any limit goes, and the key is free afterwards.
+    const three = await b.tryAcquire("pool", { limit: 3 });
+    expect(three).not.toBeNull();
+    await three!.release();
+    expect(await a.backend.inspect!(ns, "pool")).toEqual({ held: false, holders: [] });
+    expect(await holderPids(admin, ns, "pool")).toHaveLength(0);
+  });
+
+  it("clients racing with different limits on one key: holders of two limits never overlap", async () => {
+    const ns = namespace();
+    const clients = [client(ns), client(ns), client(ns), client(ns)];
+    const holds: { limit: number; from: number; to: number }[] = [];
+    let refused = 0;
+    await Promise.all(
+      clients.flatMap((locks) =>
+        [0, 1].map(async () => {
+          for (let i = 0; i < 40; i++) {
+            const limit = 1 + Math.floor(Math.random() * 3);
+            const mode = limit === 1 && Math.random() < 0.5 ? "shared" : "exclusive";
+            let lease: Lease | null;
+            try {
+              lease = await locks.tryAcquire("mix", { limit, mode });
+            } catch (error) {
+              if (!isLockError(error, "INVALID_ARGUMENT")) throw error;
+              refused++;
+              continue;
+            }
+            if (lease === null) continue;
+            const from = performance.now();
+            await new Promise((resolve) => setImmediate(resolve));
+            holds.push({ limit, from, to: performance.now() });
+            await lease.release();
+          }
+        }),
+      ),
+    );
+    expect(refused).toBeGreaterThan(0);
+    expect(new Set(holds.map((h) => h.limit)).size).toBe(3);
+    for (const h of holds) {
+      const overlapping = holds.filter((o) => o !== h && o.from < h.to && h.from < o.to);
+      expect(overlapping.filter((o) => o.limit !== h.limit)).toEqual([]);
+      // Held at once when h began (the most holders at once are reached when one begins).
+      const together = holds.filter((o) => o.from <= h.from && h.from < o.to);
+      if (h.limit > 1) expect(together.length).toBeLessThanOrEqual(h.limit);
+    }
   });
 
   it("creates the fencing sequence it is told to use", async () => {
