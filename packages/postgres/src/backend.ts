@@ -3,6 +3,7 @@ import {
   type Backend,
   backendUnavailable,
   type Capabilities,
+  isLockError,
   type KeyStatus,
   type LockMode,
   type LockRequest,
@@ -166,22 +167,30 @@ export class PostgresBackend implements Backend {
       () => this.#pending.delete(pending),
       () => this.#pending.delete(pending),
     );
-    // The caller hears of an abort at once; the wait winds down on its own (close() awaits it),
-    // as its cancel may need a round trip, or a dead server may never answer at all.
+    // A wait the caller gave up rejects once it left the server's queue (nothing is left behind:
+    // a round trip for the cancel, at most about a second when the server does not answer). One
+    // ended by a close (the core's, or this backend's) rejects at once: close() winds it down, and
+    // must not wait for a server that stopped answering.
     return new Promise((resolve, reject) => {
       let gaveUp = false;
-      const stop = signal.onAbort(() => {
+      const giveUp = (): void => {
         gaveUp = true;
         reject(signal.reason);
+      };
+      const stop = signal.onAbort(() => {
+        if (this.#closing.closed || isLockError(signal.reason, "LOCK_CLOSED")) giveUp();
       });
+      const stopClosing = this.#closing.listen(giveUp);
       pending.then(
         (grant) => {
           stop();
+          stopClosing();
           if (gaveUp) void this.#release(request.owner);
           else resolve(grant);
         },
         (error: unknown) => {
           stop();
+          stopClosing();
           reject(error);
         },
       );
