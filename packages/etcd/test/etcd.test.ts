@@ -656,8 +656,22 @@ describe("limits", () => {
       (e: unknown) => codeOf(e),
     );
     expect(await dWaits).toBe("INVALID_ARGUMENT");
+    // The backend's own blocking acquire (the revision queue) refuses it too, where its own
+    // count alone would grant it (one holder, limit 3).
+    const queued = a.backend.acquire!(
+      {
+        key: "pool",
+        namespace: s.namespace,
+        owner: "f".repeat(32),
+        mode: "exclusive",
+        limit: 3,
+        ttlMs: 30_000,
+      },
+      { signal: new AbortController().signal },
+    );
+    expect(codeOf(await queued.catch((e: unknown) => e))).toBe("INVALID_ARGUMENT");
     // Refused contenders leave no key behind.
-    expect(await contenders(etcd, s.prefix)).toHaveLength(1);
+    await waitFor(async () => (await contenders(etcd, s.prefix)).length === 1);
     await x.release();
   });
 });
@@ -703,6 +717,9 @@ describe("slow links and busy stores", () => {
       await waitFor(async () => (await contenders(etcd, s.prefix)).length === 2);
       await held.release();
       const lease = await queued;
+      // What the holder believes (expiresAt, when its signal fires) never outlasts its TTL,
+      // counted from when the grant reached it.
+      expect(lease.expiresAt!).toBeLessThanOrEqual(Date.now() + 1_000);
       const next = c.acquire("k", { ttlMs: 5_000, timeoutMs: 20_000 });
       const taken = await next;
       // The moment another client holds the key, the slow holder already knows it lost it.
@@ -729,13 +746,28 @@ describe("slow links and busy stores", () => {
       writing = false;
       await writer;
     });
-    const handoffs = 40;
+    // Each holder releases the moment the next waiter's key is written: the release then
+    // lands while the waiter reads its position and opens its watch, the window a waiter
+    // must not lose a deletion in.
+    let puts = 0;
+    let onPut: (() => void) | undefined;
+    const watcher = await etcd.watch().prefix(`${s.prefix}/`).only("put").create();
+    onTestFinished(() => watcher.cancel());
+    watcher.on("put", () => {
+      puts++;
+      onPut?.();
+    });
+    const handoffs = 60;
     const slow: number[] = [];
     let holder = await a.acquire("k");
     const clients = [a, b];
     for (let i = 1; i <= handoffs; i++) {
+      const before = puts;
+      const written = new Promise<void>((resolve) => {
+        onPut = () => puts > before && resolve();
+      });
       const next = clients[i % 2]!.acquire("k", { timeoutMs: 20_000 });
-      await waitFor(async () => (await contenders(etcd, s.prefix)).length === 2, { intervalMs: 5 });
+      await written;
       const released = performance.now();
       await holder.release();
       holder = await next;
