@@ -1,23 +1,20 @@
-import { backendUnavailable, monotonicNow } from "@locks/core";
-import { Cluster, Redis, type RedisOptions } from "ioredis";
+import { lockClosed, monotonicNow } from "@locks/core";
+import { type Cluster, Redis, type RedisOptions } from "ioredis";
+import {
+  assertSafe,
+  isCluster,
+  SAFE_CLIENT_OPTIONS,
+  safeDuplicate,
+  serverName,
+  shutDown,
+  unsafeOptions,
+} from "./clients.js";
 import { Deadlines, type Expiring } from "./deadlines.js";
 import { type Script, scripts } from "./scripts.js";
+import { unavailable } from "./unavailable.js";
 
 /** ioredis client statuses after which nothing is sent until a new connection is ready. */
 const DOWN = new Set(["reconnecting", "close", "end", "disconnecting"]);
-
-/**
- * The options every client made by this package gets: a lock command is
- * never queued while disconnected nor replayed after a reconnect (a late
- * `SET NX` would grab a lock nobody waits for any more). Commands fail fast
- * instead, with BACKEND_UNAVAILABLE.
- */
-export const SAFE_CLIENT_OPTIONS = {
-  enableOfflineQueue: false,
-  autoResendUnfulfilledCommands: false,
-  maxRetriesPerRequest: 0,
-  lazyConnect: true,
-} as const satisfies RedisOptions;
 
 /** One script call, from `run` until it settles. */
 class Call implements Expiring {
@@ -42,7 +39,10 @@ class Call implements Expiring {
 }
 
 /**
- * A client the backend uses, whether it made it (and closes it) or was given it.
+ * A client the backend sends lock commands through, whether it made it (and
+ * closes it) or was given it. Every such client has the options
+ * RELIABILITY.md requires (`SAFE_CLIENT_OPTIONS`: no offline queue, no
+ * resend after a reconnect); the constructor asserts it.
  *
  * Order matters: a release sent after an acquire must run after it, or the
  * acquire takes a lock nobody will release (until its TTL). Redis runs the
@@ -65,6 +65,8 @@ export class Connection {
   /** `spublish` on Cluster (sharded pub/sub, Redis 7), `publish` otherwise. */
   readonly publishCommand: "publish" | "spublish";
   readonly isCluster: boolean;
+  /** `host:port` (or the Cluster's nodes), named in BACKEND_UNAVAILABLE errors. */
+  readonly server: string;
   /** The client's `keyPrefix`: ioredis adds it to keys and shard channels, never to plain channels. */
   readonly keyPrefix: string;
   /** A client of ours whose oldest command is unanswered this long is reconnected. */
@@ -72,6 +74,8 @@ export class Connection {
   readonly #deadlines = new Deadlines();
   /** Releases that failed while the server was unreachable, retried once it is ready again. */
   readonly #deferred = new Map<string, { run: () => Promise<unknown>; until: number }>();
+  /** Every call not settled yet (waiting or sent), settled by `close()`. */
+  readonly #calls = new Set<Call>();
   /** Calls sent and not answered yet, and when the last answer (or the first call) came. */
   #inflight = 0;
   #progressAt = 0;
@@ -85,23 +89,25 @@ export class Connection {
   #lastError: unknown;
   readonly #onReady = (): void => {
     this.#usable = false;
+    this.#lastError = undefined;
     this.#flushDeferred();
     this.#kick();
   };
   readonly #onClose = (): void => {
     this.#usable = false;
-    this.#failWaiting(new Error(`connection closed${this.#errorDetail()}`));
+    this.#failWaiting(this.#lastError ?? new Error("connection closed"));
   };
   readonly #onError = (error: unknown): void => {
     this.#lastError = error;
   };
 
   constructor(client: Redis | Cluster, owned: boolean, staleMs: number) {
+    assertSafe(client);
     this.client = client;
     this.owned = owned;
     this.#staleMs = staleMs;
-    this.isCluster =
-      client instanceof Cluster || (client as { isCluster?: boolean }).isCluster === true;
+    this.isCluster = isCluster(client);
+    this.server = serverName(client);
     this.publishCommand = this.isCluster ? "spublish" : "publish";
     const prefix = client.options.keyPrefix;
     this.keyPrefix = prefix === undefined ? "" : String(prefix);
@@ -114,6 +120,16 @@ export class Connection {
   /** Makes a client for `url` with the safe options (user options cannot turn them off). */
   static create(url: string, options: RedisOptions | undefined, staleMs: number): Connection {
     return new Connection(new Redis(url, { ...options, ...SAFE_CLIENT_OPTIONS }), true, staleMs);
+  }
+
+  /**
+   * Uses a client the user gave: as it is when it has the safe options
+   * (never closed), otherwise through a duplicate of it that has them (made
+   * and closed by the backend; the given client is never modified).
+   */
+  static given(client: Redis | Cluster, staleMs: number): Connection {
+    if (unsafeOptions(client).length === 0) return new Connection(client, false, staleMs);
+    return new Connection(safeDuplicate(client), true, staleMs);
   }
 
   /**
@@ -131,11 +147,12 @@ export class Connection {
     const status = this.client.status;
     if (DOWN.has(status)) {
       return Promise.reject(
-        this.unavailable(new Error(`connection is ${status}${this.#errorDetail()}`)),
+        this.unavailable(this.#lastError ?? new Error(`not connected (${status})`)),
       );
     }
     return new Promise((resolve, reject) => {
       const call = new Call(this, script, keys, args, timeoutMs, resolve, reject);
+      this.#calls.add(call);
       this.#deadlines.add(call);
       if (
         this.#usable &&
@@ -175,19 +192,28 @@ export class Connection {
     this.#deferred.set(id, { run, until });
   }
 
-  /** The error to report when the server cannot be reached. */
+  /** The error to report when the server cannot be reached: it names the server and the plain cause. */
   unavailable(cause: unknown): Error {
-    return backendUnavailable("redis", cause);
+    return unavailable(this.server, cause);
   }
 
-  /** Stops listening to the client and quits it when the backend made it. */
+  /**
+   * Stops listening to the client, settles every call not answered yet (a
+   * server that stopped answering never will), and closes the client when
+   * the backend made it, without waiting for a dead server: its socket is
+   * closed, and no timer of this connection is left, when this resolves.
+   */
   async close(): Promise<void> {
     this.#deferred.clear();
     this.client.off("ready", this.#onReady);
     this.client.off("close", this.#onClose);
-    this.#failWaiting(new Error("the backend was closed"));
+    this.#retries = [];
+    this.#queue = [];
+    const closed = lockClosed("redis backend");
+    for (const call of [...this.#calls]) this.#settle(call, undefined, closed);
+    this.#deadlines.clear();
     if (!this.owned) return;
-    await quit(this.client, Math.min(this.#staleMs, QUIT_WAIT_MS));
+    await shutDown(this.client);
     this.client.off("error", this.#onError);
   }
 
@@ -220,6 +246,7 @@ export class Connection {
   #settle(call: Call, value: unknown, error: unknown): void {
     if (call.settled) return;
     call.settled = true;
+    this.#calls.delete(call);
     this.#deadlines.delete(call);
     if (error === undefined) call.resolve(value);
     else call.reject(error);
@@ -287,26 +314,4 @@ export class Connection {
     // The calls in flight are rejected by ioredis (and so counted as answered).
     if (this.client.status === "ready") this.client.disconnect(true);
   }
-
-  #errorDetail(): string {
-    return this.#lastError instanceof Error ? `: ${this.#lastError.message}` : "";
-  }
-}
-
-/** Longest wait for QUIT's reply before the socket is simply closed. */
-const QUIT_WAIT_MS = 1_000;
-
-/** QUIT (so the server sees a clean goodbye), or a plain disconnect when it does not answer in time. */
-export async function quit(client: Redis | Cluster, waitMs: number = QUIT_WAIT_MS): Promise<void> {
-  if (client.status !== "ready") {
-    client.disconnect();
-    return;
-  }
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, waitMs);
-  });
-  await Promise.race([client.quit().catch(() => undefined), late]);
-  clearTimeout(timer);
-  client.disconnect();
 }

@@ -28,6 +28,13 @@ export class Deadlines {
     this.#pending.delete(entry);
   }
 
+  /** Forgets every entry and stops the timer (the owner settles what was pending). */
+  clear(): void {
+    this.#pending.clear();
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
   #sweep(): void {
     if (this.#pending.size === 0) {
       clearInterval(this.#timer);
@@ -35,11 +42,15 @@ export class Deadlines {
       return;
     }
     const now = performance.now();
-    for (const entry of this.#pending) {
-      if (entry.at <= now) {
-        this.#pending.delete(entry);
-        entry.expire();
-      }
-    }
+    const due: Expiring[] = [];
+    for (const entry of this.#pending) if (entry.at <= now) due.push(entry);
+    if (due.length === 0) return;
+    // After the event loop was blocked (a loaded machine, a long GC) timers run before the
+    // sockets are read: replies that arrived meanwhile are read in the poll phase that
+    // follows, and settle their entries before this check phase callback. A busy client is
+    // never mistaken for a silent server.
+    setImmediate(() => {
+      for (const entry of due) if (this.#pending.delete(entry)) entry.expire();
+    });
   }
 }

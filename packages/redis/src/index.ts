@@ -43,7 +43,7 @@ export function redisBackend(options: RedisBackendOptions): Backend {
   if (resolved.kind === "server") {
     const connection =
       resolved.client !== undefined
-        ? new Connection(resolved.client, false, resolved.commandTimeoutMs)
+        ? Connection.given(resolved.client, resolved.commandTimeoutMs)
         : Connection.create(
             resolved.url as string,
             resolved.redisOptions,
@@ -57,7 +57,7 @@ export function redisBackend(options: RedisBackendOptions): Backend {
   }
   const connections =
     resolved.clients !== undefined
-      ? resolved.clients.map((client) => new Connection(client, false, resolved.commandTimeoutMs))
+      ? resolved.clients.map((client) => Connection.given(client, resolved.commandTimeoutMs))
       : (resolved.urls ?? []).map((url) =>
           Connection.create(url, resolved.redisOptions, resolved.commandTimeoutMs),
         );

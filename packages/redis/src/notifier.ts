@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from "ioredis";
-import { type Connection, quit } from "./connection.js";
+import { DISCONNECT_WAIT_MS, shutDown } from "./clients.js";
+import type { Connection } from "./connection.js";
 
 /** How long a channel stays subscribed after its last waiter left, so back-to-back waits cost no SUBSCRIBE. */
 const LINGER_MS = 2_000;
@@ -14,6 +15,8 @@ interface Channel {
   /** Resolves once the server confirmed the subscription (or gave up: polling covers). */
   subscribed: Promise<boolean>;
   linger: NodeJS.Timeout | undefined;
+  /** Bounds the wait for SUBSCRIBE's confirmation. */
+  confirm: NodeJS.Timeout | undefined;
 }
 
 /**
@@ -73,6 +76,7 @@ export class Notifier {
       failed: false,
       subscribed: Promise.resolve(false),
       linger: undefined,
+      confirm: undefined,
     };
     entry.subscribed = this.#subscribe(channel, entry);
     this.#channels.set(channel, entry);
@@ -91,17 +95,19 @@ export class Notifier {
     entry.linger.unref();
   }
 
+  /** Closes the subscriber connection without waiting for a server that stopped answering. */
   async close(): Promise<void> {
     this.#closed = true;
     for (const entry of this.#channels.values()) {
-      if (entry.linger !== undefined) clearTimeout(entry.linger);
+      clearTimeout(entry.linger);
+      clearTimeout(entry.confirm);
     }
     this.#channels.clear();
     const subscriber = this.#subscriber;
     this.#subscriber = undefined;
     if (subscriber === undefined) return;
     subscriber.removeAllListeners("ready");
-    await quit(subscriber);
+    await shutDown(subscriber);
   }
 
   #client(): Redis | Cluster {
@@ -109,10 +115,12 @@ export class Notifier {
     const source = this.#connection.client;
     let subscriber: Redis | Cluster;
     if (this.#connection.isCluster) {
-      subscriber = (source as Cluster).duplicate([], {
+      const cluster = source as Cluster;
+      subscriber = cluster.duplicate([], {
         shardedSubscribers: true,
         lazyConnect: false,
         enableOfflineQueue: true,
+        redisOptions: { ...cluster.options.redisOptions, disconnectTimeout: DISCONNECT_WAIT_MS },
       });
       subscriber.on("smessage", this.#onMessage);
     } else {
@@ -122,6 +130,7 @@ export class Notifier {
         enableOfflineQueue: true,
         autoResubscribe: true,
         maxRetriesPerRequest: null,
+        disconnectTimeout: DISCONNECT_WAIT_MS,
       });
       subscriber.on("message", this.#onMessage);
     }
@@ -141,21 +150,26 @@ export class Notifier {
       ? (client as Cluster).ssubscribe(channel)
       : (client as Redis).subscribe(this.serverName(channel));
     return new Promise<boolean>((resolve) => {
-      const failed = (): void => {
-        clearTimeout(timer);
-        entry.failed = true;
-        resolve(false);
+      const settle = (confirmed: boolean): void => {
+        clearTimeout(entry.confirm);
+        entry.confirm = undefined;
+        if (!confirmed) entry.failed = true;
+        resolve(confirmed);
       };
       // Queued while the server is down: it is sent on reconnect, but nobody should wait for that.
-      const timer = setTimeout(
-        () => resolve(false),
+      clearTimeout(entry.confirm);
+      entry.confirm = setTimeout(
+        () => {
+          entry.confirm = undefined;
+          resolve(false);
+        },
         DOWN.has(client.status) ? 0 : SUBSCRIBE_WAIT_MS,
       );
-      timer.unref();
-      sent.then(() => {
-        clearTimeout(timer);
-        resolve(true);
-      }, failed);
+      entry.confirm.unref();
+      sent.then(
+        () => settle(true),
+        () => settle(false),
+      );
     });
   }
 

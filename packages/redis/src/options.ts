@@ -9,9 +9,11 @@ export interface RedisCommonOptions {
    */
   prefix?: string;
   /**
-   * Longest wait for one reply in ms (default 5 000, and never longer than the
-   * lock's TTL). A command without a reply by then fails with
-   * BACKEND_UNAVAILABLE; its outcome is unknown, so the core cleans up by owner.
+   * Longest wait for one reply in ms (default 5 000). A command without a
+   * reply by then fails with BACKEND_UNAVAILABLE; its outcome is unknown, so
+   * the core cleans up by owner. It is not cut to the lock's TTL: a reply
+   * later than the lease is a grant the core refuses as too late, not a sign
+   * that the server is down.
    */
   commandTimeoutMs?: number;
 }
@@ -34,11 +36,15 @@ export interface RedisFairOptions {
 /** One server or a Redis Cluster, through a client you own (never closed by the backend). */
 export interface RedisClientBackendOptions extends RedisCommonOptions, RedisFairOptions {
   /**
-   * An ioredis `Redis` or `Cluster`. It is not modified; lock commands are only
-   * sent while `client.status` is `"ready"` (otherwise BACKEND_UNAVAILABLE).
-   * Create it with `autoResendUnfulfilledCommands: false`, or a lock command in
-   * flight when the connection drops is replayed after the reconnect and holds
-   * the key (until its TTL) for an acquire that already failed.
+   * An ioredis `Redis` or `Cluster`, never modified nor closed. Created with
+   * `enableOfflineQueue: false` and `autoResendUnfulfilledCommands: false` (a
+   * Cluster: its `enableOfflineQueue: false` and
+   * `redisOptions.autoResendUnfulfilledCommands: false`), it carries the lock
+   * commands, only while `client.status` is `"ready"` (otherwise
+   * BACKEND_UNAVAILABLE). Without them (ioredis' defaults) a lock command could
+   * be queued, or replayed after a reconnect and hold the key for an acquire
+   * that already failed: the backend then sends lock commands through a
+   * duplicate of it with those options, which `close()` closes.
    */
   client: Redis | Cluster;
   clients?: never;
@@ -52,7 +58,8 @@ export interface RedisUrlBackendOptions extends RedisCommonOptions, RedisFairOpt
   url: string;
   /**
    * Extra ioredis options. The backend always sets `enableOfflineQueue: false`,
-   * `autoResendUnfulfilledCommands: false`, `maxRetriesPerRequest: 0` and `lazyConnect: true`.
+   * `autoResendUnfulfilledCommands: false`, `maxRetriesPerRequest: 0`,
+   * `lazyConnect: true` and `disconnectTimeout: 100`.
    */
   redisOptions?: RedisOptions;
   client?: never;
@@ -64,15 +71,20 @@ export interface RedisUrlBackendOptions extends RedisCommonOptions, RedisFairOpt
 export interface RedlockTimingOptions {
   /**
    * Longest wait for one member's reply in ms, short compared to the TTL as
-   * the Redlock algorithm asks (default: TTL / 10, between 20 and 500 ms). A
-   * member that is down is skipped at once.
+   * the Redlock algorithm asks (default: TTL / 10, between 200 and 500 ms: a
+   * member answering in 100 ms on a loaded machine is not down). A member
+   * that is down is skipped at once.
    */
   instanceTimeoutMs?: number;
 }
 
 /** Redlock over independent servers, through clients you own (never closed by the backend). */
 export interface RedlockClientsBackendOptions extends RedisCommonOptions, RedlockTimingOptions {
-  /** Independent single-server `Redis` clients, one per member (3 or 5 usually). */
+  /**
+   * Independent single-server `Redis` clients, one per member (3 or 5 usually),
+   * never modified nor closed; one that lacks the safe options is wrapped as
+   * `RedisClientBackendOptions.client` says.
+   */
   clients: readonly Redis[];
   client?: never;
   url?: never;

@@ -1,10 +1,10 @@
 import {
   type Attempt,
   type Backend,
-  backendUnavailable,
   type Capabilities,
   driftAllowance,
   type KeyStatus,
+  LockError,
   type LockRequest,
   lockClosed,
   monotonicNow,
@@ -15,8 +15,16 @@ import { type KeyLayout, keyLayout } from "./layout.js";
 import { Notifier } from "./notifier.js";
 import { scripts } from "./scripts.js";
 import { type Snapshot, statusFromSnapshot } from "./status.js";
+import {
+  CLOSE_RELEASE_WAIT_MS,
+  MAX_INSTANCE_TIMEOUT_MS,
+  MIN_INSTANCE_TIMEOUT_MS,
+  REDLOCK_MIN_TTL_MS,
+  settledWithin,
+} from "./timing.js";
+import { plainCause } from "./unavailable.js";
 import { Waiters } from "./waiters.js";
-import { parseAcquireReply, releaseTag, wireMode, withHolders } from "./wire.js";
+import { acquireKeys, parseAcquireReply, releaseTag, wireMode, withHolders } from "./wire.js";
 
 /** Settings of a Redlock backend. */
 export interface RedlockSettings {
@@ -61,6 +69,7 @@ export class RedlockBackend implements Backend {
     semaphore: false,
     fair: false,
     notify: true,
+    minTtlMs: REDLOCK_MIN_TTL_MS,
   });
 
   readonly #members: readonly Member[];
@@ -105,17 +114,26 @@ export class RedlockBackend implements Backend {
     const granted: Array<{ member: Member; token: bigint }> = [];
     const refused: Array<{ member: Member; wait: number }> = [];
     const failed: Array<{ member: Member; error: unknown }> = [];
+    /** Members whose holders took the key with another limit (only clients of another kind can). */
+    const mismatched: unknown[] = [];
     // Decide as soon as the outcome is certain: a slow member does not hold up a majority.
     const pending = await this.#race(
       (m) =>
-        m.connection.run(scripts.acquire, keys, [request.owner, mode, request.ttlMs, 1], timeout),
+        m.connection.run(
+          scripts.acquire,
+          acquireKeys(l),
+          [request.owner, mode, request.ttlMs, request.limit],
+          timeout,
+        ),
       (member, outcome) => {
-        if (!outcome.ok) failed.push({ member, error: outcome.error });
-        else {
-          const attempt = parseAcquireReply(outcome.value);
-          if (attempt.granted) granted.push({ member, token: attempt.fencingToken });
-          else refused.push({ member, wait: attempt.retryAfterMs ?? 0 });
-        }
+        const attempt = readAttempt(outcome, request);
+        if ("error" in attempt) {
+          if (attempt.error instanceof LockError && attempt.error.code === "INVALID_ARGUMENT") {
+            mismatched.push(attempt.error);
+            refused.push({ member, wait: 0 });
+          } else failed.push({ member, error: attempt.error });
+        } else if (attempt.granted) granted.push({ member, token: attempt.fencingToken });
+        else refused.push({ member, wait: attempt.retryAfterMs ?? 0 });
         return granted.length >= q || refused.length > n - q || failed.length > n - q;
       },
     );
@@ -145,9 +163,8 @@ export class RedlockBackend implements Backend {
         // background): a member that restarted empty catches up as soon as it takes part.
         for (const late of pending) {
           void late.outcome.then((outcome) => {
-            if (!outcome.ok) return;
-            const attempt = parseAcquireReply(outcome.value);
-            if (!attempt.granted || attempt.fencingToken >= token) return;
+            const attempt = readAttempt(outcome, request);
+            if ("error" in attempt || !attempt.granted || attempt.fencingToken >= token) return;
             const args = [request.owner, mode, token.toString(), 1];
             void late.member.connection
               .run(scripts.fence, keys, args, timeout)
@@ -172,6 +189,8 @@ export class RedlockBackend implements Backend {
     ];
     if (touched.length > 0) await this.#releaseOn(request, touched);
     if (failed.length > n - q) throw this.#unavailable(failed.map((f) => f.error));
+    // The holders on a majority took the key with another limit: waiting cannot help.
+    if (mismatched.length > n - q) throw mismatched[0];
     // Some members were ours: most likely contenders split the members, and all of them are
     // releasing now. Retry after a short random delay, as the Redlock algorithm says.
     if (granted.length > 0) return { granted: false, retryAfterMs: jitter(Math.min(timeout, 50)) };
@@ -254,11 +273,13 @@ export class RedlockBackend implements Backend {
       ),
     );
     const seen = new Map<string, { count: number; holder: KeyStatus["holders"][number] }>();
+    const limits = new Map<number, number>();
     let answered = 0;
     for (const outcome of outcomes) {
       if (!outcome.ok) continue;
       answered++;
       const status = statusFromSnapshot(outcome.value as Snapshot);
+      if (status.limit !== undefined) limits.set(status.limit, (limits.get(status.limit) ?? 0) + 1);
       for (const holder of status.holders) {
         const id = `${holder.mode}:${holder.owner}`;
         const entry = seen.get(id);
@@ -275,7 +296,10 @@ export class RedlockBackend implements Backend {
     if (answered < this.#quorum)
       throw this.#unavailable(outcomes.flatMap((o) => (o.ok ? [] : [o.error])));
     const holders = [...seen.values()].filter((e) => e.count >= this.#quorum).map((e) => e.holder);
-    return { held: holders.length > 0, holders };
+    if (holders.length === 0) return { held: false, holders };
+    // The limit the most members report (every Redlock holder takes a key with limit 1).
+    const [limit] = [...limits].sort((a, b) => b[1] - a[1])[0] ?? [1];
+    return { held: true, limit, holders };
   }
 
   close(): Promise<void> {
@@ -284,16 +308,22 @@ export class RedlockBackend implements Backend {
   }
 
   async #close(): Promise<void> {
-    await Promise.allSettled(
+    // Releases still go out, for a moment: members that stopped answering must not hold close() up.
+    await settledWithin(
       [...this.#held.values()].map((request) => this.#releaseOn(request, this.#members)),
+      CLOSE_RELEASE_WAIT_MS,
     );
     this.#done = true;
-    await Promise.allSettled(this.#members.map((m) => m.notifier.close()));
-    await Promise.allSettled(this.#members.map((m) => m.connection.close()));
+    await Promise.allSettled(
+      this.#members.flatMap((m) => [m.notifier.close(), m.connection.close()]),
+    );
   }
 
   #instanceTimeout(ttlMs: number): number {
-    return this.#settings.instanceTimeoutMs ?? Math.min(500, Math.max(20, Math.ceil(ttlMs / 10)));
+    return (
+      this.#settings.instanceTimeoutMs ??
+      Math.min(MAX_INSTANCE_TIMEOUT_MS, Math.max(MIN_INSTANCE_TIMEOUT_MS, Math.ceil(ttlMs / 10)))
+    );
   }
 
   #layout(request: LockRequest): KeyLayout {
@@ -369,15 +399,24 @@ export class RedlockBackend implements Backend {
     });
   }
 
+  /**
+   * BACKEND_UNAVAILABLE naming each member that failed and its plain cause
+   * (`errors` are the members' own BACKEND_UNAVAILABLE errors, which name
+   * them); `cause` is an AggregateError of the raw errors.
+   */
   #unavailable(errors: readonly unknown[]): Error {
-    const reasons = errors.map((e) =>
-      e instanceof Error ? (e.cause instanceof Error ? e.cause : e) : e,
+    const raw = errors.map((e) => (e instanceof LockError && e.cause !== undefined ? e.cause : e));
+    const members = errors.map((e) =>
+      e instanceof LockError
+        ? e.message.replace(/^redis backend unavailable: /, "")
+        : plainCause(e),
     );
-    const cause = new AggregateError(
-      reasons,
-      `fewer than ${this.#quorum} of ${this.#members.length} Redlock members reachable (${reasons.length} failed)`,
+    const summary = `fewer than ${this.#quorum} of ${this.#members.length} Redlock members reachable`;
+    return new LockError(
+      "BACKEND_UNAVAILABLE",
+      `redis backend unavailable: ${summary}: ${members.join("; ")}`,
+      { cause: new AggregateError(raw, summary) },
     );
-    return backendUnavailable("redis", cause);
   }
 }
 
@@ -399,6 +438,16 @@ function firstTrue(promises: ReadonlyArray<Promise<boolean>>): Promise<void> {
       );
     }
   });
+}
+
+/** A member's acquire outcome as an attempt, or the error it failed with (a limit mismatch included). */
+function readAttempt(outcome: Outcome, request: LockRequest): Attempt | { error: unknown } {
+  if (!outcome.ok) return { error: outcome.error };
+  try {
+    return parseAcquireReply(outcome.value, request);
+  } catch (error) {
+    return { error };
+  }
 }
 
 function settle(promise: Promise<unknown>): Promise<Outcome> {

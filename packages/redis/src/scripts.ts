@@ -7,12 +7,19 @@ import { createHash } from "node:crypto";
  * (one hash tag) and honour a client's `keyPrefix`.
  *
  * Data model, per lock: the string key `x` says who has the lock: an owner
- * token (32 hex characters, PX = the lease) for an exclusive holder, or the
- * marker `r` (shared readers) or `s` (semaphore slots) while the sorted set
- * `z` of that mode has holders (member: owner, score: expiry in server ms).
- * The marker lives at least as long as the longest holder, so an exclusive
- * acquire is a single `SET NX PX`. `f` is the fencing counter, incremented
- * by every grant. Modes on the wire: `x` exclusive, `r` shared, `s` semaphore.
+ * token (32 hex characters, PX = the lease) for an exclusive holder, or a
+ * marker while the sorted set of that mode has holders (member: owner,
+ * score: expiry in server ms): `r` for shared readers (set `r`), `s` plus
+ * the limit (`s3`) for semaphore slots (set `s`). The marker lives at least
+ * as long as the longest holder, so an exclusive acquire is a single
+ * `SET NX PX`, and it carries the limit the holders took the key with, so a
+ * request with another limit is refused in the same atomic step. `f` is the
+ * fencing counter, incremented by every grant. Modes on the wire: `x`
+ * exclusive, `r` shared, `s` semaphore.
+ *
+ * Acquire replies: `{1, token}` granted, `{0, ms}` refused (ms until it may
+ * change), `{2, limit}` refused because the holders use another limit (an
+ * exclusive or shared holder's limit is 1).
  *
  * The common paths come first in each script, before any helper is defined.
  */
@@ -27,6 +34,13 @@ local function now()
   end
   return t
 end
+-- The kind of holder value v says: 'x' an owner token, 'r' readers, 's' semaphore slots, false free.
+local function kind(v)
+  if not v then return false end
+  if v == 'r' then return 'r' end
+  if string.sub(v, 1, 1) == 's' then return 's' end
+  return 'x'
+end
 -- Drops expired holders of sorted set z; returns how many are left and the earliest expiry, in ms from now.
 local function holders(z)
   redis.call('ZREMRANGEBYSCORE', z, '-inf', now())
@@ -39,32 +53,55 @@ end
 local function keep(k, ms)
   if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
 end
--- 0 when owner may hold the lock in mode now, otherwise ms until that may change.
-local function available(x, z, owner, mode, limit)
+-- Who holds the key: their kind (false: free), the limit they took it with, how many
+-- they are, the earliest of their expiries (ms from now) and the exclusive owner.
+-- A marker that outlived its holders (expired, or gone) is removed: the key is free.
+local function state(x, r, s)
   local v = redis.call('GET', x)
+  local k = kind(v)
+  if not k then return false, 0, 0, 0 end
+  if k == 'x' then return 'x', 1, 1, math.max(redis.call('PTTL', x), 1), v end
+  local z = k == 'r' and r or s
+  local n, first = holders(z)
+  if n == 0 then
+    redis.call('DEL', x, z)
+    return false, 0, 0, 0
+  end
+  if k == 'r' then return 'r', 1, n, math.max(first, 1) end
+  return 's', tonumber(string.sub(v, 2)) or 0, n, math.max(first, 1)
+end
+-- 0 when owner may hold the key in mode now, otherwise ms until that may change;
+-- or nil and the holders' limit when they took it with a limit other than limit.
+local function available(x, r, s, owner, mode, limit)
+  local k, current, n, first, holder = state(x, r, s)
+  if not k then return 0 end
+  if current ~= limit then return nil, current end
   if mode == 'x' then
-    if not v or v == owner then return 0 end
+    if holder == owner then return 0 end
     return math.max(redis.call('PTTL', x), 1)
   end
-  if v and v ~= mode then return math.max(redis.call('PTTL', x), 1) end
-  if mode == 's' and v then
-    local n, wait = holders(z)
-    if n >= limit and not redis.call('ZSCORE', z, owner) then return math.max(wait, 1) end
-  end
+  if k ~= mode then return math.max(redis.call('PTTL', x), 1) end
+  if mode == 's' and n >= limit and not redis.call('ZSCORE', s, owner) then return first end
   return 0
 end
-local function grant(x, z, f, owner, mode, ttl)
+local function grant(x, r, s, f, owner, mode, ttl, limit)
   if mode == 'x' then
     redis.call('SET', x, owner, 'PX', ttl)
   else
-    if not redis.call('GET', x) then redis.call('DEL', z) end
+    local z = mode == 'r' and r or s
+    local marker = mode == 'r' and 'r' or ('s' .. limit)
+    if redis.call('GET', x) ~= marker then redis.call('DEL', z) end
     redis.call('ZADD', z, now() + ttl, owner)
     -- The marker (and the set) outlive every holder; +1 ms covers rounding.
-    redis.call('SET', x, mode, 'KEEPTTL')
+    redis.call('SET', x, marker, 'KEEPTTL')
     keep(x, ttl + 1)
     keep(z, ttl + 1)
   end
   return redis.call('INCR', f)
+end
+-- Whether x still marks holders of mode (shared or semaphore).
+local function marks(x, mode)
+  return kind(redis.call('GET', x)) == mode
 end
 -- Fair queue: drops waiters whose entry expired (crashed or gone).
 local function purgeQueue(q, qe)
@@ -75,35 +112,40 @@ end
 `;
 
 /**
- * KEYS: x f [z] (z only for shared and semaphore). ARGV: owner, mode, ttl, limit.
- * Returns {1, fencingToken} or {0, msUntilItMayBeFree}. Idempotent for the same owner.
+ * KEYS: x f r s. ARGV: owner, mode, ttl, limit.
+ * Returns {1, fencingToken}, {0, msUntilItMayBeFree} or {2, holdersLimit}.
+ * Idempotent for the same owner.
  */
 const ACQUIRE = `
-local x, f, z = KEYS[1], KEYS[2], KEYS[3]
+local x, f, r, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local owner, mode = ARGV[1], ARGV[2]
 if mode == 'x' then
   if redis.call('SET', x, owner, 'NX', 'PX', ARGV[3]) then return {1, redis.call('INCR', f)} end
-  if redis.call('GET', x) == owner then
+  local v = redis.call('GET', x)
+  if v == owner then
     redis.call('PEXPIRE', x, ARGV[3])
     return {1, redis.call('INCR', f)}
   end
-  return {0, math.max(redis.call('PTTL', x), 1)}
+  -- Another exclusive holder (owner tokens are hex: never a marker).
+  if v ~= 'r' and string.sub(v, 1, 1) ~= 's' then return {0, math.max(redis.call('PTTL', x), 1)} end
 end
 ${HELPERS}
 local ttl, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
-local wait = available(x, z, owner, mode, limit)
+local wait, current = available(x, r, s, owner, mode, limit)
+if current then return {2, current} end
 if wait > 0 then return {0, wait} end
-return {1, grant(x, z, f, owner, mode, ttl)}
+return {1, grant(x, r, s, f, owner, mode, ttl, limit)}
 `;
 
 /**
- * Fair (FIFO) acquire. KEYS: x f z q qe qn. ARGV: owner, mode, ttl, limit,
+ * Fair (FIFO) acquire. KEYS: x f r s q qe qn. ARGV: owner, mode, ttl, limit,
  * enqueue ("1": join or stay in the queue, "0": a one-off try that only
  * succeeds when nobody waits ahead), waiterTtl.
- * Returns {1, fencingToken} or {0, msUntilItMayChange}.
+ * Returns {1, fencingToken}, {0, msUntilItMayChange} or {2, holdersLimit}
+ * (the waiter's queue entry stays: leaving the queue wakes the next one).
  */
 const FAIR_ACQUIRE = `
-local x, f, z, q, qe, qn = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local x, f, r, s, q, qe, qn = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local owner, mode = ARGV[1], ARGV[2]
 if mode == 'x' and redis.call('EXISTS', q) == 0 then
   -- Nobody queued: the plain exclusive path.
@@ -116,7 +158,8 @@ purgeQueue(q, qe)
 local member = mode .. owner
 local rank = redis.call('ZRANK', q, member)
 local position = rank or redis.call('ZCARD', q)
-local wait = available(x, z, owner, mode, limit)
+local wait, current = available(x, r, s, owner, mode, limit)
+if current then return {2, current} end
 -- FIFO: only the head may take an exclusive lock; shared or semaphore
 -- waiters may join a head of their own mode (semaphore: while slots last).
 local turn = position == 0
@@ -125,14 +168,14 @@ if not turn and mode ~= 'x' then
   for _, m in ipairs(redis.call('ZRANGE', q, 0, position - 1)) do
     if string.sub(m, 1, 1) ~= mode then turn = false break end
   end
-  if turn and mode == 's' then turn = holders(z) + position < limit end
+  if turn and mode == 's' then turn = holders(s) + position < limit end
 end
 if wait == 0 and turn then
   if rank then
     redis.call('ZREM', q, member)
     redis.call('ZREM', qe, member)
   end
-  return {1, grant(x, z, f, owner, mode, ttl)}
+  return {1, grant(x, r, s, f, owner, mode, ttl, limit)}
 end
 if enqueue then
   if not rank then redis.call('ZADD', q, redis.call('INCR', qn), member) end
@@ -169,7 +212,7 @@ if mode == 'x' and not fair then
   return 1
 end
 ${HELPERS}
-local released, freed, kind = 0, false, mode
+local released, freed, freedKind = 0, false, mode
 if mode == 'x' then
   if redis.call('GET', x) == owner then
     redis.call('DEL', x)
@@ -180,12 +223,12 @@ else
   if released == 1 then
     local n = holders(z)
     if n == 0 then
-      if redis.call('GET', x) == mode then redis.call('DEL', x) end
+      if marks(x, mode) then redis.call('DEL', x) end
       redis.call('DEL', z)
     end
     freed = mode == 's' or n == 0
     -- Nobody left: as free as after an exclusive release.
-    if n == 0 then kind = 'x' end
+    if n == 0 then freedKind = 'x' end
   end
 end
 if fair then
@@ -202,7 +245,7 @@ if fair then
     if head then redis.call(publish, c, 'o' .. string.sub(head, 1, 17)) end
   end
 elseif freed then
-  redis.call(publish, c, kind .. ARGV[4])
+  redis.call(publish, c, freedKind .. ARGV[4])
 end
 return released
 `;
@@ -221,7 +264,7 @@ end
 ${HELPERS}
 local ttl = tonumber(ARGV[3])
 local score = redis.call('ZSCORE', z, owner)
-if redis.call('GET', x) ~= mode or not score or tonumber(score) <= now() then
+if not marks(x, mode) or not score or tonumber(score) <= now() then
   redis.call('ZREM', z, owner)
   return 0
 end
@@ -246,7 +289,7 @@ elseif mode == 'x' then
   if redis.call('GET', x) ~= owner then return 0 end
 else
   local score = redis.call('ZSCORE', z, owner)
-  if redis.call('GET', x) ~= mode or not score or tonumber(score) <= now() then return 0 end
+  if not marks(x, mode) or not score or tonumber(score) <= now() then return 0 end
 end
 if tonumber(redis.call('GET', f) or '0') < tonumber(ARGV[3]) then redis.call('SET', f, ARGV[3]) end
 return 1
@@ -254,7 +297,8 @@ return 1
 
 /**
  * KEYS: x r s f. Read-only snapshot: {exclusive owner or false, its pttl,
- * readers {owner, msLeft, ...}, slots {owner, msLeft, ...}, fence counter or false}.
+ * readers {owner, msLeft, ...}, slots {owner, msLeft, ...}, fence counter or
+ * false, the holders' limit (1 unless a semaphore)}.
  */
 const INSPECT = `
 ${HELPERS}
@@ -268,9 +312,14 @@ local function live(z)
   return out
 end
 local v = redis.call('GET', KEYS[1])
-local owner, readers, slots = false, {}, {}
-if v == 'r' then readers = live(KEYS[2]) elseif v == 's' then slots = live(KEYS[3]) elseif v then owner = v end
-return {owner, redis.call('PTTL', KEYS[1]), readers, slots, redis.call('GET', KEYS[4])}
+local k = kind(v)
+local owner, readers, slots, limit = false, {}, {}, 1
+if k == 'r' then readers = live(KEYS[2])
+elseif k == 's' then
+  slots = live(KEYS[3])
+  limit = tonumber(string.sub(v, 2)) or 0
+elseif k then owner = v end
+return {owner, redis.call('PTTL', KEYS[1]), readers, slots, redis.call('GET', KEYS[4]), limit}
 `;
 
 /** A Lua script, sent by EVALSHA (the connection loads it with SCRIPT LOAD first). */

@@ -16,8 +16,16 @@ import { type KeyLayout, keyLayout } from "./layout.js";
 import { Notifier } from "./notifier.js";
 import { scripts } from "./scripts.js";
 import { type Snapshot, statusFromSnapshot } from "./status.js";
+import { CLOSE_RELEASE_WAIT_MS, SERVER_MIN_TTL_MS, settledWithin } from "./timing.js";
 import { Waiters } from "./waiters.js";
-import { holdersKey, parseAcquireReply, releaseTag, wireMode, withHolders } from "./wire.js";
+import {
+  acquireKeys,
+  holdersKey,
+  parseAcquireReply,
+  releaseTag,
+  wireMode,
+  withHolders,
+} from "./wire.js";
 
 /** Settings of a single-server or Cluster backend. */
 export interface ServerSettings {
@@ -66,6 +74,7 @@ export class ServerBackend implements Backend {
       semaphore: true,
       fair: settings.fair,
       notify: true,
+      minTtlMs: SERVER_MIN_TTL_MS,
     });
     if (settings.fair) {
       Object.defineProperty(this, "acquire", {
@@ -89,7 +98,7 @@ export class ServerBackend implements Backend {
       scripts.extend,
       withHolders([l.exclusive], l, mode),
       [request.owner, mode, ttlMs],
-      Math.min(this.#settings.commandTimeoutMs, ttlMs),
+      this.#settings.commandTimeoutMs,
     );
     if (reply === 1) return true;
     this.#held.delete(request.owner);
@@ -139,12 +148,14 @@ export class ServerBackend implements Backend {
   }
 
   async #close(): Promise<void> {
-    // Releases still go out while closing; new work is refused.
+    // Releases still go out while closing, for a moment; new work is refused.
     const held = [...this.#held.values()];
-    await Promise.allSettled(held.map((request) => this.#release(request)));
+    await settledWithin(
+      held.map((request) => this.#release(request)),
+      CLOSE_RELEASE_WAIT_MS,
+    );
     this.#closing.abort(lockClosed("redis backend"));
-    await this.#notifier.close();
-    await this.#connection.close();
+    await Promise.all([this.#notifier.close(), this.#connection.close()]);
   }
 
   #layout(request: LockRequest): KeyLayout {
@@ -154,13 +165,14 @@ export class ServerBackend implements Backend {
   async #attempt(request: LockRequest, enqueue: boolean): Promise<Attempt> {
     const l = this.#layout(request);
     const mode = wireMode(request);
-    const z = holdersKey(l, mode);
-    const timeout = Math.min(this.#settings.commandTimeoutMs, request.ttlMs);
+    // Not cut to the TTL: a reply later than the lease is a grant the core refuses as too
+    // late (and releases), not a sign that the server is down.
+    const timeout = this.#settings.commandTimeoutMs;
     const start = monotonicNow();
     const reply = this.#settings.fair
       ? await this.#connection.run(
           scripts.fairAcquire,
-          [l.exclusive, l.fence, z, l.queue, l.queueExpiry, l.queueSequence],
+          [...acquireKeys(l), l.queue, l.queueExpiry, l.queueSequence],
           [
             request.owner,
             mode,
@@ -173,11 +185,11 @@ export class ServerBackend implements Backend {
         )
       : await this.#connection.run(
           scripts.acquire,
-          withHolders([l.exclusive, l.fence], l, mode),
+          acquireKeys(l),
           [request.owner, mode, request.ttlMs, request.limit],
           timeout,
         );
-    const attempt = parseAcquireReply(reply);
+    const attempt = parseAcquireReply(reply, request);
     if (!attempt.granted) return attempt;
     this.#held.set(request.owner, request);
     // A queued grant may come long after the wait began: date the lease from this attempt.

@@ -1,17 +1,21 @@
 import type { KeyStatus } from "@locks/core";
 
-/** The inspect script's reply: exclusive owner, its PTTL, readers and slots as [owner, msLeft, ...], fence counter. */
+/**
+ * The inspect script's reply: exclusive owner, its PTTL, readers and slots as
+ * [owner, msLeft, ...], fence counter, and the holders' limit (1 unless a semaphore).
+ */
 export type Snapshot = [
   string | null,
   number,
   Array<string | number>,
   Array<string | number>,
   string | null,
+  number,
 ];
 
-/** Turns the inspect script's snapshot into a `KeyStatus`. */
+/** Turns the inspect script's snapshot into a `KeyStatus` (with `limit` while the key is held). */
 export function statusFromSnapshot(reply: Snapshot): KeyStatus {
-  const [owner, pttl, readers, slots, fence] = reply;
+  const [owner, pttl, readers, slots, fence, limit] = reply;
   const holders: Array<KeyStatus["holders"][number]> = [];
   if (owner !== null) {
     holders.push({
@@ -21,6 +25,7 @@ export function statusFromSnapshot(reply: Snapshot): KeyStatus {
       ...(pttl >= 0 ? { expiresInMs: pttl } : {}),
     });
   }
+  // A semaphore's holders hold in mode "exclusive" (the core's KeyStatus: the limit tells them apart).
   for (const [list, mode] of [
     [readers, "shared"],
     [slots, "exclusive"],
@@ -29,5 +34,6 @@ export function statusFromSnapshot(reply: Snapshot): KeyStatus {
       holders.push({ owner: String(list[i]), mode, expiresInMs: Number(list[i + 1]) });
     }
   }
-  return { held: holders.length > 0, holders };
+  if (holders.length === 0) return { held: false, holders };
+  return { held: true, limit: Number(limit), holders };
 }

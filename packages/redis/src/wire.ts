@@ -1,4 +1,4 @@
-import type { Attempt, LockRequest } from "@locks/core";
+import { type Attempt, type LockRequest, limitMismatch } from "@locks/core";
 import type { KeyLayout } from "./layout.js";
 
 /** The mode letter the scripts use: `x` exclusive, `r` shared reader, `s` semaphore slot. */
@@ -25,12 +25,22 @@ export function releaseTag(request: LockRequest): string {
   return request.owner.slice(0, 12);
 }
 
-/** Reads an acquire script's reply: `[1, token]` or `[0, msUntilItMayBeFree]`. */
-export function parseAcquireReply(reply: unknown): Attempt {
+/** The keys of the acquire scripts: holder, fence and both holder sets (a request of another limit is detected in either). */
+export function acquireKeys(layout: KeyLayout): string[] {
+  return [layout.exclusive, layout.fence, layout.readers, layout.slots];
+}
+
+/**
+ * Reads an acquire script's reply: `[1, token]` granted, `[0, msUntilItMayBeFree]`
+ * refused; `[2, holdersLimit]` throws `limitMismatch` (INVALID_ARGUMENT): the key's
+ * holders took it with another limit.
+ */
+export function parseAcquireReply(reply: unknown, request: LockRequest): Attempt {
   if (!Array.isArray(reply) || reply.length !== 2) {
     throw new Error(`unexpected reply from the acquire script: ${JSON.stringify(reply)}`);
   }
-  const [granted, value] = reply as [unknown, unknown];
-  if (granted === 1) return { granted: true, fencingToken: BigInt(value as number | string) };
+  const [outcome, value] = reply as [unknown, unknown];
+  if (outcome === 1) return { granted: true, fencingToken: BigInt(value as number | string) };
+  if (outcome === 2) throw limitMismatch(request.limit, Number(value));
   return { granted: false, retryAfterMs: Math.max(0, Number(value)) };
 }

@@ -5,7 +5,7 @@ import { startRedisCluster, waitFor } from "@locks/testkit";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { keyLayout } from "../src/layout.js";
 import { clusterBackend, clusterClient } from "./fixtures/cluster.js";
-import { freshNamespace } from "./helpers.js";
+import { codeOf, freshNamespace } from "./helpers.js";
 
 const module = fileURLToPath(new URL("./fixtures/backend.ts", import.meta.url));
 const cluster = await startRedisCluster({ masters: 3 });
@@ -65,6 +65,32 @@ describe("cluster specifics", () => {
       expect(performance.now() - released).toBeLessThan(400);
       expect(next.fencingToken).toBeGreaterThan(held.fencingToken);
       await next.release();
+    }
+  });
+
+  it("refuses a limit other than the holders', and inspect reports the key's limit (plain and fair)", async () => {
+    for (const fair of [false, true]) {
+      const ns = freshNamespace();
+      const [a, b] = [
+        createLocks(clusterBackend(nodes, fair), { namespace: ns }),
+        createLocks(clusterBackend(nodes, fair), { namespace: ns }),
+      ];
+      onTestFinished(() => Promise.all([a.close(), b.close()]).then(() => undefined));
+      const slots = await Promise.all([
+        a.acquire("pool", { limit: 2 }),
+        b.acquire("pool", { limit: 2 }),
+      ]);
+      const status = await a.backend.inspect?.(ns, "pool");
+      expect(status?.limit, `fair: ${fair}`).toBe(2);
+      expect(status?.holders.map((h) => h.mode)).toEqual(["exclusive", "exclusive"]);
+      const refused = await b.tryAcquire("pool", { limit: 3 }).catch((e: Error) => e);
+      expect(refused).toMatchObject({
+        code: "INVALID_ARGUMENT",
+        message: "limit 3 differs from the limit 2 that the key's current holders use",
+      });
+      expect(await codeOf(b.acquire("pool", { timeoutMs: 5_000 }))).toBe("INVALID_ARGUMENT");
+      await Promise.all(slots.map((slot) => slot.release()));
+      expect(await a.backend.inspect?.(ns, "pool")).toEqual({ held: false, holders: [] });
     }
   });
 });

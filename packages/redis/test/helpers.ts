@@ -1,3 +1,4 @@
+import { createHook } from "node:async_hooks";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { ChildDriver } from "@locks/testkit";
@@ -36,5 +37,44 @@ const workerModule = fileURLToPath(new URL("./fixtures/worker.ts", import.meta.u
 export class Worker extends ChildDriver<WorkerCommand, WorkerReply> {
   constructor(env: Record<string, string>) {
     super(workerModule, { env });
+  }
+}
+
+/** Async resource types that outlive a close() when something was not closed. */
+const HANDLE_TYPES = new Set(["Timeout", "TCPWRAP", "TCPCONNECTWRAP"]);
+
+/**
+ * Records the timers and sockets created from now on (unref'd ones too, which
+ * `process.getActiveResourcesInfo()` does not list); the function returned
+ * lists those still open, once none is left or after `withinMs` (Node reports
+ * a closed handle a moment later, from its own queue).
+ */
+export function trackHandles(): (withinMs?: number) => Promise<string[]> {
+  const open = new Map<number, string>();
+  const hook = createHook({
+    init(id, type) {
+      if (HANDLE_TYPES.has(type)) open.set(id, type);
+    },
+    destroy(id) {
+      open.delete(id);
+    },
+  }).enable();
+  onTestFinished(() => {
+    hook.disable();
+  });
+  return async (withinMs = 1_000) => {
+    const deadline = performance.now() + withinMs;
+    while (open.size > 0 && performance.now() < deadline) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    return [...open.values()].sort();
+  };
+}
+
+/** Keeps this thread busy for `ms` (a loaded machine, a long GC): no timer, no socket read runs meanwhile. */
+export function blockEventLoop(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    // busy
   }
 }

@@ -24,7 +24,10 @@ export async function oneServer(): Promise<void> {
 
 export async function ownClient(): Promise<void> {
   // Your client: the backend never closes it, and never sends a lock command while it is not ready.
-  const client = new Redis("redis://127.0.0.1:6379", { autoResendUnfulfilledCommands: false });
+  const client = new Redis("redis://127.0.0.1:6379", {
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+  });
   const locks = createLocks(redisBackend({ client }), { namespace: "billing" });
   await locks.withLock("report", async () => {
     // ...

@@ -6,12 +6,21 @@ import {
   type LocksOptions,
   newOwnerToken,
 } from "@locks/core";
-import { type RedisServer, startProxy, startRedis, waitFor } from "@locks/testkit";
-import { Redis } from "ioredis";
+import { freePort, type RedisServer, startProxy, startRedis, waitFor } from "@locks/testkit";
+import { Cluster, Redis } from "ioredis";
 import { describe, expect, inject, it, onTestFinished } from "vitest";
+import { SAFE_CLIENT_OPTIONS, unsafeOptions } from "../src/clients.js";
+import { Connection } from "../src/connection.js";
 import { type RedisBackendOptions, redisBackend } from "../src/index.js";
 import { keyLayout } from "../src/layout.js";
-import { codeOf, freshNamespace, rawClient, Worker } from "./helpers.js";
+import {
+  blockEventLoop,
+  codeOf,
+  freshNamespace,
+  rawClient,
+  trackHandles,
+  Worker,
+} from "./helpers.js";
 
 const url = inject("redisUrl");
 
@@ -41,6 +50,18 @@ function watchLoss(lease: Lease): { at?: number; code?: string } {
     seen.code = (lease.signal.reason as { code?: string }).code;
   });
   return seen;
+}
+
+/** The rejection of `promise` (or "resolved"), for checking code, message and cause. */
+async function errorOf(
+  promise: Promise<unknown>,
+): Promise<{ code?: string; message: string; cause?: unknown }> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as { code?: string; message: string; cause?: unknown };
+  }
+  return { message: "resolved" };
 }
 
 async function commandCalls(admin: Redis, command: string): Promise<number> {
@@ -97,15 +118,21 @@ describe("options", () => {
         semaphore: true,
         fair: false,
         notify: true,
+        minTtlMs: 250,
       });
       expect(single.acquire).toBeUndefined();
       expect(fair.capabilities.fair).toBe(true);
+      expect(fair.capabilities.minTtlMs).toBe(250);
       expect(typeof fair.acquire).toBe("function");
       expect({ ...redlock.capabilities }).toMatchObject({
         semaphore: false,
         fair: false,
         shared: true,
+        minTtlMs: 500,
       });
+      for (const backend of [single, fair, redlock]) {
+        expect(Object.isFrozen(backend.capabilities)).toBe(true);
+      }
     } finally {
       await Promise.all([single.close(), fair.close(), redlock.close()]);
     }
@@ -142,9 +169,16 @@ describe("clients", () => {
   it("sends no lock command while a given client is reconnecting: fails fast, queues nothing", async () => {
     const server = await ownServer();
     const ns = freshNamespace();
-    // The user's client keeps ioredis defaults (offline queue on): the backend must not use it.
-    const given = rawClient(server.url);
-    await given.ping();
+    // A client with the options the backend requires: the backend uses it as it is.
+    const given = new Redis(server.url, {
+      enableOfflineQueue: false,
+      autoResendUnfulfilledCommands: false,
+    });
+    given.on("error", () => undefined);
+    onTestFinished(() => {
+      given.disconnect();
+    });
+    await waitFor(() => given.status === "ready");
     const locks = locksOver({ client: given }, ns);
     await server.kill();
     await waitFor(() => given.status === "reconnecting");
@@ -159,6 +193,92 @@ describe("clients", () => {
     const lease = await locks.tryAcquire("k");
     expect(lease).not.toBeNull();
     await lease?.release();
+  });
+});
+
+describe("client options (RELIABILITY.md: no offline queue, no resend after a reconnect)", () => {
+  it("every client that carries lock commands has them: made from url, given, or a duplicate of a given client that lacks them", () => {
+    const stale = 1_000;
+    const unsafeRedis = new Redis(url, { lazyConnect: true, keyPrefix: "app:" });
+    const safeRedis = new Redis(url, { ...SAFE_CLIENT_OPTIONS });
+    const nodes = [{ host: "127.0.0.1", port: 1 }];
+    const unsafeCluster = new Cluster(nodes, { lazyConnect: true });
+    const safeCluster = new Cluster(nodes, {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      redisOptions: { autoResendUnfulfilledCommands: false },
+    });
+    expect(unsafeOptions(unsafeRedis)).toEqual([
+      "enableOfflineQueue",
+      "autoResendUnfulfilledCommands",
+    ]);
+    expect(unsafeOptions(unsafeCluster)).toEqual([
+      "enableOfflineQueue",
+      "redisOptions.autoResendUnfulfilledCommands",
+    ]);
+    const connections = {
+      url: Connection.create(url, undefined, stale),
+      // User options cannot turn them back on.
+      urlOverridden: Connection.create(
+        url,
+        { enableOfflineQueue: true, autoResendUnfulfilledCommands: true },
+        stale,
+      ),
+      unsafeRedis: Connection.given(unsafeRedis, stale),
+      safeRedis: Connection.given(safeRedis, stale),
+      unsafeCluster: Connection.given(unsafeCluster, stale),
+      safeCluster: Connection.given(safeCluster, stale),
+    };
+    for (const [name, connection] of Object.entries(connections)) {
+      expect(unsafeOptions(connection.client), name).toEqual([]);
+    }
+    // A given client that has them is used as it is, and is not the backend's to close.
+    expect(connections.safeRedis.client).toBe(safeRedis);
+    expect(connections.safeRedis.owned).toBe(false);
+    expect(connections.safeCluster.client).toBe(safeCluster);
+    // One that lacks them is never modified: lock commands go through a duplicate the backend closes.
+    expect(unsafeOptions(unsafeRedis)).toHaveLength(2);
+    expect(connections.unsafeRedis.client).not.toBe(unsafeRedis);
+    expect(connections.unsafeRedis.owned).toBe(true);
+    expect(connections.unsafeRedis.keyPrefix).toBe("app:");
+    expect(connections.unsafeCluster.client).not.toBe(unsafeCluster);
+    expect(connections.unsafeCluster.owned).toBe(true);
+    // The invariant is asserted where a connection is made, whoever makes it.
+    expect(() => new Connection(unsafeRedis, false, stale)).toThrow(
+      /autoResendUnfulfilledCommands/,
+    );
+    for (const client of [unsafeRedis, safeRedis, unsafeCluster, safeCluster]) client.disconnect();
+    for (const connection of Object.values(connections)) connection.client.disconnect();
+  });
+
+  it("a given client with ioredis' defaults is wrapped: a lock command in flight when the connection drops is never replayed", async () => {
+    const proxy = await startProxy(url);
+    onTestFinished(() => proxy.close());
+    const ns = freshNamespace();
+    const raw = rawClient(url);
+    // ioredis' defaults: offline queue on, unfulfilled commands resent after a reconnect.
+    const given = new Redis(proxy.url as string);
+    given.on("error", () => undefined);
+    onTestFinished(() => {
+      given.disconnect();
+    });
+    const locks = locksOver({ client: given }, ns);
+    await (await locks.acquire("warm-up")).release();
+    const layout = keyLayout("locks", ns, "k");
+    proxy.delay(300);
+    const attempt = errorOf(locks.tryAcquire("k", { ttlMs: 30_000 }));
+    // The server ran the acquire; its reply is still on the wire when the connection drops.
+    await waitFor(async () => (await raw.exists(layout.exclusive)) === 1, { intervalMs: 5 });
+    proxy.resetAll();
+    proxy.delay(0);
+    const error = await attempt;
+    expect(error.code).toBe("BACKEND_UNAVAILABLE");
+    // Cleaned up by owner once the connection is back, and never run a second time.
+    await waitFor(async () => (await raw.exists(layout.exclusive)) === 0, {
+      timeoutMs: 5_000,
+      message: "the unknown acquire to be cleaned up",
+    });
+    expect(await raw.get(layout.fence), "times the acquire ran").toBe("1");
   });
 });
 
@@ -238,25 +358,112 @@ describe("keys on the server", () => {
 });
 
 describe("inspect", () => {
-  it("reports the holders of a key: owner, mode, token and time left", async () => {
-    const ns = freshNamespace();
-    const locks = locksOver({ url }, ns);
-    const backend = locks.backend;
-    expect(await backend.inspect?.(ns, "k")).toEqual({ held: false, holders: [] });
-    const lease = await locks.acquire("k", { ttlMs: 10_000 });
-    const exclusive = await backend.inspect?.(ns, "k");
-    expect(exclusive?.held).toBe(true);
-    expect(exclusive?.holders).toEqual([
-      expect.objectContaining({ mode: "exclusive", fencingToken: lease.fencingToken }),
-    ]);
-    expect(exclusive?.holders[0]?.expiresInMs).toBeGreaterThan(9_000);
-    await lease.release();
-    const readers = await Promise.all([0, 1].map(() => locks.acquire("k", { mode: "shared" })));
-    const shared = await backend.inspect?.(ns, "k");
-    expect(shared?.holders.map((h) => h.mode)).toEqual(["shared", "shared"]);
-    await Promise.all(readers.map((r) => r.release()));
-    expect((await backend.inspect?.(ns, "k"))?.held).toBe(false);
-  });
+  for (const fair of [false, true]) {
+    it(`reports every holder with its mode, token or time left, and the key's limit${fair ? " (fair)" : ""}`, async () => {
+      const ns = freshNamespace();
+      const locks = locksOver({ url, fair }, ns);
+      const backend = locks.backend;
+      expect(await backend.inspect?.(ns, "k")).toEqual({ held: false, holders: [] });
+      const lease = await locks.acquire("k", { ttlMs: 10_000 });
+      const exclusive = await backend.inspect?.(ns, "k");
+      expect(exclusive).toEqual({
+        held: true,
+        limit: 1,
+        holders: [expect.objectContaining({ mode: "exclusive", fencingToken: lease.fencingToken })],
+      });
+      expect(exclusive?.holders[0]?.expiresInMs).toBeGreaterThan(9_000);
+      await lease.release();
+      const readers = await Promise.all([0, 1].map(() => locks.acquire("k", { mode: "shared" })));
+      const shared = await backend.inspect?.(ns, "k");
+      expect(shared?.limit).toBe(1);
+      expect(shared?.holders.map((h) => h.mode)).toEqual(["shared", "shared"]);
+      await Promise.all(readers.map((r) => r.release()));
+      const slots = await Promise.all([0, 1, 2].map(() => locks.acquire("k", { limit: 3 })));
+      const semaphore = await backend.inspect?.(ns, "k");
+      expect(semaphore?.held).toBe(true);
+      expect(semaphore?.limit).toBe(3);
+      expect(semaphore?.holders.map((h) => h.mode)).toEqual([
+        "exclusive",
+        "exclusive",
+        "exclusive",
+      ]);
+      expect(new Set(semaphore?.holders.map((h) => h.owner)).size).toBe(3);
+      for (const holder of semaphore?.holders ?? []) expect(holder.expiresInMs).toBeGreaterThan(0);
+      await slots[0]?.release();
+      expect((await backend.inspect?.(ns, "k"))?.holders).toHaveLength(2);
+      await Promise.all(slots.slice(1).map((slot) => slot.release()));
+      expect(await backend.inspect?.(ns, "k")).toEqual({ held: false, holders: [] });
+    });
+  }
+});
+
+describe("semaphore limits", () => {
+  for (const fair of [false, true]) {
+    it(`refuses a limit other than the one the holders use, at once, with INVALID_ARGUMENT naming limit${fair ? " (fair)" : ""}`, async () => {
+      const ns = freshNamespace();
+      const [a, b] = [locksOver({ url, fair }, ns), locksOver({ url, fair }, ns)];
+      const slot = await a.acquire("pool", { limit: 2 });
+      const others = [{ limit: 3 }, { limit: 1 }, { mode: "shared" as const }];
+      for (const options of others) {
+        const label = JSON.stringify(options);
+        const refused = await errorOf(b.tryAcquire("pool", options));
+        expect(refused.code, label).toBe("INVALID_ARGUMENT");
+        expect(refused.message, label).toBe(
+          `limit ${options.limit ?? 1} differs from the limit 2 that the key's current holders use`,
+        );
+        // Waiting cannot help: acquire gets the same error instead of waiting out its timeout.
+        const started = performance.now();
+        expect(await codeOf(b.acquire("pool", { ...options, timeoutMs: 5_000 })), label).toBe(
+          "INVALID_ARGUMENT",
+        );
+        expect(performance.now() - started, label).toBeLessThan(2_000);
+      }
+      // The holders' own limit still joins them.
+      const second = await b.acquire("pool", { limit: 2, timeoutMs: 5_000 });
+      await Promise.all([slot.release(), second.release()]);
+      // Once they left, any limit may take the key; then that one is the key's limit.
+      const exclusive = await a.acquire("pool");
+      expect((await errorOf(b.tryAcquire("pool", { limit: 2 }))).message).toContain(
+        "limit 2 differs from the limit 1",
+      );
+      const reader = b.acquire("pool", { mode: "shared", timeoutMs: 5_000 });
+      await exclusive.release();
+      await (await reader).release();
+      const free = await b.tryAcquire("pool", { limit: 4 });
+      expect(free).not.toBeNull();
+      await free?.release();
+    });
+
+    it(`a waiter gets the same error when the key is taken with another limit while it waits${fair ? " (fair)" : ""}`, async () => {
+      const proxy = await startProxy(url);
+      onTestFinished(() => proxy.close());
+      const ns = freshNamespace();
+      const raw = rawClient(url);
+      const direct = locksOver({ url, fair }, ns);
+      const slow = locksOver({ url: proxy.url as string, fair }, ns);
+      await (await slow.acquire("warm-up")).release();
+      const holders = await Promise.all([0, 1].map(() => direct.acquire("pool", { limit: 2 })));
+      // The waiter's link is slow: whatever wakes it reaches the server 200 ms later.
+      proxy.delay(100);
+      const waiting = errorOf(slow.acquire("pool", { limit: 2, timeoutMs: 10_000 }));
+      const layout = keyLayout("locks", ns, "pool");
+      await waitFor(async () =>
+        fair
+          ? (await raw.zcard(layout.queue)) === 1
+          : ((await raw.pubsub("NUMSUB", layout.channel)) as [string, number])[1] === 1,
+      );
+      await Promise.all(holders.map((lease) => lease.release()));
+      const other = await direct.tryAcquire("pool", { limit: 3 });
+      expect(other, "the key taken with limit 3").not.toBeNull();
+      const error = await waiting;
+      expect(error.code).toBe("INVALID_ARGUMENT");
+      expect(error.message).toContain("limit 2 differs from the limit 3");
+      proxy.delay(0);
+      // It left nothing behind (fair: its queue entry).
+      await waitFor(async () => (await raw.exists(layout.queue)) === 0);
+      await other?.release();
+    });
+  }
 });
 
 describe("notifications", () => {
@@ -516,5 +723,166 @@ describe("across processes", () => {
     history.assertValid();
     for (const w of workers) w.send({ type: "close" });
     for (const w of workers) expect(await w.exited).toBe(0);
+  });
+});
+
+describe("ttlMs floor and reply timeouts", () => {
+  const floor = 250;
+
+  it("grants a free key at the floor every time: first grants of fresh backends and warm ones", async () => {
+    const ns = freshNamespace();
+    const outcomes: string[] = [];
+    const grant = async (locks: Locks, key: string): Promise<void> => {
+      const outcome = await locks.tryAcquire(key, { ttlMs: floor, autoExtend: false }).then(
+        async (lease) => {
+          await lease?.release();
+          return lease === null ? "refused" : "granted";
+        },
+        (error: { code?: string }) => String(error.code),
+      );
+      outcomes.push(outcome);
+    };
+    // The first grant of a backend pays for the connection and SCRIPT LOAD too.
+    for (let i = 0; i < 10; i++) {
+      const fresh = createLocks(redisBackend({ url }), { namespace: ns });
+      await grant(fresh, `fresh-${i}`);
+      await fresh.close();
+    }
+    const warm = locksOver({ url }, ns);
+    for (let i = 0; i < 100; i++) await grant(warm, `warm-${i}`);
+    expect(outcomes.filter((o) => o !== "granted")).toEqual([]);
+    expect(await codeOf(warm.tryAcquire("k", { ttlMs: floor - 1 }))).toBe("INVALID_ARGUMENT");
+  });
+
+  it("a reply later than the TTL over a slow link is a grant refused as too late, never BACKEND_UNAVAILABLE", async () => {
+    const proxy = await startProxy(url);
+    onTestFinished(() => proxy.close());
+    const ns = freshNamespace();
+    const raw = rawClient(url);
+    const locks = locksOver({ url: proxy.url as string }, ns);
+    await (await locks.acquire("warm-up")).release();
+    // 150 ms each way: every reply comes back after a 250 ms lease has run out.
+    proxy.delay(150);
+    expect(await locks.tryAcquire("k", { ttlMs: floor, autoExtend: false })).toBeNull();
+    expect(await codeOf(locks.acquire("k", { ttlMs: floor, timeoutMs: 1_000 }))).toBe(
+      "LOCK_TIMEOUT",
+    );
+    proxy.delay(0);
+    // Each late grant was released by owner.
+    await waitFor(async () => (await raw.exists(keyLayout("locks", ns, "k").exclusive)) === 0);
+  });
+
+  it("a reply that arrived while the event loop was blocked is not taken for a silent server", async () => {
+    const ns = freshNamespace();
+    // A reply timeout far shorter than the block below.
+    const locks = locksOver({ url, commandTimeoutMs: 20 }, ns);
+    await (await locks.acquire("warm-up")).release();
+    const attempt = locks.tryAcquire("k", { ttlMs: 10_000 });
+    // The reply arrives meanwhile; when the loop runs again, the timeout check comes first.
+    blockEventLoop(200);
+    const lease = await attempt;
+    expect(lease).not.toBeNull();
+    await lease?.release();
+  });
+});
+
+describe("close() while the server is stopped (SIGSTOP)", () => {
+  for (const fair of [false, true]) {
+    it(`ends an acquire in flight with LOCK_CLOSED at once, resolves well under a second, leaves no socket or timer${fair ? " (fair)" : ""}`, async () => {
+      const server = await ownServer();
+      onTestFinished(() => server.resume());
+      const ns = freshNamespace();
+      const admin = rawClient(server.url);
+      await admin.ping();
+      const open = trackHandles();
+      const locks = createLocks(redisBackend({ url: server.url, fair }), { namespace: ns });
+      onTestFinished(() => locks.close());
+      // A lease for close() to release, and a waiter (its subscriber connection, its queue entry).
+      const held = await locks.acquire("held");
+      const waiting = codeOf(locks.acquire("held"));
+      const channel = keyLayout("locks", ns, "held").channel;
+      await waitFor(
+        async () => ((await admin.pubsub("NUMSUB", channel)) as [string, number])[1] === 1,
+      );
+      server.pause();
+      // No timeout, no signal: only close() can end it.
+      const inFlight = codeOf(locks.acquire("k"));
+      const started = performance.now();
+      let closedAfter = Number.POSITIVE_INFINITY;
+      const closing = locks.close().then(() => {
+        closedAfter = performance.now() - started;
+      });
+      expect(await inFlight).toBe("LOCK_CLOSED");
+      const rejectedAfter = performance.now() - started;
+      expect(await waiting).toBe("LOCK_CLOSED");
+      await closing;
+      expect(rejectedAfter, "ms from close() to the in-flight acquire's rejection").toBeLessThan(
+        50,
+      );
+      expect(closedAfter, "ms close() took").toBeLessThan(800);
+      expect(held.signal.aborted).toBe(true);
+      expect(await open(), "timers and sockets left open").toEqual([]);
+      server.resume();
+    });
+  }
+});
+
+describe("unreachable servers", () => {
+  it("BACKEND_UNAVAILABLE names the server and the plain cause; the raw error is the cause (closed loopback port)", async () => {
+    const port = await freePort();
+    const closed = `redis://127.0.0.1:${port}`;
+    const ns = freshNamespace();
+    // Made by the backend, and a given client with ioredis' defaults (wrapped in one of ours).
+    const given = new Redis(closed, { lazyConnect: true });
+    given.on("error", () => undefined);
+    onTestFinished(() => {
+      given.disconnect();
+    });
+    for (const options of [{ url: closed }, { client: given }]) {
+      const locks = locksOver(options, ns);
+      // The first attempt connects; the next ones meet a client that is reconnecting.
+      for (const call of [
+        () => locks.tryAcquire("k"),
+        () => locks.acquire("k"),
+        () => locks.tryAcquire("k"),
+      ]) {
+        const error = await errorOf(call());
+        expect(error.code).toBe("BACKEND_UNAVAILABLE");
+        expect(error.message).toBe(
+          `redis backend unavailable: 127.0.0.1:${port}: connection refused`,
+        );
+        expect((error.cause as { code?: string }).code).toBe("ECONNREFUSED");
+      }
+    }
+  });
+});
+
+describe("fair mode over a slow link", () => {
+  it("a grant from the queue, 100 ms each way, autoExtend false: the lease's signal aborts before another client can take the key", async () => {
+    const proxy = await startProxy(url);
+    onTestFinished(() => proxy.close());
+    const ns = freshNamespace();
+    const raw = rawClient(url);
+    const direct = locksOver({ url, fair: true }, ns);
+    const slow = locksOver({ url: proxy.url as string, fair: true }, ns);
+    await (await slow.acquire("warm-up")).release();
+    const holder = await direct.acquire("k");
+    proxy.delay(100);
+    const ttlMs = 800;
+    const waiting = slow.acquire("k", { ttlMs, autoExtend: false, timeoutMs: 10_000 });
+    await waitFor(async () => (await raw.zcard(keyLayout("locks", ns, "k").queue)) === 1);
+    await holder.release();
+    const lease = await waiting;
+    const loss = watchLoss(lease);
+    expect(lease.signal.aborted).toBe(false);
+    // Another client takes the key as soon as the server lets it (the holder never extends).
+    const next = await direct.acquire("k", { timeoutMs: 10_000 });
+    const takenAt = performance.now();
+    expect(loss.code).toBe("LOCK_LOST");
+    expect(
+      takenAt - (loss.at as number),
+      "ms from the loss signal to the takeover",
+    ).toBeGreaterThan(0);
+    await next.release();
   });
 });

@@ -1,11 +1,11 @@
 import { fileURLToPath } from "node:url";
 import { createLocks, type Locks } from "@locks/core";
 import { runConformanceSuite } from "@locks/core/conformance";
-import { startRedisGroup, waitFor } from "@locks/testkit";
+import { freePort, startRedisGroup, waitFor } from "@locks/testkit";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { redisBackend } from "../src/index.js";
 import { keyLayout } from "../src/layout.js";
-import { codeOf, freshNamespace, rawClient } from "./helpers.js";
+import { codeOf, freshNamespace, rawClient, trackHandles } from "./helpers.js";
 
 const module = fileURLToPath(new URL("./fixtures/backend.ts", import.meta.url));
 const members = await startRedisGroup(5);
@@ -36,6 +36,74 @@ function locksOver(urls: readonly string[], namespace: string): Locks {
 }
 
 describe("redlock faults", () => {
+  it("4 members: with 2 reachable nothing is ever granted (quorum 3 = floor(4/2) + 1), with 3 it grants", async () => {
+    const servers = await group(4);
+    const ns = freshNamespace();
+    const locks = locksOver(
+      servers.map((s) => s.url),
+      ns,
+    );
+    await (await locks.acquire("k")).release();
+    // One member stops answering, one is gone: 2 of 4 still grant.
+    servers[0]!.pause();
+    await servers[1]!.kill();
+    for (let i = 0; i < 3; i++) {
+      expect(await codeOf(locks.tryAcquire("k", { ttlMs: 5_000 }))).toBe("BACKEND_UNAVAILABLE");
+    }
+    expect(await codeOf(locks.acquire("k", { ttlMs: 5_000, timeoutMs: 3_000 }))).toBe(
+      "BACKEND_UNAVAILABLE",
+    );
+    // The two that granted were released before the failure was reported.
+    const layout = keyLayout("locks", ns, "k");
+    for (const s of servers.slice(2)) {
+      expect(await rawClient(s.url).exists(layout.exclusive)).toBe(0);
+    }
+    servers[0]!.resume();
+    const lease = await waitFor(() => locks.tryAcquire("k").catch(() => null), {
+      timeoutMs: 10_000,
+    });
+    await lease.release();
+  });
+
+  it("close() with every member stopped (SIGSTOP): an acquire in flight gets LOCK_CLOSED at once, close() is prompt and leaves no socket or timer", async () => {
+    const servers = await group(3);
+    const ns = freshNamespace();
+    const admins = servers.map((s) => rawClient(s.url));
+    await Promise.all(admins.map((admin) => admin.ping()));
+    const open = trackHandles();
+    const locks = createLocks(redisBackend({ urls: servers.map((s) => s.url) }), {
+      namespace: ns,
+    });
+    onTestFinished(() => locks.close());
+    const held = await locks.acquire("held");
+    const waiting = codeOf(locks.acquire("held"));
+    const channel = keyLayout("locks", ns, "held").channel;
+    await waitFor(async () => {
+      const counts = await Promise.all(
+        admins.map(
+          async (admin) => ((await admin.pubsub("NUMSUB", channel)) as [string, number])[1],
+        ),
+      );
+      return counts.every((n) => n === 1);
+    });
+    for (const s of servers) s.pause();
+    const inFlight = codeOf(locks.acquire("k"));
+    const started = performance.now();
+    let closedAfter = Number.POSITIVE_INFINITY;
+    const closing = locks.close().then(() => {
+      closedAfter = performance.now() - started;
+    });
+    expect(await inFlight).toBe("LOCK_CLOSED");
+    const rejectedAfter = performance.now() - started;
+    expect(await waiting).toBe("LOCK_CLOSED");
+    await closing;
+    expect(rejectedAfter, "ms from close() to the in-flight acquire's rejection").toBeLessThan(50);
+    expect(closedAfter, "ms close() took").toBeLessThan(800);
+    expect(held.signal.aborted).toBe(true);
+    expect(await open(), "timers and sockets left open").toEqual([]);
+    for (const s of servers) s.resume();
+  });
+
   it("grants with 2 of 5 members down; with 3 down fails fast with BACKEND_UNAVAILABLE and grants nothing", async () => {
     const servers = await group(5);
     const ns = freshNamespace();
@@ -148,6 +216,81 @@ describe("redlock faults", () => {
           tokens[i - 1] as bigint,
         );
       }
+    }
+  });
+});
+
+describe("redlock specifics", () => {
+  it("inspect: the holders a majority agrees on, with their mode and the key's limit", async () => {
+    const ns = freshNamespace();
+    const locks = locksOver(urls, ns);
+    const backend = locks.backend;
+    expect(await backend.inspect?.(ns, "k")).toEqual({ held: false, holders: [] });
+    const lease = await locks.acquire("k");
+    expect(await backend.inspect?.(ns, "k")).toEqual({
+      held: true,
+      limit: 1,
+      holders: [expect.objectContaining({ mode: "exclusive", fencingToken: lease.fencingToken })],
+    });
+    await lease.release();
+    const readers = await Promise.all([0, 1].map(() => locks.acquire("k", { mode: "shared" })));
+    const shared = await backend.inspect?.(ns, "k");
+    expect(shared?.limit).toBe(1);
+    expect(shared?.holders.map((h) => h.mode)).toEqual(["shared", "shared"]);
+    await Promise.all(readers.map((r) => r.release()));
+    expect((await backend.inspect?.(ns, "k"))?.held).toBe(false);
+  });
+
+  it("grants a free key at its floor (500 ms) every time: first grants of fresh backends and warm ones", async () => {
+    const ns = freshNamespace();
+    const outcomes: string[] = [];
+    const grant = async (locks: Locks, key: string): Promise<void> => {
+      const outcome = await locks.tryAcquire(key, { ttlMs: 500, autoExtend: false }).then(
+        async (lease) => {
+          await lease?.release();
+          return lease === null ? "refused" : "granted";
+        },
+        (error: { code?: string }) => String(error.code),
+      );
+      outcomes.push(outcome);
+    };
+    for (let i = 0; i < 5; i++) {
+      const fresh = createLocks(redisBackend({ urls }), { namespace: ns });
+      await grant(fresh, `fresh-${i}`);
+      await fresh.close();
+    }
+    const warm = locksOver(urls, ns);
+    for (let i = 0; i < 50; i++) await grant(warm, `warm-${i}`);
+    expect(outcomes.filter((o) => o !== "granted")).toEqual([]);
+    expect(await codeOf(warm.tryAcquire("k", { ttlMs: 499 }))).toBe("INVALID_ARGUMENT");
+  });
+
+  it("BACKEND_UNAVAILABLE names every member that failed and its plain cause; the raw errors are the cause", async () => {
+    const ports = await Promise.all([0, 1, 2].map(() => freePort()));
+    const locks = locksOver(
+      ports.map((p) => `redis://127.0.0.1:${p}`),
+      freshNamespace(),
+    );
+    for (let i = 0; i < 2; i++) {
+      const error = (await locks.tryAcquire("k").catch((e: unknown) => e)) as {
+        code?: string;
+        message: string;
+        cause?: AggregateError;
+      };
+      expect(error.code).toBe("BACKEND_UNAVAILABLE");
+      expect(error.message).toMatch(
+        /^redis backend unavailable: fewer than 2 of 3 Redlock members reachable: /,
+      );
+      // Decided as soon as a majority failed: those members are named, each with its cause.
+      const named = ports.filter((port) =>
+        error.message.includes(`127.0.0.1:${port}: connection refused`),
+      );
+      expect(named.length).toBeGreaterThanOrEqual(2);
+      expect(error.message).not.toMatch(/enableOfflineQueue|Stream isn't/);
+      expect(new Set(error.cause?.errors.map((e: { code?: string }) => e.code))).toEqual(
+        new Set(["ECONNREFUSED"]),
+      );
+      expect(error.cause?.errors).toHaveLength(named.length);
     }
   });
 });
