@@ -116,7 +116,13 @@ export function take(
   deadline: number,
   holder: HoldOwner,
 ): Hold {
-  if (state.holds.length === 0) state.limit = shared ? 1 : limit;
+  const wanted = shared ? 1 : limit;
+  if (state.limit !== wanted) {
+    // A hold still listed took the key with another limit, so its TTL has passed
+    // (a live one would have refused this request): free it before the limit changes.
+    if (state.holds.length > 0) reapExpired(state, monotonicNow());
+    state.limit = wanted;
+  }
   registry.fence += 1n;
   const hold = new Hold(state, owner, shared, registry.fence, deadline, holder);
   if (shared) state.shared++;

@@ -152,6 +152,29 @@ describe("waiters", () => {
     expect(await second).toEqual(mismatch(1, 2));
   });
 
+  it("in-isolate: holders whose TTL passed do not keep their limit; the next holder's limit is the key's", async () => {
+    const namespace = newNamespace();
+    const backend = threadBackend({ ttl: true });
+    opened.push(backend);
+    const ttlMs = 30;
+    const expired = await backend.tryAcquire(request(namespace, "k", { limit: 3, ttlMs }));
+    expect(expired.granted).toBe(true);
+    const passed = performance.now() + ttlMs + 5;
+    while (performance.now() < passed) await new Promise((r) => setTimeout(r, ttlMs));
+    // Nobody looked at the key since: the expired hold is still listed.
+    const two = [
+      await codeOf(backend.tryAcquire(request(namespace, "k", { limit: 2 }))),
+      await codeOf(backend.tryAcquire(request(namespace, "k", { limit: 2 }))),
+    ];
+    expect(two).toEqual(["granted", "granted"]);
+    expect(await codeOf(backend.tryAcquire(request(namespace, "k", { limit: 3 })))).toEqual(
+      mismatch(3, 2),
+    );
+    const status = await backend.inspect!(namespace, "k");
+    expect(status).toMatchObject({ held: true, limit: 2 });
+    expect(status.holders).toHaveLength(2);
+  });
+
   it("shared table: a waiting writer is refused when the key is taken with another limit first", async () => {
     const own = createSharedLockTable({ slots: 4 });
     const namespace = newNamespace();
