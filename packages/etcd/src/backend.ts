@@ -20,7 +20,7 @@ import {
   type KVClient,
   type Namespace,
 } from "etcd3";
-import { retryBackoff, sleep } from "./backoff.js";
+import { retryBackoff, settledWithin, sleep } from "./backoff.js";
 import { type CallOptions, Calls } from "./calls.js";
 import { unavailable } from "./errors.js";
 import { inspectLock } from "./inspect.js";
@@ -831,16 +831,6 @@ export class EtcdBackend implements Backend {
     this.#entries.clear();
     if (this.#owned) (this.#client as Etcd3).close();
   }
-}
-
-/** Resolves when `promise` settled or after `ms`, whichever comes first; leaves no timer. */
-async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const bound = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms);
-  });
-  await Promise.race([promise, bound]);
-  clearTimeout(timer);
 }
 
 /** etcd lease TTLs are whole seconds: round up (the server raises it to its minimum). */

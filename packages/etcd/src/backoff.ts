@@ -5,6 +5,8 @@ import { ExponentialBackoff, type IBackoff } from "cockatiel";
 const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 1_000;
 
+/* Every timer the backend waits on that is not a lease's: back-offs, sleeps and bounds. */
+
 /**
  * The one back-off of the backend: cockatiel's exponential back-off with
  * decorrelated jitter, from about {@link RETRY_MIN_MS} up to `maxMs`. Read
@@ -43,4 +45,14 @@ export function sleep(ms: number, ...signals: AbortSignal[]): Promise<void> {
       stops.push(onAbort(signal, (reason) => finish(reason ?? new Error("aborted"))));
     }
   });
+}
+
+/** Resolves when `promise` settled or after `ms`, whichever comes first; leaves no timer. */
+export async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  await Promise.race([promise, bound]);
+  clearTimeout(timer);
 }

@@ -34,6 +34,10 @@ export type {
  * release wakes only the next waiter, and the fencing token is the create
  * revision of the holder's key.
  *
+ * `ttlMs` is at least 250 ms (`capabilities.minTtlMs`): the core refuses a
+ * shorter one with `INVALID_ARGUMENT`. A request whose `limit` differs from
+ * the one the key's current holders use is refused with `INVALID_ARGUMENT`.
+ *
  * Bad options throw `INVALID_ARGUMENT` at once, before any I/O.
  */
 export function etcdBackend(options: EtcdBackendOptions): Backend {

@@ -1,5 +1,6 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import {
   type Backend,
@@ -19,6 +20,7 @@ import {
 } from "@locks/testkit";
 import { Etcd3 } from "etcd3";
 import { describe, expect, inject, it, onTestFinished } from "vitest";
+import { retryBackoff, sleep } from "../src/backoff.js";
 import { etcdBackend } from "../src/index.js";
 import { describeResources, trackResources } from "./resources.js";
 
@@ -780,5 +782,35 @@ describe("slow links and busy stores", () => {
     expect(writes).toBeGreaterThan(handoffs);
     // The fallback poll is 1 s: a handoff that missed its notification takes that long.
     expect(slow, `handoffs slower than 500 ms out of ${handoffs}`).toEqual([]);
+  });
+});
+
+describe("back-off", () => {
+  it("is cockatiel's, made in one module: no other source file builds a back-off or doubles a delay", () => {
+    const dir = new URL("../src/", import.meta.url);
+    for (const file of readdirSync(dir).filter((f) => f.endsWith(".ts") && f !== "backoff.ts")) {
+      const source = readFileSync(new URL(file, dir), "utf8");
+      expect(source, file).not.toMatch(/ExponentialBackoff|new \w*Backoff\(/);
+      expect(source, file).not.toMatch(/delay\s*\*\s*2|Math\.min\(\s*delay/);
+      expect(source, file).not.toMatch(/setTimeout\(\s*resolve\s*,/);
+    }
+    let backoff = retryBackoff(1_000);
+    const delays: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      delays.push(backoff.duration);
+      backoff = backoff.next(undefined);
+    }
+    expect(Math.max(...delays)).toBeLessThanOrEqual(1_000);
+    expect(delays.at(-1)).toBeGreaterThan(delays[0]!);
+  });
+
+  it("a sleep ends at once on abort and leaves no timer", async () => {
+    const resources = trackResources();
+    onTestFinished(() => resources.stop());
+    const controller = new AbortController();
+    const slept = sleep(60_000, new AbortController().signal, controller.signal);
+    controller.abort(new Error("closed"));
+    await expect(slept).rejects.toThrow("closed");
+    await waitFor(() => resources.live().length === 0, { timeoutMs: 1_000 });
   });
 });
