@@ -67,7 +67,7 @@ function rank(suite: string): number {
 
 function renderTable(table: BenchTable): string {
   const cell = (c: string | number): string =>
-    escapeText(typeof c === "number" ? formatNumber(c) : c);
+    escapeText(typeof c === "number" ? formatNumber(c) : directionText(c));
   const lines = [
     `### ${escapeText(table.title)}`,
     "",
@@ -76,8 +76,7 @@ function renderTable(table: BenchTable): string {
     ...table.rows.map((row) => `| ${row.map(cell).join(" | ")} |`),
     "",
   ];
-  const chart = barChart(table);
-  if (chart !== undefined) lines.push(chart, "");
+  for (const chart of chartsOf(table)) lines.push(renderChart(chart), "");
   for (const note of table.notes ?? []) lines.push(`- ${escapeText(note)}`);
   return lines.join("\n");
 }
@@ -86,41 +85,300 @@ function isNumeric(table: BenchTable, column: number): boolean {
   return table.rows.length > 0 && table.rows.every((row) => typeof row[column] === "number");
 }
 
-const WIDTH = 720;
-const LABEL_HEIGHT = 18;
-const BAR_HEIGHT = 16;
-const ROW_HEIGHT = LABEL_HEIGHT + BAR_HEIGHT + 10;
+/**
+ * A ratio cell as a reader takes it. The suites write a time ratio with a
+ * fixed word ("0.72x slower"), which reads wrong below 1: that case is 1/0.72
+ * = 1.39x faster. At exactly 1 there is no direction to say.
+ */
+export function directionText(cell: string): string {
+  const match = /^(\d+(?:\.(\d+))?)x (slower|faster)$/.exec(cell);
+  if (match === null) return cell;
+  const ratio = Number(match[1]);
+  if (!(ratio > 0) || ratio > 1) return cell;
+  if (ratio === 1) return `${match[1]}x`;
+  const decimals = Math.max(2, match[2]?.length ?? 0);
+  const opposite = match[3] === "slower" ? "faster" : "slower";
+  return `${(1 / ratio).toFixed(decimals)}x ${opposite}`;
+}
 
 /**
- * A horizontal bar chart of the table's first numeric column (ops/s,
- * cycles/s, ...), one bar per row, as inline SVG: no script, readable in
- * both colour schemes (it draws with the theme's CSS variables).
+ * One chart of the page: the columns of one table it plots. The metric is
+ * chosen here, by a writer, because the first numeric column of a table is
+ * often a count or a setting (every file handoff run counts 301 handoffs),
+ * not what the table measures.
  */
-export function barChart(table: BenchTable): string | undefined {
-  const column = table.columns.findIndex((_, i) => isNumeric(table, i));
-  if (column < 0) return undefined;
-  const values = table.rows.map((row) => row[column] as number);
-  const max = Math.max(...values);
-  if (!(max > 0)) return undefined;
-  const height = table.rows.length * ROW_HEIGHT + 4;
-  const unit = escapeXml(table.columns[column] ?? "");
-  const parts = table.rows.map((row, i) => {
-    const y = i * ROW_HEIGHT;
-    const value = values[i]!;
-    const width = Math.max(1, Math.round((value / max) * (WIDTH - 140)));
-    const label = escapeXml(String(row[0]));
-    return [
-      `<text x="0" y="${y + 13}" class="bench-label">${label}</text>`,
-      `<rect x="0" y="${y + LABEL_HEIGHT}" width="${width}" height="${BAR_HEIGHT}" rx="3" class="bench-bar"/>`,
-      `<text x="${width + 6}" y="${y + LABEL_HEIGHT + 12}" class="bench-value">${escapeXml(formatNumber(value))} ${unit}</text>`,
-    ].join("");
-  });
-  // One line: a blank line would end Markdown's HTML block in the middle of the SVG.
+export interface ChartSpec {
+  readonly suite: string;
+  /** How the table's title starts. */
+  readonly table: string;
+  /**
+   * The plotted columns, by their exact header: one bar per row and column,
+   * on one scale (so in one unit). The caption names each of them.
+   */
+  readonly columns: readonly string[];
+  /** Follows each value on its label ("ms", "cycles/s"). */
+  readonly unit: string;
+  readonly better: "higher" | "lower";
+}
+
+/** Every chart of the page; a table no spec names has its table only. */
+export const CHARTS: readonly ChartSpec[] = [
+  {
+    suite: "thread",
+    table: "@locks/thread vs async-mutex",
+    columns: ["ops/s"],
+    unit: "ops/s",
+    better: "higher",
+  },
+  {
+    suite: "thread",
+    table: "SharedArrayBuffer table",
+    columns: ["ops/s"],
+    unit: "ops/s",
+    better: "higher",
+  },
+  {
+    suite: "file",
+    table: "Uncontended acquire + release",
+    columns: ["ops/s"],
+    unit: "ops/s",
+    better: "higher",
+  },
+  {
+    suite: "file",
+    table: "Contended handoff between",
+    columns: ["gap median (ms)", "gap p99 (ms)"],
+    unit: "ms",
+    better: "lower",
+  },
+  {
+    suite: "file",
+    table: "Contended handoff between",
+    columns: ["waiter CPU per handoff (µs)"],
+    unit: "µs",
+    better: "lower",
+  },
+  {
+    suite: "redis",
+    table: "Redis: uncontended",
+    columns: ["cycles/s"],
+    unit: "cycles/s",
+    better: "higher",
+  },
+  {
+    suite: "redis",
+    table: "Redis: handoffs between",
+    columns: ["median gap (ms)"],
+    unit: "ms",
+    better: "lower",
+  },
+  {
+    suite: "redis",
+    table: "Redis: commands per handoff",
+    columns: ["commands sent per handoff", "commands run per handoff (incl. inside scripts)"],
+    unit: "commands",
+    better: "lower",
+  },
+  {
+    suite: "etcd",
+    table: "etcd: uncontended",
+    columns: ["cycles/s"],
+    unit: "cycles/s",
+    better: "higher",
+  },
+  {
+    suite: "etcd",
+    table: "etcd: handoffs between",
+    columns: ["median gap (ms)"],
+    unit: "ms",
+    better: "lower",
+  },
+  {
+    suite: "etcd",
+    table: "etcd: handoffs between",
+    columns: ["writes/handoff"],
+    unit: "writes",
+    better: "lower",
+  },
+  {
+    suite: "postgres",
+    table: "PostgreSQL: uncontended",
+    columns: ["cycles/s (best round)"],
+    unit: "cycles/s",
+    better: "higher",
+  },
+  {
+    suite: "postgres",
+    table: "PostgreSQL: handoffs between",
+    columns: ["median gap (ms)"],
+    unit: "ms",
+    better: "lower",
+  },
+];
+
+/** A chart ready to draw: what each bar is, with its value, label and group. */
+export interface Chart {
+  readonly table: string;
+  readonly spec: ChartSpec;
+  /** The header of the column that names a bar ("library", "case"). */
+  readonly labelColumn: string;
+  readonly bars: readonly Bar[];
+}
+
+export interface Bar {
+  /** The table row the bar comes from (0-based). */
+  readonly row: number;
+  readonly column: string;
+  readonly value: number;
+  /** The row's library (or case). */
+  readonly label: string;
+  /** The other cells that tell rows with one label apart ("/tmp (ext4)"), or "" when none is needed. */
+  readonly group: string;
+}
+
+/**
+ * The charts of one table, from the specs that name it. A spec whose column
+ * the table lacks (the suite renamed it) fails the build: a chart of the
+ * wrong column is what this replaced.
+ */
+export function chartsOf(table: BenchTable, specs: readonly ChartSpec[] = CHARTS): Chart[] {
+  const charts: Chart[] = [];
+  for (const spec of specs) {
+    if (spec.suite !== table.suite || !table.title.startsWith(spec.table)) continue;
+    const columns = spec.columns.map((name) => {
+      const index = table.columns.indexOf(name);
+      if (index < 0 || !isNumeric(table, index)) {
+        throw new Error(
+          `benchmarks chart "${spec.table}": the table has no numeric column "${name}" ` +
+            `(columns: ${table.columns.join(", ")}); update CHARTS in docs/scripts/benchmarks.ts`,
+        );
+      }
+      return index;
+    });
+    const { label, groups } = labelling(table);
+    const bars: Bar[] = [];
+    table.rows.forEach((row, r) => {
+      for (const c of columns) {
+        bars.push({
+          row: r,
+          column: table.columns[c] ?? "",
+          value: row[c] as number,
+          label: String(row[label]),
+          group: groups.map((g) => String(row[g])).join(", "),
+        });
+      }
+    });
+    charts.push({ table: table.title, spec, labelColumn: table.columns[label] ?? "", bars });
+  }
+  return charts;
+}
+
+/**
+ * Which column names a bar (the library, else the case), and which other
+ * text columns must join it when the label alone repeats: the file suite
+ * runs every library on two file systems.
+ */
+function labelling(table: BenchTable): { label: number; groups: number[] } {
+  const text = table.columns.map((_, i) => i).filter((i) => !isNumeric(table, i));
+  const named = ["library", "case"].map((n) => table.columns.indexOf(n)).find((i) => i >= 0);
+  const label = named ?? text[0];
+  if (label === undefined)
+    throw new Error(`benchmarks: "${table.title}" has no text column to label bars`);
+  const key = (row: ReadonlyArray<string | number>, groups: number[]): string =>
+    JSON.stringify([row[label], ...groups.map((g) => row[g])]);
+  const distinct = (groups: number[]): boolean =>
+    new Set(table.rows.map((row) => key(row, groups))).size === table.rows.length;
+  if (distinct([])) return { label, groups: [] };
+  const firstNumeric = table.columns.findIndex((_, i) => isNumeric(table, i));
+  const candidates = text.filter((i) => i !== label && (firstNumeric < 0 || i < firstNumeric));
+  if (distinct(candidates)) return { label, groups: candidates };
+  throw new Error(`benchmarks: "${table.title}" has rows no text column tells apart`);
+}
+
+/** About the content column's width, so that the 12 px text is drawn at about 12 px. */
+const WIDTH = 640;
+/** Generous width of a character at the charts' 12 px (the theme's sans font is narrower). */
+const CHAR_WIDTH = 7.2;
+const LEGEND_HEIGHT = 24;
+const GROUP_HEIGHT = 24;
+const LABEL_HEIGHT = 18;
+const BAR_HEIGHT = 14;
+const BAR_GAP = 3;
+const ROW_GAP = 10;
+
+/**
+ * A horizontal bar chart as a figure: a caption that names the plotted
+ * columns, then inline SVG (no script, both colour schemes: it draws with the
+ * theme's CSS variables). Bars are labelled by library, under a heading per
+ * group when a library appears more than once; the longest value label
+ * decides how long the longest bar may be, so every label stays inside.
+ */
+export function renderChart(chart: Chart): string {
+  const { spec } = chart;
+  const valueText = (bar: Bar): string => `${formatNumber(bar.value)} ${spec.unit}`;
+  const max = Math.max(...chart.bars.map((b) => b.value));
+  const longestValue = Math.max(...chart.bars.map((b) => valueText(b).length));
+  const plotWidth = WIDTH - Math.ceil(longestValue * CHAR_WIDTH) - 8;
+  const series = spec.columns;
+  const parts: string[] = [];
+  let y = 0;
+  if (series.length > 1) {
+    let x = 0;
+    series.forEach((name, s) => {
+      parts.push(
+        `<rect x="${x}" y="${y + 4}" width="12" height="12" rx="2" class="bench-bar bench-series-${s}"/>`,
+        `<text x="${x + 18}" y="${y + 14}" class="bench-legend">${escapeXml(name)}</text>`,
+      );
+      x += 18 + Math.ceil(name.length * CHAR_WIDTH) + 24;
+    });
+    y += LEGEND_HEIGHT;
+  }
+  let group: string | undefined;
+  const rows = [...new Set(chart.bars.map((b) => b.row))];
+  for (const row of rows) {
+    const bars = chart.bars.filter((b) => b.row === row);
+    const first = bars[0];
+    if (first === undefined) continue;
+    if (first.group !== "" && first.group !== group) {
+      group = first.group;
+      parts.push(
+        `<text x="0" y="${y + 16}" class="bench-group">${escapeXml(ellipsize(group))}</text>`,
+      );
+      y += GROUP_HEIGHT;
+    }
+    parts.push(
+      `<text x="0" y="${y + 13}" class="bench-label" data-row="${row}">${escapeXml(ellipsize(first.label))}</text>`,
+    );
+    y += LABEL_HEIGHT;
+    for (const bar of bars) {
+      const s = series.indexOf(bar.column);
+      const width = max > 0 ? Math.max(1, Math.round((bar.value / max) * plotWidth)) : 1;
+      const data = `data-row="${row}" data-column="${escapeXml(bar.column)}"`;
+      parts.push(
+        `<rect x="0" y="${y}" width="${width}" height="${BAR_HEIGHT}" rx="3" class="bench-bar bench-series-${s}" ${data}/>`,
+        `<text x="${width + 6}" y="${y + 11}" class="bench-value" ${data}>${escapeXml(valueText(bar))}</text>`,
+      );
+      y += BAR_HEIGHT + BAR_GAP;
+    }
+    y += ROW_GAP - BAR_GAP;
+  }
+  const metrics = series.map((c) => `<span class="bench-metric">${escapeXml(c)}</span>`);
+  const caption =
+    `${metrics.join(" and ")} per ${escapeXml(chart.labelColumn)}, ` + `${spec.better} is better`;
+  const plain = `${series.join(" and ")} per ${chart.labelColumn}, ${spec.better} is better`;
+  // One line: a blank line would end Markdown's HTML block in the middle of the figure.
   return (
-    `<svg class="bench-chart" role="img" viewBox="0 0 ${WIDTH} ${height}" width="100%" ` +
-    `aria-label="${escapeXml(table.title)}: ${unit} per case">` +
-    `<title>${escapeXml(table.title)}</title>${parts.join("")}</svg>`
+    `<figure class="bench-figure"><figcaption>${caption}</figcaption>` +
+    `<svg class="bench-chart" role="img" viewBox="0 0 ${WIDTH} ${y}" width="100%" ` +
+    `aria-label="${escapeXml(`${chart.table}: ${plain}`)}">` +
+    `<title>${escapeXml(chart.table)}</title>${parts.join("")}</svg></figure>`
   );
+}
+
+/** A label cut to the chart's width, with an ellipsis. */
+function ellipsize(text: string): string {
+  const room = Math.floor(WIDTH / CHAR_WIDTH);
+  return text.length <= room ? text : `${text.slice(0, room - 1)}…`;
 }
 
 function escapeXml(text: string): string {

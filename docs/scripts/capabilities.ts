@@ -1,7 +1,7 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Backend, Capabilities } from "@locks/core";
+import { type Backend, type Capabilities, MIN_TTL_MS } from "@locks/core";
 import { docsRoot } from "./samples.js";
 
 /*
@@ -147,10 +147,18 @@ export async function readManifests(): Promise<ManifestRow[]> {
 
 const FLAGS = ["ttl", "fencing", "shared", "semaphore", "fair", "notify"] as const;
 
+/**
+ * The shortest `ttlMs` a client over this backend accepts, as the core
+ * computes it: the core's own floor, or the manifest's `minTtlMs` when higher.
+ */
+export function ttlFloorMs(capabilities: Capabilities): number {
+  return Math.max(MIN_TTL_MS, capabilities.minTtlMs ?? 0);
+}
+
 /** The support table as Markdown, linking each row to its backend page. */
 export function renderManifests(rows: readonly ManifestRow[]): string {
-  const header = `| backend | scope | ${FLAGS.join(" | ")} |`;
-  const rule = `|---|---|${FLAGS.map(() => ":-:").join("|")}|`;
+  const header = `| backend | scope | ${FLAGS.join(" | ")} | ttlMs floor |`;
+  const rule = `|---|---|${FLAGS.map(() => ":-:").join("|")}|--:|`;
   const lines = [header, rule];
   const missing: string[] = [];
   for (const row of rows) {
@@ -160,8 +168,9 @@ export function renderManifests(rows: readonly ManifestRow[]): string {
     }
     const c = row.capabilities;
     const cells = FLAGS.map((flag) => (c[flag] ? "✓" : "—"));
+    const floor = `${ttlFloorMs(c).toLocaleString("en-US")} ms`;
     lines.push(
-      `| [${row.label}](/backends/${row.page})<br>\`${row.call}\` | ${c.scope} | ${cells.join(" | ")} |`,
+      `| [${row.label}](/backends/${row.page})<br>\`${row.call}\` | ${c.scope} | ${cells.join(" | ")} | ${floor} |`,
     );
   }
   const out = [

@@ -1,7 +1,9 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type StaticServer, serveStatic } from "./static-server.js";
@@ -10,16 +12,19 @@ import { type StaticServer, serveStatic } from "./static-server.js";
  * The built site (pnpm --filter @locks/docs build), served as a static host
  * would serve it and driven in Debian's headless Chromium: a reader opens the
  * home page, searches, follows a link to a backend page, and nothing on the
- * way logs an error to the console.
+ * way logs an error to the console. The generated parts are read as a reader
+ * reads them: each benchmark chart against the table above it, the support
+ * table against the manifests. Screenshots of the pages worth looking at are
+ * kept in .vitepress/cache/screenshots for review.
  */
 
 const dist = fileURLToPath(new URL("../.vitepress/dist", import.meta.url));
+const shots = fileURLToPath(new URL("../.vitepress/cache/screenshots", import.meta.url));
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
 let server: StaticServer;
 let browser: BrowserContext;
 let profile: string;
-let shots: string;
 
 beforeAll(async () => {
   if (!existsSync(join(dist, "index.html"))) {
@@ -32,7 +37,8 @@ beforeAll(async () => {
   }
   server = await serveStatic(dist);
   profile = mkdtempSync(join(tmpdir(), "locks-docs-chromium-"));
-  shots = mkdtempSync(join(tmpdir(), "locks-docs-shots-"));
+  rmSync(shots, { recursive: true, force: true });
+  mkdirSync(shots, { recursive: true });
   // A new, empty profile for every run (Playwright passes it as --user-data-dir).
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -54,7 +60,6 @@ afterAll(async () => {
   await browser?.close();
   await server?.close();
   if (profile) rmSync(profile, { recursive: true, force: true });
-  if (shots) rmSync(shots, { recursive: true, force: true });
 });
 
 /** A fresh page that records every console error, page error and failed request. */
@@ -157,4 +162,248 @@ describe("the built docs site in headless Chromium", { timeout: 60_000 }, () => 
       await page.close();
     }
   });
+
+  it("every benchmark chart plots the columns its caption names, bars labelled by library", async () => {
+    const { page, errors } = await openPage();
+    try {
+      await page.goto(`${server.url}/guide/benchmarks`, { waitUntil: "networkidle" });
+      const charts = await page.locator("svg.bench-chart").evaluateAll(readCharts);
+      expect(charts.length).toBeGreaterThanOrEqual(10);
+      const series: string[] = [];
+      const numbers: string[] = [];
+      for (const chart of charts) {
+        const where = `chart under "${chart.title}"`;
+        expect(chart.problems, where).toEqual([]);
+        expect(chart.size.width, where).toBeGreaterThan(200);
+        expect(chart.size.height, where).toBeGreaterThan(40);
+        // The caption names columns of the table, and the bars are those columns, all of them.
+        expect(chart.metrics.length, where).toBeGreaterThan(0);
+        for (const metric of chart.metrics) expect(chart.headers, where).toContain(metric);
+        expect([...new Set(chart.bars.map((b) => b.column))].sort(), where).toEqual(
+          [...chart.metrics].sort(),
+        );
+        expect(chart.bars.length, where).toBe(chart.rows.length * chart.metrics.length);
+        const label = ["library", "case"].map((n) => chart.headers.indexOf(n)).find((i) => i >= 0);
+        expect(label, `${where}: a library or case column`).toBeDefined();
+        const named = new Set<string>();
+        for (const bar of chart.bars) {
+          const row = chart.rows[bar.row];
+          if (row === undefined)
+            throw new Error(`${where}: bar of row ${bar.row}, not in the table`);
+          // Each bar's value label is the cell of its column in its row, and its name the row's library.
+          const cell = row[chart.headers.indexOf(bar.column)];
+          expect(bar.value.startsWith(`${cell} `), `${where}: ${bar.value} vs cell ${cell}`).toBe(
+            true,
+          );
+          expect(bar.label, where).toBe(row[label ?? 0]);
+          if (bar.group !== "") expect(row, where).toContain(bar.group);
+          named.add(`${bar.group} / ${bar.label}`);
+        }
+        expect(named.size, `${where}: bars that read alike`).toBe(chart.rows.length);
+        for (const metric of chart.metrics) {
+          const bars = chart.bars.filter((b) => b.column === metric);
+          const values = bars.map((b) =>
+            Number(chart.rows[b.row]?.[chart.headers.indexOf(metric)]?.replace(/,/g, "")),
+          );
+          expect(new Set(values).size, `${where}: ${metric} is one repeated value`).toBeGreaterThan(
+            1,
+          );
+          // Bar lengths are in proportion to the values (one scale per chart).
+          const max = Math.max(
+            ...chart.bars.map((b) =>
+              Number(chart.rows[b.row]?.[chart.headers.indexOf(b.column)]?.replace(/,/g, "")),
+            ),
+          );
+          const longest = Math.max(...chart.bars.map((b) => b.width));
+          bars.forEach((bar, i) => {
+            expect(Math.abs(bar.width / longest - (values[i] ?? 0) / max), where).toBeLessThan(
+              0.01,
+            );
+          });
+          series.push(`${chart.title} / ${metric}`);
+          numbers.push(JSON.stringify(values));
+        }
+      }
+      // No two charts plot the same series: not the same column of one table, nor the same numbers.
+      expect(series.length - new Set(series).size, series.join("\n")).toBe(0);
+      expect(numbers.length - new Set(numbers).size, numbers.join("\n")).toBe(0);
+
+      // Ratios say faster or slower by their direction: never "0.72x slower", nor "1.00x slower".
+      const text = (await page.locator(".vp-doc").textContent()) ?? "";
+      expect(text).not.toMatch(/\b(0\.\d+|1\.0+)x (slower|faster)\b/);
+
+      await page.screenshot({ path: join(shots, "benchmarks.png"), fullPage: true });
+      expect(isPng(join(shots, "benchmarks.png"))).toBe(true);
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it("the reliability page keeps the Redis-restart paragraph one paragraph", async () => {
+    const { page, errors } = await openPage();
+    try {
+      await page.goto(`${server.url}/guide/reliability`, { waitUntil: "networkidle" });
+      const paragraph = page.locator(".vp-doc p", {
+        hasText: "Redis without persistence, restarted",
+      });
+      await expect(paragraph.count()).resolves.toBe(1);
+      const text = (await paragraph.textContent()) ?? "";
+      expect(text).toMatch(
+        /tokens count again\s+from 1\. The fenced store then refuses every write/,
+      );
+      // Nor did any of it become a list.
+      const lists = await page.locator(".vp-doc ol > li:first-child").allTextContents();
+      expect(lists.filter((li) => li.startsWith("The fenced store"))).toEqual([]);
+      await page.screenshot({ path: join(shots, "reliability.png"), fullPage: true });
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it("the support table shows every backend's ttlMs floor, as its manifest gives it", async () => {
+    const manifests = await manifestFloors();
+    const { page, errors } = await openPage();
+    try {
+      await page.goto(`${server.url}/guide/choosing-a-backend`, { waitUntil: "networkidle" });
+      const table = page.locator(".vp-doc table", {
+        has: page.locator("th", { hasText: "ttlMs floor" }),
+      });
+      const headers = await table.locator("th").allTextContents();
+      const floorColumn = headers.indexOf("ttlMs floor");
+      const rows = await table
+        .locator("tbody tr")
+        .evaluateAll((trs) =>
+          trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.textContent ?? "")),
+        );
+      const shown = new Map(rows.map((cells) => [cells[0] ?? "", cells[floorColumn] ?? ""]));
+      expect(rows.length).toBe(manifests.length);
+      for (const manifest of manifests) {
+        if (manifest.floor === null) throw new Error(`${manifest.call}: no manifest`);
+        const floor = `${manifest.floor.toLocaleString("en-US")} ms`;
+        expect(shown.get(`${manifest.label}${manifest.call}`), manifest.call).toBe(floor);
+      }
+      expect(
+        manifests.some((m) => (m.floor ?? 0) > 10),
+        "a backend with a floor of its own",
+      ).toBe(true);
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+    }
+  });
 });
+
+/**
+ * Each configuration's ttlMs floor, read from its manifest as the docs build
+ * reads it: in a process of its own, because pg does not load inside vitest.
+ */
+async function manifestFloors(): Promise<{ label: string; call: string; floor: number | null }[]> {
+  const script = [
+    'import { readManifests, ttlFloorMs } from "./scripts/capabilities.ts";',
+    "const rows = await readManifests();",
+    "console.log(JSON.stringify(rows.map((r) => ({ label: r.label, call: r.call,",
+    '  floor: "capabilities" in r ? ttlFloorMs(r.capabilities) : null }))));',
+  ].join("\n");
+  const { stdout } = await promisify(execFile)(
+    "node",
+    ["--conditions=@locks/source", "--import", "tsx", "--input-type=module", "-e", script],
+    { cwd: fileURLToPath(new URL("..", import.meta.url)) },
+  );
+  return JSON.parse(stdout);
+}
+
+/** What a reader sees of one benchmark chart: the table above it, its caption and its bars. */
+interface ChartSeen {
+  readonly title: string;
+  readonly headers: string[];
+  readonly rows: string[][];
+  readonly metrics: string[];
+  readonly bars: {
+    row: number;
+    column: string;
+    label: string;
+    group: string;
+    value: string;
+    width: number;
+  }[];
+  readonly size: { width: number; height: number };
+  /** Text outside the chart's box, bars without labels, and the like. */
+  readonly problems: string[];
+}
+
+/** Runs in the page, over every chart's SVG. */
+function readCharts(svgs: Element[]): ChartSeen[] {
+  return svgs.map((chart) => {
+    const problems: string[] = [];
+    const figure = chart.closest("figure") ?? chart.parentElement ?? chart;
+    if (figure.querySelector("figcaption .bench-metric") === null) {
+      problems.push("no caption names the column it plots");
+    }
+    let table: Element | null = figure.previousElementSibling;
+    while (table !== null && table.tagName !== "TABLE" && !/^H[1-3]$/.test(table.tagName)) {
+      table = table.previousElementSibling;
+    }
+    let heading: Element | null = table;
+    while (heading !== null && !/^H[1-3]$/.test(heading.tagName))
+      heading = heading.previousElementSibling;
+    const title = heading?.textContent?.replace(/[\s\u200b#]+$/, "") ?? "";
+    if (table === null || table.tagName !== "TABLE") problems.push("no table above the chart");
+    const headers = [...(table?.querySelectorAll("thead th") ?? [])].map(
+      (th) => th.textContent?.trim() ?? "",
+    );
+    const rows = [...(table?.querySelectorAll("tbody tr") ?? [])].map((tr) =>
+      [...tr.querySelectorAll("td")].map((td) => td.textContent?.trim() ?? ""),
+    );
+    const metrics = [...figure.querySelectorAll("figcaption .bench-metric")].map(
+      (m) => m.textContent?.trim() ?? "",
+    );
+    const svg = chart as SVGSVGElement;
+    const box = svg.viewBox.baseVal;
+    for (const text of svg.querySelectorAll("text")) {
+      const b = (text as SVGTextElement).getBBox();
+      if (
+        b.x < -0.5 ||
+        b.y < -0.5 ||
+        b.x + b.width > box.width + 0.5 ||
+        b.y + b.height > box.height + 0.5
+      ) {
+        problems.push(`"${text.textContent}" is outside the chart`);
+      }
+    }
+    const groups = [...svg.querySelectorAll("text.bench-group")].map((g) => ({
+      y: (g as SVGTextElement).getBBox().y,
+      text: g.textContent ?? "",
+    }));
+    const bars = [...svg.querySelectorAll("rect.bench-bar[data-row]")].map((rect) => {
+      const row = rect.getAttribute("data-row") ?? "";
+      const column = rect.getAttribute("data-column") ?? "";
+      const label = svg.querySelector(`text.bench-label[data-row="${row}"]`);
+      const value = [...svg.querySelectorAll(`text.bench-value[data-row="${row}"]`)].find(
+        (t) => t.getAttribute("data-column") === column,
+      );
+      if (label == null || value === undefined)
+        problems.push(`bar of row ${row} without its label or value`);
+      const y = label ? (label as SVGTextElement).getBBox().y : 0;
+      return {
+        row: Number(row),
+        column,
+        label: label?.textContent ?? "",
+        group: groups.filter((g) => g.y < y).at(-1)?.text ?? "",
+        value: value?.textContent ?? "",
+        width: (rect as SVGRectElement).width.baseVal.value,
+      };
+    });
+    const rect = svg.getBoundingClientRect();
+    return {
+      title,
+      headers,
+      rows,
+      metrics,
+      bars,
+      size: { width: rect.width, height: rect.height },
+      problems,
+    };
+  });
+}
