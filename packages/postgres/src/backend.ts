@@ -29,6 +29,7 @@ import { pollUntilGranted, Wakeups } from "./notify.js";
 import type { ResolvedOptions } from "./options.js";
 import { cancelBackend, retried, waitInQueue } from "./queue.js";
 import {
+  END_TURN,
   HELD,
   HOLDERS,
   LOCK_MODE_NAME,
@@ -374,6 +375,7 @@ export class PostgresBackend implements Backend {
     if (candidates.length === 0) return NOT_GRANTED;
     const [a, b] = limitMarkers(keys, request.limit);
     const { classid, objid } = idHalves(keys.key);
+    const turn = idHalves(keys.turn);
     for (const id of candidates) conn.hold(id, "exclusive");
     holdSemaphore(conn, keys.presence, request.limit);
     let row: Record<string, unknown> | undefined;
@@ -388,6 +390,8 @@ export class PostgresBackend implements Backend {
         objid,
         ...keys.markerHalves,
         String(Math.min(request.limit, MAX_MARKED_LIMIT)),
+        turn.classid,
+        turn.objid,
       ]);
     } catch (error) {
       for (const id of candidates) conn.unhold(id);
@@ -454,26 +458,78 @@ export class PostgresBackend implements Backend {
   // --- waiting --------------------------------------------------------------
 
   async #acquire(request: LockRequest, signal: Cancel): Promise<Attempt & { granted: true }> {
-    if (request.limit === 1 && this.#options.maxConnections > 1) {
+    if (this.#options.maxConnections > 1) {
       for (;;) {
         const conn = await this.#queueConnection(signal);
         if (conn === undefined) break; // every connection is busy: poll instead
-        const granted = await this.#waitOn(conn, request, signal);
+        const granted =
+          request.limit === 1
+            ? await this.#waitOn(conn, request, signal)
+            : await this.#waitTurn(conn, request, signal);
         if (granted !== undefined) return granted;
         // The connection died while waiting: queue again on another.
       }
     }
+    return this.#poll(request, signal, () => this.#liveSession());
+  }
+
+  /** Polls (woken by notifications) until granted; attempts run on `on` (the session, by default). */
+  #poll(
+    request: LockRequest,
+    signal: Cancel,
+    on: () => Promise<Connection>,
+  ): Promise<Attempt & { granted: true }> {
     return pollUntilGranted(
       {
         channel: this.#options.channel,
         wakeups: this.#wakeups,
         session: () => this.#liveSession(),
-        attempt: (conn, r) => this.#attempt(conn, r),
+        attempt: async (_session, r) => this.#attempt(await on(), r),
       },
       request,
       signal,
       (r) => this.release(r),
     );
+  }
+
+  /**
+   * A semaphore wait in FIFO order: a waiter cannot queue in the server for
+   * "any of N slots", so it queues on `conn` for the semaphore's turn, then
+   * polls the slots from `conn` (which holds the slot it gets), and hands the
+   * turn to the next waiter. Requests without the turn leave freed slots to
+   * its holder (TRY_SLOTS). Undefined when `conn` died and the wait should
+   * move to another.
+   */
+  async #waitTurn(
+    conn: Connection,
+    request: LockRequest,
+    signal: Cancel,
+  ): Promise<(Attempt & { granted: true }) | undefined> {
+    const { turn } = requestKeys(request);
+    const host = { sequence: this.#options.sequence, cancel: (pid: number) => this.#cancel(pid) };
+    const outcome = await waitInQueue(host, conn, turn, "exclusive", undefined, signal);
+    if (outcome.kind !== "granted" || conn.dead) {
+      this.#recycle(conn);
+      if (signal.aborted) throw signal.reason;
+      if (outcome.kind === "failed" && !conn.dead) throw backendUnavailable(NAME, outcome.error);
+      return undefined;
+    }
+    // Holding the turn: the connection is not idle, whether it gets a slot or not.
+    conn.waiting = true;
+    try {
+      return await this.#poll(request, signal, () => Promise.resolve(conn));
+    } catch (error) {
+      if (conn.dead && !signal.aborted) return undefined;
+      throw error;
+    } finally {
+      if (!conn.dead) {
+        await retried(conn, () => conn.query(END_TURN, [turn])).catch((error: unknown) =>
+          conn.fail(error),
+        );
+      }
+      conn.waiting = false;
+      this.#recycle(conn);
+    }
   }
 
   /** Waits on a queue connection; undefined when it died and the wait should move to another. */

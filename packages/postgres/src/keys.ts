@@ -9,6 +9,7 @@ import { keyDigest, type LockRequest, scopedKey } from "@locks/core";
  * - a key:            the first 8 bytes of SHA-256(scopedKey(namespace, key)), `keyDigest` of core;
  * - interest marker:  the next 8 bytes (8 to 15) of that same digest;
  * - semaphore slot i: the first 8 bytes of SHA-256("s:" + i + ":" + scopedKey(...));
+ * - semaphore turn: the first 8 bytes of SHA-256("t:" + scopedKey(...)), see TRY_SLOTS;
  * - semaphore presence: the first 8 bytes of SHA-256("p:" + scopedKey(...)), held in shared
  *   mode by every semaphore holder of the key, so that a limit-1 grant can tell it is not alone;
  * - semaphore limit markers: two 32-bit halves A and B, bytes 0-3 and 4-7 of
@@ -34,6 +35,8 @@ export interface RequestKeys {
   readonly interest: string;
   /** Held in shared mode by every semaphore holder of this key. */
   readonly presence: string;
+  /** A semaphore's turn: its waiters queue for it, and the one holding it polls the slots. */
+  readonly turn: string;
   /** The two 32-bit halves (classid in pg_locks) of the key's limit markers, as oid text. */
   readonly markerHalves: readonly [string, string];
 }
@@ -87,6 +90,7 @@ export function keysOf(namespace: string, key: string): RequestKeys {
       slots: [],
       interest: digest.readBigInt64BE(8).toString(),
       presence: toId(sha256(`p:${scoped}`)),
+      turn: toId(sha256(`t:${scoped}`)),
       markerHalves: [String(a), String(b)],
     };
     if (recent.size >= RECENT_MAX) recent.delete(recent.keys().next().value as string);

@@ -2,7 +2,7 @@ import type { LockMode } from "@locks/core";
 import type { Cancel } from "./cancel.js";
 import { type Connection, isInterrupted } from "./connection.js";
 import { idHalves } from "./keys.js";
-import { CANCEL, HELD, LOCK_MODE_NAME, NEXT_TOKEN, UNLOCK_ALL, WAIT } from "./sql.js";
+import { CANCEL, HELD, LOCK_MODE_NAME, NEXT_TOKEN, UNLOCK_ALL, WAIT, WAIT_TURN } from "./sql.js";
 
 /*
  * A wait in the server's own lock queue: `pg_advisory_lock` on a connection
@@ -44,7 +44,9 @@ export type SemaphoreCheck = readonly [presence: string, a: string, b: string];
 const CANCEL_GRACE_MS = 1_000;
 
 /**
- * Waits for `id` on `conn` until granted or `cancel` aborts. Re-enters the
+ * Waits for `id` on `conn` until granted or `cancel` aborts: a key, whose
+ * grant is checked against semaphore holders (`check`) and draws a token,
+ * or a semaphore's turn (`check` undefined, no token). Re-enters the
  * queue when its lock_timeout passes. The connection holds nothing before.
  */
 export async function waitInQueue(
@@ -52,7 +54,7 @@ export async function waitInQueue(
   conn: Connection,
   id: string,
   mode: LockMode,
-  check: SemaphoreCheck,
+  check: SemaphoreCheck | undefined,
   cancel: Cancel,
 ): Promise<WaitOutcome> {
   conn.waiting = true;
@@ -72,10 +74,12 @@ async function waitOnce(
   conn: Connection,
   id: string,
   mode: LockMode,
-  check: SemaphoreCheck,
+  check: SemaphoreCheck | undefined,
   cancel: Cancel,
 ): Promise<WaitOutcome | "again"> {
-  const waiting = conn.query(WAIT[mode], [id, host.sequence, ...check]).then(
+  const statement = check === undefined ? WAIT_TURN : WAIT[mode];
+  const values = check === undefined ? [id] : [id, host.sequence, ...check];
+  const waiting = conn.query(statement, values).then(
     (rows) => ({ ok: true as const, token: BigInt(String(rows[0]?.token)) }),
     (error: unknown) => ({ ok: false as const, error }),
   );

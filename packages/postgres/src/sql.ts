@@ -109,8 +109,10 @@ export const TRY_READ_AGAIN = statement(
  * another limit (`other` = theirs); then, only when neither, it tries the
  * slots of $1 one after the other and stops at the first it gets (a
  * recursive query evaluates one slot per step, and a step runs only while
- * nothing was granted, so at most one slot is ever taken). Without a slot,
- * it lets its markers go. Each step reads the one before it (materialized),
+ * nothing was granted, so at most one slot is ever taken), unless another
+ * session holds the semaphore's turn $11 $12 (classid, objid): a waiter
+ * queued before this request, whom a freed slot is for. Without a slot, it
+ * lets its markers go. Each step reads the one before it (materialized),
  * so they run in this order. $1 slot ids, $2 sequence, $3 presence marker,
  * $4 $5 the limit markers, $6 $7 the key's classid and objid, $8 $9 the
  * markers' halves, $10 the request's marked limit.
@@ -134,7 +136,12 @@ export const TRY_SLOTS = statement(
      FROM marked
    ),
    attempt(i, got) AS (
-     SELECT 0, false FROM checked WHERE other IS NULL
+     SELECT 0, false FROM checked
+     WHERE other IS NULL AND NOT EXISTS (
+       SELECT 1 FROM pg_locks
+       WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid <> pg_backend_pid()
+         AND classid = $11::oid AND objid = $12::oid AND database = ${THIS_DATABASE}
+     )
      UNION ALL
      SELECT i + 1, pg_try_advisory_lock(($1::int8[])[i + 1])
      FROM attempt
@@ -168,6 +175,22 @@ export const WAIT: Readonly<Record<LockMode, Statement>> = {
      SELECT ${tokenUnlessSemaphore("shared")} AS token FROM granted`,
   ),
 };
+
+/**
+ * A semaphore waiter's turn: the waiters of a semaphore queue for its turn
+ * lock in the server's queue (FIFO), and the one holding it polls the slots.
+ * $1 turn id.
+ */
+export const WAIT_TURN = statement(
+  "locks_wait_turn",
+  "WITH granted AS MATERIALIZED (SELECT pg_advisory_lock($1::int8)) SELECT 0::int8 AS token FROM granted",
+);
+
+/** The next waiter's turn. $1 turn id. */
+export const END_TURN = statement(
+  "locks_end_turn",
+  "SELECT pg_advisory_unlock($1::int8) AS released",
+);
 
 /**
  * Release, and in the same round trip, wake pollers: a poller holds the
