@@ -853,6 +853,33 @@ describe("options and keys", () => {
     }
   });
 
+  it("ttlMs at the core's floor (10 ms) works like any other (nothing here derives a timeout from it); below it, INVALID_ARGUMENT", async () => {
+    const ns = namespace();
+    const other = client(ns);
+    const tiny = createLocks(postgresBackend({ connectionString: databaseUrl }), {
+      namespace: ns,
+      ttlMs: 10,
+    });
+    onTestFinished(() => tiny.close());
+    expect(tiny.backend.capabilities.minTtlMs ?? 0).toBeLessThanOrEqual(10);
+    const lease = await tiny.acquire("t");
+    const tried = await tiny.tryAcquire("u", { ttlMs: 10 });
+    expect(tried).not.toBeNull();
+    const blocker = await other.acquire("w");
+    const waiting = tiny.acquire("w", { ttlMs: 10, timeoutMs: 5_000 });
+    await blocker.release();
+    const waited = await waiting;
+    // Time passes well beyond the TTL: the leases hold (the session does).
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    for (const held of [lease, tried!, waited]) expect(held.signal.aborted).toBe(false);
+    expect(await other.tryAcquire("t")).toBeNull();
+    await lease.extend(10);
+    await Promise.all([lease.release(), tried!.release(), waited.release()]);
+    await expect(tiny.acquire("x", { ttlMs: 9 })).rejects.toMatchObject({
+      code: "INVALID_ARGUMENT",
+    });
+  });
+
   it("maps a key to the first 8 bytes of SHA-256(namespace + key), as a signed bigint; slots and markers apart", () => {
     const request: LockRequest = {
       key: "k",
