@@ -241,6 +241,33 @@ describe("redlock specifics", () => {
     expect((await backend.inspect?.(ns, "k"))?.held).toBe(false);
   });
 
+  it("a key its members' holders took with another limit is refused with limitMismatch", async () => {
+    // Redlock itself only takes limit 1 (no semaphore); single-server clients of the same members
+    // and prefix can hold a semaphore on the very keys Redlock uses.
+    const ns = freshNamespace();
+    const singles = urls.slice(0, 3).map((url) => {
+      const locks = createLocks(redisBackend({ url }), { namespace: ns });
+      onTestFinished(() => locks.close());
+      return locks;
+    });
+    const slots = await Promise.all(singles.map((locks) => locks.acquire("pool", { limit: 2 })));
+    const redlock = locksOver(urls, ns);
+    for (const options of [{}, { mode: "shared" as const }]) {
+      const error = (await redlock.tryAcquire("pool", options).catch((e: unknown) => e)) as {
+        code?: string;
+        message?: string;
+      };
+      expect(error.code).toBe("INVALID_ARGUMENT");
+      expect(error.message).toBe(
+        "limit 1 differs from the limit 2 that the key's current holders use",
+      );
+    }
+    await Promise.all(slots.map((slot) => slot.release()));
+    const lease = await redlock.tryAcquire("pool");
+    expect(lease).not.toBeNull();
+    await lease?.release();
+  });
+
   it("grants a free key at its floor (500 ms) every time: first grants of fresh backends and warm ones", async () => {
     const ns = freshNamespace();
     const outcomes: string[] = [];
