@@ -53,7 +53,7 @@ import { WatchStream } from "./watches.js";
  * applying one takes over 100 ms), plus the connection, and a grant that
  * arrives after the TTL cannot be trusted.
  */
-export const ETCD_MIN_TTL_MS = 250;
+const ETCD_MIN_TTL_MS = 250;
 
 const CAPABILITIES: Capabilities = Object.freeze({
   scope: "cluster",

@@ -65,11 +65,6 @@ export class Calls {
     return { interceptors: [this.#interceptor] };
   }
 
-  /** The number of calls in flight (for tests and close()). */
-  get size(): number {
-    return this.#live.size;
-  }
-
   /** Ends every call in flight, and every call started from now on, with a plain failure. */
   cancelAll(): void {
     this.#cancelled = true;

@@ -29,7 +29,7 @@ export function unavailable(error: unknown, endpoints: readonly string[]): LockE
 }
 
 /** The cause of a gRPC or etcd error in a few plain words. */
-export function plainCause(error: unknown): string {
+function plainCause(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   const socket = /\b(E[A-Z_]{3,})\b/.exec(
     /Last error: (.*?)(?:\. Resolution note:|$)/s.exec(message)?.[1] ?? "",
