@@ -2,7 +2,9 @@ import { fileURLToPath } from "node:url";
 import { createLocks } from "@locks/core";
 import { runConformanceSuite } from "@locks/core/conformance";
 import { startRedisCluster, waitFor } from "@locks/testkit";
+import { Cluster } from "ioredis";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
+import { redisBackend } from "../src/index.js";
 import { keyLayout } from "../src/layout.js";
 import { clusterBackend, clusterClient } from "./fixtures/cluster.js";
 import { codeOf, freshNamespace } from "./helpers.js";
@@ -92,5 +94,28 @@ describe("cluster specifics", () => {
       await Promise.all(slots.map((slot) => slot.release()));
       expect(await a.backend.inspect?.(ns, "pool")).toEqual({ held: false, holders: [] });
     }
+  });
+
+  it("a given Cluster client with ioredis' defaults is wrapped: locks and notifications work, and it is never closed", async () => {
+    const given = new Cluster([...nodes]);
+    given.on("error", () => undefined);
+    onTestFinished(() => {
+      given.disconnect();
+    });
+    await waitFor(() => given.status === "ready");
+    const ns = freshNamespace();
+    const [a, b] = [
+      createLocks(redisBackend({ client: given }), { namespace: ns }),
+      createLocks(redisBackend({ client: given }), { namespace: ns }),
+    ];
+    const held = await a.acquire("k");
+    const waiting = b.acquire("k", { timeoutMs: 10_000 });
+    await held.release();
+    const next = await waiting;
+    expect(next.fencingToken).toBeGreaterThan(held.fencingToken);
+    await next.release();
+    await Promise.all([a.close(), b.close()]);
+    expect(given.status).toBe("ready");
+    expect(await given.ping()).toBe("PONG");
   });
 });
