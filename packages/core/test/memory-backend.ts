@@ -85,11 +85,25 @@ export function stopLeakedTimers(): void {
   leakedTimers.clear();
 }
 
-export function memoryBackend(faults: Faults = {}): Backend {
+/** How an honest memory backend is set up. */
+export interface MemoryOptions {
+  /**
+   * Keep a FIFO queue of waiters and offer the blocking `acquire` (default
+   * true). Without it, waiters poll and are woken by `subscribe`: the core's
+   * other way of waiting, and claims no fairness.
+   */
+  readonly queue?: boolean;
+}
+
+export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}): Backend {
   let localToken = 0n;
   let tryCalls = 0;
+  // These faults are about the poll-and-notify way of waiting.
   const noQueue =
-    faults.silent === true || faults.lateSubscribe === true || faults.semaphoreSilent === true;
+    options.queue === false ||
+    faults.silent === true ||
+    faults.lateSubscribe === true ||
+    faults.semaphoreSilent === true;
   const grantedHere = new Set<string>();
   const capabilities: Capabilities = Object.freeze({
     scope: "process",

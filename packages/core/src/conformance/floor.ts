@@ -35,9 +35,14 @@ export function floorTests(options: ConformanceOptions, capabilities: Capabiliti
       const before = calls();
       for (const ttlMs of below) {
         const refusals: Array<[string, Refusal]> = [
-          ["acquire", await refusal(() => locks.acquire("floor-k", { ttlMs }))],
+          // A bound, so that a floor not enforced fails fast instead of waiting for a grant
+          // that always comes back too late.
+          ["acquire", await refusal(() => locks.acquire("floor-k", { ttlMs, timeoutMs: 500 }))],
           ["tryAcquire", await refusal(() => locks.tryAcquire("floor-k", { ttlMs }))],
-          ["withLock", await refusal(() => locks.withLock("floor-k", () => 1, { ttlMs }))],
+          [
+            "withLock",
+            await refusal(() => locks.withLock("floor-k", () => 1, { ttlMs, timeoutMs: 500 })),
+          ],
           ["createLocks", await refusal(async () => createLocks(backend, { ttlMs }))],
           ["lease.extend", await refusal(() => lease.extend(ttlMs))],
         ];

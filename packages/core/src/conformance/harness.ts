@@ -72,18 +72,15 @@ export class Harness {
     options: LocksOptions = {},
   ): Promise<Locks> {
     const backend = await this.options.create();
-    const slow = new Proxy(backend, {
-      get(target, property, receiver) {
-        const value = Reflect.get(target, property, receiver);
-        if (typeof value !== "function") return value;
-        if (property !== "tryAcquire") return value.bind(target);
-        return async (request: LockRequest): Promise<Attempt> => {
-          const attempt = await target.tryAcquire(request);
-          onAnswer(attempt);
-          if (delayMs > 0) await sleep(delayMs);
-          return attempt;
-        };
-      },
+    const slow = intercept(backend, (property, method) => {
+      if (property !== "tryAcquire") return method;
+      const slowTry = async (request: LockRequest): Promise<Attempt> => {
+        const attempt = await backend.tryAcquire(request);
+        onAnswer(attempt);
+        if (delayMs > 0) await sleep(delayMs);
+        return attempt;
+      };
+      return slowTry as Method;
     });
     const locks = createLocks(slow, { namespace: this.namespace, ...options });
     this.#clients.push(locks);
@@ -113,19 +110,37 @@ export class Harness {
 
 function countCalls(backend: Backend): CountedBackend {
   let calls = 0;
-  const counted = new Proxy(backend, {
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver);
-      if (typeof value !== "function") return value;
-      // Bound to the real backend: class backends with #private fields reject the proxy as `this`.
-      if (property === "close" || property === "onLoss") return value.bind(target);
-      return (...args: unknown[]) => {
-        calls++;
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
-      };
-    },
+  const counted = intercept(backend, (property, method) => {
+    if (property === "close" || property === "onLoss") return method;
+    return (...args: unknown[]) => {
+      calls++;
+      return method(...args);
+    };
   });
   return { backend: counted, calls: () => calls };
+}
+
+type Method = (...args: unknown[]) => unknown;
+
+/**
+ * A stand-in for `backend` whose methods are `wrap(name, method)`, each
+ * `method` bound to the real backend (class backends with #private fields
+ * reject any other `this`). The proxy's target is an empty object inheriting
+ * from the backend, so that a backend's read-only, non-configurable method
+ * (defined with Object.defineProperty) can be replaced without breaking a
+ * Proxy invariant.
+ */
+function intercept(
+  backend: Backend,
+  wrap: (property: string | symbol, method: Method) => Method,
+): Backend {
+  return new Proxy(Object.create(backend) as Backend, {
+    get(_target, property) {
+      const value: unknown = Reflect.get(backend, property);
+      if (typeof value !== "function") return value;
+      return wrap(property, (value as Method).bind(backend));
+    },
+  });
 }
 
 /** Resolves after `ms`; used only to hold a lock for a while, never to wait for a condition. */
