@@ -123,6 +123,8 @@ async function waitOnce(
   }
   if (cancel.aborted) return held ? clear(conn, { kind: "aborted" }) : { kind: "aborted" };
   if (!held) return "again";
+  // (A grant that raced the interruption skips WAIT's semaphore check: mixing limits on one key is
+  // refused everywhere else, and here only when its holders came between the two statements.)
   try {
     const rows = await retried(conn, () => conn.query(NEXT_TOKEN, [host.sequence]));
     return { kind: "granted", token: BigInt(String(rows[0]?.token)) };
