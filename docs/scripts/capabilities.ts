@@ -168,7 +168,8 @@ export function renderManifests(rows: readonly ManifestRow[]): string {
     }
     const c = row.capabilities;
     const cells = FLAGS.map((flag) => (c[flag] ? "✓" : "—"));
-    const floor = `${ttlFloorMs(c).toLocaleString("en-US")} ms`;
+    // A no-break space: "2,000 ms" must not wrap in its narrow column.
+    const floor = `${ttlFloorMs(c).toLocaleString("en-US")}\u00a0ms`;
     lines.push(
       `| [${row.label}](/backends/${row.page})<br>\`${row.call}\` | ${c.scope} | ${cells.join(" | ")} | ${floor} |`,
     );

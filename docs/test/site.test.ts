@@ -281,7 +281,7 @@ describe("the built docs site in headless Chromium", { timeout: 60_000 }, () => 
       expect(rows.length).toBe(manifests.length);
       for (const manifest of manifests) {
         if (manifest.floor === null) throw new Error(`${manifest.call}: no manifest`);
-        const floor = `${manifest.floor.toLocaleString("en-US")} ms`;
+        const floor = `${manifest.floor.toLocaleString("en-US")}\u00a0ms`;
         expect(shown.get(`${manifest.label}${manifest.call}`), manifest.call).toBe(floor);
       }
       expect(
