@@ -42,7 +42,10 @@ export async function fairAcquire(
     wake: sleeper.wake,
   });
   try {
-    await raceAbort(host.retain(), signals);
+    // The first attempt joins the queue without waiting for the subscription (a first
+    // subscriber connection takes a while): the queue's order is the order waiters started.
+    const subscribed = host.retain();
+    let confirmed = false;
     for (;;) {
       sleeper.reset();
       const attempt = await raceAbort(host.attempt(), signals);
@@ -50,6 +53,13 @@ export async function fairAcquire(
         if (signal.aborted) throw signal.reason;
         if (host.closing.aborted) throw lockClosed("redis backend");
         return attempt;
+      }
+      if (!confirmed) {
+        // A release published before the subscription took effect was not heard: try again
+        // at once when it has.
+        await raceAbort(subscribed, signals);
+        confirmed = true;
+        continue;
       }
       const hint = attempt.retryAfterMs ?? host.refreshMs;
       await sleeper.sleep(Math.min(host.refreshMs, hint + 1), signals);
