@@ -47,6 +47,10 @@ export class WatchStream {
     const stream = await this.#open();
     const id = String(this.#nextId++);
     const revision = await new Promise<bigint>((resolve, reject) => {
+      if (this.#stream !== stream) {
+        reject(new Error("the watch stream broke"));
+        return;
+      }
       this.#watches.set(id, { onDelete, created: { resolve, reject } });
       stream.write({
         create_request: {
