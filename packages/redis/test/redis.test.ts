@@ -648,6 +648,26 @@ describe("faults", () => {
 });
 
 describe("fair mode", () => {
+  it("a waiter joins the queue at once, before its subscription is confirmed", async () => {
+    const server = await ownServer();
+    const ns = freshNamespace();
+    const admin = rawClient(server.url);
+    const locks = locksOver({ url: server.url, fair: true }, ns);
+    const holder = await locks.acquire("k");
+    // No room for the subscriber connection the wait opens: SUBSCRIBE cannot be confirmed.
+    await admin.config("SET", "maxclients", "2");
+    onTestFinished(() => admin.config("SET", "maxclients", "10000").then(() => undefined));
+    const started = performance.now();
+    const waiting = locks.acquire("k", { timeoutMs: 10_000 });
+    const layout = keyLayout("locks", ns, "k");
+    await waitFor(async () => (await admin.zcard(layout.queue)) === 1, { intervalMs: 5 });
+    // Well before the subscription gives up (1 s): arrival order is the order waiters started.
+    expect(performance.now() - started).toBeLessThan(500);
+    await admin.config("SET", "maxclients", "10000");
+    await holder.release();
+    await (await waiting).release();
+  });
+
   it("a waiter that gives up leaves no queue entry behind", async () => {
     const ns = freshNamespace();
     const raw = rawClient(url);
