@@ -478,8 +478,10 @@ describe("notifications", () => {
       const done = Array.from({ length: 100 }, () =>
         locks.acquire("k", { timeoutMs: 20_000 }).then((lease) => lease.release()),
       );
-      // Every waiter tried, subscribed and tried again (fair: joined the queue): they all sleep now.
-      await waitFor(async () => (await commandCalls(admin, "evalsha")) - before >= 200, {
+      // Every waiter tried, subscribed and tried again (fair: tried, joined the queue, and tried
+      // once more when its subscription was confirmed): they all sleep now.
+      const attempts = fair ? 300 : 200;
+      await waitFor(async () => (await commandCalls(admin, "evalsha")) - before >= attempts, {
         message: "every waiter's first attempts",
       });
       const channel = keyLayout("locks", ns, "k").channel;
