@@ -113,7 +113,7 @@ export function processTests(options: ConformanceOptions, capabilities: Capabili
     );
 
     it.skipIf(single)(
-      "a killed holder's key frees (after its TTL, or at once); tokens keep increasing across the crash (scope host/cluster)",
+      "a killed holder's key frees (after its TTL, or at once); with fencing, tokens keep increasing across the crash (scope host/cluster)",
       async () => {
         const h = new Harness(options);
         const child = new Contender(options, h.namespace);
