@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Capabilities } from "../backend.js";
-import { Harness, sleep } from "./harness.js";
+import { Harness, sleep, warmUp } from "./harness.js";
 import type { ConformanceOptions } from "./options.js";
 
 /** FIFO grant order (fair) and wake-up by notification rather than polling (notify). */
@@ -11,6 +11,7 @@ export function fairnessTests(options: ConformanceOptions, capabilities: Capabil
       async () => {
         const h = new Harness(options);
         const clients = await h.clients(3);
+        await warmUp(clients);
         const holder = await clients[0]!.acquire("fifo");
         const order: number[] = [];
         const waiters: Promise<void>[] = [];
@@ -37,6 +38,7 @@ export function fairnessTests(options: ConformanceOptions, capabilities: Capabil
       async () => {
         const h = new Harness(options);
         const [a, b, c, d] = await h.clients(4);
+        await warmUp([a!, b!, c!, d!]);
         const sem = { limit: 2, timeoutMs: 20_000 } as const;
         const one = await a!.acquire("sem-fifo", sem);
         const two = await b!.acquire("sem-fifo", sem);
