@@ -44,3 +44,4 @@ export { createLocks, type Locks, type LocksOptions } from "./locks.js";
 export type { AcquireAllOptions, MultiLease } from "./multi.js";
 export { type AcquireOptions, MIN_TTL_MS, type TryAcquireOptions } from "./options.js";
 export { newOwnerToken } from "./owner.js";
+export { settledWithin } from "./settle.js";

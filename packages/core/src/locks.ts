@@ -24,6 +24,7 @@ import {
   validateTtl,
 } from "./options.js";
 import { newOwnerToken } from "./owner.js";
+import { settledWithin } from "./settle.js";
 
 /** Options of `createLocks`. */
 export interface LocksOptions {
@@ -362,17 +363,6 @@ class LockClient implements Locks, LeaseHost {
 
 /** How long close() waits for its releases before it closes the backend anyway. */
 const CLOSE_GRACE_MS = 250;
-
-/** Resolves when every promise settled, or after `ms`, whichever comes first. */
-async function settledWithin(promises: readonly Promise<unknown>[], ms: number): Promise<void> {
-  if (promises.length === 0) return;
-  let timer: NodeJS.Timeout | undefined;
-  const bound = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms);
-  });
-  await Promise.race([Promise.allSettled(promises), bound]);
-  clearTimeout(timer);
-}
 
 /**
  * Settles like `attempt`, or rejects with the reason as soon as `signal`

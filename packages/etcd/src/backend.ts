@@ -10,6 +10,7 @@ import {
   lockClosed,
   monotonicNow,
   onAbort,
+  settledWithin,
   type Unsubscribe,
   type WaitOptions,
 } from "@locks/core";
@@ -20,7 +21,7 @@ import {
   type KVClient,
   type Namespace,
 } from "etcd3";
-import { retryBackoff, settledWithin, sleep } from "./backoff.js";
+import { retryBackoff, sleep } from "./backoff.js";
 import { type CallOptions, Calls } from "./calls.js";
 import { unavailable } from "./errors.js";
 import { inspectLock } from "./inspect.js";

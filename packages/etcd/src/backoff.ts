@@ -46,13 +46,3 @@ export function sleep(ms: number, ...signals: AbortSignal[]): Promise<void> {
     }
   });
 }
-
-/** Resolves when `promise` settled or after `ms`, whichever comes first; leaves no timer. */
-export async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const bound = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms);
-  });
-  await Promise.race([promise, bound]);
-  clearTimeout(timer);
-}

@@ -8,6 +8,7 @@ import {
   type LockRequest,
   lockClosed,
   monotonicNow,
+  settledWithin,
   type Unsubscribe,
 } from "@locks/core";
 import type { Connection } from "./connection.js";
@@ -20,7 +21,6 @@ import {
   MAX_INSTANCE_TIMEOUT_MS,
   MIN_INSTANCE_TIMEOUT_MS,
   REDLOCK_MIN_TTL_MS,
-  settledWithin,
 } from "./timing.js";
 import { plainCause } from "./unavailable.js";
 import { Waiters } from "./waiters.js";

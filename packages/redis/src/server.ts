@@ -7,6 +7,7 @@ import {
   type LockRequest,
   lockClosed,
   monotonicNow,
+  settledWithin,
   type Unsubscribe,
   type WaitOptions,
 } from "@locks/core";
@@ -16,7 +17,7 @@ import { type KeyLayout, keyLayout } from "./layout.js";
 import { Notifier } from "./notifier.js";
 import { scripts } from "./scripts.js";
 import { type Snapshot, statusFromSnapshot } from "./status.js";
-import { CLOSE_RELEASE_WAIT_MS, SERVER_MIN_TTL_MS, settledWithin } from "./timing.js";
+import { CLOSE_RELEASE_WAIT_MS, SERVER_MIN_TTL_MS } from "./timing.js";
 import { Waiters } from "./waiters.js";
 import {
   acquireKeys,

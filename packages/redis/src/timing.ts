@@ -42,17 +42,3 @@ export const REDLOCK_MIN_TTL_MS = 500;
  * `close()` up; a hold not released frees itself after its TTL.
  */
 export const CLOSE_RELEASE_WAIT_MS = 100;
-
-/** Resolves when every promise settled or after `ms`, whichever comes first (no timer left). */
-export async function settledWithin(
-  promises: ReadonlyArray<Promise<unknown>>,
-  ms: number,
-): Promise<void> {
-  if (promises.length === 0) return;
-  let timer: NodeJS.Timeout | undefined;
-  const bound = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms);
-  });
-  await Promise.race([Promise.allSettled(promises), bound]);
-  clearTimeout(timer);
-}
