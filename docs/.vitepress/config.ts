@@ -74,6 +74,7 @@ export default defineConfig({
           { text: "Leases, TTL and the watchdog", link: "/concepts/leases" },
           { text: "Fencing tokens", link: "/concepts/fencing" },
           { text: "Scopes, cancellation, close", link: "/concepts/lifecycle" },
+          { text: "Several keys, minimum holds", link: "/concepts/coordination" },
           { text: "Errors and codes", link: "/concepts/errors" },
         ],
       },
