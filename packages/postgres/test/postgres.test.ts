@@ -1,5 +1,4 @@
 import { randomBytes } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import {
   createLocks,
@@ -12,14 +11,7 @@ import {
   type LockRequest,
   type Locks,
 } from "@locks/core";
-import {
-  ChildDriver,
-  freePort,
-  type PostgresServer,
-  startPostgres,
-  startProxy,
-  waitFor,
-} from "@locks/testkit";
+import { ChildDriver, freePort, startPostgres, startProxy, waitFor } from "@locks/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { postgresBackend } from "../src/index.js";
@@ -99,28 +91,6 @@ function resourceCounts(): Map<string, number> {
   for (const kind of process.getActiveResourcesInfo())
     counts.set(kind, (counts.get(kind) ?? 0) + 1);
   return counts;
-}
-
-/**
- * SIGSTOPs (or SIGCONTs) a postgres server and every process it forked. The testkit's pause()
- * signals the postmaster's process group, which the backends left (each calls setsid()): the
- * sessions of connected clients would go on answering.
- */
-function signalServer(server: PostgresServer, signal: "SIGSTOP" | "SIGCONT"): void {
-  if (signal === "SIGSTOP") server.pause();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-    } catch {
-      continue; // gone
-    }
-    // "pid (comm) state ppid ...": comm may hold spaces, so read after its closing parenthesis.
-    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    if (ppid === server.pid) process.kill(Number(entry), signal);
-  }
-  if (signal === "SIGCONT") server.resume();
 }
 
 type Reply =
@@ -455,7 +425,7 @@ describe("faults", () => {
     probe.on("error", () => undefined);
     await probe.connect();
     onTestFinished(async () => {
-      signalServer(server, "SIGCONT");
+      server.resume();
       await probe.end();
     });
     const sockets = resourceCounts().get("TCPSocketWrap") ?? 0;
@@ -480,7 +450,7 @@ describe("faults", () => {
       { message: "the wait is queued in the server" },
     );
 
-    signalServer(server, "SIGSTOP");
+    server.pause();
     const inFlight = locks.acquire("free").catch((e: unknown) => e);
     // The attempt is on the wire, unanswered.
     await new Promise((resolve) => setTimeout(resolve, 50));

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, openSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { removeDir, trackGroup, untrackGroup } from "./registry.js";
 import { deferred, sleep, tail } from "./util.js";
@@ -193,15 +193,22 @@ export class ManagedServer implements ServerProcess {
     await exitOf(running);
   }
 
+  /**
+   * SIGSTOPs the server and every process it forked. Its process group is not
+   * enough: PostgreSQL's backends each call setsid(), so the sessions of
+   * connected clients would go on answering.
+   */
   pause(): void {
     const running = this.#running;
     if (!running || running.done) throw new Error(`${this.#options.describe()} is not running`);
     this.#signalGroup(running, "SIGSTOP");
+    for (const pid of descendantsOf(running.pid)) signalPid(pid, "SIGSTOP");
   }
 
   resume(): void {
     const running = this.#running;
     if (!running || running.done) return;
+    for (const pid of descendantsOf(running.pid)) signalPid(pid, "SIGCONT");
     this.#signalGroup(running, "SIGCONT");
   }
 
@@ -290,5 +297,39 @@ export async function retryOnAddressInUse<T>(attempt: () => Promise<T>, attempts
     } catch (error) {
       if (!(error instanceof StartError && error.addressInUse) || i >= attempts) throw error;
     }
+  }
+}
+
+/** Every live process below `root` in the process tree, read from /proc. */
+function descendantsOf(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue; // gone
+    }
+    // "pid (comm) state ppid ...": comm may hold spaces, so read after its closing parenthesis.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+  }
+  const found: number[] = [];
+  const visit = (pid: number): void => {
+    for (const child of children.get(pid) ?? []) {
+      found.push(child);
+      visit(child);
+    }
+  };
+  visit(root);
+  return found;
+}
+
+function signalPid(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // gone already
   }
 }
