@@ -1,7 +1,13 @@
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { afterEach, describe, expect, it } from "vitest";
-import { type Attempt, backendUnavailable, createLocks, LOCK_CHANNELS } from "../../src/index.js";
-import { codeOf, recorded } from "./backend.js";
+import {
+  type Attempt,
+  backendUnavailable,
+  createLocks,
+  LOCK_CHANNELS,
+  settledWithin,
+} from "../../src/index.js";
+import { codeOf, never, recorded, until } from "./backend.js";
 
 /*
  * Cases the first mutation run (pnpm mutate) showed no test checked.
@@ -58,6 +64,26 @@ describe("the client", () => {
     });
     const locks = createLocks(backend);
     await expect(locks.acquire("k", { timeoutMs: 1_000 })).rejects.toBe(failure);
+    await locks.close();
+  });
+
+  it("a bounded acquire reports a failed first attempt even when the key would be free next", async () => {
+    const failure = backendUnavailable("unit", new Error("reset"));
+    const backend = recorded();
+    const tryAcquire = backend.tryAcquire;
+    backend.tryAcquire = async (request) => {
+      if (backend.tried.length === 0) {
+        backend.tried.push(request);
+        throw failure;
+      }
+      return tryAcquire(request);
+    };
+    const locks = createLocks(backend);
+    await expect(locks.acquire("k", { timeoutMs: 1_000 })).rejects.toBe(failure);
+    // Its outcome is unknown: cleaned up by owner, and no second attempt.
+    await until(() => backend.released.length === 1);
+    expect(backend.released[0]!.owner).toBe(backend.tried[0]!.owner);
+    expect(backend.tried).toHaveLength(1);
     await locks.close();
   });
 
@@ -246,5 +272,22 @@ describe("leases", () => {
     const locks = createLocks(backend);
     await expect(locks.acquire("k")).rejects.toBeNull();
     await locks.close();
+  });
+});
+
+describe("settledWithin", () => {
+  it("waits for one promise or many, at most ms, never rejects and leaves no timer", async () => {
+    const timers = (): number =>
+      process.getActiveResourcesInfo().filter((kind) => kind === "Timeout").length;
+    const before = timers();
+    let started = performance.now();
+    await settledWithin(never(), 50);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(45);
+    started = performance.now();
+    await settledWithin([Promise.reject(new Error("x")), sleep(20)], 5_000);
+    await settledWithin(Promise.resolve(1), 5_000);
+    await settledWithin([], 5_000);
+    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(timers()).toBeLessThanOrEqual(before);
   });
 });
