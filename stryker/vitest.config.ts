@@ -28,4 +28,7 @@ export default defineProject({
   // Instrumented code on a shared machine is slow: one retry keeps a timing
   // test that failed by chance from failing the dry run or killing a mutant.
   retry: 1,
+  // A mutant that makes a wait hang fails its test here, cheaply, before Stryker's
+  // own timeout would restart the test runner (the slowest test takes about 1 s).
+  testTimeout: 4_000,
 });
