@@ -156,7 +156,8 @@ class LockClient implements Locks, LeaseHost {
 
   /** @internal A minimum hold on a backend without TTL: released when the time is up, or at close(). */
   releaseLater(request: LockRequest, ms: number): Promise<void> {
-    if (this.#closing !== undefined) return this.backend.release(request);
+    // The close signal, not `#closing`: close() releases the leases it holds before `#closing` is set.
+    if (this.#closeController.signal.aborted) return this.backend.release(request);
     const release = (): void => {
       clearTimeout(timer);
       this.#delayedReleases.delete(release);

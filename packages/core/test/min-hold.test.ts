@@ -40,6 +40,18 @@ describe("minHoldMs", () => {
     expect(backend.released).toHaveLength(2);
   });
 
+  it("without server-side TTL, close() releases a held lease at once, minimum or not", async () => {
+    let releasedBeforeClose = -1;
+    const backend = withoutTtl();
+    backend.close = async () => {
+      releasedBeforeClose = backend.released.length;
+    };
+    const locks = createLocks(backend);
+    await locks.acquire("job", { minHoldMs: 60_000 });
+    await locks.close();
+    expect(releasedBeforeClose).toBe(1);
+  });
+
   it("a release after the minimum frees the key at once", async () => {
     const backend = withoutTtl();
     const locks = createLocks(backend);
