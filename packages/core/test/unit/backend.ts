@@ -108,3 +108,11 @@ export async function codeOf(outcome: Promise<unknown>): Promise<string | undefi
     return (error as { code?: string }).code;
   }
 }
+
+/**
+ * Now, in epoch ms, on the clock `Lease.expiresAt` uses (the monotonic
+ * clock's epoch view): `Date.now()` drifts from it by a millisecond or more.
+ */
+export function epochNow(): number {
+  return performance.timeOrigin + performance.now();
+}

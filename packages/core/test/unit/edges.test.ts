@@ -1,7 +1,7 @@
 import { getEventListeners } from "node:events";
 import { describe, expect, it } from "vitest";
 import { type Attempt, backendUnavailable, createLocks } from "../../src/index.js";
-import { abortReason, codeOf, never, recorded, until } from "./backend.js";
+import { abortReason, codeOf, epochNow, never, recorded, until } from "./backend.js";
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -145,10 +145,10 @@ describe("extensions and the deadline", () => {
   it("an extension sets the deadline to its start + TTL - drift and re-arms the watchdog", async () => {
     const locks = createLocks(recorded(), { autoExtend: false });
     const lease = await locks.acquire("k", { ttlMs: 100 });
-    const before = Date.now();
+    const before = epochNow();
     await lease.extend(60_000);
     // 1% + 2 ms = 602 ms of drift.
-    expect(lease.expiresAt!).toBeLessThanOrEqual(Date.now() + 60_000 - 602 + 2);
+    expect(lease.expiresAt!).toBeLessThanOrEqual(epochNow() + 60_000 - 602 + 2);
     expect(lease.expiresAt!).toBeGreaterThanOrEqual(before + 60_000 - 602 - 2);
     await sleep(200);
     expect(lease.held).toBe(true);

@@ -1,7 +1,7 @@
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { afterEach, describe, expect, it } from "vitest";
 import { backendUnavailable, createLocks, LOCK_CHANNELS } from "../../src/index.js";
-import { abortReason, never, recorded, until } from "./backend.js";
+import { abortReason, epochNow, never, recorded, until } from "./backend.js";
 
 const stops: Array<() => void> = [];
 afterEach(() => {
@@ -23,9 +23,9 @@ describe("a lease", () => {
   it("shows its key, mode, token and a conservative expiry", async () => {
     const backend = recorded();
     const locks = createLocks(backend, { autoExtend: false });
-    const before = Date.now();
+    const before = epochNow();
     const lease = await locks.acquire("k", { ttlMs: 10_000 });
-    const after = Date.now();
+    const after = epochNow();
     expect([lease.key, lease.mode, lease.fencingToken, lease.held]).toEqual([
       "k",
       "exclusive",

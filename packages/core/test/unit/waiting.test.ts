@@ -5,7 +5,7 @@ import {
   createLocks,
   type LockRequest,
 } from "../../src/index.js";
-import { abortReason, codeOf, never, recorded, until } from "./backend.js";
+import { abortReason, codeOf, epochNow, never, recorded, until } from "./backend.js";
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -232,8 +232,8 @@ describe("tryAcquire and acquire", () => {
     validUntil = performance.now() + 600_000;
     const later = await locks.acquire("b", { ttlMs: 60_000 });
     // Its own estimate: start + TTL - drift (602 ms).
-    expect(later.expiresAt! - Date.now()).toBeLessThanOrEqual(60_000 - 602 + 5);
-    expect(later.expiresAt! - Date.now()).toBeGreaterThan(58_000);
+    expect(later.expiresAt! - epochNow()).toBeLessThanOrEqual(60_000 - 602 + 5);
+    expect(later.expiresAt! - epochNow()).toBeGreaterThan(58_000);
     await locks.close();
   });
 });
@@ -256,7 +256,7 @@ describe("a backend with its own queue", () => {
     expect(signal).toBeInstanceOf(AbortSignal);
     expect(lease.fencingToken).toBe(7n);
     // Later than start + TTL: a queued grant is dated by the store.
-    expect(lease.expiresAt! - Date.now()).toBeGreaterThan(30_000);
+    expect(lease.expiresAt! - epochNow()).toBeGreaterThan(30_000);
     await locks.close();
   });
 
