@@ -63,6 +63,27 @@ export function backendUnavailable(backend: string, cause: unknown): LockError {
   });
 }
 
+/** Node's socket error codes in the words a person debugging a connection looks for. */
+const SOCKET_ERRORS: Readonly<Record<string, string>> = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  ECONNABORTED: "connection aborted",
+  EPIPE: "connection closed",
+  ETIMEDOUT: "connection timed out",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+  ENOTFOUND: "host not found",
+  EAI_AGAIN: "host name lookup failed",
+};
+
+/**
+ * For backends' BACKEND_UNAVAILABLE messages: a socket error code
+ * (`ECONNREFUSED`, ...) in plain words, or undefined for another code.
+ */
+export function socketErrorWords(code: string): string | undefined {
+  return SOCKET_ERRORS[code];
+}
+
 /** The `Locks` (or backend) was closed. */
 export function lockClosed(what = "locks client"): LockError {
   return new LockError("LOCK_CLOSED", `the ${what} was closed`);

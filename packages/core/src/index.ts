@@ -26,6 +26,7 @@ export {
   LockTimeoutError,
   limitMismatch,
   lockClosed,
+  socketErrorWords,
 } from "./errors.js";
 export { type AcquireEvent, type LeaseEvent, LOCK_CHANNELS } from "./events.js";
 export {

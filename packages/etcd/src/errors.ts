@@ -1,15 +1,4 @@
-import { isLockError, LockError } from "@locks/core";
-
-/** Plain words for the socket errors gRPC reports as "Last error: Error: connect ECONNREFUSED ...". */
-const SOCKET_ERRORS: Readonly<Record<string, string>> = {
-  ECONNREFUSED: "connection refused",
-  ECONNRESET: "connection reset",
-  ETIMEDOUT: "connection timed out",
-  EHOSTUNREACH: "host unreachable",
-  ENETUNREACH: "network unreachable",
-  ENOTFOUND: "host name not found",
-  EAI_AGAIN: "host name lookup failed",
-};
+import { isLockError, LockError, socketErrorWords } from "@locks/core";
 
 /**
  * A BACKEND_UNAVAILABLE error that names the endpoints it tried and the plain
@@ -34,7 +23,8 @@ function plainCause(error: unknown): string {
   const socket = /\b(E[A-Z_]{3,})\b/.exec(
     /Last error: (.*?)(?:\. Resolution note:|$)/s.exec(message)?.[1] ?? "",
   );
-  if (socket?.[1] !== undefined) return SOCKET_ERRORS[socket[1]] ?? socket[1];
+  // gRPC reports the socket's error as "Last error: Error: connect ECONNREFUSED ...".
+  if (socket?.[1] !== undefined) return socketErrorWords(socket[1]) ?? socket[1];
   const grpc = /^(\d+) ([A-Z_]+): ?(.*)$/s.exec(message);
   if (grpc === undefined || grpc === null) return tidy(message);
   const [, , status = "", detail = ""] = grpc;

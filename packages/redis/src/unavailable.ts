@@ -1,17 +1,4 @@
-import { LockError } from "@locks/core";
-
-/** Socket error codes in the words a person debugging a connection looks for. */
-const SOCKET_CODES: Readonly<Record<string, string>> = {
-  ECONNREFUSED: "connection refused",
-  ECONNRESET: "connection reset",
-  ECONNABORTED: "connection aborted",
-  EPIPE: "connection closed",
-  ETIMEDOUT: "connection timed out",
-  EHOSTUNREACH: "host unreachable",
-  ENETUNREACH: "network unreachable",
-  ENOTFOUND: "host not found",
-  EAI_AGAIN: "host name lookup failed",
-};
+import { LockError, socketErrorWords } from "@locks/core";
 
 /** ioredis' own messages (its option names mean nothing to the reader of a lock error). */
 const CLIENT_MESSAGES: ReadonlyArray<[RegExp, string]> = [
@@ -31,7 +18,8 @@ const CLIENT_MESSAGES: ReadonlyArray<[RegExp, string]> = [
 export function plainCause(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const code = (error as { code?: unknown }).code;
-  if (typeof code === "string" && SOCKET_CODES[code] !== undefined) return SOCKET_CODES[code];
+  const words = typeof code === "string" ? socketErrorWords(code) : undefined;
+  if (words !== undefined) return words;
   if (error.name === "ReplyError") return `the server replied: ${error.message}`;
   for (const [pattern, words] of CLIENT_MESSAGES) if (pattern.test(error.message)) return words;
   if (error.name === "AggregateError" && "errors" in error) {

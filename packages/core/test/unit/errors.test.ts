@@ -12,6 +12,7 @@ import {
   monotonicNow,
   newOwnerToken,
   onAbort,
+  socketErrorWords,
 } from "../../src/index.js";
 
 describe("errors", () => {
@@ -158,5 +159,13 @@ describe("onAbort", () => {
     const stop = onAbort(controller.signal, (reason) => seen.push(reason));
     stop();
     expect(seen).toEqual([1, "x"]);
+  });
+});
+
+describe("socketErrorWords", () => {
+  it("says a socket error code in plain words, and nothing for another code", () => {
+    expect(socketErrorWords("ECONNREFUSED")).toBe("connection refused");
+    expect(socketErrorWords("ENOTFOUND")).toBe("host not found");
+    expect(socketErrorWords("NOPE")).toBeUndefined();
   });
 });
