@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createLocks, type Locks } from "../src/index.js";
 import { memoryBackend } from "./memory-backend.js";
-import { scripted } from "./scripted-backend.js";
+import { recorded } from "./unit/backend.js";
 
 function pair(): [Locks, Locks] {
   const namespace = `all-${Math.random()}`;
@@ -63,12 +63,12 @@ describe("acquireAll", () => {
     ["a bad option", ["a"], { ttlMs: -1 }],
     ["minHoldMs", ["a"], { minHoldMs: 10 }],
   ])("refuses %s before any I/O", async (_label, keys, options) => {
-    const backend = scripted();
+    const backend = recorded();
     const locks = createLocks(backend);
     await expect(
       locks.acquireAll(keys as string[], options as { ttlMs: number }),
     ).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
-    expect(backend.requests).toHaveLength(0);
+    expect(backend.tried).toHaveLength(0);
     await locks.close();
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createLocks } from "../src/index.js";
-import { scripted } from "./scripted-backend.js";
+import { recorded } from "./unit/backend.js";
 
 /** A promise that never settles: a server that stopped answering (SIGSTOP). */
 const never = <T>(): Promise<T> => new Promise<T>(() => {});
@@ -14,7 +14,7 @@ function codeOf(promise: Promise<unknown>): Promise<string> {
 
 describe("close()", { timeout: 5_000 }, () => {
   it("rejects an acquire whose first attempt is in flight with LOCK_CLOSED at once", async () => {
-    const backend = scripted({ tryAcquire: () => never() });
+    const backend = recorded({ tryAcquire: () => never() });
     const locks = createLocks(backend);
     // Neither timeoutMs nor signal: the hot path, which only close() can end.
     const outcomes = [
@@ -30,7 +30,7 @@ describe("close()", { timeout: 5_000 }, () => {
 
   it("does not wait for releases a dead server never answers", async () => {
     let closed = false;
-    const backend = scripted({
+    const backend = recorded({
       release: () => never(),
       async close() {
         closed = true;
@@ -45,10 +45,10 @@ describe("close()", { timeout: 5_000 }, () => {
 
   it("hands back a grant that arrives after close()", async () => {
     let grant: (() => void) | undefined;
-    const backend = scripted({
+    const backend = recorded({
       tryAcquire: (req) =>
         new Promise((resolve) => {
-          backend.requests.push(req);
+          backend.tried.push(req);
           grant = () => resolve({ granted: true, fencingToken: 1n });
         }),
     });
@@ -59,6 +59,6 @@ describe("close()", { timeout: 5_000 }, () => {
     grant?.();
     await expect
       .poll(() => backend.released.map((r) => r.owner), { timeout: 2_000 })
-      .toEqual(backend.requests.map((r) => r.owner));
+      .toEqual(backend.tried.map((r) => r.owner));
   });
 });

@@ -1,16 +1,16 @@
 import { describe, expect, it } from "vitest";
 import { backendUnavailable, createLocks } from "../src/index.js";
-import { aborted, scripted } from "./scripted-backend.js";
+import { abortReason, recorded } from "./unit/backend.js";
 
 describe("leases and the watchdog", () => {
   it("declares the lease lost at its local deadline while an extension hangs", async () => {
-    const locks = createLocks(scripted({ extend: () => new Promise<boolean>(() => {}) }));
+    const locks = createLocks(recorded({ extend: () => new Promise<boolean>(() => {}) }));
     const lease = await locks.acquire("k", { ttlMs: 150 });
     // On the monotonic clock's epoch view, as expiresAt is (Date.now() drifts from it).
     const granted = performance.timeOrigin + performance.now();
     // Deadline = ttl - drift (1% + 2 ms): never later than the TTL.
     expect(lease.expiresAt!).toBeLessThanOrEqual(granted + 150 - 3);
-    const reason = (await aborted(lease.signal)) as { code?: string };
+    const reason = (await abortReason(lease.signal)) as { code?: string };
     expect(reason.code).toBe("LOCK_LOST");
     expect(performance.timeOrigin + performance.now()).toBeGreaterThanOrEqual(lease.expiresAt! - 1);
     await locks.close();
@@ -19,7 +19,7 @@ describe("leases and the watchdog", () => {
   it("keeps extending through a transient error", async () => {
     let calls = 0;
     const locks = createLocks(
-      scripted({
+      recorded({
         async extend() {
           calls++;
           if (calls === 1) throw backendUnavailable("scripted", new Error("blip"));
@@ -35,16 +35,16 @@ describe("leases and the watchdog", () => {
   });
 
   it("marks the lease lost when an extension is refused", async () => {
-    const locks = createLocks(scripted({ extend: async () => false }));
+    const locks = createLocks(recorded({ extend: async () => false }));
     const lease = await locks.acquire("k", { ttlMs: 90 });
-    expect(((await aborted(lease.signal)) as { code?: string }).code).toBe("LOCK_LOST");
+    expect(((await abortReason(lease.signal)) as { code?: string }).code).toBe("LOCK_LOST");
     await expect(lease.extend()).rejects.toMatchObject({ code: "LOCK_LOST" });
     await lease.release();
     await locks.close();
   });
 
   it("refuses and releases a grant that arrived after its validity", async () => {
-    const backend = scripted({
+    const backend = recorded({
       async tryAcquire() {
         await new Promise((resolve) => setTimeout(resolve, 80));
         return { granted: true, fencingToken: 1n };
@@ -59,7 +59,7 @@ describe("leases and the watchdog", () => {
   });
 
   it("dates a grant from the store's queue by its validUntil, not by the start of the wait", async () => {
-    const backend = scripted({
+    const backend = recorded({
       async tryAcquire() {
         return { granted: false };
       },
@@ -77,9 +77,9 @@ describe("leases and the watchdog", () => {
   });
 
   it("bounds a slow first attempt by timeoutMs and signal, and hands back its late grant", async () => {
-    const backend = scripted({
+    const backend = recorded({
       async tryAcquire(req) {
-        backend.requests.push(req);
+        backend.tried.push(req);
         await new Promise((resolve) => setTimeout(resolve, 300));
         return { granted: true, fencingToken: 1n };
       },
@@ -97,14 +97,14 @@ describe("leases and the watchdog", () => {
     await expect(aborted).rejects.toBe(reason);
     await new Promise((resolve) => setTimeout(resolve, 400));
     // Both late grants were released by their owners.
-    const owners = backend.requests.map((r) => r.owner).sort();
+    const owners = backend.tried.map((r) => r.owner).sort();
     expect(backend.released.map((r) => r.owner).sort()).toEqual(owners);
     await locks.close();
   });
 
   it("never reports an acquire whose outcome is unknown, and cleans it up by owner", async () => {
     const failure = backendUnavailable("scripted", new Error("connection reset"));
-    const backend = scripted({
+    const backend = recorded({
       async tryAcquire() {
         throw failure;
       },
@@ -117,11 +117,11 @@ describe("leases and the watchdog", () => {
   });
 
   it("aborts one lease or all of them on a loss the backend reports", async () => {
-    const backend = scripted();
+    const backend = recorded();
     const locks = createLocks(backend, { autoExtend: false, ttlMs: 60_000 });
     const a = await locks.acquire("a");
     const b = await locks.acquire("b");
-    const ownerOfA = backend.requests.find((r) => r.key === "a")!.owner;
+    const ownerOfA = backend.tried.find((r) => r.key === "a")!.owner;
     backend.loss?.({ owner: ownerOfA, reason: "key deleted" });
     expect(a.signal.aborted).toBe(true);
     expect(b.signal.aborted).toBe(false);
@@ -132,7 +132,7 @@ describe("leases and the watchdog", () => {
   });
 
   it("closes through await using", async () => {
-    const backend = scripted();
+    const backend = recorded();
     let closed = false;
     backend.close = async () => {
       closed = true;

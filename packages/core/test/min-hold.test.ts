@@ -1,12 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { type Capabilities, createLocks } from "../src/index.js";
+import { createLocks } from "../src/index.js";
 import { memoryBackend } from "./memory-backend.js";
-import { scripted } from "./scripted-backend.js";
+import { recorded } from "./unit/backend.js";
 
 function withoutTtl() {
-  const backend = scripted();
-  const capabilities: Capabilities = Object.freeze({ ...backend.capabilities, ttl: false });
-  return Object.assign(backend, { capabilities });
+  return recorded({}, { ttl: false });
 }
 
 describe("minHoldMs", () => {
@@ -65,7 +63,7 @@ describe("minHoldMs", () => {
   it.each([-1, Number.NaN, Number.POSITIVE_INFINITY, "60000"])(
     "refuses minHoldMs %s before any call",
     async (minHoldMs) => {
-      const backend = scripted();
+      const backend = recorded();
       const locks = createLocks(backend);
       for (const attempt of [
         () => locks.acquire("k", { minHoldMs: minHoldMs as number }),
@@ -77,7 +75,7 @@ describe("minHoldMs", () => {
           message: expect.stringContaining("minHoldMs"),
         });
       }
-      expect(backend.requests).toHaveLength(0);
+      expect(backend.tried).toHaveLength(0);
       await locks.close();
     },
   );
@@ -85,7 +83,7 @@ describe("minHoldMs", () => {
 
 describe("lease.held", () => {
   it("is false once the local deadline passed, before any timer ran, and aborts the signal", async () => {
-    const locks = createLocks(scripted(), { ttlMs: 60_000 });
+    const locks = createLocks(recorded(), { ttlMs: 60_000 });
     const lease = await locks.acquire("paused", { ttlMs: 50, autoExtend: false });
     const signal = lease.signal;
     expect(lease.held).toBe(true);
@@ -100,7 +98,7 @@ describe("lease.held", () => {
   });
 
   it("is false after release", async () => {
-    const locks = createLocks(scripted());
+    const locks = createLocks(recorded());
     const lease = await locks.acquire("k");
     expect(lease.held).toBe(true);
     await lease.release();

@@ -1,11 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { type Capabilities, createLocks, MIN_TTL_MS } from "../src/index.js";
-import { scripted } from "./scripted-backend.js";
+import { createLocks, MIN_TTL_MS } from "../src/index.js";
+import { recorded } from "./unit/backend.js";
 
-function withFloor(minTtlMs: number | undefined) {
-  const backend = scripted();
-  const capabilities: Capabilities = Object.freeze({ ...backend.capabilities, minTtlMs });
-  return Object.assign(backend, { capabilities });
+function withFloor(minTtlMs: number) {
+  return recorded({}, { minTtlMs });
 }
 
 describe("the ttlMs floor", () => {
@@ -20,7 +18,7 @@ describe("the ttlMs floor", () => {
     ]) {
       await expect(attempt()).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
     }
-    expect(backend.requests).toHaveLength(0);
+    expect(backend.tried).toHaveLength(0);
     const lease = await locks.acquire("k", { ttlMs: 1_000 });
     await expect(lease.extend(999)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
     expect(lease.signal.aborted).toBe(false);
