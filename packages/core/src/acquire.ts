@@ -1,11 +1,12 @@
 import { onAbort } from "./abort.js";
-import type { Attempt, Backend, LockRequest, Unsubscribe } from "./backend.js";
+import type { Attempt, Capabilities, Grant, LockRequest, Unsubscribe } from "./backend.js";
+import type { BackendCalls } from "./calls.js";
 import { driftAllowance, monotonicNow } from "./clock.js";
 import { LockTimeoutError } from "./errors.js";
 
-/** A grant the core accepted: the token and the monotonic instant the lease is presumed lost. */
+/** A grant the core accepted, and the monotonic instant its lease is presumed lost. */
 export interface AcceptedGrant {
-  readonly fencingToken: bigint;
+  readonly grant: Grant;
   readonly deadline: number;
 }
 
@@ -15,83 +16,82 @@ const POLL_MAX_MS = 100;
 const POLL_FALLBACK_WITH_NOTIFY_MS = 1_000;
 
 /**
- * Turns a grant into a deadline, or refuses it when the reply came back too
- * late to trust (the Redis docs' validity time): the caller releases it.
+ * The deadline of a grant, or undefined when the reply came back too late to
+ * trust (the Redis docs' validity time): the caller releases it.
  */
 export function acceptGrant(
-  backend: Backend,
+  capabilities: Capabilities,
   request: LockRequest,
-  attempt: Attempt & { granted: true },
+  grant: Grant,
   start: number,
   queued = false,
-): AcceptedGrant | undefined {
-  if (!backend.capabilities.ttl) {
-    return { fencingToken: attempt.fencingToken, deadline: Number.POSITIVE_INFINITY };
-  }
+): number | undefined {
+  if (!capabilities.ttl) return Number.POSITIVE_INFINITY;
   let deadline = start + request.ttlMs - driftAllowance(request.ttlMs);
   // A grant from the store's queue may come long after the wait began: only the backend
   // knows when its lease started. Without `validUntil` it is dated from the wait's start.
-  const known = attempt.validUntil;
+  const known = grant.validUntil;
   if (known !== undefined && (queued || known < deadline)) deadline = known;
-  if (monotonicNow() >= deadline) return undefined;
-  return { fencingToken: attempt.fencingToken, deadline };
+  return monotonicNow() < deadline ? deadline : undefined;
 }
 
 /**
  * The slow path of `acquire`, entered after a first attempt failed: waits for
- * the key with the backend's own queue when it has one, otherwise by
- * notification plus bounded polling. `cancel` aborts on timeout, the user's
- * signal or close; its reason is what the caller rejects with.
+ * the key in the backend's own queue when it has one and takes the wait,
+ * otherwise by notification plus bounded polling. `cancel` aborts on timeout,
+ * the user's signal or close; its reason is what the caller rejects with.
+ * `releaseQuietly` hands back a grant that came too late (hold undefined: an
+ * attempt whose outcome is unknown).
  */
 export async function waitForGrant(
-  backend: Backend,
+  calls: BackendCalls,
   request: LockRequest,
   cancel: AbortSignal,
-  releaseQuietly: (request: LockRequest) => void,
+  releaseQuietly: (hold: unknown) => void,
 ): Promise<AcceptedGrant> {
-  if (backend.acquire !== undefined) {
-    for (;;) {
-      const start = monotonicNow();
-      const attempt = await backend.acquire(request, { signal: cancel });
-      const grant = acceptGrant(backend, request, attempt, start, true);
-      if (grant !== undefined && !cancel.aborted) return grant;
-      releaseQuietly(request);
-      cancel.throwIfAborted();
-      // A store that answers synchronously would otherwise loop without ever letting a
-      // timer (the timeout, the watchdog) or a signal handler run.
-      await yieldToEventLoop();
-    }
+  const capabilities = calls.backend.capabilities;
+  for (;;) {
+    const start = monotonicNow();
+    const grant = await calls.acquire(request, { signal: cancel });
+    // The backend has no queue, or declines this wait: the core polls.
+    if (grant === undefined) break;
+    const deadline = acceptGrant(capabilities, request, grant, start, true);
+    if (deadline !== undefined && !cancel.aborted) return { grant, deadline };
+    releaseQuietly(grant.hold);
+    cancel.throwIfAborted();
+    // A store that answers synchronously would otherwise loop without ever letting a
+    // timer (the timeout, the watchdog) or a signal handler run.
+    await yieldToEventLoop();
   }
-  return pollForGrant(backend, request, cancel, releaseQuietly);
+  return pollForGrant(calls, request, cancel, releaseQuietly);
 }
 
 async function pollForGrant(
-  backend: Backend,
+  calls: BackendCalls,
   request: LockRequest,
   cancel: AbortSignal,
-  releaseQuietly: (request: LockRequest) => void,
+  releaseQuietly: (hold: unknown) => void,
 ): Promise<AcceptedGrant> {
+  const capabilities = calls.backend.capabilities;
   const waker = new Waker(cancel);
   let unsubscribe: Unsubscribe | undefined;
   try {
-    if (backend.subscribe !== undefined) {
-      // Subscribe before the next attempt, so a release between the two is never missed.
-      unsubscribe = await backend.subscribe(request, waker.wake);
-    }
+    // Subscribe before the next attempt, so a release between the two is never missed.
+    unsubscribe = await calls.subscribe(request, waker.wake);
     let delay = POLL_MIN_MS;
     for (;;) {
       cancel.throwIfAborted();
       waker.reset();
       const start = monotonicNow();
-      const attempt = await backend.tryAcquire(request);
+      const attempt: Attempt = await calls.tryAcquire(request);
       if (attempt.granted) {
-        const grant = acceptGrant(backend, request, attempt, start);
-        if (grant !== undefined && !cancel.aborted) return grant;
+        const deadline = acceptGrant(capabilities, request, attempt, start);
+        if (deadline !== undefined && !cancel.aborted) return { grant: attempt, deadline };
         // Granted too late to trust: back off like a refusal (a store that answers
         // synchronously would otherwise never let a timer run).
-        releaseQuietly(request);
+        releaseQuietly(attempt.hold);
       }
-      const notified = backend.subscribe !== undefined && !attempt.granted;
+      const notified = unsubscribe !== undefined && !attempt.granted;
       const bound = notified ? POLL_FALLBACK_WITH_NOTIFY_MS : jitter(delay);
       const hint = attempt.granted ? undefined : attempt.retryAfterMs;
       await waker.sleep(hint !== undefined && hint >= 0 ? Math.min(bound, hint + 1) : bound);

@@ -39,12 +39,22 @@ export interface Capabilities {
   readonly minTtlMs?: number;
 }
 
-/** One acquire, as the core hands it to the backend. The same object is passed to extend and release. */
+/** One acquire, as the core hands it to the backend, and back to it with every later call for that lock. */
 export interface LockRequest {
-  /** The key as the user gave it (validated: 1 to 1024 UTF-8 bytes). */
+  /** The key as the user gave it (validated: 1 to 1024 UTF-8 bytes, well-formed). */
   readonly key: string;
   /** The namespace of the `Locks` client; part of the key on the server. */
   readonly namespace: string;
+  /**
+   * `namespace` and `key` as one string that no other pair maps to (see
+   * `scopedKey`): the name of the lock for stores with free-form keys.
+   */
+  readonly scoped: string;
+  /**
+   * SHA-256 of `scoped`, computed once per request on first read: fixed-size
+   * names for files, numeric lock ids, hash tags.
+   */
+  readonly digest: Buffer;
   /**
    * A random 128-bit token (32 hex characters) unique to this acquire. Extend
    * and release MUST act only on a lock held by this owner.
@@ -57,19 +67,28 @@ export interface LockRequest {
   readonly ttlMs: number;
 }
 
+/** A granted attempt. */
+export interface Grant<Hold = unknown> {
+  readonly granted: true;
+  /** Strictly greater than the token of every earlier grant of this key (0n when `fencing` is false). */
+  readonly fencingToken: bigint;
+  /**
+   * Optional: a monotonic instant (`performance.now()` scale) until which the
+   * backend is sure the lock is held, when it knows better than the core's
+   * own estimate (`attempt start + ttlMs - drift`), e.g. Redlock.
+   */
+  readonly validUntil?: number;
+  /**
+   * The backend's own handle on this held lock (what it needs to extend,
+   * release, or report the loss of it). The core passes it back with every
+   * later call for this lock, so a backend keeps no owner-to-lock map.
+   */
+  readonly hold?: Hold;
+}
+
 /** The outcome of one attempt to take a key. */
-export type Attempt =
-  | {
-      readonly granted: true;
-      /** Strictly greater than the token of every earlier grant of this key (0n when `fencing` is false). */
-      readonly fencingToken: bigint;
-      /**
-       * Optional: a monotonic instant (`performance.now()` scale) until which the
-       * backend is sure the lock is held, when it knows better than the core's
-       * own estimate (`attempt start + ttlMs - drift`), e.g. Redlock.
-       */
-      readonly validUntil?: number;
-    }
+export type Attempt<Hold = unknown> =
+  | Grant<Hold>
   | {
       readonly granted: false;
       /** Optional hint: when the current holder's lease ends, to bound polling. */
@@ -81,7 +100,7 @@ export interface WaitOptions {
   /**
    * Aborted on timeout, user abort or close; `signal.reason` says which. It
    * may be shared by many waits of one client: listen with `onAbort` from
-   * `@locks/core` (one real listener per signal) and stop when the wait ends.
+   * `@locks/core/backend` (one real listener per signal) and stop when the wait ends.
    */
   readonly signal: AbortSignal;
 }
@@ -89,15 +108,18 @@ export interface WaitOptions {
 /** Stops a subscription. */
 export type Unsubscribe = () => void | Promise<void>;
 
-/**
- * A loss the backend learnt of by itself (session closed, lease revoked, key
- * deleted by someone else). Without `owner`, every lock taken through this
- * backend instance is lost.
- */
-export interface LossReport {
-  readonly owner?: string;
-  readonly reason: string;
-  readonly cause?: unknown;
+/** What the core gives a backend at `bind()`: the one way back into the core. */
+export interface BackendHost<Hold = unknown> {
+  /**
+   * Reports that the lock behind `hold` is lost (its key was deleted, its
+   * session lease revoked): the core aborts that lease's signal with a
+   * `LockLostError` and releases it through the backend once.
+   */
+  lost(hold: Hold, reason: string, cause?: unknown): void;
+  /** Reports that every lock held through this backend instance is lost (its session or connection died). */
+  lostAll(reason: string, cause?: unknown): void;
+  /** Aborts when the client starts closing: end background work (reconnects, retries, sleeps) on it. */
+  readonly closing: AbortSignal;
 }
 
 /** What a backend reports about a key, for tools such as `locks status`. */
@@ -118,50 +140,72 @@ export interface KeyStatus {
 }
 
 /**
- * A lock backend. Methods MUST NOT validate user input (the core did) and
- * MUST throw `LockError` with code `BACKEND_UNAVAILABLE` (cause: the original
- * error) when the store cannot be reached. A semaphore backend MUST refuse a
+ * A lock backend: its store's protocol and nothing else. Methods MUST NOT
+ * validate user input (the core did). A semaphore backend MUST refuse a
  * request whose `limit` differs from the one the key's current holders use,
- * with `limitMismatch(requested, current)` (INVALID_ARGUMENT).
+ * with `limitMismatch(requested, current)`.
+ *
+ * What the core promises in return (its own tests hold it to each):
+ * - **Holds.** What a grant returns as `hold` comes back with every later
+ *   call for that lock: `extend`, `release`, and `host.lost` is keyed by it.
+ * - **Errors.** Anything a method throws or rejects with that is not a
+ *   `LockError` reaches the user as BACKEND_UNAVAILABLE, with it as `cause`:
+ *   a backend maps errors only to say something better.
+ * - **Losses.** A lease the core declares lost (its deadline passed, an
+ *   extension refused, `host.lost`) is released through `release` exactly
+ *   once, so a backend needs no TTL timer of its own.
+ * - **Unknown outcomes.** When an attempt failed (it may have taken the key),
+ *   or a grant came too late to trust, the core calls `release(request,
+ *   undefined)`: clean up by `request.owner`.
+ * - **Waits.** The core drives every wait: its timeout, the user's signal
+ *   and close() all arrive as one `signal`; `acquire` may decline (resolve
+ *   undefined) and the core polls with `subscribe` instead.
+ * - **Close.** Once `close()` is called the core calls nothing else. Before
+ *   it, every lease is released and every call in flight has settled, or a
+ *   bounded grace period (250 ms) has passed.
  */
-export interface Backend {
+export interface Backend<Hold = unknown> {
   /** A short name for messages and diagnostics: "thread", "redis", ... */
   readonly name: string;
   /** Frozen manifest of what this backend honours. */
   readonly capabilities: Capabilities;
 
-  /** One non-blocking attempt to take `req.key`. Never waits for a holder. */
-  tryAcquire(req: LockRequest): Promise<Attempt>;
+  /** Optional: called once by `createLocks`, before any other call, with the host to report losses to. */
+  bind?(host: BackendHost<Hold>): void;
+
+  /** One non-blocking attempt to take `request.key`. Never waits for a holder. */
+  tryAcquire(request: LockRequest): Promise<Attempt<Hold>>;
 
   /**
    * Optional blocking acquire, for stores that keep their own queue of
-   * waiters (fairness). It resolves with a grant, or rejects with
+   * waiters (fairness). It resolves with a grant, or undefined to decline
+   * (the core then waits by `subscribe` and polling), or rejects with
    * `wait.signal.reason` once the signal aborts, leaving nothing behind
    * (no queue entry, no lock taken after giving up). With `capabilities.ttl`
    * it SHOULD return `validUntil`: the core cannot tell when, during the
    * wait, the store started the lease, and otherwise dates it from the
    * start of the wait.
    */
-  acquire?(req: LockRequest, wait: WaitOptions): Promise<Attempt & { granted: true }>;
+  acquire?(request: LockRequest, wait: WaitOptions): Promise<Grant<Hold> | undefined>;
 
-  /** Extends the lock held by `req.owner` to `ttlMs` from now. Resolves false when it is no longer held. */
-  extend(req: LockRequest, ttlMs: number): Promise<boolean>;
-
-  /** Releases the lock held by `req.owner`, and nothing else. Idempotent. */
-  release(req: LockRequest): Promise<void>;
+  /** Extends the lock behind `hold` to `ttlMs` from now. Resolves false when it is no longer held. */
+  extend(request: LockRequest, hold: Hold, ttlMs: number): Promise<boolean>;
 
   /**
-   * Optional: calls `onChange` when `req.key` may have become free (a release
-   * notification). Notifications are a hint: the core still polls, bounded.
+   * Releases the lock behind `hold`, and nothing else; with `hold`
+   * undefined, whatever `request.owner` may hold of `request.key`. Idempotent.
    */
-  subscribe?(req: LockRequest, onChange: () => void): Unsubscribe | Promise<Unsubscribe>;
+  release(request: LockRequest, hold: Hold | undefined): Promise<void>;
 
-  /** Optional: registers a listener for losses the backend detects by itself. */
-  onLoss?(listener: (report: LossReport) => void): Unsubscribe;
+  /**
+   * Optional: calls `onChange` when `request.key` may have become free (a
+   * release notification). Notifications are a hint: the core still polls, bounded.
+   */
+  subscribe?(request: LockRequest, onChange: () => void): Unsubscribe | Promise<Unsubscribe>;
 
   /** Optional: who holds `key` now. */
   inspect?(namespace: string, key: string): Promise<KeyStatus>;
 
-  /** Releases what this instance holds and closes the clients it created (never ones it was given). */
+  /** Closes the clients this instance created (never ones it was given), and every timer and socket it opened. */
   close(): Promise<void>;
 }

@@ -128,7 +128,7 @@ export function assertHistory(holds: readonly HoldRecord[], options?: CheckOptio
 }
 
 /** End of a recorded hold; an unfinished hold lasts forever. */
-export function holdEnd(hold: HoldRecord): number {
+function holdEnd(hold: HoldRecord): number {
   const ends = [hold.releasedAt, hold.lostAt].filter((t): t is number => t !== undefined);
   return ends.length === 0 ? Number.POSITIVE_INFINITY : Math.min(...ends);
 }

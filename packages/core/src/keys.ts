@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { invalidArgument } from "./errors.js";
 
 /** Longest key accepted, in UTF-8 bytes. */
-export const MAX_KEY_BYTES = 1024;
+const MAX_KEY_BYTES = 1024;
 /** Longest namespace accepted, in UTF-8 bytes. */
 export const MAX_NAMESPACE_BYTES = 256;
 
@@ -41,7 +41,7 @@ export function scopedKey(namespace: string, key: string): string {
   return `${namespace.length}:${namespace}:${key}`;
 }
 
-/** SHA-256 of the scoped key: fixed-size names for files and numeric lock ids. */
+/** SHA-256 of the scoped key (as `LockRequest.digest`), for `inspect(namespace, key)`. */
 export function keyDigest(namespace: string, key: string): Buffer {
   return createHash("sha256").update(scopedKey(namespace, key), "utf8").digest();
 }

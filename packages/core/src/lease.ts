@@ -1,6 +1,6 @@
-import type { Backend, LockMode, LockRequest } from "./backend.js";
+import type { Capabilities, LockMode, LockRequest } from "./backend.js";
+import type { BackendCalls } from "./calls.js";
 import { driftAllowance, monotonicNow, toEpochMs } from "./clock.js";
-import { asyncDispose } from "./dispose.js";
 import { LockError, LockLostError } from "./errors.js";
 import { channels, type LeaseEvent } from "./events.js";
 import { ttlFloor, validateTtl } from "./options.js";
@@ -39,10 +39,11 @@ export interface Lease extends AsyncDisposable {
 
 /** What a lease needs from the client that made it. */
 export interface LeaseHost {
-  readonly backend: Backend;
+  readonly calls: BackendCalls;
+  readonly capabilities: Capabilities;
   leaseEnded(lease: HeldLease): void;
-  /** Releases `request` after `ms` (a minimum hold without server-side TTL), or at close(). */
-  releaseLater(request: LockRequest, ms: number): Promise<void>;
+  /** Releases the lock after `ms` (a minimum hold without server-side TTL), or at close(). */
+  releaseLater(request: LockRequest, hold: unknown, ms: number): Promise<void>;
 }
 
 /** How a lease behaves, from the acquire's options. */
@@ -56,6 +57,8 @@ type State = "held" | "released" | "lost";
 /** @internal The one implementation of `Lease`. */
 export class HeldLease implements Lease {
   readonly fencingToken: bigint;
+  /** The backend's handle on this lock, passed back with every call for it. */
+  readonly hold: unknown;
   readonly #host: LeaseHost;
   readonly #request: LockRequest;
   #ttlMs: number;
@@ -73,13 +76,14 @@ export class HeldLease implements Lease {
   constructor(
     host: LeaseHost,
     request: LockRequest,
-    fencingToken: bigint,
+    grant: { readonly fencingToken: bigint; readonly hold?: unknown },
     deadline: number,
     options: LeaseOptions,
   ) {
     this.#host = host;
     this.#request = request;
-    this.fencingToken = fencingToken;
+    this.fencingToken = grant.fencingToken;
+    this.hold = grant.hold;
     this.#ttlMs = request.ttlMs;
     this.#deadline = deadline;
     this.#minHoldMs = options.minHoldMs;
@@ -130,9 +134,7 @@ export class HeldLease implements Lease {
     let ttl: number;
     try {
       ttl =
-        ttlMs === undefined
-          ? this.#ttlMs
-          : validateTtl(ttlMs, ttlFloor(this.#host.backend.capabilities));
+        ttlMs === undefined ? this.#ttlMs : validateTtl(ttlMs, ttlFloor(this.#host.capabilities));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -148,7 +150,7 @@ export class HeldLease implements Lease {
     const start = monotonicNow();
     let stillHeld: boolean;
     try {
-      stillHeld = await this.#host.backend.extend(this.#request, ttlMs);
+      stillHeld = await this.#host.calls.extend(this.#request, this.hold, ttlMs);
     } catch (error) {
       if (channels.extend.hasSubscribers)
         this.#publish(channels.extend, { ok: false, durationMs: monotonicNow() - start, error });
@@ -169,21 +171,19 @@ export class HeldLease implements Lease {
   }
 
   release(): Promise<void> {
+    // Set once the lease ends, whether released or lost: the backend hears of it once.
     if (this.#released !== undefined) return this.#released;
-    const wasHeld = this.#state === "held";
-    if (wasHeld) {
-      this.#end("released", undefined);
-      if (channels.release.hasSubscribers) this.#publish(channels.release, {});
-    }
-    const holdLeft = wasHeld ? this.#grantedAt + this.#minHoldMs - monotonicNow() : 0;
-    const done =
-      holdLeft > 0 ? this.#holdUntilMinimum(holdLeft) : this.#host.backend.release(this.#request);
-    // Releasing a lost lease is a clean-up attempt only: it must not throw at the user.
-    this.#released = wasHeld ? done : done.catch(() => undefined);
+    this.#end("released", undefined);
+    if (channels.release.hasSubscribers) this.#publish(channels.release, {});
+    const holdLeft = this.#grantedAt + this.#minHoldMs - monotonicNow();
+    this.#released =
+      holdLeft > 0
+        ? this.#holdUntilMinimum(holdLeft)
+        : this.#host.calls.release(this.#request, this.hold);
     return this.#released;
   }
 
-  [asyncDispose](): Promise<void> {
+  [Symbol.asyncDispose](): Promise<void> {
     return this.release();
   }
 
@@ -193,20 +193,26 @@ export class HeldLease implements Lease {
    * itself; without, the client releases it when the time is up.
    */
   async #holdUntilMinimum(holdLeft: number): Promise<void> {
-    if (!this.#host.backend.capabilities.ttl) {
-      await this.#host.releaseLater(this.#request, holdLeft);
+    if (!this.#host.capabilities.ttl) {
+      await this.#host.releaseLater(this.#request, this.hold, holdLeft);
       return;
     }
-    const ttl = Math.max(Math.ceil(holdLeft), ttlFloor(this.#host.backend.capabilities));
+    const ttl = Math.max(Math.ceil(holdLeft), ttlFloor(this.#host.capabilities));
     // False: no longer held, nothing left to keep. A failure leaves the lease to its TTL.
-    await this.#host.backend.extend(this.#request, ttl);
+    await this.#host.calls.extend(this.#request, this.hold, ttl);
   }
 
-  /** @internal Marks the lease lost (idempotent) and aborts its signal with a `LockLostError`. */
+  /**
+   * @internal Marks the lease lost (idempotent), aborts its signal with a
+   * `LockLostError`, and releases it through the backend: once, whoever
+   * declared the loss, so no backend needs a TTL timer of its own.
+   */
   markLost(reason: string, cause?: unknown): void {
     if (this.#state !== "held") return;
     const error = new LockLostError(`lock "${this.key}" lost: ${reason}`, { cause });
     this.#end("lost", error);
+    // A clean-up only: a later release() resolves with it and must not throw at the user.
+    this.#released = this.#host.calls.release(this.#request, this.hold).catch(() => undefined);
     if (channels.lost.hasSubscribers) this.#publish(channels.lost, { error });
   }
 
@@ -218,7 +224,7 @@ export class HeldLease implements Lease {
     const event: LeaseEvent = {
       key,
       namespace,
-      backend: this.#host.backend.name,
+      backend: this.#host.calls.backend.name,
       mode,
       fencingToken: this.fencingToken,
       heldMs: monotonicNow() - this.#grantedAt,

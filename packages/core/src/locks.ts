@@ -1,11 +1,12 @@
 import { setMaxListeners } from "node:events";
 import { onAbort } from "./abort.js";
 import { acceptGrant, timeoutError, waitForGrant } from "./acquire.js";
-import type { Attempt, Backend, LockRequest, LossReport, Unsubscribe } from "./backend.js";
+import type { Attempt, Backend, Grant, LockRequest } from "./backend.js";
+import { BackendCalls } from "./calls.js";
 import { monotonicNow } from "./clock.js";
-import { asyncDispose } from "./dispose.js";
 import { invalidArgument, lockClosed } from "./errors.js";
 import { observeAcquire, observingAcquires } from "./events.js";
+import { attachClient, type LossTarget } from "./host.js";
 import { MAX_NAMESPACE_BYTES, typeName, validateKey } from "./keys.js";
 import { HeldLease, type Lease, type LeaseHost } from "./lease.js";
 import {
@@ -24,6 +25,7 @@ import {
   validateTtl,
 } from "./options.js";
 import { newOwnerToken } from "./owner.js";
+import { Request } from "./request.js";
 import { settledWithin } from "./settle.js";
 
 /** Options of `createLocks`. */
@@ -68,8 +70,9 @@ export function createLocks(backend: Backend, options: LocksOptions = {}): Locks
   return new LockClient(backend, options);
 }
 
-class LockClient implements Locks, LeaseHost {
+class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
   readonly backend: Backend;
+  readonly calls: BackendCalls;
   readonly namespace: string;
   readonly #defaults: { ttlMs: number; autoExtend: boolean };
   readonly #leases = new Map<string, HeldLease>();
@@ -79,7 +82,7 @@ class LockClient implements Locks, LeaseHost {
   readonly #delayedReleases = new Set<() => void>();
   /** Rejecters of the hot path's first attempts in flight, for close(). */
   readonly #firstAttempts = new Set<(reason: unknown) => void>();
-  readonly #stopLossWatch: Unsubscribe | undefined;
+  readonly #host: ReturnType<typeof attachClient>;
   #closing: Promise<void> | undefined;
 
   constructor(backend: Backend, options: LocksOptions) {
@@ -88,6 +91,7 @@ class LockClient implements Locks, LeaseHost {
       throw invalidArgument("options", `must be an object, got ${typeName(options)}`);
     }
     this.backend = backend;
+    this.calls = new BackendCalls(backend);
     this.namespace =
       options.namespace === undefined
         ? "default"
@@ -103,7 +107,7 @@ class LockClient implements Locks, LeaseHost {
           : validateTtl(options.ttlMs, ttlFloor(backend.capabilities)),
       autoExtend,
     };
-    this.#stopLossWatch = backend.onLoss?.((report) => this.#onLoss(report));
+    this.#host = attachClient(backend, this);
     // Every waiter of this client may listen to it at once: no leak warning for that.
     setMaxListeners(0, this.#closeController.signal);
   }
@@ -145,8 +149,24 @@ class LockClient implements Locks, LeaseHost {
     return this.#closing;
   }
 
-  [asyncDispose](): Promise<void> {
+  [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  get capabilities(): Backend["capabilities"] {
+    return this.backend.capabilities;
+  }
+
+  /** @internal A loss the backend reported for one of its holds: ignored when not this client's. */
+  lost(hold: unknown, reason: string, cause?: unknown): void {
+    for (const lease of this.#leases.values()) {
+      if (lease.hold === hold) lease.markLost(reason, cause);
+    }
+  }
+
+  /** @internal The backend's session or connection died: every lease of this client is lost. */
+  lostAll(reason: string, cause?: unknown): void {
+    for (const lease of [...this.#leases.values()]) lease.markLost(reason, cause);
   }
 
   /** @internal */
@@ -155,13 +175,13 @@ class LockClient implements Locks, LeaseHost {
   }
 
   /** @internal A minimum hold on a backend without TTL: released when the time is up, or at close(). */
-  releaseLater(request: LockRequest, ms: number): Promise<void> {
+  releaseLater(request: LockRequest, hold: unknown, ms: number): Promise<void> {
     // The close signal, not `#closing`: close() releases the leases it holds before `#closing` is set.
-    if (this.#closeController.signal.aborted) return this.backend.release(request);
+    if (this.#closeController.signal.aborted) return this.calls.release(request, hold);
     const release = (): void => {
       clearTimeout(timer);
       this.#delayedReleases.delete(release);
-      this.#releaseQuietly(request);
+      this.#releaseQuietly(request, hold);
     };
     // Unref'd: the session that holds the lock already keeps the process alive while it is open.
     const timer = setTimeout(release, ms).unref();
@@ -177,14 +197,14 @@ class LockClient implements Locks, LeaseHost {
       validateKey(key);
       resolved = resolveOptions(options, this.#defaults, this.backend.capabilities, wait);
       resolved.signal?.throwIfAborted();
-      request = {
+      request = new Request(
         key,
-        namespace: this.namespace,
-        owner: newOwnerToken(),
-        mode: resolved.mode,
-        limit: resolved.limit,
-        ttlMs: resolved.ttlMs,
-      };
+        this.namespace,
+        newOwnerToken(),
+        resolved.mode,
+        resolved.limit,
+        resolved.ttlMs,
+      );
     } catch (error) {
       return Promise.reject(error);
     }
@@ -212,7 +232,7 @@ class LockClient implements Locks, LeaseHost {
     return new Promise((resolve, reject) => {
       const start = monotonicNow();
       this.#firstAttempts.add(reject);
-      this.backend.tryAcquire(request).then(
+      this.calls.tryAcquire(request).then(
         (attempt) => {
           // False once close() rejected this acquire: `#grant` then hands a grant back.
           const pending = this.#firstAttempts.delete(reject);
@@ -274,7 +294,7 @@ class LockClient implements Locks, LeaseHost {
   /** One non-blocking attempt: the lease, or undefined when the key is taken. */
   #attempt(request: LockRequest, options: ResolvedOptions): Promise<Lease | undefined> {
     const start = monotonicNow();
-    return this.backend.tryAcquire(request).then(
+    return this.calls.tryAcquire(request).then(
       (attempt) => this.#leaseFrom(request, options, attempt, start),
       (error: unknown) => {
         this.#attemptFailed(request);
@@ -291,16 +311,15 @@ class LockClient implements Locks, LeaseHost {
     start: number,
   ): Lease | undefined {
     if (!attempt.granted) return undefined;
-    const grant = acceptGrant(this.backend, request, attempt, start);
-    if (grant !== undefined)
-      return this.#grant(request, options, grant.fencingToken, grant.deadline);
-    this.#releaseQuietly(request);
+    const deadline = acceptGrant(this.capabilities, request, attempt, start);
+    if (deadline !== undefined) return this.#grant(request, options, attempt, deadline);
+    this.#releaseQuietly(request, attempt.hold);
     return undefined;
   }
 
   /** The outcome is unknown (the command may have run): clean up by owner, never report a grant. */
   #attemptFailed(request: LockRequest): void {
-    this.#releaseQuietly(request);
+    this.#releaseQuietly(request, undefined);
   }
 
   /** Waits after a failed first attempt until granted or `cancel` aborts (rejecting with its reason). */
@@ -311,43 +330,36 @@ class LockClient implements Locks, LeaseHost {
   ): Promise<Lease> {
     if (this.#closing !== undefined) throw lockClosed();
     try {
-      const grant = await waitForGrant(this.backend, request, cancel, (r) =>
-        this.#releaseQuietly(r),
+      const { grant, deadline } = await waitForGrant(this.calls, request, cancel, (hold) =>
+        this.#releaseQuietly(request, hold),
       );
-      return this.#grant(request, options, grant.fencingToken, grant.deadline);
+      return this.#grant(request, options, grant, deadline);
     } catch (error) {
       if (cancel.aborted) throw cancel.reason;
       throw error;
     }
   }
 
-  #grant(request: LockRequest, options: ResolvedOptions, token: bigint, deadline: number): Lease {
+  #grant(request: LockRequest, options: ResolvedOptions, grant: Grant, deadline: number): Lease {
     if (this.#closing !== undefined || options.signal?.aborted) {
       // Granted after the caller gave up: hand it back, report the reason.
-      this.#releaseQuietly(request);
+      this.#releaseQuietly(request, grant.hold);
       throw this.#closing !== undefined ? lockClosed() : options.signal?.reason;
     }
-    const lease = new HeldLease(this, request, token, deadline, options);
+    const lease = new HeldLease(this, request, grant, deadline, options);
     this.#leases.set(request.owner, lease);
     return lease;
   }
 
-  #releaseQuietly(request: LockRequest): void {
-    const cleanup = this.backend.release(request).catch(() => undefined);
+  #releaseQuietly(request: LockRequest, hold: unknown): void {
+    const cleanup = this.calls.release(request, hold).catch(() => undefined);
     this.#cleanups.add(cleanup);
     void cleanup.finally(() => this.#cleanups.delete(cleanup));
   }
 
-  #onLoss(report: LossReport): void {
-    if (report.owner !== undefined) {
-      this.#leases.get(report.owner)?.markLost(report.reason, report.cause);
-      return;
-    }
-    for (const lease of [...this.#leases.values()]) lease.markLost(report.reason, report.cause);
-  }
-
   async #close(): Promise<void> {
     const closed = lockClosed();
+    this.#host.close();
     this.#closeController.abort(closed);
     for (const waiter of this.#waiting) waiter.abort(closed);
     for (const reject of this.#firstAttempts) reject(closed);
@@ -356,9 +368,9 @@ class LockClient implements Locks, LeaseHost {
     const releases = [...this.#leases.values()].map((lease) => lease.release());
     // A server that stopped answering must not hold close() up: what is not released
     // within the grace period frees itself (TTL, or the session the backend closes next).
-    await settledWithin([...releases, ...this.#cleanups], CLOSE_GRACE_MS);
-    await this.#stopLossWatch?.();
-    await this.backend.close();
+    await settledWithin([...releases, ...this.#cleanups, this.calls.idle()], CLOSE_GRACE_MS);
+    this.#host.clients.delete(this);
+    await this.calls.close();
   }
 }
 

@@ -1,5 +1,4 @@
 import { monotonicNow } from "./clock.js";
-import { asyncDispose } from "./dispose.js";
 import { invalidArgument } from "./errors.js";
 import { typeName, validateKey } from "./keys.js";
 import type { Lease } from "./lease.js";
@@ -88,7 +87,7 @@ class LeaseSet implements MultiLease {
     return this.#released;
   }
 
-  [asyncDispose](): Promise<void> {
+  [Symbol.asyncDispose](): Promise<void> {
     return this.release();
   }
 }

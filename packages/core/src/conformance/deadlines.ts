@@ -76,10 +76,14 @@ export function deadlineTests(options: ConformanceOptions, capabilities: Capabil
         const [a, b, c] = await h.clients(3);
         // Straight to the backend: no lease, so no watchdog extends it and the core declares nothing lost.
         const taken = h.request("taken-over");
-        expect((await a!.backend.tryAcquire(taken)).granted).toBe(true);
+        const attempt = await a!.backend.tryAcquire(taken);
+        expect(attempt.granted).toBe(true);
+        const hold = attempt.granted ? attempt.hold : undefined;
         const next = await b!.acquire("taken-over", { timeoutMs: h.ttlMs * 10 + 5_000 });
-        expect(await a!.backend.extend(taken, h.ttlMs), "extend by the old owner").toBe(false);
-        await a!.backend.release(taken);
+        expect(await a!.backend.extend(taken, hold, h.ttlMs), "extend by the old owner").toBe(
+          false,
+        );
+        await a!.backend.release(taken, hold);
         expect(await c!.tryAcquire("taken-over"), "after release by the old owner").toBeNull();
         await next.extend();
         expect(next.signal.aborted).toBe(false);

@@ -4,7 +4,7 @@ import type { Attempt, Backend, LockRequest } from "../backend.js";
 import { History } from "../history.js";
 import type { Lease } from "../lease.js";
 import { createLocks, type Locks, type LocksOptions } from "../locks.js";
-import { newOwnerToken } from "../owner.js";
+import { createRequest, type RequestFields } from "../request.js";
 import type { ConformanceOptions } from "./options.js";
 
 /** Counts the calls a backend receives, to prove bad input is refused before any I/O. */
@@ -88,16 +88,8 @@ export class Harness {
   }
 
   /** A request for the backend contract itself, as the core would build it. */
-  request(key: string, overrides: Partial<LockRequest> = {}): LockRequest {
-    return {
-      key,
-      namespace: this.namespace,
-      owner: newOwnerToken(),
-      mode: "exclusive",
-      limit: 1,
-      ttlMs: this.ttlMs,
-      ...overrides,
-    };
+  request(key: string, fields: Omit<RequestFields, "key"> = {}): LockRequest {
+    return createRequest({ key, namespace: this.namespace, ttlMs: this.ttlMs, ...fields });
   }
 
   async cleanup(): Promise<void> {

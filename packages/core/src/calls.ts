@@ -1,0 +1,106 @@
+import type { Attempt, Backend, Grant, LockRequest, Unsubscribe, WaitOptions } from "./backend.js";
+import { backendUnavailable, isLockError, lockClosed } from "./errors.js";
+
+/**
+ * Every call the core makes into a backend goes through here, so the
+ * promises `Backend` documents are kept in one place: errors that are not
+ * `LockError`s become BACKEND_UNAVAILABLE, calls in flight are counted so
+ * close() can wait for them, and nothing is called once the backend is closed.
+ */
+export class BackendCalls<Hold = unknown> {
+  readonly backend: Backend<Hold>;
+  #pending = 0;
+  #idle: (() => void) | undefined;
+  #closed = false;
+
+  constructor(backend: Backend<Hold>) {
+    this.backend = backend;
+  }
+
+  tryAcquire(request: LockRequest): Promise<Attempt<Hold>> {
+    return this.#call(() => this.backend.tryAcquire(request));
+  }
+
+  /** The store's own queue; undefined when the backend has none or declines. */
+  acquire(request: LockRequest, wait: WaitOptions): Promise<Grant<Hold> | undefined> {
+    const acquire = this.backend.acquire;
+    if (acquire === undefined) return Promise.resolve(undefined);
+    return this.#call(() => acquire.call(this.backend, request, wait));
+  }
+
+  extend(request: LockRequest, hold: Hold, ttlMs: number): Promise<boolean> {
+    return this.#call(() => this.backend.extend(request, hold, ttlMs));
+  }
+
+  release(request: LockRequest, hold: Hold | undefined): Promise<void> {
+    return this.#call(() => this.backend.release(request, hold));
+  }
+
+  subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe | undefined> {
+    const subscribe = this.backend.subscribe;
+    if (subscribe === undefined) return Promise.resolve(undefined);
+    return this.#call(async () => subscribe.call(this.backend, request, onChange));
+  }
+
+  /** Resolves once no call is in flight. */
+  idle(): Promise<void> {
+    if (this.#pending === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const before = this.#idle;
+      this.#idle = () => {
+        before?.();
+        resolve();
+      };
+    });
+  }
+
+  /** Closes the backend; every later call rejects with LOCK_CLOSED without reaching it. */
+  close(): Promise<void> {
+    this.#closed = true;
+    return this.#map(() => this.backend.close());
+  }
+
+  #call<T>(call: () => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(lockClosed());
+    this.#pending++;
+    let pending: Promise<T>;
+    try {
+      pending = call();
+    } catch (error) {
+      this.#settled();
+      return Promise.reject(this.#unavailable(error));
+    }
+    // One `then` for both outcomes: this runs twice per uncontended lock cycle.
+    return pending.then(
+      (value) => {
+        this.#settled();
+        return value;
+      },
+      (error: unknown) => {
+        this.#settled();
+        throw this.#unavailable(error);
+      },
+    );
+  }
+
+  #settled(): void {
+    if (--this.#pending > 0) return;
+    const idle = this.#idle;
+    this.#idle = undefined;
+    idle?.();
+  }
+
+  #map<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return call().catch((error: unknown) => {
+        throw this.#unavailable(error);
+      });
+    } catch (error) {
+      return Promise.reject(this.#unavailable(error));
+    }
+  }
+
+  #unavailable(error: unknown): unknown {
+    return isLockError(error) ? error : backendUnavailable(this.backend.name, error);
+  }
+}

@@ -1,0 +1,52 @@
+import type { Backend, BackendHost } from "./backend.js";
+import { lockClosed } from "./errors.js";
+
+/** What a client does with the losses its backend reports. */
+export interface LossTarget<Hold> {
+  lost(hold: Hold, reason: string, cause?: unknown): void;
+  lostAll(reason: string, cause?: unknown): void;
+}
+
+/**
+ * A backend is bound once, however many clients share it (two namespaces
+ * over one connection): its host hands each loss to every client, and each
+ * client ignores holds that are not its own.
+ */
+class SharedHost<Hold> implements BackendHost<Hold> {
+  readonly clients = new Set<LossTarget<Hold>>();
+  readonly #closing = new AbortController();
+
+  get closing(): AbortSignal {
+    return this.#closing.signal;
+  }
+
+  lost(hold: Hold, reason: string, cause?: unknown): void {
+    for (const client of this.clients) client.lost(hold, reason, cause);
+  }
+
+  lostAll(reason: string, cause?: unknown): void {
+    for (const client of [...this.clients]) client.lostAll(reason, cause);
+  }
+
+  /** Any client's close() closes the backend, so it is closing for all of them. */
+  close(): void {
+    this.#closing.abort(lockClosed());
+  }
+}
+
+const hosts = new WeakMap<Backend<never>, SharedHost<never>>();
+
+/** Binds `backend` on first use, and adds `client` to those its losses go to. */
+export function attachClient<Hold>(
+  backend: Backend<Hold>,
+  client: LossTarget<Hold>,
+): SharedHost<Hold> {
+  let host = hosts.get(backend as Backend<never>) as SharedHost<Hold> | undefined;
+  if (host === undefined) {
+    host = new SharedHost<Hold>();
+    hosts.set(backend as Backend<never>, host as SharedHost<never>);
+    backend.bind?.(host);
+  }
+  host.clients.add(client);
+  return host;
+}

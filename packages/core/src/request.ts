@@ -1,0 +1,51 @@
+import { createHash } from "node:crypto";
+import type { LockMode, LockRequest } from "./backend.js";
+import { scopedKey } from "./keys.js";
+import { newOwnerToken } from "./owner.js";
+
+/** @internal The one implementation of `LockRequest`: the digest is computed once, on first read. */
+export class Request implements LockRequest {
+  readonly scoped: string;
+  #digest: Buffer | undefined;
+
+  constructor(
+    readonly key: string,
+    readonly namespace: string,
+    readonly owner: string,
+    readonly mode: LockMode,
+    readonly limit: number,
+    readonly ttlMs: number,
+  ) {
+    this.scoped = scopedKey(namespace, key);
+  }
+
+  get digest(): Buffer {
+    this.#digest ??= createHash("sha256").update(this.scoped, "utf8").digest();
+    return this.#digest;
+  }
+}
+
+/** The fields of a request; all but `key` default (namespace "default", a fresh owner, exclusive, limit 1, 30 s). */
+export interface RequestFields {
+  readonly key: string;
+  readonly namespace?: string;
+  readonly owner?: string;
+  readonly mode?: LockMode;
+  readonly limit?: number;
+  readonly ttlMs?: number;
+}
+
+/**
+ * A request as the core would build it, for tests and tools that call a
+ * backend directly (the conformance suite, `locks status`). Not validated.
+ */
+export function createRequest(fields: RequestFields): LockRequest {
+  return new Request(
+    fields.key,
+    fields.namespace ?? "default",
+    fields.owner ?? newOwnerToken(),
+    fields.mode ?? "exclusive",
+    fields.limit ?? 1,
+    fields.ttlMs ?? 30_000,
+  );
+}
