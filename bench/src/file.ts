@@ -16,7 +16,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:f
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createLocks, historyNow } from "@locks/core";
+import { createLocks } from "@locks/core";
+import { historyNow } from "@locks/core/history";
 import { fileBackend } from "@locks/file";
 import { nodeChildArgs } from "@locks/testkit";
 import { lock } from "proper-lockfile";
