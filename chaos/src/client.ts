@@ -4,7 +4,8 @@
  * SIGSTOP or SIGKILL it at any time; it waits for the parent's "go" between
  * the grant and the write, so that a pause lands exactly there.
  */
-import { type Backend, createLocks, History, historyNow, isLockError } from "@locks/core";
+import { type Backend, createLocks, isLockError } from "@locks/core";
+import { History, historyNow } from "@locks/core/history";
 import { fencedWrite } from "./fence.js";
 import type {
   BackendSpec,

@@ -1,4 +1,4 @@
-import type { HoldRecord } from "@locks/core";
+import type { HoldRecord } from "@locks/core/history";
 
 /** How a client process reaches its backend (sent as JSON in CHAOS_CLIENT). */
 export type BackendSpec =

@@ -1,6 +1,6 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { checkHistory, type HoldRecord } from "@locks/core";
+import { checkHistory, type HoldRecord } from "@locks/core/history";
 import { nodeChildArgs, startRedis } from "@locks/testkit";
 import { fenceState } from "./fence.js";
 import { mulberry32, type Rng } from "./prng.js";

@@ -1,4 +1,4 @@
-import type { HoldRecord } from "@locks/core";
+import type { HoldRecord } from "@locks/core/history";
 
 /** One fault the nemesis injected. */
 export interface FaultEvent {

@@ -4,7 +4,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { assertHistory, type HoldRecord } from "@locks/core";
+import { assertHistory, type HoldRecord } from "@locks/core/history";
 import {
   freePort,
   type RedisServer,

@@ -11,16 +11,16 @@ afterAll(() => rmSync(directory, { recursive: true, force: true }));
 
 /** The same store, seen through a backend that cannot tell who holds a key. */
 function withoutInspect(inner: Backend): Backend {
-  const { subscribe, onLoss } = inner;
+  const { bind, subscribe } = inner;
   return {
     name: inner.name,
     capabilities: inner.capabilities,
     tryAcquire: (request) => inner.tryAcquire(request),
-    extend: (request, ttlMs) => inner.extend(request, ttlMs),
-    release: (request) => inner.release(request),
+    extend: (request, hold, ttlMs) => inner.extend(request, hold, ttlMs),
+    release: (request, hold) => inner.release(request, hold),
     close: () => inner.close(),
+    ...(bind === undefined ? {} : { bind: bind.bind(inner) }),
     ...(subscribe === undefined ? {} : { subscribe: subscribe.bind(inner) }),
-    ...(onLoss === undefined ? {} : { onLoss: onLoss.bind(inner) }),
   };
 }
 
