@@ -1,21 +1,27 @@
 import { existsSync, rmSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { Application, Converter, ReflectionKind, type TypeDocOptions } from "typedoc";
-import type { PluginOptions } from "typedoc-plugin-markdown";
+import { MarkdownRendererEvent, type PluginOptions } from "typedoc-plugin-markdown";
 import { docsRoot } from "./samples.js";
 
 /*
  * The API reference, generated at build time by TypeDoc (with
- * typedoc-plugin-markdown) from each package's src/index.ts, into docs/api/
- * (git-ignored). It is rebuilt on every docs build, so it cannot drift from
- * the code.
+ * typedoc-plugin-markdown) from each public entry point (every "exports"
+ * path of the published packages), into docs/api/ (git-ignored). It is
+ * rebuilt on every docs build, so it cannot drift from the code.
  */
 
 export const apiDir: string = join(docsRoot, "api");
 
-/** The public entry points: package name -> source file, relative to packages/. */
+/**
+ * The public entry points: import path -> source file, relative to packages/.
+ * `@locks/core` is split by reader: users, backend authors (`/backend`),
+ * tests (`/history`, `/conformance`).
+ */
 export const entryPoints: Readonly<Record<string, string>> = {
   "@locks/core": "core/src/index.ts",
+  "@locks/core/backend": "core/src/toolkit/index.ts",
+  "@locks/core/history": "core/src/history.ts",
   "@locks/core/conformance": "core/src/conformance/index.ts",
   "@locks/thread": "thread/src/index.ts",
   "@locks/file": "file/src/index.ts",
@@ -79,12 +85,33 @@ export async function generateApi(): Promise<{ documented: string[]; missing: st
   });
   const project = await app.convert();
   if (project === undefined) throw new Error("TypeDoc could not convert the packages' sources");
+  // The router reserves a file name for every member too, case-insensitively,
+  // though members get no page of their own here: @locks/core's `Backend`
+  // would take "core/backend" from the module @locks/core/backend, which
+  // would land in "core/backend-1.md". Sub-path modules claim their names
+  // first; once the pages are routed, the listing gets its order back.
+  const isSubpath = (name: string) => name.split("/").length > 2;
+  const restore: Array<() => void> = [];
+  for (const modules of [project.children, project.childrenIncludingDocuments]) {
+    if (modules === undefined) continue;
+    const listed = [...modules];
+    modules.sort((a, b) => Number(isSubpath(b.name)) - Number(isSubpath(a.name)));
+    restore.push(() => modules.splice(0, modules.length, ...listed));
+  }
+  app.renderer.on(MarkdownRendererEvent.BEGIN, () => {
+    for (const undo of restore) undo();
+  });
   await app.generateOutputs(project);
   if (app.logger.hasErrors()) throw new Error("TypeDoc reported errors");
   const documented = (project.children ?? []).map((m) => m.name).sort();
   for (const [path, name] of present) {
     if (!documented.includes(name)) {
       throw new Error(`TypeDoc did not document ${name} (${relative(docsRoot, path)})`);
+    }
+    // Pages link to /api/core/backend and the like: the page must be where its name says.
+    const page = join(apiDir, `${name.replace(/^@locks\//, "")}.md`);
+    if (!existsSync(page)) {
+      throw new Error(`TypeDoc wrote ${name} elsewhere than ${relative(docsRoot, page)}`);
     }
   }
   return { documented, missing };
