@@ -1,4 +1,5 @@
-import { type Backend, invalidArgument } from "@locks/core";
+import type { Backend } from "@locks/core";
+import { check, defineOptions, invalidArgument } from "@locks/core/backend";
 import { IsolateBackend } from "./isolate.js";
 import { isSharedLockTable, type SharedLockTable } from "./table.js";
 import { TableBackend } from "./table-backend.js";
@@ -22,7 +23,13 @@ export interface ThreadBackendOptions {
   table?: SharedLockTable;
 }
 
-const KNOWN = new Set(["ttl", "table"]);
+const parseOptions = defineOptions({
+  ttl: check.boolean,
+  table: check.instance<SharedLockTable>(
+    "a table made by createSharedLockTable()",
+    isSharedLockTable,
+  ),
+});
 
 /**
  * A lock backend for the async tasks of one thread (default), or for the
@@ -33,28 +40,13 @@ const KNOWN = new Set(["ttl", "table"]);
  * ```
  */
 export function threadBackend(options: ThreadBackendOptions = {}): Backend {
-  if (typeof options !== "object" || options === null) {
-    throw invalidArgument("options", `must be an object, got ${typeName(options)}`);
-  }
-  for (const name of Object.keys(options)) {
-    if (!KNOWN.has(name)) throw invalidArgument(`options.${name}`, "is not a known option");
-  }
-  const ttl = options.ttl ?? false;
-  if (typeof ttl !== "boolean")
-    throw invalidArgument("ttl", `must be a boolean, got ${typeName(ttl)}`);
-  if (options.table === undefined) return new IsolateBackend(ttl);
-  if (!isSharedLockTable(options.table)) {
-    throw invalidArgument("table", "must be a table made by createSharedLockTable()");
-  }
+  const { ttl = false, table } = parseOptions(options);
+  if (table === undefined) return new IsolateBackend(ttl);
   if (ttl) {
     throw invalidArgument(
-      "ttl",
+      "options.ttl",
       "is not supported with a shared table: threads share no clock-safe way to expire each other's holds",
     );
   }
-  return new TableBackend(options.table);
-}
-
-function typeName(value: unknown): string {
-  return value === null ? "null" : Array.isArray(value) ? "array" : typeof value;
+  return new TableBackend(table);
 }

@@ -3,17 +3,15 @@ import {
   type Backend,
   type Capabilities,
   driftAllowance,
+  type Grant,
   type KeyStatus,
   type LockRequest,
-  type LossReport,
   limitMismatch,
-  lockClosed,
   monotonicNow,
   onAbort,
   scopedKey,
-  type Unsubscribe,
   type WaitOptions,
-} from "@locks/core";
+} from "@locks/core/backend";
 import {
   createState,
   dispatch,
@@ -22,7 +20,6 @@ import {
   forgetIfIdle,
   grantableNow,
   type Hold,
-  type HoldOwner,
   type KeyState,
   otherLimit,
   reapExpired,
@@ -33,29 +30,20 @@ import {
 } from "./key-state.js";
 import { registry } from "./registry.js";
 
-type Grant = Attempt & { granted: true };
-
-const NOT_GRANTED: Attempt = Object.freeze({ granted: false });
+const NOT_GRANTED: Attempt<Hold> = Object.freeze({ granted: false });
 const DONE: Promise<void> = Promise.resolve();
 const TRUE: Promise<boolean> = Promise.resolve(true);
 const FALSE: Promise<boolean> = Promise.resolve(false);
 
 /**
  * Locks between the async tasks of one isolate (one thread). Every instance
- * of the isolate shares one table (see registry.ts); an instance only tracks
- * which holds and waiters are its own, for owner checks and `close()`.
+ * of the isolate shares one table (see registry.ts); each grant's `hold` is
+ * the table's own record of it, so an instance keeps nothing of its own.
  */
-export class IsolateBackend implements Backend, HoldOwner {
+export class IsolateBackend implements Backend<Hold> {
   readonly name = "thread";
   readonly capabilities: Capabilities;
   readonly #ttl: boolean;
-  /** This instance's live holds, by owner token. */
-  readonly #holds = new Map<string, Hold>();
-  /** This instance's queued acquires. */
-  readonly #waiters = new Set<QueuedAcquire>();
-  /** Their abort signals: one listener per signal (the core may share one across waits). */
-  readonly #lossListeners = new Set<(report: LossReport) => void>();
-  #closed = false;
 
   constructor(ttl: boolean) {
     this.#ttl = ttl;
@@ -70,41 +58,38 @@ export class IsolateBackend implements Backend, HoldOwner {
     });
   }
 
-  tryAcquire(req: LockRequest): Promise<Attempt> {
-    if (this.#closed) return Promise.reject(lockClosed("thread backend"));
-    const id = scopedKey(req.namespace, req.key);
+  tryAcquire(req: LockRequest): Promise<Attempt<Hold>> {
     const shared = req.mode === "shared";
-    let state = registry.states.get(id);
-    if (state === undefined) state = createState(id);
+    let state = registry.states.get(req.scoped);
+    if (state === undefined) state = createState(req.scoped);
     else {
       const current = otherLimit(state, req.limit);
       if (current !== undefined) return Promise.reject(limitMismatch(req.limit, current));
       if (!grantableNow(state, shared, req.limit)) return Promise.resolve(NOT_GRANTED);
     }
-    return Promise.resolve(this.#take(state, req, shared));
+    return Promise.resolve(grant(state, req, shared, this.#ttl));
   }
 
-  acquire(req: LockRequest, wait: WaitOptions): Promise<Grant> {
-    if (this.#closed) return Promise.reject(lockClosed("thread backend"));
+  /** The key's FIFO queue: the store's own, so waiters are granted in arrival order. */
+  acquire(req: LockRequest, wait: WaitOptions): Promise<Grant<Hold>> {
     const { signal } = wait;
     if (signal.aborted) return Promise.reject(signal.reason);
     const shared = req.mode === "shared";
-    const state = stateFor(scopedKey(req.namespace, req.key));
+    const state = stateFor(req.scoped);
     const current = otherLimit(state, req.limit);
     if (current !== undefined) return Promise.reject(limitMismatch(req.limit, current));
-    if (grantableNow(state, shared, req.limit))
-      return Promise.resolve(this.#take(state, req, shared));
-    return new Promise<Grant>((resolve, reject) => {
-      const waiter = new QueuedAcquire(this, state, req, shared, signal, resolve, reject);
-      this.#waiters.add(waiter);
+    if (grantableNow(state, shared, req.limit)) {
+      return Promise.resolve(grant(state, req, shared, this.#ttl));
+    }
+    return new Promise<Grant<Hold>>((resolve, reject) => {
+      const waiter = new QueuedAcquire(state, req, shared, this.#ttl, resolve, reject);
       enqueue(state, waiter);
       waiter.stopListening = onAbort(signal, (reason) => waiter.leave(reason));
     });
   }
 
-  extend(req: LockRequest, ttlMs: number): Promise<boolean> {
-    const hold = this.#holds.get(req.owner);
-    if (hold === undefined || !hold.live) return FALSE;
+  extend(_req: LockRequest, hold: Hold, ttlMs: number): Promise<boolean> {
+    if (!hold.live) return FALSE;
     if (!this.#ttl) return TRUE;
     const now = monotonicNow();
     if (hold.deadline <= now) {
@@ -117,26 +102,15 @@ export class IsolateBackend implements Backend, HoldOwner {
     return TRUE;
   }
 
-  release(req: LockRequest): Promise<void> {
-    const hold = this.#holds.get(req.owner);
-    if (hold === undefined) return DONE;
-    this.#holds.delete(req.owner);
-    const state = hold.state;
-    drop(hold);
+  release(req: LockRequest, hold: Hold | undefined): Promise<void> {
+    const target = hold ?? registry.states.get(req.scoped)?.holds.find((h) => h.owner === req.owner);
+    if (target === undefined || !target.live) return DONE;
+    const state = target.state;
+    drop(target);
     if (state.head === undefined && state.expiring === 0) forgetIfIdle(state);
     else dispatch(state);
     return DONE;
   }
-
-  // onLoss and close are arrow properties: wrappers (instrumentation, the
-  // suite's call counter) may call them with a Proxy as `this`, on which
-  // #private fields throw.
-  readonly onLoss = (listener: (report: LossReport) => void): Unsubscribe => {
-    this.#lossListeners.add(listener);
-    return () => {
-      this.#lossListeners.delete(listener);
-    };
-  };
 
   inspect(namespace: string, key: string): Promise<KeyStatus> {
     const state = registry.states.get(scopedKey(namespace, key));
@@ -155,66 +129,28 @@ export class IsolateBackend implements Backend, HoldOwner {
     return Promise.resolve({ held: true, limit: state.limit, holders });
   }
 
-  readonly close = (): Promise<void> => {
-    if (this.#closed) return DONE;
-    this.#closed = true;
-    const closed = lockClosed("thread backend");
-    // One by one: a waiter leaving may let a later one of this instance in (its hold is freed below).
-    for (const waiter of [...this.#waiters]) if (this.#waiters.has(waiter)) waiter.leave(closed);
-    for (const hold of [...this.#holds.values()]) {
-      drop(hold);
-      dispatch(hold.state);
-    }
-    this.#holds.clear();
-    this.#lossListeners.clear();
+  /** Nothing to close: the table is the isolate's, and the core released every hold and ended every wait. */
+  close(): Promise<void> {
     return DONE;
+  }
+}
+
+/** Takes the key for `req` (which fits) and says so to the core. */
+function grant(state: KeyState, req: LockRequest, shared: boolean, ttl: boolean): Grant<Hold> {
+  if (!ttl) {
+    const hold = take(state, req.owner, shared, req.limit, Number.POSITIVE_INFINITY);
+    return { granted: true, fencingToken: hold.fencingToken, hold };
+  }
+  // The store's TTL starts now, at the grant, which may be long after the
+  // acquire began (a queued waiter): `validUntil` says so.
+  const deadline = monotonicNow() + req.ttlMs;
+  const hold = take(state, req.owner, shared, req.limit, deadline);
+  return {
+    granted: true,
+    fencingToken: hold.fencingToken,
+    validUntil: deadline - driftAllowance(req.ttlMs),
+    hold,
   };
-
-  /** @internal HoldOwner: the store freed one of this instance's holds after its TTL. */
-  expired(hold: Hold): void {
-    if (this.#holds.get(hold.owner) !== hold) return;
-    this.#holds.delete(hold.owner);
-    if (this.#lossListeners.size === 0) return;
-    const report: LossReport = {
-      owner: hold.owner,
-      reason: "its TTL passed without an extension and the lock was freed",
-    };
-    // Listeners run user code (lease signal handlers): never in the middle of a queue update.
-    queueMicrotask(() => {
-      for (const listener of this.#lossListeners) listener(report);
-    });
-  }
-
-  /** @internal A queued acquire of this instance reached the head of its queue and fits. */
-  admitted(waiter: QueuedAcquire, state: KeyState): Grant {
-    this.#waiters.delete(waiter);
-    waiter.stopListening();
-    return this.#take(state, waiter.request, waiter.shared);
-  }
-
-  /** @internal A queued acquire of this instance gave up (abort or close). */
-  left(waiter: QueuedAcquire): void {
-    this.#waiters.delete(waiter);
-    waiter.stopListening();
-  }
-
-  #take(state: KeyState, req: LockRequest, shared: boolean): Grant {
-    if (!this.#ttl) {
-      const hold = take(state, req.owner, shared, req.limit, Number.POSITIVE_INFINITY, this);
-      this.#holds.set(req.owner, hold);
-      return { granted: true, fencingToken: hold.fencingToken };
-    }
-    // The store's TTL starts now, at the grant, which may be long after the
-    // acquire began (a queued waiter): `validUntil` says so.
-    const deadline = monotonicNow() + req.ttlMs;
-    const hold = take(state, req.owner, shared, req.limit, deadline, this);
-    this.#holds.set(req.owner, hold);
-    return {
-      granted: true,
-      fencingToken: hold.fencingToken,
-      validUntil: deadline - driftAllowance(req.ttlMs),
-    };
-  }
 }
 
 /**
@@ -223,34 +159,34 @@ export class IsolateBackend implements Backend, HoldOwner {
  */
 class QueuedAcquire implements Waiter {
   prev: Waiter | undefined;
-  stopListening: () => void = noop;
   next: Waiter | undefined;
+  stopListening: () => void = noop;
   readonly limit: number;
 
   constructor(
-    readonly backend: IsolateBackend,
     readonly state: KeyState,
     readonly request: LockRequest,
     readonly shared: boolean,
-    readonly signal: AbortSignal,
-    readonly resolve: (grant: Grant) => void,
+    readonly ttl: boolean,
+    readonly resolve: (grant: Grant<Hold>) => void,
     readonly reject: (reason: unknown) => void,
   ) {
     this.limit = request.limit;
   }
 
   grant(state: KeyState): void {
-    this.resolve(this.backend.admitted(this, state));
+    this.stopListening();
+    this.resolve(grant(state, this.request, this.shared, this.ttl));
   }
 
   refuse(reason: Error): void {
-    this.backend.left(this);
+    this.stopListening();
     this.reject(reason);
   }
 
-  /** Leaves the queue and rejects with `reason` (abort or close). */
+  /** Leaves the queue and rejects with `reason` (the wait's signal aborted). */
   leave(reason: unknown): void {
-    this.backend.left(this);
+    this.stopListening();
     unlink(this.state, this);
     this.reject(reason);
     // This waiter may have been the head that held others back (a writer before readers).

@@ -1,4 +1,4 @@
-import { limitMismatch, monotonicNow } from "@locks/core";
+import { limitMismatch, monotonicNow } from "@locks/core/backend";
 import { registry } from "./registry.js";
 
 /*
@@ -9,13 +9,10 @@ import { registry } from "./registry.js";
  * single waiter out of its queue (see README, "How it works").
  */
 
-/** The backend instance a hold or a waiter belongs to. */
-export interface HoldOwner {
-  /** The store freed `hold` because its TTL passed without an extension. */
-  expired(hold: Hold): void;
-}
-
-/** One live grant. */
+/**
+ * One live grant, and the backend's `hold` for it: the core passes it back to
+ * extend and release, so nothing else needs to know who holds what.
+ */
 export class Hold {
   /** Position in `state.holds`, for O(1) removal. */
   index = -1;
@@ -29,7 +26,6 @@ export class Hold {
     readonly fencingToken: bigint,
     /** Monotonic instant the store frees it; Infinity without TTL. */
     public deadline: number,
-    readonly holder: HoldOwner,
   ) {}
 }
 
@@ -114,7 +110,6 @@ export function take(
   shared: boolean,
   limit: number,
   deadline: number,
-  holder: HoldOwner,
 ): Hold {
   const wanted = shared ? 1 : limit;
   if (state.limit !== wanted) {
@@ -124,7 +119,7 @@ export function take(
     state.limit = wanted;
   }
   registry.fence += 1n;
-  const hold = new Hold(state, owner, shared, registry.fence, deadline, holder);
+  const hold = new Hold(state, owner, shared, registry.fence, deadline);
   if (shared) state.shared++;
   else state.exclusive++;
   if (deadline !== Number.POSITIVE_INFINITY) state.expiring++;
@@ -148,14 +143,17 @@ export function drop(hold: Hold): void {
   hold.index = -1;
 }
 
-/** Frees every hold whose TTL has passed; true when one was freed. */
+/**
+ * Frees every hold whose TTL has passed; true when one was freed. Nobody is
+ * told: the core's own deadline for a lease ends before the store's, so its
+ * watchdog has declared the lease lost already.
+ */
 export function reapExpired(state: KeyState, now: number): boolean {
   let freed = false;
   for (let i = state.holds.length - 1; i >= 0; i--) {
     const hold = state.holds[i]!;
     if (hold.deadline <= now) {
       drop(hold);
-      hold.holder.expired(hold);
       freed = true;
     }
   }

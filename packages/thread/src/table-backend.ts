@@ -6,10 +6,9 @@ import {
   type KeyStatus,
   type LockRequest,
   limitMismatch,
-  lockClosed,
-  onAbort,
-  type WaitOptions,
-} from "@locks/core";
+  scopedKey,
+  type Unsubscribe,
+} from "@locks/core/backend";
 import {
   BUCKET_WORDS,
   ENTRY_WORDS,
@@ -26,14 +25,20 @@ import {
   WRITERS,
 } from "./table.js";
 
-type Grant = Attempt & { granted: true };
+/**
+ * A hold of the table, the `hold` of a grant: its bucket and entry (an entry
+ * stays bound while it is held). The table keeps no owner per hold: a hold
+ * can only end through this object, which the core passes back.
+ */
+class TableHold {
+  /** False once released: a second release must not free another holder's place. */
+  live = true;
 
-/** A hold of this instance: its bucket and entry (an entry stays bound while it is held). */
-interface TableHold {
-  readonly bucket: number;
-  readonly entry: number;
-  readonly shared: boolean;
-  readonly fencingToken: bigint;
+  constructor(
+    readonly bucket: number,
+    readonly entry: number,
+    readonly shared: boolean,
+  ) {}
 }
 
 type WaitResult =
@@ -43,18 +48,9 @@ type WaitResult =
 /** Atomics.waitAsync (Node 16+, not yet in TypeScript's ES2023 lib). */
 const waitAsync = (
   Atomics as unknown as {
-    waitAsync(array: Int32Array, index: number, value: number, timeoutMs?: number): WaitResult;
+    waitAsync(array: Int32Array, index: number, value: number): WaitResult;
   }
 ).waitAsync;
-
-/**
- * How long a waiter sleeps before it looks again by itself. Wake-ups cannot
- * be lost (a waiter sleeps only while its bucket's sequence word still has
- * the value it read before its last attempt), so this is defence in depth;
- * its timer also keeps the thread alive while it waits, which a pending
- * Atomics.waitAsync does not do.
- */
-const RECHECK_MS = 1_000;
 
 /**
  * Attempts at the bucket latch before yielding to the event loop. The latch
@@ -64,10 +60,8 @@ const RECHECK_MS = 1_000;
  */
 const LATCH_SPINS = 64;
 
-const NOT_GRANTED: Attempt = Object.freeze({ granted: false });
+const NOT_GRANTED: Attempt<TableHold> = Object.freeze({ granted: false });
 const DONE: Promise<void> = Promise.resolve();
-const TRUE: Promise<boolean> = Promise.resolve(true);
-const FALSE: Promise<boolean> = Promise.resolve(false);
 
 /** `#take` outcomes other than an entry index: the key is held in a mode that excludes this one... */
 const BUSY = -1;
@@ -95,23 +89,18 @@ const CAPABILITIES: Capabilities = Object.freeze({
  * distinct keys never share a lock word. A bucket's entries are read and
  * changed under its latch, a word taken with one compare-and-swap and held
  * for a few instructions, never across an await; nothing ever blocks a
- * thread (Atomics.wait is not used). Waiters sleep with Atomics.waitAsync on
- * the bucket's sequence word; releases bump it and Atomics.notify.
+ * thread (Atomics.wait is not used).
  *
- * Owner checks are local: a hold can only end through the instance that took
- * it (the table has no TTL), so the instance's own map of holds is the exact
- * record of what an owner token may release.
+ * Waiting is the core's (notification plus bounded polling): `subscribe`
+ * counts the waiter on its bucket, watches the bucket's sequence word with
+ * Atomics.waitAsync, and registers a waiting writer on its key so that new
+ * readers stop entering; releases bump the word and Atomics.notify.
  */
-export class TableBackend implements Backend {
+export class TableBackend implements Backend<TableHold> {
   readonly name = "thread";
   readonly capabilities = CAPABILITIES;
   readonly #table: TableView;
   readonly #words: Int32Array;
-  readonly #holds = new Map<string, TableHold>();
-  /** Ends the sleep of each of this instance's waiters (for close). */
-  readonly #sleepers = new Set<() => void>();
-  /** The sleepers' abort signals: one listener per signal (the core may share one across waits). */
-  #closed = false;
   /** The holders' limit `#take` found when it returned MISMATCH. */
   #heldLimit = 0;
 
@@ -120,9 +109,8 @@ export class TableBackend implements Backend {
     this.#words = this.#table.words;
   }
 
-  tryAcquire(req: LockRequest): Promise<Attempt> {
-    if (this.#closed) return Promise.reject(lockClosed("thread backend"));
-    const ref = this.#table.locate(req.namespace, req.key);
+  tryAcquire(req: LockRequest): Promise<Attempt<TableHold>> {
+    const ref = this.#table.locate(req.scoped);
     if (!this.#latch(ref.bucket))
       return this.#latchLater(ref.bucket).then(() => this.#try(req, ref));
     try {
@@ -132,75 +120,58 @@ export class TableBackend implements Backend {
     }
   }
 
-  async acquire(req: LockRequest, wait: WaitOptions): Promise<Grant> {
-    if (this.#closed) throw lockClosed("thread backend");
-    const { signal } = wait;
-    signal.throwIfAborted();
+  /**
+   * Calls `onChange` whenever the key's bucket changes, until unsubscribed.
+   * Counted on the bucket before the core's next attempt, so a release after
+   * that attempt sees a waiter and notifies (sequentially consistent atomics).
+   */
+  async subscribe(req: LockRequest, onChange: () => void): Promise<Unsubscribe> {
+    const ref = this.#table.locate(req.scoped);
     const words = this.#words;
-    const ref = this.#table.locate(req.namespace, req.key);
-    const shared = req.mode === "shared";
-    // Counted before the first attempt: a release after that attempt then
-    // sees a waiter and notifies (sequentially consistent atomics).
     Atomics.add(words, ref.bucket + WAITERS, 1);
-    /** The entry on which this exclusive acquire is registered as a waiting writer. */
-    let registered = -1;
-    try {
-      for (;;) {
-        if (this.#closed) throw lockClosed("thread backend");
-        signal.throwIfAborted();
-        const seq = Atomics.load(words, ref.bucket + SEQ);
-        if (this.#latch(ref.bucket)) {
-          const entry = this.#take(ref, shared, req.limit, registered);
-          if (entry >= 0) {
-            registered = -1;
-            this.#unlatch(ref.bucket);
-            return this.#granted(req, ref.bucket, entry, shared);
-          }
-          if (entry === MISMATCH) {
-            this.#unlatch(ref.bucket);
-            // A registered writer is taken off its entry by the clean-up below.
-            throw limitMismatch(req.limit, this.#heldLimit);
-          }
-          // Not granted: an exclusive waiter makes itself known, so that new
-          // readers stop entering (no writer starvation).
-          if (!shared && registered < 0) registered = this.#registerWriter(ref);
-          this.#unlatch(ref.bucket);
-          await this.#sleep(ref.bucket + SEQ, seq, signal);
-        } else {
-          await nextTurn();
-        }
-      }
-    } finally {
-      Atomics.sub(words, ref.bucket + WAITERS, 1);
-      if (registered >= 0) {
-        // Gave up (abort, close): a writer that waited may have been all that held readers back.
-        await this.#latchLater(ref.bucket);
-        words[registered + WRITERS]!--;
-        this.#unbindIfIdle(registered);
-        this.#unlatch(ref.bucket);
-        this.#changed(ref.bucket);
-      }
+    const watch = new SequenceWatch(words, ref.bucket + SEQ, onChange);
+    // A waiting writer makes itself known, so that new readers stop entering (no writer starvation).
+    let writer = -1;
+    if (req.mode === "exclusive") {
+      if (!this.#latch(ref.bucket)) await this.#latchLater(ref.bucket);
+      writer = this.#find(ref);
+      if (writer < 0) writer = this.#bind(ref);
+      if (writer >= 0) words[writer + WRITERS]!++;
+      this.#unlatch(ref.bucket);
     }
+    return () => {
+      watch.stop();
+      // The last waiter of the bucket ends the watches left pending on its word, in every thread.
+      if (Atomics.sub(words, ref.bucket + WAITERS, 1) === 1) Atomics.notify(words, ref.bucket + SEQ);
+      if (writer >= 0) return this.#unregisterWriter(ref.bucket, writer);
+    };
   }
 
-  extend(req: LockRequest, _ttlMs: number): Promise<boolean> {
-    return this.#holds.has(req.owner) ? TRUE : FALSE;
+  extend(_req: LockRequest, hold: TableHold, _ttlMs: number): Promise<boolean> {
+    return Promise.resolve(hold.live);
   }
 
-  release(req: LockRequest): Promise<void> {
-    const hold = this.#holds.get(req.owner);
-    if (hold === undefined) return DONE;
-    this.#holds.delete(req.owner);
-    return this.#free(hold);
+  /**
+   * Releases `hold`. Without one there is nothing to do: an attempt either
+   * took the key and returned its hold, or threw without taking it.
+   */
+  release(_req: LockRequest, hold: TableHold | undefined): Promise<void> {
+    if (hold === undefined || !hold.live) return DONE;
+    hold.live = false;
+    if (!this.#latch(hold.bucket)) {
+      return this.#latchLater(hold.bucket).then(() => this.#free(hold));
+    }
+    this.#free(hold);
+    return DONE;
   }
 
   /**
    * Who holds the key, read from the table under the bucket's latch: how
    * many holders, in which mode, with which limit. The table keeps no owner
-   * or token per hold, so those are given for this instance's own holds only.
+   * or token per hold.
    */
   async inspect(namespace: string, key: string): Promise<KeyStatus> {
-    const ref = this.#table.locate(namespace, key);
+    const ref = this.#table.locate(scopedKey(namespace, key));
     if (!this.#latch(ref.bucket)) await this.#latchLater(ref.bucket);
     const entry = this.#find(ref);
     const state = entry < 0 ? 0 : this.#words[entry + STATE]!;
@@ -208,43 +179,32 @@ export class TableBackend implements Backend {
     this.#unlatch(ref.bucket);
     if (state === 0) return { held: false, holders: [] };
     const mode = state < 0 ? ("shared" as const) : ("exclusive" as const);
-    const holders: Array<KeyStatus["holders"][number]> = [];
-    for (const [owner, hold] of this.#holds) {
-      if (hold.bucket === ref.bucket && hold.entry === entry) {
-        holders.push({ owner, mode, fencingToken: hold.fencingToken });
-      }
-    }
-    while (holders.length < Math.abs(state)) holders.push({ mode });
-    return { held: true, limit, holders };
+    return { held: true, limit, holders: Array.from({ length: Math.abs(state) }, () => ({ mode })) };
   }
 
-  // An arrow property: wrappers may call it with a Proxy as `this`, on which #private fields throw.
-  readonly close = async (): Promise<void> => {
-    if (this.#closed) return;
-    this.#closed = true;
-    for (const interrupt of [...this.#sleepers]) interrupt();
-    const holds = [...this.#holds.values()];
-    this.#holds.clear();
-    await Promise.all(holds.map((hold) => this.#free(hold)));
-  };
+  /** Nothing to close: the table belongs to the caller, and the core released every hold and ended every wait. */
+  close(): Promise<void> {
+    return DONE;
+  }
 
-  #try(req: LockRequest, ref: KeyRef): Attempt {
+  #try(req: LockRequest, ref: KeyRef): Attempt<TableHold> {
     const shared = req.mode === "shared";
-    const entry = this.#take(ref, shared, req.limit, -1);
+    const entry = this.#take(ref, shared, req.limit);
     this.#unlatch(ref.bucket);
     if (entry === MISMATCH) throw limitMismatch(req.limit, this.#heldLimit);
-    return entry >= 0 ? this.#granted(req, ref.bucket, entry, shared) : NOT_GRANTED;
+    if (entry < 0) return NOT_GRANTED;
+    const hold = new TableHold(ref.bucket, entry, shared);
+    return { granted: true, fencingToken: this.#table.nextToken(), hold };
   }
 
   /**
    * Under the latch: takes the key when its mode fits beside the current
    * holders; returns the entry, or BUSY, FULL or MISMATCH (held with
-   * another limit). `registered` is the entry on which this acquire waits as
-   * a writer, or -1.
+   * another limit).
    */
-  #take(ref: KeyRef, shared: boolean, limit: number, registered: number): number {
+  #take(ref: KeyRef, shared: boolean, limit: number): number {
     const words = this.#words;
-    let entry = registered >= 0 ? registered : this.#find(ref);
+    let entry = this.#find(ref);
     if (entry < 0) {
       entry = this.#bind(ref);
       if (entry < 0) return FULL;
@@ -264,15 +224,7 @@ export class TableBackend implements Backend {
     } else {
       if (state < 0 || state >= limit) return BUSY;
       words[entry + STATE] = state + 1;
-      if (registered >= 0) words[entry + WRITERS]!--;
     }
-    return entry;
-  }
-
-  /** Under the latch: registers a waiting writer on the key's entry; the entry, or -1 when the bucket is full. */
-  #registerWriter(ref: KeyRef): number {
-    const entry = this.#find(ref);
-    if (entry >= 0) this.#words[entry + WRITERS]!++;
     return entry;
   }
 
@@ -311,26 +263,26 @@ export class TableBackend implements Backend {
     }
   }
 
-  #granted(req: LockRequest, bucket: number, entry: number, shared: boolean): Grant {
-    const fencingToken = this.#table.nextToken();
-    this.#holds.set(req.owner, { bucket, entry, shared, fencingToken });
-    return { granted: true, fencingToken };
-  }
-
-  #free(hold: TableHold): Promise<void> {
-    if (!this.#latch(hold.bucket)) {
-      return this.#latchLater(hold.bucket).then(() => this.#freeLatched(hold));
-    }
-    this.#freeLatched(hold);
-    return DONE;
-  }
-
-  #freeLatched(hold: TableHold): void {
-    const words = this.#words;
-    words[hold.entry + STATE]! += hold.shared ? 1 : -1;
+  /** Under the latch, which it lets go. */
+  #free(hold: TableHold): void {
+    this.#words[hold.entry + STATE]! += hold.shared ? 1 : -1;
     this.#unbindIfIdle(hold.entry);
     this.#unlatch(hold.bucket);
     this.#changed(hold.bucket);
+  }
+
+  /**
+   * A writer stopped waiting (granted, or gave up). When that leaves the key
+   * free for readers, or its entry unbound, the bucket's waiters are told;
+   * when the writer now holds the key, nothing changed for them.
+   */
+  async #unregisterWriter(bucket: number, entry: number): Promise<void> {
+    if (!this.#latch(bucket)) await this.#latchLater(bucket);
+    const words = this.#words;
+    const opened = --words[entry + WRITERS]! === 0 && words[entry + STATE]! <= 0;
+    this.#unbindIfIdle(entry);
+    this.#unlatch(bucket);
+    if (opened) this.#changed(bucket);
   }
 
   #latch(bucket: number): boolean {
@@ -356,30 +308,45 @@ export class TableBackend implements Backend {
     Atomics.add(words, bucket + SEQ, 1);
     Atomics.notify(words, bucket + SEQ);
   }
+}
 
-  /** Sleeps until the word at `index` moves from `seen`, the signal aborts, close, or RECHECK_MS. */
-  #sleep(index: number, seen: number, signal: AbortSignal): Promise<void> {
-    const result = waitAsync(this.#words, index, seen, RECHECK_MS);
-    if (!result.async) return DONE;
-    return new Promise<void>((resolve) => {
-      const wake = (): void => {
-        clearTimeout(timer);
-        stopListening();
-        this.#sleepers.delete(interrupt);
-        resolve();
-      };
-      // Abort or close: also ends this thread's pending waitAsync now rather than at
-      // its timeout, so nothing of the waiter is left behind (the bucket's other
-      // sleepers wake too, re-check and sleep again).
-      const interrupt = (): void => {
-        wake();
-        Atomics.notify(this.#words, index);
-      };
-      // Ref'd: a pending waitAsync alone does not keep a thread's event loop alive.
-      const timer = setTimeout(wake, RECHECK_MS + 50);
-      const stopListening = onAbort(signal, interrupt);
-      this.#sleepers.add(interrupt);
-      void result.value.then(wake);
-    });
+/**
+ * Calls `onChange` every time a bucket's sequence word moves, until stopped.
+ * A pending Atomics.waitAsync does not keep the thread alive (the core's
+ * fallback timer does while it waits), and one left after `stop()` ends at
+ * the word's next change or at the notify of the bucket's last waiter.
+ */
+class SequenceWatch {
+  #stopped = false;
+
+  constructor(
+    readonly words: Int32Array,
+    readonly index: number,
+    readonly onChange: () => void,
+  ) {
+    this.#arm();
   }
+
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  #arm(): void {
+    for (;;) {
+      const result = waitAsync(this.words, this.index, Atomics.load(this.words, this.index));
+      if (result.async) {
+        void result.value.then(this.#woken);
+        return;
+      }
+      // Moved between the read and the wait: a change all the same.
+      this.onChange();
+    }
+  }
+
+  readonly #woken = (): void => {
+    if (this.#stopped) return;
+    // Re-armed first: a change while onChange runs is not missed.
+    this.#arm();
+    this.onChange();
+  };
 }

@@ -1,4 +1,4 @@
-import { invalidArgument, scopedKey } from "@locks/core";
+import { check, defineOptions } from "@locks/core/backend";
 
 /**
  * A lock table in shared memory, for locks between the worker_threads of one
@@ -67,21 +67,11 @@ function tableBytes(slots: number): number {
   return HEADER_BYTES + slots * (BUCKET_WORDS * 4 + ENTRIES * LIMIT_BYTES);
 }
 
+const parseOptions = defineOptions({ slots: check.integer(1, MAX_SLOTS) });
+
 /** Creates a lock table in a new `SharedArrayBuffer`. */
 export function createSharedLockTable(options: SharedLockTableOptions = {}): SharedLockTable {
-  if (typeof options !== "object" || options === null) {
-    throw invalidArgument("options", "must be an object");
-  }
-  for (const name of Object.keys(options)) {
-    if (name !== "slots") throw invalidArgument(`options.${name}`, "is not a known option");
-  }
-  const slots = options.slots ?? DEFAULT_SLOTS;
-  if (!Number.isSafeInteger(slots) || slots < 1 || slots > MAX_SLOTS) {
-    throw invalidArgument(
-      "slots",
-      `must be an integer from 1 to ${MAX_SLOTS}, got ${String(slots)}`,
-    );
-  }
+  const { slots = DEFAULT_SLOTS } = parseOptions(options);
   const buffer = new SharedArrayBuffer(tableBytes(slots));
   const header = new Int32Array(buffer, 0, 4);
   header[1] = VERSION;
@@ -92,8 +82,7 @@ export function createSharedLockTable(options: SharedLockTableOptions = {}): Sha
 }
 
 /** Checks that `table` is a table made by `createSharedLockTable` (of this layout version). */
-export function isSharedLockTable(table: unknown): table is SharedLockTable {
-  if (typeof table !== "object" || table === null) return false;
+export function isSharedLockTable(table: object): boolean {
   const { buffer, slots } = table as Partial<SharedLockTable>;
   if (!(buffer instanceof SharedArrayBuffer) || buffer.byteLength < HEADER_BYTES) return false;
   if (typeof slots !== "number") return false;
@@ -136,9 +125,9 @@ export class TableView {
     this.slots = table.slots;
   }
 
-  /** The bucket and 64-bit fingerprint of `(namespace, key)`, the same in every thread. */
-  locate(namespace: string, key: string): KeyRef {
-    return fingerprint(scopedKey(namespace, key), this.slots);
+  /** The bucket and 64-bit fingerprint of a scoped key (`scopedKey(namespace, key)`), the same in every thread. */
+  locate(scoped: string): KeyRef {
+    return fingerprint(scoped, this.slots);
   }
 
   /** Index in `limits` of the entry whose first word is `entry`. */
