@@ -1,6 +1,6 @@
 import { getEventListeners } from "node:events";
 import { describe, expect, it } from "vitest";
-import { onAbort } from "../src/index.js";
+import { onAbort } from "../src/toolkit/index.js";
 
 describe("onAbort", () => {
   it("puts one real listener on a signal however many waits share it", () => {

@@ -43,22 +43,22 @@ describe("close()", { timeout: 5_000 }, () => {
     expect((lease.signal.reason as { code?: string }).code).toBe("LOCK_RELEASED");
   });
 
-  it("hands back a grant that arrives after close()", async () => {
+  it("hands back a grant that arrives while it waits, before closing the backend", async () => {
     let grant: (() => void) | undefined;
     const backend = recorded({
       tryAcquire: (req) =>
         new Promise((resolve) => {
           backend.tried.push(req);
-          grant = () => resolve({ granted: true, fencingToken: 1n });
+          grant = () => resolve({ granted: true, fencingToken: 1n, hold: "late hold" });
         }),
     });
     const locks = createLocks(backend);
     const outcome = codeOf(locks.acquire("late"));
-    await locks.close();
+    const closing = locks.close();
     expect(await outcome).toBe("LOCK_CLOSED");
     grant?.();
-    await expect
-      .poll(() => backend.released.map((r) => r.owner), { timeout: 2_000 })
-      .toEqual(backend.tried.map((r) => r.owner));
+    await closing;
+    expect(backend.released.map((r) => r.owner)).toEqual(backend.tried.map((r) => r.owner));
+    expect(backend.releasedHolds).toEqual(["late hold"]);
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { backendUnavailable, createLocks } from "../src/index.js";
+import { createLocks } from "../src/index.js";
+import { backendUnavailable } from "../src/toolkit/index.js";
 import { abortReason, recorded } from "./unit/backend.js";
 
 describe("leases and the watchdog", () => {
@@ -121,11 +122,10 @@ describe("leases and the watchdog", () => {
     const locks = createLocks(backend, { autoExtend: false, ttlMs: 60_000 });
     const a = await locks.acquire("a");
     const b = await locks.acquire("b");
-    const ownerOfA = backend.tried.find((r) => r.key === "a")!.owner;
-    backend.loss?.({ owner: ownerOfA, reason: "key deleted" });
+    backend.host!.lost(backend.holders.get("a"), "key deleted");
     expect(a.signal.aborted).toBe(true);
     expect(b.signal.aborted).toBe(false);
-    backend.loss?.({ reason: "session closed" });
+    backend.host!.lostAll("session closed");
     expect((b.signal.reason as { code?: string; message: string }).code).toBe("LOCK_LOST");
     expect((b.signal.reason as { message: string }).message).toMatch(/session closed/);
     await locks.close();

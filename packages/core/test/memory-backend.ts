@@ -1,18 +1,28 @@
 /*
  * A complete in-memory backend used to test the core and the conformance
- * suite itself. Each flag breaks one promise on purpose: the suite must
- * notice every one of them (see broken-backends.test.ts).
+ * suite itself, written as a model of backend contract 2: the store (this
+ * module's `store`: keys, their holders and queues, a token counter, release
+ * notifications) and a backend that is only its protocol. Each holder's state
+ * is the hold the backend hands the core, so there is no owner map; an
+ * expired holder is dropped when the store next looks at the key (the core
+ * releases the leases it declares lost, so the backend arms no TTL timer);
+ * waits go through the core (subscribe, with a `WakeRegistry`) or the
+ * store's own FIFO queue.
+ *
+ * Each fault flag breaks one promise on purpose: the suite must notice every
+ * one of them (see broken-backends.test.ts).
  */
-import type {
-  Attempt,
-  Backend,
-  Capabilities,
-  KeyStatus,
-  LockRequest,
-  Unsubscribe,
-  WaitOptions,
-} from "../src/index.js";
-import { driftAllowance, limitMismatch, monotonicNow, scopedKey } from "../src/index.js";
+import type { Backend, Capabilities, KeyStatus, LockMode } from "../src/index.js";
+import {
+  driftAllowance,
+  type Grant,
+  type LockRequest,
+  limitMismatch,
+  monotonicNow,
+  onAbort,
+  scopedKey,
+  WakeRegistry,
+} from "../src/toolkit/index.js";
 
 export interface Faults {
   /** release() frees the key whoever asks. */
@@ -43,7 +53,10 @@ export interface Faults {
   readonly truncatedTtl?: boolean;
   /** A grant from the queue reports `validUntil` = grant + TTL, with no clock-drift allowance. */
   readonly validUntilNoDrift?: boolean;
-  /** extend() trusts a local record of the owners it granted, not the store: true after a takeover. */
+  /**
+   * extend() trusts its own record (the hold it handed out), not the store:
+   * it refreshes whoever holds the key now and says true, after a takeover too.
+   */
   readonly staleOwnerMap?: boolean;
   /** Releasing a semaphore slot or a reader wakes nobody (only a sole exclusive holder's release does); no queue. */
   readonly semaphoreSilent?: boolean;
@@ -55,8 +68,11 @@ export interface Faults {
   readonly inspectNoLimit?: boolean;
 }
 
-interface Holder {
-  readonly mode: "exclusive" | "shared";
+/** One holder of a key: the store's record of it, and the hold the core passes back. */
+export interface MemoryHold {
+  readonly state: KeyState;
+  readonly owner: string;
+  readonly mode: LockMode;
   readonly limit: number;
   readonly fencingToken: bigint;
   expiresAt: number;
@@ -64,18 +80,30 @@ interface Holder {
 
 interface Waiter {
   readonly request: LockRequest;
-  readonly grant: (attempt: Attempt & { granted: true }) => void;
+  readonly grant: (grant: Grant<MemoryHold>) => void;
 }
 
+/** One key of the store. */
 interface KeyState {
-  readonly holders: Map<string, Holder>;
+  readonly id: string;
+  readonly holders: Set<MemoryHold>;
   readonly queue: Waiter[];
-  readonly listeners: Set<() => void>;
-  timer?: NodeJS.Timeout;
+  /**
+   * The store's own clock, armed only while its queue waits behind a holder
+   * with a TTL: a server frees an expired key by itself, and its queue must
+   * hear of that even if no client calls again.
+   */
+  expiry?: NodeJS.Timeout;
 }
 
-const keys = new Map<string, KeyState>();
-let sharedToken = 0n;
+/** The store every instance of this process talks to. */
+const store = {
+  keys: new Map<string, KeyState>(),
+  token: 0n,
+  /** Who waits for a release of which key: the store's notifications. */
+  wakes: new WakeRegistry(),
+};
+
 /** Timers the leakyTimer fault armed, so that a broken suite file can stop them at its end. */
 const leakedTimers = new Set<NodeJS.Timeout>();
 
@@ -104,7 +132,6 @@ export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}):
     faults.silent === true ||
     faults.lateSubscribe === true ||
     faults.semaphoreSilent === true;
-  const grantedHere = new Set<string>();
   const capabilities: Capabilities = Object.freeze({
     scope: "process",
     ttl: true,
@@ -116,78 +143,88 @@ export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}):
     ...(faults.floorTooLow ? { minTtlMs: 5 } : {}),
   });
 
-  const nextToken = (): bigint => (faults.localTokens ? ++localToken : ++sharedToken);
+  const nextToken = (): bigint => (faults.localTokens ? ++localToken : ++store.token);
 
   const idOf = (namespace: string, key: string): string =>
     scopedKey(namespace, faults.bmpOnlyKeys ? key.replace(/[\u{10000}-\u{10FFFF}]/gu, "?") : key);
 
-  const stateOf = (req: LockRequest): KeyState => {
-    const id = idOf(req.namespace, req.key);
-    let state = keys.get(id);
+  const requestId = (request: LockRequest): string =>
+    faults.bmpOnlyKeys ? idOf(request.namespace, request.key) : request.scoped;
+
+  const stateOf = (request: LockRequest): KeyState => {
+    const id = requestId(request);
+    let state = store.keys.get(id);
     if (state === undefined) {
-      state = { holders: new Map(), queue: [], listeners: new Set() };
-      keys.set(id, state);
+      state = { id, holders: new Set(), queue: [] };
+      store.keys.set(id, state);
     }
     return state;
   };
 
-  const forget = (req: LockRequest, state: KeyState): void => {
-    if (state.holders.size === 0 && state.queue.length === 0 && state.listeners.size === 0) {
-      if (state.timer) clearTimeout(state.timer);
-      keys.delete(idOf(req.namespace, req.key));
-    }
+  const forget = (state: KeyState): void => {
+    if (state.holders.size > 0 || state.queue.length > 0) return;
+    if (state.expiry) clearTimeout(state.expiry);
+    if (store.keys.get(state.id) === state) store.keys.delete(state.id);
   };
 
+  /** Drops the holders whose TTL ran out: the store's expiry, looked at lazily. */
   const purge = (state: KeyState): void => {
     if (faults.ttlNeverExpires) return;
     const now = monotonicNow();
-    for (const [owner, holder] of state.holders)
-      if (holder.expiresAt <= now) state.holders.delete(owner);
+    for (const hold of state.holders) if (hold.expiresAt <= now) state.holders.delete(hold);
+  };
+
+  /** When the first holder's TTL runs out, in ms from now, or undefined if none will. */
+  const firstExpiry = (state: KeyState): number | undefined => {
+    let first = Number.POSITIVE_INFINITY;
+    for (const hold of state.holders) first = Math.min(first, hold.expiresAt);
+    const left = first - monotonicNow();
+    return Number.isFinite(left) && left > 0 ? left : undefined;
+  };
+
+  const armExpiry = (state: KeyState): void => {
+    if (state.expiry) clearTimeout(state.expiry);
+    state.expiry = undefined;
+    const left = firstExpiry(state);
+    if (state.queue.length === 0 || faults.ttlNeverExpires || left === undefined) return;
+    state.expiry = setTimeout(() => changed(state), left + 1);
+    state.expiry.unref();
   };
 
   /** The limit the key's current holders use, if any hold it. */
   const currentLimit = (state: KeyState): number | undefined => {
     purge(state);
-    for (const holder of state.holders.values()) return holder.limit;
+    for (const hold of state.holders) return hold.limit;
     return undefined;
   };
 
-  const checkLimit = (state: KeyState, req: LockRequest): void => {
+  const checkLimit = (state: KeyState, request: LockRequest): void => {
     const current = currentLimit(state);
-    if (!faults.noLimitCheck && current !== undefined && current !== req.limit)
-      throw limitMismatch(req.limit, current);
+    if (!faults.noLimitCheck && current !== undefined && current !== request.limit)
+      throw limitMismatch(request.limit, current);
   };
 
-  const compatible = (state: KeyState, req: LockRequest): boolean => {
+  const compatible = (state: KeyState, request: LockRequest): boolean => {
     purge(state);
     if (state.holders.size === 0) return true;
-    const modes = [...state.holders.values()].map((h) => h.mode);
-    if (req.mode === "shared") return modes.every((m) => m === "shared");
-    return modes.every((m) => m === "exclusive") && state.holders.size < req.limit;
+    const modes = [...state.holders].map((h) => h.mode);
+    if (request.mode === "shared") return modes.every((m) => m === "shared");
+    return modes.every((m) => m === "exclusive") && state.holders.size < request.limit;
   };
 
   const storedTtl = (ttlMs: number): number => (faults.truncatedTtl ? (ttlMs * 4) / 5 : ttlMs);
 
-  const take = (state: KeyState, req: LockRequest): Attempt & { granted: true } => {
-    const fencingToken = nextToken();
-    state.holders.set(req.owner, {
-      mode: req.mode,
-      limit: req.limit,
-      fencingToken,
-      expiresAt: monotonicNow() + storedTtl(req.ttlMs),
-    });
-    grantedHere.add(req.owner);
-    scheduleExpiry(state, req);
-    return { granted: true, fencingToken };
-  };
-
-  const scheduleExpiry = (state: KeyState, req: LockRequest): void => {
-    if (faults.ttlNeverExpires) return;
-    if (state.timer) clearTimeout(state.timer);
-    const next = Math.min(...[...state.holders.values()].map((h) => h.expiresAt));
-    if (!Number.isFinite(next)) return;
-    state.timer = setTimeout(() => changed(state, req), Math.max(0, next - monotonicNow()) + 1);
-    state.timer.unref();
+  const take = (state: KeyState, request: LockRequest): MemoryHold => {
+    const hold: MemoryHold = {
+      state,
+      owner: request.owner,
+      mode: request.mode,
+      limit: request.limit,
+      fencingToken: nextToken(),
+      expiresAt: monotonicNow() + storedTtl(request.ttlMs),
+    };
+    state.holders.add(hold);
+    return hold;
   };
 
   /** The waiter the queue serves next. */
@@ -197,141 +234,146 @@ export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}):
     return queue[0]!;
   };
 
-  const changed = (state: KeyState, req: LockRequest): void => {
+  /** The key may have become free: serve the queue, notify the subscribers. */
+  const changed = (state: KeyState): void => {
     purge(state);
     // Strict FIFO: serve the head while it fits, stop at the first that does not.
     while (state.queue.length > 0) {
       const head = headOf(state.queue);
       if (!compatible(state, head.request)) break;
       state.queue.splice(state.queue.indexOf(head), 1);
-      const attempt = take(state, head.request);
+      const hold = take(state, head.request);
       const ttlMs = head.request.ttlMs;
       // The lease started now: it is sure until the TTL minus the drift allowance.
       const validUntil =
         monotonicNow() + ttlMs - (faults.validUntilNoDrift ? 0 : driftAllowance(ttlMs));
-      head.grant({ ...attempt, validUntil });
+      head.grant({ granted: true, fencingToken: hold.fencingToken, validUntil, hold });
     }
-    if (!faults.silent) for (const listener of [...state.listeners]) listener();
-    if (state.holders.size > 0) scheduleExpiry(state, req);
-    forget(req, state);
+    if (!faults.silent) store.wakes.wake(state.id);
+    armExpiry(state);
+    forget(state);
   };
 
-  const backend: Backend = {
+  const backend: Backend<MemoryHold> = {
     name: "memory",
     capabilities,
 
-    async tryAcquire(req) {
+    async tryAcquire(request) {
       if (faults.leakyTimer) leakedTimers.add(setTimeout(() => undefined, 8_000));
       if (faults.slowReplies) await new Promise((resolve) => setTimeout(resolve, 15));
-      const state = stateOf(req);
+      const state = stateOf(request);
       tryCalls++;
       const cheat = faults.flakyTry === true && tryCalls % 5 === 0;
-      if (!cheat) checkLimit(state, req);
-      if (cheat || (state.queue.length === 0 && compatible(state, req))) return take(state, req);
-      forget(req, state);
-      return { granted: false };
+      if (!cheat) checkLimit(state, request);
+      if (cheat || (state.queue.length === 0 && compatible(state, request))) {
+        const hold = take(state, request);
+        return { granted: true, fencingToken: hold.fencingToken, hold };
+      }
+      // A hint for the core's polling: when the first holder's TTL runs out.
+      const retryAfterMs = firstExpiry(state);
+      forget(state);
+      return retryAfterMs === undefined ? { granted: false } : { granted: false, retryAfterMs };
     },
 
-    acquire(req: LockRequest, wait: WaitOptions) {
-      const state = stateOf(req);
+    acquire(request, wait) {
+      const state = stateOf(request);
+      try {
+        wait.signal.throwIfAborted();
+        checkLimit(state, request);
+      } catch (error) {
+        forget(state);
+        return Promise.reject(error);
+      }
       return new Promise((resolve, reject) => {
-        try {
-          checkLimit(state, req);
-        } catch (error) {
-          forget(req, state);
-          reject(error);
-          return;
-        }
         const waiter: Waiter = {
-          request: req,
-          grant: (attempt) => {
-            wait.signal.removeEventListener("abort", onAbort);
-            resolve(attempt);
+          request,
+          grant: (grant) => {
+            stop();
+            resolve(grant);
           },
         };
-        const onAbort = (): void => {
-          const index = state.queue.indexOf(waiter);
-          if (index >= 0) state.queue.splice(index, 1);
-          changed(state, req);
-          reject(wait.signal.reason);
-        };
+        const stop = faults.ignoresAbort
+          ? () => {}
+          : onAbort(wait.signal, (reason) => {
+              const index = state.queue.indexOf(waiter);
+              if (index >= 0) state.queue.splice(index, 1);
+              changed(state);
+              reject(reason);
+            });
         state.queue.push(waiter);
-        if (!faults.ignoresAbort) wait.signal.addEventListener("abort", onAbort, { once: true });
-        changed(state, req);
+        changed(state);
       });
     },
 
-    async extend(req, ttlMs) {
-      const state = stateOf(req);
-      purge(state);
-      if (faults.staleOwnerMap && grantedHere.has(req.owner)) {
+    async extend(request, hold, ttlMs) {
+      if (faults.staleOwnerMap) {
         // "We granted it, so we hold it": refreshes whoever holds the key now.
-        for (const holder of state.holders.values())
-          holder.expiresAt = monotonicNow() + storedTtl(ttlMs);
-        scheduleExpiry(state, req);
-        forget(req, state);
+        const state = stateOf(request);
+        for (const holder of state.holders) holder.expiresAt = monotonicNow() + storedTtl(ttlMs);
+        armExpiry(state);
+        forget(state);
         return true;
       }
-      const holder = state.holders.get(req.owner);
-      if (holder === undefined) {
-        forget(req, state);
+      const { state } = hold;
+      purge(state);
+      if (!state.holders.has(hold)) {
+        forget(state);
         return false;
       }
-      holder.expiresAt = monotonicNow() + storedTtl(ttlMs);
-      scheduleExpiry(state, req);
+      hold.expiresAt = monotonicNow() + storedTtl(ttlMs);
+      armExpiry(state);
       return true;
     },
 
-    async release(req) {
-      const state = stateOf(req);
-      grantedHere.delete(req.owner);
+    async release(request, hold) {
+      const state = hold?.state ?? stateOf(request);
       if (faults.noOwnerCheck) state.holders.clear();
-      else state.holders.delete(req.owner);
-      if (faults.semaphoreSilent && (req.limit > 1 || req.mode === "shared")) {
+      else if (hold !== undefined) state.holders.delete(hold);
+      else for (const h of state.holders) if (h.owner === request.owner) state.holders.delete(h);
+      if (faults.semaphoreSilent && (request.limit > 1 || request.mode === "shared")) {
         // The slot is free, but only the release of a sole exclusive holder notifies.
-        forget(req, state);
+        forget(state);
         return;
       }
-      changed(state, req);
+      changed(state);
     },
 
-    subscribe(req, onChange): Unsubscribe {
-      const state = stateOf(req);
+    subscribe(request, onChange) {
+      const id = requestId(request);
       if (faults.lateSubscribe) {
         // The subscription becomes active only when the store's reply comes back.
-        const pending = setTimeout(() => state.listeners.add(onChange), 100);
+        let remove: (() => void) | undefined;
+        const pending = setTimeout(() => {
+          remove = store.wakes.add(id, { wake: onChange });
+        }, 100);
         return () => {
           clearTimeout(pending);
-          state.listeners.delete(onChange);
-          forget(req, state);
+          remove?.();
         };
       }
-      state.listeners.add(onChange);
-      return () => {
-        state.listeners.delete(onChange);
-        forget(req, state);
-      };
+      return store.wakes.add(id, { wake: onChange });
     },
 
     async inspect(namespace, key): Promise<KeyStatus> {
-      const state = keys.get(idOf(namespace, key));
+      const state = store.keys.get(idOf(namespace, key));
       if (state !== undefined) purge(state);
       const holders = state === undefined ? [] : [...state.holders];
       const now = monotonicNow();
       return {
         held: holders.length > 0,
-        ...(holders.length > 0 && !faults.inspectNoLimit ? { limit: holders[0]![1].limit } : {}),
-        holders: holders.map(([owner, holder]) => ({
-          owner,
-          mode: faults.inspectNoLimit ? "exclusive" : holder.mode,
-          fencingToken: holder.fencingToken,
-          expiresInMs: Math.max(0, holder.expiresAt - now),
+        ...(holders.length > 0 && !faults.inspectNoLimit ? { limit: holders[0]!.limit } : {}),
+        holders: holders.map((hold) => ({
+          owner: hold.owner,
+          mode: faults.inspectNoLimit ? "exclusive" : hold.mode,
+          fencingToken: hold.fencingToken,
+          expiresInMs: Math.max(0, hold.expiresAt - now),
         })),
       };
     },
 
+    // Nothing to close: the store outlives its clients, and no instance opens a timer or socket.
     async close() {},
   };
   if (noQueue) delete backend.acquire;
-  return backend;
+  return backend as Backend;
 }

@@ -1,26 +1,37 @@
 /*
  * A small in-process backend for the core's unit tests: exclusive locks in a
- * Map, increasing tokens, and a record of every call the core made. A test
- * overrides the methods (or the capabilities) its case is about.
+ * Map, increasing tokens, a hold per grant, and a record of every call the
+ * core made. A test overrides the methods (or the capabilities) its case is about.
  */
-import type { Attempt, Backend, Capabilities, LockRequest, LossReport } from "../../src/index.js";
+import type { Backend, Capabilities } from "../../src/index.js";
+import type { Attempt, BackendHost, LockRequest } from "../../src/toolkit/index.js";
+
+/** The backend's handle on a lock it granted. */
+export interface UnitHold {
+  readonly key: string;
+  readonly owner: string;
+}
 
 /** The backend plus what the core asked of it. */
 export interface Recorded extends Backend {
   /** Every tryAcquire request, in order. */
   readonly tried: LockRequest[];
-  /** Every extend call with the TTL asked for. */
-  readonly extended: Array<{ readonly request: LockRequest; readonly ttlMs: number }>;
+  /** Every extend call with the hold and the TTL asked for. */
+  readonly extended: Array<{
+    readonly request: LockRequest;
+    readonly hold: unknown;
+    readonly ttlMs: number;
+  }>;
   /** Every release request, in order. */
   readonly released: LockRequest[];
-  /** Owner of each held key, by key. */
-  readonly holders: Map<string, string>;
+  /** The hold of each release, in the same order (undefined: clean up by owner). */
+  readonly releasedHolds: unknown[];
+  /** The hold of each held key, by key. */
+  readonly holders: Map<string, UnitHold>;
   /** How many times close() was called. */
   closed: number;
-  /** The core's loss listener, while it listens. */
-  loss: ((report: LossReport) => void) | undefined;
-  /** How many times the core stopped listening for losses. */
-  lossWatchStopped: number;
+  /** What the core gave bind(): the way to report losses. */
+  host: BackendHost | undefined;
 }
 
 const defaults: Capabilities = {
@@ -44,30 +55,30 @@ export function recorded(
     tried: [],
     extended: [],
     released: [],
+    releasedHolds: [],
     holders: new Map(),
     closed: 0,
-    loss: undefined,
-    lossWatchStopped: 0,
+    host: undefined,
+    bind(host) {
+      backend.host = host;
+    },
     async tryAcquire(request): Promise<Attempt> {
       backend.tried.push(request);
       if (backend.holders.has(request.key)) return { granted: false };
-      backend.holders.set(request.key, request.owner);
-      return { granted: true, fencingToken: ++token };
+      const hold: UnitHold = { key: request.key, owner: request.owner };
+      backend.holders.set(request.key, hold);
+      return { granted: true, fencingToken: ++token, hold };
     },
-    async extend(request, ttlMs) {
-      backend.extended.push({ request, ttlMs });
-      return backend.holders.get(request.key) === request.owner;
+    async extend(request, hold, ttlMs) {
+      backend.extended.push({ request, hold, ttlMs });
+      return hold !== undefined && backend.holders.get(request.key) === hold;
     },
-    async release(request) {
+    async release(request, hold) {
       backend.released.push(request);
-      if (backend.holders.get(request.key) === request.owner) backend.holders.delete(request.key);
-    },
-    onLoss(listener) {
-      backend.loss = listener;
-      return () => {
-        backend.loss = undefined;
-        backend.lossWatchStopped++;
-      };
+      backend.releasedHolds.push(hold);
+      const current = backend.holders.get(request.key);
+      const mine = hold === undefined ? current?.owner === request.owner : current === hold;
+      if (mine) backend.holders.delete(request.key);
     },
     async close() {
       backend.closed++;

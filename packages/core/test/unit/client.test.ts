@@ -1,12 +1,7 @@
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { afterEach, describe, expect, it } from "vitest";
-import {
-  type Attempt,
-  backendUnavailable,
-  createLocks,
-  LOCK_CHANNELS,
-  type LockRequest,
-} from "../../src/index.js";
+import { createLocks, LOCK_CHANNELS } from "../../src/index.js";
+import { type Attempt, backendUnavailable, type LockRequest } from "../../src/toolkit/index.js";
 import { codeOf, never, recorded, until } from "./backend.js";
 
 const stops: Array<() => void> = [];
@@ -50,13 +45,13 @@ describe("withLock", () => {
 });
 
 describe("close()", () => {
-  it("releases leases, rejects waiters, stops the loss watch and closes the backend once", async () => {
+  it("releases leases, rejects waiters, aborts host.closing and closes the backend once", async () => {
     const order: string[] = [];
     const backend = recorded();
     const release = backend.release;
-    backend.release = async (request) => {
+    backend.release = async (request, hold) => {
       order.push(`release ${request.key}`);
-      await release(request);
+      await release(request, hold);
     };
     backend.close = async () => {
       order.push("close");
@@ -67,7 +62,9 @@ describe("close()", () => {
     const waiting = codeOf(locks.acquire("a"));
     const bounded = codeOf(locks.acquire("a", { timeoutMs: 60_000 }));
     await until(() => backend.tried.length >= 3);
+    expect(backend.host!.closing.aborted).toBe(false);
     const closing = locks.close();
+    expect(backend.host!.closing.aborted).toBe(true);
     expect(locks.close()).toBe(closing);
     await closing;
     expect(await waiting).toBe("LOCK_CLOSED");
@@ -76,7 +73,6 @@ describe("close()", () => {
     expect(order[0]).toBe("release a");
     expect(order.at(-1)).toBe("close");
     expect(backend.closed).toBe(1);
-    expect(backend.lossWatchStopped).toBe(1);
     await locks[Symbol.asyncDispose]();
     expect(backend.closed).toBe(1);
   });
@@ -126,7 +122,7 @@ describe("close()", () => {
     expect(backend.closed).toBe(1);
   });
 
-  it("hands back grants that arrive after it, from the first attempt or the queue", async () => {
+  it("hands back a grant that arrives while it waits for calls in flight", async () => {
     let answer: (attempt: Attempt) => void = () => {};
     const backend = recorded({
       tryAcquire: (request) => {
@@ -139,11 +135,12 @@ describe("close()", () => {
     const locks = createLocks(backend);
     const outcome = codeOf(locks.acquire("k"));
     await until(() => backend.tried.length === 1);
-    await locks.close();
+    const closing = locks.close();
     expect(await outcome).toBe("LOCK_CLOSED");
-    answer({ granted: true, fencingToken: 1n });
-    await until(() => backend.released.length === 1);
+    answer({ granted: true, fencingToken: 1n, hold: "late" });
+    await closing;
     expect(backend.released[0]!.owner).toBe(backend.tried[0]!.owner);
+    expect(backend.releasedHolds).toEqual(["late"]);
   });
 
   it("ends a tryAcquire whose attempt fails after it without a second error", async () => {
@@ -156,11 +153,13 @@ describe("close()", () => {
     });
     const locks = createLocks(backend);
     const outcome = codeOf(locks.tryAcquire("k"));
-    await locks.close();
+    const closing = locks.close();
     fail(backendUnavailable("unit", "late"));
     expect(await outcome).toBe("LOCK_CLOSED");
-    // The unknown outcome is cleaned up by owner.
-    await until(() => backend.released.length === 1);
+    await closing;
+    // The unknown outcome is cleaned up by owner, before the backend closes.
+    expect(backend.releasedHolds).toEqual([undefined]);
+    expect(backend.closed).toBe(1);
   });
 });
 
@@ -241,7 +240,7 @@ describe("acquireAll", () => {
     const backend = recorded();
     const locks = createLocks(backend, { autoExtend: false });
     const all = await locks.acquireAll(["x", "y"]);
-    backend.loss?.({ owner: backend.tried[1]!.owner, reason: "deleted" });
+    backend.host!.lost(backend.holders.get("y"), "deleted");
     expect(all.signal.reason).toMatchObject({
       code: "LOCK_LOST",
       message: 'lock "y" lost: deleted',
@@ -256,7 +255,7 @@ describe("acquireAll", () => {
     // The second grant takes the store long enough for the first lease to be reported lost.
     const tryAcquire = backend.tryAcquire;
     backend.tryAcquire = async (request: LockRequest) => {
-      if (request.key === "b") backend.loss?.({ owner: backend.tried[0]!.owner, reason: "gone" });
+      if (request.key === "b") backend.host!.lost(backend.holders.get("a"), "gone");
       return tryAcquire(request);
     };
     const all = await locks.acquireAll(["a", "b"]);

@@ -1,12 +1,7 @@
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { afterEach, describe, expect, it } from "vitest";
-import {
-  type Attempt,
-  backendUnavailable,
-  createLocks,
-  LOCK_CHANNELS,
-  settledWithin,
-} from "../../src/index.js";
+import { createLocks, LOCK_CHANNELS } from "../../src/index.js";
+import { type Attempt, backendUnavailable, settledWithin } from "../../src/toolkit/index.js";
 import { codeOf, epochNow, never, recorded, until } from "./backend.js";
 
 /*
@@ -195,7 +190,7 @@ describe("leases", () => {
     const backend = recorded();
     const locks = createLocks(backend, { autoExtend: false });
     const lease = await locks.acquire("k");
-    backend.loss?.({ reason: "gone" });
+    backend.host!.lostAll("gone");
     const lost = lease.signal.reason;
     await lease.release();
     expect(released).toHaveLength(0);
@@ -234,9 +229,9 @@ describe("leases", () => {
     let fail = false;
     const backend = recorded();
     const extendOk = backend.extend;
-    backend.extend = async (request, ttlMs) => {
+    backend.extend = async (request, hold, ttlMs) => {
       if (fail) throw backendUnavailable("unit", "x");
-      return extendOk(request, ttlMs);
+      return extendOk(request, hold, ttlMs);
     };
     const locks = createLocks(backend, { autoExtend: false });
     const t0 = performance.now();
@@ -266,11 +261,13 @@ describe("leases", () => {
     await locks.close();
   });
 
-  it("passes on a store that rejects with null, even with acquire events observed", async () => {
-    listen(LOCK_CHANNELS.acquireFailed);
+  it("passes on a store that rejects with null as BACKEND_UNAVAILABLE, even with acquire events observed", async () => {
+    const failed = listen(LOCK_CHANNELS.acquireFailed);
     const backend = recorded({ tryAcquire: () => Promise.reject(null) });
     const locks = createLocks(backend);
-    await expect(locks.acquire("k")).rejects.toBeNull();
+    const error = await locks.acquire("k").catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: "BACKEND_UNAVAILABLE", cause: null });
+    expect(failed[0]!.error).toBe(error);
     await locks.close();
   });
 });

@@ -1,6 +1,7 @@
 import { getEventListeners } from "node:events";
 import { describe, expect, it } from "vitest";
-import { type Attempt, backendUnavailable, createLocks } from "../../src/index.js";
+import { createLocks } from "../../src/index.js";
+import { type Attempt, backendUnavailable } from "../../src/toolkit/index.js";
 import { abortReason, codeOf, epochNow, never, recorded, until } from "./backend.js";
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,19 +1,16 @@
 import { describe, expect, it } from "vitest";
+import { isLockError, LockError, LockLostError, LockTimeoutError } from "../../src/index.js";
 import {
   backendUnavailable,
   driftAllowance,
   invalidArgument,
-  isLockError,
-  LockError,
-  LockLostError,
-  LockTimeoutError,
   limitMismatch,
   lockClosed,
   monotonicNow,
   newOwnerToken,
   onAbort,
   socketErrorWords,
-} from "../../src/index.js";
+} from "../../src/toolkit/index.js";
 
 describe("errors", () => {
   it("carry a stable code, a name and the cause", () => {

@@ -1,6 +1,7 @@
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { afterEach, describe, expect, it } from "vitest";
-import { backendUnavailable, createLocks, LOCK_CHANNELS } from "../../src/index.js";
+import { createLocks, LOCK_CHANNELS } from "../../src/index.js";
+import { backendUnavailable } from "../../src/toolkit/index.js";
 import { abortReason, epochNow, never, recorded, until } from "./backend.js";
 
 const stops: Array<() => void> = [];
@@ -98,7 +99,7 @@ describe("a lease", () => {
     const held = await locks.acquire("held");
     await expect(held.release()).rejects.toBe(failure);
     const lost = await locks.acquire("lost");
-    backend.loss?.({ reason: "session gone" });
+    backend.host!.lostAll("session gone");
     expect(lost.held).toBe(false);
     await expect(lost.release()).resolves.toBeUndefined();
     await locks.close();
@@ -183,7 +184,7 @@ describe("a lease", () => {
     const locks = createLocks(backend, { autoExtend: false });
     const lease = await locks.acquire("k", { ttlMs: 5_000 });
     const extending = lease.extend();
-    backend.loss?.({ reason: "revoked", cause: "admin" });
+    backend.host!.lost(backend.holders.get("k"), "revoked", "admin");
     answer(true);
     const error = await extending.catch((e: unknown) => e);
     expect(error).toMatchObject({ code: "LOCK_LOST", message: 'lock "k" lost: revoked' });

@@ -1,13 +1,7 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import {
-  createLocks,
-  keyDigest,
-  MAX_KEY_BYTES,
-  MIN_TTL_MS,
-  scopedKey,
-  validateKey,
-} from "../../src/index.js";
+import { createLocks, MIN_TTL_MS } from "../../src/index.js";
+import { createRequest, keyDigest, scopedKey } from "../../src/toolkit/index.js";
 import { recorded } from "./backend.js";
 
 /** setTimeout's ceiling, the largest ttlMs, timeoutMs or minHoldMs. */
@@ -35,31 +29,36 @@ async function rejected(outcome: Promise<unknown>, message: RegExp): Promise<voi
 }
 
 describe("keys", () => {
-  it("accepts up to MAX_KEY_BYTES UTF-8 bytes, counted in bytes", () => {
-    expect(MAX_KEY_BYTES).toBe(1024);
-    expect(validateKey("k".repeat(1024))).toBe("k".repeat(1024));
-    refused(
-      () => validateKey("k".repeat(1025)),
-      /^key must be at most 1024 UTF-8 bytes, got 1025$/,
-    );
+  it("accepts up to 1024 UTF-8 bytes, counted in bytes", async () => {
+    const backend = recorded();
+    const locks = createLocks(backend);
+    const take = async (key: string): Promise<void> => (await locks.acquire(key)).release();
+    await take("k".repeat(1024));
+    await rejected(take("k".repeat(1025)), /^key must be at most 1024 UTF-8 bytes, got 1025$/);
     // 341 × 3 bytes = 1023 fit; 342 × 3 = 1026 do not, though only 342 UTF-16 units long.
-    expect(validateKey("中".repeat(341))).toHaveLength(341);
-    refused(() => validateKey("中".repeat(342)), /at most 1024 UTF-8 bytes, got 1026/);
+    await take("中".repeat(341));
+    await rejected(take("中".repeat(342)), /at most 1024 UTF-8 bytes, got 1026/);
     // Two-byte characters: 512 fit exactly.
-    expect(validateKey("é".repeat(512))).toHaveLength(512);
-    refused(() => validateKey(`${"é".repeat(512)}x`), /got 1025/);
+    await take("é".repeat(512));
+    await rejected(take(`${"é".repeat(512)}x`), /got 1025/);
+    expect(backend.tried.map((r) => r.key.length)).toEqual([1024, 341, 512]);
+    await locks.close();
   });
 
-  it("refuses non-strings, empty strings and lone surrogates, naming the argument", () => {
-    refused(() => validateKey(42), /^key must be a string, got number$/);
-    refused(() => validateKey(null, "name"), /^name must be a string, got null$/);
-    refused(() => validateKey(["a"]), /got array$/);
-    refused(() => validateKey(""), /^key must not be empty$/);
-    refused(() => validateKey("k\uD800"), /^key must be well-formed Unicode: .*lone surrogate/);
-    refused(() => validateKey("abc", "ns", 2), /^ns must be at most 2 UTF-8 bytes, got 3$/);
+  it("refuses non-strings, empty strings and lone surrogates, naming the argument", async () => {
+    const locks = createLocks(recorded());
+    await rejected(locks.acquire(42 as never), /^key must be a string, got number$/);
+    refused(
+      () => createLocks(recorded(), { namespace: null as never }),
+      /^namespace must be a string, got null$/,
+    );
+    await rejected(locks.tryAcquire(["a"] as never), /got array$/);
+    await rejected(locks.acquire(""), /^key must not be empty$/);
+    await rejected(locks.acquire("k\uD800"), /^key must be well-formed Unicode: .*lone surrogate/);
+    await locks.close();
   });
 
-  it("scopes keys by namespace without collisions, and digests the scoped key", () => {
+  it("scopes keys by namespace without collisions, and digests the scoped key once per request", async () => {
     expect(scopedKey("a:b", "c")).toBe("3:a:b:c");
     expect(scopedKey("a", "b:c")).toBe("1:a:b:c");
     const digest = keyDigest("ns", "key");
@@ -67,6 +66,32 @@ describe("keys", () => {
     expect(keyDigest("ns", "\u00e9")).toEqual(
       createHash("sha256").update(Buffer.from("2:ns:\u00e9", "utf8")).digest(),
     );
+    const request = createRequest({ key: "key", namespace: "ns" });
+    expect(request.scoped).toBe("2:ns:key");
+    expect(request.digest).toEqual(digest);
+    expect(request.digest).toBe(request.digest);
+    // What the core hands a backend carries the same.
+    const backend = recorded();
+    const locks = createLocks(backend, { namespace: "ns" });
+    await (await locks.acquire("key")).release();
+    expect(backend.tried[0]!.scoped).toBe("2:ns:key");
+    expect(backend.tried[0]!.digest).toEqual(digest);
+    await locks.close();
+  });
+
+  it("builds requests with defaults for tests and tools", () => {
+    const request = createRequest({ key: "k" });
+    expect(request).toMatchObject({
+      key: "k",
+      namespace: "default",
+      mode: "exclusive",
+      limit: 1,
+      ttlMs: 30_000,
+    });
+    expect(request.owner).toMatch(/^[0-9a-f]{32}$/);
+    expect(
+      createRequest({ key: "k", owner: "me", mode: "shared", limit: 3, ttlMs: 5 }),
+    ).toMatchObject({ owner: "me", mode: "shared", limit: 3, ttlMs: 5 });
   });
 });
 

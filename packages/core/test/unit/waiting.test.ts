@@ -1,10 +1,6 @@
 import { describe, expect, it } from "vitest";
-import {
-  type Attempt,
-  backendUnavailable,
-  createLocks,
-  type LockRequest,
-} from "../../src/index.js";
+import { createLocks } from "../../src/index.js";
+import { type Attempt, backendUnavailable, type LockRequest } from "../../src/toolkit/index.js";
 import { abortReason, codeOf, epochNow, never, recorded, until } from "./backend.js";
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -86,8 +82,8 @@ describe("tryAcquire and acquire", () => {
       return tryAcquire(request);
     };
     const release = backend.release;
-    backend.release = async (request) => {
-      await release(request);
+    backend.release = async (request, hold) => {
+      await release(request, hold);
       for (const wake of listeners) wake();
     };
     const locks = createLocks(backend);
@@ -349,21 +345,21 @@ describe("signals", () => {
 });
 
 describe("losses the backend reports", () => {
-  it("end only the named owner's lease; an unknown owner changes nothing", async () => {
+  it("end only the lease of the hold named; an unknown hold changes nothing", async () => {
     const backend = recorded();
     const locks = createLocks(backend, { autoExtend: false });
     const a = await locks.acquire("a");
     const b = await locks.acquire("b");
-    backend.loss?.({ owner: "not-an-owner", reason: "x" });
+    backend.host!.lost({ key: "b", owner: backend.tried[1]!.owner }, "a look-alike hold");
     expect([a.held, b.held]).toEqual([true, true]);
-    backend.loss?.({ owner: backend.tried[1]!.owner, reason: "key deleted" });
+    backend.host!.lost(backend.holders.get("b"), "key deleted");
     expect([a.held, b.held]).toEqual([true, false]);
     expect(await abortReason(b.signal)).toMatchObject({
       message: 'lock "b" lost: key deleted',
     });
     // A released lease is no longer tracked: a later loss of all does not touch it.
     await a.release();
-    backend.loss?.({ reason: "session closed" });
+    backend.host!.lostAll("session closed");
     expect(a.signal.reason).toMatchObject({ code: "LOCK_RELEASED" });
     await locks.close();
   });
