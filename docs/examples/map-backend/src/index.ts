@@ -3,21 +3,25 @@ import {
   type Backend,
   type Capabilities,
   type LockRequest,
-  lockClosed,
   monotonicNow,
-  scopedKey,
   type Unsubscribe,
-} from "@locks/core";
+  WakeRegistry,
+} from "@locks/core/backend";
 
-/** Who holds a key, and until when (monotonic ms). */
-interface Hold {
+/**
+ * One held lock, as the store keeps it. The same object is the backend's
+ * hold: the grant hands it to the core, which passes it back with every
+ * `extend` and `release` of that lease.
+ */
+interface Entry {
   readonly owner: string;
+  /** Monotonic ms. */
   expiresAt: number;
 }
 
 // The "store": one per process, shared by all backend instances.
-const holds = new Map<string, Hold>();
-const listeners = new Map<string, Set<() => void>>();
+const entries = new Map<string, Entry>(); // by request.scoped
+const wakes = new WakeRegistry(); // who waits for which key
 let lastToken = 0n;
 
 const capabilities: Capabilities = Object.freeze({
@@ -30,79 +34,59 @@ const capabilities: Capabilities = Object.freeze({
   notify: true, // release wakes waiters through subscribe()
 });
 
-/** The hold of `id`, forgetting (and announcing) one whose TTL ran out. */
-function liveHold(id: string): Hold | undefined {
-  const hold = holds.get(id);
-  if (hold !== undefined && hold.expiresAt <= monotonicNow()) {
-    holds.delete(id);
-    notify(id);
+/** The entry of `key`, forgetting (and announcing) one whose TTL ran out. */
+function liveEntry(key: string): Entry | undefined {
+  const entry = entries.get(key);
+  if (entry !== undefined && entry.expiresAt <= monotonicNow()) {
+    entries.delete(key);
+    wakes.wake(key);
     return undefined;
   }
-  return hold;
-}
-
-function notify(id: string): void {
-  for (const listener of [...(listeners.get(id) ?? [])]) listener();
+  return entry;
 }
 
 /** A complete, if small, backend: exclusive locks in a Map; TTL, fencing. */
-export function mapBackend(): Backend {
-  // This instance's holds, released by close().
-  const mine = new Map<string, LockRequest>();
-  let closed = false;
-
-  const release = async (req: LockRequest): Promise<void> => {
-    mine.delete(req.owner);
-    const id = scopedKey(req.namespace, req.key);
-    // Owner-checked and idempotent: never free another holder's lock.
-    if (holds.get(id)?.owner !== req.owner) return;
-    holds.delete(id);
-    notify(id);
-  };
-
+export function mapBackend(): Backend<Entry> {
   return {
     name: "map",
     capabilities,
 
-    async tryAcquire(req: LockRequest): Promise<Attempt> {
-      if (closed) throw lockClosed("map backend");
-      const id = scopedKey(req.namespace, req.key);
-      const current = liveHold(id);
+    async tryAcquire(request: LockRequest): Promise<Attempt<Entry>> {
+      const current = liveEntry(request.scoped);
       if (current !== undefined) {
         // Not granted; say when the holder's lease ends, to bound polling.
-        const retryAfterMs = current.expiresAt - monotonicNow();
-        return { granted: false, retryAfterMs };
+        return { granted: false, retryAfterMs: current.expiresAt - monotonicNow() };
       }
-      const expiresAt = monotonicNow() + req.ttlMs;
-      holds.set(id, { owner: req.owner, expiresAt });
-      mine.set(req.owner, req);
+      const hold: Entry = { owner: request.owner, expiresAt: monotonicNow() + request.ttlMs };
+      entries.set(request.scoped, hold);
       lastToken += 1n;
-      return { granted: true, fencingToken: lastToken };
+      return { granted: true, fencingToken: lastToken, hold };
     },
 
-    async extend(req: LockRequest, ttlMs: number): Promise<boolean> {
-      const hold = liveHold(scopedKey(req.namespace, req.key));
-      if (hold === undefined || hold.owner !== req.owner) return false;
+    async extend(request: LockRequest, hold: Entry, ttlMs: number): Promise<boolean> {
+      // Ours only while it is still the key's entry: not after expiry or a takeover.
+      if (liveEntry(request.scoped) !== hold) return false;
       hold.expiresAt = monotonicNow() + ttlMs;
       return true;
     },
 
-    release,
+    async release(request: LockRequest, hold: Entry | undefined): Promise<void> {
+      const current = entries.get(request.scoped);
+      // No hold: an attempt's outcome is unknown; free what this owner may hold.
+      const ours = hold === undefined ? current?.owner === request.owner : current === hold;
+      // Idempotent, and never another holder's lock.
+      if (current === undefined || !ours) return;
+      entries.delete(request.scoped);
+      wakes.wake(request.scoped);
+    },
 
-    subscribe(req: LockRequest, onChange: () => void): Unsubscribe {
-      const id = scopedKey(req.namespace, req.key);
-      const set = listeners.get(id) ?? new Set<() => void>();
-      listeners.set(id, set);
-      set.add(onChange);
-      return () => {
-        set.delete(onChange);
-        if (set.size === 0) listeners.delete(id);
-      };
+    subscribe(request: LockRequest, onChange: () => void): Unsubscribe {
+      return wakes.add(request.scoped, { wake: onChange });
     },
 
     async close(): Promise<void> {
-      closed = true;
-      await Promise.all([...mine.values()].map(release));
+      // Nothing to close: the store outlives this instance, as a server
+      // would, and the core released every lease of it before calling this.
     },
   };
 }
