@@ -3,17 +3,14 @@ import { setImmediate as nextTurn } from "node:timers/promises";
 import {
   type Attempt,
   type Backend,
-  backendUnavailable,
+  type BackendHost,
   type Capabilities,
-  isLockError,
   type KeyStatus,
   type LockRequest,
-  type LossReport,
   limitMismatch,
-  lockClosed,
-  scopedKey,
+  monotonicNow,
   type Unsubscribe,
-} from "@locks/core";
+} from "@locks/core/backend";
 import { bootId } from "./boot.js";
 import {
   clearOwner,
@@ -60,9 +57,6 @@ const CAPABILITIES: Capabilities = Object.freeze({
   minTtlMs: MIN_STALE_MS,
 });
 
-/** Keys whose file names are kept. */
-const FILE_NAME_CACHE = 1_024;
-
 /**
  * Rounds of one attempt: a stale gate claimed or a raced token is retried a
  * few times, each after a turn of the event loop. With synchronous I/O no
@@ -72,49 +66,40 @@ const FILE_NAME_CACHE = 1_024;
  */
 const MAX_ROUNDS = 4;
 
-/** One lease this backend instance holds. */
-interface Hold {
-  readonly request: LockRequest;
-  readonly files: KeyFiles;
-  /** What must still exist for the lease to be held: its record in the gate, or its registry entry. */
-  readonly evidence: string;
+/** The backend's handle on one lock it holds through proper-lockfile (a lease, or a gate held while joining). */
+interface FileHold {
+  /** What must still exist for the lock to be held: its record in the gate, or its registry entry. */
+  evidence: string;
   /** proper-lockfile's release (stops the mtime refresh, then calls `remove`). */
   readonly release: ReleaseLockFile;
-  /** Removes what this lease still owns, without proper-lockfile (after it gave the lock up). */
+  /** Removes what this hold still owns, without proper-lockfile (after it gave the lock up). */
   readonly remove: () => Promise<void>;
-  state: "held" | "ending";
+  /**
+   * The store's TTL: a monotonic instant (the grant or last extension plus
+   * its `ttlMs`) after which the lock's mtime is no longer refreshed and the
+   * lock is removed. Infinity for a gate held only while joining the registry.
+   */
+  until: number;
   ended: Promise<void> | undefined;
-  /** Frees the key when the lease is not extended within its TTL. */
-  expiry: NodeJS.Timeout | undefined;
 }
 
-/** Where the loss of a hold is reported once the hold exists (proper-lockfile calls back later). */
-interface HoldRef {
-  hold?: Hold;
-}
-
-/** A held gate, before it becomes a lease (exclusive) or is handed back (after joining the registry). */
-interface GateHold {
-  readonly grant: GateGrant;
-  readonly release: ReleaseLockFile;
-  readonly remove: () => Promise<void>;
+/** What one backend instance keeps of a request while the core uses it. */
+interface RequestState {
+  readonly files: KeyFiles;
+  /** Attempts made: the first creates speculatively, later ones look first. */
+  attempts: number;
 }
 
 /** The `@locks/file` backend: see the package README for the protocol. */
-export class FileBackend implements Backend {
+export class FileBackend implements Backend<FileHold> {
   readonly name = "file";
   readonly capabilities: Capabilities = CAPABILITIES;
   readonly #options: ResolvedFileOptions;
   readonly #store: Store;
   readonly #watcher: DirectoryWatcher;
-  readonly #holds = new Map<string, Hold>();
-  readonly #listeners = new Set<(report: LossReport) => void>();
-  /** Attempts made per request: the first creates speculatively, later ones look first. */
-  readonly #attempts = new WeakMap<LockRequest, number>();
-  /** File names of recently used keys (a SHA-256 and a few joins per acquire otherwise). */
-  readonly #files = new Map<string, KeyFiles>();
+  readonly #requests = new WeakMap<LockRequest, RequestState>();
+  #host: BackendHost<FileHold> | undefined;
   #ready: Promise<void> | undefined;
-  #closed = false;
   #sequence = 0;
 
   constructor(options: ResolvedFileOptions) {
@@ -135,98 +120,66 @@ export class FileBackend implements Backend {
     );
   }
 
-  async tryAcquire(request: LockRequest): Promise<Attempt> {
-    this.#assertOpen();
-    const files = this.#filesOf(request);
-    const attempt = (this.#attempts.get(request) ?? 0) + 1;
-    this.#attempts.set(request, attempt);
-    const exclusive = request.mode === "exclusive" && request.limit === 1;
+  bind(host: BackendHost<FileHold>): void {
+    this.#host = host;
+  }
+
+  async tryAcquire(request: LockRequest): Promise<Attempt<FileHold>> {
+    const state = this.#stateOf(request);
+    const attempt = ++state.attempts;
+    const once = (): Promise<Attempt<FileHold>> =>
+      request.mode === "exclusive" && request.limit === 1
+        ? this.#tryExclusive(request, state.files, attempt)
+        : this.#tryRegistered(request, state.files);
+    await this.#ensureDirectory();
     try {
-      await this.#ensureDirectory();
-      try {
-        return exclusive
-          ? await this.#tryExclusive(request, files, attempt)
-          : await this.#tryRegistered(request, files);
-      } catch (error) {
-        // The lock directory was removed under us: make it again, once.
-        if (errorCode(error) !== "ENOENT") throw error;
-        this.#ready = undefined;
-        await this.#ensureDirectory();
-        return exclusive
-          ? await this.#tryExclusive(request, files, attempt)
-          : await this.#tryRegistered(request, files);
-      }
+      return await once();
     } catch (error) {
-      throw this.#unavailable(error);
+      // The lock directory was removed under us: make it again, once.
+      if (errorCode(error) !== "ENOENT") throw error;
+      this.#ready = undefined;
+      await this.#ensureDirectory();
+      return await once();
     }
   }
 
-  async extend(request: LockRequest, ttlMs: number): Promise<boolean> {
-    this.#assertOpen();
-    const hold = this.#holds.get(request.owner);
-    if (hold === undefined || hold.state !== "held") return false;
-    let present: boolean;
-    try {
-      present = await unless(
-        this.#store.io.lstat(hold.evidence).then(() => true),
-        ["ENOENT"],
-        false,
-      );
-    } catch (error) {
-      throw this.#unavailable(error);
-    }
-    if (hold.state !== "held") return false;
-    if (!present) {
-      // Taken over after going stale: never extend another holder's lock.
-      void this.#end(hold).catch(() => undefined);
-      return false;
-    }
-    this.#arm(hold, ttlMs);
+  async extend(_request: LockRequest, hold: FileHold, ttlMs: number): Promise<boolean> {
+    if (hold.ended !== undefined) return false;
+    // Taken over after going stale: never extend another holder's lock.
+    const present = await unless(
+      this.#store.io.lstat(hold.evidence).then(() => true),
+      ["ENOENT"],
+      false,
+    );
+    if (!present || hold.ended !== undefined) return false;
+    hold.until = monotonicNow() + ttlMs;
     return true;
   }
 
-  async release(request: LockRequest): Promise<void> {
-    const hold = this.#holds.get(request.owner);
-    try {
-      if (hold !== undefined) {
-        await this.#end(hold);
-        return;
-      }
-      // No hold: an attempt whose outcome is unknown, or a lease already ended. Owner-checked clean-up.
-      const files = this.#filesOf(request);
-      await clearOwner(this.#store, files, request.owner);
-      if (request.mode === "shared" || request.limit > 1) {
-        const name = registryEntryName(
-          request.owner,
-          request.mode,
-          request.limit,
-          staleFor(request.ttlMs),
-        );
-        const removed = await unless(
-          this.#store.io.rmdir(join(files.registry, name)).then(() => true),
-          ["ENOENT"],
-          false,
-        );
-        if (removed) await ringDoorbell(this.#store.io, files);
-      }
-    } catch (error) {
-      throw this.#unavailable(error);
+  async release(request: LockRequest, hold: FileHold | undefined): Promise<void> {
+    if (hold !== undefined) return this.#end(hold);
+    // An attempt whose outcome is unknown: owner-checked clean-up.
+    const { files } = this.#stateOf(request);
+    await clearOwner(this.#store, files, request.owner);
+    if (request.mode === "shared" || request.limit > 1) {
+      const name = registryEntryName(
+        request.owner,
+        request.mode,
+        request.limit,
+        staleFor(request.ttlMs),
+      );
+      const removed = await unless(
+        this.#store.io.rmdir(join(files.registry, name)).then(() => true),
+        ["ENOENT"],
+        false,
+      );
+      if (removed) await ringDoorbell(this.#store.io, files);
     }
   }
 
   subscribe(request: LockRequest, onChange: () => void): Unsubscribe {
-    this.#assertOpen();
-    return this.#watcher.subscribe(this.#filesOf(request).stem, onChange);
+    return this.#watcher.waiters.add(this.#stateOf(request).files.stem, { wake: onChange });
   }
-
-  // onLoss and close are arrow properties, so they keep working when called
-  // through a wrapper (a Proxy that counts calls, instrumentation).
-  readonly onLoss = (listener: (report: LossReport) => void): Unsubscribe => {
-    this.#listeners.add(listener);
-    return () => {
-      this.#listeners.delete(listener);
-    };
-  };
 
   /**
    * Who holds the key: the exclusive holder in the gate, or the shared and
@@ -235,59 +188,51 @@ export class FileBackend implements Backend {
    * "exclusive" and `limit` > 1).
    */
   async inspect(namespace: string, key: string): Promise<KeyStatus> {
-    this.#assertOpen();
     const { io } = this.#store;
     const files = keyFiles(this.#options.directory, namespace, key);
     const holders: Array<KeyStatus["holders"][number]> = [];
     let limit: number | undefined;
-    try {
-      const names = await unless(io.readdir(files.gate), ["ENOENT"], [] as string[]);
-      for (const name of names) {
-        if (!name.startsWith(OWNER_ENTRY_PREFIX)) continue;
-        const raw = await unless(io.readlink(join(files.gate, name)), ["ENOENT"], undefined);
-        const stats = await unless(io.lstat(files.gate), ["ENOENT"], undefined);
-        const record = raw === undefined ? undefined : parseRecord(raw);
-        if (record === undefined || stats === undefined || record.purpose !== "x") continue;
-        limit = 1;
-        holders.push({
-          owner: name.slice(OWNER_ENTRY_PREFIX.length).split(".")[0]!,
-          mode: "exclusive",
-          fencingToken: record.token,
-          expiresInMs: Math.max(0, Math.round(record.staleMs - (Date.now() - stats.mtimeMs))),
-        });
-      }
-      const entries = await unless(io.readdir(files.registry), ["ENOENT"], [] as string[]);
-      for (const name of entries) {
-        const entry = parseRegistryEntry(name);
-        const stats = await unless(io.lstat(join(files.registry, name)), ["ENOENT"], undefined);
-        if (entry === undefined || stats === undefined) continue;
-        limit = Math.max(limit ?? 1, entry.limit);
-        holders.push({
-          owner: entry.owner,
-          mode: entry.kind === "shared" ? "shared" : "exclusive",
-          expiresInMs: Math.max(0, Math.round(entry.staleMs - (Date.now() - stats.mtimeMs))),
-        });
-      }
-    } catch (error) {
-      throw this.#unavailable(error);
+    const names = await unless(io.readdir(files.gate), ["ENOENT"], [] as string[]);
+    for (const name of names) {
+      if (!name.startsWith(OWNER_ENTRY_PREFIX)) continue;
+      const raw = await unless(io.readlink(join(files.gate, name)), ["ENOENT"], undefined);
+      const stats = await unless(io.lstat(files.gate), ["ENOENT"], undefined);
+      const record = raw === undefined ? undefined : parseRecord(raw);
+      if (record === undefined || stats === undefined || record.purpose !== "x") continue;
+      limit = 1;
+      holders.push({
+        owner: name.slice(OWNER_ENTRY_PREFIX.length).split(".")[0]!,
+        mode: "exclusive",
+        fencingToken: record.token,
+        expiresInMs: Math.max(0, Math.round(record.staleMs - (Date.now() - stats.mtimeMs))),
+      });
+    }
+    const entries = await unless(io.readdir(files.registry), ["ENOENT"], [] as string[]);
+    for (const name of entries) {
+      const entry = parseRegistryEntry(name);
+      const stats = await unless(io.lstat(join(files.registry, name)), ["ENOENT"], undefined);
+      if (entry === undefined || stats === undefined) continue;
+      limit = Math.max(limit ?? 1, entry.limit);
+      holders.push({
+        owner: entry.owner,
+        mode: entry.kind === "shared" ? "shared" : "exclusive",
+        expiresInMs: Math.max(0, Math.round(entry.staleMs - (Date.now() - stats.mtimeMs))),
+      });
     }
     return { held: holders.length > 0, ...(limit === undefined ? {} : { limit }), holders };
   }
 
-  readonly close = async (): Promise<void> => {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#watcher.dispose();
-    const ends = [...this.#holds.values()].map((hold) => this.#end(hold));
-    const results = await Promise.allSettled(ends);
-    this.#listeners.clear();
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failed !== undefined) throw this.#unavailable(failed.reason);
-  };
+  async close(): Promise<void> {
+    this.#watcher.close();
+  }
 
   // --- exclusive: hold the gate --------------------------------------------
 
-  async #tryExclusive(request: LockRequest, files: KeyFiles, attempt: number): Promise<Attempt> {
+  async #tryExclusive(
+    request: LockRequest,
+    files: KeyFiles,
+    attempt: number,
+  ): Promise<Attempt<FileHold>> {
     const staleMs = staleFor(request.ttlMs);
     for (let round = 0; round < MAX_ROUNDS; round++) {
       if (round > 0) await nextTurn();
@@ -297,8 +242,7 @@ export class FileBackend implements Backend {
           ? undefined
           : await this.#look(files, staleMs, { mode: "exclusive" }, attempt > 1);
       if (busy !== undefined) return busy;
-      const ref: HoldRef = {};
-      const gate = await this.#takeGate(request, files, "x", staleMs, ref);
+      const gate = await this.#takeGate(request, files, "x", staleMs);
       if (gate === undefined) continue;
       if (gate.grant.registry) {
         // Shared or semaphore holders may be in: a writer waits until none is left.
@@ -309,25 +253,18 @@ export class FileBackend implements Backend {
           admitted = admission.admit;
           retryAfterMs = admission.retryAfterMs;
         } finally {
-          if (!admitted) await this.#giveBack(gate);
+          if (!admitted) await this.#end(gate.hold);
         }
         if (!admitted) return { granted: false, retryAfterMs };
       }
-      ref.hold = this.#addHold(
-        request,
-        files,
-        join(files.gate, gate.grant.entry),
-        gate.release,
-        gate.remove,
-      );
-      return { granted: true, fencingToken: gate.grant.token };
+      return this.#granted(gate.hold, request.ttlMs, gate.grant.token);
     }
     return { granted: false, retryAfterMs: 0 };
   }
 
   // --- shared and semaphore: join the registry under the gate ---------------
 
-  async #tryRegistered(request: LockRequest, files: KeyFiles): Promise<Attempt> {
+  async #tryRegistered(request: LockRequest, files: KeyFiles): Promise<Attempt<FileHold>> {
     const staleMs = staleFor(request.ttlMs);
     const wanted: Wanted =
       request.mode === "shared" ? { mode: "shared" } : { limit: request.limit };
@@ -337,12 +274,12 @@ export class FileBackend implements Backend {
       // registry would wake every waiter of the key for nothing.
       const busy = await this.#look(files, staleMs, wanted, true);
       if (busy !== undefined) return busy;
-      const gate = await this.#takeGate(request, files, "g", staleMs, {});
+      const gate = await this.#takeGate(request, files, "g", staleMs);
       if (gate === undefined) continue;
       try {
-        return await this.#join(request, files, staleMs, wanted, gate);
+        return await this.#join(request, files, staleMs, wanted, gate.grant);
       } finally {
-        await this.#giveBack(gate);
+        await this.#end(gate.hold);
       }
     }
     return { granted: false, retryAfterMs: 0 };
@@ -353,35 +290,29 @@ export class FileBackend implements Backend {
     files: KeyFiles,
     staleMs: number,
     wanted: Wanted,
-    gate: GateHold,
-  ): Promise<Attempt> {
+    gate: GateGrant,
+  ): Promise<Attempt<FileHold>> {
     const { io } = this.#store;
     const admission = await admit(this.#store, files, wanted);
     if (!admission.admit) return { granted: false, retryAfterMs: admission.retryAfterMs };
     const name = registryEntryName(request.owner, request.mode, request.limit, staleMs);
-    const path = join(files.registry, name);
-    const ref: HoldRef = {};
-    const hooks: LockFileHooks = {
+    const hold = await this.#hold(join(files.registry, name), {
       create: () => createEntry(io, files, name),
       remove: () => removeEntry(io, files, name),
       removeSync: () => removeEntrySync(files, name),
-    };
-    const release = await holdLockFile(io, `${path}#${this.#sequence++}`, path, hooks, (error) =>
-      this.#compromised(ref, error),
-    );
+    });
     // Joined while still holding the gate? If it was taken over meanwhile, a
     // writer may hold it without having seen this entry: leave again.
     const still = await unless(
-      verifyGate(this.#store, files, gate.grant.entry).then(() => true),
+      verifyGate(this.#store, files, gate.entry).then(() => true),
       ["ENOENT"],
       false,
     );
     if (!still) {
-      await release();
+      await this.#end(hold);
       return { granted: false, retryAfterMs: 0 };
     }
-    ref.hold = this.#addHold(request, files, path, release, hooks.remove);
-    return { granted: true, fencingToken: gate.grant.token };
+    return this.#granted(hold, request.ttlMs, gate.token);
   }
 
   /**
@@ -395,7 +326,7 @@ export class FileBackend implements Backend {
     staleMs: number,
     wanted: Wanted,
     waiting: boolean,
-  ): Promise<Attempt | undefined> {
+  ): Promise<Attempt<FileHold> | undefined> {
     const state = await inspectGate(this.#store, files, staleMs);
     if (state.kind === "held") {
       // An exclusive holder took the key with limit 1: a semaphore's request differs.
@@ -414,132 +345,98 @@ export class FileBackend implements Backend {
     files: KeyFiles,
     purpose: "x" | "g",
     staleMs: number,
-    ref: HoldRef,
-  ): Promise<GateHold | undefined> {
+  ): Promise<{ readonly hold: FileHold; readonly grant: GateGrant } | undefined> {
     let grant: GateGrant | undefined;
-    const remove = async (): Promise<void> => {
-      if (grant !== undefined) await removeGate(this.#store, files, grant.entry);
-    };
-    const hooks: LockFileHooks = {
-      create: async () => {
-        grant = await createGate(this.#store, files, request.owner, purpose, staleMs);
-      },
-      remove,
-      removeSync: () => {
-        if (grant !== undefined) removeGateSync(files, grant.entry);
-      },
-      verify: () =>
-        grant === undefined ? Promise.resolve() : verifyGate(this.#store, files, grant.entry),
-    };
-    let release: ReleaseLockFile;
+    let hold: FileHold;
     try {
-      release = await holdLockFile(
-        this.#store.io,
-        `${files.gate}#${this.#sequence++}`,
-        files.gate,
-        hooks,
-        (error) => this.#compromised(ref, error),
-      );
+      hold = await this.#hold(files.gate, {
+        create: async () => {
+          grant = await createGate(this.#store, files, request.owner, purpose, staleMs);
+        },
+        remove: async () => {
+          if (grant !== undefined) await removeGate(this.#store, files, grant.entry);
+        },
+        removeSync: () => {
+          if (grant !== undefined) removeGateSync(files, grant.entry);
+        },
+        verify: async () => {
+          if (grant !== undefined) await verifyGate(this.#store, files, grant.entry);
+        },
+      });
     } catch (error) {
       const code = errorCode(error);
       if (code === LOCKED || code === RACED) return undefined;
       throw error;
     }
     if (grant === undefined) throw new Error("proper-lockfile granted a lock it did not create");
-    return { grant, release, remove };
+    hold.evidence = join(files.gate, grant.entry);
+    return { hold, grant };
   }
 
-  /** Hands back a gate held for a moment (joining the registry, or refused by it). */
-  async #giveBack(gate: GateHold): Promise<void> {
-    try {
-      await gate.release();
-    } catch (error) {
-      // Compromised meanwhile: proper-lockfile has let go; remove what may still be ours.
-      if (errorCode(error) !== "ERELEASED") throw error;
-      await gate.remove();
-    }
-  }
+  // --- holds ------------------------------------------------------------------
 
-  // --- leases ---------------------------------------------------------------
-
-  #addHold(
-    request: LockRequest,
-    files: KeyFiles,
-    evidence: string,
-    release: ReleaseLockFile,
-    remove: () => Promise<void>,
-  ): Hold {
-    const hold: Hold = {
-      request,
-      files,
-      evidence,
-      release,
-      remove,
-      state: "held",
-      ended: undefined,
-      expiry: undefined,
-    };
-    this.#holds.set(request.owner, hold);
-    this.#arm(hold, request.ttlMs);
+  /** Takes the lock at `path` through proper-lockfile, which refreshes it until the hold's TTL. */
+  async #hold(path: string, hooks: LockFileHooks): Promise<FileHold> {
+    let hold: FileHold | undefined;
+    const release = await holdLockFile(
+      this.#store.io,
+      `${path}#${this.#sequence++}`,
+      path,
+      {
+        ...hooks,
+        verify: async () => {
+          // ENOENT: proper-lockfile then stops refreshing and reports the lock compromised.
+          if (hold !== undefined && monotonicNow() >= hold.until) {
+            throw Object.assign(new Error("the lease's TTL passed"), { code: "ENOENT" });
+          }
+          await hooks.verify?.();
+        },
+      },
+      (error) => {
+        if (hold !== undefined) this.#compromised(hold, error);
+      },
+    );
+    hold = { evidence: path, release, remove: hooks.remove, until: Infinity, ended: undefined };
     return hold;
   }
 
-  /** (Re)starts the TTL: a lease not extended in time is freed at once, not only once stale. */
-  #arm(hold: Hold, ttlMs: number): void {
-    if (hold.expiry !== undefined) clearTimeout(hold.expiry);
-    hold.expiry = setTimeout(() => {
-      hold.expiry = undefined;
-      if (hold.state !== "held") return;
-      this.#report(hold, "the lease's TTL passed without an extension");
-      void this.#end(hold).catch(() => undefined);
-    }, ttlMs);
-    hold.expiry.unref();
+  /** A hold becomes a lease: its TTL starts now. */
+  #granted(hold: FileHold, ttlMs: number, fencingToken: bigint): Attempt<FileHold> {
+    hold.until = monotonicNow() + ttlMs;
+    return { granted: true, fencingToken, hold };
   }
 
-  /** proper-lockfile found the lock replaced or removed while refreshing it. */
-  #compromised(ref: HoldRef, error: Error): void {
-    const hold = ref.hold;
-    if (hold === undefined || hold.state !== "held") return;
-    this.#report(hold, "the lock file was taken over or removed (it went stale)", error);
+  /** proper-lockfile stopped refreshing: the TTL passed, or the lock was taken over or removed. */
+  #compromised(hold: FileHold, error: Error): void {
+    const reason =
+      monotonicNow() >= hold.until
+        ? "the lease's TTL passed without an extension"
+        : "the lock file was taken over or removed (it went stale)";
     void this.#end(hold).catch(() => undefined);
-  }
-
-  #report(hold: Hold, reason: string, cause?: unknown): void {
-    const report: LossReport = { owner: hold.request.owner, reason, cause };
-    for (const listener of [...this.#listeners]) listener(report);
+    this.#host?.lost(hold, reason, error);
   }
 
   /** Ends a hold once (idempotent), removing only what it still owns. */
-  #end(hold: Hold): Promise<void> {
-    if (hold.ended !== undefined) return hold.ended;
-    hold.state = "ending";
-    if (hold.expiry !== undefined) clearTimeout(hold.expiry);
-    hold.expiry = undefined;
-    hold.ended = (async () => {
-      try {
-        await hold.release().catch(async (error: unknown) => {
-          // Compromised: proper-lockfile already let go; remove what may still be ours.
-          if (errorCode(error) !== "ERELEASED") throw error;
-          await hold.remove();
-        });
-      } finally {
-        if (this.#holds.get(hold.request.owner) === hold) this.#holds.delete(hold.request.owner);
-      }
-    })();
+  #end(hold: FileHold): Promise<void> {
+    hold.ended ??= hold.release().catch(async (error: unknown) => {
+      // Compromised: proper-lockfile already let go; remove what may still be ours.
+      if (errorCode(error) !== "ERELEASED") throw error;
+      await hold.remove();
+    });
     return hold.ended;
   }
 
   // --- plumbing ---------------------------------------------------------------
 
-  #filesOf(request: LockRequest): KeyFiles {
-    const id = scopedKey(request.namespace, request.key);
-    let files = this.#files.get(id);
-    if (files === undefined) {
-      files = keyFiles(this.#options.directory, request.namespace, request.key);
-      if (this.#files.size >= FILE_NAME_CACHE) this.#files.clear();
-      this.#files.set(id, files);
+  #stateOf(request: LockRequest): RequestState {
+    let state = this.#requests.get(request);
+    if (state === undefined) {
+      const { directory } = this.#options;
+      const files = keyFiles(directory, request.namespace, request.key, request.digest);
+      state = { files, attempts: 0 };
+      this.#requests.set(request, state);
     }
-    return files;
+    return state;
   }
 
   #ensureDirectory(): Promise<void> {
@@ -552,14 +449,5 @@ export class FileBackend implements Backend {
       throw error;
     });
     return this.#ready;
-  }
-
-  #assertOpen(): void {
-    if (this.#closed) throw lockClosed("file backend");
-  }
-
-  #unavailable(error: unknown): Error {
-    if (isLockError(error)) return error;
-    return backendUnavailable(this.name, error);
   }
 }

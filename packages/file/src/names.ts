@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { keyDigest } from "@locks/core";
+import { keyDigest } from "@locks/core/backend";
 
 /**
  * Where one key lives under the lock directory. Every name is
@@ -23,12 +23,18 @@ export interface KeyFiles {
 
 const HINT_LENGTH = 24;
 
-export function keyFiles(directory: string, namespace: string, key: string): KeyFiles {
+/** `digest` is the request's (`LockRequest.digest`); computed here for a bare (namespace, key). */
+export function keyFiles(
+  directory: string,
+  namespace: string,
+  key: string,
+  digest: Buffer = keyDigest(namespace, key),
+): KeyFiles {
   const hint = key
     .slice(0, HINT_LENGTH)
     .toLowerCase()
     .replace(/[^a-z0-9_-]/g, "_");
-  const stem = `${hint}-${keyDigest(namespace, key).toString("hex")}`;
+  const stem = `${hint}-${digest.toString("hex")}`;
   return {
     stem,
     gate: join(directory, `${stem}${GATE_SUFFIX}`),

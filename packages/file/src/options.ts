@@ -1,5 +1,5 @@
 import { resolve } from "node:path";
-import { invalidArgument } from "@locks/core";
+import { type Check, check, defineOptions, invalidArgument } from "@locks/core/backend";
 
 /** Options of {@link fileBackend}. */
 export interface FileBackendOptions {
@@ -28,26 +28,27 @@ export interface ResolvedFileOptions {
   readonly io: "sync" | "async";
 }
 
-const KNOWN = new Set(["directory", "directoryMode", "io"]);
+const path: Check<string> = (value, name) => {
+  const text = check.string(value, name);
+  if (text.includes("\u0000")) throw invalidArgument(name, "must not contain NUL");
+  return text;
+};
+
+const ioMode: Check<"sync" | "async"> = (value, name) => {
+  if (value !== "sync" && value !== "async")
+    throw invalidArgument(name, `must be "sync" or "async"`);
+  return value;
+};
+
+const parse = defineOptions({
+  directory: path,
+  directoryMode: check.integer(0, 0o7777),
+  io: ioMode,
+});
 
 /** Validates the factory's options before any I/O. */
 export function resolveFileOptions(options: FileBackendOptions): ResolvedFileOptions {
-  if (typeof options !== "object" || options === null) {
-    throw invalidArgument("options", "must be an object with a `directory`");
-  }
-  for (const name of Object.keys(options)) {
-    if (!KNOWN.has(name)) throw invalidArgument(`options.${name}`, "is not a known option");
-  }
-  const { directory, directoryMode = 0o700, io = "sync" } = options;
-  if (typeof directory !== "string" || directory.length === 0) {
-    throw invalidArgument("directory", "must be a non-empty string (a path)");
-  }
-  if (directory.includes("\u0000")) throw invalidArgument("directory", "must not contain NUL");
-  if (!Number.isInteger(directoryMode) || directoryMode < 0 || directoryMode > 0o7777) {
-    throw invalidArgument("directoryMode", "must be an integer between 0 and 0o7777");
-  }
-  if (io !== "sync" && io !== "async") {
-    throw invalidArgument("io", `must be "sync" or "async"`);
-  }
+  const { directory, directoryMode = 0o700, io = "sync" } = parse(options);
+  if (directory === undefined) throw invalidArgument("options.directory", "is required (a path)");
   return { directory: resolve(directory), directoryMode, io };
 }

@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { type LockMode, limitMismatch } from "@locks/core";
+import { type LockMode, limitMismatch } from "@locks/core/backend";
 import type { FenceState } from "./fence.js";
 import { type Io, unless } from "./io.js";
 import type { KeyFiles } from "./names.js";

@@ -1,4 +1,4 @@
-import { monotonicNow } from "@locks/core";
+import { monotonicNow } from "@locks/core/backend";
 
 /**
  * Decides when a lock whose holder stopped refreshing it may be taken over.

@@ -1,4 +1,5 @@
 import { type FSWatcher, watch } from "node:fs";
+import { WakeRegistry } from "@locks/core/backend";
 import { GATE_SUFFIX, stemOf } from "./names.js";
 
 /** Says whether the gate named `entry` (in the watched directory) is gone, so its key may be free. */
@@ -6,7 +7,7 @@ export type GateProbe = (entry: string) => Promise<boolean>;
 
 /**
  * One `fs.watch` on the lock directory per backend instance, shared by every
- * waiter, opened while someone waits and closed when nobody does.
+ * waiter: opened when a first key gets waiters, closed when no key has any.
  *
  * Every change of an entry is reported, without saying which (on Linux a
  * gate created, removed, or its mtime refreshed all read "rename"). So an
@@ -18,9 +19,18 @@ export type GateProbe = (entry: string) => Promise<boolean>;
  * timed by the attempt's `retryAfterMs`.
  */
 export class DirectoryWatcher {
+  /** Waiters by key stem. */
+  readonly waiters = new WakeRegistry({
+    first: () => this.#open(),
+    last: () => {
+      if (this.waiters.keys > 0) return;
+      this.close();
+      // The next waiter tries to watch again.
+      this.#failed = false;
+    },
+  });
   readonly #directory: string;
   readonly #probe: GateProbe;
-  readonly #waiters = new Map<string, Set<() => void>>();
   #watcher: FSWatcher | undefined;
   #failed = false;
 
@@ -29,45 +39,10 @@ export class DirectoryWatcher {
     this.#probe = probe;
   }
 
-  /** Calls `onChange` when an entry of `stem` changes; returns the unsubscribe function. */
-  subscribe(stem: string, onChange: () => void): () => void {
-    let set = this.#waiters.get(stem);
-    if (set === undefined) {
-      set = new Set();
-      this.#waiters.set(stem, set);
-    }
-    // A fresh function per subscription, so one callback subscribed twice unsubscribes once each.
-    const entry = (): void => onChange();
-    set.add(entry);
-    this.#open();
-    return () => {
-      const current = this.#waiters.get(stem);
-      if (current === undefined) return;
-      current.delete(entry);
-      if (current.size === 0) this.#waiters.delete(stem);
-      if (this.#waiters.size === 0) {
-        this.close();
-        // The next waiter tries to watch again.
-        this.#failed = false;
-      }
-    };
-  }
-
-  /** Whether the watch is working (false: waiters rely on polling alone). */
-  get watching(): boolean {
-    return this.#watcher !== undefined;
-  }
-
   close(): void {
     const watcher = this.#watcher;
     this.#watcher = undefined;
     watcher?.close();
-  }
-
-  /** Stops watching and forgets every waiter. */
-  dispose(): void {
-    this.#waiters.clear();
-    this.close();
   }
 
   #open(): void {
@@ -81,7 +56,7 @@ export class DirectoryWatcher {
         // The directory went away or the watch broke: fall back to polling, wake everyone once.
         this.#failed = true;
         this.close();
-        this.#wakeAll();
+        this.waiters.wakeAll();
       });
       this.#watcher = watcher;
     } catch {
@@ -92,31 +67,21 @@ export class DirectoryWatcher {
 
   #onEvent(name: string | Buffer | null): void {
     if (name === null) {
-      this.#wakeAll();
+      this.waiters.wakeAll();
       return;
     }
     const entry = typeof name === "string" ? name : name.toString("utf8");
     const stem = stemOf(entry);
-    if (stem === undefined || !this.#waiters.has(stem)) return;
+    if (stem === undefined || this.waiters.waiters(stem).length === 0) return;
     if (!entry.endsWith(GATE_SUFFIX)) {
-      this.#wake(stem);
+      this.waiters.wake(stem);
       return;
     }
     this.#probe(entry).then(
       (free) => {
-        if (free) this.#wake(stem);
+        if (free) this.waiters.wake(stem);
       },
-      () => this.#wake(stem),
+      () => this.waiters.wake(stem),
     );
-  }
-
-  #wake(stem: string): void {
-    const set = this.#waiters.get(stem);
-    if (set === undefined) return;
-    for (const wake of [...set]) wake();
-  }
-
-  #wakeAll(): void {
-    for (const set of [...this.#waiters.values()]) for (const wake of [...set]) wake();
   }
 }
