@@ -12,28 +12,64 @@ import {
   scopedKey,
   type WaitOptions,
 } from "@locks/core/backend";
-import {
-  createState,
-  dispatch,
-  drop,
-  enqueue,
-  forgetIfIdle,
-  grantableNow,
-  type Hold,
-  type KeyState,
-  otherLimit,
-  reapExpired,
-  stateFor,
-  take,
-  unlink,
-  type Waiter,
-} from "./key-state.js";
 import { registry } from "./registry.js";
+
+/*
+ * The in-isolate lock table: per key, who holds it and who waits, in arrival
+ * order. The grant rule is async-mutex's weighted semaphore rule (the head
+ * of the queue is served while it fits; nobody passes a head that does not
+ * fit), written out here because async-mutex 0.5 cannot take a single
+ * waiter out of its queue (see README, "How it works").
+ */
 
 const NOT_GRANTED: Attempt<Hold> = Object.freeze({ granted: false });
 const DONE: Promise<void> = Promise.resolve();
 const TRUE: Promise<boolean> = Promise.resolve(true);
 const FALSE: Promise<boolean> = Promise.resolve(false);
+
+/**
+ * One live grant, and the backend's `hold` for it: the core passes it back to
+ * extend and release, so no instance needs to know who holds what.
+ */
+export class Hold {
+  /** Position in `state.holds`, for O(1) removal. */
+  index = -1;
+  /** False once released or expired: nothing may act on it any more. */
+  live = true;
+
+  constructor(
+    readonly state: KeyState,
+    readonly owner: string,
+    readonly shared: boolean,
+    readonly fencingToken: bigint,
+    /** Monotonic instant the store frees it; Infinity without TTL. */
+    public deadline: number,
+  ) {}
+}
+
+/** Holders and waiters of one key. Deleted from the registry as soon as it has neither. */
+export class KeyState {
+  /** Exclusive holders (more than one only for a semaphore). */
+  exclusive = 0;
+  /** Shared holders (readers). */
+  shared = 0;
+  /** Holds with a finite deadline (TTL). */
+  expiring = 0;
+  /** The limit the current holders took the key with (1 for readers); set by the first of them. */
+  limit = 1;
+  readonly holds: Hold[] = [];
+  head: QueuedAcquire | undefined;
+  tail: QueuedAcquire | undefined;
+  /** Wakes the queue when the earliest holder's TTL passes (only while someone waits). */
+  timer: NodeJS.Timeout | undefined;
+
+  constructor(readonly id: string) {}
+
+  /** Whether a new holder of this mode and limit fits beside the current holders. */
+  fits(shared: boolean, limit: number): boolean {
+    return shared ? this.exclusive === 0 : this.shared === 0 && this.exclusive < limit;
+  }
+}
 
 /**
  * Locks between the async tasks of one isolate (one thread). Every instance
@@ -59,13 +95,14 @@ export class IsolateBackend implements Backend<Hold> {
   }
 
   tryAcquire(req: LockRequest): Promise<Attempt<Hold>> {
+    const state = stateFor(req.scoped);
+    if (state.holds.length > 0 && state.limit !== req.limit) {
+      return Promise.reject(limitMismatch(req.limit, state.limit));
+    }
     const shared = req.mode === "shared";
-    let state = registry.states.get(req.scoped);
-    if (state === undefined) state = createState(req.scoped);
-    else {
-      const current = otherLimit(state, req.limit);
-      if (current !== undefined) return Promise.reject(limitMismatch(req.limit, current));
-      if (!grantableNow(state, shared, req.limit)) return Promise.resolve(NOT_GRANTED);
+    // Nobody passes a waiter.
+    if (state.head !== undefined || !state.fits(shared, req.limit)) {
+      return Promise.resolve(NOT_GRANTED);
     }
     return Promise.resolve(grant(state, req, shared, this.#ttl));
   }
@@ -74,11 +111,12 @@ export class IsolateBackend implements Backend<Hold> {
   acquire(req: LockRequest, wait: WaitOptions): Promise<Grant<Hold>> {
     const { signal } = wait;
     if (signal.aborted) return Promise.reject(signal.reason);
-    const shared = req.mode === "shared";
     const state = stateFor(req.scoped);
-    const current = otherLimit(state, req.limit);
-    if (current !== undefined) return Promise.reject(limitMismatch(req.limit, current));
-    if (grantableNow(state, shared, req.limit)) {
+    if (state.holds.length > 0 && state.limit !== req.limit) {
+      return Promise.reject(limitMismatch(req.limit, state.limit));
+    }
+    const shared = req.mode === "shared";
+    if (state.head === undefined && state.fits(shared, req.limit)) {
       return Promise.resolve(grant(state, req, shared, this.#ttl));
     }
     return new Promise<Grant<Hold>>((resolve, reject) => {
@@ -94,7 +132,6 @@ export class IsolateBackend implements Backend<Hold> {
     const now = monotonicNow();
     if (hold.deadline <= now) {
       // Expired but not yet noticed: the store had already freed it.
-      reapExpired(hold.state, now);
       dispatch(hold.state);
       return FALSE;
     }
@@ -103,20 +140,19 @@ export class IsolateBackend implements Backend<Hold> {
   }
 
   release(req: LockRequest, hold: Hold | undefined): Promise<void> {
-    const target = hold ?? registry.states.get(req.scoped)?.holds.find((h) => h.owner === req.owner);
+    const target =
+      hold ?? registry.states.get(req.scoped)?.holds.find((h) => h.owner === req.owner);
     if (target === undefined || !target.live) return DONE;
-    const state = target.state;
     drop(target);
-    if (state.head === undefined && state.expiring === 0) forgetIfIdle(state);
-    else dispatch(state);
+    dispatch(target.state);
     return DONE;
   }
 
   inspect(namespace: string, key: string): Promise<KeyStatus> {
     const state = registry.states.get(scopedKey(namespace, key));
     if (state === undefined) return Promise.resolve({ held: false, holders: [] });
+    if (state.expiring > 0) dispatch(state);
     const now = monotonicNow();
-    if (state.expiring > 0 && reapExpired(state, now)) dispatch(state);
     const holders = state.holds.map((hold) => ({
       owner: hold.owner,
       mode: hold.shared ? ("shared" as const) : ("exclusive" as const),
@@ -135,33 +171,14 @@ export class IsolateBackend implements Backend<Hold> {
   }
 }
 
-/** Takes the key for `req` (which fits) and says so to the core. */
-function grant(state: KeyState, req: LockRequest, shared: boolean, ttl: boolean): Grant<Hold> {
-  if (!ttl) {
-    const hold = take(state, req.owner, shared, req.limit, Number.POSITIVE_INFINITY);
-    return { granted: true, fencingToken: hold.fencingToken, hold };
-  }
-  // The store's TTL starts now, at the grant, which may be long after the
-  // acquire began (a queued waiter): `validUntil` says so.
-  const deadline = monotonicNow() + req.ttlMs;
-  const hold = take(state, req.owner, shared, req.limit, deadline);
-  return {
-    granted: true,
-    fencingToken: hold.fencingToken,
-    validUntil: deadline - driftAllowance(req.ttlMs),
-    hold,
-  };
-}
-
 /**
  * A blocking acquire waiting in a key's queue. A class rather than closures:
  * this is the contended path, where allocations show.
  */
-class QueuedAcquire implements Waiter {
-  prev: Waiter | undefined;
-  next: Waiter | undefined;
+class QueuedAcquire {
+  prev: QueuedAcquire | undefined;
+  next: QueuedAcquire | undefined;
   stopListening: () => void = noop;
-  readonly limit: number;
 
   constructor(
     readonly state: KeyState,
@@ -170,18 +187,12 @@ class QueuedAcquire implements Waiter {
     readonly ttl: boolean,
     readonly resolve: (grant: Grant<Hold>) => void,
     readonly reject: (reason: unknown) => void,
-  ) {
-    this.limit = request.limit;
-  }
+  ) {}
 
-  grant(state: KeyState): void {
+  /** Called once, synchronously, when the waiter reached the head and fits (already unlinked). */
+  grant(): void {
     this.stopListening();
-    this.resolve(grant(state, this.request, this.shared, this.ttl));
-  }
-
-  refuse(reason: Error): void {
-    this.stopListening();
-    this.reject(reason);
+    this.resolve(grant(this.state, this.request, this.shared, this.ttl));
   }
 
   /** Leaves the queue and rejects with `reason` (the wait's signal aborted). */
@@ -195,3 +206,120 @@ class QueuedAcquire implements Waiter {
 }
 
 function noop(): void {}
+
+/**
+ * The state of `id`, created when missing; holds whose TTL has passed are
+ * freed first (and the queue served), so every check sees live holders only.
+ */
+function stateFor(id: string): KeyState {
+  let state = registry.states.get(id);
+  if (state === undefined) {
+    state = new KeyState(id);
+    registry.states.set(id, state);
+  } else if (state.expiring > 0) {
+    serve(state);
+  }
+  return state;
+}
+
+/** Takes the key for `req` (which fits), with the next fencing token of the isolate. */
+function grant(state: KeyState, req: LockRequest, shared: boolean, ttl: boolean): Grant<Hold> {
+  // The first holder sets the limit the others must use (readers: 1).
+  if (state.holds.length === 0) state.limit = req.limit;
+  // The store's TTL starts now, at the grant, which may be long after the
+  // acquire began (a queued waiter): `validUntil` says so.
+  const deadline = ttl ? monotonicNow() + req.ttlMs : Number.POSITIVE_INFINITY;
+  registry.fence += 1n;
+  const hold = new Hold(state, req.owner, shared, registry.fence, deadline);
+  if (shared) state.shared++;
+  else state.exclusive++;
+  hold.index = state.holds.push(hold) - 1;
+  if (!ttl) return { granted: true, fencingToken: hold.fencingToken, hold };
+  state.expiring++;
+  const validUntil = deadline - driftAllowance(req.ttlMs);
+  return { granted: true, fencingToken: hold.fencingToken, validUntil, hold };
+}
+
+/** Ends a hold (release or expiry). The caller dispatches the queue afterwards. */
+function drop(hold: Hold): void {
+  hold.live = false;
+  const state = hold.state;
+  if (hold.shared) state.shared--;
+  else state.exclusive--;
+  if (hold.deadline !== Number.POSITIVE_INFINITY) state.expiring--;
+  const last = state.holds.pop()!;
+  if (last !== hold) {
+    state.holds[hold.index] = last;
+    last.index = hold.index;
+  }
+  hold.index = -1;
+}
+
+function enqueue(state: KeyState, waiter: QueuedAcquire): void {
+  waiter.prev = state.tail;
+  if (state.tail === undefined) state.head = waiter;
+  else state.tail.next = waiter;
+  state.tail = waiter;
+  armExpiry(state);
+}
+
+function unlink(state: KeyState, waiter: QueuedAcquire): void {
+  if (waiter.prev === undefined) state.head = waiter.next;
+  else waiter.prev.next = waiter.next;
+  if (waiter.next === undefined) state.tail = waiter.prev;
+  else waiter.next.prev = waiter.prev;
+  waiter.prev = undefined;
+  waiter.next = undefined;
+}
+
+/**
+ * Frees the holds whose TTL has passed (nobody is told: the core's own
+ * deadline for a lease ends before the store's, so its watchdog declared the
+ * lease lost already), serves the queue from its head while the head fits
+ * (strict FIFO, so a waiting writer is never passed by later readers), and
+ * re-arms the expiry timer.
+ */
+function serve(state: KeyState): void {
+  if (state.expiring > 0) {
+    const now = monotonicNow();
+    for (let i = state.holds.length - 1; i >= 0; i--) {
+      if (state.holds[i]!.deadline <= now) drop(state.holds[i]!);
+    }
+  }
+  let waiter = state.head;
+  while (waiter !== undefined && state.fits(waiter.shared, waiter.request.limit)) {
+    unlink(state, waiter);
+    waiter.grant();
+    waiter = state.head;
+  }
+  armExpiry(state);
+}
+
+/** After anything changed on a key: serves it, and forgets it when nobody holds or waits for it. */
+function dispatch(state: KeyState): void {
+  serve(state);
+  if (state.holds.length === 0 && state.head === undefined) {
+    if (state.timer !== undefined) clearTimeout(state.timer);
+    state.timer = undefined;
+    if (registry.states.get(state.id) === state) registry.states.delete(state.id);
+  }
+}
+
+/**
+ * Keeps a timer at the earliest holder deadline while someone waits, so the
+ * queue moves when a TTL passes even if nobody releases. The timer is ref'd:
+ * a waiting acquire keeps the process alive, as a pending socket read would.
+ */
+function armExpiry(state: KeyState): void {
+  if (state.timer !== undefined) clearTimeout(state.timer);
+  state.timer = undefined;
+  if (state.head === undefined || state.expiring === 0) return;
+  let earliest = Number.POSITIVE_INFINITY;
+  for (const hold of state.holds) if (hold.deadline < earliest) earliest = hold.deadline;
+  // +1: timers may fire up to a millisecond early against performance.now().
+  const delay = Math.max(0, Math.ceil(earliest - monotonicNow()) + 1);
+  state.timer = setTimeout(() => {
+    state.timer = undefined;
+    dispatch(state);
+  }, delay);
+}

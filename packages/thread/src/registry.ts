@@ -1,4 +1,4 @@
-import type { KeyState } from "./key-state.js";
+import type { KeyState } from "./isolate.js";
 
 /**
  * The lock resource of the in-isolate backend: every `threadBackend()` of one
@@ -30,15 +30,3 @@ function registryOf(scope: WithRegistry): Registry {
 
 /** The isolate's registry. */
 export const registry: Registry = registryOf(globalThis as WithRegistry);
-
-/**
- * Test-only view of the registry: how many keys keep state (holders or
- * waiters), in total or under one namespace. Not exported from the package.
- */
-export function keysWithState(namespace?: string): number {
-  if (namespace === undefined) return registry.states.size;
-  const prefix = `${namespace.length}:${namespace}:`;
-  let count = 0;
-  for (const id of registry.states.keys()) if (id.startsWith(prefix)) count++;
-  return count;
-}

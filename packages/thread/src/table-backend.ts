@@ -1,3 +1,5 @@
+// Atomics.waitAsync (Node 16+) is typed in ES2024, beyond the ES2023 lib the repository compiles with.
+/// <reference lib="es2024.sharedmemory" />
 import { setImmediate as nextTurn } from "node:timers/promises";
 import {
   type Attempt,
@@ -40,17 +42,6 @@ class TableHold {
     readonly shared: boolean,
   ) {}
 }
-
-type WaitResult =
-  | { readonly async: false; readonly value: "not-equal" | "timed-out" }
-  | { readonly async: true; readonly value: Promise<"ok" | "timed-out"> };
-
-/** Atomics.waitAsync (Node 16+, not yet in TypeScript's ES2023 lib). */
-const waitAsync = (
-  Atomics as unknown as {
-    waitAsync(array: Int32Array, index: number, value: number): WaitResult;
-  }
-).waitAsync;
 
 /**
  * Attempts at the bucket latch before yielding to the event loop. The latch
@@ -142,7 +133,8 @@ export class TableBackend implements Backend<TableHold> {
     return () => {
       watch.stop();
       // The last waiter of the bucket ends the watches left pending on its word, in every thread.
-      if (Atomics.sub(words, ref.bucket + WAITERS, 1) === 1) Atomics.notify(words, ref.bucket + SEQ);
+      if (Atomics.sub(words, ref.bucket + WAITERS, 1) === 1)
+        Atomics.notify(words, ref.bucket + SEQ);
       if (writer >= 0) return this.#unregisterWriter(ref.bucket, writer);
     };
   }
@@ -179,7 +171,11 @@ export class TableBackend implements Backend<TableHold> {
     this.#unlatch(ref.bucket);
     if (state === 0) return { held: false, holders: [] };
     const mode = state < 0 ? ("shared" as const) : ("exclusive" as const);
-    return { held: true, limit, holders: Array.from({ length: Math.abs(state) }, () => ({ mode })) };
+    return {
+      held: true,
+      limit,
+      holders: Array.from({ length: Math.abs(state) }, () => ({ mode })),
+    };
   }
 
   /** Nothing to close: the table belongs to the caller, and the core released every hold and ended every wait. */
@@ -333,7 +329,11 @@ class SequenceWatch {
 
   #arm(): void {
     for (;;) {
-      const result = waitAsync(this.words, this.index, Atomics.load(this.words, this.index));
+      const result = Atomics.waitAsync(
+        this.words,
+        this.index,
+        Atomics.load(this.words, this.index),
+      );
       if (result.async) {
         void result.value.then(this.#woken);
         return;

@@ -5,13 +5,8 @@
  * ones too, and inspect() reports every holder's real mode and the limit.
  */
 import { randomBytes } from "node:crypto";
-import {
-  type Backend,
-  createLocks,
-  type LockRequest,
-  type Locks,
-  newOwnerToken,
-} from "@locks/core";
+import { type Backend, createLocks, type Locks } from "@locks/core";
+import { createRequest, type LockRequest, type RequestFields } from "@locks/core/backend";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSharedLockTable, threadBackend } from "../src/index.js";
 import { tableIdle, tableWords } from "./fixtures/table-words.js";
@@ -24,16 +19,8 @@ afterEach(async () => {
 
 const newNamespace = (): string => `limits-${randomBytes(6).toString("hex")}`;
 
-function request(namespace: string, key: string, extra: Partial<LockRequest> = {}): LockRequest {
-  return {
-    key,
-    namespace,
-    owner: newOwnerToken(),
-    mode: "exclusive",
-    limit: 1,
-    ttlMs: 30_000,
-    ...extra,
-  };
+function request(namespace: string, key: string, extra: Partial<RequestFields> = {}): LockRequest {
+  return createRequest({ key, namespace, ...extra });
 }
 
 function codeOf(promise: Promise<unknown>): Promise<unknown> {
@@ -182,22 +169,25 @@ describe("waiters", () => {
     const b = threadBackend({ table: own });
     opened.push(a, b);
     const reader = request(namespace, "k", { mode: "shared" });
-    expect((await a.tryAcquire(reader)).granted).toBe(true);
-    const signal = AbortSignal.timeout(10_000);
+    const readerAttempt = await a.tryAcquire(reader);
+    expect(readerAttempt.granted).toBe(true);
     // A writer (limit 1) waits behind the reader.
-    const writer = codeOf(b.acquire!(request(namespace, "k"), { signal }));
+    const waiting = createLocks(b, { namespace });
+    opened.push(waiting);
+    const writer = codeOf(waiting.acquire("k", { timeoutMs: 10_000 }));
     const words = tableWords(own, namespace, "k");
     const deadline = performance.now() + 10_000;
     while (words.writers() === 0) {
       if (performance.now() > deadline) throw new Error("the writer never registered");
       await new Promise((r) => setImmediate(r));
     }
-    await a.release(reader);
+    await a.release(reader, readerAttempt.granted ? readerAttempt.hold : undefined);
     // Before the writer wakes, a semaphore takes the freed key with limit 3.
     const semaphore = request(namespace, "k", { limit: 3 });
-    expect((await a.tryAcquire(semaphore)).granted).toBe(true);
+    const taken = await a.tryAcquire(semaphore);
+    expect(taken.granted).toBe(true);
     expect(await writer).toEqual(mismatch(1, 3));
-    await a.release(semaphore);
+    await a.release(semaphore, taken.granted ? taken.hold : undefined);
     expect(tableIdle(own)).toEqual([]);
   });
 });

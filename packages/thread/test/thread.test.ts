@@ -1,19 +1,16 @@
 import { randomBytes } from "node:crypto";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
+import { type Backend, createLocks, type Lease, type Locks } from "@locks/core";
 import {
-  type Backend,
-  createLocks,
-  type Lease,
+  createRequest,
   type LockRequest,
-  type Locks,
-  type LossReport,
-  newOwnerToken,
+  type RequestFields,
   scopedKey,
-} from "@locks/core";
+} from "@locks/core/backend";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSharedLockTable, type SharedLockTable, threadBackend } from "../src/index.js";
-import { keysWithState, registry } from "../src/registry.js";
+import { registry } from "../src/registry.js";
 import { tableIdle, tableWords } from "./fixtures/table-words.js";
 
 const opened: Array<Locks | Backend> = [];
@@ -36,16 +33,22 @@ function backendOf(options: Parameters<typeof threadBackend>[0] = {}): Backend {
   return backend;
 }
 
-function request(namespace: string, key: string, extra: Partial<LockRequest> = {}): LockRequest {
-  return {
-    key,
-    namespace,
-    owner: newOwnerToken(),
-    mode: "exclusive",
-    limit: 1,
-    ttlMs: 30_000,
-    ...extra,
-  };
+function request(namespace: string, key: string, extra: Partial<RequestFields> = {}): LockRequest {
+  return createRequest({ key, namespace, ...extra });
+}
+
+/** The `hold` of a granted attempt (fails the test when it was not granted). */
+function holdOf(attempt: Awaited<ReturnType<Backend["tryAcquire"]>>): unknown {
+  expect(attempt.granted).toBe(true);
+  return attempt.granted ? attempt.hold : undefined;
+}
+
+/** How many keys keep state (holders or waiters) in the isolate's table under one namespace. */
+function keysWithState(namespace: string): number {
+  const prefix = scopedKey(namespace, "");
+  let count = 0;
+  for (const id of registry.states.keys()) if (id.startsWith(prefix)) count++;
+  return count;
 }
 
 /** Settles to "pending" if `promise` has not settled after the microtasks and one macrotask turn. */
@@ -223,7 +226,7 @@ describe("threadBackend() in one isolate", () => {
     const ns = newNamespace();
     const backend = backendOf();
     const reader = request(ns, "doc", { mode: "shared" });
-    expect((await backend.tryAcquire(reader)).granted).toBe(true);
+    const readerHold = holdOf(await backend.tryAcquire(reader));
     const controller = new AbortController();
     const { signal } = controller;
     const writer = backend.acquire!(request(ns, "doc"), { signal });
@@ -233,11 +236,11 @@ describe("threadBackend() in one isolate", () => {
     controller.abort(new Error("all gave up"));
     await expect(writer).rejects.toThrow("all gave up");
     // The writer leaving let the reader behind it in before the abort reached it: a grant.
-    expect((await behind).granted).toBe(true);
+    const secondHold = holdOf((await behind)!);
     await expect(third).rejects.toThrow("all gave up");
     expect(stateOf(ns, "doc")!.head).toBeUndefined();
-    await backend.release(second);
-    await backend.release(reader);
+    await backend.release(second, secondHold);
+    await backend.release(reader, readerHold);
     expect(keysWithState(ns)).toBe(0);
   });
 
@@ -258,50 +261,55 @@ describe("threadBackend() in one isolate", () => {
     expect(keysWithState(ns)).toBe(0);
   });
 
-  it("backend close() rejects its own waiters with LOCK_CLOSED and frees its holds", async () => {
+  it("closing a client takes its waiters out of the queue and frees its holds; others' waiters get the key", async () => {
     const ns = newNamespace();
-    const one = backendOf();
-    const two = backendOf();
-    const held = request(ns, "k");
-    expect((await one.tryAcquire(held)).granted).toBe(true);
-    const signal = new AbortController().signal;
-    const mine = one.acquire!(request(ns, "k"), { signal });
-    const theirs = two.acquire!(request(ns, "k"), { signal });
+    const one = client(threadBackend(), ns);
+    const two = client(threadBackend(), ns);
+    await one.acquire("k");
+    const mine = one.acquire("k");
+    const theirs = two.acquire("k");
+    expect(await peek(theirs)).toBe("pending");
     await one.close();
     await expect(mine).rejects.toMatchObject({ code: "LOCK_CLOSED" });
-    // one's hold is gone: two's waiter, queued behind one's, is granted.
-    expect((await theirs).granted).toBe(true);
-    await expect(one.tryAcquire(request(ns, "x"))).rejects.toMatchObject({ code: "LOCK_CLOSED" });
+    // one's hold is gone and its waiter left the queue: two's waiter, queued behind both, is granted.
+    await (await theirs).release();
+    expect(keysWithState(ns)).toBe(0);
   });
 
-  it("ttl: the store frees an expired hold, wakes the queue and reports the loss", async () => {
+  it("release without a hold (an attempt whose outcome is unknown) frees what the owner holds of the key", async () => {
+    const ns = newNamespace();
+    const backend = backendOf();
+    const held = request(ns, "k");
+    holdOf(await backend.tryAcquire(held));
+    await backend.release(request(ns, "k"), undefined);
+    expect((await backend.tryAcquire(request(ns, "k"))).granted).toBe(false);
+    await backend.release(held, undefined);
+    expect(keysWithState(ns)).toBe(0);
+  });
+
+  it("ttl: the store frees an expired hold and wakes the queue; the expired hold acts on nothing", async () => {
     const ns = newNamespace();
     const one = backendOf({ ttl: true });
     const two = backendOf({ ttl: true });
     expect(one.capabilities.ttl).toBe(true);
-    const losses: LossReport[] = [];
-    one.onLoss!((report) => losses.push(report));
     const abandoned = request(ns, "k", { ttlMs: 60 });
     const granted = await one.tryAcquire(abandoned);
-    expect(granted.granted).toBe(true);
+    const abandonedHold = holdOf(granted);
     const started = performance.now();
     const next = request(ns, "k");
-    const attempt = await two.acquire!(next, { signal: new AbortController().signal });
+    const attempt = (await two.acquire!(next, { signal: new AbortController().signal }))!;
     expect(attempt.granted).toBe(true);
     expect(performance.now() - started).toBeGreaterThanOrEqual(55);
-    if (attempt.granted && granted.granted) {
-      expect(attempt.fencingToken).toBeGreaterThan(granted.fencingToken);
-    }
-    await Promise.resolve();
-    expect(losses).toEqual([{ owner: abandoned.owner, reason: expect.any(String) }]);
+    if (granted.granted) expect(attempt.fencingToken).toBeGreaterThan(granted.fencingToken);
     // The expired owner can neither extend nor release the new holder's lock.
-    expect(await one.extend(abandoned, 1_000)).toBe(false);
-    await one.release(abandoned);
+    expect(await one.extend(abandoned, abandonedHold, 1_000)).toBe(false);
+    await one.release(abandoned, abandonedHold);
+    await one.release(abandoned, undefined);
     expect((await one.tryAcquire(request(ns, "k"))).granted).toBe(false);
     const status = await two.inspect!(ns, "k");
     expect(status.holders.map((h) => h.owner)).toEqual([next.owner]);
     expect(status.holders[0]!.expiresInMs).toBeGreaterThan(0);
-    await two.release(next);
+    await two.release(next, attempt.hold);
     expect(keysWithState(ns)).toBe(0);
   });
 
@@ -309,12 +317,12 @@ describe("threadBackend() in one isolate", () => {
     const ns = newNamespace();
     const backend = backendOf();
     const held = request(ns, "k", { ttlMs: 1 });
-    expect((await backend.tryAcquire(held)).granted).toBe(true);
+    const hold = holdOf(await backend.tryAcquire(held));
     await new Promise((r) => setTimeout(r, 20));
     expect((await backend.tryAcquire(request(ns, "k"))).granted).toBe(false);
-    expect(await backend.extend(held, 1)).toBe(true);
+    expect(await backend.extend(held, hold, 1)).toBe(true);
     expect(stateOf(ns, "k")!.timer).toBeUndefined();
-    await backend.release(held);
+    await backend.release(held, hold);
   });
 
   it("refuses bad options synchronously with INVALID_ARGUMENT naming them", () => {
@@ -362,45 +370,41 @@ describe("threadBackend({ table }) in one thread", () => {
     const one = backendOf({ table });
     const two = backendOf({ table });
     const held = Array.from({ length: 7 }, (_, i) => request(ns, `k${i}`));
-    for (const req of held) expect((await one.tryAcquire(req)).granted).toBe(true);
+    const holds: unknown[] = [];
+    for (const req of held) holds.push(holdOf(await one.tryAcquire(req)));
     // Same bucket, distinct keys: each is still held on its own.
     for (const req of held)
       expect((await two.tryAcquire(request(ns, req.key))).granted).toBe(false);
-    const eighth = request(ns, "k7");
-    expect((await two.tryAcquire(eighth)).granted).toBe(false);
-    const waiting = two.acquire!(eighth, { signal: new AbortController().signal });
+    expect((await two.tryAcquire(request(ns, "k7"))).granted).toBe(false);
+    const waiting = client(two, ns).acquire("k7");
     expect(await peek(waiting)).toBe("pending");
-    await one.release(held[3]!);
-    expect((await waiting).granted).toBe(true);
-    await two.release(eighth);
-    for (const req of held) await one.release(req);
+    await one.release(held[3]!, holds[3]);
+    await (await waiting).release();
+    for (const [i, req] of held.entries()) await one.release(req, holds[i]);
     expect(tableIdle(table)).toEqual([]);
   });
 
-  it("owner checks: a stranger can neither release nor extend; release is idempotent", async () => {
+  it("a hold is released once: release is idempotent, a stale hold neither extends nor frees another holder's place", async () => {
     const table = createSharedLockTable({ slots: 16 });
     const ns = newNamespace();
     const one = backendOf({ table });
     const two = backendOf({ table });
+    const words = tableWords(table, ns, "a");
     const a = request(ns, "a");
-    expect((await one.tryAcquire(a)).granted).toBe(true);
-    const stranger = request(ns, "a");
-    await two.release(stranger);
-    await one.release(stranger);
-    expect(await one.extend(stranger, 100)).toBe(false);
-    expect(await two.extend(a, 100)).toBe(false);
-    expect(await one.extend(a, 100)).toBe(true);
-    expect(tableWords(table, ns, "a").state()).toBe(1);
-    await two.release(a);
-    expect(tableWords(table, ns, "a").state()).toBe(1);
-    await one.release(a);
-    await one.release(a);
-    expect(tableWords(table, ns, "a").bound()).toBe(false);
+    const hold = holdOf(await one.tryAcquire(a));
+    // Without a hold there is nothing to release: the table records no owners.
+    await two.release(request(ns, "a"), undefined);
+    expect(words.state()).toBe(1);
+    expect(await one.extend(a, hold, 100)).toBe(true);
+    await one.release(a, hold);
+    await one.release(a, hold);
+    expect(words.bound()).toBe(false);
+    expect(await one.extend(a, hold, 100)).toBe(false);
     const again = request(ns, "a");
-    expect((await two.tryAcquire(again)).granted).toBe(true);
-    await one.release(a);
-    expect(tableWords(table, ns, "a").state()).toBe(1);
-    await two.release(again);
+    const next = holdOf(await two.tryAcquire(again));
+    await one.release(a, hold);
+    expect(words.state()).toBe(1);
+    await two.release(again, next);
     expect(tableIdle(table)).toEqual([]);
   });
 
@@ -446,21 +450,21 @@ describe("threadBackend({ table }) in one thread", () => {
     expect([words.state(), words.waiters(), words.writers()]).toEqual([0, 0, 0]);
   });
 
-  it("close() rejects the instance's waiters with LOCK_CLOSED and releases its holds", async () => {
+  it("closing a client ends its waits on the table and releases its holds", async () => {
     const table = createSharedLockTable({ slots: 16 });
     const ns = newNamespace();
-    const one = backendOf({ table });
-    const two = backendOf({ table });
-    const held = request(ns, "k");
-    expect((await two.tryAcquire(held)).granted).toBe(true);
-    const waiting = one.acquire!(request(ns, "k"), { signal: new AbortController().signal });
+    const one = client(threadBackend({ table }), ns);
+    const two = client(threadBackend({ table }), ns);
+    const words = tableWords(table, ns, "k");
+    await two.acquire("k");
+    const waiting = one.acquire("k");
     expect(await peek(waiting)).toBe("pending");
+    expect([words.waiters(), words.writers()]).toEqual([1, 1]);
     await one.close();
     await expect(waiting).rejects.toMatchObject({ code: "LOCK_CLOSED" });
-    const words = tableWords(table, ns, "k");
-    expect(words.waiters()).toBe(0);
+    expect([words.waiters(), words.writers()]).toEqual([0, 0]);
     await two.close();
-    expect(words.state()).toBe(0);
+    expect(tableIdle(table)).toEqual([]);
   });
 
   it("per-key memory: 100,000 distinct keys through the table leave nothing behind", async () => {

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Worker } from "node:worker_threads";
-import { createLocks, History, type HoldRecord } from "@locks/core";
+import { createLocks } from "@locks/core";
+import { History, type HoldRecord } from "@locks/core/history";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSharedLockTable, type SharedLockTable, threadBackend } from "../src/index.js";
 import type { ContenderJob } from "./fixtures/contender.js";
