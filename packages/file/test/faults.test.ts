@@ -35,9 +35,9 @@ describe("processes contending on one key", () => {
     const namespace = randomNamespace();
     const log = join(dir.path, `${namespace}.log`);
     const workers = await startWorkers(4, { directory: dir.path, namespace });
-    for (const w of workers) w.send({ type: "append", key: "log", loops: 200, log });
+    const runs = workers.map((w) => w.contend("log", { loops: 200, log }));
     const history = new History();
-    for (const w of workers) history.add(...(await w.next("holds", 60_000)).holds);
+    for (const holds of await Promise.all(runs)) history.add(...holds);
     expect(history.holds).toHaveLength(800);
     history.assertValid({ fencing: true });
 
@@ -56,8 +56,7 @@ describe("processes contending on one key", () => {
       last = BigInt(token!);
     }
     expect([...perProcess.values()]).toEqual([200, 200, 200, 200]);
-    for (const w of workers) w.send({ type: "close" });
-    await Promise.all(workers.map((w) => w.exited));
+    await Promise.all(workers.map((w) => w.close()));
   });
 });
 
@@ -65,9 +64,11 @@ describe("shared mode and semaphores across processes", () => {
   it("3 processes, a semaphore of 2: never more than 2 holders", async () => {
     const namespace = randomNamespace();
     const workers = await startWorkers(3, { directory: dir.path, namespace });
-    for (const w of workers) w.send({ type: "contend", key: "pool", loops: 40, limit: 2 });
+    const runs = workers.map((w) =>
+      w.contend("pool", { loops: 40, limit: 2, holdMs: [0, 1, 2, 3] }),
+    );
     const history = new History();
-    for (const w of workers) history.add(...(await w.next("holds", 60_000)).holds);
+    for (const holds of await Promise.all(runs)) history.add(...holds);
     expect(history.holds).toHaveLength(120);
     // Overlapping holders' tokens follow the order of admission, which can differ from the
     // order the processes see their grants in; the suite checks these modes without fencing too.
@@ -77,9 +78,11 @@ describe("shared mode and semaphores across processes", () => {
   it("3 processes, readers and writers: writers alone, readers only with readers", async () => {
     const namespace = randomNamespace();
     const workers = await startWorkers(3, { directory: dir.path, namespace });
-    for (const w of workers) w.send({ type: "contend", key: "doc", loops: 30, mode: "mixed" });
+    const runs = workers.map((w) =>
+      w.contend("doc", { loops: 30, mode: "mixed", holdMs: [0, 1, 2, 3] }),
+    );
     const history = new History();
-    for (const w of workers) history.add(...(await w.next("holds", 60_000)).holds);
+    for (const holds of await Promise.all(runs)) history.add(...holds);
     expect(history.holds).toHaveLength(90);
     expect(history.holds.some((h) => h.mode === "shared")).toBe(true);
     history.assertValid({ fencing: false });
@@ -93,8 +96,7 @@ describe("a holder that stops", () => {
   it("SIGKILL: another process gets the key after the TTL, with a higher token", async () => {
     const namespace = randomNamespace();
     const [holder] = await startWorkers(1, { directory: dir.path, namespace });
-    holder!.send({ type: "hold", key: "killed", ttlMs: TTL });
-    const acquired = await holder!.next("acquired");
+    const acquired = await holder!.acquire("killed", { ttlMs: TTL });
     holder!.kill("SIGKILL");
     await holder!.exited;
     const killedAt = historyNow();
@@ -112,8 +114,7 @@ describe("a holder that stops", () => {
   it("SIGSTOP past the TTL, then SIGCONT: the other side got the lock, the paused one sees signal.aborted before it can extend", async () => {
     const namespace = randomNamespace();
     const [holder] = await startWorkers(1, { directory: dir.path, namespace });
-    holder!.send({ type: "hold", key: "paused", ttlMs: TTL });
-    const acquired = await holder!.next("acquired");
+    const acquired = await holder!.acquire("paused", { ttlMs: TTL });
     holder!.kill("SIGSTOP");
 
     const locks = client(namespace);
@@ -128,8 +129,7 @@ describe("a holder that stops", () => {
     expect(lost.extensions.filter((e) => e.at >= resumedAt && e.ok)).toEqual([]);
 
     // Its release (owner-checked) leaves the new holder's lock alone.
-    holder!.send({ type: "release" });
-    await holder!.next("released");
+    await holder!.release();
     expect(lease.signal.aborted).toBe(false);
     expect(await client(namespace).tryAcquire("paused")).toBeNull();
     await lease.extend();
@@ -139,19 +139,17 @@ describe("a holder that stops", () => {
   it("an event loop blocked past the TTL: same outcome, the blocked holder learns of the loss", async () => {
     const namespace = randomNamespace();
     const [holder] = await startWorkers(1, { directory: dir.path, namespace });
-    holder!.send({ type: "hold", key: "blocked", ttlMs: TTL });
-    const acquired = await holder!.next("acquired");
-    holder!.send({ type: "block", ms: TTL + CONFIRM_MS + 2_500 });
+    const acquired = await holder!.acquire("blocked", { ttlMs: TTL });
+    const blocked = holder!.block(TTL + CONFIRM_MS + 2_500);
 
     const locks = client(namespace);
     const lease = await locks.acquire("blocked", { timeoutMs: TTL * 5, ttlMs: 10_000 });
     expect(lease.fencingToken > BigInt(acquired.token)).toBe(true);
-    const unblocked = await holder!.next("unblocked");
+    const unblockedAt = await blocked;
     const lost = await holder!.next("lost");
     expect(lost.code).toBe("LOCK_LOST");
-    expect(lost.extensions.filter((e) => e.at >= unblocked.at && e.ok)).toEqual([]);
-    holder!.send({ type: "release" });
-    await holder!.next("released");
+    expect(lost.extensions.filter((e) => e.at >= unblockedAt && e.ok)).toEqual([]);
+    await holder!.release();
     expect(lease.signal.aborted).toBe(false);
     await lease.release();
   });
@@ -161,15 +159,13 @@ describe("stale takeover race (proper-lockfile issue #121)", () => {
   it("a contender paused right before removing a stale lock cannot remove the fresh lock taken meanwhile", async () => {
     const namespace = randomNamespace();
     const [dead, paused] = await startWorkers(2, { directory: dir.path, namespace });
-    dead!.send({ type: "hold", key: "race", ttlMs: TTL });
-    const first = await dead!.next("acquired");
+    const first = await dead!.acquire("race", { ttlMs: TTL });
     dead!.kill("SIGKILL");
     await dead!.exited;
 
     // The contender will stop itself right before claiming the stale lock.
-    paused!.send({ type: "pause-before-claim" });
-    await paused!.next("armed");
-    paused!.send({ type: "hold", key: "race", ttlMs: TTL });
+    await paused!.call("pauseBeforeClaim");
+    const acquiring = paused!.acquire("race", { ttlMs: TTL });
     await paused!.next("claiming", TTL * 5);
 
     // Meanwhile this process takes the stale lock over itself.
@@ -184,10 +180,10 @@ describe("stale takeover race (proper-lockfile issue #121)", () => {
     expect(await client(namespace).tryAcquire("race")).toBeNull();
     await fresh.extend();
     expect(fresh.signal.aborted).toBe(false);
-    expect(paused!.has("acquired")).toBe(false);
+    expect(paused!.inFlight).toBe(1);
 
     await fresh.release();
-    const next = await paused!.next("acquired");
+    const next = await acquiring;
     expect(BigInt(next.token) > fresh.fencingToken).toBe(true);
   });
 
@@ -241,8 +237,7 @@ describe("wall-clock steps (proper-lockfile PR #109)", () => {
     const namespace = randomNamespace();
     // The holder ran an hour ahead of this process: seen from here, the clock was set back.
     const [holder] = await startWorkers(1, { directory: dir.path, namespace, clockOffsetMs: HOUR });
-    holder!.send({ type: "hold", key: "back", ttlMs: TTL });
-    await holder!.next("acquired");
+    await holder!.acquire("back", { ttlMs: TTL });
     const gate = keyFiles(dir.path, namespace, "back").gate;
     // Wait for a refresh written with the holder's clock.
     await waitFor(() => statSync(gate).mtimeMs > Date.now() + HOUR / 2, {
@@ -270,17 +265,13 @@ describe("wall-clock steps (proper-lockfile PR #109)", () => {
       namespace,
       clockOffsetMs: HOUR,
     });
-    contender!.send({
-      type: "hold",
-      key: "forward",
+    const outcome = contender!.acquire("forward", {
       ttlMs: TTL,
       timeoutMs: TTL + CONFIRM_MS + 1_500,
     });
-    const outcome = await contender!.next("error", 20_000);
-    expect(outcome.code).toBe("LOCK_TIMEOUT");
+    await expect(outcome).rejects.toMatchObject({ code: "LOCK_TIMEOUT" });
     expect(lease.signal.aborted).toBe(false);
     await lease.release();
-    contender!.send({ type: "hold", key: "forward", ttlMs: TTL, timeoutMs: 5_000 });
-    await contender!.next("acquired");
+    await contender!.acquire("forward", { ttlMs: TTL, timeoutMs: 5_000 });
   });
 });

@@ -299,10 +299,8 @@ describe("the gate", () => {
   it("a process that exits while holding frees its keys at once (proper-lockfile's exit handler)", async () => {
     const namespace = randomNamespace();
     const [worker] = await startWorkers(1, { directory: dir.path, namespace });
-    worker!.send({ type: "hold", key: "exit", ttlMs: 60_000 });
-    const held = await worker!.next("acquired");
-    worker!.send({ type: "exit" });
-    await worker!.exited;
+    const held = await worker!.acquire("exit", { ttlMs: 60_000 });
+    await worker!.exit();
     const lease = await client(namespace).tryAcquire("exit");
     expect(lease).not.toBeNull();
     expect(lease!.fencingToken > BigInt(held.token)).toBe(true);

@@ -1,9 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { fileURLToPath } from "node:url";
 import {
   createLocks,
   History,
-  type HoldRecord,
   historyNow,
   isLockError,
   keyDigest,
@@ -11,14 +9,13 @@ import {
   type LockRequest,
   type Locks,
 } from "@locks/core";
-import { ChildDriver, freePort, startPostgres, startProxy, waitFor } from "@locks/testkit";
+import { freePort, LockChild, startPostgres, startProxy, waitFor } from "@locks/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { postgresBackend } from "../src/index.js";
 import { advisoryId, idHalves, requestKeys } from "../src/keys.js";
 
 const databaseUrl = inject("databaseUrl");
-const contenderModule = fileURLToPath(new URL("./fixtures/contender.ts", import.meta.url));
 
 let admin: pg.Client;
 beforeAll(async () => {
@@ -93,48 +90,39 @@ function resourceCounts(): Map<string, number> {
   return counts;
 }
 
-type Reply =
-  | { type: "ready" }
-  | { type: "holds"; holds: HoldRecord[] }
-  | { type: "acquired"; token: string }
-  | { type: "lost"; code: string; at: number }
-  | { type: "error"; message: string };
-
-type Command =
-  | { type: "contend"; key: string; loops: number }
-  | { type: "hold"; key: string }
-  | { type: "close" };
-
-/** A contender process (test/fixtures/contender.ts), killed when the test ends if still running. */
-class Contender extends ChildDriver<Command, Reply> {
-  constructor(ns: string, url = databaseUrl) {
-    super(contenderModule, { env: { DATABASE_URL: url, LOCKS_NAMESPACE: ns } });
-  }
+/** A lock client in another OS process, ready; killed when the test ends if still running. */
+function contender(ns: string): Promise<LockChild> {
+  return LockChild.start({
+    backend: {
+      module: new URL("../src/index.ts", import.meta.url),
+      export: "postgresBackend",
+      options: { connectionString: databaseUrl },
+    },
+    namespace: ns,
+  });
 }
 
 describe("processes", () => {
   it("4 OS processes contend on one key: no overlap, tokens increase; each exits after close()", async () => {
     const ns = namespace();
-    const contenders = [0, 1, 2, 3].map(() => new Contender(ns));
-    await Promise.all(contenders.map((c) => c.next("ready")));
-    for (const c of contenders) c.send({ type: "contend", key: "shared-key", loops: 60 });
+    const contenders = await Promise.all([0, 1, 2, 3].map(() => contender(ns)));
+    const runs = contenders.map((c) =>
+      c.contend("shared-key", { loops: 60, holdMs: [1, 0, 0, 0, 0, 0, 0, 0], timeoutMs: 30_000 }),
+    );
     const history = new History();
-    for (const c of contenders) history.add(...(await c.next("holds")).holds);
+    for (const holds of await Promise.all(runs)) history.add(...holds);
     expect(history.holds).toHaveLength(240);
     history.assertValid({ fencing: true });
-    for (const c of contenders) c.send({ type: "close" });
-    for (const c of contenders) expect(await c.exited).toBe(0);
+    for (const c of contenders) expect(await c.close()).toBe(0);
   });
 
   it("pg_terminate_backend of the holder's session: its signal aborts within a second, another process gets the key with a higher token", async () => {
     const ns = namespace();
-    const [victim, next] = [new Contender(ns), new Contender(ns)];
-    await Promise.all([victim.next("ready"), next.next("ready")]);
+    const [victim, next] = await Promise.all([contender(ns), contender(ns)]);
 
     // 1. A lease on the session connection (granted by a first attempt).
-    victim.send({ type: "hold", key: "k1" });
-    const first = await victim.next("acquired");
-    next.send({ type: "hold", key: "k1" });
+    const first = await victim.acquire("k1", { timeoutMs: 30_000 });
+    const waiting = next.acquire("k1", { timeoutMs: 30_000 });
     const [pid] = await holderPids(admin, ns, "k1");
     expect(pid).toBeTypeOf("number");
     const terminatedAt = historyNow();
@@ -142,13 +130,13 @@ describe("processes", () => {
     const lost = await victim.next("lost", 5_000);
     expect(lost.code).toBe("LOCK_LOST");
     expect(lost.at - terminatedAt).toBeLessThan(1_000);
-    const second = await next.next("acquired");
+    const second = await waiting;
     expect(BigInt(second.token)).toBeGreaterThan(BigInt(first.token));
 
     // 2. A lease on a queue connection (granted after waiting in the server's queue).
     const locks = client(ns);
     const blocker = await locks.acquire("k2");
-    victim.send({ type: "hold", key: "k2" });
+    const queued = victim.acquire("k2", { timeoutMs: 30_000 });
     await waitFor(
       async () => {
         const { rows } = await admin.query(
@@ -159,7 +147,7 @@ describe("processes", () => {
       { message: "the victim waits in the server's queue" },
     );
     await blocker.release();
-    const third = await victim.next("acquired");
+    const third = await queued;
     const [queuePid] = await holderPids(admin, ns, "k2");
     const terminatedAgain = historyNow();
     await admin.query("SELECT pg_terminate_backend($1)", [queuePid]);
@@ -170,12 +158,9 @@ describe("processes", () => {
     await after.release();
 
     // The victim's client reconnects for later acquires.
-    victim.send({ type: "hold", key: "k3" });
-    await victim.next("acquired");
-    victim.send({ type: "close" });
-    next.send({ type: "close" });
-    expect(await victim.exited).toBe(0);
-    expect(await next.exited).toBe(0);
+    await victim.acquire("k3", { timeoutMs: 30_000 });
+    expect(await victim.close()).toBe(0);
+    expect(await next.close()).toBe(0);
   });
 });
 

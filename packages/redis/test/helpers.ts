@@ -1,10 +1,9 @@
 import { createHook } from "node:async_hooks";
 import { randomBytes } from "node:crypto";
-import { fileURLToPath } from "node:url";
-import { ChildDriver } from "@locks/testkit";
+import { LockChild } from "@locks/testkit";
 import { Redis } from "ioredis";
 import { onTestFinished } from "vitest";
-import type { WorkerCommand, WorkerReply } from "./fixtures/worker.js";
+import type { RedisBackendOptions } from "../src/index.js";
 
 /** A fresh namespace per test: tests share servers and never wipe them. */
 export function freshNamespace(): string {
@@ -31,13 +30,14 @@ export function rawClient(url: string): Redis {
   return client;
 }
 
-const workerModule = fileURLToPath(new URL("./fixtures/worker.ts", import.meta.url));
+const backendModule = new URL("../src/index.ts", import.meta.url);
 
-/** A lock client in another process (test/fixtures/worker.ts), killed when the test ends. */
-export class Worker extends ChildDriver<WorkerCommand, WorkerReply> {
-  constructor(env: Record<string, string>) {
-    super(workerModule, { env });
-  }
+/** A lock client over `redisBackend(options)` in another process, ready; killed when the test ends. */
+export function startWorker(options: RedisBackendOptions, namespace: string): Promise<LockChild> {
+  return LockChild.start({
+    backend: { module: backendModule, export: "redisBackend", options },
+    namespace,
+  });
 }
 
 /** Async resource types that outlive a close() when something was not closed. */

@@ -1,6 +1,20 @@
 import "./provided.js";
 
-export { ChildDriver, type ChildOptions, type ChildReply } from "./child.js";
+export {
+  type BackendSpec,
+  type ChildAcquireOptions,
+  type ChildContext,
+  type ChildEvent,
+  type ChildExtension,
+  type ChildHoldRecord,
+  type ChildLease,
+  type ChildSetup,
+  type ContendOptions,
+  faketime,
+  LockChild,
+  type LockChildOptions,
+  type LostEvent,
+} from "./child.js";
 export { databaseUrlFromEnv, etcdEndpointsFromEnv, redisUrlFromEnv } from "./env.js";
 export {
   type EtcdClusterHandle,
