@@ -1,3 +1,4 @@
+import { settledWithin } from "@locks/core/backend";
 import { Cluster, type Redis, type RedisOptions } from "ioredis";
 
 /**
@@ -106,19 +107,11 @@ export async function shutDown(client: Redis | Cluster): Promise<void> {
   if (client.status === "end") return;
   const ended = new Promise<void>((resolve) => client.once("end", () => resolve()));
   client.disconnect();
-  if (await settlesWithin(ended, DISCONNECT_WAIT_MS)) return;
+  await settledWithin(ended, DISCONNECT_WAIT_MS);
+  // `status` changed while we waited (TypeScript narrowed it before).
+  if ((client.status as string) === "end") return;
   // A Redis client's one socket can be destroyed at once; a Cluster's node connections carry
   // DISCONNECT_WAIT_MS as their own disconnectTimeout, and ioredis destroys them.
   if (!isCluster(client)) (client as Redis).stream?.destroy();
-  await settlesWithin(ended, DISCONNECT_WAIT_MS * 2);
-}
-
-async function settlesWithin(promise: Promise<void>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  const settled = await Promise.race([promise.then(() => true), late]);
-  clearTimeout(timer);
-  return settled;
+  await settledWithin(ended, DISCONNECT_WAIT_MS * 2);
 }

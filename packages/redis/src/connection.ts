@@ -1,4 +1,4 @@
-import { lockClosed, monotonicNow } from "@locks/core";
+import { lockClosed, monotonicNow, retryInBackground } from "@locks/core/backend";
 import { type Cluster, Redis, type RedisOptions } from "ioredis";
 import {
   assertSafe,
@@ -9,33 +9,25 @@ import {
   shutDown,
   unsafeOptions,
 } from "./clients.js";
-import { Deadlines, type Expiring } from "./deadlines.js";
 import { type Script, scripts } from "./scripts.js";
 import { unavailable } from "./unavailable.js";
 
 /** ioredis client statuses after which nothing is sent until a new connection is ready. */
 const DOWN = new Set(["reconnecting", "close", "end", "disconnecting"]);
 
+/** How often calls are checked for their reply timeout: it need not be precise to the ms. */
+const SWEEP_MS = 5;
+
 /** One script call, from `run` until it settles. */
-class Call implements Expiring {
+interface Call {
+  readonly script: Script;
+  readonly keys: readonly string[];
+  readonly args: ReadonlyArray<string | number>;
+  readonly timeoutMs: number;
+  /** Monotonic instant after which it fails as unanswered. */
   readonly at: number;
-  settled = false;
-
-  constructor(
-    readonly connection: Connection,
-    readonly script: Script,
-    readonly keys: readonly string[],
-    readonly args: ReadonlyArray<string | number>,
-    readonly timeoutMs: number,
-    readonly resolve: (value: unknown) => void,
-    readonly reject: (error: unknown) => void,
-  ) {
-    this.at = monotonicNow() + timeoutMs;
-  }
-
-  expire(): void {
-    this.connection.expired(this);
-  }
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: unknown) => void;
 }
 
 /**
@@ -71,11 +63,12 @@ export class Connection {
   readonly keyPrefix: string;
   /** A client of ours whose oldest command is unanswered this long is reconnected. */
   readonly #staleMs: number;
-  readonly #deadlines = new Deadlines();
-  /** Releases that failed while the server was unreachable, retried once it is ready again. */
-  readonly #deferred = new Map<string, { run: () => Promise<unknown>; until: number }>();
-  /** Every call not settled yet (waiting or sent), settled by `close()`. */
+  /** Every call not settled yet (waiting or sent): their reply timeouts, and what `close()` settles. */
   readonly #calls = new Set<Call>();
+  /** Checks `#calls` for their timeouts while there are any: a timer per call would cost more than the call. */
+  #sweep: NodeJS.Timeout | undefined;
+  /** Ends the background retries of clean-ups. */
+  readonly #closed = new AbortController();
   /** Calls sent and not answered yet, and when the last answer (or the first call) came. */
   #inflight = 0;
   #progressAt = 0;
@@ -90,7 +83,6 @@ export class Connection {
   readonly #onReady = (): void => {
     this.#usable = false;
     this.#lastError = undefined;
-    this.#flushDeferred();
     this.#kick();
   };
   readonly #onClose = (): void => {
@@ -151,15 +143,11 @@ export class Connection {
       );
     }
     return new Promise((resolve, reject) => {
-      const call = new Call(this, script, keys, args, timeoutMs, resolve, reject);
+      const at = monotonicNow() + timeoutMs;
+      const call: Call = { script, keys, args, timeoutMs, at, resolve, reject };
       this.#calls.add(call);
-      this.#deadlines.add(call);
-      if (
-        this.#usable &&
-        status === "ready" &&
-        this.#queue.length === 0 &&
-        this.#retries.length === 0
-      ) {
+      this.#sweep ??= setInterval(() => this.#expire(), SWEEP_MS).unref();
+      if (this.#usable && status === "ready" && this.#queue.length + this.#retries.length === 0) {
         this.#send(call);
         return;
       }
@@ -168,28 +156,27 @@ export class Connection {
     });
   }
 
-  /** @internal A call's deadline passed without a reply. */
-  expired(call: Call): void {
-    this.#settle(
-      call,
-      undefined,
-      this.unavailable(new Error(`no reply within ${Math.round(call.timeoutMs)} ms`)),
-    );
-    // Redis answers in order: with nothing answered for long, everything behind is stuck too (a
-    // dead peer that never sent a reset). A connection of ours is replaced then.
-    if (this.owned && this.#inflight > 0 && monotonicNow() - this.#progressAt >= this.#staleMs) {
-      this.#recycle();
-    }
-  }
-
   /**
-   * Remembers an owner-checked clean-up that could not reach the server, and
-   * runs it when the connection is ready again (after the calls already
-   * waiting), unless `until` (monotonic) passed first: by then the hold
-   * expired on its own.
+   * An owner-checked clean-up (a release, leaving a queue): runs it, and when
+   * it fails, retries it in the background until it succeeds, the connection
+   * closes, or `withinMs` passed (the hold has then expired on its own).
+   * Rejects like `run`.
    */
-  defer(id: string, run: () => Promise<unknown>, until: number): void {
-    this.#deferred.set(id, { run, until });
+  async cleanUp(
+    script: Script,
+    keys: readonly string[],
+    args: ReadonlyArray<string | number>,
+    timeoutMs: number,
+    withinMs: number,
+  ): Promise<unknown> {
+    const run = (): Promise<unknown> => this.run(script, keys, args, timeoutMs);
+    try {
+      return await run();
+    } catch (error) {
+      const options = { signal: this.#closed.signal, giveUpAfterMs: withinMs };
+      void retryInBackground(run, options);
+      throw error;
+    }
   }
 
   /** The error to report when the server cannot be reached: it names the server and the plain cause. */
@@ -204,17 +191,42 @@ export class Connection {
    * closed, and no timer of this connection is left, when this resolves.
    */
   async close(): Promise<void> {
-    this.#deferred.clear();
+    this.#closed.abort();
     this.client.off("ready", this.#onReady);
     this.client.off("close", this.#onClose);
     this.#retries = [];
     this.#queue = [];
-    const closed = lockClosed("redis backend");
-    for (const call of [...this.#calls]) this.#settle(call, undefined, closed);
-    this.#deadlines.clear();
+    for (const call of [...this.#calls]) this.#settle(call, undefined, lockClosed("redis backend"));
+    clearInterval(this.#sweep);
     if (!this.owned) return;
     await shutDown(this.client);
     this.client.off("error", this.#onError);
+  }
+
+  /** Fails the calls whose reply timeout passed. */
+  #expire(): void {
+    if (this.#calls.size === 0) {
+      clearInterval(this.#sweep);
+      this.#sweep = undefined;
+      return;
+    }
+    const now = monotonicNow();
+    const due = [...this.#calls].filter((call) => call.at <= now);
+    if (due.length === 0) return;
+    // After the event loop was blocked (a loaded machine, a long GC) timers run before the
+    // sockets are read: replies that arrived meanwhile are read in the poll phase that
+    // follows, and settle their calls before this check phase callback. A busy client is
+    // never mistaken for a silent server.
+    setImmediate(() => {
+      for (const call of due) {
+        const error = new Error(`no reply within ${Math.round(call.timeoutMs)} ms`);
+        this.#settle(call, undefined, this.unavailable(error));
+      }
+      // Redis answers in order: with nothing answered for long, everything behind is stuck too
+      // (a dead peer that never sent a reset). A connection of ours is replaced then.
+      const stale = this.#inflight > 0 && monotonicNow() - this.#progressAt >= this.#staleMs;
+      if (this.owned && stale && this.client.status === "ready") this.client.disconnect(true);
+    });
   }
 
   #send(call: Call): void {
@@ -226,7 +238,11 @@ export class Connection {
       },
       (error: unknown) => {
         this.#replied();
-        if (error instanceof Error && error.message.startsWith("NOSCRIPT") && !call.settled) {
+        if (
+          error instanceof Error &&
+          error.message.startsWith("NOSCRIPT") &&
+          this.#calls.has(call)
+        ) {
           // It did not run. Load the scripts again and resend it before anything newer.
           this.#usable = false;
           this.#retries.push(call);
@@ -244,10 +260,7 @@ export class Connection {
   }
 
   #settle(call: Call, value: unknown, error: unknown): void {
-    if (call.settled) return;
-    call.settled = true;
-    this.#calls.delete(call);
-    this.#deadlines.delete(call);
+    if (!this.#calls.delete(call)) return;
     if (error === undefined) call.resolve(value);
     else call.reject(error);
   }
@@ -282,7 +295,7 @@ export class Connection {
     while (this.#usable && this.client.status === "ready") {
       const call = this.#retries.shift() ?? this.#queue.shift();
       if (call === undefined) return;
-      if (!call.settled) this.#send(call);
+      if (this.#calls.has(call)) this.#send(call);
     }
   }
 
@@ -300,18 +313,5 @@ export class Connection {
     this.#retries = [];
     this.#queue = [];
     for (const call of waiting) this.#settle(call, undefined, this.unavailable(cause));
-  }
-
-  #flushDeferred(): void {
-    const now = monotonicNow();
-    for (const [id, entry] of this.#deferred) {
-      this.#deferred.delete(id);
-      if (entry.until > now) void entry.run().catch(() => undefined);
-    }
-  }
-
-  #recycle(): void {
-    // The calls in flight are rejected by ioredis (and so counted as answered).
-    if (this.client.status === "ready") this.client.disconnect(true);
   }
 }

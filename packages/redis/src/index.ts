@@ -4,7 +4,7 @@
  *
  * @packageDocumentation
  */
-import type { Backend } from "@locks/core";
+import type { Backend } from "@locks/core/backend";
 import { Connection } from "./connection.js";
 import { type RedisBackendOptions, resolveOptions } from "./options.js";
 import { RedlockBackend } from "./redlock.js";
@@ -38,31 +38,24 @@ export type {
  * ```
  */
 export function redisBackend(options: RedisBackendOptions): Backend {
-  const resolved = resolveOptions(options);
-  const common = { prefix: resolved.prefix, commandTimeoutMs: resolved.commandTimeoutMs };
-  if (resolved.kind === "server") {
+  const o = resolveOptions(options);
+  const timeoutMs = o.commandTimeoutMs ?? 5_000;
+  const connect = (url: string): Connection => Connection.create(url, o.redisOptions, timeoutMs);
+  if (o.client !== undefined || o.url !== undefined) {
     const connection =
-      resolved.client !== undefined
-        ? Connection.given(resolved.client, resolved.commandTimeoutMs)
-        : Connection.create(
-            resolved.url as string,
-            resolved.redisOptions,
-            resolved.commandTimeoutMs,
-          );
+      o.client !== undefined ? Connection.given(o.client, timeoutMs) : connect(o.url as string);
     return new ServerBackend(connection, {
-      ...common,
-      fair: resolved.fair,
-      waiterTtlMs: resolved.waiterTtlMs,
+      commandTimeoutMs: timeoutMs,
+      fair: o.fair === true,
+      waiterTtlMs: o.waiterTtlMs ?? 5_000,
     });
   }
   const connections =
-    resolved.clients !== undefined
-      ? resolved.clients.map((client) => Connection.given(client, resolved.commandTimeoutMs))
-      : (resolved.urls ?? []).map((url) =>
-          Connection.create(url, resolved.redisOptions, resolved.commandTimeoutMs),
-        );
+    o.clients !== undefined
+      ? o.clients.map((client) => Connection.given(client, timeoutMs))
+      : (o.urls ?? []).map(connect);
   return new RedlockBackend(connections, {
-    ...common,
-    instanceTimeoutMs: resolved.instanceTimeoutMs,
+    commandTimeoutMs: timeoutMs,
+    instanceTimeoutMs: o.instanceTimeoutMs,
   });
 }

@@ -1,15 +1,14 @@
-import { keyDigest, scopedKey } from "@locks/core";
-
 /**
  * Where one lock lives on the server. Every name shares one hash tag, so the
  * scripts work on Redis Cluster (all keys in one slot) and the channel is a
  * sharded pub/sub channel of that slot.
  *
- * The tag is the first 128 bits of the SHA-256 of `scopedKey(namespace, key)`
- * in hex: any key (braces, colons, 1024 bytes of anything) becomes 32 fixed
- * characters that cannot break the tagging, cannot reach a key of another
- * namespace, and keep names short. Two keys would share a lock only on a
- * 128-bit collision.
+ * The tag is the first 128 bits of the request's digest (SHA-256 of the
+ * namespace and key, see `LockRequest.digest`) in hex: any key (braces,
+ * colons, 1024 bytes of anything) becomes 32 fixed characters that cannot
+ * break the tagging, cannot reach a key of another namespace, and keep names
+ * short. Two keys would share a lock only on a 128-bit collision. Every name
+ * starts with `locks:`, so ACLs can grant exactly `locks:*`.
  */
 export interface KeyLayout {
   /** String: the owner token of the exclusive holder, with a PX expiry. */
@@ -30,24 +29,9 @@ export interface KeyLayout {
   readonly queueSequence: string;
 }
 
-/** Layouts of recently used keys: hashing costs more than a cache lookup. */
-const cache = new Map<string, KeyLayout>();
-const CACHE_SIZE = 1024;
-
-/** The names of one lock's keys under `prefix` (cached for recently used keys). */
-export function keyLayout(prefix: string, namespace: string, key: string): KeyLayout {
-  const id = `${prefix}\u0000${scopedKey(namespace, key)}`;
-  const cached = cache.get(id);
-  if (cached !== undefined) return cached;
-  const layout = makeLayout(prefix, namespace, key);
-  if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value as string);
-  cache.set(id, layout);
-  return layout;
-}
-
-function makeLayout(prefix: string, namespace: string, key: string): KeyLayout {
-  // 128 bits of SHA-256 are plenty to keep keys apart and keep every command short.
-  const base = `${prefix}:{${keyDigest(namespace, key).toString("hex", 0, 16)}}:`;
+/** The names of the keys of the lock whose digest is `digest`. */
+export function keyLayout(digest: Buffer): KeyLayout {
+  const base = `locks:{${digest.toString("hex", 0, 16)}}:`;
   return {
     exclusive: `${base}x`,
     readers: `${base}r`,

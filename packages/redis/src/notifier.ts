@@ -9,22 +9,21 @@ const SUBSCRIBE_WAIT_MS = 1_000;
 const DOWN = new Set(["reconnecting", "close", "end"]);
 
 interface Channel {
-  refs: number;
-  /** The last SUBSCRIBE failed: the next waiter tries again. */
+  /** Resolves true once the server confirmed the subscription, false when it could not in time. */
+  confirmed: Promise<boolean>;
+  /** SUBSCRIBE failed: the next waiter sends it again. */
   failed: boolean;
-  /** Resolves once the server confirmed the subscription (or gave up: polling covers). */
-  subscribed: Promise<boolean>;
+  /** Bounds the wait for the confirmation. */
+  timer: NodeJS.Timeout | undefined;
   linger: NodeJS.Timeout | undefined;
-  /** Bounds the wait for SUBSCRIBE's confirmation. */
-  confirm: NodeJS.Timeout | undefined;
 }
 
 /**
- * One subscriber connection per backend instance, created on first use by
- * duplicating the client, and shared by every waiter of every key. A channel
- * is subscribed once however many waiters it has (reference counted), and
- * unsubscribed a moment after the last one left. On Cluster it uses sharded
- * pub/sub (SSUBSCRIBE, Redis 7): ioredis keeps one subscriber per master.
+ * The subscriber connection of one server (or Cluster), created on first use
+ * by duplicating the client, and shared by every waiter of every key: the
+ * backend's `WakeRegistry` starts a channel when it gets its first waiter and
+ * stops it when the last one left (after a moment). On Cluster it uses
+ * sharded pub/sub (SSUBSCRIBE, Redis 7): ioredis keeps one subscriber per master.
  */
 export class Notifier {
   readonly #connection: Connection;
@@ -35,7 +34,7 @@ export class Notifier {
   #closed = false;
 
   /**
-   * @param onMessage called with the channel name as the server reports it.
+   * @param onMessage called with the channel's name (without the client's keyPrefix).
    * @param onResync called when the subscriber reconnected: messages may have been missed.
    */
   constructor(
@@ -48,49 +47,49 @@ export class Notifier {
     this.#onResync = onResync;
   }
 
-  /** The name under which the server publishes (and reports) `channel`. */
-  serverName(channel: string): string {
-    return this.#connection.keyPrefix + channel;
+  /** Subscribes to `channel` (or keeps a lingering subscription). */
+  start(channel: string): void {
+    if (this.#closed) return;
+    const entry = this.#channels.get(channel);
+    if (entry === undefined) {
+      const created: Channel = {
+        confirmed: Promise.resolve(false),
+        failed: false,
+        timer: undefined,
+        linger: undefined,
+      };
+      this.#channels.set(channel, created);
+      this.#subscribe(channel, created);
+      return;
+    }
+    clearTimeout(entry.linger);
+    entry.linger = undefined;
   }
 
   /**
-   * Adds a reference to `channel`; resolves true once subscribed, false when
-   * that could not be confirmed in time (the subscription still takes effect
-   * when the server is back; meanwhile polling covers).
+   * Resolves true once `channel` is subscribed, false when that could not be
+   * confirmed in time (the subscription still takes effect when the server is
+   * back; meanwhile polling covers).
    */
-  retain(channel: string): Promise<boolean> {
-    if (this.#closed) return Promise.resolve(false);
-    const existing = this.#channels.get(channel);
-    if (existing !== undefined) {
-      existing.refs++;
-      if (existing.linger !== undefined) clearTimeout(existing.linger);
-      existing.linger = undefined;
-      if (existing.failed) {
-        existing.failed = false;
-        existing.subscribed = this.#subscribe(channel, existing);
-      }
-      return existing.subscribed;
-    }
-    const entry: Channel = {
-      refs: 1,
-      failed: false,
-      subscribed: Promise.resolve(false),
-      linger: undefined,
-      confirm: undefined,
-    };
-    entry.subscribed = this.#subscribe(channel, entry);
-    this.#channels.set(channel, entry);
-    return entry.subscribed;
+  confirmed(channel: string): Promise<boolean> {
+    const entry = this.#channels.get(channel);
+    if (entry === undefined) return Promise.resolve(false);
+    if (entry.failed) this.#subscribe(channel, entry);
+    return entry.confirmed;
   }
 
-  /** Drops a reference; the channel is unsubscribed shortly after the last one. */
-  release(channel: string): void {
+  /** Unsubscribes from `channel` shortly, unless a waiter starts it again meanwhile. */
+  stop(channel: string): void {
     const entry = this.#channels.get(channel);
-    if (entry === undefined || --entry.refs > 0) return;
+    if (entry === undefined || this.#closed) return;
     entry.linger = setTimeout(() => {
-      if (entry.refs > 0 || this.#channels.get(channel) !== entry) return;
       this.#channels.delete(channel);
-      this.#unsubscribe(channel);
+      clearTimeout(entry.timer);
+      const client = this.#subscriber;
+      const sent = this.#connection.isCluster
+        ? (client as Cluster).sunsubscribe(channel)
+        : (client as Redis).unsubscribe(this.#connection.keyPrefix + channel);
+      sent.catch(() => undefined);
     }, LINGER_MS);
     entry.linger.unref();
   }
@@ -100,7 +99,7 @@ export class Notifier {
     this.#closed = true;
     for (const entry of this.#channels.values()) {
       clearTimeout(entry.linger);
-      clearTimeout(entry.confirm);
+      clearTimeout(entry.timer);
     }
     this.#channels.clear();
     const subscriber = this.#subscriber;
@@ -113,6 +112,9 @@ export class Notifier {
   #client(): Redis | Cluster {
     if (this.#subscriber !== undefined) return this.#subscriber;
     const source = this.#connection.client;
+    const prefix = this.#connection.keyPrefix;
+    const onMessage = (channel: string, payload: string): void =>
+      this.#onMessage(channel.slice(prefix.length), payload);
     let subscriber: Redis | Cluster;
     if (this.#connection.isCluster) {
       const cluster = source as Cluster;
@@ -122,7 +124,7 @@ export class Notifier {
         enableOfflineQueue: true,
         redisOptions: { ...cluster.options.redisOptions, disconnectTimeout: DISCONNECT_WAIT_MS },
       });
-      subscriber.on("smessage", this.#onMessage);
+      subscriber.on("smessage", onMessage);
     } else {
       // Subscriptions are not lock commands: queueing and resubscribing them on reconnect is wanted.
       subscriber = (source as Redis).duplicate({
@@ -132,7 +134,7 @@ export class Notifier {
         maxRetriesPerRequest: null,
         disconnectTimeout: DISCONNECT_WAIT_MS,
       });
-      subscriber.on("message", this.#onMessage);
+      subscriber.on("message", onMessage);
     }
     subscriber.on("error", () => undefined);
     let first = true;
@@ -144,41 +146,24 @@ export class Notifier {
     return subscriber;
   }
 
-  #subscribe(channel: string, entry: Channel): Promise<boolean> {
+  #subscribe(channel: string, entry: Channel): void {
     const client = this.#client();
     const sent = this.#connection.isCluster
       ? (client as Cluster).ssubscribe(channel)
-      : (client as Redis).subscribe(this.serverName(channel));
-    return new Promise<boolean>((resolve) => {
-      const settle = (confirmed: boolean): void => {
-        clearTimeout(entry.confirm);
-        entry.confirm = undefined;
-        if (!confirmed) entry.failed = true;
-        resolve(confirmed);
-      };
+      : (client as Redis).subscribe(this.#connection.keyPrefix + channel);
+    entry.failed = false;
+    clearTimeout(entry.timer);
+    entry.confirmed = new Promise<boolean>((resolve) => {
       // Queued while the server is down: it is sent on reconnect, but nobody should wait for that.
-      clearTimeout(entry.confirm);
-      entry.confirm = setTimeout(
+      const wait = DOWN.has(client.status) ? 0 : SUBSCRIBE_WAIT_MS;
+      entry.timer = setTimeout(() => resolve(false), wait).unref();
+      sent.then(
+        () => resolve(true),
         () => {
-          entry.confirm = undefined;
+          entry.failed = true;
           resolve(false);
         },
-        DOWN.has(client.status) ? 0 : SUBSCRIBE_WAIT_MS,
       );
-      entry.confirm.unref();
-      sent.then(
-        () => settle(true),
-        () => settle(false),
-      );
-    });
-  }
-
-  #unsubscribe(channel: string): void {
-    const client = this.#subscriber;
-    if (client === undefined || this.#closed) return;
-    const sent = this.#connection.isCluster
-      ? (client as Cluster).sunsubscribe(channel)
-      : (client as Redis).unsubscribe(this.serverName(channel));
-    sent.catch(() => undefined);
+    }).finally(() => clearTimeout(entry.timer));
   }
 }

@@ -1,13 +1,8 @@
-import { invalidArgument } from "@locks/core";
+import { type Check, check, defineOptions, invalidArgument } from "@locks/core/backend";
 import type { Cluster, Redis, RedisOptions } from "ioredis";
 
 /** Options every configuration accepts. */
 export interface RedisCommonOptions {
-  /**
-   * First part of every key and channel on the server (default `"locks"`), so
-   * ACLs can grant exactly `locks:*`. Must not contain `{` or `}` (the hash tag).
-   */
-  prefix?: string;
   /**
    * Longest wait for one reply in ms (default 5 000). A command without a
    * reply by then fails with BACKEND_UNAVAILABLE; its outcome is unknown, so
@@ -109,54 +104,54 @@ export type RedisBackendOptions =
   | RedlockClientsBackendOptions
   | RedlockUrlsBackendOptions;
 
-/** Validated settings shared by every configuration. */
-export interface CommonSettings {
-  readonly prefix: string;
-  readonly commandTimeoutMs: number;
+/** An ioredis client, Redis or Cluster (duck-typed: another copy of ioredis may have made it). */
+function isClient(value: object): boolean {
+  const c = value as Partial<Redis>;
+  return (
+    typeof c.evalsha === "function" &&
+    typeof c.duplicate === "function" &&
+    typeof c.status === "string"
+  );
 }
 
-/** What the factory builds, after validation. */
-export type ResolvedOptions =
-  | (CommonSettings & {
-      readonly kind: "server";
-      readonly client: Redis | Cluster | undefined;
-      readonly url: string | undefined;
-      readonly redisOptions: RedisOptions | undefined;
-      readonly fair: boolean;
-      readonly waiterTtlMs: number;
-    })
-  | (CommonSettings & {
-      readonly kind: "redlock";
-      readonly clients: readonly Redis[] | undefined;
-      readonly urls: readonly string[] | undefined;
-      readonly redisOptions: RedisOptions | undefined;
-      readonly instanceTimeoutMs: number | undefined;
-    });
+const url = ((value, name) => {
+  if (typeof value !== "string" || !/^rediss?:\/\//.test(value)) {
+    throw invalidArgument(name, 'must be a "redis://" or "rediss://" URL string');
+  }
+  return value;
+}) as Check<string>;
 
-const KNOWN = new Set([
-  "client",
-  "clients",
-  "url",
-  "urls",
-  "redisOptions",
-  "prefix",
-  "commandTimeoutMs",
-  "fair",
-  "waiterTtlMs",
-  "instanceTimeoutMs",
-]);
-const TARGETS = ["client", "url", "clients", "urls"] as const;
+const ms = check.integer(1, 2_147_483_647);
+
+const parse = defineOptions({
+  client: check.instance<Redis | Cluster>("an ioredis Redis or Cluster client", isClient),
+  clients: check.list(
+    check.instance<Redis>(
+      "a single-server ioredis client (Redlock needs independent servers, not a Cluster)",
+      (value) => isClient(value) && (value as { isCluster?: boolean }).isCluster !== true,
+    ),
+  ),
+  url,
+  urls: check.list(url),
+  redisOptions: check.instance<RedisOptions>(
+    "an object of ioredis options",
+    (value) => !Array.isArray(value),
+  ),
+  commandTimeoutMs: ms,
+  fair: check.boolean,
+  waiterTtlMs: check.integer(30, 2_147_483_647),
+  instanceTimeoutMs: ms,
+});
+
+/** Validated options: exactly one of `client`, `url`, `clients`, `urls`, and only the options it takes. */
+export type ResolvedOptions = ReturnType<typeof parse>;
 
 /** Validates the factory's options before any I/O; throws INVALID_ARGUMENT naming the option. */
 export function resolveOptions(options: unknown): ResolvedOptions {
-  if (typeof options !== "object" || options === null || Array.isArray(options)) {
-    throw invalidArgument("options", "must be an object with one of client, url, clients, urls");
-  }
-  const o = options as Record<string, unknown>;
-  for (const name of Object.keys(o)) {
-    if (!KNOWN.has(name)) throw invalidArgument(`options.${name}`, "is not a known option");
-  }
-  const given = TARGETS.filter((name) => o[name] !== undefined);
+  const o = parse(options);
+  const given = (["client", "url", "clients", "urls"] as const).filter(
+    (name) => o[name] !== undefined,
+  );
   if (given.length !== 1) {
     throw invalidArgument(
       "options",
@@ -165,131 +160,27 @@ export function resolveOptions(options: unknown): ResolvedOptions {
         : `must have only one of client, url, clients, urls, got ${given.join(" and ")}`,
     );
   }
-  const common: CommonSettings = {
-    prefix: prefixOption(o.prefix),
-    commandTimeoutMs: positiveMs(o.commandTimeoutMs, "commandTimeoutMs") ?? 5_000,
-  };
-  const redisOptions = redisOptionsOption(o.redisOptions);
-  if (redisOptions !== undefined && o.client !== undefined) {
+  const redlock = o.clients !== undefined || o.urls !== undefined;
+  if (o.redisOptions !== undefined && (o.client ?? o.clients) !== undefined) {
     throw invalidArgument(
-      "redisOptions",
+      "options.redisOptions",
       "is only used with url or urls (configure your own client instead)",
     );
   }
-  if (redisOptions !== undefined && o.clients !== undefined) {
+  if (o.clients !== undefined && new Set(o.clients).size !== o.clients.length) {
     throw invalidArgument(
-      "redisOptions",
-      "is only used with url or urls (configure your own clients instead)",
+      "options.clients",
+      "must not contain the same client twice (each member is one vote)",
     );
   }
-
-  if (o.client !== undefined || o.url !== undefined) {
-    if (o.instanceTimeoutMs !== undefined) {
-      throw invalidArgument("instanceTimeoutMs", "is a Redlock option (clients or urls)");
-    }
-    if (o.fair !== undefined && typeof o.fair !== "boolean") {
-      throw invalidArgument("fair", `must be a boolean, got ${typeof o.fair}`);
-    }
-    const fair = o.fair === true;
-    const waiterTtlMs = positiveMs(o.waiterTtlMs, "waiterTtlMs");
-    if (waiterTtlMs !== undefined && !fair)
-      throw invalidArgument("waiterTtlMs", "is only used with fair: true");
-    if (waiterTtlMs !== undefined && waiterTtlMs < 30)
-      throw invalidArgument("waiterTtlMs", "must be at least 30 ms");
-    return {
-      ...common,
-      kind: "server",
-      client: o.client === undefined ? undefined : clientOption(o.client, "client", true),
-      url: o.url === undefined ? undefined : urlOption(o.url, "url"),
-      redisOptions,
-      fair,
-      waiterTtlMs: waiterTtlMs ?? 5_000,
-    };
+  if (!redlock && o.instanceTimeoutMs !== undefined) {
+    throw invalidArgument("options.instanceTimeoutMs", "is a Redlock option (clients or urls)");
   }
-
-  if (o.fair !== undefined)
-    throw invalidArgument("fair", "is not supported with Redlock (clients or urls)");
-  if (o.waiterTtlMs !== undefined)
-    throw invalidArgument("waiterTtlMs", "is not supported with Redlock");
-  let clients: Redis[] | undefined;
-  let urls: string[] | undefined;
-  if (o.clients !== undefined) {
-    const list = listOption(o.clients, "clients");
-    clients = list.map((c, i) => clientOption(c, `clients[${i}]`, false) as Redis);
-    if (new Set(clients).size !== clients.length) {
-      throw invalidArgument(
-        "clients",
-        "must not contain the same client twice (each member is one vote)",
-      );
-    }
-  } else {
-    urls = listOption(o.urls, "urls").map((u, i) => urlOption(u, `urls[${i}]`));
+  if (redlock && o.fair !== undefined) {
+    throw invalidArgument("options.fair", "is not supported with Redlock (clients or urls)");
   }
-  return {
-    ...common,
-    kind: "redlock",
-    clients,
-    urls,
-    redisOptions,
-    instanceTimeoutMs: positiveMs(o.instanceTimeoutMs, "instanceTimeoutMs"),
-  };
-}
-
-function prefixOption(value: unknown): string {
-  if (value === undefined) return "locks";
-  if (typeof value !== "string" || value.length === 0) {
-    throw invalidArgument("prefix", "must be a non-empty string");
+  if (o.waiterTtlMs !== undefined && o.fair !== true) {
+    throw invalidArgument("options.waiterTtlMs", "is only used with fair: true");
   }
-  if (/[{}]/.test(value))
-    throw invalidArgument("prefix", 'must not contain "{" or "}" (they make the hash tag)');
-  if (Buffer.byteLength(value) > 256)
-    throw invalidArgument("prefix", "must be at most 256 UTF-8 bytes");
-  return value;
-}
-
-function positiveMs(value: unknown, name: string): number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0 || value > 2_147_483_647) {
-    throw invalidArgument(name, "must be a positive finite number of milliseconds");
-  }
-  return Math.ceil(value);
-}
-
-function urlOption(value: unknown, name: string): string {
-  if (typeof value !== "string" || !/^rediss?:\/\//.test(value)) {
-    throw invalidArgument(name, 'must be a "redis://" or "rediss://" URL string');
-  }
-  return value;
-}
-
-function listOption(value: unknown, name: string): unknown[] {
-  if (!Array.isArray(value) || value.length === 0)
-    throw invalidArgument(name, "must be a non-empty array");
-  return value;
-}
-
-function redisOptionsOption(value: unknown): RedisOptions | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw invalidArgument("redisOptions", "must be an object of ioredis options");
-  }
-  return value as RedisOptions;
-}
-
-function clientOption(value: unknown, name: string, clusterAllowed: boolean): Redis | Cluster {
-  const c = value as Partial<Redis> | null;
-  const looksLikeClient =
-    typeof c === "object" &&
-    c !== null &&
-    typeof c.evalsha === "function" &&
-    typeof c.duplicate === "function" &&
-    typeof c.status === "string";
-  if (!looksLikeClient) throw invalidArgument(name, "must be an ioredis Redis or Cluster client");
-  if (!clusterAllowed && (value as { isCluster?: boolean }).isCluster === true) {
-    throw invalidArgument(
-      name,
-      "must be a single-server client: Redlock needs independent servers, not a Cluster",
-    );
-  }
-  return value as Redis | Cluster;
+  return o;
 }

@@ -4,31 +4,25 @@ import {
   type Capabilities,
   driftAllowance,
   type KeyStatus,
+  keyDigest,
   LockError,
   type LockRequest,
-  lockClosed,
   monotonicNow,
-  settledWithin,
   type Unsubscribe,
-} from "@locks/core";
+  WakeRegistry,
+} from "@locks/core/backend";
 import type { Connection } from "./connection.js";
 import { type KeyLayout, keyLayout } from "./layout.js";
 import { Notifier } from "./notifier.js";
 import { scripts } from "./scripts.js";
 import { type Snapshot, statusFromSnapshot } from "./status.js";
-import {
-  CLOSE_RELEASE_WAIT_MS,
-  MAX_INSTANCE_TIMEOUT_MS,
-  MIN_INSTANCE_TIMEOUT_MS,
-  REDLOCK_MIN_TTL_MS,
-} from "./timing.js";
+import { MAX_INSTANCE_TIMEOUT_MS, MIN_INSTANCE_TIMEOUT_MS, REDLOCK_MIN_TTL_MS } from "./timing.js";
 import { plainCause } from "./unavailable.js";
-import { Waiters } from "./waiters.js";
+import { dispatch, type Waiter } from "./waiters.js";
 import { acquireKeys, parseAcquireReply, releaseTag, wireMode, withHolders } from "./wire.js";
 
 /** Settings of a Redlock backend. */
 export interface RedlockSettings {
-  readonly prefix: string;
   readonly commandTimeoutMs: number;
   readonly instanceTimeoutMs: number | undefined;
 }
@@ -58,7 +52,7 @@ type Outcome =
  * lose data (a member restarted empty must stay down for a TTL, as Redlock
  * itself requires; and the overlap must not be only such members).
  */
-export class RedlockBackend implements Backend {
+export class RedlockBackend implements Backend<KeyLayout> {
   readonly name = "redis";
   readonly capabilities: Capabilities = Object.freeze({
     scope: "cluster",
@@ -75,10 +69,16 @@ export class RedlockBackend implements Backend {
   readonly #members: readonly Member[];
   readonly #quorum: number;
   readonly #settings: RedlockSettings;
-  readonly #waiters = new Waiters();
-  readonly #held = new Map<string, LockRequest>();
-  #closed: Promise<void> | undefined;
-  #done = false;
+  readonly #waiters = new WakeRegistry<Waiter>({
+    first: (channel) => {
+      for (const m of this.#members) m.notifier.start(channel);
+    },
+    last: (channel) => {
+      for (const m of this.#members) m.notifier.stop(channel);
+    },
+  });
+  /** The last notifications heard: each member publishes every release, and one copy is enough. */
+  readonly #heard: string[] = [];
 
   constructor(connections: readonly Connection[], settings: RedlockSettings) {
     this.#settings = settings;
@@ -87,9 +87,7 @@ export class RedlockBackend implements Backend {
       connection,
       notifier: new Notifier(
         connection,
-        // Each member reports the channel under its own client's keyPrefix: the waiters know the bare name.
-        (channel, payload) =>
-          this.#waiters.dispatch(channel.slice(connection.keyPrefix.length), payload),
+        (channel, payload) => this.#notified(channel, payload),
         () => this.#waiters.wakeAll(),
       ),
     }));
@@ -100,13 +98,11 @@ export class RedlockBackend implements Backend {
     return this.#quorum;
   }
 
-  async tryAcquire(request: LockRequest): Promise<Attempt> {
-    if (this.#closed !== undefined) throw lockClosed("redis backend");
-    this.#waiters.consume(request.owner);
+  async tryAcquire(request: LockRequest): Promise<Attempt<KeyLayout>> {
     const start = monotonicNow();
     const validUntil = start + request.ttlMs - driftAllowance(request.ttlMs);
     const timeout = this.#instanceTimeout(request.ttlMs);
-    const l = this.#layout(request);
+    const l = keyLayout(request.digest);
     const mode = wireMode(request);
     const keys = withHolders([l.exclusive, l.fence], l, mode);
     const n = this.#members.length;
@@ -158,7 +154,6 @@ export class RedlockBackend implements Backend {
       const written =
         granted.length - lagging.length + writes.filter((w) => w.ok && w.value === 1).length;
       if (written >= q) {
-        this.#held.set(request.owner, request);
         // Members that grant after the decision are brought up to the token too (in the
         // background): a member that restarted empty catches up as soon as it takes part.
         for (const late of pending) {
@@ -171,10 +166,10 @@ export class RedlockBackend implements Backend {
               .catch(() => undefined);
           });
         }
-        return { granted: true, fencingToken: token, validUntil };
+        return { granted: true, fencingToken: token, validUntil, hold: l };
       }
       // Lost while writing back (expired, or members failed): not a grant.
-      await this.#releaseOn(request, this.#members);
+      await this.#releaseOn(request, l, this.#members);
       if (failed.length + writes.filter((w) => !w.ok).length > n - q) {
         throw this.#unavailable(failed.map((f) => f.error));
       }
@@ -187,7 +182,7 @@ export class RedlockBackend implements Backend {
       ...failed.map((f) => f.member),
       ...pending.map((p) => p.member),
     ];
-    if (touched.length > 0) await this.#releaseOn(request, touched);
+    if (touched.length > 0) await this.#releaseOn(request, l, touched);
     if (failed.length > n - q) throw this.#unavailable(failed.map((f) => f.error));
     // The holders on a majority took the key with another limit: waiting cannot help.
     if (mismatched.length > n - q) throw mismatched[0];
@@ -199,9 +194,7 @@ export class RedlockBackend implements Backend {
     return { granted: false, retryAfterMs: waits[Math.min(q, waits.length) - 1] ?? 0 };
   }
 
-  async extend(request: LockRequest, ttlMs: number): Promise<boolean> {
-    if (this.#closed !== undefined) throw lockClosed("redis backend");
-    const l = this.#layout(request);
+  async extend(request: LockRequest, l: KeyLayout, ttlMs: number): Promise<boolean> {
     const mode = wireMode(request);
     const n = this.#members.length;
     const q = this.#quorum;
@@ -224,16 +217,13 @@ export class RedlockBackend implements Backend {
       },
     );
     if (extended >= q) return true;
-    if (refused > n - q) {
-      this.#held.delete(request.owner);
-      return false;
-    }
+    if (refused > n - q) return false;
     throw this.#unavailable(errors);
   }
 
-  async release(request: LockRequest): Promise<void> {
-    if (this.#done) return;
-    const outcomes = await this.#releaseOn(request, this.#members);
+  async release(request: LockRequest, hold: KeyLayout | undefined): Promise<void> {
+    const l = hold ?? keyLayout(request.digest);
+    const outcomes = await this.#releaseOn(request, l, this.#members);
     const answered = outcomes.filter((o) => o.ok).length;
     // Members that did not answer drop the hold after its TTL (or when they are back, see releaseOn).
     if (answered < this.#quorum)
@@ -241,29 +231,22 @@ export class RedlockBackend implements Backend {
   }
 
   async subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
-    if (this.#closed !== undefined) throw lockClosed("redis backend");
-    const channel = this.#layout(request).channel;
-    this.#waiters.add(channel, {
-      owner: request.owner,
+    const channel = keyLayout(request.digest).channel;
+    const { owner, limit } = request;
+    const remove = this.#waiters.add(channel, {
+      owner,
       mode: wireMode(request),
-      limit: request.limit,
+      limit,
       wake: onChange,
     });
     // A release is published on every member: one confirmed subscription is enough to hear it.
-    await firstTrue(this.#members.map((m) => m.notifier.retain(channel)));
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      this.#waiters.remove(request.owner);
-      for (const m of this.#members) m.notifier.release(channel);
-    };
+    await firstTrue(this.#members.map((m) => m.notifier.confirmed(channel)));
+    return remove;
   }
 
   /** The holders a majority of members agree on. */
   async inspect(namespace: string, key: string): Promise<KeyStatus> {
-    if (this.#closed !== undefined) throw lockClosed("redis backend");
-    const l = keyLayout(this.#settings.prefix, namespace, key);
+    const l = keyLayout(keyDigest(namespace, key));
     const outcomes = await this.#onAll((m) =>
       m.connection.run(
         scripts.inspect,
@@ -302,21 +285,17 @@ export class RedlockBackend implements Backend {
     return { held: true, limit, holders };
   }
 
-  close(): Promise<void> {
-    this.#closed ??= this.#close();
-    return this.#closed;
+  async close(): Promise<void> {
+    await Promise.all(this.#members.flatMap((m) => [m.notifier.close(), m.connection.close()]));
   }
 
-  async #close(): Promise<void> {
-    // Releases still go out, for a moment: members that stopped answering must not hold close() up.
-    await settledWithin(
-      [...this.#held.values()].map((request) => this.#releaseOn(request, this.#members)),
-      CLOSE_RELEASE_WAIT_MS,
-    );
-    this.#done = true;
-    await Promise.allSettled(
-      this.#members.flatMap((m) => [m.notifier.close(), m.connection.close()]),
-    );
+  /** Dispatches a notification, once however many members published it. */
+  #notified(channel: string, payload: string): void {
+    const id = `${channel} ${payload}`;
+    if (this.#heard.includes(id)) return;
+    this.#heard.push(id);
+    if (this.#heard.length > 16) this.#heard.shift();
+    dispatch(this.#waiters, channel, payload);
   }
 
   #instanceTimeout(ttlMs: number): number {
@@ -324,10 +303,6 @@ export class RedlockBackend implements Backend {
       this.#settings.instanceTimeoutMs ??
       Math.min(MAX_INSTANCE_TIMEOUT_MS, Math.max(MIN_INSTANCE_TIMEOUT_MS, Math.ceil(ttlMs / 10)))
     );
-  }
-
-  #layout(request: LockRequest): KeyLayout {
-    return keyLayout(this.#settings.prefix, request.namespace, request.key);
   }
 
   #onAll(run: (member: Member) => Promise<unknown>): Promise<Outcome[]> {
@@ -340,26 +315,19 @@ export class RedlockBackend implements Backend {
    * background. A member that cannot be reached gets it once it is back
    * (within the TTL).
    */
-  async #releaseOn(request: LockRequest, members: readonly Member[]): Promise<Outcome[]> {
-    this.#held.delete(request.owner);
-    const l = this.#layout(request);
+  async #releaseOn(
+    request: LockRequest,
+    l: KeyLayout,
+    members: readonly Member[],
+  ): Promise<Outcome[]> {
     const mode = wireMode(request);
     const keys = withHolders([l.exclusive, l.channel], l, mode);
     const timeout = this.#instanceTimeout(request.ttlMs);
     const outcomes: Outcome[] = [];
     await this.#race(
       (m) => {
-        const run = (): Promise<unknown> =>
-          m.connection.run(
-            scripts.release,
-            keys,
-            [request.owner, mode, m.connection.publishCommand, releaseTag(request), 0],
-            timeout,
-          );
-        return run().catch((error: unknown) => {
-          m.connection.defer(`release:${request.owner}`, run, monotonicNow() + request.ttlMs);
-          throw error;
-        });
+        const args = [request.owner, mode, m.connection.publishCommand, releaseTag(request), 0];
+        return m.connection.cleanUp(scripts.release, keys, args, timeout, request.ttlMs);
       },
       (_member, outcome) => {
         outcomes.push(outcome);

@@ -1,4 +1,4 @@
-import type { KeyStatus } from "@locks/core";
+import type { KeyStatus } from "@locks/core/backend";
 
 /**
  * The inspect script's reply: exclusive owner, its PTTL, readers and slots as

@@ -34,11 +34,3 @@ export const MAX_INSTANCE_TIMEOUT_MS = 500;
  * their timeout is always accepted.
  */
 export const REDLOCK_MIN_TTL_MS = 500;
-
-/**
- * How long a backend's `close()` waits for its own releases before it closes
- * its connections anyway (the core already waited for its leases' releases):
- * a healthy server answers in a millisecond, and a dead one must not hold
- * `close()` up; a hold not released frees itself after its TTL.
- */
-export const CLOSE_RELEASE_WAIT_MS = 100;

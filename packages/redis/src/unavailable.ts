@@ -1,4 +1,4 @@
-import { LockError, socketErrorWords } from "@locks/core";
+import { LockError, socketErrorWords } from "@locks/core/backend";
 
 /** ioredis' own messages (its option names mean nothing to the reader of a lock error). */
 const CLIENT_MESSAGES: ReadonlyArray<[RegExp, string]> = [

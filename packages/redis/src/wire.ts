@@ -1,4 +1,4 @@
-import { type Attempt, type LockRequest, limitMismatch } from "@locks/core";
+import { type Attempt, type LockRequest, limitMismatch } from "@locks/core/backend";
 import type { KeyLayout } from "./layout.js";
 
 /** The mode letter the scripts use: `x` exclusive, `r` shared reader, `s` semaphore slot. */
@@ -33,14 +33,18 @@ export function acquireKeys(layout: KeyLayout): string[] {
 /**
  * Reads an acquire script's reply: `[1, token]` granted, `[0, msUntilItMayBeFree]`
  * refused; `[2, holdersLimit]` throws `limitMismatch` (INVALID_ARGUMENT): the key's
- * holders took it with another limit.
+ * holders took it with another limit. A grant carries `hold`.
  */
-export function parseAcquireReply(reply: unknown, request: LockRequest): Attempt {
+export function parseAcquireReply<Hold>(
+  reply: unknown,
+  request: LockRequest,
+  hold?: Hold,
+): Attempt<Hold> {
   if (!Array.isArray(reply) || reply.length !== 2) {
     throw new Error(`unexpected reply from the acquire script: ${JSON.stringify(reply)}`);
   }
   const [outcome, value] = reply as [unknown, unknown];
-  if (outcome === 1) return { granted: true, fencingToken: BigInt(value as number | string) };
+  if (outcome === 1) return { granted: true, fencingToken: BigInt(value as number | string), hold };
   if (outcome === 2) throw limitMismatch(request.limit, Number(value));
   return { granted: false, retryAfterMs: Math.max(0, Number(value)) };
 }

@@ -1,5 +1,6 @@
 import { fileURLToPath } from "node:url";
 import { createLocks } from "@locks/core";
+import { keyDigest } from "@locks/core/backend";
 import { runConformanceSuite } from "@locks/core/conformance";
 import { startRedisCluster, waitFor } from "@locks/testkit";
 import { Cluster } from "ioredis";
@@ -42,7 +43,7 @@ describe("cluster specifics", () => {
     ];
     onTestFinished(() => Promise.all([a.close(), b.close()]).then(() => undefined));
     for (const key of ["{a}", "}{", "x{y}z", "plain"]) {
-      const layout = keyLayout("locks", ns, key);
+      const layout = keyLayout(keyDigest(ns, key));
       const slots = new Set<number>();
       for (const name of Object.values(layout))
         slots.add(Number(await client.cluster("KEYSLOT", name)));

@@ -1,4 +1,5 @@
 import { createLocks, type Lease, type Locks } from "@locks/core";
+import { keyDigest } from "@locks/core/backend";
 import { waitFor } from "@locks/testkit";
 import { describe, expect, inject, it, onTestFinished } from "vitest";
 import { redisBackend } from "../src/index.js";
@@ -23,7 +24,7 @@ describe("fair mode with holds much longer than the queue-entry TTL", () => {
   it(`four waiters on four clients are served in arrival order (waiterTtlMs ${WAITER_TTL_MS}, holds of ${HOLD_MS} ms)`, async () => {
     const ns = freshNamespace();
     const raw = rawClient(url);
-    const layout = keyLayout("locks", ns, "k");
+    const layout = keyLayout(keyDigest(ns, "k"));
     // One backend (own connections) per client: the holder and each waiter.
     const clients: Locks[] = [];
     for (let i = 0; i < 5; i++) {

@@ -1,11 +1,6 @@
-import {
-  createLocks,
-  History,
-  type Lease,
-  type Locks,
-  type LocksOptions,
-  newOwnerToken,
-} from "@locks/core";
+import { createLocks, type Lease, type Locks, type LocksOptions } from "@locks/core";
+import { createRequest, keyDigest } from "@locks/core/backend";
+import { History } from "@locks/core/history";
 import { freePort, type RedisServer, startProxy, startRedis, waitFor } from "@locks/testkit";
 import { Cluster, Redis } from "ioredis";
 import { describe, expect, inject, it, onTestFinished } from "vitest";
@@ -18,8 +13,8 @@ import {
   codeOf,
   freshNamespace,
   rawClient,
-  startWorker,
   trackHandles,
+  Worker,
 } from "./helpers.js";
 
 const url = inject("redisUrl");
@@ -83,8 +78,7 @@ describe("options", () => {
       [{ clients: [] }, "clients"],
       [{ clients: [client, client] }, "clients"],
       [{ urls: "redis://x" }, "urls"],
-      [{ url, prefix: "a{b" }, "prefix"],
-      [{ url, prefix: "" }, "prefix"],
+      [{ url, prefix: "locks" }, "prefix"],
       [{ url, commandTimeoutMs: 0 }, "commandTimeoutMs"],
       [{ url, waiterTtlMs: 1000 }, "waiterTtlMs"],
       [{ url, fair: "yes" }, "fair"],
@@ -120,7 +114,9 @@ describe("options", () => {
         notify: true,
         minTtlMs: 250,
       });
-      expect(single.acquire).toBeUndefined();
+      // Not fair, acquire declines: the core waits by notification and polling.
+      const signal = new AbortController().signal;
+      expect(await single.acquire?.(createRequest({ key: "k" }), { signal })).toBeUndefined();
       expect(fair.capabilities.fair).toBe(true);
       expect(fair.capabilities.minTtlMs).toBe(250);
       expect(typeof fair.acquire).toBe("function");
@@ -189,7 +185,7 @@ describe("clients", () => {
     await server.restart();
     await waitFor(() => given.status === "ready");
     // Nothing was queued and replayed: the key is free, and a waiter-less attempt gets it.
-    expect(await given.exists(keyLayout("locks", ns, "k").exclusive)).toBe(0);
+    expect(await given.exists(keyLayout(keyDigest(ns, "k")).exclusive)).toBe(0);
     const lease = await locks.tryAcquire("k");
     expect(lease).not.toBeNull();
     await lease?.release();
@@ -264,7 +260,7 @@ describe("client options (RELIABILITY.md: no offline queue, no resend after a re
     });
     const locks = locksOver({ client: given }, ns);
     await (await locks.acquire("warm-up")).release();
-    const layout = keyLayout("locks", ns, "k");
+    const layout = keyLayout(keyDigest(ns, "k"));
     proxy.delay(300);
     const attempt = errorOf(locks.tryAcquire("k", { ttlMs: 30_000 }));
     // The server ran the acquire; its reply is still on the wire when the connection drops.
@@ -289,23 +285,16 @@ describe("script cache", () => {
     const raw = rawClient(server.url);
     const backend = redisBackend({ url: server.url });
     onTestFinished(() => backend.close());
-    const request = {
-      key: "k",
-      namespace: ns,
-      owner: newOwnerToken(),
-      mode: "exclusive" as const,
-      limit: 1,
-      ttlMs: 30_000,
-    };
-    await backend.release(request);
+    const request = createRequest({ key: "k", namespace: ns });
+    await backend.release(request, undefined);
     for (let i = 0; i < 3; i++) {
       await raw.script("FLUSH");
       // Both go out before either reply: both meet an empty script cache.
       const attempt = backend.tryAcquire(request);
-      const release = backend.release(request);
+      const release = backend.release(request, undefined);
       expect((await attempt).granted).toBe(true);
       await release;
-      expect(await raw.exists(keyLayout("locks", ns, "k").exclusive)).toBe(0);
+      expect(await raw.exists(keyLayout(keyDigest(ns, "k")).exclusive)).toBe(0);
     }
   });
 });
@@ -319,7 +308,7 @@ describe("keys on the server", () => {
     const tags = new Set<string>();
     for (const key of keys) {
       const lease = await locks.acquire(key);
-      const layout = keyLayout("locks", ns, key);
+      const layout = keyLayout(keyDigest(ns, key));
       for (const name of Object.values(layout)) {
         expect(name).toMatch(/^locks:\{[0-9a-f]{32}\}:[a-z]+$/);
         tags.add(name.slice(0, name.indexOf("}") + 1));
@@ -331,8 +320,8 @@ describe("keys on the server", () => {
     }
     expect(tags.size).toBe(keys.length);
     // The namespace is part of the tag: ("a", "b:c") and ("a:b", "c") differ.
-    expect(keyLayout("locks", "a", "b:c").exclusive).not.toBe(
-      keyLayout("locks", "a:b", "c").exclusive,
+    expect(keyLayout(keyDigest("a", "b:c")).exclusive).not.toBe(
+      keyLayout(keyDigest("a:b", "c")).exclusive,
     );
   });
 
@@ -345,7 +334,7 @@ describe("keys on the server", () => {
     });
     const [a, b] = [locksOver({ client }, ns), locksOver({ client }, ns)];
     const held = await a.acquire("k", { ttlMs: 60_000 });
-    expect(await prefixed.exists(`app:${keyLayout("locks", ns, "k").exclusive}`)).toBe(1);
+    expect(await prefixed.exists(`app:${keyLayout(keyDigest(ns, "k")).exclusive}`)).toBe(1);
     const waiting = b.acquire("k", { timeoutMs: 10_000 });
     // Past the first retries: only a notification can wake the waiter quickly now.
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -446,7 +435,7 @@ describe("semaphore limits", () => {
       // The waiter's link is slow: whatever wakes it reaches the server 200 ms later.
       proxy.delay(100);
       const waiting = errorOf(slow.acquire("pool", { limit: 2, timeoutMs: 10_000 }));
-      const layout = keyLayout("locks", ns, "pool");
+      const layout = keyLayout(keyDigest(ns, "pool"));
       await waitFor(async () =>
         fair
           ? (await raw.zcard(layout.queue)) === 1
@@ -484,7 +473,7 @@ describe("notifications", () => {
       await waitFor(async () => (await commandCalls(admin, "evalsha")) - before >= attempts, {
         message: "every waiter's first attempts",
       });
-      const channel = keyLayout("locks", ns, "k").channel;
+      const channel = keyLayout(keyDigest(ns, "k")).channel;
       expect(await admin.pubsub("NUMSUB", channel)).toEqual([channel, 1]);
       await admin.config("RESETSTAT");
       await holder.release();
@@ -566,9 +555,11 @@ describe("faults", () => {
 
   it("holder paused past its TTL: the next holder's token is higher, the stale one's lease is lost on resume", async () => {
     const ns = freshNamespace();
-    const worker = await startWorker({ url }, ns);
-    const stale = (await worker.acquire("k", { ttlMs: 500 })).token;
-    worker.kill("SIGSTOP");
+    const worker = new Worker({ REDIS_URL: url, LOCKS_NAMESPACE: ns });
+    await worker.next("ready");
+    worker.send({ type: "hold", key: "k", ttlMs: 500 });
+    const stale = BigInt((await worker.next("acquired")).token);
+    worker.child.kill("SIGSTOP");
     const locks = locksOver({ url }, ns);
     const lease = await locks.acquire("k", { timeoutMs: 5_000 });
     expect(lease.fencingToken).toBeGreaterThan(stale);
@@ -579,7 +570,7 @@ describe("faults", () => {
       highest = token;
       return true;
     };
-    worker.kill("SIGCONT");
+    worker.child.kill("SIGCONT");
     expect((await worker.next("lost")).code).toBe("LOCK_LOST");
     expect(write(stale)).toBe(false);
     expect(write(lease.fencingToken)).toBe(true);
@@ -615,7 +606,7 @@ describe("faults", () => {
     await (await locks.acquire("warm-up")).release();
     proxy.delay(300);
     const attempt = codeOf(locks.tryAcquire("k", { ttlMs: 30_000 }));
-    const key = keyLayout("locks", ns, "k").exclusive;
+    const key = keyLayout(keyDigest(ns, "k")).exclusive;
     // The server took the lock; its reply is still on the wire.
     await waitFor(async () => (await raw.exists(key)) === 1, { intervalMs: 5 });
     proxy.resetAll();
@@ -643,7 +634,7 @@ describe("faults", () => {
     );
     expect(["null", "BACKEND_UNAVAILABLE"]).toContain(outcome);
     proxy.delay(0);
-    await waitFor(async () => (await raw.exists(keyLayout("locks", ns, "k").exclusive)) === 0);
+    await waitFor(async () => (await raw.exists(keyLayout(keyDigest(ns, "k")).exclusive)) === 0);
   });
 });
 
@@ -659,7 +650,7 @@ describe("fair mode", () => {
     onTestFinished(() => admin.config("SET", "maxclients", "10000").then(() => undefined));
     const started = performance.now();
     const waiting = locks.acquire("k", { timeoutMs: 10_000 });
-    const layout = keyLayout("locks", ns, "k");
+    const layout = keyLayout(keyDigest(ns, "k"));
     await waitFor(async () => (await admin.zcard(layout.queue)) === 1, { intervalMs: 5 });
     // Well before the subscription gives up (1 s): arrival order is the order waiters started.
     expect(performance.now() - started).toBeLessThan(500);
@@ -673,7 +664,7 @@ describe("fair mode", () => {
     const raw = rawClient(url);
     const [a, b] = [locksOver({ url, fair: true }, ns), locksOver({ url, fair: true }, ns)];
     const held = await a.acquire("k");
-    const layout = keyLayout("locks", ns, "k");
+    const layout = keyLayout(keyDigest(ns, "k"));
     const waiting = codeOf(b.acquire("k", { timeoutMs: 300 }));
     await waitFor(async () => (await raw.zcard(layout.queue)) === 1);
     expect(await waiting).toBe("LOCK_TIMEOUT");
@@ -688,7 +679,7 @@ describe("fair mode", () => {
     const [a, b] = [locksOver({ url, fair: true }, ns), locksOver({ url, fair: true }, ns)];
     const held = await a.acquire("k");
     const waiting = b.acquire("k", { ttlMs: 300, timeoutMs: 10_000 });
-    await waitFor(async () => (await raw.zcard(keyLayout("locks", ns, "k").queue)) === 1);
+    await waitFor(async () => (await raw.zcard(keyLayout(keyDigest(ns, "k")).queue)) === 1);
     // The wait itself has to outlast the waiter's 300 ms TTL.
     await new Promise((resolve) => setTimeout(resolve, 600));
     await held.release();
@@ -705,12 +696,17 @@ describe("fair mode", () => {
     const raw = rawClient(url);
     const locks = locksOver({ url, fair: true, waiterTtlMs: 600 }, ns);
     const held = await locks.acquire("k");
-    const layout = keyLayout("locks", ns, "k");
-    const worker = await startWorker({ url, fair: true, waiterTtlMs: 600 }, ns);
-    // Never answered: the worker is killed while it waits.
-    void worker.acquire("k", { timeoutMs: 30_000 });
+    const layout = keyLayout(keyDigest(ns, "k"));
+    const worker = new Worker({
+      REDIS_URL: url,
+      REDIS_FAIR: "1",
+      REDIS_WAITER_TTL: "600",
+      LOCKS_NAMESPACE: ns,
+    });
+    await worker.next("ready");
+    worker.send({ type: "wait", key: "k", timeoutMs: 30_000 });
     await waitFor(async () => (await raw.zcard(layout.queue)) === 1);
-    worker.kill("SIGKILL");
+    worker.child.kill("SIGKILL");
     await worker.exited;
     // Queued behind the dead waiter.
     const next = locks.acquire("k", { timeoutMs: 10_000 });
@@ -726,13 +722,18 @@ describe("fair mode", () => {
 describe("across processes", () => {
   it("4 processes with 2 tasks each: no overlap, fencing tokens increase (1,200 holds)", async () => {
     const ns = freshNamespace();
-    const workers = await Promise.all([0, 1, 2, 3].map(() => startWorker({ url }, ns)));
-    const runs = workers.map((w) => w.contend("k", { loops: 150, tasks: 2 }));
+    const workers = Array.from(
+      { length: 4 },
+      () => new Worker({ REDIS_URL: url, LOCKS_NAMESPACE: ns }),
+    );
+    await Promise.all(workers.map((w) => w.next("ready")));
+    for (const w of workers) w.send({ type: "contend", key: "k", loops: 150, tasks: 2 });
     const history = new History();
-    for (const holds of await Promise.all(runs)) history.add(...holds);
+    for (const w of workers) history.add(...(await w.next("holds", 60_000)).holds);
     expect(history.holds).toHaveLength(1_200);
     history.assertValid();
-    for (const w of workers) expect(await w.close()).toBe(0);
+    for (const w of workers) w.send({ type: "close" });
+    for (const w of workers) expect(await w.exited).toBe(0);
   });
 });
 
@@ -779,7 +780,7 @@ describe("ttlMs floor and reply timeouts", () => {
     );
     proxy.delay(0);
     // Each late grant was released by owner.
-    await waitFor(async () => (await raw.exists(keyLayout("locks", ns, "k").exclusive)) === 0);
+    await waitFor(async () => (await raw.exists(keyLayout(keyDigest(ns, "k")).exclusive)) === 0);
   });
 
   it("a reply that arrived while the event loop was blocked is not taken for a silent server", async () => {
@@ -810,7 +811,7 @@ describe("close() while the server is stopped (SIGSTOP)", () => {
       // A lease for close() to release, and a waiter (its subscriber connection, its queue entry).
       const held = await locks.acquire("held");
       const waiting = codeOf(locks.acquire("held"));
-      const channel = keyLayout("locks", ns, "held").channel;
+      const channel = keyLayout(keyDigest(ns, "held")).channel;
       await waitFor(
         async () => ((await admin.pubsub("NUMSUB", channel)) as [string, number])[1] === 1,
       );
@@ -880,7 +881,7 @@ describe("fair mode over a slow link", () => {
     proxy.delay(100);
     const ttlMs = 800;
     const waiting = slow.acquire("k", { ttlMs, autoExtend: false, timeoutMs: 10_000 });
-    await waitFor(async () => (await raw.zcard(keyLayout("locks", ns, "k").queue)) === 1);
+    await waitFor(async () => (await raw.zcard(keyLayout(keyDigest(ns, "k")).queue)) === 1);
     await holder.release();
     const lease = await waiting;
     const loss = watchLoss(lease);

@@ -1,5 +1,6 @@
 import { fileURLToPath } from "node:url";
 import { createLocks, type Locks } from "@locks/core";
+import { keyDigest } from "@locks/core/backend";
 import { runConformanceSuite } from "@locks/core/conformance";
 import { freePort, startRedisGroup, waitFor } from "@locks/testkit";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
@@ -54,7 +55,7 @@ describe("redlock faults", () => {
       "BACKEND_UNAVAILABLE",
     );
     // The two that granted were released before the failure was reported.
-    const layout = keyLayout("locks", ns, "k");
+    const layout = keyLayout(keyDigest(ns, "k"));
     for (const s of servers.slice(2)) {
       expect(await rawClient(s.url).exists(layout.exclusive)).toBe(0);
     }
@@ -77,7 +78,7 @@ describe("redlock faults", () => {
     onTestFinished(() => locks.close());
     const held = await locks.acquire("held");
     const waiting = codeOf(locks.acquire("held"));
-    const channel = keyLayout("locks", ns, "held").channel;
+    const channel = keyLayout(keyDigest(ns, "held")).channel;
     await waitFor(async () => {
       const counts = await Promise.all(
         admins.map(
@@ -124,7 +125,7 @@ describe("redlock faults", () => {
     expect(await codeOf(locks.acquire("k", { timeoutMs: 5_000 }))).toBe("BACKEND_UNAVAILABLE");
     expect(performance.now() - started).toBeLessThan(500);
     // The two live members were released before the failure was reported.
-    const layout = keyLayout("locks", ns, "k");
+    const layout = keyLayout(keyDigest(ns, "k"));
     for (const s of servers.slice(3))
       expect(await rawClient(s.url).exists(layout.exclusive)).toBe(0);
   });
@@ -155,7 +156,7 @@ describe("redlock faults", () => {
     );
     await (await locks.acquire("k")).release();
     // As if earlier grants had reached 100 through members 0-2 while 3 and 4 were away.
-    const fence = keyLayout("locks", ns, "k").fence;
+    const fence = keyLayout(keyDigest(ns, "k")).fence;
     for (const s of servers.slice(0, 3)) await rawClient(s.url).set(fence, "100");
     const lease = await locks.acquire("k");
     // Whichever majority granted, it shares a member with 0-2.
@@ -186,7 +187,7 @@ describe("redlock faults", () => {
         servers.map((s) => s.url),
         ns,
       );
-      const fence = keyLayout("locks", ns, "k").fence;
+      const fence = keyLayout(keyDigest(ns, "k")).fence;
       const tokens: bigint[] = [];
       const grant = async (): Promise<bigint> => {
         // Right after a restart a member may still be reconnecting: retry until a majority answers.
