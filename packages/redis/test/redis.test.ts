@@ -13,8 +13,8 @@ import {
   codeOf,
   freshNamespace,
   rawClient,
+  startWorker,
   trackHandles,
-  Worker,
 } from "./helpers.js";
 
 const url = inject("redisUrl");
@@ -555,11 +555,9 @@ describe("faults", () => {
 
   it("holder paused past its TTL: the next holder's token is higher, the stale one's lease is lost on resume", async () => {
     const ns = freshNamespace();
-    const worker = new Worker({ REDIS_URL: url, LOCKS_NAMESPACE: ns });
-    await worker.next("ready");
-    worker.send({ type: "hold", key: "k", ttlMs: 500 });
-    const stale = BigInt((await worker.next("acquired")).token);
-    worker.child.kill("SIGSTOP");
+    const worker = await startWorker({ url }, ns);
+    const stale = (await worker.acquire("k", { ttlMs: 500 })).token;
+    worker.kill("SIGSTOP");
     const locks = locksOver({ url }, ns);
     const lease = await locks.acquire("k", { timeoutMs: 5_000 });
     expect(lease.fencingToken).toBeGreaterThan(stale);
@@ -570,7 +568,7 @@ describe("faults", () => {
       highest = token;
       return true;
     };
-    worker.child.kill("SIGCONT");
+    worker.kill("SIGCONT");
     expect((await worker.next("lost")).code).toBe("LOCK_LOST");
     expect(write(stale)).toBe(false);
     expect(write(lease.fencingToken)).toBe(true);
@@ -697,16 +695,11 @@ describe("fair mode", () => {
     const locks = locksOver({ url, fair: true, waiterTtlMs: 600 }, ns);
     const held = await locks.acquire("k");
     const layout = keyLayout(keyDigest(ns, "k"));
-    const worker = new Worker({
-      REDIS_URL: url,
-      REDIS_FAIR: "1",
-      REDIS_WAITER_TTL: "600",
-      LOCKS_NAMESPACE: ns,
-    });
-    await worker.next("ready");
-    worker.send({ type: "wait", key: "k", timeoutMs: 30_000 });
+    const worker = await startWorker({ url, fair: true, waiterTtlMs: 600 }, ns);
+    // Never answered: the worker is killed while it waits.
+    void worker.acquire("k", { timeoutMs: 30_000 });
     await waitFor(async () => (await raw.zcard(layout.queue)) === 1);
-    worker.child.kill("SIGKILL");
+    worker.kill("SIGKILL");
     await worker.exited;
     // Queued behind the dead waiter.
     const next = locks.acquire("k", { timeoutMs: 10_000 });
@@ -722,18 +715,13 @@ describe("fair mode", () => {
 describe("across processes", () => {
   it("4 processes with 2 tasks each: no overlap, fencing tokens increase (1,200 holds)", async () => {
     const ns = freshNamespace();
-    const workers = Array.from(
-      { length: 4 },
-      () => new Worker({ REDIS_URL: url, LOCKS_NAMESPACE: ns }),
-    );
-    await Promise.all(workers.map((w) => w.next("ready")));
-    for (const w of workers) w.send({ type: "contend", key: "k", loops: 150, tasks: 2 });
+    const workers = await Promise.all([0, 1, 2, 3].map(() => startWorker({ url }, ns)));
+    const runs = workers.map((w) => w.contend("k", { loops: 150, tasks: 2 }));
     const history = new History();
-    for (const w of workers) history.add(...(await w.next("holds", 60_000)).holds);
+    for (const holds of await Promise.all(runs)) history.add(...holds);
     expect(history.holds).toHaveLength(1_200);
     history.assertValid();
-    for (const w of workers) w.send({ type: "close" });
-    for (const w of workers) expect(await w.exited).toBe(0);
+    for (const w of workers) expect(await w.close()).toBe(0);
   });
 });
 
