@@ -96,6 +96,36 @@ async function packedFiles(p: Published): Promise<string[]> {
   return stdout.split("\n").filter(Boolean);
 }
 
+/** The entry points of a packed manifest (`"exports"` without ./package.json) and their files. */
+function exportTargets(
+  manifest: Record<string, unknown>,
+): Record<string, { types: string; default: string }> {
+  const exports = manifest.exports as Record<string, unknown>;
+  const targets: Record<string, { types: string; default: string }> = {};
+  for (const [subpath, target] of Object.entries(exports)) {
+    if (subpath === "./package.json") continue;
+    targets[subpath] = target as { types: string; default: string };
+  }
+  return targets;
+}
+
+/** The part of `attw --format json` read here. */
+interface AttwAnalysis {
+  entrypoints: Record<
+    string,
+    {
+      resolutions: Record<
+        string,
+        {
+          resolution?: { fileName: string };
+          implementationResolution?: { fileName: string };
+        }
+      >;
+    }
+  >;
+  problems: Array<{ kind: string; entrypoint?: string; resolutionKind?: string }>;
+}
+
 describe.each(published)("@locks/%s tarball", (p) => {
   it("has no workspace: ranges, a node engine, dist with types, a README, no tests", async () => {
     const manifest = await packedManifest(p);
@@ -112,6 +142,26 @@ describe.each(published)("@locks/%s tarball", (p) => {
     expect(files).toContain("package/dist/index.js");
     expect(files).toContain("package/dist/index.d.ts");
     expect(files.filter((f) => /(^|\/)test\/|\.test\.[cm]?[jt]s$/.test(f))).toEqual([]);
+    // Every entry point ships its ESM file and its types.
+    for (const [subpath, target] of Object.entries(exportTargets(manifest))) {
+      expect(files, `${subpath} types`).toContain(`package/${target.types.replace(/^\.\//, "")}`);
+      expect(files, `${subpath} default`).toContain(
+        `package/${target.default.replace(/^\.\//, "")}`,
+      );
+      expect(target.types, subpath).toMatch(/\.d\.ts$/);
+      expect(target.default, subpath).toMatch(/\.js$/);
+    }
+  });
+
+  it("has no side effect on import: no global or built-in defined (sideEffects: false)", async () => {
+    const { stdout } = await sh(
+      "tar",
+      ["-xOzf", tarballs[p], "--wildcards", "package/dist/*.js"],
+      work,
+    );
+    // The Symbol.asyncDispose polyfill was the last: every supported Node has the symbol.
+    expect(stdout).not.toMatch(/defineProperty\(\s*(Symbol|globalThis)\b/);
+    expect(stdout).not.toMatch(/\bglobalThis\.\w+\s*=[^=]/);
   });
 
   it("passes publint (no errors or warnings)", async () => {
@@ -127,8 +177,31 @@ describe.each(published)("@locks/%s tarball", (p) => {
   // ESM-only packages: the node10 and node16-from-CJS resolutions describe a
   // `require()` that TypeScript types as an error; Node 20.19+ loads them
   // through require(esm), which the "require" test below checks for real.
-  it("passes @arethetypeswrong/cli (esm-only profile)", async () => {
-    await sh(bin("attw"), [tarballs[p], "--profile", "esm-only", "--format", "ascii"], work);
+  it("passes @arethetypeswrong/cli (esm-only profile) on every entry point in exports", async () => {
+    const manifest = await packedManifest(p);
+    const subpaths = Object.keys(exportTargets(manifest)).sort();
+    // Exits non-zero on a problem the profile does not ignore.
+    const { stdout } = await sh(
+      bin("attw"),
+      [tarballs[p], "--profile", "esm-only", "--format", "json"],
+      work,
+    );
+    const { analysis } = JSON.parse(stdout) as { analysis: AttwAnalysis };
+    const checked = Object.keys(analysis.entrypoints).filter((s) => s !== "./package.json");
+    expect(checked.sort()).toEqual(subpaths);
+    for (const subpath of subpaths) {
+      for (const kind of ["node16-esm", "bundler"] as const) {
+        const resolved = analysis.entrypoints[subpath]?.resolutions[kind];
+        expect(resolved?.resolution?.fileName, `${subpath} (${kind}) types`).toMatch(/\.d\.ts$/);
+        expect(resolved?.implementationResolution?.fileName, `${subpath} (${kind})`).toMatch(
+          /\.js$/,
+        );
+      }
+    }
+    const esmProblems = analysis.problems.filter(
+      (problem) => problem.resolutionKind === "node16-esm" || problem.resolutionKind === "bundler",
+    );
+    expect(esmProblems).toEqual([]);
   });
 });
 
@@ -234,6 +307,98 @@ if (typeof require("@locks/cli") !== "object") throw new Error("@locks/cli");
 `,
     );
     expect(out).toBe("k");
+  });
+
+  it("@locks/core's entry points each resolve from ESM, split by reader", async () => {
+    const out = await script(
+      "entrypoints.mjs",
+      `const names = async (path) => Object.keys(await import(path)).sort();
+console.log(JSON.stringify({
+  core: await names("@locks/core"),
+  backend: await names("@locks/core/backend"),
+  history: await names("@locks/core/history"),
+  // Not imported: it imports vitest, an optional peer that this project lacks.
+  conformance: import.meta.resolve("@locks/core/conformance"),
+}));
+`,
+    );
+    const { core, backend, history, conformance } = JSON.parse(out) as {
+      core: string[];
+      backend: string[];
+      history: string[];
+      conformance: string;
+    };
+    expect(core).toEqual(expect.arrayContaining(["createLocks", "isLockError", "MIN_TTL_MS"]));
+    expect(backend).toEqual(
+      expect.arrayContaining([
+        "check",
+        "createRequest",
+        "defineOptions",
+        "Liveness",
+        "newOwnerToken",
+        "raceAbort",
+        "retryInBackground",
+        "scopedKey",
+        "sleep",
+        "WakeRegistry",
+      ]),
+    );
+    expect(history).toEqual(
+      expect.arrayContaining(["assertHistory", "checkHistory", "History", "historyNow"]),
+    );
+    // The user API carries no backend author's or test's names, nor the ones that went away;
+    // the error class and its guard are for both readers.
+    const both = ["isLockError", "LockError"];
+    const gone = ["holdEnd", "MAX_KEY_BYTES", "validateKey"];
+    const leaked = core.filter(
+      (name) => !both.includes(name) && [...backend, ...history, ...gone].includes(name),
+    );
+    expect(leaked).toEqual([]);
+    expect(conformance).toMatch(/\/node_modules\/@locks\/core\/dist\/conformance\/index\.js$/);
+  });
+
+  it("@locks/core's entry points type-check from a NodeNext project", async () => {
+    await writeFile(
+      join(app, "types.ts"),
+      `import { type Backend, createLocks, type Lease } from "@locks/core";
+import { type BackendHost, check, defineOptions, type LockRequest, WakeRegistry } from "@locks/core/backend";
+import { assertHistory, type HoldRecord } from "@locks/core/history";
+import type { ConformanceOptions } from "@locks/core/conformance";
+export const parse = defineOptions({ url: check.string });
+export const wakes = new WakeRegistry();
+export type Used = [Backend, Lease, BackendHost, LockRequest, HoldRecord, ConformanceOptions];
+export const used = [createLocks, assertHistory];
+`,
+    );
+    const tsc = join(root, "node_modules", "typescript", "bin", "tsc");
+    const flags = ["--module", "nodenext", "--moduleResolution", "nodenext", "--target", "es2022"];
+    // skipLibCheck: the packages' .d.ts name Node's types (Buffer), which this bare project lacks.
+    await sh(
+      process.execPath,
+      [tsc, ...flags, "--strict", "--noEmit", "--skipLibCheck", "types.ts"],
+      app,
+    );
+  });
+
+  // The packages whose imports are all ours (the cli loads its backends when used): a client
+  // library's own side effects (graceful-fs, under proper-lockfile, marks globalThis) are not ours
+  // to check, and the static check above covers every package's own files.
+  it("importing core, thread and cli changes no global or built-in (sideEffects: false)", async () => {
+    const out = await script(
+      "globals.mjs",
+      `const snapshot = () => JSON.stringify(
+  [globalThis, Symbol, Object.prototype, Array.prototype, Promise.prototype, AbortSignal, Error]
+    .map((target) => Reflect.ownKeys(target).map(String).sort()),
+);
+const before = snapshot();
+for (const name of ["@locks/core", "@locks/core/backend", "@locks/core/history", "@locks/thread",
+  "@locks/cli"]) {
+  await import(name);
+}
+console.log(snapshot() === before ? "unchanged" : "changed: " + snapshot());
+`,
+    );
+    expect(out).toBe("unchanged");
   });
 
   it("the locks bin runs --version", async () => {
