@@ -7,7 +7,8 @@
  */
 import { mkdirSync, readFileSync, statSync, utimesSync } from "node:fs";
 import { join } from "node:path";
-import { checkHistory, createLocks, History, historyNow, type Locks } from "@locks/core";
+import { createLocks, type Locks } from "@locks/core";
+import { checkHistory, History, historyNow } from "@locks/core/history";
 import { waitFor } from "@locks/testkit";
 import { check, lock } from "proper-lockfile";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
