@@ -1,5 +1,10 @@
-import type { Backend } from "@locks/core";
-import { check, defineOptions, invalidArgument } from "@locks/core/backend";
+import {
+  type Backend,
+  type Capabilities,
+  check,
+  defineOptions,
+  invalidArgument,
+} from "@locks/core/backend";
 import { IsolateBackend } from "./isolate.js";
 import { isSharedLockTable, type SharedLockTable } from "./table.js";
 import { TableBackend } from "./table-backend.js";
@@ -41,12 +46,25 @@ const parseOptions = defineOptions({
  */
 export function threadBackend(options: ThreadBackendOptions = {}): Backend {
   const { ttl = false, table } = parseOptions(options);
-  if (table === undefined) return new IsolateBackend(ttl);
+  if (table === undefined) return new IsolateBackend(capabilities(ttl, true));
   if (ttl) {
     throw invalidArgument(
       "options.ttl",
       "is not supported with a shared table: threads share no clock-safe way to expire each other's holds",
     );
   }
-  return new TableBackend(table);
+  // Woken waiters race for a key of the table: its grants are not in arrival order.
+  return new TableBackend(table, capabilities(false, false));
+}
+
+function capabilities(ttl: boolean, fair: boolean): Capabilities {
+  return Object.freeze({
+    scope: "process",
+    ttl,
+    fencing: true,
+    shared: true,
+    semaphore: true,
+    fair,
+    notify: true,
+  });
 }

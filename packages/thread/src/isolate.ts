@@ -81,30 +81,13 @@ export class IsolateBackend implements Backend<Hold> {
   readonly capabilities: Capabilities;
   readonly #ttl: boolean;
 
-  constructor(ttl: boolean) {
-    this.#ttl = ttl;
-    this.capabilities = Object.freeze({
-      scope: "process",
-      ttl,
-      fencing: true,
-      shared: true,
-      semaphore: true,
-      fair: true,
-      notify: true,
-    });
+  constructor(capabilities: Capabilities) {
+    this.capabilities = capabilities;
+    this.#ttl = capabilities.ttl;
   }
 
   tryAcquire(req: LockRequest): Promise<Attempt<Hold>> {
-    const state = stateFor(req.scoped);
-    if (state.holds.length > 0 && state.limit !== req.limit) {
-      return Promise.reject(limitMismatch(req.limit, state.limit));
-    }
-    const shared = req.mode === "shared";
-    // Nobody passes a waiter.
-    if (state.head !== undefined || !state.fits(shared, req.limit)) {
-      return Promise.resolve(NOT_GRANTED);
-    }
-    return Promise.resolve(grant(state, req, shared, this.#ttl));
+    return this.#attempt(stateFor(req.scoped), req) ?? Promise.resolve(NOT_GRANTED);
   }
 
   /** The key's FIFO queue: the store's own, so waiters are granted in arrival order. */
@@ -112,15 +95,10 @@ export class IsolateBackend implements Backend<Hold> {
     const { signal } = wait;
     if (signal.aborted) return Promise.reject(signal.reason);
     const state = stateFor(req.scoped);
-    if (state.holds.length > 0 && state.limit !== req.limit) {
-      return Promise.reject(limitMismatch(req.limit, state.limit));
-    }
-    const shared = req.mode === "shared";
-    if (state.head === undefined && state.fits(shared, req.limit)) {
-      return Promise.resolve(grant(state, req, shared, this.#ttl));
-    }
+    const decided = this.#attempt(state, req);
+    if (decided !== undefined) return decided;
     return new Promise<Grant<Hold>>((resolve, reject) => {
-      const waiter = new QueuedAcquire(state, req, shared, this.#ttl, resolve, reject);
+      const waiter = new QueuedAcquire(state, req, this.#ttl, resolve, reject);
       enqueue(state, waiter);
       waiter.stopListening = onAbort(signal, (reason) => waiter.leave(reason));
     });
@@ -165,6 +143,16 @@ export class IsolateBackend implements Backend<Hold> {
     return Promise.resolve({ held: true, limit: state.limit, holders });
   }
 
+  /** A grant, or a refusal when the key is held with another limit; undefined when `req` must wait. */
+  #attempt(state: KeyState, req: LockRequest): Promise<Grant<Hold>> | undefined {
+    if (state.holds.length > 0 && state.limit !== req.limit) {
+      return Promise.reject(limitMismatch(req.limit, state.limit));
+    }
+    // Nobody passes a waiter.
+    if (state.head !== undefined || !state.fits(req.mode === "shared", req.limit)) return undefined;
+    return Promise.resolve(grant(state, req, this.#ttl));
+  }
+
   /** Nothing to close: the table is the isolate's, and the core released every hold and ended every wait. */
   close(): Promise<void> {
     return DONE;
@@ -183,7 +171,6 @@ class QueuedAcquire {
   constructor(
     readonly state: KeyState,
     readonly request: LockRequest,
-    readonly shared: boolean,
     readonly ttl: boolean,
     readonly resolve: (grant: Grant<Hold>) => void,
     readonly reject: (reason: unknown) => void,
@@ -192,7 +179,7 @@ class QueuedAcquire {
   /** Called once, synchronously, when the waiter reached the head and fits (already unlinked). */
   grant(): void {
     this.stopListening();
-    this.resolve(grant(this.state, this.request, this.shared, this.ttl));
+    this.resolve(grant(this.state, this.request, this.ttl));
   }
 
   /** Leaves the queue and rejects with `reason` (the wait's signal aborted). */
@@ -223,7 +210,8 @@ function stateFor(id: string): KeyState {
 }
 
 /** Takes the key for `req` (which fits), with the next fencing token of the isolate. */
-function grant(state: KeyState, req: LockRequest, shared: boolean, ttl: boolean): Grant<Hold> {
+function grant(state: KeyState, req: LockRequest, ttl: boolean): Grant<Hold> {
+  const shared = req.mode === "shared";
   // The first holder sets the limit the others must use (readers: 1).
   if (state.holds.length === 0) state.limit = req.limit;
   // The store's TTL starts now, at the grant, which may be long after the
@@ -287,7 +275,10 @@ function serve(state: KeyState): void {
     }
   }
   let waiter = state.head;
-  while (waiter !== undefined && state.fits(waiter.shared, waiter.request.limit)) {
+  while (
+    waiter !== undefined &&
+    state.fits(waiter.request.mode === "shared", waiter.request.limit)
+  ) {
     unlink(state, waiter);
     waiter.grant();
     waiter = state.head;

@@ -61,17 +61,6 @@ const FULL = -2;
 /** ...or the key's holders took it with another limit (which `#take` leaves in `#heldLimit`). */
 const MISMATCH = -3;
 
-const CAPABILITIES: Capabilities = Object.freeze({
-  scope: "process",
-  ttl: false,
-  fencing: true,
-  shared: true,
-  semaphore: true,
-  // Woken waiters race for the key: grants are not in arrival order.
-  fair: false,
-  notify: true,
-});
-
 /**
  * Locks between the worker_threads of one process, over a shared table.
  *
@@ -89,13 +78,14 @@ const CAPABILITIES: Capabilities = Object.freeze({
  */
 export class TableBackend implements Backend<TableHold> {
   readonly name = "thread";
-  readonly capabilities = CAPABILITIES;
+  readonly capabilities: Capabilities;
   readonly #table: TableView;
   readonly #words: Int32Array;
   /** The holders' limit `#take` found when it returned MISMATCH. */
   #heldLimit = 0;
 
-  constructor(table: SharedLockTable) {
+  constructor(table: SharedLockTable, capabilities: Capabilities) {
+    this.capabilities = capabilities;
     this.#table = new TableView(table);
     this.#words = this.#table.words;
   }
@@ -119,22 +109,41 @@ export class TableBackend implements Backend<TableHold> {
   async subscribe(req: LockRequest, onChange: () => void): Promise<Unsubscribe> {
     const ref = this.#table.locate(req.scoped);
     const words = this.#words;
+    const seq = ref.bucket + SEQ;
     Atomics.add(words, ref.bucket + WAITERS, 1);
-    const watch = new SequenceWatch(words, ref.bucket + SEQ, onChange);
+    // Watches the sequence word: every move is a change. A wait left pending after
+    // unsubscribe ends at the word's next move, or at the notify of the bucket's last waiter.
+    let stopped = false;
+    const watch = (): void => {
+      for (;;) {
+        const result = Atomics.waitAsync(words, seq, Atomics.load(words, seq));
+        if (result.async) {
+          void result.value.then(woken);
+          return;
+        }
+        // Moved between the read and the wait: a change all the same.
+        onChange();
+      }
+    };
+    const woken = (): void => {
+      if (stopped) return;
+      // Watching again first: a move while onChange runs is not missed.
+      watch();
+      onChange();
+    };
+    watch();
     // A waiting writer makes itself known, so that new readers stop entering (no writer starvation).
     let writer = -1;
     if (req.mode === "exclusive") {
       if (!this.#latch(ref.bucket)) await this.#latchLater(ref.bucket);
-      writer = this.#find(ref);
-      if (writer < 0) writer = this.#bind(ref);
+      writer = this.#entry(ref, true);
       if (writer >= 0) words[writer + WRITERS]!++;
       this.#unlatch(ref.bucket);
     }
     return () => {
-      watch.stop();
+      stopped = true;
       // The last waiter of the bucket ends the watches left pending on its word, in every thread.
-      if (Atomics.sub(words, ref.bucket + WAITERS, 1) === 1)
-        Atomics.notify(words, ref.bucket + SEQ);
+      if (Atomics.sub(words, ref.bucket + WAITERS, 1) === 1) Atomics.notify(words, seq);
       if (writer >= 0) return this.#unregisterWriter(ref.bucket, writer);
     };
   }
@@ -165,7 +174,7 @@ export class TableBackend implements Backend<TableHold> {
   async inspect(namespace: string, key: string): Promise<KeyStatus> {
     const ref = this.#table.locate(scopedKey(namespace, key));
     if (!this.#latch(ref.bucket)) await this.#latchLater(ref.bucket);
-    const entry = this.#find(ref);
+    const entry = this.#entry(ref, false);
     const state = entry < 0 ? 0 : this.#words[entry + STATE]!;
     const limit = entry < 0 ? 1 : this.#table.limits[this.#table.limitIndex(entry)]!;
     this.#unlatch(ref.bucket);
@@ -200,11 +209,8 @@ export class TableBackend implements Backend<TableHold> {
    */
   #take(ref: KeyRef, shared: boolean, limit: number): number {
     const words = this.#words;
-    let entry = this.#find(ref);
-    if (entry < 0) {
-      entry = this.#bind(ref);
-      if (entry < 0) return FULL;
-    }
+    const entry = this.#entry(ref, true);
+    if (entry < 0) return FULL;
     const state = words[entry + STATE]!;
     const limits = this.#table.limits;
     const at = this.#table.limitIndex(entry);
@@ -224,30 +230,21 @@ export class TableBackend implements Backend<TableHold> {
     return entry;
   }
 
-  /** Under the latch: the entry bound to the key, or -1. */
-  #find(ref: KeyRef): number {
+  /** Under the latch: the entry bound to the key; else, with `bind`, a free one bound to it now; else -1. */
+  #entry(ref: KeyRef, bind: boolean): number {
     const words = this.#words;
     const end = ref.bucket + BUCKET_WORDS;
+    let free = -1;
     for (let entry = ref.bucket + FIRST_ENTRY; entry < end; entry += ENTRY_WORDS) {
       if (words[entry + FP_HI] === ref.fpHi && words[entry + FP_LO] === ref.fpLo) return entry;
+      if (free < 0 && words[entry + FP_HI] === 0) free = entry;
     }
-    return -1;
-  }
-
-  /** Under the latch: binds a free entry to the key; -1 when the bucket is full. */
-  #bind(ref: KeyRef): number {
-    const words = this.#words;
-    const end = ref.bucket + BUCKET_WORDS;
-    for (let entry = ref.bucket + FIRST_ENTRY; entry < end; entry += ENTRY_WORDS) {
-      if (words[entry + FP_HI] === 0) {
-        words[entry + FP_LO] = ref.fpLo;
-        words[entry + FP_HI] = ref.fpHi;
-        words[entry + STATE] = 0;
-        words[entry + WRITERS] = 0;
-        return entry;
-      }
-    }
-    return -1;
+    if (!bind || free < 0) return -1;
+    words[free + FP_LO] = ref.fpLo;
+    words[free + FP_HI] = ref.fpHi;
+    words[free + STATE] = 0;
+    words[free + WRITERS] = 0;
+    return free;
   }
 
   /** Under the latch: frees the entry once nobody holds it and no writer waits for it. */
@@ -304,49 +301,4 @@ export class TableBackend implements Backend<TableHold> {
     Atomics.add(words, bucket + SEQ, 1);
     Atomics.notify(words, bucket + SEQ);
   }
-}
-
-/**
- * Calls `onChange` every time a bucket's sequence word moves, until stopped.
- * A pending Atomics.waitAsync does not keep the thread alive (the core's
- * fallback timer does while it waits), and one left after `stop()` ends at
- * the word's next change or at the notify of the bucket's last waiter.
- */
-class SequenceWatch {
-  #stopped = false;
-
-  constructor(
-    readonly words: Int32Array,
-    readonly index: number,
-    readonly onChange: () => void,
-  ) {
-    this.#arm();
-  }
-
-  stop(): void {
-    this.#stopped = true;
-  }
-
-  #arm(): void {
-    for (;;) {
-      const result = Atomics.waitAsync(
-        this.words,
-        this.index,
-        Atomics.load(this.words, this.index),
-      );
-      if (result.async) {
-        void result.value.then(this.#woken);
-        return;
-      }
-      // Moved between the read and the wait: a change all the same.
-      this.onChange();
-    }
-  }
-
-  readonly #woken = (): void => {
-    if (this.#stopped) return;
-    // Re-armed first: a change while onChange runs is not missed.
-    this.#arm();
-    this.onChange();
-  };
 }
