@@ -29,12 +29,10 @@ import { parseRecord } from "./record.js";
 import {
   admit,
   createEntry,
-  limitOf,
   parseRegistryEntry,
   registryEntryName,
   removeEntry,
   removeEntrySync,
-  ringDoorbell,
   type Wanted,
 } from "./registry.js";
 import { Freshness } from "./staleness.js";
@@ -83,13 +81,6 @@ interface FileHold {
   ended: Promise<void> | undefined;
 }
 
-/** What one backend instance keeps of a request while the core uses it. */
-interface RequestState {
-  readonly files: KeyFiles;
-  /** Attempts made: the first creates speculatively, later ones look first. */
-  attempts: number;
-}
-
 /** The `@locks/file` backend: see the package README for the protocol. */
 export class FileBackend implements Backend<FileHold> {
   readonly name = "file";
@@ -97,7 +88,8 @@ export class FileBackend implements Backend<FileHold> {
   readonly #options: ResolvedFileOptions;
   readonly #store: Store;
   readonly #watcher: DirectoryWatcher;
-  readonly #requests = new WeakMap<LockRequest, RequestState>();
+  /** Requests that made an attempt already: the first creates speculatively, later ones look first. */
+  readonly #tried = new WeakSet<LockRequest>();
   #host: BackendHost<FileHold> | undefined;
   #ready: Promise<void> | undefined;
   #sequence = 0;
@@ -105,15 +97,12 @@ export class FileBackend implements Backend<FileHold> {
   constructor(options: ResolvedFileOptions) {
     this.#options = options;
     const io: Io = options.io === "sync" ? syncIo : asyncIo;
-    const scratch = scratchDirectory(options.directory);
     this.#store = {
       io,
-      directory: options.directory,
-      scratch,
+      scratch: scratchDirectory(options.directory),
       boot: bootId(),
       freshness: new Freshness(),
       uniqueName: (owner) => `${owner}.${process.pid}-${++this.#sequence}`,
-      scratchPath: (owner) => join(scratch, `${owner}.${process.pid}-${++this.#sequence}`),
     };
     this.#watcher = new DirectoryWatcher(options.directory, (entry) =>
       io.lstatIfAny(join(options.directory, entry)).then((stats) => stats === undefined),
@@ -125,33 +114,26 @@ export class FileBackend implements Backend<FileHold> {
   }
 
   async tryAcquire(request: LockRequest): Promise<Attempt<FileHold>> {
-    const state = this.#stateOf(request);
-    const attempt = ++state.attempts;
-    const once = (): Promise<Attempt<FileHold>> =>
-      request.mode === "exclusive" && request.limit === 1
-        ? this.#tryExclusive(request, state.files, attempt)
-        : this.#tryRegistered(request, state.files);
+    const files = this.#filesOf(request);
+    const first = !this.#tried.has(request);
+    this.#tried.add(request);
     await this.#ensureDirectory();
     try {
-      return await once();
+      return await this.#attempt(request, files, first);
     } catch (error) {
       // The lock directory was removed under us: make it again, once.
       if (errorCode(error) !== "ENOENT") throw error;
       this.#ready = undefined;
       await this.#ensureDirectory();
-      return await once();
+      return await this.#attempt(request, files, first);
     }
   }
 
   async extend(_request: LockRequest, hold: FileHold, ttlMs: number): Promise<boolean> {
     if (hold.ended !== undefined) return false;
     // Taken over after going stale: never extend another holder's lock.
-    const present = await unless(
-      this.#store.io.lstat(hold.evidence).then(() => true),
-      ["ENOENT"],
-      false,
-    );
-    if (!present || hold.ended !== undefined) return false;
+    const present = await this.#store.io.lstatIfAny(hold.evidence);
+    if (present === undefined || hold.ended !== undefined) return false;
     hold.until = monotonicNow() + ttlMs;
     return true;
   }
@@ -159,26 +141,20 @@ export class FileBackend implements Backend<FileHold> {
   async release(request: LockRequest, hold: FileHold | undefined): Promise<void> {
     if (hold !== undefined) return this.#end(hold);
     // An attempt whose outcome is unknown: owner-checked clean-up.
-    const { files } = this.#stateOf(request);
+    const files = this.#filesOf(request);
     await clearOwner(this.#store, files, request.owner);
     if (request.mode === "shared" || request.limit > 1) {
-      const name = registryEntryName(
-        request.owner,
-        request.mode,
-        request.limit,
-        staleFor(request.ttlMs),
+      const { owner, mode, limit, ttlMs } = request;
+      await removeEntry(
+        this.#store.io,
+        files,
+        registryEntryName(owner, mode, limit, staleFor(ttlMs)),
       );
-      const removed = await unless(
-        this.#store.io.rmdir(join(files.registry, name)).then(() => true),
-        ["ENOENT"],
-        false,
-      );
-      if (removed) await ringDoorbell(this.#store.io, files);
     }
   }
 
   subscribe(request: LockRequest, onChange: () => void): Unsubscribe {
-    return this.#watcher.waiters.add(this.#stateOf(request).files.stem, { wake: onChange });
+    return this.#watcher.waiters.add(this.#filesOf(request).stem, { wake: onChange });
   }
 
   /**
@@ -226,75 +202,61 @@ export class FileBackend implements Backend<FileHold> {
     this.#watcher.close();
   }
 
-  // --- exclusive: hold the gate --------------------------------------------
+  // --- attempts ---------------------------------------------------------------
 
-  async #tryExclusive(
+  /**
+   * One attempt, in up to MAX_ROUNDS rounds. An exclusive holder holds the
+   * gate; a shared or semaphore holder joins the registry while holding the
+   * gate for a moment.
+   */
+  async #attempt(
     request: LockRequest,
     files: KeyFiles,
-    attempt: number,
+    first: boolean,
   ): Promise<Attempt<FileHold>> {
     const staleMs = staleFor(request.ttlMs);
+    const exclusive = request.mode === "exclusive" && request.limit === 1;
     for (let round = 0; round < MAX_ROUNDS; round++) {
       if (round > 0) await nextTurn();
-      // A first attempt goes straight for the gate: losing costs one failed mkdir.
+      // A first exclusive attempt goes straight for the gate: losing costs one
+      // failed mkdir. A registrant always looks first: taking the gate only to
+      // be refused by a full registry would wake every waiter of the key for nothing.
       const busy =
-        round === 0 && attempt === 1
+        exclusive && first && round === 0
           ? undefined
-          : await this.#look(files, staleMs, { mode: "exclusive" }, attempt > 1);
+          : await this.#look(files, staleMs, request, !exclusive || !first);
       if (busy !== undefined) return busy;
-      const gate = await this.#takeGate(request, files, "x", staleMs);
+      const gate = await this.#takeGate(request, files, exclusive ? "x" : "g", staleMs);
       if (gate === undefined) continue;
-      if (gate.grant.registry) {
-        // Shared or semaphore holders may be in: a writer waits until none is left.
-        let admitted = false;
-        let retryAfterMs = 0;
-        try {
-          const admission = await admit(this.#store, files, { mode: "exclusive" });
-          admitted = admission.admit;
-          retryAfterMs = admission.retryAfterMs;
-        } finally {
-          if (!admitted) await this.#end(gate.hold);
-        }
-        if (!admitted) return { granted: false, retryAfterMs };
+      // No shared or semaphore holder can be in: the gate is the lock.
+      if (exclusive && !gate.grant.registry) {
+        return this.#granted(gate.hold, request.ttlMs, gate.grant.token);
       }
-      return this.#granted(gate.hold, request.ttlMs, gate.grant.token);
-    }
-    return { granted: false, retryAfterMs: 0 };
-  }
-
-  // --- shared and semaphore: join the registry under the gate ---------------
-
-  async #tryRegistered(request: LockRequest, files: KeyFiles): Promise<Attempt<FileHold>> {
-    const staleMs = staleFor(request.ttlMs);
-    const wanted: Wanted =
-      request.mode === "shared" ? { mode: "shared" } : { limit: request.limit };
-    for (let round = 0; round < MAX_ROUNDS; round++) {
-      if (round > 0) await nextTurn();
-      // Always look first: taking the gate only to be refused by a full
-      // registry would wake every waiter of the key for nothing.
-      const busy = await this.#look(files, staleMs, wanted, true);
-      if (busy !== undefined) return busy;
-      const gate = await this.#takeGate(request, files, "g", staleMs);
-      if (gate === undefined) continue;
+      let attempt: Attempt<FileHold> | undefined;
       try {
-        return await this.#join(request, files, staleMs, wanted, gate.grant);
+        attempt = await this.#admit(request, files, staleMs, gate);
+        return attempt;
       } finally {
-        await this.#end(gate.hold);
+        // Held only to join, or by a writer that registry holders keep out.
+        if (!exclusive || !attempt?.granted) await this.#end(gate.hold);
       }
     }
     return { granted: false, retryAfterMs: 0 };
   }
 
-  async #join(
+  /** Under the gate: admits a writer once the registry is empty, or joins it. */
+  async #admit(
     request: LockRequest,
     files: KeyFiles,
     staleMs: number,
-    wanted: Wanted,
-    gate: GateGrant,
+    gate: { readonly hold: FileHold; readonly grant: GateGrant },
   ): Promise<Attempt<FileHold>> {
     const { io } = this.#store;
-    const admission = await admit(this.#store, files, wanted);
+    const admission = await admit(this.#store, files, request);
     if (!admission.admit) return { granted: false, retryAfterMs: admission.retryAfterMs };
+    if (request.mode === "exclusive" && request.limit === 1) {
+      return this.#granted(gate.hold, request.ttlMs, gate.grant.token);
+    }
     const name = registryEntryName(request.owner, request.mode, request.limit, staleMs);
     const hold = await this.#hold(join(files.registry, name), {
       create: () => createEntry(io, files, name),
@@ -303,16 +265,11 @@ export class FileBackend implements Backend<FileHold> {
     });
     // Joined while still holding the gate? If it was taken over meanwhile, a
     // writer may hold it without having seen this entry: leave again.
-    const still = await unless(
-      verifyGate(this.#store, files, gate.entry).then(() => true),
-      ["ENOENT"],
-      false,
-    );
-    if (!still) {
+    if ((await io.lstatIfAny(join(files.gate, gate.grant.entry))) === undefined) {
       await this.#end(hold);
       return { granted: false, retryAfterMs: 0 };
     }
-    return this.#granted(hold, request.ttlMs, gate.token);
+    return this.#granted(hold, request.ttlMs, gate.grant.token);
   }
 
   /**
@@ -327,11 +284,11 @@ export class FileBackend implements Backend<FileHold> {
     wanted: Wanted,
     waiting: boolean,
   ): Promise<Attempt<FileHold> | undefined> {
-    const state = await inspectGate(this.#store, files, staleMs);
-    if (state.kind === "held") {
+    const held = await inspectGate(this.#store, files, staleMs);
+    if (held !== undefined) {
       // An exclusive holder took the key with limit 1: a semaphore's request differs.
-      if (state.exclusive && limitOf(wanted) !== 1) throw limitMismatch(limitOf(wanted), 1);
-      return { granted: false, retryAfterMs: state.retryAfterMs };
+      if (held.exclusive && wanted.limit !== 1) throw limitMismatch(wanted.limit, 1);
+      return { granted: false, retryAfterMs: held.retryAfterMs };
     }
     if (!waiting) return undefined;
     const admission = await admit(this.#store, files, wanted, true);
@@ -428,15 +385,9 @@ export class FileBackend implements Backend<FileHold> {
 
   // --- plumbing ---------------------------------------------------------------
 
-  #stateOf(request: LockRequest): RequestState {
-    let state = this.#requests.get(request);
-    if (state === undefined) {
-      const { directory } = this.#options;
-      const files = keyFiles(directory, request.namespace, request.key, request.digest);
-      state = { files, attempts: 0 };
-      this.#requests.set(request, state);
-    }
-    return state;
+  #filesOf(request: LockRequest): KeyFiles {
+    const { namespace, key, digest } = request;
+    return keyFiles(this.#options.directory, namespace, key, digest);
   }
 
   #ensureDirectory(): Promise<void> {

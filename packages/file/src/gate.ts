@@ -105,7 +105,8 @@ export async function createGate(
   }
   if (plan.mustReserve) {
     try {
-      await reserveThrough(io, files, plan.token, store.boot, store.scratchPath(owner));
+      const temp = join(store.scratch, store.uniqueName(owner));
+      await reserveThrough(io, files, plan.token, store.boot, temp);
     } catch (error) {
       await undoGate(store, files, entry);
       throw error;
@@ -136,13 +137,9 @@ export async function removeGate(store: Store, files: KeyFiles, entry: string): 
 export function removeGateSync(files: KeyFiles, entry: string): void {
   try {
     fs.renameSync(join(files.gate, entry), files.fence);
-  } catch {
-    return;
-  }
-  try {
     fs.rmdirSync(files.gate);
   } catch {
-    // taken again meanwhile, or already gone
+    // Not ours any more (taken over), taken again meanwhile, or already gone.
   }
 }
 
@@ -167,29 +164,24 @@ export async function clearOwner(store: Store, files: KeyFiles, owner: string): 
   }
 }
 
-/** What a contender found when the gate was in its way. */
-export type GateState =
-  | { readonly kind: "free" }
-  | {
-      readonly kind: "held";
-      readonly retryAfterMs: number;
-      /** Held by an exclusive holder (limit 1), not by a registrant joining the registry. */
-      readonly exclusive: boolean;
-    };
-
-const FREE: GateState = { kind: "free" };
+/** A held gate, as a contender found it in its way. */
+export interface HeldGate {
+  readonly retryAfterMs: number;
+  /** Held by an exclusive holder (limit 1), not by a registrant joining the registry. */
+  readonly exclusive: boolean;
+}
 
 /**
- * Looks at a gate that is in the way: missing (free), held and fresh, or
- * stale, in which case its record is claimed, the empty gate removed, and
- * the gate reported free. An empty gate is being created or released: busy,
+ * Looks at a gate that is in the way: missing (free: undefined), held and
+ * fresh, or stale, in which case its record is claimed, the empty gate
+ * removed, and the gate reported free. An empty gate is being created or released: busy,
  * judged with `staleMs` (whose record is unknown).
  */
 export async function inspectGate(
   store: Store,
   files: KeyFiles,
   staleMs: number,
-): Promise<GateState> {
+): Promise<HeldGate | undefined> {
   const { io } = store;
   const stats = await io.lstatIfAny(files.gate);
   if (stats !== undefined && !stats.isDirectory()) {
@@ -203,14 +195,14 @@ export async function inspectGate(
     stats === undefined ? undefined : await unless(io.readdir(files.gate), ["ENOENT"], undefined);
   if (stats === undefined || names === undefined) {
     store.freshness.forget(files.gate);
-    return FREE;
+    return undefined;
   }
   const records: Array<{ name: string; record: GrantRecord | undefined }> = [];
   for (const name of names) {
     if (!name.startsWith(OWNER_ENTRY_PREFIX)) continue;
     const raw = await unless(io.readlink(join(files.gate, name)), ["ENOENT"], undefined);
     // Claimed while we looked: look again on the next attempt.
-    if (raw === undefined) return FREE;
+    if (raw === undefined) return undefined;
     records.push({ name, record: parseRecord(raw) });
   }
   const stale = Math.max(0, ...records.map((r) => r.record?.staleMs ?? staleMs)) || staleMs;
@@ -218,7 +210,7 @@ export async function inspectGate(
   const verdict = store.freshness.judge(files.gate, identity, stats.mtimeMs, stale);
   if (!verdict.stale) {
     const exclusive = records.some((r) => r.record?.purpose === "x");
-    return { kind: "held", retryAfterMs: verdict.retryAfterMs, exclusive };
+    return { retryAfterMs: verdict.retryAfterMs, exclusive };
   }
   if (records.length !== names.length) {
     throw Object.assign(
@@ -238,7 +230,7 @@ export async function inspectGate(
   // someone has put a record into meanwhile.
   if (claimed) await unless(io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
   store.freshness.forget(files.gate);
-  return FREE;
+  return undefined;
 }
 
 function compareTokens(a: GrantRecord | undefined, b: GrantRecord | undefined): number {

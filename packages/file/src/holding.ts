@@ -39,24 +39,12 @@ export const REFRESH_MS = 1_000;
 type Done = (error: Error | null) => void;
 type StatDone = (error: Error | null, stats?: Stats) => void;
 
-/** Adapters shared by all locks of one `Io`, so proper-lockfile probes mtime precision once. */
+/**
+ * Per `Io`, the prototype of every lock's adapter: proper-lockfile caches
+ * its mtime-precision probe on the adapter (see `shareProbe`), so it probes
+ * once, not once per lock.
+ */
 const bases = new WeakMap<Io, object>();
-
-function baseAdapter(io: Io): object {
-  let base = bases.get(io);
-  if (base === undefined) {
-    base = {
-      stat(path: string, done: StatDone): void {
-        io.stat(path).then((stats) => done(null, stats), done);
-      },
-      utimes(path: string, _atime: Date, mtime: Date, done: Done): void {
-        io.utimes(path, mtime).then(() => done(null), done);
-      },
-    };
-    bases.set(io, base);
-  }
-  return base;
-}
 
 /** Releases a held lock (proper-lockfile's release function). */
 export type ReleaseLockFile = () => Promise<void>;
@@ -73,7 +61,8 @@ export async function holdLockFile(
   hooks: LockFileHooks,
   onCompromised: (error: Error) => void,
 ): Promise<ReleaseLockFile> {
-  const base = baseAdapter(io);
+  const base = bases.get(io) ?? {};
+  bases.set(io, base);
   let held = false;
   let touching: Promise<unknown> = Promise.resolve();
   const adapter = Object.create(base, {

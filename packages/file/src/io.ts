@@ -70,13 +70,8 @@ export const asyncIo: Io = {
   utimes: (path, time) => p.utimes(path, time, time),
   readFile: (path) => p.readFile(path, "utf8"),
   writeDurable: async (path, temp, content) => {
-    const handle = await p.open(temp, "w", 0o600);
-    try {
-      await handle.writeFile(content, "utf8");
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    // flush: fsync before the file is closed.
+    await p.writeFile(temp, content, { mode: 0o600, flush: true });
     await p.rename(temp, path);
     const dir = await p.open(dirname(path), "r");
     try {
@@ -86,8 +81,6 @@ export const asyncIo: Io = {
     }
   },
 };
-
-const DONE: Promise<void> = Promise.resolve();
 
 /** Wraps a synchronous call: its result or its error, as a settled promise. */
 function settled<A extends unknown[], T>(fn: (...args: A) => T): (...args: A) => Promise<T> {
@@ -100,51 +93,24 @@ function settled<A extends unknown[], T>(fn: (...args: A) => T): (...args: A) =>
   };
 }
 
-function settledVoid<A extends unknown[]>(
-  fn: (...args: A) => unknown,
-): (...args: A) => Promise<void> {
-  return (...args) => {
-    try {
-      fn(...args);
-      return DONE;
-    } catch (error) {
-      return Promise.reject(error);
-    }
-  };
-}
-
-/** Synchronous file-system calls; also used where the caller must not yield (exit handlers). */
-export const syncCalls = {
-  rmdir: fs.rmdirSync,
-  rename: fs.renameSync,
-  unlink: fs.unlinkSync,
-  utimes: (path: string, time: Date): void => fs.utimesSync(path, time, time),
-};
-
 export const syncIo: Io = {
-  mkdir: settledVoid((path: string, mode: number) => fs.mkdirSync(path, { mode })),
-  mkdirp: settledVoid((path: string, mode: number) =>
-    fs.mkdirSync(path, { mode, recursive: true }),
+  mkdir: settled((path: string, mode: number) => void fs.mkdirSync(path, { mode })),
+  mkdirp: settled(
+    (path: string, mode: number) => void fs.mkdirSync(path, { mode, recursive: true }),
   ),
-  rmdir: settledVoid(fs.rmdirSync),
-  rename: settledVoid(fs.renameSync),
-  unlink: settledVoid(fs.unlinkSync),
-  symlink: settledVoid((target: string, path: string) => fs.symlinkSync(target, path)),
+  rmdir: settled(fs.rmdirSync),
+  rename: settled(fs.renameSync),
+  unlink: settled(fs.unlinkSync),
+  symlink: settled((target: string, path: string) => fs.symlinkSync(target, path)),
   readlink: settled((path: string) => fs.readlinkSync(path, "utf8")),
   stat: settled((path: string) => fs.statSync(path)),
   lstat: settled((path: string) => fs.lstatSync(path)),
   lstatIfAny: settled((path: string) => fs.lstatSync(path, { throwIfNoEntry: false })),
   readdir: settled((path: string) => fs.readdirSync(path)),
-  utimes: settledVoid(syncCalls.utimes),
+  utimes: settled((path: string, time: Date) => fs.utimesSync(path, time, time)),
   readFile: settled((path: string) => fs.readFileSync(path, "utf8")),
-  writeDurable: settledVoid((path: string, temp: string, content: string) => {
-    const fd = fs.openSync(temp, "w", 0o600);
-    try {
-      fs.writeFileSync(fd, content, "utf8");
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+  writeDurable: settled((path: string, temp: string, content: string) => {
+    fs.writeFileSync(temp, content, { mode: 0o600, flush: true });
     fs.renameSync(temp, path);
     const dir = fs.openSync(dirname(path), "r");
     try {

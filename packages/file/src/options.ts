@@ -22,11 +22,7 @@ export interface FileBackendOptions {
   io?: "sync" | "async";
 }
 
-export interface ResolvedFileOptions {
-  readonly directory: string;
-  readonly directoryMode: number;
-  readonly io: "sync" | "async";
-}
+export type ResolvedFileOptions = Readonly<Required<FileBackendOptions>>;
 
 const path: Check<string> = (value, name) => {
   const text = check.string(value, name);

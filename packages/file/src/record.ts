@@ -36,22 +36,16 @@ export function encodeRecord(record: GrantRecord): string {
   ].join(" ");
 }
 
+/** What `encodeRecord` writes (version 1): token, reserved, boot id ("-": none), staleness, registry flag, pid, purpose. */
+const RECORD = /^1 (\d+) (\d+) (\S+) (\d+) ([01]) (\d+) ([xg])$/;
+
 /** Parses a record; undefined when it is not one this version wrote. */
 export function parseRecord(raw: string): GrantRecord | undefined {
-  const parts = raw.split(" ");
-  if (parts.length !== 8 || parts[0] !== VERSION) return undefined;
-  const [, token, reserved, boot, staleMs, registry, pid, purpose] = parts as [
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-  ];
-  if (!/^\d+$/.test(token) || !/^\d+$/.test(reserved) || !/^\d+$/.test(staleMs)) return undefined;
-  if (purpose !== "x" && purpose !== "g") return undefined;
+  const fields = RECORD.exec(raw)?.slice(1) as
+    | [string, string, string, string, string, string, "x" | "g"]
+    | undefined;
+  if (fields === undefined) return undefined;
+  const [token, reserved, boot, staleMs, registry, pid, purpose] = fields;
   return {
     token: BigInt(token),
     reserved: BigInt(reserved),

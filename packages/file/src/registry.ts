@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { type LockMode, limitMismatch } from "@locks/core/backend";
+import { type LockMode, type LockRequest, limitMismatch } from "@locks/core/backend";
 import type { FenceState } from "./fence.js";
 import { type Io, unless } from "./io.js";
 import type { KeyFiles } from "./names.js";
@@ -70,22 +70,16 @@ export async function registryMayHoldEntries(
   return names.length > 0;
 }
 
-/** Who may join, as decided under the gate. */
-export type Wanted =
-  | { readonly mode: "exclusive" }
-  | { readonly mode: "shared" }
-  | { readonly limit: number };
-
-/** The limit a request takes the key with: 1 unless a semaphore. */
-export function limitOf(wanted: Wanted): number {
-  return "limit" in wanted ? wanted.limit : 1;
-}
+/**
+ * Who asks, as decided under the gate: a writer (exclusive, limit 1), a
+ * reader (shared, limit 1) or a semaphore holder (exclusive, limit > 1).
+ */
+export type Wanted = Pick<LockRequest, "mode" | "limit">;
 
 export interface Admission {
   readonly admit: boolean;
   /** When refused: the soonest a live entry could become stale. */
   readonly retryAfterMs: number;
-  readonly holders: readonly RegistryEntry[];
   /** Stale entries seen (and, unless `look`, removed). */
   readonly stale: number;
 }
@@ -134,16 +128,15 @@ export async function admit(
     retryAfterMs = Math.min(retryAfterMs, verdict.retryAfterMs);
   }
   if (stale > 0 && !look) await ringDoorbell(io, files);
-  const requested = limitOf(wanted);
-  const other = live.find((e) => e.limit !== requested);
-  if (other !== undefined) throw limitMismatch(requested, other.limit);
+  const other = live.find((e) => e.limit !== wanted.limit);
+  if (other !== undefined) throw limitMismatch(wanted.limit, other.limit);
   const shared = live.filter((e) => e.kind === "shared").length;
   const counted = live.length - shared;
   let ok: boolean;
-  if ("limit" in wanted) ok = shared === 0 && counted < wanted.limit;
+  if (wanted.limit > 1) ok = shared === 0 && counted < wanted.limit;
   else if (wanted.mode === "shared") ok = counted === 0;
   else ok = live.length === 0;
-  return { admit: ok, retryAfterMs: ok ? 0 : retryAfterMs, holders: live, stale };
+  return { admit: ok, retryAfterMs: ok ? 0 : retryAfterMs, stale };
 }
 
 /** Creates the entry `name` (proper-lockfile's mkdir for a registry holder). */

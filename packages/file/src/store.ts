@@ -5,16 +5,12 @@ import type { Freshness } from "./staleness.js";
 /** What the lock protocol needs from one backend instance. */
 export interface Store {
   readonly io: Io;
-  /** The lock directory (absolute). */
-  readonly directory: string;
   /** Where temp files are written before being renamed into place. */
   readonly scratch: string;
   readonly boot: string;
   readonly freshness: Freshness;
   /** A name unique to this process and call, starting with `owner`. */
   uniqueName(owner: string): string;
-  /** A fresh path in the scratch directory (temp files of durable writes). */
-  scratchPath(owner: string): string;
 }
 
 /** The scratch directory's name inside the lock directory. */
