@@ -1,37 +1,52 @@
 import {
   type Attempt,
   type Backend,
+  type BackendHost,
   backendUnavailable,
   type Capabilities,
+  createRequest,
+  type Grant,
   isLockError,
   type KeyStatus,
+  Liveness,
   type LockMode,
   type LockRequest,
-  type LossReport,
   limitMismatch,
   lockClosed,
+  onAbort,
+  settledWithin,
   type Unsubscribe,
   type WaitOptions,
-} from "@locks/core";
-import type { ClientConfig } from "pg";
-import { Cancel, Closing } from "./cancel.js";
-import { Connection, isInterrupted, PoolerError, type SetupOptions } from "./connection.js";
+  WakeRegistry,
+} from "@locks/core/backend";
 import {
+  Connection,
+  type Hold,
+  isInterrupted,
+  PoolerError,
+  type Row,
+  type SetupOptions,
+} from "./connection.js";
+import {
+  type Ids,
   idHalves,
-  keysOf,
+  idsOf,
   limitMarkers,
   MAX_MARKED_LIMIT,
-  requestKeys,
   slotCandidates,
-  slotIdsOf,
+  slotIds,
+  turnId,
 } from "./keys.js";
-import { pollUntilGranted, Wakeups } from "./notify.js";
 import type { ResolvedOptions } from "./options.js";
-import { cancelBackend, retried, waitInQueue } from "./queue.js";
+import { type QueueHost, retried, waitInQueue } from "./queue.js";
 import {
+  CANCEL,
+  DISINTEREST,
   END_TURN,
+  HEARTBEAT,
   HELD,
   HOLDERS,
+  INTEREST,
   LOCK_MODE_NAME,
   RELEASE,
   RELEASE_SLOT,
@@ -42,7 +57,7 @@ import {
 } from "./sql.js";
 
 const NAME = "postgres";
-const NOT_GRANTED: Attempt = Object.freeze({ granted: false });
+const NOT_GRANTED: Attempt<Hold> = Object.freeze({ granted: false });
 
 /** inspect() counts a semaphore's holders slot by slot up to this limit. */
 const INSPECTED_SLOTS = 4_096;
@@ -50,43 +65,11 @@ const INSPECTED_SLOTS = 4_096;
 /** How long a wait may wait for the spare connection being opened before it opens its own. */
 const SPARE_WAIT_MS = 250;
 
-/**
- * close() gives the waits this long to wind down (their cancels are sent at
- * once and land even when their connection closes next), then each
- * connection CLOSE_GRACE_MS to say goodbye before its socket is torn down:
- * a server that stopped answering holds close() up for about 300 ms.
- */
-const WAITS_GRACE_MS = 100;
+/** How long a connection may take to say goodbye before its socket is torn down. */
 const CLOSE_GRACE_MS = 200;
 
-/** Waits for `promise` to settle, `ms` to pass or `signal` to abort, whichever comes first; never rejects. */
-function settledWithin(
-  promise: Promise<unknown>,
-  ms: number,
-  signal: Cancel | undefined,
-): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const timer = setTimeout(done, ms);
-    const stop = signal?.onAbort(done);
-    promise.then(done, done);
-    function done(): void {
-      clearTimeout(timer);
-      stop?.();
-      resolve();
-    }
-  });
-}
-
-/** A lock this backend holds for a lease. */
-interface Holding {
-  readonly conn: Connection;
-  /** The advisory id: the key's, or the semaphore slot's. */
-  readonly id: string;
-  readonly mode: LockMode;
-  readonly interest: string;
-  /** A semaphore slot's presence and limit markers (released with it), by RELEASE_SLOT's order. */
-  readonly markers?: readonly [presence: string, a: string, b: string];
-}
+/** A releaser holds the interest marker for one statement: a poller that finds it taken retries this often. */
+const INTEREST_ATTEMPTS = 50;
 
 /**
  * PostgreSQL session-level advisory locks.
@@ -95,36 +78,38 @@ interface Holding {
  * holds what they grant; a wait queues in the server on a queue connection
  * of its own (opened on demand, up to maxConnections in all, kept for reuse
  * while idle), which then holds the lock it waited for until the release.
+ * Each grant's hold names the connection its lock lives on.
  */
-export class PostgresBackend implements Backend {
+export class PostgresBackend implements Backend<Hold> {
   readonly name = NAME;
   readonly capabilities: Capabilities;
 
   readonly #options: ResolvedOptions;
   readonly #setup: SetupOptions;
-  readonly #wakeups = new Wakeups();
-  readonly #leases = new Map<string, Holding>();
-  readonly #lossListeners = new Set<(report: LossReport) => void>();
-  /** Every connection of ours that is open or opening, the session included. */
+  /** Pollers by interest marker: woken by NOTIFY, and by this backend's own releases. */
+  readonly #wakes = new WakeRegistry();
+  /**
+   * Semaphore waits that hold their turn (see `acquire`), until the core's
+   * polling for them ends (their unsubscribe).
+   */
+  readonly #turns = new WeakMap<LockRequest, { readonly conn: Connection; readonly id: string }>();
+  /** Every connection of ours that is open, the session included. */
   readonly #conns = new Set<Connection>();
+  /** Connections of ours being opened: close() tears them down. */
+  readonly #opening = new Set<Connection>();
   readonly #idle: Connection[] = [];
   /** Queue connections open or being opened. */
   #queueCount = 0;
   #session: Connection | undefined;
   #connecting: Promise<Connection> | undefined;
   /** The spare queue connection being opened. */
-  #warming: Promise<Connection | undefined> | undefined;
+  #warming: Promise<void> | undefined;
   /** A given client was adopted once; it cannot be replaced when it dies. */
   #adopted = false;
-  #heartbeat: NodeJS.Timeout | undefined;
-  readonly #closing = new Closing();
-  #closed: Promise<void> | undefined;
-  /** Connections being closed, awaited by close(). */
-  readonly #closingConns = new Set<Promise<void>>();
-  /** Connections being opened, awaited by close(). */
-  readonly #opening = new Set<Promise<void>>();
-  /** Acquires in progress, awaited by close(). */
-  readonly #pending = new Set<Promise<unknown>>();
+  #host: BackendHost<Hold> | undefined;
+  /** No connection is opened once close() was called. */
+  #closed = false;
+  readonly #queue: QueueHost;
 
   constructor(options: ResolvedOptions) {
     this.#options = options;
@@ -133,6 +118,7 @@ export class PostgresBackend implements Backend {
       lockTimeoutMs: options.client === undefined ? options.lockTimeoutMs : undefined,
       connectTimeoutMs: options.connectTimeoutMs,
     };
+    this.#queue = { sequence: options.sequence, cancel: (conn) => this.#cancel(conn) };
     this.capabilities = Object.freeze({
       scope: "cluster",
       ttl: false,
@@ -151,93 +137,94 @@ export class PostgresBackend implements Backend {
     }
   }
 
-  tryAcquire(request: LockRequest): Promise<Attempt> {
-    if (this.#closing.closed) return Promise.reject(lockClosed("postgres backend"));
+  bind(host: BackendHost<Hold>): void {
+    this.#host = host;
+  }
+
+  tryAcquire(request: LockRequest): Promise<Attempt<Hold>> {
     const live = this.#session;
     // The hot path stays free of extra awaits: an uncontended cycle is two round trips and little else.
     if (live !== undefined && !live.dead) return this.#attempt(live, request);
     return this.#liveSession().then((session) => this.#attempt(session, request));
   }
 
-  acquire(request: LockRequest, wait: WaitOptions): Promise<Attempt & { granted: true }> {
-    const signal = new Cancel(wait.signal, this.#closing);
-    if (signal.aborted) return Promise.reject(signal.reason);
-    const pending = this.#acquire(request, signal);
-    this.#pending.add(pending);
-    void pending.then(
-      () => this.#pending.delete(pending),
-      () => this.#pending.delete(pending),
-    );
-    // A wait the caller gave up rejects once it left the server's queue (nothing is left behind:
-    // a round trip for the cancel, at most about a second when the server does not answer). One
-    // ended by a close (the core's, or this backend's) rejects at once: close() winds it down, and
-    // must not wait for a server that stopped answering.
+  /**
+   * Waits in the server's lock queue on a queue connection of its own (FIFO),
+   * which then holds the lock; declines (the core polls) when no queue
+   * connection is free, or a given client is the only connection.
+   *
+   * A semaphore waiter cannot queue for "any of N slots": it queues for the
+   * semaphore's turn, then declines while it holds the turn. The core then
+   * polls, with `subscribe` and `tryAcquire`: this request's attempts may
+   * take a freed slot, which attempts without the turn leave to it
+   * (TRY_SLOTS), and its unsubscribe hands the turn to the next waiter.
+   *
+   * A wait the caller gave up rejects once it left the server's queue
+   * (nothing is left behind: a round trip for the cancel, at most about a
+   * second when the server does not answer). One ended by close() rejects
+   * at once: close() tears its connection down, and must not wait for a
+   * server that stopped answering.
+   */
+  acquire(request: LockRequest, { signal }: WaitOptions): Promise<Grant<Hold> | undefined> {
+    const waiting = this.#wait(request, signal);
+    const closing = this.#host?.closing;
+    if (closing === undefined) return waiting;
     return new Promise((resolve, reject) => {
       let gaveUp = false;
-      const giveUp = (): void => {
+      const stop = onAbort(signal, (reason) => {
+        if (!closing.aborted) return;
         gaveUp = true;
-        reject(signal.reason);
-      };
-      const stop = signal.onAbort(() => {
-        if (this.#closing.closed || isLockError(signal.reason, "LOCK_CLOSED")) giveUp();
+        reject(reason);
       });
-      const stopClosing = this.#closing.listen(giveUp);
-      pending.then(
+      waiting.then(
         (grant) => {
           stop();
-          stopClosing();
-          if (gaveUp) void this.#release(request.owner);
-          else resolve(grant);
+          if (!gaveUp) {
+            resolve(grant);
+            return;
+          }
+          if (grant !== undefined) void this.release(request, grant.hold);
+          this.#endTurn(request);
         },
         (error: unknown) => {
           stop();
-          stopClosing();
           reject(error);
         },
       );
     });
   }
 
-  async extend(request: LockRequest, _ttlMs: number): Promise<boolean> {
-    const holding = this.#leases.get(request.owner);
-    if (holding === undefined || holding.conn.dead) return false;
-    const { classid, objid } = idHalves(holding.id);
-    let rows: Record<string, unknown>[];
+  async extend(_request: LockRequest, hold: Hold): Promise<boolean> {
+    const { conn } = hold;
+    if (!conn.holds.has(hold)) return false;
+    const { classid, objid } = idHalves(hold.id);
+    let rows: Row[];
     try {
-      rows = await retried(holding.conn, () =>
-        holding.conn.query(HELD, [classid, objid, LOCK_MODE_NAME[holding.mode]]),
+      rows = await retried(conn, () =>
+        conn.query(HELD, [classid, objid, LOCK_MODE_NAME[hold.mode]]),
       );
     } catch (error) {
-      if (holding.conn.dead) return false;
-      throw backendUnavailable(NAME, error);
+      if (conn.dead) return false;
+      throw error;
     }
     const row = rows[0];
-    return (
-      row?.held === true &&
-      Number(row.pid) === holding.conn.pid &&
-      this.#leases.get(request.owner) === holding
-    );
+    return row?.held === true && Number(row.pid) === conn.pid && conn.holds.has(hold);
   }
 
-  release(request: LockRequest): Promise<void> {
-    return this.#release(request.owner);
-  }
-
-  #release(owner: string): Promise<void> {
-    const holding = this.#leases.get(owner);
-    if (holding === undefined) return Promise.resolve();
-    this.#leases.delete(owner);
-    const { conn } = holding;
-    conn.leases.delete(owner);
-    if (conn.dead) return Promise.resolve();
-    const { markers } = holding;
-    const values = [holding.id, holding.interest, this.#options.channel, holding.interest];
+  /**
+   * With `hold` undefined (an attempt failed) there is nothing to release:
+   * its statement failed as a whole, or its session died, and the lock with it.
+   */
+  release(_request: LockRequest, hold: Hold | undefined): Promise<void> {
+    if (hold === undefined || !this.#forgetHold(hold)) return Promise.resolve();
+    const { conn, markers } = hold;
+    const values = [hold.id, hold.interest, this.#options.channel, hold.interest];
     if (markers !== undefined) values.push(...markers);
-    const statement = markers === undefined ? RELEASE[holding.mode] : RELEASE_SLOT;
+    const statement = markers === undefined ? RELEASE[hold.mode] : RELEASE_SLOT;
     const done = (): void => {
-      conn.unhold(holding.id);
-      if (markers !== undefined) unholdSemaphore(conn, markers[0]);
-      this.#wakeups.wake(holding.interest);
+      conn.unhold(hold.id);
+      if (markers !== undefined) conn.unholdSemaphore(markers[0]);
+      this.#wakes.wake(hold.interest);
       if (conn !== this.#session) this.#recycle(conn);
     };
     const unknownState = (failure: unknown): void => {
@@ -257,66 +244,84 @@ export class PostgresBackend implements Backend {
     });
   }
 
-  // close and onLoss are bound: they work when called through a Proxy or detached.
-  readonly onLoss = (listener: (report: LossReport) => void): Unsubscribe => {
-    this.#lossListeners.add(listener);
-    return () => {
-      this.#lossListeners.delete(listener);
+  /**
+   * Wakes a poller of `request.key` through LISTEN/NOTIFY. The poller takes
+   * the key's interest marker in shared mode on the session; a release tries
+   * to take the marker exclusively in the same statement as its unlock, and
+   * NOTIFYs only when that fails (see RELEASE in sql.ts). So notifications
+   * cost nothing when nobody waits, and a release after this resolved is
+   * never missed. A session never conflicts with itself, so this backend's
+   * own releases wake its pollers directly. A poller woken by the loss of
+   * the session announces itself on the next one.
+   */
+  async subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
+    const { interest } = idsOf(request);
+    /** The session the marker is held on. */
+    let announcedOn: Connection | undefined;
+    let ended = false;
+    const announce = async (): Promise<void> => {
+      const session = await this.#liveSession();
+      await this.#listen(session);
+      if (!(await takeInterest(session, interest))) return;
+      if (ended) void dropInterest(session, interest);
+      else announcedOn = session;
     };
-  };
+    const remove = this.#wakes.add(interest, {
+      wake: () => {
+        if (announcedOn?.dead === true && !ended) {
+          announcedOn = undefined;
+          announce().catch(() => undefined);
+        }
+        onChange();
+      },
+    });
+    try {
+      await announce();
+    } catch (error) {
+      remove();
+      this.#endTurn(request);
+      throw error;
+    }
+    // Nothing to await: a server that stopped answering must not hold up the end of a wait.
+    return () => {
+      ended = true;
+      remove();
+      this.#endTurn(request);
+      if (announcedOn !== undefined && !announcedOn.dead) void dropInterest(announcedOn, interest);
+    };
+  }
 
   /**
    * Who holds a key, from pg_locks. The server shows one row per session and
    * lock, so the readers of one session of another client count as one
-   * holder (this backend's own are counted from its leases). A semaphore's
+   * holder (this backend's own are counted from its holds). A semaphore's
    * holders are counted by its slots (by the sessions holding its markers
    * when its limit is above INSPECTED_SLOTS).
    */
   async inspect(namespace: string, key: string): Promise<KeyStatus> {
-    const session = await this.#liveSession();
-    const keys = keysOf(namespace, key);
-    const { classid, objid } = idHalves(keys.key);
     try {
-      const rows = await session.query(HOLDERS, [classid, objid, ...keys.markerHalves]);
-      const holders: { mode: LockMode }[] = [];
-      let limit: number | undefined;
-      for (const row of rows) {
-        if (row.lim === null) {
-          const mode: LockMode = row.mode === "ShareLock" ? "shared" : "exclusive";
-          const ours = [...this.#leases.values()].filter(
-            (h) => h.id === keys.key && !h.conn.dead && h.conn.pid === Number(row.pid),
-          ).length;
-          for (let i = 0; i < Math.max(ours, 1); i++) holders.push({ mode });
-          limit ??= 1;
-          continue;
-        }
-        const semaphoreLimit = Number(row.lim);
-        limit = semaphoreLimit;
-        let count = Number(row.sessions);
-        if (semaphoreLimit <= INSPECTED_SLOTS) {
-          const slots = slotIdsOf(namespace, key, semaphoreLimit).map(idHalves);
-          const [held] = await session.query(SLOT_HOLDERS, [
-            slots.map((slot) => slot.classid),
-            slots.map((slot) => slot.objid),
-          ]);
-          count = Number(held?.held);
-        }
-        for (let i = 0; i < count; i++) holders.push({ mode: "exclusive" });
-      }
-      return {
-        held: holders.length > 0,
-        ...(limit !== undefined ? { limit } : {}),
-        holders,
-      };
+      return await this.#inspect(createRequest({ namespace, key }));
     } catch (error) {
-      throw backendUnavailable(NAME, error);
+      // Called by tools directly, not through the core: its errors are mapped here.
+      throw isLockError(error) ? error : backendUnavailable(NAME, error);
     }
   }
 
-  readonly close = (): Promise<void> => {
-    this.#closed ??= this.#close();
-    return this.#closed;
-  };
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const conn of this.#opening) conn.fail(lockClosed("postgres backend"));
+    const given = this.#options.client !== undefined ? this.#session : undefined;
+    if (given !== undefined) {
+      if (!given.dead && given.listening) {
+        const unlisten = given.query(`UNLISTEN "${this.#options.channel}"`);
+        await settledWithin(unlisten, CLOSE_GRACE_MS);
+      }
+      given.detach();
+    }
+    this.#idle.length = 0;
+    await Promise.allSettled([...this.#conns].map((conn) => conn.close(CLOSE_GRACE_MS)));
+    this.#conns.clear();
+  }
 
   // --- attempts -------------------------------------------------------------
 
@@ -330,257 +335,294 @@ export class PostgresBackend implements Backend {
    * reader jump that queue, so the statement refuses it then, as the server
    * refuses a reader of another session.
    */
-  #attempt(conn: Connection, request: LockRequest): Promise<Attempt> {
-    const keys = requestKeys(request);
-    if (request.limit > 1) return this.#attemptSlots(conn, request, keys.interest);
-    const semaphore = conn.semaphores.get(keys.presence);
+  #attempt(conn: Connection, request: LockRequest): Promise<Attempt<Hold>> {
+    const ids = idsOf(request);
+    if (request.limit > 1) return this.#attemptSlots(conn, request, ids);
+    const semaphore = conn.semaphores.get(ids.presence);
     if (semaphore !== undefined) return Promise.reject(limitMismatch(1, semaphore.limit));
-    const held = conn.holds.get(keys.key);
+    const held = conn.ids.get(ids.key);
     if (held !== undefined && (held.mode === "exclusive" || request.mode === "exclusive")) {
       return Promise.resolve(NOT_GRANTED);
     }
-    conn.hold(keys.key, request.mode);
+    conn.hold(ids.key, request.mode);
     let values: unknown[];
     if (held === undefined) {
-      values = [keys.key, this.#options.sequence, keys.presence, ...keys.markerHalves];
+      values = [ids.key, this.#options.sequence, ids.presence, ...ids.markerHalves];
     } else {
-      const { classid, objid } = idHalves(keys.key);
-      values = [keys.key, this.#options.sequence, classid, objid];
+      const { classid, objid } = idHalves(ids.key);
+      values = [ids.key, this.#options.sequence, classid, objid];
     }
     return conn.query(held === undefined ? TRY[request.mode] : TRY_READ_AGAIN, values).then(
       (rows) => {
         const row = rows[0];
         if (row?.token === null || row?.token === undefined) {
-          conn.unhold(keys.key);
+          conn.unhold(ids.key);
           return NOT_GRANTED;
         }
         const token = BigInt(String(row.token));
         if (token < 0n) {
           // Semaphore holders hold the key: the statement gave the lock back.
-          conn.unhold(keys.key);
+          conn.unhold(ids.key);
           throw limitMismatch(1, Number(-token));
         }
-        return this.#granted(conn, request, keys.key, request.mode, keys.interest, row);
+        return this.#granted(conn, ids.key, request.mode, ids.interest, row);
       },
       (error: unknown) => {
-        conn.unhold(keys.key);
-        throw backendUnavailable(NAME, error);
+        conn.unhold(ids.key);
+        throw error;
       },
     );
   }
 
-  async #attemptSlots(conn: Connection, request: LockRequest, interest: string): Promise<Attempt> {
-    const keys = requestKeys(request);
-    const candidates = slotCandidates(request).filter((id) => !conn.holds.has(id));
+  async #attemptSlots(conn: Connection, request: LockRequest, ids: Ids): Promise<Attempt<Hold>> {
+    const candidates = slotCandidates(request).filter((id) => !conn.ids.has(id));
     if (candidates.length === 0) return NOT_GRANTED;
-    const [a, b] = limitMarkers(keys, request.limit);
-    const { classid, objid } = idHalves(keys.key);
-    const turn = idHalves(keys.turn);
+    const [a, b] = limitMarkers(ids, request.limit);
+    const { classid, objid } = idHalves(ids.key);
+    // The turn's holder is the waiter a freed slot is for; NULLs skip the check for it.
+    const turn = this.#turns.has(request)
+      ? { classid: null, objid: null }
+      : idHalves(turnId(request));
     for (const id of candidates) conn.hold(id, "exclusive");
-    holdSemaphore(conn, keys.presence, request.limit);
-    let row: Record<string, unknown> | undefined;
+    conn.holdSemaphore(ids.presence, request.limit);
+    let row: Row | undefined;
     try {
       [row] = await conn.query(TRY_SLOTS, [
         candidates,
         this.#options.sequence,
-        keys.presence,
+        ids.presence,
         a,
         b,
         classid,
         objid,
-        ...keys.markerHalves,
+        ...ids.markerHalves,
         String(Math.min(request.limit, MAX_MARKED_LIMIT)),
         turn.classid,
         turn.objid,
       ]);
     } catch (error) {
       for (const id of candidates) conn.unhold(id);
-      unholdSemaphore(conn, keys.presence);
-      throw backendUnavailable(NAME, error);
+      conn.unholdSemaphore(ids.presence);
+      throw error;
     }
     const slot = typeof row?.slot === "string" ? row.slot : undefined;
     for (const id of candidates) if (id !== slot) conn.unhold(id);
     if (slot === undefined || row === undefined) {
-      unholdSemaphore(conn, keys.presence);
+      conn.unholdSemaphore(ids.presence);
       const other = row?.other;
       if (other !== null && other !== undefined) throw limitMismatch(request.limit, Number(other));
       return NOT_GRANTED;
     }
-    return this.#granted(conn, request, slot, "exclusive", interest, row, [keys.presence, a, b]);
+    return this.#granted(conn, slot, "exclusive", ids.interest, row, [ids.presence, a, b]);
   }
 
   #granted(
     conn: Connection,
-    request: LockRequest,
     id: string,
     mode: LockMode,
     interest: string,
-    row: Record<string, unknown>,
-    markers?: Holding["markers"],
-  ): Attempt {
-    if (Number(row.pid) !== conn.pid) {
+    row: Row,
+    markers?: Hold["markers"],
+  ): Grant<Hold> {
+    if (Number(row.pid) !== conn.pid || conn.dead) {
       conn.unhold(id);
-      if (markers !== undefined) unholdSemaphore(conn, markers[0]);
+      if (markers !== undefined) conn.unholdSemaphore(markers[0]);
+      if (conn.dead) {
+        // The session ended right after the grant: the lock went with it.
+        throw new Error("the connection to PostgreSQL was lost");
+      }
       const error = new PoolerError(conn.pid, Number(row.pid));
       conn.fail(error);
-      throw backendUnavailable(NAME, error);
+      throw error;
     }
-    if (conn.dead) {
-      // The session ended right after the grant: the lock went with it.
-      conn.unhold(id);
-      if (markers !== undefined) unholdSemaphore(conn, markers[0]);
-      throw backendUnavailable(NAME, new Error("the connection to PostgreSQL was lost"));
-    }
-    this.#hold(request.owner, {
+    const hold = this.#hold({
       conn,
       id,
       mode,
       interest,
       ...(markers !== undefined ? { markers } : {}),
     });
-    return { granted: true, fencingToken: BigInt(String(row.token)) };
+    return { granted: true, fencingToken: BigInt(String(row.token)), hold };
   }
 
-  #hold(owner: string, holding: Holding): void {
-    this.#leases.set(owner, holding);
-    holding.conn.leases.add(owner);
+  /** Records a lock held on its connection; with heartbeatMs, the connection is kept proven alive. */
+  #hold(hold: Hold): Hold {
+    const { conn } = hold;
+    conn.holds.add(hold);
     const every = this.#options.heartbeatMs;
-    if (every > 0 && this.#heartbeat === undefined && !this.#closing.closed) {
-      this.#heartbeat = setInterval(() => {
-        for (const conn of new Set([...this.#leases.values()].map((h) => h.conn))) {
-          conn.heartbeat(every);
-        }
-      }, every);
-      this.#heartbeat.unref();
+    if (every > 0 && conn.liveness === undefined) {
+      conn.liveness = new Liveness({
+        intervalMs: every,
+        // Unanswered for two intervals: the session is presumed dead, and its leases lost.
+        validForMs: 2 * every,
+        beat: () => conn.query(HEARTBEAT).then(() => undefined),
+        lost: (cause) =>
+          conn.fail(new Error(`no answer to a heartbeat within ${2 * every} ms`, { cause })),
+      });
     }
+    return hold;
+  }
+
+  /** Forgets a hold on its connection; false when it was not there (released, or its session died). */
+  #forgetHold(hold: Hold): boolean {
+    const { conn } = hold;
+    if (!conn.holds.delete(hold)) return false;
+    if (conn.holds.size === 0) {
+      conn.liveness?.stop();
+      conn.liveness = undefined;
+    }
+    return true;
   }
 
   // --- waiting --------------------------------------------------------------
 
-  async #acquire(request: LockRequest, signal: Cancel): Promise<Attempt & { granted: true }> {
-    if (this.#options.maxConnections > 1) {
-      for (;;) {
-        const conn = await this.#queueConnection(signal);
-        if (conn === undefined) break; // every connection is busy: poll instead
-        const granted =
-          request.limit === 1
-            ? await this.#waitOn(conn, request, signal)
-            : await this.#waitTurn(conn, request, signal);
-        if (granted !== undefined) return granted;
-        // The connection died while waiting: queue again on another.
-      }
+  async #wait(request: LockRequest, signal: AbortSignal): Promise<Grant<Hold> | undefined> {
+    for (;;) {
+      const conn = await this.#queueConnection(signal);
+      if (conn === undefined) return undefined;
+      const outcome =
+        request.limit === 1
+          ? await this.#waitOn(conn, request, signal)
+          : await this.#waitTurn(conn, request, signal);
+      // "again": the connection died while waiting: queue again on another.
+      if (outcome !== "again") return outcome;
     }
-    return this.#poll(request, signal, () => this.#liveSession());
   }
 
-  /** Polls (woken by notifications) until granted; attempts run on `on` (the session, by default). */
-  #poll(
+  /** Waits for the key on a queue connection, which then holds it. */
+  async #waitOn(
+    conn: Connection,
     request: LockRequest,
-    signal: Cancel,
-    on: () => Promise<Connection>,
-  ): Promise<Attempt & { granted: true }> {
-    return pollUntilGranted(
-      {
-        channel: this.#options.channel,
-        wakeups: this.#wakeups,
-        session: () => this.#liveSession(),
-        attempt: async (_session, r) => this.#attempt(await on(), r),
+    signal: AbortSignal,
+  ): Promise<Grant<Hold> | "again"> {
+    const ids = idsOf(request);
+    conn.hold(ids.key, request.mode);
+    const check = [ids.presence, ...ids.markerHalves] as const;
+    const outcome = await waitInQueue(this.#queue, conn, ids.key, request.mode, check, signal);
+    if (outcome.kind === "granted" && !conn.dead) {
+      const hold = this.#hold({ conn, id: ids.key, mode: request.mode, interest: ids.interest });
+      return { granted: true, fencingToken: outcome.token, hold };
+    }
+    conn.unhold(ids.key);
+    this.#recycle(conn);
+    signal.throwIfAborted();
+    if (outcome.kind === "mismatch") throw limitMismatch(1, outcome.limit);
+    if (outcome.kind === "failed" && !conn.dead) throw outcome.error;
+    return "again";
+  }
+
+  /** Waits for the semaphore's turn on a queue connection, then declines (see `acquire`). */
+  async #waitTurn(
+    conn: Connection,
+    request: LockRequest,
+    signal: AbortSignal,
+  ): Promise<undefined | "again"> {
+    const id = turnId(request);
+    const outcome = await waitInQueue(this.#queue, conn, id, "exclusive", undefined, signal);
+    if (outcome.kind !== "granted" || conn.dead) {
+      this.#recycle(conn);
+      signal.throwIfAborted();
+      if (outcome.kind === "failed" && !conn.dead) throw outcome.error;
+      return "again";
+    }
+    // Holding the turn: the connection is not idle until it hands the turn on.
+    conn.waiting = true;
+    this.#turns.set(request, { conn, id });
+    return undefined;
+  }
+
+  /** Hands a semaphore's turn to its next waiter, if `request` holds it. */
+  #endTurn(request: LockRequest): void {
+    const turn = this.#turns.get(request);
+    if (turn === undefined) return;
+    this.#turns.delete(request);
+    const { conn, id } = turn;
+    retried(conn, () => conn.query(END_TURN, [id])).then(
+      () => {
+        conn.waiting = false;
+        this.#recycle(conn);
       },
-      request,
-      signal,
-      (r) => this.release(r),
+      (error: unknown) => conn.fail(error),
     );
   }
 
   /**
-   * A semaphore wait in FIFO order: a waiter cannot queue in the server for
-   * "any of N slots", so it queues on `conn` for the semaphore's turn, then
-   * polls the slots from `conn` (which holds the slot it gets), and hands the
-   * turn to the next waiter. Requests without the turn leave freed slots to
-   * its holder (TRY_SLOTS). Undefined when `conn` died and the wait should
-   * move to another.
+   * pg_cancel_backend for a waiting queue connection, sent on the session.
+   * While closing, only on a live session, and nobody waits for it: close()
+   * tears the connection down next, and the cancel (on the wire before the
+   * session's goodbye) takes the wait out of the server's queue meanwhile
+   * (a server does not notice a client gone while it waits for a lock).
    */
-  async #waitTurn(
-    conn: Connection,
-    request: LockRequest,
-    signal: Cancel,
-  ): Promise<(Attempt & { granted: true }) | undefined> {
-    const { turn } = requestKeys(request);
-    const host = { sequence: this.#options.sequence, cancel: (pid: number) => this.#cancel(pid) };
-    const outcome = await waitInQueue(host, conn, turn, "exclusive", undefined, signal);
-    if (outcome.kind !== "granted" || conn.dead) {
-      this.#recycle(conn);
-      if (signal.aborted) throw signal.reason;
-      if (outcome.kind === "failed" && !conn.dead) throw backendUnavailable(NAME, outcome.error);
-      return undefined;
+  #cancel(conn: Connection): Promise<unknown> | undefined {
+    if (!this.#ending()) {
+      return this.#liveSession().then((session) => session.query(CANCEL, [conn.pid]));
     }
-    // Holding the turn: the connection is not idle, whether it gets a slot or not.
-    conn.waiting = true;
-    try {
-      return await this.#poll(request, signal, () => Promise.resolve(conn));
-    } catch (error) {
-      if (conn.dead && !signal.aborted) return undefined;
-      throw error;
-    } finally {
-      if (!conn.dead) {
-        await retried(conn, () => conn.query(END_TURN, [turn])).catch((error: unknown) =>
-          conn.fail(error),
-        );
-      }
-      conn.waiting = false;
-      this.#recycle(conn);
-    }
-  }
-
-  /** Waits on a queue connection; undefined when it died and the wait should move to another. */
-  async #waitOn(
-    conn: Connection,
-    request: LockRequest,
-    signal: Cancel,
-  ): Promise<(Attempt & { granted: true }) | undefined> {
-    const keys = requestKeys(request);
-    conn.hold(keys.key, request.mode);
-    const outcome = await waitInQueue(
-      { sequence: this.#options.sequence, cancel: (pid) => this.#cancel(pid) },
-      conn,
-      keys.key,
-      request.mode,
-      [keys.presence, ...keys.markerHalves],
-      signal,
-    );
-    if (outcome.kind === "granted" && !conn.dead) {
-      this.#hold(request.owner, {
-        conn,
-        id: keys.key,
-        mode: request.mode,
-        interest: keys.interest,
-      });
-      return { granted: true, fencingToken: outcome.token };
-    }
-    conn.unhold(keys.key);
-    this.#recycle(conn);
-    if (signal.aborted) throw signal.reason;
-    if (outcome.kind === "mismatch") throw limitMismatch(1, outcome.limit);
-    if (outcome.kind === "failed" && !conn.dead) throw backendUnavailable(NAME, outcome.error);
+    const session = this.#session;
+    if (session !== undefined && !session.dead) void dropped(session.query(CANCEL, [conn.pid]));
     return undefined;
   }
 
-  /** pg_cancel_backend for a waiting queue connection, sent on the session. */
-  async #cancel(pid: number): Promise<void> {
-    await cancelBackend(await this.#liveSession(), pid);
+  async #listen(session: Connection): Promise<void> {
+    if (session.listening) return;
+    session.listening = true;
+    session.onNotification(this.#options.channel, (payload) => this.#wakes.wake(payload));
+    try {
+      // An identifier cannot be a parameter: the channel is a validated name from the options.
+      await session.query(`LISTEN "${this.#options.channel}"`);
+    } catch (error) {
+      session.listening = false;
+      throw error;
+    }
+  }
+
+  async #inspect(request: LockRequest): Promise<KeyStatus> {
+    const session = await this.#liveSession();
+    const ids = idsOf(request);
+    const { classid, objid } = idHalves(ids.key);
+    const rows = await session.query(HOLDERS, [classid, objid, ...ids.markerHalves]);
+    const holders: { mode: LockMode }[] = [];
+    let limit: number | undefined;
+    for (const row of rows) {
+      if (row.lim === null) {
+        const mode: LockMode = row.mode === "ShareLock" ? "shared" : "exclusive";
+        const conn = [this.#session, ...this.#conns].find(
+          (c) => c !== undefined && !c.dead && c.pid === Number(row.pid),
+        );
+        const ours = [...(conn?.holds ?? [])].filter((hold) => hold.id === ids.key).length;
+        for (let i = 0; i < Math.max(ours, 1); i++) holders.push({ mode });
+        limit ??= 1;
+        continue;
+      }
+      limit = Number(row.lim);
+      let count = Number(row.sessions);
+      if (limit <= INSPECTED_SLOTS) {
+        const slots = slotIds(
+          request.scoped,
+          Array.from({ length: limit }, (_, i) => i),
+        );
+        const halves = slots.map(idHalves);
+        const [held] = await session.query(SLOT_HOLDERS, [
+          halves.map((slot) => slot.classid),
+          halves.map((slot) => slot.objid),
+        ]);
+        count = Number(held?.held);
+      }
+      for (let i = 0; i < count; i++) holders.push({ mode: "exclusive" });
+    }
+    return { held: holders.length > 0, ...(limit !== undefined ? { limit } : {}), holders };
   }
 
   // --- connections ----------------------------------------------------------
 
-  /**
-   * The session connection, (re)connected when needed; BACKEND_UNAVAILABLE
-   * when it cannot be. While closing, only a live session is handed out (to
-   * cancel waits), and none is opened.
-   */
-  async #liveSession(): Promise<Connection> {
+  /** The client is closing or closed: no connection is opened, no cancel sent (close() tears waits down). */
+  #ending(): boolean {
+    return this.#closed || this.#host?.closing.aborted === true;
+  }
+
+  /** The session connection, (re)connected when needed. */
+  #liveSession(): Promise<Connection> {
     const session = this.#session;
-    if (session !== undefined && !session.dead) return session;
-    if (this.#closing.closed) throw lockClosed("postgres backend");
+    if (session !== undefined && !session.dead) return Promise.resolve(session);
     this.#connecting ??= this.#connectSession().finally(() => {
       this.#connecting = undefined;
     });
@@ -588,43 +630,35 @@ export class PostgresBackend implements Backend {
   }
 
   async #connectSession(): Promise<Connection> {
-    const { client, clientConfig } = this.#options;
-    let conn: Connection;
-    try {
-      if (client !== undefined) {
-        if (this.#adopted)
-          throw new Error("the pg.Client given to the backend lost its connection");
-        this.#adopted = true;
-        conn = await Connection.adopt(client, this.#setup, this.#onDeath);
-      } else {
-        conn = await this.#open(clientConfig ?? {});
-        this.#conns.add(conn);
-      }
-    } catch (error) {
-      throw backendUnavailable(NAME, error);
+    const { client } = this.#options;
+    if (client === undefined) {
+      this.#session = await this.#open();
+      return this.#session;
     }
-    if (this.#closing.closed) {
-      await this.#closeConnection(conn);
-      throw lockClosed("postgres backend");
-    }
+    if (this.#adopted) throw new Error("the pg.Client given to the backend lost its connection");
+    this.#adopted = true;
+    const conn = new Connection(this.#onDeath, {}, client);
+    await conn.adopt(this.#setup);
     this.#session = conn;
     return conn;
   }
 
-  /** Opens a connection of ours; close() waits for the ones still opening. */
-  #open(config: ClientConfig): Promise<Connection> {
-    const opening = Connection.open(config, this.#setup, this.#onDeath, this.#closing);
-    const settled = opening.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#opening.add(settled);
-    void settled.then(() => this.#opening.delete(settled));
-    return opening;
+  /** Opens a connection of ours. */
+  async #open(): Promise<Connection> {
+    if (this.#ending()) throw lockClosed("postgres backend");
+    const conn = new Connection(this.#onDeath, this.#options.clientConfig ?? {});
+    this.#opening.add(conn);
+    try {
+      await conn.open(this.#setup);
+    } finally {
+      this.#opening.delete(conn);
+    }
+    this.#conns.add(conn);
+    return conn;
   }
 
   /** An idle queue connection, a new one, or undefined when maxConnections are open. */
-  async #queueConnection(signal?: Cancel): Promise<Connection | undefined> {
+  async #queueConnection(signal: AbortSignal): Promise<Connection | undefined> {
     for (;;) {
       for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
         if (conn.idleTimer !== undefined) clearTimeout(conn.idleTimer);
@@ -637,38 +671,29 @@ export class PostgresBackend implements Backend {
       // A spare on its way is nearer than a new connection, unless it is stuck (a partition
       // swallowed its setup): wait for it a little, then open another.
       if (this.#warming === undefined) break;
-      await settledWithin(this.#warming, SPARE_WAIT_MS, signal);
-      signal?.throwIfAborted();
+      await settledWithin(this.#warming, SPARE_WAIT_MS);
+      signal.throwIfAborted();
       if (this.#idle.length === 0) break;
     }
     const conn = await this.#openQueueConnection();
-    if (conn === undefined) return undefined;
-    if (signal?.aborted || this.#closing.closed) {
+    if (conn !== undefined && signal.aborted) {
       this.#recycle(conn);
-      signal?.throwIfAborted();
-      throw lockClosed("postgres backend");
+      signal.throwIfAborted();
     }
     return conn;
   }
 
   /** Opens a queue connection, unless maxConnections (the session included) are open. */
   async #openQueueConnection(): Promise<Connection | undefined> {
-    if (
-      this.#options.client !== undefined ||
-      this.#queueCount + 1 >= this.#options.maxConnections
-    ) {
-      return undefined;
-    }
+    const { client, maxConnections } = this.#options;
+    if (client !== undefined || this.#queueCount + 1 >= maxConnections) return undefined;
     this.#queueCount++;
-    let conn: Connection;
     try {
-      conn = await this.#open(this.#options.clientConfig ?? {});
+      return await this.#open();
     } catch (error) {
       this.#queueCount--;
-      throw backendUnavailable(NAME, error);
+      throw error;
     }
-    this.#conns.add(conn);
-    return conn;
   }
 
   /**
@@ -677,37 +702,27 @@ export class PostgresBackend implements Backend {
    * waiter overtake it).
    */
   #warmSpare(): void {
-    if (this.#warming !== undefined || this.#idle.length > 0 || this.#closing.closed) {
-      return;
-    }
-    const warming = this.#openQueueConnection().then((conn) => {
-      if (conn !== undefined) this.#recycle(conn);
-      return conn;
-    });
-    this.#warming = warming;
-    warming.then(
-      () => {
-        this.#warming = undefined;
+    if (this.#warming !== undefined || this.#idle.length > 0 || this.#ending()) return;
+    const warming = this.#openQueueConnection().then(
+      (conn) => {
+        if (conn !== undefined) this.#recycle(conn);
       },
-      () => {
-        this.#warming = undefined;
-      },
+      () => undefined,
     );
+    this.#warming = warming;
+    void warming.then(() => {
+      this.#warming = undefined;
+    });
   }
 
   /**
    * Puts a queue connection that holds nothing back in the idle pool (or
    * closes it). One idle connection is kept as the spare; others close after
-   * idleTimeoutMs.
+   * idleTimeoutMs. While closing, close() closes them all.
    */
   #recycle(conn: Connection): void {
-    if (conn.dead || conn === this.#session || conn.leases.size > 0 || conn.waiting) return;
-    if (this.#closing.closed) {
-      this.#forget(conn);
-      void this.#closeConnection(conn);
-      return;
-    }
-    if (this.#idle.includes(conn)) return;
+    if (conn.dead || conn === this.#session || conn.holds.size > 0 || conn.waiting) return;
+    if (this.#ending() || this.#idle.includes(conn)) return;
     this.#idle.push(conn);
     if (this.#idle.length === 1) return;
     conn.idleTimer = setTimeout(() => {
@@ -715,18 +730,10 @@ export class PostgresBackend implements Backend {
       const index = this.#idle.indexOf(conn);
       if (index < 0 || this.#idle.length === 1) return;
       this.#idle.splice(index, 1);
-      this.#forget(conn);
-      void this.#closeConnection(conn);
+      // Forgotten once closed, so that close() waits for it meanwhile.
+      void conn.close(CLOSE_GRACE_MS).then(() => this.#forget(conn));
     }, this.#options.idleTimeoutMs);
     conn.idleTimer.unref();
-  }
-
-  /** Closes a connection of ours; close() waits for every such close. */
-  #closeConnection(conn: Connection): Promise<void> {
-    const closing = conn.close(CLOSE_GRACE_MS);
-    this.#closingConns.add(closing);
-    void closing.then(() => this.#closingConns.delete(closing));
-    return closing;
   }
 
   #forget(conn: Connection): void {
@@ -734,74 +741,42 @@ export class PostgresBackend implements Backend {
     if (conn !== this.#session) this.#queueCount--;
   }
 
-  /** A session ended: every lease on it is lost, at once. */
+  /** A session ended: every lock on it is lost, at once. */
   readonly #onDeath = (conn: Connection, cause: unknown): void => {
-    const owners = [...conn.leases];
-    conn.leases.clear();
+    const holds = [...conn.holds];
     conn.holds.clear();
+    conn.ids.clear();
     conn.semaphores.clear();
-    for (const owner of owners) this.#leases.delete(owner);
     const index = this.#idle.indexOf(conn);
     if (index >= 0) this.#idle.splice(index, 1);
     this.#forget(conn);
     if (conn === this.#session) {
       if (this.#options.client === undefined) this.#session = undefined;
-      // Pollers announced themselves on that session: they must do it again on the next one.
-      this.#wakeups.wakeAll();
+      // Pollers announced themselves on that session: woken, they do it again on the next one.
+      this.#wakes.wakeAll();
     }
     const detail = cause instanceof Error ? `: ${cause.message}` : "";
-    for (const owner of owners) {
-      const report: LossReport = {
-        owner,
-        reason: `the PostgreSQL session holding the lock ended${detail}`,
-        cause,
-      };
-      for (const listener of [...this.#lossListeners]) listener(report);
-    }
+    const reason = `the PostgreSQL session holding the lock ended${detail}`;
+    for (const hold of holds) this.#host?.lost(hold, reason, cause);
   };
+}
 
-  async #close(): Promise<void> {
-    this.#closing.close(lockClosed("postgres backend"));
-    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
-    this.#heartbeat = undefined;
-    // Waits end on the closing signal (their cancels go out on the session), connections being
-    // opened are torn down by it. Whatever a dead server leaves hanging ends with its socket below.
-    const started = [...this.#pending, ...this.#opening, this.#connecting];
-    await settledWithin(Promise.allSettled(started), WAITS_GRACE_MS, undefined);
-    const given = this.#options.client !== undefined ? this.#session : undefined;
-    if (given !== undefined && !given.dead) {
-      // Locks on a given client outlive this backend unless released here.
-      const farewell = async (): Promise<void> => {
-        await Promise.allSettled([...given.leases].map((owner) => this.#release(owner)));
-        if (given.listening) {
-          await given.query(`UNLISTEN "${this.#options.channel}"`).catch(() => undefined);
-        }
-      };
-      await settledWithin(farewell(), CLOSE_GRACE_MS, undefined);
-      given.detach();
-    }
-    for (const conn of this.#idle) if (conn.idleTimer !== undefined) clearTimeout(conn.idleTimer);
-    this.#idle.length = 0;
-    const conns = [...this.#conns];
-    this.#conns.clear();
-    await Promise.allSettled(conns.map((conn) => this.#closeConnection(conn)));
-    while (this.#closingConns.size > 0) await Promise.allSettled([...this.#closingConns]);
-    // With their sockets gone, the waits still running fail at once.
-    await settledWithin(Promise.allSettled([...this.#pending]), CLOSE_GRACE_MS, undefined);
-    this.#leases.clear();
-    this.#lossListeners.clear();
+/** Announces a poller of the key whose interest marker is `interest`; false when it could not. */
+async function takeInterest(session: Connection, interest: string): Promise<boolean> {
+  for (let i = 0; i < INTEREST_ATTEMPTS; i++) {
+    const [row] = await session.query(INTEREST, [interest]);
+    if (row?.ok === true) return true;
+    await new Promise((resolve) => setImmediate(resolve));
   }
+  // Not announced: this poller relies on polling alone.
+  return false;
 }
 
-/** Records one more semaphore of `limit` on `conn`, by its presence marker. */
-function holdSemaphore(conn: Connection, presence: string, limit: number): void {
-  const entry = conn.semaphores.get(presence);
-  if (entry === undefined) conn.semaphores.set(presence, { limit, count: 1 });
-  else entry.count++;
+function dropInterest(session: Connection, interest: string): Promise<unknown> {
+  return dropped(session.query(DISINTEREST, [interest]));
 }
 
-/** Forgets one semaphore of `conn` by its presence marker. */
-function unholdSemaphore(conn: Connection, presence: string): void {
-  const entry = conn.semaphores.get(presence);
-  if (entry !== undefined && --entry.count <= 0) conn.semaphores.delete(presence);
+/** A statement whose outcome nobody waits for (a clean-up; a failure ends its session anyway). */
+function dropped(statement: Promise<unknown>): Promise<unknown> {
+  return statement.catch(() => undefined);
 }

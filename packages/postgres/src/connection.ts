@@ -1,7 +1,6 @@
-import type { LockMode } from "@locks/core";
+import type { Liveness, LockMode } from "@locks/core/backend";
 import pg, { type Client, type ClientConfig, type Notification } from "pg";
-import type { Closing } from "./cancel.js";
-import { HEARTBEAT, PID, SETUP, type Statement } from "./sql.js";
+import { PID, SETUP, type Statement } from "./sql.js";
 
 /** A row as pg returns it; every column the backend reads is named in sql.ts. */
 export type Row = Record<string, unknown>;
@@ -21,6 +20,17 @@ export class PoolerError extends Error {
   }
 }
 
+/** A lock held on a connection: what a grant hands the core as its `hold`, and gets back. */
+export interface Hold {
+  readonly conn: Connection;
+  /** The advisory id: the key's, or the semaphore slot's. */
+  readonly id: string;
+  readonly mode: LockMode;
+  readonly interest: string;
+  /** A semaphore slot's presence and limit markers (released with it), by RELEASE_SLOT's order. */
+  readonly markers?: readonly [presence: string, a: string, b: string];
+}
+
 /**
  * One PostgreSQL session: the backend's session connection, or a queue
  * connection that waits in the server's lock queue and then holds what it
@@ -30,7 +40,7 @@ export class PoolerError extends Error {
  * The connection also keeps the local half of the bookkeeping: which lock
  * ids this session holds (or is asking for), since a session never conflicts
  * with itself (PostgreSQL would grant a second `pg_try_advisory_lock` of a
- * key it already holds), and which leases live on it.
+ * key it already holds), and the holds that live on it.
  */
 export class Connection {
   readonly client: Client;
@@ -40,23 +50,23 @@ export class Connection {
   pid = 0;
   dead = false;
   /** Lock ids held or being asked for on this session, with their mode and count. */
-  readonly holds = new Map<string, { mode: LockMode; count: number }>();
+  readonly ids = new Map<string, { mode: LockMode; count: number }>();
   /**
    * Semaphores this session holds (or asks for), by presence marker, with
    * their limit: a limit-1 request of the same key on this session would not
    * see them in the server (a session never conflicts with itself).
    */
   readonly semaphores = new Map<string, { limit: number; count: number }>();
-  /** Owners of the leases that live on this session. */
-  readonly leases = new Set<string>();
+  /** The holds that live on this session. */
+  readonly holds = new Set<Hold>();
+  /** Proves the session alive while it holds locks (heartbeatMs). */
+  liveness: Liveness | undefined;
   /** LISTEN was run on this session. */
   listening = false;
-  /** Waits in the server's queue on this connection (0 or 1). */
+  /** Waits in the server's queue, or holds a semaphore's turn (0 or 1). */
   waiting = false;
   /** For an idle queue connection: closes it after the idle timeout. */
   idleTimer: NodeJS.Timeout | undefined;
-  /** A heartbeat is in flight. */
-  beating = false;
 
   readonly #onDeath: DeathListener;
   readonly #onError = (error: unknown): void => this.fail(error);
@@ -66,64 +76,48 @@ export class Connection {
   /** For a client without pipelining: our statements run one after the other. */
   #serial: Promise<unknown> = Promise.resolve();
 
-  private constructor(client: Client, owned: boolean, onDeath: DeathListener) {
-    this.client = client;
-    this.owned = owned;
+  /** A connection of the backend's own (pipelined) when `client` is undefined; `open()` connects it. */
+  constructor(onDeath: DeathListener, config: ClientConfig, client?: Client) {
+    this.client = client ?? new pg.Client({ ...config, pipeline: true });
+    this.owned = client === undefined;
     this.#onDeath = onDeath;
-    client.on("error", this.#onError);
-    client.on("end", this.#onEnd);
+    this.client.on("error", this.#onError);
+    this.client.on("end", this.#onEnd);
   }
 
-  /** Opens a connection of the backend's own (pipelined) and sets it up. */
-  static async open(
-    config: ClientConfig,
-    setup: SetupOptions,
-    onDeath: DeathListener,
-    closing: Closing,
-  ): Promise<Connection> {
-    const conn = new Connection(new pg.Client({ ...config, pipeline: true }), true, onDeath);
-    // The backend closing tears down a connection still being opened.
-    const stopListening = closing.listen(() => destroy(conn.client));
+  /** Connects a connection of ours and sets it up, all within `setup.connectTimeoutMs`. */
+  async open(setup: SetupOptions): Promise<void> {
     // The deadline covers the setup statements too: in a partition they would never be answered.
     let late = false;
     const timer = setTimeout(() => {
       late = true;
-      destroy(conn.client);
+      destroy(this.client);
     }, setup.connectTimeoutMs);
     try {
-      if (closing.closed) throw closing.reason;
-      await conn.client.connect();
-      await conn.#setup(setup);
-      return conn;
+      await this.client.connect();
+      await this.#setup(setup);
     } catch (error) {
-      conn.fail(error);
-      await conn.close();
+      this.fail(error);
+      await this.close();
       if (late)
         throw new Error(`no connection within ${setup.connectTimeoutMs} ms`, { cause: error });
       throw error;
     } finally {
       clearTimeout(timer);
-      stopListening();
     }
   }
 
-  /** Adopts the user's client: listens to its events, never closes it. */
-  static async adopt(
-    client: Client,
-    setup: SetupOptions,
-    onDeath: DeathListener,
-  ): Promise<Connection> {
-    if ((client as { _connected?: unknown })._connected === false) {
+  /** Sets up the user's client: listens to its events, never closes it. */
+  async adopt(setup: SetupOptions): Promise<void> {
+    if ((this.client as { _connected?: unknown })._connected === false) {
       throw new Error(
         "the pg.Client given to postgresBackend is not connected: call client.connect() first",
       );
     }
-    const conn = new Connection(client, false, onDeath);
     try {
-      await conn.#setup(setup);
-      return conn;
+      await this.#setup(setup);
     } catch (error) {
-      conn.detach();
+      this.detach();
       throw error;
     }
   }
@@ -161,7 +155,7 @@ export class Connection {
   fail(cause: unknown): void {
     if (this.dead) return;
     this.dead = true;
-    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.#stopTimers();
     if (this.owned) destroy(this.client);
     this.#onDeath(this, cause);
   }
@@ -171,8 +165,7 @@ export class Connection {
     this.client.off("error", this.#onError);
     this.client.off("end", this.#onEnd);
     if (this.#onNotification !== undefined) this.client.off("notification", this.#onNotification);
-    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
-    this.idleTimer = undefined;
+    this.#stopTimers();
   }
 
   /**
@@ -189,7 +182,7 @@ export class Connection {
       this.detach();
       return;
     }
-    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.#stopTimers();
     if (this.dead) {
       // Failed already: its socket is torn down, there is nobody to say goodbye to.
       destroy(this.client);
@@ -210,41 +203,37 @@ export class Connection {
     clearTimeout(timer);
   }
 
-  /**
-   * Runs `SELECT 1`; a session that does not answer within `timeoutMs` is
-   * declared dead (closed, its leases reported lost).
-   */
-  heartbeat(timeoutMs: number): void {
-    if (this.beating || this.dead) return;
-    this.beating = true;
-    const timer = setTimeout(
-      () => this.fail(new Error(`no answer to a heartbeat within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-    timer.unref();
-    this.query(HEARTBEAT)
-      .then(
-        () => undefined,
-        () => undefined,
-      )
-      .finally(() => {
-        clearTimeout(timer);
-        this.beating = false;
-      });
+  #stopTimers(): void {
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    this.liveness?.stop();
+    this.liveness = undefined;
   }
 
   /** Records that this session holds (or asks for) `id` once more. */
   hold(id: string, mode: LockMode): void {
-    const entry = this.holds.get(id);
-    if (entry === undefined) this.holds.set(id, { mode, count: 1 });
+    const entry = this.ids.get(id);
+    if (entry === undefined) this.ids.set(id, { mode, count: 1 });
     else entry.count++;
   }
 
   /** Forgets one hold of `id`. */
   unhold(id: string): void {
-    const entry = this.holds.get(id);
-    if (entry === undefined) return;
-    if (--entry.count <= 0) this.holds.delete(id);
+    const entry = this.ids.get(id);
+    if (entry !== undefined && --entry.count <= 0) this.ids.delete(id);
+  }
+
+  /** Records one more semaphore of `limit` on this session, by its presence marker. */
+  holdSemaphore(presence: string, limit: number): void {
+    const entry = this.semaphores.get(presence);
+    if (entry === undefined) this.semaphores.set(presence, { limit, count: 1 });
+    else entry.count++;
+  }
+
+  /** Forgets one semaphore of this session by its presence marker. */
+  unholdSemaphore(presence: string): void {
+    const entry = this.semaphores.get(presence);
+    if (entry !== undefined && --entry.count <= 0) this.semaphores.delete(presence);
   }
 
   async #setup(setup: SetupOptions): Promise<void> {

@@ -1,4 +1,4 @@
-import { invalidArgument } from "@locks/core";
+import { type Check, check, defineOptions, invalidArgument } from "@locks/core/backend";
 import type { Client, ClientConfig } from "pg";
 
 /** Options of {@link postgresBackend}: `connectionString` (or `clientConfig`), or a `client`. */
@@ -61,7 +61,7 @@ export interface PostgresBackendOptions {
   connectTimeoutMs?: number;
   /**
    * Every this many ms, each connection that holds a lock runs `SELECT 1`;
-   * one that does not answer within the same time is closed, and its leases
+   * one that has not answered for twice that time is closed, and its leases
    * are signalled lost. It keeps lock-holding sessions from being idle (so a
    * server-side `idle_session_timeout` only ends the sessions of dead
    * clients) and bounds how long a silent network partition goes unnoticed.
@@ -85,65 +85,71 @@ export interface ResolvedOptions {
 }
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
-const KNOWN = new Set([
-  "connectionString",
-  "clientConfig",
-  "client",
-  "fencingSequence",
-  "notifyChannel",
-  "maxConnections",
-  "lockTimeoutMs",
-  "idleTimeoutMs",
-  "connectTimeoutMs",
-  "heartbeatMs",
-]);
+/** PostgreSQL settings and pg's timeouts are 32-bit. */
+const MAX_MS = 2_147_483_647;
+
+const identifier: Check<string> = (value, name) => {
+  if (typeof value !== "string" || !IDENTIFIER.test(value)) {
+    throw invalidArgument(
+      name,
+      "must be an identifier: a letter or _, then letters, digits, _ or $ (at most 63)",
+    );
+  }
+  return value;
+};
+
+/** `name` or `schema.name`, each part quoted. */
+const qualifiedName: Check<string> = (value, name) => {
+  const parts = check.string(value, name).split(".");
+  if (parts.length > 2) throw invalidArgument(name, 'must be "name" or "schema.name"');
+  return parts.map((part) => `"${identifier(part, name)}"`).join(".");
+};
+
+/** A pg.Client, not a pg.Pool (a pool has `totalCount`). */
+function isClient(value: object): boolean {
+  const c = value as Partial<Client> & { totalCount?: unknown };
+  return (
+    typeof c.query === "function" &&
+    typeof c.on === "function" &&
+    typeof c.escapeIdentifier === "function" &&
+    c.totalCount === undefined
+  );
+}
+
+const parse = defineOptions({
+  connectionString: check.string,
+  clientConfig: check.instance<ClientConfig>("an object of pg.Client settings", () => true),
+  client: check.instance<Client>("a pg.Client (a pg.Pool would not keep a session)", isClient),
+  fencingSequence: qualifiedName,
+  notifyChannel: identifier,
+  maxConnections: check.integer(1, MAX_MS),
+  lockTimeoutMs: check.integer(1, MAX_MS),
+  idleTimeoutMs: check.integer(0, MAX_MS),
+  connectTimeoutMs: check.integer(1, MAX_MS),
+  heartbeatMs: check.integer(0, MAX_MS),
+});
 
 /** Validates the factory options synchronously, before any I/O. */
-export function resolveOptions(options: PostgresBackendOptions): ResolvedOptions {
-  if (typeof options !== "object" || options === null) {
-    throw invalidArgument("options", "must be an object");
-  }
-  for (const name of Object.keys(options)) {
-    if (!KNOWN.has(name)) throw invalidArgument(`options.${name}`, "is not a known option");
-  }
-  const { connectionString, clientConfig, client } = options;
-  if (
-    connectionString !== undefined &&
-    (typeof connectionString !== "string" || connectionString === "")
-  ) {
-    throw invalidArgument("connectionString", "must be a non-empty string");
-  }
-  if (clientConfig !== undefined && (typeof clientConfig !== "object" || clientConfig === null)) {
-    throw invalidArgument("clientConfig", "must be an object of pg.Client settings");
-  }
+export function resolveOptions(input: PostgresBackendOptions): ResolvedOptions {
+  const options = parse(input);
+  const { connectionString, clientConfig, client, maxConnections } = options;
   if (client !== undefined) {
-    if (!isClient(client)) {
-      throw invalidArgument("client", "must be a pg.Client (a pg.Pool would not keep a session)");
-    }
     if (connectionString !== undefined || clientConfig !== undefined) {
-      throw invalidArgument("client", "cannot be combined with connectionString or clientConfig");
+      throw invalidArgument(
+        "options.client",
+        "cannot be combined with connectionString or clientConfig",
+      );
+    }
+    if (maxConnections !== undefined && maxConnections !== 1) {
+      throw invalidArgument(
+        "options.maxConnections",
+        "must be 1 (or unset) with a client: the backend opens no connection",
+      );
     }
   } else if (connectionString === undefined && clientConfig === undefined) {
     throw invalidArgument("options", "need a connectionString, a clientConfig or a client");
   }
-
-  const maxConnections =
-    client !== undefined ? 1 : integer(options.maxConnections, "maxConnections", 10, 1);
-  if (
-    client !== undefined &&
-    options.maxConnections !== undefined &&
-    options.maxConnections !== 1
-  ) {
-    throw invalidArgument(
-      "maxConnections",
-      "must be 1 (or unset) with a client: the backend opens no connection",
-    );
-  }
-  const lockTimeoutMs = integer(options.lockTimeoutMs, "lockTimeoutMs", 30_000, 1);
-  const idleTimeoutMs = integer(options.idleTimeoutMs, "idleTimeoutMs", 10_000, 0);
-  const connectTimeoutMs = integer(options.connectTimeoutMs, "connectTimeoutMs", 10_000, 1);
-  const heartbeatMs = integer(options.heartbeatMs, "heartbeatMs", 0, 0);
-
+  const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
   return {
     clientConfig:
       client === undefined
@@ -154,55 +160,12 @@ export function resolveOptions(options: PostgresBackendOptions): ResolvedOptions
           }
         : undefined,
     client,
-    sequence: qualifiedName(options.fencingSequence ?? "locks_fencing", "fencingSequence"),
-    channel: identifier(options.notifyChannel ?? "locks_release", "notifyChannel"),
-    maxConnections,
-    lockTimeoutMs,
-    idleTimeoutMs,
-    heartbeatMs,
+    sequence: options.fencingSequence ?? '"locks_fencing"',
+    channel: options.notifyChannel ?? "locks_release",
+    maxConnections: client !== undefined ? 1 : (maxConnections ?? 10),
+    lockTimeoutMs: options.lockTimeoutMs ?? 30_000,
+    idleTimeoutMs: options.idleTimeoutMs ?? 10_000,
+    heartbeatMs: options.heartbeatMs ?? 0,
     connectTimeoutMs,
   };
-}
-
-function isClient(value: unknown): value is Client {
-  const c = value as Partial<Client> & { totalCount?: unknown };
-  return (
-    typeof c === "object" &&
-    c !== null &&
-    typeof c.query === "function" &&
-    typeof c.on === "function" &&
-    typeof c.escapeIdentifier === "function" &&
-    c.totalCount === undefined
-  );
-}
-
-function integer(value: unknown, name: string, fallback: number, min: number): number {
-  if (value === undefined) return fallback;
-  if (
-    typeof value !== "number" ||
-    !Number.isSafeInteger(value) ||
-    value < min ||
-    value > 2_147_483_647
-  ) {
-    throw invalidArgument(name, `must be an integer from ${min} to 2147483647`);
-  }
-  return value;
-}
-
-function identifier(value: unknown, name: string): string {
-  if (typeof value !== "string" || !IDENTIFIER.test(value)) {
-    throw invalidArgument(
-      name,
-      "must be an identifier: a letter or _, then letters, digits, _ or $ (at most 63)",
-    );
-  }
-  return value;
-}
-
-/** `name` or `schema.name`, each part quoted. */
-function qualifiedName(value: unknown, name: string): string {
-  if (typeof value !== "string") throw invalidArgument(name, "must be a string");
-  const parts = value.split(".");
-  if (parts.length > 2) throw invalidArgument(name, 'must be "name" or "schema.name"');
-  return parts.map((part) => `"${identifier(part, name)}"`).join(".");
 }

@@ -1,8 +1,7 @@
-import type { LockMode } from "@locks/core";
-import type { Cancel } from "./cancel.js";
+import { type LockMode, onAbort } from "@locks/core/backend";
 import { type Connection, isInterrupted } from "./connection.js";
 import { idHalves } from "./keys.js";
-import { CANCEL, HELD, LOCK_MODE_NAME, NEXT_TOKEN, UNLOCK_ALL, WAIT, WAIT_TURN } from "./sql.js";
+import { HELD, LOCK_MODE_NAME, NEXT_TOKEN, UNLOCK_ALL, WAIT, WAIT_TURN } from "./sql.js";
 
 /*
  * A wait in the server's own lock queue: `pg_advisory_lock` on a connection
@@ -23,14 +22,18 @@ import { CANCEL, HELD, LOCK_MODE_NAME, NEXT_TOKEN, UNLOCK_ALL, WAIT, WAIT_TURN }
 export interface QueueHost {
   /** The quoted sequence name. */
   readonly sequence: string;
-  /** Sends pg_cancel_backend on a connection other than `conn`; resolves when it was sent. */
-  cancel(pid: number): Promise<void>;
+  /**
+   * Sends pg_cancel_backend for `conn` on another connection; resolves when
+   * it was sent. Undefined when none is sent: the backend is closing, and
+   * tears `conn` down instead.
+   */
+  cancel(conn: Connection): Promise<unknown> | undefined;
 }
 
 /** How a wait ended. */
 export type WaitOutcome =
   | { readonly kind: "granted"; readonly token: bigint }
-  /** The caller gave up (or the backend closed); the connection holds nothing. */
+  /** The caller gave up; the connection holds nothing. */
   | { readonly kind: "aborted" }
   /** The connection died or misbehaved; it holds nothing (it is gone, or was cleared). */
   | { readonly kind: "failed"; readonly error: unknown }
@@ -44,10 +47,11 @@ export type SemaphoreCheck = readonly [presence: string, a: string, b: string];
 const CANCEL_GRACE_MS = 1_000;
 
 /**
- * Waits for `id` on `conn` until granted or `cancel` aborts: a key, whose
+ * Waits for `id` on `conn` until granted or `signal` aborts: a key, whose
  * grant is checked against semaphore holders (`check`) and draws a token,
  * or a semaphore's turn (`check` undefined, no token). Re-enters the
  * queue when its lock_timeout passes. The connection holds nothing before.
+ * `signal` is the core's: timeout, the caller's abort, or close().
  */
 export async function waitInQueue(
   host: QueueHost,
@@ -55,13 +59,13 @@ export async function waitInQueue(
   id: string,
   mode: LockMode,
   check: SemaphoreCheck | undefined,
-  cancel: Cancel,
+  signal: AbortSignal,
 ): Promise<WaitOutcome> {
   conn.waiting = true;
   try {
     for (;;) {
-      if (cancel.aborted) return { kind: "aborted" };
-      const outcome = await waitOnce(host, conn, id, mode, check, cancel);
+      if (signal.aborted) return { kind: "aborted" };
+      const outcome = await waitOnce(host, conn, id, mode, check, signal);
       if (outcome !== "again") return outcome;
     }
   } finally {
@@ -75,7 +79,7 @@ async function waitOnce(
   id: string,
   mode: LockMode,
   check: SemaphoreCheck | undefined,
-  cancel: Cancel,
+  signal: AbortSignal,
 ): Promise<WaitOutcome | "again"> {
   const statement = check === undefined ? WAIT_TURN : WAIT[mode];
   const values = check === undefined ? [id] : [id, host.sequence, ...check];
@@ -83,17 +87,18 @@ async function waitOnce(
     (rows) => ({ ok: true as const, token: BigInt(String(rows[0]?.token)) }),
     (error: unknown) => ({ ok: false as const, error }),
   );
-  let cancelled: Promise<void> | undefined;
+  let cancelled: Promise<unknown> | undefined;
   let graceTimer: NodeJS.Timeout | undefined;
-  const onAbort = (): void => {
-    cancelled = host.cancel(conn.pid).catch(() => undefined);
+  const cancel = (): void => {
+    cancelled = host.cancel(conn)?.catch(() => undefined);
+    if (cancelled === undefined) return;
     // If the cancel cannot reach the server, the session is torn down instead; the server then drops the wait.
     graceTimer = setTimeout(
       () => conn.fail(new Error("a cancelled wait did not end")),
       CANCEL_GRACE_MS,
     );
   };
-  const stopListening = cancel.onAbort(onAbort);
+  const stopListening = onAbort(signal, cancel);
   const result = await waiting;
   stopListening();
   if (graceTimer !== undefined) clearTimeout(graceTimer);
@@ -106,7 +111,7 @@ async function waitOnce(
   if (result.ok) {
     // The statement gave the lock back: semaphore holders hold the key.
     if (result.token < 0n) return { kind: "mismatch", limit: Number(-result.token) };
-    if (!cancel.aborted) return { kind: "granted", token: result.token };
+    if (!signal.aborted) return { kind: "granted", token: result.token };
     return clear(conn, { kind: "aborted" });
   }
   if (!isInterrupted(result.error)) return clear(conn, { kind: "failed", error: result.error });
@@ -121,7 +126,7 @@ async function waitOnce(
   } catch (error) {
     return clear(conn, { kind: "failed", error });
   }
-  if (cancel.aborted) return held ? clear(conn, { kind: "aborted" }) : { kind: "aborted" };
+  if (signal.aborted) return held ? clear(conn, { kind: "aborted" }) : { kind: "aborted" };
   if (!held) return "again";
   // (A grant that raced the interruption skips WAIT's semaphore check: mixing limits on one key is
   // refused everywhere else, and here only when its holders came between the two statements.)
@@ -161,9 +166,4 @@ export async function retried<T>(
       if (attempt >= 2 || conn.dead || !isInterrupted(error)) throw error;
     }
   }
-}
-
-/** Sends pg_cancel_backend for `pid` on `via`. */
-export async function cancelBackend(via: Connection, pid: number): Promise<void> {
-  await via.query(CANCEL, [pid]);
 }

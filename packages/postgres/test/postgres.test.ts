@@ -1,19 +1,12 @@
 import { randomBytes } from "node:crypto";
-import {
-  createLocks,
-  History,
-  historyNow,
-  isLockError,
-  keyDigest,
-  type Lease,
-  type LockRequest,
-  type Locks,
-} from "@locks/core";
+import { createLocks, isLockError, type Lease, type Locks } from "@locks/core";
+import { createRequest, keyDigest } from "@locks/core/backend";
+import { History, historyNow } from "@locks/core/history";
 import { freePort, LockChild, startPostgres, startProxy, waitFor } from "@locks/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { postgresBackend } from "../src/index.js";
-import { advisoryId, idHalves, requestKeys } from "../src/keys.js";
+import { idHalves, idsOf, slotIds } from "../src/keys.js";
 
 const databaseUrl = inject("databaseUrl");
 
@@ -26,6 +19,11 @@ beforeAll(async () => {
 afterAll(async () => {
   await admin.end();
 });
+
+/** The advisory id of `key` in `ns`. */
+function advisoryId(ns: string, key: string): string {
+  return idsOf(createRequest({ namespace: ns, key })).key;
+}
 
 function namespace(): string {
   return `pg-${randomBytes(6).toString("hex")}`;
@@ -836,21 +834,14 @@ describe("options and keys", () => {
   });
 
   it("maps a key to the first 8 bytes of SHA-256(namespace + key), as a signed bigint; slots and markers apart", () => {
-    const request: LockRequest = {
-      key: "k",
-      namespace: "ns",
-      owner: "o",
-      mode: "exclusive",
-      limit: 1,
-      ttlMs: 1,
-    };
-    const keys = requestKeys(request);
-    expect(keys.key).toBe(keyDigest("ns", "k").readBigInt64BE(0).toString());
-    expect(advisoryId("ns", "k")).toBe(keys.key);
-    const semaphore = requestKeys({ ...request, limit: 3 });
-    expect(new Set([keys.key, keys.interest, ...semaphore.slots]).size).toBe(5);
+    const request = createRequest({ key: "k", namespace: "ns" });
+    const ids = idsOf(request);
+    expect(ids.key).toBe(keyDigest("ns", "k").readBigInt64BE(0).toString());
+    expect(advisoryId("ns", "k")).toBe(ids.key);
+    const slots = slotIds(request.scoped, [0, 1, 2]);
+    expect(new Set([ids.key, ids.interest, ids.presence, ...slots]).size).toBe(6);
     // Deterministic: the same everywhere (no per-process seed).
-    expect(requestKeys({ ...request }).key).toBe(keys.key);
+    expect(idsOf(createRequest({ key: "k", namespace: "ns" })).key).toBe(ids.key);
     // The halves pg_locks shows.
     const { classid, objid } = idHalves("-1");
     expect([classid, objid]).toEqual(["4294967295", "4294967295"]);
