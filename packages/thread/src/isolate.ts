@@ -24,8 +24,6 @@ import { registry } from "./registry.js";
 
 const NOT_GRANTED: Attempt<Hold> = Object.freeze({ granted: false });
 const DONE: Promise<void> = Promise.resolve();
-const TRUE: Promise<boolean> = Promise.resolve(true);
-const FALSE: Promise<boolean> = Promise.resolve(false);
 
 /**
  * One live grant, and the backend's `hold` for it: the core passes it back to
@@ -105,16 +103,13 @@ export class IsolateBackend implements Backend<Hold> {
   }
 
   extend(_req: LockRequest, hold: Hold, ttlMs: number): Promise<boolean> {
-    if (!hold.live) return FALSE;
-    if (!this.#ttl) return TRUE;
-    const now = monotonicNow();
-    if (hold.deadline <= now) {
-      // Expired but not yet noticed: the store had already freed it.
-      dispatch(hold.state);
-      return FALSE;
+    if (this.#ttl && hold.live) {
+      const now = monotonicNow();
+      if (hold.deadline > now) hold.deadline = now + ttlMs;
+      // Expired but not yet noticed: the store had already freed it (dispatch frees it now).
+      else dispatch(hold.state);
     }
-    hold.deadline = now + ttlMs;
-    return TRUE;
+    return Promise.resolve(hold.live);
   }
 
   release(req: LockRequest, hold: Hold | undefined): Promise<void> {

@@ -94,11 +94,7 @@ export class TableBackend implements Backend<TableHold> {
     const ref = this.#table.locate(req.scoped);
     if (!this.#latch(ref.bucket))
       return this.#latchLater(ref.bucket).then(() => this.#try(req, ref));
-    try {
-      return Promise.resolve(this.#try(req, ref));
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    return this.#try(req, ref);
   }
 
   /**
@@ -192,14 +188,15 @@ export class TableBackend implements Backend<TableHold> {
     return DONE;
   }
 
-  #try(req: LockRequest, ref: KeyRef): Attempt<TableHold> {
+  /** Under the latch, which it lets go: one attempt. */
+  #try(req: LockRequest, ref: KeyRef): Promise<Attempt<TableHold>> {
     const shared = req.mode === "shared";
     const entry = this.#take(ref, shared, req.limit);
     this.#unlatch(ref.bucket);
-    if (entry === MISMATCH) throw limitMismatch(req.limit, this.#heldLimit);
-    if (entry < 0) return NOT_GRANTED;
+    if (entry === MISMATCH) return Promise.reject(limitMismatch(req.limit, this.#heldLimit));
+    if (entry < 0) return Promise.resolve(NOT_GRANTED);
     const hold = new TableHold(ref.bucket, entry, shared);
-    return { granted: true, fencingToken: this.#table.nextToken(), hold };
+    return Promise.resolve({ granted: true, fencingToken: this.#table.nextToken(), hold });
   }
 
   /**
