@@ -1,36 +1,90 @@
+import { type LockRequest, settledWithin, WakeRegistry } from "@locks/core/backend";
 import type { Cluster, Redis } from "ioredis";
 import { DISCONNECT_WAIT_MS, shutDown } from "./clients.js";
 import type { Connection } from "./connection.js";
+import { keyLayout } from "./layout.js";
+import { dispatch, type Waiter } from "./waiters.js";
+import { wireMode } from "./wire.js";
 
 /** How long a channel stays subscribed after its last waiter left, so back-to-back waits cost no SUBSCRIBE. */
 const LINGER_MS = 2_000;
 /** How long a waiter waits for SUBSCRIBE's confirmation before relying on polling alone. */
 const SUBSCRIBE_WAIT_MS = 1_000;
 const DOWN = new Set(["reconnecting", "close", "end"]);
+/** How many notifications Redlock remembers to drop the copies the other members publish. */
+const HEARD = 16;
 
 interface Channel {
   /** Resolves true once the server confirmed the subscription, false when it could not in time. */
   confirmed: Promise<boolean>;
   /** SUBSCRIBE failed: the next waiter sends it again. */
   failed: boolean;
-  /** Bounds the wait for the confirmation. */
-  timer: NodeJS.Timeout | undefined;
   linger: NodeJS.Timeout | undefined;
 }
 
 /**
- * The subscriber connection of one server (or Cluster), created on first use
- * by duplicating the client, and shared by every waiter of every key: the
- * backend's `WakeRegistry` starts a channel when it gets its first waiter and
- * stops it when the last one left (after a moment). On Cluster it uses
- * sharded pub/sub (SSUBSCRIBE, Redis 7): ioredis keeps one subscriber per master.
+ * Release notifications for the waiters of one backend instance: who waits
+ * for which channel (a `WakeRegistry`), and one subscriber connection per
+ * server (Redlock: per member; each publishes every release, and the first
+ * copy wakes). A channel is subscribed while it has waiters, and a moment
+ * longer.
  */
-export class Notifier {
+export class Notifications {
+  readonly #servers: readonly Subscriber[];
+  readonly #heard: string[] = [];
+  readonly #waiters = new WakeRegistry<Waiter>({
+    first: (channel) => {
+      for (const server of this.#servers) server.start(channel);
+    },
+    last: (channel) => {
+      for (const server of this.#servers) server.stop(channel);
+    },
+  });
+
+  constructor(connections: readonly Connection[]) {
+    const deduplicate = connections.length > 1;
+    const onMessage = (channel: string, payload: string): void => {
+      const id = `${channel} ${payload}`;
+      if (deduplicate && this.#heard.includes(id)) return;
+      if (deduplicate && this.#heard.push(id) > HEARD) this.#heard.shift();
+      dispatch(this.#waiters, channel, payload);
+    };
+    const onResync = (): void => this.#waiters.wakeAll();
+    this.#servers = connections.map((c) => new Subscriber(c, onMessage, onResync));
+  }
+
+  /**
+   * Registers a waiter for `request` and resolves once one server confirmed
+   * the subscription (or none could in time: polling covers meanwhile).
+   */
+  async subscribe(request: LockRequest, onChange: () => void): Promise<() => void> {
+    const channel = keyLayout(request.digest).channel;
+    const waiter = { owner: request.owner, mode: wireMode(request), limit: request.limit };
+    const remove = this.#waiters.add(channel, { ...waiter, wake: onChange });
+    const confirmed = this.#servers.map((s) =>
+      s.confirmed(channel).then((ok) => ok || Promise.reject()),
+    );
+    await Promise.any(confirmed).catch(() => undefined);
+    return remove;
+  }
+
+  /** Closes the subscriber connections without waiting for a server that stopped answering. */
+  async close(): Promise<void> {
+    await Promise.all(this.#servers.map((server) => server.close()));
+  }
+}
+
+/**
+ * The subscriber connection of one server (or Cluster), created on first use
+ * by duplicating the client. On Cluster it uses sharded pub/sub (SSUBSCRIBE,
+ * Redis 7): ioredis keeps one subscriber per master.
+ */
+class Subscriber {
   readonly #connection: Connection;
   readonly #onMessage: (channel: string, payload: string) => void;
   readonly #onResync: () => void;
   readonly #channels = new Map<string, Channel>();
-  #subscriber: Redis | Cluster | undefined;
+  #client: Redis | Cluster | undefined;
   #closed = false;
 
   /**
@@ -49,21 +103,19 @@ export class Notifier {
 
   /** Subscribes to `channel` (or keeps a lingering subscription). */
   start(channel: string): void {
-    if (this.#closed) return;
     const entry = this.#channels.get(channel);
-    if (entry === undefined) {
+    if (entry !== undefined) {
+      clearTimeout(entry.linger);
+      entry.linger = undefined;
+    } else if (!this.#closed) {
       const created: Channel = {
         confirmed: Promise.resolve(false),
         failed: false,
-        timer: undefined,
         linger: undefined,
       };
       this.#channels.set(channel, created);
       this.#subscribe(channel, created);
-      return;
     }
-    clearTimeout(entry.linger);
-    entry.linger = undefined;
   }
 
   /**
@@ -84,8 +136,7 @@ export class Notifier {
     if (entry === undefined || this.#closed) return;
     entry.linger = setTimeout(() => {
       this.#channels.delete(channel);
-      clearTimeout(entry.timer);
-      const client = this.#subscriber;
+      const client = this.#client;
       const sent = this.#connection.isCluster
         ? (client as Cluster).sunsubscribe(channel)
         : (client as Redis).unsubscribe(this.#connection.keyPrefix + channel);
@@ -94,76 +145,71 @@ export class Notifier {
     entry.linger.unref();
   }
 
-  /** Closes the subscriber connection without waiting for a server that stopped answering. */
   async close(): Promise<void> {
     this.#closed = true;
-    for (const entry of this.#channels.values()) {
-      clearTimeout(entry.linger);
-      clearTimeout(entry.timer);
-    }
+    for (const entry of this.#channels.values()) clearTimeout(entry.linger);
     this.#channels.clear();
-    const subscriber = this.#subscriber;
-    this.#subscriber = undefined;
-    if (subscriber === undefined) return;
-    subscriber.removeAllListeners("ready");
-    await shutDown(subscriber);
+    const client = this.#client;
+    this.#client = undefined;
+    if (client === undefined) return;
+    client.removeAllListeners("ready");
+    await shutDown(client);
   }
 
-  #client(): Redis | Cluster {
-    if (this.#subscriber !== undefined) return this.#subscriber;
+  #subscriber(): Redis | Cluster {
+    if (this.#client !== undefined) return this.#client;
     const source = this.#connection.client;
     const prefix = this.#connection.keyPrefix;
     const onMessage = (channel: string, payload: string): void =>
       this.#onMessage(channel.slice(prefix.length), payload);
-    let subscriber: Redis | Cluster;
+    let client: Redis | Cluster;
     if (this.#connection.isCluster) {
       const cluster = source as Cluster;
-      subscriber = cluster.duplicate([], {
+      client = cluster.duplicate([], {
         shardedSubscribers: true,
         lazyConnect: false,
         enableOfflineQueue: true,
         redisOptions: { ...cluster.options.redisOptions, disconnectTimeout: DISCONNECT_WAIT_MS },
       });
-      subscriber.on("smessage", onMessage);
+      client.on("smessage", onMessage);
     } else {
       // Subscriptions are not lock commands: queueing and resubscribing them on reconnect is wanted.
-      subscriber = (source as Redis).duplicate({
+      client = (source as Redis).duplicate({
         lazyConnect: false,
         enableOfflineQueue: true,
         autoResubscribe: true,
         maxRetriesPerRequest: null,
         disconnectTimeout: DISCONNECT_WAIT_MS,
       });
-      subscriber.on("message", onMessage);
+      client.on("message", onMessage);
     }
-    subscriber.on("error", () => undefined);
+    client.on("error", () => undefined);
     let first = true;
-    subscriber.on("ready", () => {
+    client.on("ready", () => {
       if (!first) this.#onResync();
       first = false;
     });
-    this.#subscriber = subscriber;
-    return subscriber;
+    this.#client = client;
+    return client;
   }
 
   #subscribe(channel: string, entry: Channel): void {
-    const client = this.#client();
+    const client = this.#subscriber();
     const sent = this.#connection.isCluster
       ? (client as Cluster).ssubscribe(channel)
       : (client as Redis).subscribe(this.#connection.keyPrefix + channel);
     entry.failed = false;
-    clearTimeout(entry.timer);
-    entry.confirmed = new Promise<boolean>((resolve) => {
-      // Queued while the server is down: it is sent on reconnect, but nobody should wait for that.
-      const wait = DOWN.has(client.status) ? 0 : SUBSCRIBE_WAIT_MS;
-      entry.timer = setTimeout(() => resolve(false), wait).unref();
-      sent.then(
-        () => resolve(true),
-        () => {
-          entry.failed = true;
-          resolve(false);
-        },
-      );
-    }).finally(() => clearTimeout(entry.timer));
+    let ok = false;
+    const answered = sent.then(
+      () => {
+        ok = true;
+      },
+      () => {
+        entry.failed = true;
+      },
+    );
+    // Queued while the server is down: it is sent on reconnect, but nobody should wait for that.
+    const wait = DOWN.has(client.status) ? 0 : SUBSCRIBE_WAIT_MS;
+    entry.confirmed = settledWithin(answered, wait).then(() => ok);
   }
 }

@@ -146,6 +146,20 @@ const parse = defineOptions({
 /** Validated options: exactly one of `client`, `url`, `clients`, `urls`, and only the options it takes. */
 export type ResolvedOptions = ReturnType<typeof parse>;
 
+/** Options that only some configurations take: when each is misplaced, and why. */
+const PLACES: ReadonlyArray<
+  [keyof ResolvedOptions, (o: ResolvedOptions, redlock: boolean) => boolean, string]
+> = [
+  [
+    "redisOptions",
+    (o) => o.client !== undefined || o.clients !== undefined,
+    "is only used with url or urls (configure your own client instead)",
+  ],
+  ["instanceTimeoutMs", (_, redlock) => !redlock, "is a Redlock option (clients or urls)"],
+  ["fair", (_, redlock) => redlock, "is not supported with Redlock (clients or urls)"],
+  ["waiterTtlMs", (o) => o.fair !== true, "is only used with fair: true"],
+];
+
 /** Validates the factory's options before any I/O; throws INVALID_ARGUMENT naming the option. */
 export function resolveOptions(options: unknown): ResolvedOptions {
   const o = parse(options);
@@ -160,27 +174,16 @@ export function resolveOptions(options: unknown): ResolvedOptions {
         : `must have only one of client, url, clients, urls, got ${given.join(" and ")}`,
     );
   }
-  const redlock = o.clients !== undefined || o.urls !== undefined;
-  if (o.redisOptions !== undefined && (o.client ?? o.clients) !== undefined) {
-    throw invalidArgument(
-      "options.redisOptions",
-      "is only used with url or urls (configure your own client instead)",
-    );
-  }
   if (o.clients !== undefined && new Set(o.clients).size !== o.clients.length) {
     throw invalidArgument(
       "options.clients",
       "must not contain the same client twice (each member is one vote)",
     );
   }
-  if (!redlock && o.instanceTimeoutMs !== undefined) {
-    throw invalidArgument("options.instanceTimeoutMs", "is a Redlock option (clients or urls)");
-  }
-  if (redlock && o.fair !== undefined) {
-    throw invalidArgument("options.fair", "is not supported with Redlock (clients or urls)");
-  }
-  if (o.waiterTtlMs !== undefined && o.fair !== true) {
-    throw invalidArgument("options.waiterTtlMs", "is only used with fair: true");
+  const redlock = o.clients !== undefined || o.urls !== undefined;
+  for (const [name, misplaced, why] of PLACES) {
+    if (o[name] !== undefined && misplaced(o, redlock))
+      throw invalidArgument(`options.${name}`, why);
   }
   return o;
 }

@@ -2,24 +2,26 @@ import {
   type Attempt,
   type Backend,
   type Capabilities,
-  driftAllowance,
   type KeyStatus,
-  keyDigest,
   LockError,
   type LockRequest,
-  monotonicNow,
   type Unsubscribe,
-  WakeRegistry,
 } from "@locks/core/backend";
 import type { Connection } from "./connection.js";
 import { type KeyLayout, keyLayout } from "./layout.js";
-import { Notifier } from "./notifier.js";
+import { Notifications } from "./notifier.js";
 import { scripts } from "./scripts.js";
-import { type Snapshot, statusFromSnapshot } from "./status.js";
+import { readStatus } from "./status.js";
 import { MAX_INSTANCE_TIMEOUT_MS, MIN_INSTANCE_TIMEOUT_MS, REDLOCK_MIN_TTL_MS } from "./timing.js";
 import { plainCause } from "./unavailable.js";
-import { dispatch, type Waiter } from "./waiters.js";
-import { acquireKeys, parseAcquireReply, releaseTag, wireMode, withHolders } from "./wire.js";
+import {
+  acquireKeys,
+  capabilities,
+  parseAcquireReply,
+  releaseCall,
+  wireMode,
+  withHolders,
+} from "./wire.js";
 
 /** Settings of a Redlock backend. */
 export interface RedlockSettings {
@@ -27,10 +29,8 @@ export interface RedlockSettings {
   readonly instanceTimeoutMs: number | undefined;
 }
 
-interface Member {
-  readonly connection: Connection;
-  readonly notifier: Notifier;
-}
+/** A Redlock member: one independent server. */
+type Member = Connection;
 
 type Outcome =
   | { readonly ok: true; readonly value: unknown }
@@ -39,8 +39,8 @@ type Outcome =
 /**
  * Redlock over N independent servers (the Redis docs' distributed lock): a
  * lock is granted when a majority (N/2+1) granted it, within its validity
- * time (TTL minus the time the attempt took minus the clock-drift allowance,
- * reported to the core as `validUntil` on the monotonic clock). A failed
+ * time (TTL minus the time the attempt took minus the clock-drift allowance:
+ * the core's own estimate, dated from the start of its attempt). A failed
  * attempt releases on every member it may have reached.
  *
  * Fencing: each member keeps its own counter, which its acquire script
@@ -54,53 +54,22 @@ type Outcome =
  */
 export class RedlockBackend implements Backend<KeyLayout> {
   readonly name = "redis";
-  readonly capabilities: Capabilities = Object.freeze({
-    scope: "cluster",
-    ttl: true,
-    fencing: true,
-    shared: true,
-    // Majorities of a semaphore of limit k do not exclude each other: k+1 holders can each win a majority.
-    semaphore: false,
-    fair: false,
-    notify: true,
-    minTtlMs: REDLOCK_MIN_TTL_MS,
-  });
+  // Majorities of a semaphore of limit k do not exclude each other: k+1 holders can each win a majority.
+  readonly capabilities: Capabilities = capabilities(false, false, REDLOCK_MIN_TTL_MS);
 
   readonly #members: readonly Member[];
   readonly #quorum: number;
   readonly #settings: RedlockSettings;
-  readonly #waiters = new WakeRegistry<Waiter>({
-    first: (channel) => {
-      for (const m of this.#members) m.notifier.start(channel);
-    },
-    last: (channel) => {
-      for (const m of this.#members) m.notifier.stop(channel);
-    },
-  });
-  /** The last notifications heard: each member publishes every release, and one copy is enough. */
-  readonly #heard: string[] = [];
+  readonly #notifications: Notifications;
 
   constructor(connections: readonly Connection[], settings: RedlockSettings) {
     this.#settings = settings;
     this.#quorum = Math.floor(connections.length / 2) + 1;
-    this.#members = connections.map((connection) => ({
-      connection,
-      notifier: new Notifier(
-        connection,
-        (channel, payload) => this.#notified(channel, payload),
-        () => this.#waiters.wakeAll(),
-      ),
-    }));
-  }
-
-  /** Members that must grant: floor(N/2) + 1. */
-  get quorum(): number {
-    return this.#quorum;
+    this.#members = connections;
+    this.#notifications = new Notifications(connections);
   }
 
   async tryAcquire(request: LockRequest): Promise<Attempt<KeyLayout>> {
-    const start = monotonicNow();
-    const validUntil = start + request.ttlMs - driftAllowance(request.ttlMs);
     const timeout = this.#instanceTimeout(request.ttlMs);
     const l = keyLayout(request.digest);
     const mode = wireMode(request);
@@ -115,7 +84,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
     // Decide as soon as the outcome is certain: a slow member does not hold up a majority.
     const pending = await this.#race(
       (m) =>
-        m.connection.run(
+        m.run(
           scripts.acquire,
           acquireKeys(l),
           [request.owner, mode, request.ttlMs, request.limit],
@@ -142,12 +111,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
       const writes = await Promise.all(
         lagging.map(({ member }) =>
           settle(
-            member.connection.run(
-              scripts.fence,
-              keys,
-              [request.owner, mode, token.toString(), 0],
-              timeout,
-            ),
+            member.run(scripts.fence, keys, [request.owner, mode, token.toString(), 0], timeout),
           ),
         ),
       );
@@ -161,12 +125,10 @@ export class RedlockBackend implements Backend<KeyLayout> {
             const attempt = readAttempt(outcome, request);
             if ("error" in attempt || !attempt.granted || attempt.fencingToken >= token) return;
             const args = [request.owner, mode, token.toString(), 1];
-            void late.member.connection
-              .run(scripts.fence, keys, args, timeout)
-              .catch(() => undefined);
+            void late.member.run(scripts.fence, keys, args, timeout).catch(() => undefined);
           });
         }
-        return { granted: true, fencingToken: token, validUntil, hold: l };
+        return { granted: true, fencingToken: token, hold: l };
       }
       // Lost while writing back (expired, or members failed): not a grant.
       await this.#releaseOn(request, l, this.#members);
@@ -203,7 +165,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
     const errors: unknown[] = [];
     await this.#race(
       (m) =>
-        m.connection.run(
+        m.run(
           scripts.extend,
           withHolders([l.exclusive], l, mode),
           [request.owner, mode, ttlMs],
@@ -230,30 +192,15 @@ export class RedlockBackend implements Backend<KeyLayout> {
       throw this.#unavailable(outcomes.flatMap((o) => (o.ok ? [] : [o.error])));
   }
 
-  async subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
-    const channel = keyLayout(request.digest).channel;
-    const { owner, limit } = request;
-    const remove = this.#waiters.add(channel, {
-      owner,
-      mode: wireMode(request),
-      limit,
-      wake: onChange,
-    });
-    // A release is published on every member: one confirmed subscription is enough to hear it.
-    await firstTrue(this.#members.map((m) => m.notifier.confirmed(channel)));
-    return remove;
+  subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
+    return this.#notifications.subscribe(request, onChange);
   }
 
   /** The holders a majority of members agree on. */
   async inspect(namespace: string, key: string): Promise<KeyStatus> {
-    const l = keyLayout(keyDigest(namespace, key));
-    const outcomes = await this.#onAll((m) =>
-      m.connection.run(
-        scripts.inspect,
-        [l.exclusive, l.readers, l.slots, l.fence],
-        [],
-        this.#settings.commandTimeoutMs,
-      ),
+    const timeout = this.#settings.commandTimeoutMs;
+    const outcomes = await Promise.all(
+      this.#members.map((m) => settle(readStatus(m, namespace, key, timeout))),
     );
     const seen = new Map<string, { count: number; holder: KeyStatus["holders"][number] }>();
     const limits = new Map<number, number>();
@@ -261,7 +208,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
     for (const outcome of outcomes) {
       if (!outcome.ok) continue;
       answered++;
-      const status = statusFromSnapshot(outcome.value as Snapshot);
+      const status = outcome.value as KeyStatus;
       if (status.limit !== undefined) limits.set(status.limit, (limits.get(status.limit) ?? 0) + 1);
       for (const holder of status.holders) {
         const id = `${holder.mode}:${holder.owner}`;
@@ -286,16 +233,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.#members.flatMap((m) => [m.notifier.close(), m.connection.close()]));
-  }
-
-  /** Dispatches a notification, once however many members published it. */
-  #notified(channel: string, payload: string): void {
-    const id = `${channel} ${payload}`;
-    if (this.#heard.includes(id)) return;
-    this.#heard.push(id);
-    if (this.#heard.length > 16) this.#heard.shift();
-    dispatch(this.#waiters, channel, payload);
+    await Promise.all([this.#notifications.close(), ...this.#members.map((m) => m.close())]);
   }
 
   #instanceTimeout(ttlMs: number): number {
@@ -303,10 +241,6 @@ export class RedlockBackend implements Backend<KeyLayout> {
       this.#settings.instanceTimeoutMs ??
       Math.min(MAX_INSTANCE_TIMEOUT_MS, Math.max(MIN_INSTANCE_TIMEOUT_MS, Math.ceil(ttlMs / 10)))
     );
-  }
-
-  #onAll(run: (member: Member) => Promise<unknown>): Promise<Outcome[]> {
-    return Promise.all(this.#members.map((m) => settle(run(m))));
   }
 
   /**
@@ -320,15 +254,12 @@ export class RedlockBackend implements Backend<KeyLayout> {
     l: KeyLayout,
     members: readonly Member[],
   ): Promise<Outcome[]> {
-    const mode = wireMode(request);
-    const keys = withHolders([l.exclusive, l.channel], l, mode);
+    // Every member is a single server: they all publish with PUBLISH.
+    const [keys, args] = releaseCall(request, l, "publish", false);
     const timeout = this.#instanceTimeout(request.ttlMs);
     const outcomes: Outcome[] = [];
     await this.#race(
-      (m) => {
-        const args = [request.owner, mode, m.connection.publishCommand, releaseTag(request), 0];
-        return m.connection.cleanUp(scripts.release, keys, args, timeout, request.ttlMs);
-      },
+      (m) => m.cleanUp(scripts.release, keys, args, timeout, request.ttlMs),
       (_member, outcome) => {
         outcomes.push(outcome);
         return outcomes.filter((o) => o.ok).length >= this.#quorum;
@@ -386,26 +317,6 @@ export class RedlockBackend implements Backend<KeyLayout> {
       { cause: new AggregateError(raw, summary) },
     );
   }
-}
-
-/** Resolves at the first promise that yields true, or when all have settled. */
-function firstTrue(promises: ReadonlyArray<Promise<boolean>>): Promise<void> {
-  return new Promise((resolve) => {
-    let left = promises.length;
-    if (left === 0) resolve();
-    for (const p of promises) {
-      p.then(
-        (ok) => {
-          left--;
-          if (ok || left === 0) resolve();
-        },
-        () => {
-          left--;
-          if (left === 0) resolve();
-        },
-      );
-    }
-  });
 }
 
 /** A member's acquire outcome as an attempt, or the error it failed with (a limit mismatch included). */

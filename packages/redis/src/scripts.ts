@@ -323,22 +323,21 @@ return {owner, redis.call('PTTL', KEYS[1]), readers, slots, redis.call('GET', KE
 `;
 
 /** A Lua script, sent by EVALSHA (the connection loads it with SCRIPT LOAD first). */
-export class Script {
-  readonly sha: string;
+export interface Script {
   readonly lua: string;
+  readonly sha: string;
+}
 
-  constructor(lua: string) {
-    this.lua = lua;
-    this.sha = createHash("sha1").update(lua).digest("hex");
-  }
+function script(lua: string): Script {
+  return { lua, sha: createHash("sha1").update(lua).digest("hex") };
 }
 
 /** Every script this package runs. */
 export const scripts = {
-  acquire: new Script(ACQUIRE),
-  fairAcquire: new Script(FAIR_ACQUIRE),
-  release: new Script(RELEASE),
-  extend: new Script(EXTEND),
-  fence: new Script(FENCE),
-  inspect: new Script(INSPECT),
+  acquire: script(ACQUIRE),
+  fairAcquire: script(FAIR_ACQUIRE),
+  release: script(RELEASE),
+  extend: script(EXTEND),
+  fence: script(FENCE),
+  inspect: script(INSPECT),
 } as const;

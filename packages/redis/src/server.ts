@@ -1,26 +1,23 @@
-import {
-  type Attempt,
-  type Backend,
-  type Capabilities,
-  type Grant,
-  type KeyStatus,
-  keyDigest,
-  type LockRequest,
-  type Unsubscribe,
-  WakeRegistry,
+import type {
+  Attempt,
+  Backend,
+  Capabilities,
+  Grant,
+  KeyStatus,
+  LockRequest,
+  Unsubscribe,
 } from "@locks/core/backend";
 import type { Connection } from "./connection.js";
 import { type KeyLayout, keyLayout } from "./layout.js";
-import { Notifier } from "./notifier.js";
+import { Notifications } from "./notifier.js";
 import { scripts } from "./scripts.js";
-import { type Snapshot, statusFromSnapshot } from "./status.js";
+import { readStatus } from "./status.js";
 import { SERVER_MIN_TTL_MS } from "./timing.js";
-import { dispatch, type Waiter } from "./waiters.js";
 import {
   acquireKeys,
-  holdersKey,
+  capabilities,
   parseAcquireReply,
-  releaseTag,
+  releaseCall,
   wireMode,
   withHolders,
 } from "./wire.js";
@@ -50,8 +47,7 @@ export class ServerBackend implements Backend<KeyLayout> {
   readonly capabilities: Capabilities;
   readonly #connection: Connection;
   readonly #settings: ServerSettings;
-  readonly #notifier: Notifier;
-  readonly #waiters: WakeRegistry<Waiter>;
+  readonly #notifications: Notifications;
   /**
    * Fair mode: the requests that joined the server's queue: true while they
    * may have an entry there, false once granted (a grant removes the entry).
@@ -61,25 +57,8 @@ export class ServerBackend implements Backend<KeyLayout> {
   constructor(connection: Connection, settings: ServerSettings) {
     this.#connection = connection;
     this.#settings = settings;
-    this.#notifier = new Notifier(
-      connection,
-      (channel, payload) => dispatch(this.#waiters, channel, payload),
-      () => this.#waiters.wakeAll(),
-    );
-    this.#waiters = new WakeRegistry<Waiter>({
-      first: (channel) => this.#notifier.start(channel),
-      last: (channel) => this.#notifier.stop(channel),
-    });
-    this.capabilities = Object.freeze({
-      scope: "cluster",
-      ttl: true,
-      fencing: true,
-      shared: true,
-      semaphore: true,
-      fair: settings.fair,
-      notify: true,
-      minTtlMs: SERVER_MIN_TTL_MS,
-    });
+    this.#notifications = new Notifications([connection]);
+    this.capabilities = capabilities(true, settings.fair, SERVER_MIN_TTL_MS);
   }
 
   tryAcquire(request: LockRequest): Promise<Attempt<KeyLayout>> {
@@ -117,35 +96,17 @@ export class ServerBackend implements Backend<KeyLayout> {
 
   /** Owner-checked (in fair mode it also leaves the queue); retried in the background if it failed. */
   async release(request: LockRequest, hold: KeyLayout | undefined): Promise<void> {
+    const { fair, waiterTtlMs } = this.#settings;
     const l = hold ?? keyLayout(request.digest);
-    const fair = this.#settings.fair;
-    const mode = wireMode(request);
-    const keys = fair
-      ? [l.exclusive, l.channel, holdersKey(l, mode), l.queue, l.queueExpiry]
-      : withHolders([l.exclusive, l.channel], l, mode);
-    const args = [
-      request.owner,
-      mode,
-      this.#connection.publishCommand,
-      releaseTag(request),
-      fair ? 1 : 0,
-    ];
+    const [keys, args] = releaseCall(request, l, this.#connection.publishCommand, fair);
     // Past this the hold (or queue entry) has expired on the server anyway.
-    const within = Math.max(request.ttlMs, fair ? this.#settings.waiterTtlMs : 0);
+    const within = Math.max(request.ttlMs, fair ? waiterTtlMs : 0);
     const timeout = this.#settings.commandTimeoutMs;
     await this.#connection.cleanUp(scripts.release, keys, args, timeout, within);
   }
 
   async subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
-    const channel = keyLayout(request.digest).channel;
-    const { owner, limit } = request;
-    const remove = this.#waiters.add(channel, {
-      owner,
-      mode: wireMode(request),
-      limit,
-      wake: onChange,
-    });
-    await this.#notifier.confirmed(channel);
+    const remove = await this.#notifications.subscribe(request, onChange);
     return () => {
       remove();
       // A fair waiter that stops waiting without a grant leaves the queue.
@@ -153,19 +114,12 @@ export class ServerBackend implements Backend<KeyLayout> {
     };
   }
 
-  async inspect(namespace: string, key: string): Promise<KeyStatus> {
-    const l = keyLayout(keyDigest(namespace, key));
-    const reply = await this.#connection.run(
-      scripts.inspect,
-      [l.exclusive, l.readers, l.slots, l.fence],
-      [],
-      this.#settings.commandTimeoutMs,
-    );
-    return statusFromSnapshot(reply as Snapshot);
+  inspect(namespace: string, key: string): Promise<KeyStatus> {
+    return readStatus(this.#connection, namespace, key, this.#settings.commandTimeoutMs);
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.#notifier.close(), this.#connection.close()]);
+    await Promise.all([this.#notifications.close(), this.#connection.close()]);
   }
 
   async #attempt(request: LockRequest, enqueue: boolean): Promise<Attempt<KeyLayout>> {

@@ -1,10 +1,13 @@
-import type { KeyStatus } from "@locks/core/backend";
+import { type KeyStatus, keyDigest } from "@locks/core/backend";
+import type { Connection } from "./connection.js";
+import { keyLayout } from "./layout.js";
+import { scripts } from "./scripts.js";
 
 /**
  * The inspect script's reply: exclusive owner, its PTTL, readers and slots as
  * [owner, msLeft, ...], fence counter, and the holders' limit (1 unless a semaphore).
  */
-export type Snapshot = [
+type Snapshot = [
   string | null,
   number,
   Array<string | number>,
@@ -13,9 +16,17 @@ export type Snapshot = [
   number,
 ];
 
-/** Turns the inspect script's snapshot into a `KeyStatus` (with `limit` while the key is held). */
-export function statusFromSnapshot(reply: Snapshot): KeyStatus {
-  const [owner, pttl, readers, slots, fence, limit] = reply;
+/** Who holds `key` on the server of `connection` (with `limit` while the key is held). */
+export async function readStatus(
+  connection: Connection,
+  namespace: string,
+  key: string,
+  timeoutMs: number,
+): Promise<KeyStatus> {
+  const l = keyLayout(keyDigest(namespace, key));
+  const keys = [l.exclusive, l.readers, l.slots, l.fence];
+  const reply = await connection.run(scripts.inspect, keys, [], timeoutMs);
+  const [owner, pttl, readers, slots, fence, limit] = reply as Snapshot;
   const holders: Array<KeyStatus["holders"][number]> = [];
   if (owner !== null) {
     holders.push({

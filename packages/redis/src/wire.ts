@@ -1,4 +1,9 @@
-import { type Attempt, type LockRequest, limitMismatch } from "@locks/core/backend";
+import {
+  type Attempt,
+  type Capabilities,
+  type LockRequest,
+  limitMismatch,
+} from "@locks/core/backend";
 import type { KeyLayout } from "./layout.js";
 
 /** The mode letter the scripts use: `x` exclusive, `r` shared reader, `s` semaphore slot. */
@@ -20,9 +25,36 @@ export function withHolders(keys: string[], layout: KeyLayout, mode: WireMode): 
   return keys;
 }
 
-/** A short tag of a release in its notification: lets Redlock drop the copies sent by each member. */
-export function releaseTag(request: LockRequest): string {
-  return request.owner.slice(0, 12);
+/**
+ * The release script's keys and arguments (`fair`: it also leaves the queue).
+ * Its notification carries a short tag of the release, so that Redlock drops
+ * the copies each member publishes.
+ */
+export function releaseCall(
+  request: LockRequest,
+  l: KeyLayout,
+  publish: string,
+  fair: boolean,
+): [string[], Array<string | number>] {
+  const mode = wireMode(request);
+  const keys = fair
+    ? [l.exclusive, l.channel, holdersKey(l, mode), l.queue, l.queueExpiry]
+    : withHolders([l.exclusive, l.channel], l, mode);
+  return [keys, [request.owner, mode, publish, request.owner.slice(0, 12), fair ? 1 : 0]];
+}
+
+/** The manifest of every configuration: Redlock has no semaphore nor fair mode, and a higher floor. */
+export function capabilities(semaphore: boolean, fair: boolean, minTtlMs: number): Capabilities {
+  return Object.freeze({
+    scope: "cluster",
+    ttl: true,
+    fencing: true,
+    shared: true,
+    semaphore,
+    fair,
+    notify: true,
+    minTtlMs,
+  });
 }
 
 /** The keys of the acquire scripts: holder, fence and both holder sets (a request of another limit is detected in either). */
