@@ -1,19 +1,23 @@
 import {
   type Attempt,
   type Backend,
+  type BackendHost,
   type Capabilities,
   driftAllowance,
+  type Grant,
   type KeyStatus,
+  keyDigest,
   type LockRequest,
-  type LossReport,
   limitMismatch,
   lockClosed,
   monotonicNow,
-  onAbort,
+  raceAbort,
+  retryInBackground,
   settledWithin,
+  sleep,
   type Unsubscribe,
   type WaitOptions,
-} from "@locks/core";
+} from "@locks/core/backend";
 import {
   type Etcd3,
   EtcdLeaseInvalidError,
@@ -21,11 +25,11 @@ import {
   type KVClient,
   type Namespace,
 } from "etcd3";
-import { retryBackoff, sleep } from "./backoff.js";
+import { retryBackoff } from "./backoff.js";
 import { type CallOptions, Calls } from "./calls.js";
 import { unavailable } from "./errors.js";
 import { inspectLock } from "./inspect.js";
-import { contenderValue, Layout, type LockKeys } from "./layout.js";
+import { contenderKey, contenderValue, type LockKeys, lockKeys } from "./layout.js";
 import type { ResolvedOptions } from "./options.js";
 import {
   type Contender,
@@ -40,19 +44,18 @@ import {
   takeRequest,
 } from "./queue.js";
 import { Session, type SessionHost } from "./session.js";
-import { DeletionWatch, sameTarget } from "./wait.js";
-import { WatchStream } from "./watches.js";
+import { type Watch, WatchStream } from "./watches.js";
 
 /**
  * The shortest `ttlMs` the backend accepts. etcd leases are whole seconds and
  * the server raises a shorter one to its minimum (1.5 x the election timeout:
  * 2 s by default), so a lock with a shorter TTL rides on a longer session
- * lease: its holder presumes it lost at its own deadline, and this backend
- * deletes its key then, long before the server could. What bounds the TTL
- * from below is the grant itself: on a client's first use a new session
- * lease and the take are two writes through consensus (etcd warns when
- * applying one takes over 100 ms), plus the connection, and a grant that
- * arrives after the TTL cannot be trusted.
+ * lease: its holder presumes it lost at its own deadline, and the core
+ * releases it (this backend deletes its key) then, long before the server
+ * could. What bounds the TTL from below is the grant itself: on a client's
+ * first use a new session lease and the take are two writes through
+ * consensus (etcd warns when applying one takes over 100 ms), plus the
+ * connection, and a grant that arrives after the TTL cannot be trusted.
  */
 const ETCD_MIN_TTL_MS = 250;
 
@@ -87,40 +90,34 @@ const BUSY_MAX = 1_024;
  */
 const CLOSE_GRACE_MS = 200;
 
-type EntryState = "taking" | "waiting" | "held" | "gone";
-
-/** One attempt of one owner: its key in the queue, and where it stands. */
+/**
+ * One contender: its key in the lock's queue, and the session lease the key
+ * lives in. A granted one is the hold the core passes back.
+ */
 interface Entry extends Contender {
-  readonly request: LockRequest;
-  readonly value: Buffer;
+  readonly ttlMs: number;
+  /** The session whose lease the key is attached to (an extension to another TTL moves it). */
   session: Session<Entry>;
   /** The session whose lease id names the key, and the key's slot in it (see Session.takeSlot). */
   readonly namedBy: Session<Entry>;
   readonly slot: number;
-  /** True once the slot went back to `namedBy`. */
-  slotFreed: boolean;
-  state: EntryState;
   /** Create revision of the key: the fencing token once held. */
   revision: bigint | undefined;
-  /** False only when it is known that no key was written. */
-  written: boolean;
-  /** A write whose outcome is not known yet; clean-ups wait for it. */
+  /** A write whose outcome is not known yet; a delete waits for it. */
   writing: Promise<unknown> | undefined;
-  ttlMs: number;
-  /** Local TTL: deletes the key when the holder stops extending. */
+  /** True once the key is deleted (or being deleted), or known gone or not ours. */
+  done: boolean;
+  /** Aborts to end a waiter's current wait early: a deletion it watches, or its session's loss. */
+  wake: AbortController | undefined;
+  /** The lock's own TTL: frees the key when no extension came in time (see `#expireAfter`). */
   expiry: NodeJS.Timeout | undefined;
-  /** Ends the current wait early (session lost, backend closed). */
-  wake: (() => void) | undefined;
 }
 
-/** Result of one pass through the queue. */
-type QueueOutcome = "held" | "vanished";
-
 /**
- * The etcd backend: one lease session per TTL, the revision-ordered queue,
- * local TTLs for holders that stop extending, and loss reports.
+ * The etcd backend: one lease session per TTL and the revision-ordered queue.
+ * Waiting, deadlines and losses of the locks themselves are the core's.
  */
-export class EtcdBackend implements Backend {
+export class EtcdBackend implements Backend<Entry> {
   readonly name = "etcd";
   readonly capabilities: Capabilities = CAPABILITIES;
   readonly #client: Namespace;
@@ -130,21 +127,20 @@ export class EtcdBackend implements Backend {
   /** Every gRPC call in flight: close() cancels what a silent server leaves hanging. */
   readonly #calls = new Calls();
   readonly #watches: WatchStream;
-  /** Aborts on close(): ends the backend's own sleeps. */
-  readonly #closeController = new AbortController();
-  readonly #layout: Layout;
   readonly #requestTimeoutMs: number;
-  readonly #host: SessionHost<Entry>;
-  readonly #entries = new Map<string, Entry>();
+  readonly #sessionHost: SessionHost<Entry>;
+  /** Until `bind()`: losses go nowhere, and nothing closes before `close()`. */
+  #host: BackendHost<Entry> = {
+    lost: () => undefined,
+    lostAll: () => undefined,
+    closing: new AbortController().signal,
+  };
   /** The session new contenders of a TTL (in whole seconds) join. */
   readonly #sessions = new Map<number, Session<Entry>>();
   readonly #granting = new Map<number, Promise<Session<Entry>>>();
   readonly #live = new Set<Session<Entry>>();
-  readonly #listeners = new Set<(report: LossReport) => void>();
-  readonly #cleanups = new Set<Promise<void>>();
   /** Locks recently found taken (by base key), oldest first: a contention hint for tryAcquire. */
   readonly #busy = new Map<string, number>();
-  #closing = false;
   #closed: Promise<void> | undefined;
 
   constructor(options: ResolvedOptions) {
@@ -153,73 +149,103 @@ export class EtcdBackend implements Backend {
     this.#owned = options.owned;
     this.#endpoints = options.endpoints;
     this.#watches = new WatchStream(options.client.watchClient, this.#calls);
-    this.#layout = new Layout(options.client.prefix, options.prefix);
     this.#requestTimeoutMs = options.requestTimeoutMs;
-    this.#host = {
+    this.#sessionHost = {
       leases: options.client.leaseClient,
       requestTimeoutMs: options.requestTimeoutMs,
-      deadline: (ms) => this.#deadline(ms),
+      request: () => this.#request(),
       stream: () => this.#calls.stream(),
       sessionLost: (session, reason, cause) => this.#sessionLost(session, reason, cause),
     };
   }
 
-  async tryAcquire(req: LockRequest): Promise<Attempt> {
-    this.#assertOpen();
+  bind(host: BackendHost<Entry>): void {
+    this.#host = host;
+  }
+
+  tryAcquire(request: LockRequest): Promise<Attempt<Entry>> {
+    return this.#mapped(this.#take(request));
+  }
+
+  acquire(request: LockRequest, wait: WaitOptions): Promise<Grant<Entry> | undefined> {
+    return this.#mapped(this.#queue(request, wait.signal));
+  }
+
+  extend(_request: LockRequest, hold: Entry, ttlMs: number): Promise<boolean> {
+    return this.#mapped(this.#extend(hold, ttlMs));
+  }
+
+  /**
+   * Deletes the key behind `hold`. Without a hold there is nothing to do: a
+   * take whose outcome is unknown already deleted what it may have written.
+   */
+  release(_request: LockRequest, hold: Entry | undefined): Promise<void> {
+    return hold === undefined ? Promise.resolve() : this.#mapped(this.#discard(hold, true));
+  }
+
+  async subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
+    const lock = lockKeys(this.#client.prefix, request.digest);
+    // A broken watch stream calls onChange once and ends the watch; the core's bounded
+    // polling covers the rest.
+    const watch = await this.#mapped(this.#watches.watch(lock.base, lock.baseEnd, onChange));
+    return () => watch.cancel();
+  }
+
+  inspect(namespace: string, key: string): Promise<KeyStatus> {
+    const lock = lockKeys(this.#client.prefix, keyDigest(namespace, key));
+    return this.#mapped(
+      inspectLock(this.#kv, this.#sessionHost.leases, lock, () => this.#request()),
+    );
+  }
+
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  // --- taking ------------------------------------------------------------
+
+  async #take(request: LockRequest): Promise<Attempt<Entry>> {
     const start = monotonicNow();
-    const lock = this.#layout.lock(req.namespace, req.key);
-    if (req.limit === 1 && this.#wasBusy(lock)) {
+    const lock = lockKeys(this.#client.prefix, request.digest);
+    if (request.limit === 1 && this.#wasBusy(lock)) {
       // Found taken a moment ago: read first, so that a failed take costs no write.
-      const probe = await this.#kv
-        .txn(probeRequest(lock, req.mode), this.#deadline(this.#requestTimeoutMs))
-        .catch((error: unknown) => {
-          throw this.#unavailable(error);
-        });
-      const current = limitConflict({ limit: req.limit }, probe, 1);
-      if (current !== undefined) throw limitMismatch(req.limit, current);
+      const probe = await this.#kv.txn(probeRequest(lock, request.mode), this.#request());
+      const current = limitConflict({ limit: request.limit }, probe, 1);
+      if (current !== undefined) throw limitMismatch(request.limit, current);
       if ((probe.responses[0]?.response_range?.kvs.length ?? 0) > 0) {
         this.#markBusy(lock);
         return { granted: false };
       }
     }
     for (let attempt = 0; ; attempt++) {
-      const session = await this.#session(req.ttlMs);
-      const entry = this.#enter(req, session, "taking", lock);
-      const fresh = this.#freshen(session, start, req.ttlMs);
-      // Not bounded by the TTL: a reply that comes too late is a refused grant (the core
-      // releases it), not an unreachable server.
-      const writing = this.#kv.txn(
-        takeRequest(entry, entry.value, session.id),
-        this.#deadline(this.#requestTimeoutMs),
-      );
-      entry.writing = writing;
+      const session = await this.#session(request.ttlMs);
+      const entry = this.#enter(request, session, lock);
       let reply: ITxnResponse;
       try {
-        [reply] = await Promise.all([writing, fresh]);
+        // Not bounded by the TTL: a reply that comes too late is a refused grant (the core
+        // releases it), not an unreachable server.
+        [reply] = await Promise.all([
+          this.#kv.txn(takeRequest(entry, session.id), this.#request()),
+          this.#freshen(session, start, request.ttlMs),
+        ]);
       } catch (error) {
-        entry.writing = undefined;
-        if (leaseGone(error) && attempt === 0) {
-          // The session lease was revoked behind our back: nothing was written; use a new one.
-          entry.written = false;
-          this.#forget(entry);
-          session.markLost("etcd no longer knows the session lease", error);
-          continue;
-        }
-        // Unknown outcome: the core calls release(req), which deletes the key if it was written.
-        session.retire();
-        throw this.#unavailable(error);
+        const leaseGone = this.#writeFailed(session, error);
+        // The outcome is unknown: delete whatever the take may have written.
+        void this.#discard(entry);
+        // The session lease was revoked behind our back: nothing was written; use a new one.
+        if (leaseGone && attempt === 0) continue;
+        throw error;
       }
-      entry.writing = undefined;
-      return this.#taken(entry, reply);
+      return this.#taken(entry, reply).catch((error: unknown) => {
+        void this.#discard(entry);
+        throw error;
+      });
     }
   }
 
   /** The outcome of a take transaction. */
-  async #taken(entry: Entry, reply: ITxnResponse): Promise<Attempt> {
-    if (this.#closing) {
-      await this.#discard(entry);
-      throw lockClosed("etcd backend");
-    }
+  async #taken(entry: Entry, reply: ITxnResponse): Promise<Attempt<Entry>> {
     if (!entry.session.alive) {
       // The session was lost while the take was in flight: never grant on it.
       await this.#discard(entry);
@@ -227,29 +253,13 @@ export class EtcdBackend implements Backend {
     }
     if (reply.succeeded) {
       entry.revision = BigInt(reply.header.revision);
-      if (entry.limit > 1) {
-        const current = limitConflict(entry, reply, oldestAt(entry, 1));
-        if (current !== undefined) {
-          await this.#discard(entry);
-          throw limitMismatch(entry.limit, current);
-        }
-        if (!positionOf(entry, reply, 1).holder) {
-          await this.#discard(entry);
-          return { granted: false };
-        }
-      }
-      return this.#granted(entry);
+      return entry.limit > 1 ? this.#semaphore(entry, reply, 1) : this.#granted(entry);
     }
     const existing = existingKey(reply, entry.value);
     if (existing === undefined) {
+      this.#forget(entry, true);
       const current = entry.limit === 1 ? limitConflict(entry, reply, 1) : undefined;
-      if (current !== undefined) {
-        entry.written = false;
-        this.#forget(entry);
-        throw limitMismatch(entry.limit, current);
-      }
-      entry.written = false;
-      this.#forget(entry);
+      if (current !== undefined) throw limitMismatch(entry.limit, current);
       this.#markBusy(entry.lock);
       return { granted: false };
     }
@@ -260,243 +270,168 @@ export class EtcdBackend implements Backend {
     }
     // etcd3 retried a take that had succeeded: the key is ours.
     entry.revision = existing.revision;
-    if (entry.limit > 1) {
-      const check = await this.#kv
-        .txn(checkRequest(entry, existing.revision), this.#deadline(this.#requestTimeoutMs))
-        .catch((error: unknown) => {
-          throw this.#unavailable(error);
-        });
-      const current = check.succeeded ? limitConflict(entry, check, oldestAt(entry, 0)) : undefined;
-      if (current !== undefined) {
-        await this.#discard(entry);
-        throw limitMismatch(entry.limit, current);
-      }
-      if (!check.succeeded || !positionOf(entry, check, 0).holder) {
-        await this.#discard(entry);
-        return { granted: false };
-      }
-    }
-    return this.#granted(entry);
+    if (entry.limit === 1) return this.#granted(entry);
+    const check = await this.#kv.txn(checkRequest(entry, existing.revision), this.#request());
+    if (check.succeeded) return this.#semaphore(entry, check, 0);
+    await this.#discard(entry);
+    return { granted: false };
   }
 
-  async acquire(req: LockRequest, wait: WaitOptions): Promise<Attempt & { granted: true }> {
-    const { signal } = wait;
-    this.#assertOpen();
-    signal.throwIfAborted();
-    for (;;) {
-      const session = await abortable(this.#session(req.ttlMs), signal);
-      const entry = this.#enter(req, session, "waiting");
-      let outcome: QueueOutcome;
-      try {
-        outcome = await this.#queue(entry, signal);
-      } catch (error) {
-        void this.#discard(entry);
-        if (signal.aborted) throw signal.reason;
-        if (this.#closing) throw lockClosed("etcd backend");
-        throw this.#unavailable(error);
-      }
-      if (outcome === "held") return this.#granted(entry);
-      // Our key vanished (session lost, lease revoked, deleted by someone else): queue again,
-      // after a keepalive tells whether the session itself is gone.
-      void this.#discard(entry);
-      await abortable(
-        entry.session.confirmSince(monotonicNow()).catch(() => undefined),
-        signal,
-      );
-    }
+  /** A semaphore's key is written along with the read of its position: it holds, or goes again. */
+  async #semaphore(entry: Entry, reply: ITxnResponse, from: number): Promise<Attempt<Entry>> {
+    const current = limitConflict(entry, reply, oldestAt(entry, from));
+    if (current === undefined && positionOf(entry, reply, from).holder) return this.#granted(entry);
+    await this.#discard(entry);
+    if (current !== undefined) throw limitMismatch(entry.limit, current);
+    return { granted: false };
   }
 
-  async extend(req: LockRequest, ttlMs: number): Promise<boolean> {
-    const entry = this.#entries.get(req.owner);
-    if (entry === undefined || entry.state !== "held" || !entry.session.alive) return false;
-    const start = monotonicNow();
-    const revision = entry.revision!;
-    try {
-      if (secondsFor(ttlMs) === entry.session.seconds) {
-        const session = entry.session;
-        const [current] = await Promise.all([
-          this.#kv.range({ key: entry.key }, this.#deadline(this.#requestTimeoutMs)),
-          session.confirmSince(start + ttlMs - session.ttlMs),
-        ]);
-        const kv = current.kvs[0];
-        if (
-          kv === undefined ||
-          BigInt(kv.create_revision) !== revision ||
-          kv.lease !== session.id
-        ) {
-          this.#forget(entry, kv === undefined);
-          return false;
-        }
-      } else {
-        // Another TTL: move the key to that session's lease. Its create revision, the
-        // queue position and the fencing token stay; only the lease changes.
-        const target = await this.#session(ttlMs);
-        const [moved] = await Promise.all([
-          this.#kv.txn(
-            {
-              compare: [
-                {
-                  key: entry.key,
-                  target: "Create",
-                  result: "Equal",
-                  create_revision: revision.toString(),
-                },
-              ],
-              success: [{ request_put: { key: entry.key, value: entry.value, lease: target.id } }],
-              failure: [],
-            },
-            this.#deadline(this.#requestTimeoutMs),
-          ),
-          target.confirmSince(start + ttlMs - target.ttlMs),
-        ]);
-        if (!moved.succeeded) {
-          // Gone, or re-created by someone else: either way it is not ours; keep its name retired.
-          this.#forget(entry, false);
-          return false;
-        }
-        if (entry.state === "held") this.#move(entry, target);
-      }
-    } catch (error) {
-      throw this.#unavailable(error);
-    }
-    if (entry.state !== "held" || !entry.session.alive) return false;
-    entry.ttlMs = ttlMs;
-    this.#armExpiry(entry, start + ttlMs);
-    return true;
-  }
-
-  async release(req: LockRequest): Promise<void> {
-    const entry = this.#entries.get(req.owner);
-    if (entry === undefined) return;
-    await this.#discard(entry, true);
-  }
-
-  async subscribe(req: LockRequest, onChange: () => void): Promise<Unsubscribe> {
-    this.#assertOpen();
-    const lock = this.#layout.lock(req.namespace, req.key);
-    // A broken watch stream calls onChange once and ends the watch; the core's bounded
-    // polling covers the rest.
-    const watch = await this.#watches
-      .watch(lock.base, lock.baseEnd, () => onChange())
-      .catch((error: unknown) => {
-        throw this.#unavailable(error);
-      });
-    return () => watch.cancel();
-  }
-
-  // onLoss and close are bound: they work when called detached or through a Proxy.
-  readonly onLoss = (listener: (report: LossReport) => void): Unsubscribe => {
-    this.#listeners.add(listener);
-    return () => {
-      this.#listeners.delete(listener);
+  /**
+   * A grant. Its validity ends at the earlier of the lock's TTL and what the
+   * session's confirmed keepalives guarantee on the server. For a grant from
+   * the queue the core takes it as the lease's deadline, so it must never lie
+   * past either.
+   */
+  #granted(entry: Entry): Grant<Entry> {
+    this.#expireAfter(entry, entry.ttlMs);
+    const local = monotonicNow() + entry.ttlMs - driftAllowance(entry.ttlMs);
+    return {
+      granted: true,
+      fencingToken: entry.revision!,
+      validUntil: Math.min(local, entry.session.validUntil()),
+      hold: entry,
     };
-  };
-
-  async inspect(namespace: string, key: string): Promise<KeyStatus> {
-    this.#assertOpen();
-    try {
-      return await inspectLock(this.#kv, this.#host.leases, this.#layout, namespace, key, () =>
-        this.#deadline(this.#requestTimeoutMs),
-      );
-    } catch (error) {
-      throw this.#unavailable(error);
-    }
   }
 
-  readonly close = (): Promise<void> => {
-    this.#closed ??= this.#close();
-    return this.#closed;
-  };
+  /**
+   * A write on `session` failed. When etcd no longer knows its lease, the
+   * session is lost (true). Otherwise the outcome is unknown: no new
+   * contender joins the session, whose lease, revoked once its keys are
+   * gone, takes a late write along.
+   */
+  #writeFailed(session: Session<Entry>, error: unknown): boolean {
+    if (error instanceof EtcdLeaseInvalidError) {
+      session.lose("etcd no longer knows the session lease", error);
+      return true;
+    }
+    session.retire();
+    return false;
+  }
+
+  /** Sends a keepalive with a grant when the last one is too old to cover most of the TTL. */
+  #freshen(session: Session<Entry>, start: number, ttlMs: number): Promise<void> {
+    return session
+      .confirmSince(start + ttlMs - session.ttlMs - ttlMs * FRESHNESS_SLACK)
+      .catch(() => undefined); // the grant's validity then says how long it can be trusted
+  }
 
   // --- the queue ---------------------------------------------------------
 
-  /** Joins the queue and waits for the turn of `entry`. */
-  async #queue(entry: Entry, signal: AbortSignal): Promise<QueueOutcome> {
-    const writing = this.#kv.txn(
-      enqueueRequest(entry, entry.value, entry.session.id),
-      this.#deadline(this.#requestTimeoutMs),
-    );
+  /**
+   * Joins the queue and waits for the turn: a grant, or undefined (decline:
+   * the core polls instead) when the key vanished (session lost, lease
+   * revoked, deleted by someone else). Leaves nothing behind when it gives up.
+   */
+  async #queue(request: LockRequest, signal: AbortSignal): Promise<Grant<Entry> | undefined> {
+    const session = await raceAbort(this.#session(request.ttlMs), signal);
+    const entry = this.#enter(request, session, lockKeys(this.#client.prefix, request.digest));
+    let held: boolean;
+    try {
+      held = await this.#wait(entry, signal);
+    } catch (error) {
+      void this.#discard(entry);
+      throw error;
+    }
+    if (held) return this.#granted(entry);
+    void this.#discard(entry);
+    return undefined;
+  }
+
+  /** Writes the key of `entry` and waits until it holds (true) or its key vanished (false). */
+  async #wait(entry: Entry, signal: AbortSignal): Promise<boolean> {
+    const writing = this.#kv.txn(enqueueRequest(entry, entry.session.id), this.#request());
     entry.writing = writing;
     let reply: ITxnResponse;
     try {
-      reply = await abortable(writing, signal);
+      reply = await raceAbort(writing, signal);
     } catch (error) {
-      if (signal.aborted) throw error;
-      if (leaseGone(error)) {
-        entry.written = false;
-        entry.writing = undefined;
-        entry.session.markLost("etcd no longer knows the session lease", error);
-        return "vanished";
-      }
-      entry.session.retire();
+      if (!signal.aborted && this.#writeFailed(entry.session, error)) return false;
       throw error;
     }
     entry.writing = undefined;
     let position: Position | undefined;
     let readAt: bigint;
     if (reply.succeeded) {
-      entry.revision = BigInt(reply.header.revision);
+      entry.revision = readAt = BigInt(reply.header.revision);
       const current = limitConflict(entry, reply, oldestAt(entry, 1));
       if (current !== undefined) throw limitMismatch(entry.limit, current);
       position = positionOf(entry, reply, 1);
-      readAt = entry.revision;
       if (!position.holder) this.#markBusy(entry.lock);
     } else {
       const existing = existingKey(reply, entry.value);
-      if (existing === undefined || !existing.ours) return "vanished";
-      entry.revision = existing.revision;
-      readAt = existing.revision;
+      if (existing === undefined || !existing.ours) return false;
+      entry.revision = readAt = existing.revision;
     }
-    let watch: DeletionWatch | undefined;
+    let watching: { readonly target: Buffer; readonly watch: Watch } | undefined;
     let linearizable = false;
     let backoff = retryBackoff();
     try {
       for (;;) {
-        if (this.#closing) throw lockClosed("etcd backend");
         if (position === undefined) {
           const read = await this.#readPosition(entry, signal, linearizable);
-          if (read === undefined) return "vanished";
-          position = read.position;
-          readAt = read.revision;
+          if (read === undefined) return false;
+          ({ position, revision: readAt } = read);
           linearizable = false;
         }
-        if (!entry.session.alive) return "vanished";
+        if (!entry.session.alive) return false;
         if (position.holder) {
-          await abortable(this.#freshen(entry.session, monotonicNow(), entry.ttlMs), signal);
-          if (!entry.session.alive) return "vanished";
-          return "held";
+          await raceAbort(this.#freshen(entry.session, monotonicNow(), entry.ttlMs), signal);
+          return entry.session.alive;
         }
-        const target = {
-          key: position.predecessor ?? entry.lock.base,
-          prefix: position.predecessor === undefined,
-        };
-        if (watch === undefined || watch.fired || !sameTarget(watch.target, target)) {
-          watch?.close();
-          watch = await DeletionWatch.open(this.#watches, target, signal, FALLBACK_POLL_MS);
+        const target = position.predecessor ?? entry.lock.base;
+        if (
+          watching === undefined ||
+          entry.wake?.signal.aborted ||
+          !watching.target.equals(target)
+        ) {
+          watching?.watch.cancel();
+          watching = undefined;
+          const wake = new AbortController();
+          entry.wake = wake;
+          const rangeEnd = position.predecessor === undefined ? entry.lock.baseEnd : undefined;
+          const bound = { signal, timeoutMs: FALLBACK_POLL_MS };
+          const watch = await this.#watches
+            .watch(target, rangeEnd, () => wake.abort(), bound)
+            .catch((error: unknown) => {
+              if (signal.aborted) throw error;
+            });
+          position = undefined;
           if (watch === undefined) {
             // No watch now (stream down): poll, backing off.
-            await sleep(backoff.duration, signal, this.#closeController.signal);
+            await sleep(backoff.duration, signal);
             backoff = backoff.next(undefined);
-            position = undefined;
             continue;
           }
+          watching = { target, watch };
           backoff = retryBackoff();
           if (watch.revision !== readAt) {
             // Writes happened between the read and the watch: read again at a revision the
             // watch covers (linearizable, so it is not older than the watch's start).
-            position = undefined;
             linearizable = true;
             continue;
           }
         }
-        await watch.wait(signal, FALLBACK_POLL_MS, (wake) => {
-          entry.wake = wake;
-        });
-        // After any wait: re-read, guarded by our own key and its create revision.
+        // A deletion, the session's loss or the fallback poll ends the wait; then re-read,
+        // guarded by our own key and its create revision.
+        await raceAbort(
+          sleep(FALLBACK_POLL_MS, entry.wake!.signal).catch(() => undefined),
+          signal,
+        );
         position = undefined;
       }
     } finally {
-      watch?.close();
+      watching?.watch.cancel();
+      entry.wake?.abort();
     }
   }
 
@@ -507,28 +442,23 @@ export class EtcdBackend implements Backend {
   async #readPosition(
     entry: Entry,
     signal: AbortSignal,
-    linearizable = false,
+    linearizable: boolean,
   ): Promise<{ position: Position; revision: bigint } | undefined> {
-    let backoff = retryBackoff();
-    for (;;) {
+    const check = (serializable: boolean): Promise<ITxnResponse> =>
+      raceAbort(
+        this.#kv.txn(checkRequest(entry, entry.revision!, serializable), this.#request()),
+        signal,
+      );
+    for (let backoff = retryBackoff(); ; backoff = backoff.next(undefined)) {
       let reply: ITxnResponse;
       try {
-        const check = (serializable: boolean): Promise<ITxnResponse> =>
-          abortable(
-            this.#kv.txn(
-              checkRequest(entry, entry.revision!, serializable),
-              this.#deadline(this.#requestTimeoutMs),
-            ),
-            signal,
-          );
         reply = await check(!linearizable);
         // A lagging member may not have our key yet: only a linearizable read says it is gone.
         if (!reply.succeeded && !linearizable) reply = await check(false);
       } catch (error) {
-        if (signal.aborted || this.#closing) throw error;
+        if (signal.aborted) throw error;
         if (!entry.session.alive) return undefined;
-        await sleep(backoff.duration, signal, this.#closeController.signal);
-        backoff = backoff.next(undefined);
+        await sleep(backoff.duration, signal);
         continue;
       }
       if (!reply.succeeded) return undefined;
@@ -538,187 +468,152 @@ export class EtcdBackend implements Backend {
     }
   }
 
-  /** Sends a keepalive with a grant when the last one is too old to cover most of the TTL. */
-  #freshen(session: Session<Entry>, start: number, ttlMs: number): Promise<void> {
-    return session
-      .confirmSince(start + ttlMs - session.ttlMs - ttlMs * FRESHNESS_SLACK)
-      .catch(() => undefined); // the grant's validity then says how long it can be trusted
+  // --- held locks --------------------------------------------------------
+
+  async #extend(entry: Entry, ttlMs: number): Promise<boolean> {
+    if (entry.done || !entry.session.alive) return false;
+    const start = monotonicNow();
+    const revision = entry.revision!;
+    if (secondsFor(ttlMs) === entry.session.seconds) {
+      const session = entry.session;
+      const [current] = await Promise.all([
+        this.#kv.range({ key: entry.key }, this.#request()),
+        session.confirmSince(start + ttlMs - session.ttlMs),
+      ]);
+      const kv = current.kvs[0];
+      if (kv === undefined || BigInt(kv.create_revision) !== revision || kv.lease !== session.id) {
+        // Deleted, or not what we wrote: not ours any more; a name still in use stays retired.
+        this.#forget(entry, kv === undefined);
+        return false;
+      }
+    } else {
+      // Another TTL: move the key to that session's lease. Its create revision, the
+      // queue position and the fencing token stay; only the lease changes.
+      const target = await this.#session(ttlMs);
+      const ours = { key: entry.key, target: "Create", result: "Equal" } as const;
+      const [moved] = await Promise.all([
+        this.#kv.txn(
+          {
+            compare: [{ ...ours, create_revision: revision.toString() }],
+            success: [{ request_put: { key: entry.key, value: entry.value, lease: target.id } }],
+            failure: [],
+          },
+          this.#request(),
+        ),
+        target.confirmSince(start + ttlMs - target.ttlMs),
+      ]);
+      if (!moved.succeeded) {
+        this.#forget(entry, false);
+        return false;
+      }
+      if (!entry.done) this.#move(entry, target);
+    }
+    if (entry.done || !entry.session.alive) return false;
+    this.#expireAfter(entry, start + ttlMs - monotonicNow());
+    return true;
+  }
+
+  /**
+   * The TTL of one lock: frees its key `ms` from now unless it is extended or
+   * released first. Its session lease outlives a holder that stopped
+   * extending (it is kept alive for the whole backend instance), and the
+   * store must free such a lock by itself (`capabilities.ttl`): the core
+   * leaves a lease released before its `minHoldMs` to the store, and a
+   * grant used without a lease has no watchdog. A crashed process's keys go
+   * with its session lease.
+   */
+  #expireAfter(entry: Entry, ms: number): void {
+    clearTimeout(entry.expiry);
+    entry.expiry = setTimeout(() => void this.#discard(entry), Math.max(0, ms));
+    entry.expiry.unref();
   }
 
   // --- entries -----------------------------------------------------------
 
-  #enter(
-    request: LockRequest,
-    session: Session<Entry>,
-    state: EntryState,
-    lock: LockKeys = this.#layout.lock(request.namespace, request.key),
-  ): Entry {
+  #enter(request: LockRequest, session: Session<Entry>, lock: LockKeys): Entry {
     const slot = session.takeSlot();
     const entry: Entry = {
-      request,
       lock,
-      key: this.#layout.contender(lock, request.mode, session.hex, slot),
-      namedBy: session,
-      slot,
-      slotFreed: false,
+      key: contenderKey(lock, request.mode, session.hex, slot),
+      value: contenderValue(request.owner, request.limit),
       mode: request.mode,
       limit: request.limit,
-      value: contenderValue(request.owner, request.limit),
-      session,
-      state,
-      revision: undefined,
-      written: true,
-      writing: undefined,
       ttlMs: request.ttlMs,
-      expiry: undefined,
+      session,
+      namedBy: session,
+      slot,
+      revision: undefined,
+      writing: undefined,
+      done: false,
       wake: undefined,
+      expiry: undefined,
     };
-    this.#entries.set(request.owner, entry);
     session.members.add(entry);
     return entry;
   }
 
   /**
-   * Marks `entry` held. Its validity ends at the earlier of the local TTL
-   * (this instance deletes the key then, unless extended) and what the
-   * session's confirmed keepalives guarantee on the server. For a grant from
-   * the queue the core takes it as the lease's deadline, so it must never lie
-   * past either.
-   */
-  #granted(entry: Entry): Attempt & { granted: true } {
-    entry.state = "held";
-    const now = monotonicNow();
-    this.#armExpiry(entry, now + entry.ttlMs);
-    const local = now + entry.ttlMs - driftAllowance(entry.ttlMs);
-    return {
-      granted: true,
-      fencingToken: entry.revision!,
-      validUntil: Math.min(local, entry.session.validUntil()),
-    };
-  }
-
-  /**
-   * The local TTL. The session lease outlives a holder that stopped
-   * extending (it is kept alive for the whole backend), so the backend frees
-   * such a lock itself `ttlMs` after the grant or the last extension. If the
-   * process dies instead, the session lease frees it on the server.
-   */
-  #armExpiry(entry: Entry, at: number): void {
-    if (entry.expiry !== undefined) clearTimeout(entry.expiry);
-    entry.expiry = setTimeout(
-      () => {
-        entry.expiry = undefined;
-        if (entry.state !== "held") return;
-        if (monotonicNow() < at) {
-          this.#armExpiry(entry, at);
-          return;
-        }
-        this.#report({
-          owner: entry.request.owner,
-          reason: "its TTL passed without an extension",
-        });
-        void this.#discard(entry);
-      },
-      Math.max(0, Math.ceil(at - monotonicNow())),
-    );
-    entry.expiry.unref();
-  }
-
-  #move(entry: Entry, target: Session<Entry>): void {
-    const previous = entry.session;
-    previous.members.delete(entry);
-    entry.session = target;
-    target.members.add(entry);
-    this.#endIfIdle(previous);
-  }
-
-  /**
-   * Forgets an entry whose key is known to be gone or never written; with
-   * `gone` false (the key exists but is not what we wrote) its name is not reused.
-   */
-  #forget(entry: Entry, gone = true): void {
-    entry.state = "gone";
-    if (entry.expiry !== undefined) clearTimeout(entry.expiry);
-    entry.expiry = undefined;
-    if (this.#entries.get(entry.request.owner) === entry) this.#entries.delete(entry.request.owner);
-    if (gone) this.#dropMember(entry);
-    else {
-      entry.slotFreed = true;
-      entry.session.members.delete(entry);
-      this.#endIfIdle(entry.session);
-    }
-  }
-
-  /**
-   * Deletes the key of `entry` (after any write in flight settled) and
-   * forgets it. If the delete fails it is retried in the background while the
-   * session lives; with `rethrow` the first failure is also reported.
+   * Deletes the key of `entry` (after any write in flight settled), once. A
+   * delete that fails is retried in the background while the session lives
+   * (its lease takes the key along when it ends); with `rethrow` the first
+   * failure is also reported.
    */
   #discard(entry: Entry, rethrow = false): Promise<void> {
-    if (entry.state === "gone") return Promise.resolve();
-    entry.state = "gone";
-    if (entry.expiry !== undefined) clearTimeout(entry.expiry);
-    entry.expiry = undefined;
-    if (this.#entries.get(entry.request.owner) === entry) this.#entries.delete(entry.request.owner);
-    const first = (async () => {
-      if (entry.writing !== undefined) await entry.writing.catch(() => undefined);
-      if (!entry.written || !entry.session.alive) return;
-      await this.#kv.deleteRange({ key: entry.key }, this.#deadline(this.#requestTimeoutMs));
-    })();
-    const done = first.then(
+    if (entry.done) return Promise.resolve();
+    entry.done = true;
+    clearTimeout(entry.expiry);
+    const remove = async (): Promise<void> => {
+      await entry.writing?.catch(() => undefined);
+      if (entry.session.alive) await this.#kv.deleteRange({ key: entry.key }, this.#request());
+    };
+    const removed = remove();
+    removed.then(
       () => this.#dropMember(entry),
-      (error: unknown) => {
-        this.#retryDelete(entry);
-        if (rethrow) throw this.#unavailable(error);
-      },
+      () =>
+        void retryInBackground(remove, { signal: this.#host.closing }).then(() =>
+          this.#dropMember(entry),
+        ),
     );
-    return rethrow ? done : done.catch(() => undefined);
+    return rethrow ? removed : removed.catch(() => undefined);
   }
 
-  #retryDelete(entry: Entry): void {
-    const cleanup = (async () => {
-      let backoff = retryBackoff();
-      while (entry.session.alive && !this.#closing) {
-        const slept = await sleep(backoff.duration, this.#closeController.signal).then(
-          () => true,
-          () => false,
-        );
-        if (!slept || !entry.session.alive || this.#closing) break;
-        try {
-          await this.#kv.deleteRange({ key: entry.key }, this.#deadline(this.#requestTimeoutMs));
-          this.#dropMember(entry);
-          return;
-        } catch {
-          backoff = backoff.next(undefined);
-        }
-      }
-      // The session ended: its lease takes the key with it; the name is never reused.
-      entry.slotFreed = true;
-      entry.session.members.delete(entry);
-      this.#endIfIdle(entry.session);
-    })();
-    this.#cleanups.add(cleanup);
-    void cleanup.finally(() => this.#cleanups.delete(cleanup));
+  /**
+   * Forgets an entry whose key is known to be gone or never written (`gone`),
+   * or to be no longer ours (its name then stays retired).
+   */
+  #forget(entry: Entry, gone: boolean): void {
+    if (entry.done) return;
+    entry.done = true;
+    clearTimeout(entry.expiry);
+    if (gone) this.#dropMember(entry);
+    else this.#leave(entry);
   }
 
   /** The key of `entry` is deleted: its name can be reused, its session may end. */
   #dropMember(entry: Entry): void {
-    if (!entry.slotFreed) {
-      entry.slotFreed = true;
-      entry.namedBy.freeSlot(entry.slot);
-    }
+    entry.namedBy.freeSlot(entry.slot);
+    this.#leave(entry);
+  }
+
+  #leave(entry: Entry): void {
     entry.session.members.delete(entry);
     this.#endIfIdle(entry.session);
   }
 
+  #move(entry: Entry, target: Session<Entry>): void {
+    this.#leave(entry);
+    entry.session = target;
+    target.members.add(entry);
+  }
+
   /** True when this instance found `lock` taken within the last {@link BUSY_MEMORY_MS}. */
   #wasBusy(lock: LockKeys): boolean {
-    const at = this.#busy.get(lock.base.toString());
+    const at = this.#busy.get(lock.base.toString("latin1"));
     return at !== undefined && monotonicNow() - at < BUSY_MEMORY_MS;
   }
 
   #markBusy(lock: LockKeys): void {
-    const id = lock.base.toString();
+    const id = lock.base.toString("latin1");
     this.#busy.delete(id);
     this.#busy.set(id, monotonicNow());
     if (this.#busy.size > BUSY_MAX) {
@@ -735,22 +630,17 @@ export class EtcdBackend implements Backend {
     if (current?.open) return Promise.resolve(current);
     let granting = this.#granting.get(seconds);
     if (granting === undefined) {
-      granting = Session.grant(this.#host, seconds).then(
-        (session) => {
-          this.#granting.delete(seconds);
-          if (this.#closing) {
+      granting = Session.grant(this.#sessionHost, seconds)
+        .then((session) => {
+          if (this.#closed !== undefined) {
             void session.end();
             throw lockClosed("etcd backend");
           }
           this.#sessions.set(seconds, session);
           this.#live.add(session);
           return session;
-        },
-        (error: unknown) => {
-          this.#granting.delete(seconds);
-          throw this.#unavailable(error);
-        },
-      );
+        })
+        .finally(() => this.#granting.delete(seconds));
       this.#granting.set(seconds, granting);
     }
     return granting;
@@ -767,69 +657,40 @@ export class EtcdBackend implements Backend {
     if (this.#sessions.get(session.seconds) === session) this.#sessions.delete(session.seconds);
     this.#live.delete(session);
     for (const entry of [...session.members]) {
-      if (entry.state === "held") {
-        this.#forget(entry);
-        this.#report({
-          owner: entry.request.owner,
-          reason: `the etcd session lease was lost: ${reason}`,
-          ...(cause !== undefined ? { cause } : {}),
-        });
-      } else {
-        // A waiter re-reads, finds its session gone and queues again on a new one.
-        entry.wake?.();
-      }
-    }
-  }
-
-  #report(report: LossReport): void {
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(report);
-      } catch {
-        // a listener's failure is its own
-      }
+      // A holder's lock is lost (the core releases it: its key went with the lease); a
+      // waiter wakes, finds its key gone and declines.
+      this.#host.lost(entry, `the etcd session lease was lost: ${reason}`, cause);
+      entry.wake?.abort();
     }
   }
 
   // --- plumbing ----------------------------------------------------------
 
-  #deadline(ms: number): CallOptions {
-    // gRPC deadlines are wall-clock instants; every other deadline here is monotonic.
-    return this.#calls.request(ms);
+  /** Call options for one request: the deadline, and close()'s cancellation. */
+  #request(): CallOptions {
+    return this.#calls.request(this.#requestTimeoutMs);
   }
 
-  #unavailable(error: unknown): Error {
-    return unavailable(error, this.#endpoints);
-  }
-
-  #assertOpen(): void {
-    if (this.#closing) throw lockClosed("etcd backend");
+  /** Errors in the words of {@link unavailable}: the endpoints tried and the plain cause. */
+  #mapped<T>(pending: Promise<T>): Promise<T> {
+    return pending.catch((error: unknown) => {
+      throw unavailable(error, this.#endpoints);
+    });
   }
 
   async #close(): Promise<void> {
-    this.#closing = true;
-    this.#closeController.abort(lockClosed("etcd backend"));
-    let held = false;
-    for (const entry of this.#entries.values()) {
-      if (entry.state === "held") held = true;
-      if (entry.expiry !== undefined) clearTimeout(entry.expiry);
-      entry.wake?.();
-    }
-    if (held) this.#report({ reason: "the etcd backend was closed" });
     this.#watches.close();
     // Revoking the session leases frees every key this instance wrote, at once. A server
     // that stopped answering gets CLOSE_GRACE_MS; then every call still waiting is cancelled.
     const ending = Promise.allSettled([
       ...this.#granting.values(),
       ...[...this.#live].map((session) => session.end()),
-      ...this.#cleanups,
     ]);
     await settledWithin(ending, CLOSE_GRACE_MS);
     this.#calls.cancelAll();
     await ending;
     this.#live.clear();
     this.#sessions.clear();
-    this.#entries.clear();
     if (this.#owned) (this.#client as Etcd3).close();
   }
 }
@@ -837,28 +698,4 @@ export class EtcdBackend implements Backend {
 /** etcd lease TTLs are whole seconds: round up (the server raises it to its minimum). */
 function secondsFor(ttlMs: number): number {
   return Math.max(1, Math.ceil(ttlMs / 1000));
-}
-
-/** etcd refused a write because the lease it names is gone (revoked or expired). */
-function leaseGone(error: unknown): boolean {
-  return error instanceof EtcdLeaseInvalidError;
-}
-
-/** `promise`, or a rejection with `signal.reason` as soon as the signal aborts. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    // The signal may be shared by every wait of a client: one listener per signal (core's onAbort).
-    const stop = onAbort(signal, reject);
-    promise.then(
-      (value) => {
-        stop();
-        resolve(value);
-      },
-      (error: unknown) => {
-        stop();
-        reject(error);
-      },
-    );
-  });
 }

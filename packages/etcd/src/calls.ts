@@ -1,4 +1,4 @@
-import type { LeaseClient } from "etcd3";
+import type { IDuplexStream, LeaseClient } from "etcd3";
 
 /** gRPC call options (a deadline, interceptors) as etcd3's RPC clients take them. */
 export type CallOptions = NonNullable<Parameters<LeaseClient["leaseGrant"]>[1]>;
@@ -83,4 +83,18 @@ function onStatus(listener: Listener, done: () => void): Listener {
     listener?.onReceiveStatus?.(status);
   };
   return watched;
+}
+
+/**
+ * Ends a stream of the backend's own (keepalive, watch): a healthy one is
+ * ended, a broken one cancelled (etcd3 takes the error of a cancelled stream
+ * for a failure of the member and resets every connection to it).
+ */
+export function endStream(stream: IDuplexStream<unknown, unknown>, cancel = false): void {
+  try {
+    if (cancel) stream.cancel();
+    else stream.end();
+  } catch {
+    // already closed
+  }
 }

@@ -1,4 +1,4 @@
-import { isLockError, LockError, socketErrorWords } from "@locks/core";
+import { isLockError, LockError, socketErrorWords } from "@locks/core/backend";
 
 /**
  * A BACKEND_UNAVAILABLE error that names the endpoints it tried and the plain

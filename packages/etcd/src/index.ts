@@ -10,7 +10,7 @@
  *
  * @packageDocumentation
  */
-import type { Backend } from "@locks/core";
+import type { Backend } from "@locks/core/backend";
 import { EtcdBackend } from "./backend.js";
 import { type EtcdBackendOptions, resolveOptions } from "./options.js";
 
@@ -32,14 +32,15 @@ export type {
  * granted on first use and kept alive until `close()`, which revokes it.
  * Contenders queue by the create revision of their keys: grants are FIFO, a
  * release wakes only the next waiter, and the fencing token is the create
- * revision of the holder's key.
+ * revision of the holder's key. Keys live under `locks/`, scoped by the
+ * `namespace` of `createLocks` (and the prefix of a `Namespace` client).
  *
  * `ttlMs` is at least 250 ms (`capabilities.minTtlMs`): the core refuses a
  * shorter one with `INVALID_ARGUMENT`. A request whose `limit` differs from
  * the one the key's current holders use is refused with `INVALID_ARGUMENT`.
  *
- * Bad options throw `INVALID_ARGUMENT` at once, before any I/O.
+ * Bad or unknown options throw `INVALID_ARGUMENT` at once, before any I/O.
  */
 export function etcdBackend(options: EtcdBackendOptions): Backend {
-  return new EtcdBackend(resolveOptions(options));
+  return new EtcdBackend(resolveOptions(options)) as Backend;
 }

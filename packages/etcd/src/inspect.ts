@@ -1,10 +1,10 @@
-import type { KeyStatus } from "@locks/core";
+import type { KeyStatus } from "@locks/core/backend";
 import type { KVClient, LeaseClient } from "etcd3";
 import type { CallOptions } from "./calls.js";
-import { type Layout, parseContenderValue } from "./layout.js";
+import { isReader, type LockKeys, parseContenderValue } from "./layout.js";
 
 /**
- * Who holds the lock of `(namespace, key)`: the contenders in create-revision
+ * Who holds `lock`: the contenders in create-revision
  * order, judged by the same rules as the queue, each with its real mode
  * (semaphore holders are "exclusive"), and the limit they took it with. `expiresInMs` is what the
  * holder's session lease has left on the server (whole seconds), an upper
@@ -13,12 +13,9 @@ import { type Layout, parseContenderValue } from "./layout.js";
 export async function inspectLock(
   kv: KVClient,
   leases: LeaseClient,
-  layout: Layout,
-  namespace: string,
-  key: string,
+  lock: LockKeys,
   deadline: () => CallOptions,
 ): Promise<KeyStatus> {
-  const lock = layout.lock(namespace, key);
   const reply = await kv.range(
     { key: lock.base, range_end: lock.baseEnd, sort_target: "Create", sort_order: "Ascend" },
     deadline(),
@@ -39,7 +36,7 @@ export async function inspectLock(
   let writers = 0;
   const holders: Array<Promise<KeyStatus["holders"][number]>> = [];
   for (const kv of reply.kvs) {
-    const shared = layout.isReader(lock, kv.key);
+    const shared = isReader(lock, kv.key);
     const { owner, limit } = parseContenderValue(kv.value);
     if (shared ? writers === 0 : readers === 0 && writers < limit) {
       const fencingToken = BigInt(kv.create_revision);

@@ -1,17 +1,10 @@
-import { invalidArgument } from "@locks/core";
+import { type Check, check, defineOptions, invalidArgument } from "@locks/core/backend";
 import { handleWhen, isBrokenCircuitError, noop, retry } from "cockatiel";
 import { Etcd3, type IOptions, isRecoverableError, type Namespace } from "etcd3";
 import { requestRetryBackoff } from "./backoff.js";
 
 /** Options shared by both forms of {@link etcdBackend}. */
 export interface EtcdBackendCommonOptions {
-  /**
-   * Prefix of every key the backend writes (default `"locks"`). Lock keys
-   * are `<prefix>/<digest of namespace and key>/<w|r>/<lease id>-<n>`.
-   * Applications that must never contend with each other use distinct prefixes
-   * (or distinct `namespace`s in `createLocks`).
-   */
-  readonly prefix?: string;
   /**
    * Deadline of each request to etcd in ms (default 2 000). A request
    * that gets no answer in time fails with `BACKEND_UNAVAILABLE`; a grant
@@ -50,65 +43,56 @@ export interface ResolvedOptions {
   readonly client: Namespace;
   /** True when the backend made the client and must close it. */
   readonly owned: boolean;
-  readonly prefix: string;
   readonly requestTimeoutMs: number;
   /** The endpoints the client talks to, for error messages (empty when unknown). */
   readonly endpoints: readonly string[];
 }
 
-const DEFAULT_REQUEST_TIMEOUT_MS = 2_000;
+/** etcd3's own options, passed through to the client made from `hosts` (etcd3 checks them). */
+const asGiven: Check<never> = (value) => value as never;
+
+const parse = defineOptions({
+  client: check.instance<Namespace>("an etcd3 `Etcd3` instance (or a Namespace of one)", isClient),
+  hosts: ((value, name) =>
+    typeof value === "string"
+      ? [check.string(value, name)]
+      : check.list(check.string)(value, name)) as Check<string[]>,
+  requestTimeoutMs: ((value, name) => {
+    if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+      throw invalidArgument(name, "must be positive: a finite number of milliseconds");
+    }
+    return value;
+  }) as Check<number>,
+  credentials: asGiven,
+  grpcOptions: asGiven,
+  auth: asGiven,
+  defaultCallOptions: asGiven,
+  dialTimeout: asGiven,
+  faultHandling: asGiven,
+});
 
 /** Checks the factory's options before any I/O and makes the client when asked to. */
 export function resolveOptions(options: EtcdBackendOptions): ResolvedOptions {
-  if (typeof options !== "object" || options === null) {
-    throw invalidArgument("options", "must be an object with `client` or `hosts`");
-  }
-  const o = options as Partial<EtcdClientOptions & EtcdHostsOptions>;
-  const prefix = o.prefix ?? "locks";
-  if (typeof prefix !== "string" || prefix.length === 0) {
-    throw invalidArgument("prefix", "must be a non-empty string");
-  }
-  const requestTimeoutMs = o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-  if (
-    typeof requestTimeoutMs !== "number" ||
-    !Number.isFinite(requestTimeoutMs) ||
-    requestTimeoutMs <= 0
-  ) {
-    throw invalidArgument("requestTimeoutMs", "must be a positive finite number of milliseconds");
-  }
-  if (o.client !== undefined && o.hosts !== undefined) {
-    throw invalidArgument("options", "must have either `client` or `hosts`, not both");
-  }
-  if (o.client !== undefined) {
-    if (!isClient(o.client)) {
-      throw invalidArgument("client", "must be an etcd3 `Etcd3` instance (or a Namespace of one)");
+  const { client, hosts, requestTimeoutMs = 2_000, ...clientOptions } = parse(options);
+  if (client !== undefined) {
+    const extra = Object.keys(clientOptions)[0];
+    if (hosts !== undefined || extra !== undefined) {
+      throw invalidArgument(
+        `options.${extra ?? "hosts"}`,
+        "is only for a client made from `hosts`, not with `client`",
+      );
     }
-    return {
-      client: o.client,
-      owned: false,
-      prefix,
-      requestTimeoutMs,
-      endpoints: hostsOf(o.client),
-    };
+    return { client, owned: false, requestTimeoutMs, endpoints: hostsOf(client) };
   }
-  const hosts = o.hosts;
-  const list = typeof hosts === "string" ? [hosts] : hosts;
-  if (
-    !Array.isArray(list) ||
-    list.length === 0 ||
-    !list.every((h) => typeof h === "string" && h.length > 0)
-  ) {
-    throw invalidArgument("hosts", "must be a non-empty string or a non-empty array of strings");
-  }
-  const { prefix: _p, requestTimeoutMs: _r, hosts: _h, ...clientOptions } = o;
+  if (hosts === undefined) throw invalidArgument("options", "must have either `client` or `hosts`");
   // etcd3 cannot parse "http://host:port/" (with the slash URLs often carry).
-  const endpoints = list.map((h) => h.replace(/\/+$/, ""));
-  const client = new Etcd3({
+  const endpoints = hosts.map((h) => h.replace(/\/+$/, ""));
+  const made = new Etcd3({
     ...clientOptions,
     hosts: endpoints,
-    faultHandling: clientOptions.faultHandling ?? defaultFaultHandling(list.length),
-  });
-  return { client, owned: true, prefix, requestTimeoutMs, endpoints };
+    faultHandling: clientOptions.faultHandling ?? defaultFaultHandling(hosts.length),
+  } as IOptions);
+  return { client: made, owned: true, requestTimeoutMs, endpoints };
 }
 
 /**
@@ -137,11 +121,9 @@ function hostsOf(client: Namespace): readonly string[] {
   return Array.isArray(hosts) ? hosts.filter((h): h is string => typeof h === "string") : [];
 }
 
-function isClient(value: unknown): value is Namespace {
-  const c = value as Partial<Namespace> | null;
+function isClient(value: object): boolean {
+  const c = value as Partial<Namespace>;
   return (
-    typeof c === "object" &&
-    c !== null &&
     typeof c.watch === "function" &&
     typeof c.kv === "object" &&
     typeof c.leaseClient === "object" &&

@@ -1,4 +1,4 @@
-import type { LockMode } from "@locks/core";
+import type { LockMode } from "@locks/core/backend";
 import type { ICompare, IRangeRequest, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
 import { type LockKeys, parseContenderValue } from "./layout.js";
 
@@ -21,6 +21,8 @@ export interface Contender {
   readonly lock: LockKeys;
   /** The contender's own key (raw, client prefix included). */
   readonly key: Buffer;
+  /** Its value: owner token and limit (see `contenderValue`). */
+  readonly value: Buffer;
   readonly mode: LockMode;
   readonly limit: number;
 }
@@ -36,8 +38,8 @@ export type Position =
 
 const HOLDER: Position = { holder: true };
 
-function put(c: Contender, value: Buffer, lease: string): IRequestOp {
-  return { request_put: { key: c.key, value, lease } };
+function put(c: Contender, lease: string): IRequestOp {
+  return { request_put: { key: c.key, value: c.value, lease } };
 }
 
 function get(key: Buffer): IRequestOp {
@@ -62,8 +64,8 @@ function absent(key: Buffer, rangeEnd?: Buffer): ICompare {
  * not hold. When the own key already exists (etcd3 retried a request that had
  * in fact succeeded) the failure branch returns it.
  */
-export function takeRequest(c: Contender, value: Buffer, lease: string): ITxnRequest {
-  if (c.limit > 1) return enqueueRequest(c, value, lease);
+export function takeRequest(c: Contender, lease: string): ITxnRequest {
+  if (c.limit > 1) return enqueueRequest(c, lease);
   const { lock } = c;
   // Exclusive: "no key in the lock" already fails when our own key exists. Shared: our own
   // key is not among the writers, so it needs its own guard (a second put would keep the
@@ -72,7 +74,7 @@ export function takeRequest(c: Contender, value: Buffer, lease: string): ITxnReq
     c.mode === "shared"
       ? [absent(c.key), absent(lock.writers, lock.writersEnd)]
       : [absent(lock.base, lock.baseEnd)];
-  return { compare, success: [put(c, value, lease)], failure: [get(c.key), oldest(lock)] };
+  return { compare, success: [put(c, lease)], failure: [get(c.key), oldest(lock)] };
 }
 
 /**
@@ -90,10 +92,10 @@ export function probeRequest(lock: LockKeys, mode: LockMode): ITxnRequest {
 }
 
 /** Joins the queue: writes the key and reads the position in the same transaction. */
-export function enqueueRequest(c: Contender, value: Buffer, lease: string): ITxnRequest {
+export function enqueueRequest(c: Contender, lease: string): ITxnRequest {
   return {
     compare: [absent(c.key)],
-    success: [put(c, value, lease), ...positionReads(c, undefined)],
+    success: [put(c, lease), ...positionReads(c, undefined)],
     failure: [get(c.key)],
   };
 }

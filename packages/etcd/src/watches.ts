@@ -1,5 +1,6 @@
+import { onAbort } from "@locks/core/backend";
 import type { IDuplexStream, IWatchRequest, IWatchResponse, WatchClient } from "etcd3";
-import type { Calls } from "./calls.js";
+import { type Calls, endStream } from "./calls.js";
 
 type Stream = IDuplexStream<IWatchRequest, IWatchResponse>;
 
@@ -13,7 +14,10 @@ export interface Watch {
 
 interface Registered {
   readonly onDelete: () => void;
-  created: { resolve: (revision: bigint) => void; reject: (error: unknown) => void } | undefined;
+  /** Until etcd confirmed the watch. */
+  created: ((revision: bigint) => void) | undefined;
+  refused: (error: unknown) => void;
+  sent: boolean;
 }
 
 /**
@@ -40,28 +44,53 @@ export class WatchStream {
 
   /**
    * Watches the deletion of `key`, or of any key in `[key, rangeEnd)`.
-   * Resolves once etcd confirmed the watch. `onDelete` runs at each deletion,
-   * and once when the stream breaks (the watch is gone then).
+   * Resolves once etcd confirmed the watch; rejects when the stream breaks
+   * first, after `timeoutMs`, or with `signal.reason`. `onDelete` runs at each
+   * deletion, and once when the stream breaks (the watch is gone then).
    */
-  async watch(key: Buffer, rangeEnd: Buffer | undefined, onDelete: () => void): Promise<Watch> {
-    const stream = await this.#open();
+  watch(
+    key: Buffer,
+    rangeEnd: Buffer | undefined,
+    onDelete: () => void,
+    bound?: { readonly signal: AbortSignal; readonly timeoutMs: number },
+  ): Promise<Watch> {
+    if (bound?.signal.aborted) return Promise.reject(bound.signal.reason);
     const id = String(this.#nextId++);
-    const revision = await new Promise<bigint>((resolve, reject) => {
-      if (this.#stream !== stream) {
-        reject(new Error("the watch stream broke"));
-        return;
-      }
-      this.#watches.set(id, { onDelete, created: { resolve, reject } });
-      stream.write({
-        create_request: {
-          key,
-          ...(rangeEnd !== undefined ? { range_end: rangeEnd } : {}),
-          watch_id: id,
-          filters: ["Noput"],
+    return new Promise<Watch>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      let stopListening = (): void => {};
+      const fail = (error: unknown): void => {
+        clearTimeout(timer);
+        stopListening();
+        this.#cancel(id);
+        reject(error);
+      };
+      const watch: Registered = {
+        onDelete,
+        created: (revision) => {
+          clearTimeout(timer);
+          stopListening();
+          resolve({ revision, cancel: () => this.#cancel(id) });
         },
-      });
+        refused: fail,
+        sent: false,
+      };
+      this.#watches.set(id, watch);
+      if (bound !== undefined) {
+        const { signal, timeoutMs } = bound;
+        timer = setTimeout(
+          () => fail(new Error(`etcd did not confirm a watch within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+        stopListening = onAbort(signal, fail);
+      }
+      this.#open().then((stream) => {
+        if (this.#watches.get(id) !== watch) return;
+        watch.sent = true;
+        const range = rangeEnd !== undefined ? { range_end: rangeEnd } : {};
+        stream.write({ create_request: { key, ...range, watch_id: id, filters: ["Noput"] } });
+      }, fail);
     });
-    return { revision, cancel: () => this.#cancel(id) };
   }
 
   /** Ends the stream; the server ends it once asked (or close's cancellation of every call does). */
@@ -69,7 +98,7 @@ export class WatchStream {
     this.#closed = true;
     const stream = this.#stream;
     this.#broken(new Error("the etcd backend was closed"));
-    if (stream !== undefined) endQuietly(stream);
+    if (stream !== undefined) endStream(stream);
   }
 
   #open(): Promise<Stream> {
@@ -79,7 +108,7 @@ export class WatchStream {
       (stream) => {
         this.#opening = undefined;
         if (this.#closed) {
-          endQuietly(stream);
+          endStream(stream);
           throw new Error("the etcd backend was closed");
         }
         this.#stream = stream;
@@ -104,28 +133,24 @@ export class WatchStream {
   #onReply(reply: IWatchResponse): void {
     const watch = this.#watches.get(reply.watch_id);
     if (watch === undefined) return;
-    if (watch.created !== undefined) {
-      const created = watch.created;
-      watch.created = undefined;
-      if (reply.canceled) {
-        this.#watches.delete(reply.watch_id);
-        created.reject(new Error(`etcd refused the watch: ${reply.cancel_reason}`));
-      } else {
-        created.resolve(BigInt(reply.header.revision));
-      }
-      return;
-    }
+    const created = watch.created;
+    watch.created = undefined;
     if (reply.canceled) {
-      // Cancelled by etcd (compaction, ...): as good as a deletion, the waiter re-reads.
+      // Refused, or cancelled by etcd later (compaction, ...): as good as a deletion, the waiter re-reads.
       this.#watches.delete(reply.watch_id);
+      if (created !== undefined)
+        watch.refused(new Error(`etcd refused the watch: ${reply.cancel_reason}`));
+      else watch.onDelete();
+    } else if (created !== undefined) {
+      created(BigInt(reply.header.revision));
+    } else if (reply.events.length > 0) {
       watch.onDelete();
-      return;
     }
-    if (reply.events.length > 0) watch.onDelete();
   }
 
   #cancel(id: string): void {
-    if (!this.#watches.delete(id)) return;
+    const watch = this.#watches.get(id);
+    if (watch === undefined || !this.#watches.delete(id) || !watch.sent) return;
     try {
       this.#stream?.write({ cancel_request: { watch_id: id } });
     } catch {
@@ -139,16 +164,8 @@ export class WatchStream {
     const watches = [...this.#watches.values()];
     this.#watches.clear();
     for (const watch of watches) {
-      if (watch.created !== undefined) watch.created.reject(error);
+      if (watch.created !== undefined) watch.refused(error);
       else watch.onDelete();
     }
-  }
-}
-
-function endQuietly(stream: Stream): void {
-  try {
-    stream.end();
-  } catch {
-    // already closed
   }
 }
