@@ -51,6 +51,13 @@ class TableHold {
  */
 const LATCH_SPINS = 64;
 
+/**
+ * How long a watch of a bucket's sequence word waits before it waits again:
+ * a watch left pending after its subscription ended is gone by then, even
+ * if the word never moves again.
+ */
+const WATCH_MS = 1_000;
+
 const NOT_GRANTED: Attempt<TableHold> = Object.freeze({ granted: false });
 const DONE: Promise<void> = Promise.resolve();
 
@@ -107,12 +114,13 @@ export class TableBackend implements Backend<TableHold> {
     const words = this.#words;
     const seq = ref.bucket + SEQ;
     Atomics.add(words, ref.bucket + WAITERS, 1);
-    // Watches the sequence word: every move is a change. A wait left pending after
-    // unsubscribe ends at the word's next move, or at the notify of the bucket's last waiter.
+    // Watches the sequence word: every move is a change. `seen` is the value the pending wait is on.
     let stopped = false;
+    let seen = 0;
     const watch = (): void => {
       for (;;) {
-        const result = Atomics.waitAsync(words, seq, Atomics.load(words, seq));
+        seen = Atomics.load(words, seq);
+        const result = Atomics.waitAsync(words, seq, seen, WATCH_MS);
         if (result.async) {
           void result.value.then(woken);
           return;
@@ -123,9 +131,11 @@ export class TableBackend implements Backend<TableHold> {
     };
     const woken = (): void => {
       if (stopped) return;
-      // Watching again first: a move while onChange runs is not missed.
+      // Watching again first, so a move while onChange runs is not missed. Moved or not is
+      // read from the word, not from the outcome: a wait may time out just as the word moves.
+      const before = seen;
       watch();
-      onChange();
+      if (seen !== before) onChange();
     };
     watch();
     // A waiting writer makes itself known, so that new readers stop entering (no writer starvation).
@@ -138,8 +148,7 @@ export class TableBackend implements Backend<TableHold> {
     }
     return () => {
       stopped = true;
-      // The last waiter of the bucket ends the watches left pending on its word, in every thread.
-      if (Atomics.sub(words, ref.bucket + WAITERS, 1) === 1) Atomics.notify(words, seq);
+      Atomics.sub(words, ref.bucket + WAITERS, 1);
       if (writer >= 0) return this.#unregisterWriter(ref.bucket, writer);
     };
   }
