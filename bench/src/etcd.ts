@@ -1,7 +1,16 @@
-import { createLocks, type Locks } from "@locks/core";
 import { etcdBackend } from "@locks/etcd";
 import { type EtcdServer, httpRequest, startEtcd } from "@locks/testkit";
 import { Etcd3, EtcdLockFailedError } from "etcd3";
+import {
+  build,
+  type Contender,
+  closeAll,
+  cycle,
+  type HandoffResult,
+  handoffs,
+  locksContender,
+  sleep,
+} from "./harness.js";
 import type { BenchSuite, BenchTable } from "./table.js";
 
 /*
@@ -33,18 +42,6 @@ const POLL_MS = 1;
  * process alive that long after the run.
  */
 const ETCD3_LOCK_TTL_S = 5;
-
-/** Takes the lock (waiting as the library does) and resolves with its release. */
-type Acquire = () => Promise<() => Promise<unknown>>;
-
-interface Contender {
-  readonly acquire: Acquire;
-  readonly close: () => Promise<void>;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 // ---------------------------------------------------------------- contenders
 
@@ -108,15 +105,8 @@ function etcd3LockContender(hosts: string[], key: string): Contender {
   };
 }
 
-function locksContender(hosts: string[], key: string): Contender {
-  const locks: Locks = createLocks(etcdBackend({ hosts }), { namespace: "bench", ttlMs: TTL_MS });
-  return {
-    acquire: async () => {
-      const lease = await locks.acquire(key);
-      return () => lease.release();
-    },
-    close: () => locks.close(),
-  };
+function oursContender(hosts: string[], key: string): Contender {
+  return locksContender(etcdBackend({ hosts }), key, { ttlMs: TTL_MS });
 }
 
 // ---------------------------------------------------------------- measurements
@@ -142,10 +132,6 @@ async function uncontended(
 ): Promise<number[]> {
   const contenders: Contender[] = [];
   for (const make of makers) contenders.push(await make());
-  const cycle = (c: Contender) => async () => {
-    const release = await c.acquire();
-    await release();
-  };
   try {
     for (const c of contenders) for (let i = 0; i < WARMUP_CYCLES; i++) await cycle(c)();
     const best = contenders.map(() => 0);
@@ -159,7 +145,7 @@ async function uncontended(
     }
     return best;
   } finally {
-    await Promise.allSettled(contenders.map((c) => c.close()));
+    await closeAll(contenders);
   }
 }
 
@@ -193,11 +179,7 @@ function requests(m: Map<string, number>): Map<string, number> {
   return byMethod;
 }
 
-interface HandoffResult {
-  readonly perSecond: number;
-  /** Median ms from the release() call to the next holder's grant. */
-  readonly gapMs: number;
-  readonly handoffs: number;
+interface EtcdHandoffs extends HandoffResult {
   /** Raft proposals (writes, lease grants and revokes included) per handoff. */
   readonly writes: number;
   /** Watch events the server sent per handoff. */
@@ -207,62 +189,29 @@ interface HandoffResult {
 }
 
 /**
- * Every contender loops: acquire, release, then wait until another contender
- * took the lock before asking again, so every release hands the lock to
- * someone else (a releaser never re-takes its own lock).
+ * Handoffs (each release passes the lock to a client already waiting), with
+ * what the server did per handoff, from its metrics around the counted window.
  */
-async function handoffs(
+async function handoffRun(
   endpoint: string,
   contenders: readonly Contender[],
   ms: number,
-): Promise<HandoffResult> {
-  let stop = false;
-  let counting = false;
-  let grants = 0;
-  let lastHolder = -1;
-  let releasedAt = 0;
-  const gaps: number[] = [];
-  let onGrant: Array<() => void> = [];
-  const nextGrantBy = (me: number): Promise<void> =>
-    new Promise((resolve) => {
-      const check = (): void => {
-        if (stop || lastHolder !== me) resolve();
-        else onGrant.push(check);
-      };
-      check();
-    });
-  const loops = contenders.map(async (contender, me) => {
-    while (!stop) {
-      const release = await contender.acquire();
-      const now = performance.now();
-      if (counting && releasedAt > 0 && lastHolder !== me) {
-        gaps.push(now - releasedAt);
-        grants++;
-      }
-      lastHolder = me;
-      const waiting = onGrant;
-      onGrant = [];
-      for (const wake of waiting) wake();
-      releasedAt = performance.now();
-      await release();
-      await nextGrantBy(me);
-    }
+): Promise<EtcdHandoffs> {
+  let before = new Map<string, number>();
+  let after = new Map<string, number>();
+  const run = await handoffs(contenders, {
+    ms,
+    queueMs: 300,
+    window: {
+      start: async () => {
+        before = await metrics(endpoint);
+      },
+      stop: async () => {
+        after = await metrics(endpoint);
+      },
+    },
   });
-  // Let every contender queue up before counting.
-  await sleep(300);
-  const before = await metrics(endpoint);
-  counting = true;
-  const start = performance.now();
-  await sleep(ms);
-  const after = await metrics(endpoint);
-  counting = false;
-  const elapsed = performance.now() - start;
-  const counted = grants;
-  stop = true;
-  for (const wake of onGrant) wake();
-  onGrant = [];
-  await Promise.all(loops);
-  gaps.sort((a, b) => a - b);
+  const counted = run.handoffs;
   const delta = (name: string): number => (after.get(name) ?? 0) - (before.get(name) ?? 0);
   const reqBefore = requests(before);
   const calls = [...requests(after)]
@@ -272,22 +221,11 @@ async function handoffs(
     .map(([method, n]) => `${method} ${n.toFixed(1)}`)
     .join(", ");
   return {
-    perSecond: (counted * 1000) / elapsed,
-    gapMs: gaps[Math.floor(gaps.length / 2)] ?? Number.NaN,
-    handoffs: counted,
+    ...run,
     writes: delta("etcd_server_proposals_committed_total") / counted,
     events: delta("etcd_debugging_mvcc_events_total") / counted,
     calls,
   };
-}
-
-async function build(
-  n: number,
-  make: (i: number) => Contender | Promise<Contender>,
-): Promise<Contender[]> {
-  const made: Contender[] = [];
-  for (let i = 0; i < n; i++) made.push(await make(i));
-  return made;
 }
 
 // ---------------------------------------------------------------- the suite
@@ -307,7 +245,7 @@ const suite: BenchSuite = async () => {
       () => putDeleteContender(hosts, key("put-delete")),
       () => leaseTxnContender(hosts, key("lease-txn")),
       () => etcd3LockContender(hosts, key("etcd3-lock")),
-      () => locksContender(hosts, key("ours")),
+      () => oursContender(hosts, key("ours")),
     ])) as [number, number, number, number];
     const vs = (n: number): string => `${(floor / n).toFixed(2)}x`;
     tables.push({
@@ -342,14 +280,14 @@ const suite: BenchSuite = async () => {
     // behind (leases, revisions, index entries) must not slow the next one down.
     const eight = async (
       make: (hosts: string[], i: number) => Contender | Promise<Contender>,
-    ): Promise<HandoffResult> => {
+    ): Promise<EtcdHandoffs> => {
       const fresh = fromEnv === undefined || fromEnv.length === 0 ? await startEtcd() : undefined;
       const on = fresh === undefined ? hosts : [fresh.endpoint];
       const contenders = await build(8, (i) => make(on, i));
       try {
-        return await handoffs(fresh?.endpoint ?? endpoint, contenders, HANDOFF_MS);
+        return await handoffRun(fresh?.endpoint ?? endpoint, contenders, HANDOFF_MS);
       } finally {
-        await Promise.allSettled(contenders.map((c) => c.close()));
+        await closeAll(contenders);
         await fresh?.stop();
       }
     };
@@ -357,17 +295,17 @@ const suite: BenchSuite = async () => {
     const variants: Array<(hosts: string[], i: number) => Contender | Promise<Contender>> = [
       (on) => leaseTxnContender(on, key("h-lease-txn")),
       (on) => etcd3LockContender(on, key("h-etcd3-lock")),
-      (on) => locksContender(on, key("h-ours")),
+      (on) => oursContender(on, key("h-ours")),
     ];
-    const best: Array<HandoffResult | undefined> = variants.map(() => undefined);
+    const best: Array<EtcdHandoffs | undefined> = variants.map(() => undefined);
     for (let round = 0; round < HANDOFF_ROUNDS; round++) {
       for (const [i, make] of variants.entries()) {
         const result = await eight(make);
         if (best[i] === undefined || result.perSecond > best[i]!.perSecond) best[i] = result;
       }
     }
-    const [hFloor, hEtcd3, hOurs] = best as [HandoffResult, HandoffResult, HandoffResult];
-    const row = (name: string, r: HandoffResult): Array<string | number> => [
+    const [hFloor, hEtcd3, hOurs] = best as [EtcdHandoffs, EtcdHandoffs, EtcdHandoffs];
+    const row = (name: string, r: EtcdHandoffs): Array<string | number> => [
       name,
       r.perSecond,
       r.gapMs,

@@ -1,10 +1,19 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
-import { createLocks, type Locks } from "@locks/core";
 import { type PostgresBackendOptions, postgresBackend } from "@locks/postgres";
 import { type PostgresServer, startPostgres } from "@locks/testkit";
 import advisoryLock from "advisory-lock";
 import pg from "pg";
+import {
+  type Contender,
+  cycle,
+  type HandoffResult,
+  handoffs,
+  locksContender,
+  median,
+  sleep,
+  sum,
+} from "./harness.js";
 import type { BenchSuite, BenchTable } from "./table.js";
 
 /*
@@ -26,18 +35,6 @@ const UNCONTENDED_MS = 6_000;
 const HANDOFF_MS = 4_000;
 const HANDOFF_ROUNDS = 8;
 const CLIENTS = 8;
-
-/** Takes the lock (waiting as the library does) and resolves with its release. */
-type Acquire = () => Promise<() => Promise<unknown>>;
-
-interface Contender {
-  readonly acquire: Acquire;
-  readonly close: () => Promise<void>;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** A bigint advisory id per bench key (the same for all contenders of it). */
 function idOf(name: string): string {
@@ -101,15 +98,8 @@ async function rawBlockingContender(
   };
 }
 
-function locksContender(options: PostgresBackendOptions, key: string): Contender {
-  const locks: Locks = createLocks(postgresBackend(options), { namespace: "bench" });
-  return {
-    acquire: async () => {
-      const lease = await locks.acquire(key);
-      return () => lease.release();
-    },
-    close: () => locks.close(),
-  };
+function oursContender(options: PostgresBackendOptions, key: string): Contender {
+  return locksContender(postgresBackend(options), key);
 }
 
 /** advisory-lock 2: a new connection per lock; `lock()` blocks in the server's queue, `tryLock()` does not. */
@@ -160,6 +150,16 @@ function processCpuUs(pid: number): number | undefined {
 }
 const CLOCK_TICKS = 100;
 
+/** CPU µs the processes used between two readings; undefined when /proc could not tell for one. */
+function cpuSpent(
+  before: ReadonlyArray<number | undefined>,
+  after: ReadonlyArray<number | undefined>,
+): number | undefined {
+  return after.length > 0 && after.every((v, i) => v !== undefined && before[i] !== undefined)
+    ? after.reduce<number>((total, v, i) => total + v! - before[i]!, 0)
+    : undefined;
+}
+
 /**
  * Uncontended cycles per second, in many short interleaved rounds (load from
  * elsewhere on the machine hits all alike), with the CPU time per cycle of
@@ -177,28 +177,21 @@ async function uncontended(
   try {
     for (let round = 0; round < ROUNDS; round++) {
       for (const [name, { contender, serverPids }] of measured) {
-        const cycle = async (): Promise<void> => {
-          const release = await contender.acquire();
-          await release();
-        };
-        for (let i = 0; i < 10; i++) await cycle();
+        const once = cycle(contender);
+        for (let i = 0; i < 10; i++) await once();
         const pids = await serverPids();
         const serverBefore = pids.map(processCpuUs);
         const cpuBefore = process.cpuUsage();
         const start = performance.now();
         let cycles = 0;
         while (performance.now() - start < UNCONTENDED_MS / ROUNDS) {
-          for (let i = 0; i < 10; i++) await cycle();
+          for (let i = 0; i < 10; i++) await once();
           cycles += 10;
         }
         const elapsed = performance.now() - start;
         const cpu = process.cpuUsage(cpuBefore);
         const serverAfter = pids.map(processCpuUs);
-        const server =
-          pids.length > 0 &&
-          serverAfter.every((v, i) => v !== undefined && serverBefore[i] !== undefined)
-            ? serverAfter.reduce<number>((sum, v, i) => sum + v! - serverBefore[i]!, 0)
-            : undefined;
+        const server = cpuSpent(serverBefore, serverAfter);
         rounds.set(name, [
           ...(rounds.get(name) ?? []),
           {
@@ -240,21 +233,7 @@ async function pidsOf(admin: pg.Client, name: string): Promise<number[]> {
   return rows.map((r) => r.pid);
 }
 
-function sum(values: readonly number[]): number {
-  return values.reduce((a, b) => a + b, 0);
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
-}
-
-interface HandoffResult {
-  readonly perSecond: number;
-  /** Median ms from the holder's release() call to the next holder's grant. */
-  readonly gapMs: number;
-  /** Handoffs counted (in a round). */
-  readonly handoffs: number;
+interface PgHandoffs extends HandoffResult {
   /** CPU time of this process, µs (in a round; per handoff in the table). */
   readonly clientCpuUs: number;
   /** CPU time of the group's server sessions, µs, when /proc can tell (in a round; per handoff in the table). */
@@ -262,72 +241,36 @@ interface HandoffResult {
 }
 
 /**
- * Every contender loops: acquire, release, then wait until another contender
- * took the lock before asking again. So each release hands the lock to a
- * client that was already waiting (never back to the releaser).
+ * Handoffs (each release passes the lock to a client already waiting), with
+ * the CPU time of this process and of `serverPids` over the counted window.
  */
-async function handoffs(
+async function handoffRun(
   contenders: readonly Contender[],
   ms: number,
   serverPids: readonly number[] = [],
-): Promise<HandoffResult> {
-  let stop = false;
-  let counting = false;
-  let counted = 0;
-  let lastHolder = -1;
-  let releasedAt = 0;
-  const gaps: number[] = [];
-  let onGrant: Array<() => void> = [];
-  const someoneElseHolds = (me: number): Promise<void> =>
-    new Promise((resolve) => {
-      const check = (): void => {
-        if (stop || lastHolder !== me) resolve();
-        else onGrant.push(check);
-      };
-      check();
-    });
-  const loops = contenders.map(async (contender, me) => {
-    while (!stop) {
-      const release = await contender.acquire();
-      if (counting && lastHolder !== -1 && lastHolder !== me) {
-        gaps.push(performance.now() - releasedAt);
-        counted++;
-      }
-      lastHolder = me;
-      const waiting = onGrant;
-      onGrant = [];
-      for (const wake of waiting) wake();
-      releasedAt = performance.now();
-      await release();
-      await someoneElseHolds(me);
-    }
+): Promise<PgHandoffs> {
+  let serverBefore: Array<number | undefined> = [];
+  let serverAfter: Array<number | undefined> = [];
+  let cpuBefore = process.cpuUsage();
+  let cpu = cpuBefore;
+  const run = await handoffs(contenders, {
+    ms,
+    queueMs: 100,
+    window: {
+      start: () => {
+        serverBefore = serverPids.map(processCpuUs);
+        cpuBefore = process.cpuUsage();
+      },
+      stop: () => {
+        cpu = process.cpuUsage(cpuBefore);
+        serverAfter = serverPids.map(processCpuUs);
+      },
+    },
   });
-  await sleep(100); // every contender queues up before counting
-  const serverBefore = serverPids.map(processCpuUs);
-  const cpuBefore = process.cpuUsage();
-  counting = true;
-  const start = performance.now();
-  await sleep(ms);
-  counting = false;
-  const elapsed = performance.now() - start;
-  const cpu = process.cpuUsage(cpuBefore);
-  const serverAfter = serverPids.map(processCpuUs);
-  const serverUs =
-    serverPids.length > 0 &&
-    serverAfter.every((v, i) => v !== undefined && serverBefore[i] !== undefined)
-      ? serverAfter.reduce<number>((sum, v, i) => sum + v! - serverBefore[i]!, 0)
-      : undefined;
-  stop = true;
-  for (const wake of onGrant) wake();
-  onGrant = [];
-  await Promise.all(loops);
-  gaps.sort((a, b) => a - b);
   return {
-    perSecond: (counted * 1000) / elapsed,
-    gapMs: gaps[Math.floor(gaps.length / 2)] ?? Number.NaN,
-    handoffs: counted,
+    ...run,
     clientCpuUs: cpu.user + cpu.system,
-    serverCpuUs: serverUs,
+    serverCpuUs: cpuSpent(serverBefore, serverAfter),
   };
 }
 
@@ -339,9 +282,9 @@ async function handoffs(
 async function handoffTable(
   makers: ReadonlyArray<readonly [string, (i: number) => Promise<Contender> | Contender]>,
   serverPids: (name: string) => Promise<number[]>,
-): Promise<Map<string, HandoffResult & { vsFloor: number }>> {
+): Promise<Map<string, PgHandoffs & { vsFloor: number }>> {
   const groups: Array<readonly [string, Contender[]]> = [];
-  const rounds = new Map<string, HandoffResult[]>();
+  const rounds = new Map<string, PgHandoffs[]>();
   try {
     for (const [name, make] of makers) {
       const contenders: Contender[] = [];
@@ -351,7 +294,7 @@ async function handoffTable(
     for (let round = 0; round < HANDOFF_ROUNDS; round++) {
       for (const [name, contenders] of groups) {
         const pids = await serverPids(name);
-        const result = await handoffs(contenders, HANDOFF_MS / HANDOFF_ROUNDS, pids);
+        const result = await handoffRun(contenders, HANDOFF_MS / HANDOFF_ROUNDS, pids);
         rounds.set(name, [...(rounds.get(name) ?? []), result]);
       }
     }
@@ -359,7 +302,7 @@ async function handoffTable(
     await Promise.allSettled(groups.flatMap(([, contenders]) => contenders.map((c) => c.close())));
   }
   const floor = rounds.get(groups[0]![0])!;
-  const result = new Map<string, HandoffResult & { vsFloor: number }>();
+  const result = new Map<string, PgHandoffs & { vsFloor: number }>();
   for (const [name, values] of rounds) {
     const servers = values.map((r) => r.serverCpuUs).filter((v): v is number => v !== undefined);
     result.set(name, {
@@ -424,7 +367,7 @@ const suite: BenchSuite = async () => {
         async () =>
           measure(
             `bench-ours-${run}`,
-            locksContender(
+            oursContender(
               { connectionString: url, clientConfig: { application_name: `bench-ours-${run}` } },
               `u-ours-${run}`,
             ),
@@ -490,7 +433,7 @@ const suite: BenchSuite = async () => {
         [
           "queue",
           () =>
-            locksContender(
+            oursContender(
               { connectionString: url, clientConfig: { application_name: app("queue") } },
               `h-queue-${run}`,
             ),
@@ -498,7 +441,7 @@ const suite: BenchSuite = async () => {
         [
           "notify",
           () =>
-            locksContender(
+            oursContender(
               {
                 connectionString: url,
                 maxConnections: 1,
@@ -514,7 +457,7 @@ const suite: BenchSuite = async () => {
     );
     await hAdmin.end();
     const hFloor = h.get("floor")!;
-    const row = (name: string, r: HandoffResult & { vsFloor: number }): Array<string | number> => [
+    const row = (name: string, r: PgHandoffs & { vsFloor: number }): Array<string | number> => [
       name,
       r.perSecond,
       r.gapMs,

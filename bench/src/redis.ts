@@ -1,8 +1,19 @@
-import { type Backend, createLocks, type Locks } from "@locks/core";
+import { type Backend, createLocks } from "@locks/core";
 import { redisBackend } from "@locks/redis";
 import { type RedisServer, startRedis, startRedisGroup } from "@locks/testkit";
 import { Redis } from "ioredis";
 import { Mutex } from "redis-semaphore";
+import {
+  build,
+  type Contender,
+  clientContender,
+  closeAll,
+  cycle,
+  type HandoffResult,
+  handoffs,
+  locksContender,
+  sleep,
+} from "./harness.js";
 import type { BenchSuite, BenchTable } from "./table.js";
 import { opsPerSecond } from "./table.js";
 
@@ -36,19 +47,6 @@ const { default: Redlock } = (await import(redlockModule)) as { default: Redlock
 
 const RELEASE_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
 
-/** Takes the lock (waiting as the library does) and resolves with its release. */
-type Acquire = () => Promise<() => Promise<unknown>>;
-
-/** One contender: an acquire function and what to close afterwards. */
-interface Contender {
-  readonly acquire: Acquire;
-  readonly close: () => Promise<void>;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 async function connect(url: string): Promise<Redis> {
   const client = new Redis(url, { lazyConnect: true });
   await client.connect();
@@ -75,15 +73,8 @@ async function rawContender(url: string, key: string, pollMs = 1): Promise<Conte
   };
 }
 
-function locksContender(backend: Backend, key: string): Contender {
-  const locks: Locks = createLocks(backend, { namespace: "bench", ttlMs: TTL_MS });
-  return {
-    acquire: async () => {
-      const lease = await locks.acquire(key);
-      return () => lease.release();
-    },
-    close: () => locks.close(),
-  };
+function oursContender(backend: Backend, key: string): Contender {
+  return locksContender(backend, key, { ttlMs: TTL_MS });
 }
 
 /** redlock 5 with its default retries (10 tries, 200 ms delay + up to 200 ms jitter); retried forever here. */
@@ -143,14 +134,7 @@ async function uncontended(
   try {
     for (let round = 0; round < ROUNDS; round++) {
       for (const [name, contender] of contenders) {
-        const ops = await opsPerSecond(
-          async () => {
-            const release = await contender.acquire();
-            await release();
-          },
-          UNCONTENDED_MS / ROUNDS,
-          100,
-        );
+        const ops = await opsPerSecond(cycle(contender), UNCONTENDED_MS / ROUNDS, 100);
         best.set(name, Math.max(best.get(name) ?? 0, ops));
       }
     }
@@ -160,93 +144,16 @@ async function uncontended(
   }
 }
 
-interface HandoffResult {
-  readonly perSecond: number;
-  /** Median ms from the release call to the next holder's grant. */
-  readonly gapMs: number;
-  readonly handoffs: number;
-}
-
 /** How long every other contender must have been waiting before the holder releases. */
 const SETTLE_MS = 2;
 
-/**
- * Every contender loops: acquire; hold until every other contender has been
- * waiting for SETTLE_MS (so the next holder is a waiter, never a newcomer that
- * happens to arrive at the right moment); release; then wait until another
- * contender took the lock before asking again. Every release hands the lock
- * to a waiting client; the gap is the release call to that client's grant.
- */
-async function handoffs(
+/** Handoffs with 2 ms holds (see SETTLE_MS), after 300 ms for every contender to queue up. */
+function handoffRun(
   contenders: readonly Contender[],
   ms: number,
-  live: { grants: number } = { grants: 0 },
+  live?: { grants: number },
 ): Promise<HandoffResult> {
-  const n = contenders.length;
-  const waitingSince = new Array<number>(n).fill(Number.POSITIVE_INFINITY);
-  let stop = false;
-  let counting = false;
-  let counted = 0;
-  let lastHolder = -1;
-  let releasedAt = 0;
-  const gaps: number[] = [];
-  let onGrant: Array<() => void> = [];
-  const nextGrantBy = (me: number): Promise<void> =>
-    new Promise((resolve) => {
-      const check = (): void => {
-        if (stop || lastHolder !== me) resolve();
-        else onGrant.push(check);
-      };
-      check();
-    });
-  const othersWaiting = async (me: number): Promise<void> => {
-    while (!stop) {
-      let latest = Number.NEGATIVE_INFINITY;
-      for (let j = 0; j < n; j++)
-        if (j !== me) latest = Math.max(latest, waitingSince[j] as number);
-      const due =
-        latest === Number.POSITIVE_INFINITY ? 0.5 : latest + SETTLE_MS - performance.now();
-      if (due <= 0) return;
-      await sleep(due);
-    }
-  };
-  const loops = contenders.map(async (contender, me) => {
-    while (!stop) {
-      waitingSince[me] = performance.now();
-      const release = await contender.acquire();
-      waitingSince[me] = Number.POSITIVE_INFINITY;
-      if (counting && lastHolder !== -1 && lastHolder !== me) {
-        gaps.push(performance.now() - releasedAt);
-        counted++;
-      }
-      live.grants++;
-      lastHolder = me;
-      const waiting = onGrant;
-      onGrant = [];
-      for (const wake of waiting) wake();
-      await othersWaiting(me);
-      releasedAt = performance.now();
-      await release();
-      await nextGrantBy(me);
-    }
-  });
-  // Let every contender queue up before counting.
-  await sleep(300);
-  counting = true;
-  const start = performance.now();
-  await sleep(ms);
-  counting = false;
-  const elapsed = performance.now() - start;
-  stop = true;
-  for (const wake of onGrant) wake();
-  onGrant = [];
-  await Promise.all(loops);
-  gaps.sort((a, b) => a - b);
-  return {
-    perSecond: (counted * 1000) / elapsed,
-    gapMs: gaps[Math.floor(gaps.length / 2)] ?? Number.NaN,
-    handoffs: counted,
-  };
+  return handoffs(contenders, { ms, queueMs: 300, settleMs: SETTLE_MS, ...(live ? { live } : {}) });
 }
 
 /** Calls per command from INFO commandstats. */
@@ -286,7 +193,7 @@ async function commandsPerHandoff(
 ): Promise<CommandCount> {
   sentCounter.ignore = admin;
   const live = { grants: 0 };
-  const loops = handoffs(contenders, ms, live);
+  const loops = handoffRun(contenders, ms, live);
   // Count over a window inside the run: skip the start-up, stop before the drain.
   await sleep(300);
   const before = await commandStats(admin);
@@ -303,16 +210,6 @@ async function commandsPerHandoff(
     all += calls - (before.get(name) ?? 0);
   }
   return { handoffs: inWindow, perHandoff: all / inWindow, sentPerHandoff: sent / inWindow };
-}
-
-async function closeAll(contenders: readonly Contender[]): Promise<void> {
-  await Promise.allSettled(contenders.map((c) => c.close()));
-}
-
-async function build<T>(n: number, make: (i: number) => Promise<T> | T): Promise<T[]> {
-  const made: T[] = [];
-  for (let i = 0; i < n; i++) made.push(await make(i));
-  return made;
 }
 
 // ---------------------------------------------------------------- the suite
@@ -332,13 +229,13 @@ const suite: BenchSuite = async () => {
     const key = (name: string): string => `bench:${name}:${Math.random().toString(36).slice(2)}`;
     const u = await uncontended([
       ["raw", () => rawContender(url, key("raw"))],
-      ["ours", async () => locksContender(redisBackend({ url }), "uncontended")],
-      ["fair", async () => locksContender(redisBackend({ url, fair: true }), "uncontended-fair")],
+      ["ours", async () => oursContender(redisBackend({ url }), "uncontended")],
+      ["fair", async () => oursContender(redisBackend({ url, fair: true }), "uncontended-fair")],
       ["redlock1", () => redlockContender([url], key("redlock"))],
       ["semaphore", () => semaphoreContender(url, key("semaphore"))],
       [
         "oursRedlock",
-        async () => locksContender(redisBackend({ urls: groupUrls }), "uncontended-redlock"),
+        async () => oursContender(redisBackend({ urls: groupUrls }), "uncontended-redlock"),
       ],
       ["redlock3", () => redlockContender(groupUrls, key("redlock3"))],
     ]);
@@ -379,21 +276,21 @@ const suite: BenchSuite = async () => {
     ): Promise<HandoffResult> => {
       const contenders = await build(8, make);
       try {
-        return await handoffs(contenders, HANDOFF_MS);
+        return await handoffRun(contenders, HANDOFF_MS);
       } finally {
         await closeAll(contenders);
       }
     };
     const hkey = key("handoff");
     const hRaw = await eight(() => rawContender(url, `${hkey}:raw`, 1));
-    const hOurs = await eight(() => locksContender(redisBackend({ url }), "handoff"));
+    const hOurs = await eight(() => oursContender(redisBackend({ url }), "handoff"));
     const hFair = await eight(() =>
-      locksContender(redisBackend({ url, fair: true }), "handoff-fair"),
+      oursContender(redisBackend({ url, fair: true }), "handoff-fair"),
     );
     const hRedlock = await eight(() => redlockContender([url], `${hkey}:redlock`));
     const hSemaphore = await eight(() => semaphoreContender(url, `${hkey}:semaphore`));
     const hOursRedlock = await eight(() =>
-      locksContender(redisBackend({ urls: groupUrls }), "handoff-redlock"),
+      oursContender(redisBackend({ urls: groupUrls }), "handoff-redlock"),
     );
     const row = (name: string, r: HandoffResult): Array<string | number> => [
       name,
@@ -442,36 +339,18 @@ const suite: BenchSuite = async () => {
     // One backend instance (one connection + one subscriber) for all 100 waiters.
     const shared = redisBackend({ url });
     const sharedLocks = createLocks(shared, { namespace: "bench", ttlMs: TTL_MS });
-    const oneInstance = await hundred(() => ({
-      acquire: async () => {
-        const lease = await sharedLocks.acquire("waiters-one");
-        return () => lease.release();
-      },
-      close: async () => {},
-    }));
+    const oneInstance = await hundred(() => clientContender(sharedLocks, "waiters-one"));
     await sharedLocks.close();
     // Ten backend instances (ten "processes") with ten waiters each.
     const instances = Array.from({ length: 10 }, () =>
       createLocks(redisBackend({ url }), { namespace: "bench", ttlMs: TTL_MS }),
     );
-    const tenInstances = await hundred((i) => ({
-      acquire: async () => {
-        const lease = await instances[i % 10]!.acquire("waiters-ten");
-        return () => lease.release();
-      },
-      close: async () => {},
-    }));
+    const tenInstances = await hundred((i) => clientContender(instances[i % 10]!, "waiters-ten"));
     await Promise.all(instances.map((l) => l.close()));
     const fairInstances = Array.from({ length: 10 }, () =>
       createLocks(redisBackend({ url, fair: true }), { namespace: "bench", ttlMs: TTL_MS }),
     );
-    const tenFair = await hundred((i) => ({
-      acquire: async () => {
-        const lease = await fairInstances[i % 10]!.acquire("waiters-fair");
-        return () => lease.release();
-      },
-      close: async () => {},
-    }));
+    const tenFair = await hundred((i) => clientContender(fairInstances[i % 10]!, "waiters-fair"));
     await Promise.all(fairInstances.map((l) => l.close()));
     const wRaw = await hundred(() => rawContender(url, `${wkey}:raw`, 1));
     const wRedlock = await hundred(() => redlockContender([url], `${wkey}:redlock`), 3_000);
