@@ -19,9 +19,8 @@ import {
   inspectGate,
   removeGate,
   removeGateSync,
-  verifyGate,
 } from "./gate.js";
-import { holdLockFile, type LockFileHooks, type ReleaseLockFile } from "./holding.js";
+import { endHold, holdLockFile, type LockFileHold } from "./holding.js";
 import { asyncIo, errorCode, type Io, syncIo, unless } from "./io.js";
 import { type KeyFiles, keyFiles, OWNER_ENTRY_PREFIX } from "./names.js";
 import type { ResolvedFileOptions } from "./options.js";
@@ -36,7 +35,7 @@ import {
   type Wanted,
 } from "./registry.js";
 import { Freshness } from "./staleness.js";
-import { LOCKED, MIN_STALE_MS, RACED, type Store, scratchDirectory, staleFor } from "./store.js";
+import { LOCKED, MIN_STALE_MS, RACED, SCRATCH, type Store, staleFor } from "./store.js";
 import { DirectoryWatcher } from "./watcher.js";
 
 const CAPABILITIES: Capabilities = Object.freeze({
@@ -64,25 +63,8 @@ const CAPABILITIES: Capabilities = Object.freeze({
  */
 const MAX_ROUNDS = 4;
 
-/** The backend's handle on one lock it holds through proper-lockfile (a lease, or a gate held while joining). */
-interface FileHold {
-  /** What must still exist for the lock to be held: its record in the gate, or its registry entry. */
-  evidence: string;
-  /** proper-lockfile's release (stops the mtime refresh, then calls `remove`). */
-  readonly release: ReleaseLockFile;
-  /** Removes what this hold still owns, without proper-lockfile (after it gave the lock up). */
-  readonly remove: () => Promise<void>;
-  /**
-   * The store's TTL: a monotonic instant (the grant or last extension plus
-   * its `ttlMs`) after which the lock's mtime is no longer refreshed and the
-   * lock is removed. Infinity for a gate held only while joining the registry.
-   */
-  until: number;
-  ended: Promise<void> | undefined;
-}
-
 /** The `@locks/file` backend: see the package README for the protocol. */
-export class FileBackend implements Backend<FileHold> {
+export class FileBackend implements Backend<LockFileHold> {
   readonly name = "file";
   readonly capabilities: Capabilities = CAPABILITIES;
   readonly #options: ResolvedFileOptions;
@@ -90,7 +72,7 @@ export class FileBackend implements Backend<FileHold> {
   readonly #watcher: DirectoryWatcher;
   /** Requests that made an attempt already: the first creates speculatively, later ones look first. */
   readonly #tried = new WeakSet<LockRequest>();
-  #host: BackendHost<FileHold> | undefined;
+  #host: BackendHost<LockFileHold> | undefined;
   #ready: Promise<void> | undefined;
   #sequence = 0;
 
@@ -99,21 +81,19 @@ export class FileBackend implements Backend<FileHold> {
     const io: Io = options.io === "sync" ? syncIo : asyncIo;
     this.#store = {
       io,
-      scratch: scratchDirectory(options.directory),
+      scratch: join(options.directory, SCRATCH),
       boot: bootId(),
       freshness: new Freshness(),
       uniqueName: (owner) => `${owner}.${process.pid}-${++this.#sequence}`,
     };
-    this.#watcher = new DirectoryWatcher(options.directory, (entry) =>
-      io.lstatIfAny(join(options.directory, entry)).then((stats) => stats === undefined),
-    );
+    this.#watcher = new DirectoryWatcher(options.directory, io);
   }
 
-  bind(host: BackendHost<FileHold>): void {
+  bind(host: BackendHost<LockFileHold>): void {
     this.#host = host;
   }
 
-  async tryAcquire(request: LockRequest): Promise<Attempt<FileHold>> {
+  async tryAcquire(request: LockRequest): Promise<Attempt<LockFileHold>> {
     const files = this.#filesOf(request);
     const first = !this.#tried.has(request);
     this.#tried.add(request);
@@ -129,8 +109,7 @@ export class FileBackend implements Backend<FileHold> {
     }
   }
 
-  async extend(_request: LockRequest, hold: FileHold, ttlMs: number): Promise<boolean> {
-    if (hold.ended !== undefined) return false;
+  async extend(_request: LockRequest, hold: LockFileHold, ttlMs: number): Promise<boolean> {
     // Taken over after going stale: never extend another holder's lock.
     const present = await this.#store.io.lstatIfAny(hold.evidence);
     if (present === undefined || hold.ended !== undefined) return false;
@@ -138,18 +117,13 @@ export class FileBackend implements Backend<FileHold> {
     return true;
   }
 
-  async release(request: LockRequest, hold: FileHold | undefined): Promise<void> {
-    if (hold !== undefined) return this.#end(hold);
+  async release(request: LockRequest, hold: LockFileHold | undefined): Promise<void> {
+    if (hold !== undefined) return endHold(hold);
     // An attempt whose outcome is unknown: owner-checked clean-up.
     const files = this.#filesOf(request);
     await clearOwner(this.#store, files, request.owner);
     if (request.mode === "shared" || request.limit > 1) {
-      const { owner, mode, limit, ttlMs } = request;
-      await removeEntry(
-        this.#store.io,
-        files,
-        registryEntryName(owner, mode, limit, staleFor(ttlMs)),
-      );
+      await removeEntry(this.#store.io, files, registryEntryName(request, staleFor(request.ttlMs)));
     }
   }
 
@@ -213,7 +187,7 @@ export class FileBackend implements Backend<FileHold> {
     request: LockRequest,
     files: KeyFiles,
     first: boolean,
-  ): Promise<Attempt<FileHold>> {
+  ): Promise<Attempt<LockFileHold>> {
     const staleMs = staleFor(request.ttlMs);
     const exclusive = request.mode === "exclusive" && request.limit === 1;
     for (let round = 0; round < MAX_ROUNDS; round++) {
@@ -232,13 +206,13 @@ export class FileBackend implements Backend<FileHold> {
       if (exclusive && !gate.grant.registry) {
         return this.#granted(gate.hold, request.ttlMs, gate.grant.token);
       }
-      let attempt: Attempt<FileHold> | undefined;
+      let attempt: Attempt<LockFileHold> | undefined;
       try {
         attempt = await this.#admit(request, files, staleMs, gate);
         return attempt;
       } finally {
         // Held only to join, or by a writer that registry holders keep out.
-        if (!exclusive || !attempt?.granted) await this.#end(gate.hold);
+        if (!exclusive || !attempt?.granted) await endHold(gate.hold);
       }
     }
     return { granted: false, retryAfterMs: 0 };
@@ -249,24 +223,29 @@ export class FileBackend implements Backend<FileHold> {
     request: LockRequest,
     files: KeyFiles,
     staleMs: number,
-    gate: { readonly hold: FileHold; readonly grant: GateGrant },
-  ): Promise<Attempt<FileHold>> {
+    gate: { readonly hold: LockFileHold; readonly grant: GateGrant },
+  ): Promise<Attempt<LockFileHold>> {
     const { io } = this.#store;
     const admission = await admit(this.#store, files, request);
     if (!admission.admit) return { granted: false, retryAfterMs: admission.retryAfterMs };
     if (request.mode === "exclusive" && request.limit === 1) {
       return this.#granted(gate.hold, request.ttlMs, gate.grant.token);
     }
-    const name = registryEntryName(request.owner, request.mode, request.limit, staleMs);
-    const hold = await this.#hold(join(files.registry, name), {
-      create: () => createEntry(io, files, name),
-      remove: () => removeEntry(io, files, name),
-      removeSync: () => removeEntrySync(files, name),
-    });
+    const name = registryEntryName(request, staleMs);
+    const hold = await holdLockFile(
+      this.#store.io,
+      join(files.registry, name),
+      {
+        create: () => createEntry(io, files, name),
+        remove: () => removeEntry(io, files, name),
+        removeSync: () => removeEntrySync(files, name),
+      },
+      this.#compromised,
+    );
     // Joined while still holding the gate? If it was taken over meanwhile, a
     // writer may hold it without having seen this entry: leave again.
     if ((await io.lstatIfAny(join(files.gate, gate.grant.entry))) === undefined) {
-      await this.#end(hold);
+      await endHold(hold);
       return { granted: false, retryAfterMs: 0 };
     }
     return this.#granted(hold, request.ttlMs, gate.grant.token);
@@ -283,7 +262,7 @@ export class FileBackend implements Backend<FileHold> {
     staleMs: number,
     wanted: Wanted,
     waiting: boolean,
-  ): Promise<Attempt<FileHold> | undefined> {
+  ): Promise<Attempt<LockFileHold> | undefined> {
     const held = await inspectGate(this.#store, files, staleMs);
     if (held !== undefined) {
       // An exclusive holder took the key with limit 1: a semaphore's request differs.
@@ -302,24 +281,30 @@ export class FileBackend implements Backend<FileHold> {
     files: KeyFiles,
     purpose: "x" | "g",
     staleMs: number,
-  ): Promise<{ readonly hold: FileHold; readonly grant: GateGrant } | undefined> {
+  ): Promise<{ readonly hold: LockFileHold; readonly grant: GateGrant } | undefined> {
     let grant: GateGrant | undefined;
-    let hold: FileHold;
+    let hold: LockFileHold;
     try {
-      hold = await this.#hold(files.gate, {
-        create: async () => {
-          grant = await createGate(this.#store, files, request.owner, purpose, staleMs);
+      hold = await holdLockFile(
+        this.#store.io,
+        files.gate,
+        {
+          create: async () => {
+            grant = await createGate(this.#store, files, request.owner, purpose, staleMs);
+          },
+          remove: async () => {
+            if (grant !== undefined) await removeGate(this.#store, files, grant.entry);
+          },
+          removeSync: () => {
+            if (grant !== undefined) removeGateSync(files, grant.entry);
+          },
+          // Rejects with ENOENT once the record is gone from the gate.
+          verify: async () => {
+            if (grant !== undefined) await this.#store.io.lstat(join(files.gate, grant.entry));
+          },
         },
-        remove: async () => {
-          if (grant !== undefined) await removeGate(this.#store, files, grant.entry);
-        },
-        removeSync: () => {
-          if (grant !== undefined) removeGateSync(files, grant.entry);
-        },
-        verify: async () => {
-          if (grant !== undefined) await verifyGate(this.#store, files, grant.entry);
-        },
-      });
+        this.#compromised,
+      );
     } catch (error) {
       const code = errorCode(error);
       if (code === LOCKED || code === RACED) return undefined;
@@ -332,56 +317,21 @@ export class FileBackend implements Backend<FileHold> {
 
   // --- holds ------------------------------------------------------------------
 
-  /** Takes the lock at `path` through proper-lockfile, which refreshes it until the hold's TTL. */
-  async #hold(path: string, hooks: LockFileHooks): Promise<FileHold> {
-    let hold: FileHold | undefined;
-    const release = await holdLockFile(
-      this.#store.io,
-      `${path}#${this.#sequence++}`,
-      path,
-      {
-        ...hooks,
-        verify: async () => {
-          // ENOENT: proper-lockfile then stops refreshing and reports the lock compromised.
-          if (hold !== undefined && monotonicNow() >= hold.until) {
-            throw Object.assign(new Error("the lease's TTL passed"), { code: "ENOENT" });
-          }
-          await hooks.verify?.();
-        },
-      },
-      (error) => {
-        if (hold !== undefined) this.#compromised(hold, error);
-      },
-    );
-    hold = { evidence: path, release, remove: hooks.remove, until: Infinity, ended: undefined };
-    return hold;
-  }
-
   /** A hold becomes a lease: its TTL starts now. */
-  #granted(hold: FileHold, ttlMs: number, fencingToken: bigint): Attempt<FileHold> {
+  #granted(hold: LockFileHold, ttlMs: number, fencingToken: bigint): Attempt<LockFileHold> {
     hold.until = monotonicNow() + ttlMs;
     return { granted: true, fencingToken, hold };
   }
 
   /** proper-lockfile stopped refreshing: the TTL passed, or the lock was taken over or removed. */
-  #compromised(hold: FileHold, error: Error): void {
+  readonly #compromised = (hold: LockFileHold, error: Error): void => {
     const reason =
       monotonicNow() >= hold.until
         ? "the lease's TTL passed without an extension"
         : "the lock file was taken over or removed (it went stale)";
-    void this.#end(hold).catch(() => undefined);
+    void endHold(hold).catch(() => undefined);
     this.#host?.lost(hold, reason, error);
-  }
-
-  /** Ends a hold once (idempotent), removing only what it still owns. */
-  #end(hold: FileHold): Promise<void> {
-    hold.ended ??= hold.release().catch(async (error: unknown) => {
-      // Compromised: proper-lockfile already let go; remove what may still be ours.
-      if (errorCode(error) !== "ERELEASED") throw error;
-      await hold.remove();
-    });
-    return hold.ended;
-  }
+  };
 
   // --- plumbing ---------------------------------------------------------------
 
@@ -393,8 +343,8 @@ export class FileBackend implements Backend<FileHold> {
   #ensureDirectory(): Promise<void> {
     this.#ready ??= (async () => {
       const { io } = this.#store;
-      await io.mkdirp(this.#options.directory, this.#options.directoryMode);
-      await io.mkdirp(this.#store.scratch, 0o700);
+      await io.mkdir(this.#options.directory, this.#options.directoryMode, true);
+      await io.mkdir(this.#store.scratch, 0o700, true);
     })().catch((error: unknown) => {
       this.#ready = undefined;
       throw error;

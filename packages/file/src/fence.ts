@@ -1,4 +1,4 @@
-import { type Io, unless } from "./io.js";
+import { codedError, type Io, unless } from "./io.js";
 import type { KeyFiles } from "./names.js";
 import { type GrantRecord, parseRecord } from "./record.js";
 
@@ -61,9 +61,7 @@ export async function readReservation(io: Io, files: KeyFiles): Promise<bigint> 
   const text = await unless(io.readFile(files.reserve), ["ENOENT"], "0");
   const trimmed = text.trim();
   if (!/^\d+$/.test(trimmed)) {
-    throw Object.assign(new Error(`corrupt fencing reservation in ${files.reserve}`), {
-      code: "EBADRESERVE",
-    });
+    throw codedError("EBADRESERVE", `corrupt fencing reservation in ${files.reserve}`);
   }
   return BigInt(trimmed);
 }

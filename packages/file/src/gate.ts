@@ -2,11 +2,11 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { failpoints } from "./failpoints.js";
 import { planToken, readFence, reserveThrough, type TokenPlan } from "./fence.js";
-import { errorCode, unless } from "./io.js";
+import { codedError, errorCode, unless } from "./io.js";
 import { type KeyFiles, OWNER_ENTRY_PREFIX, ownerEntry, ownerPrefix } from "./names.js";
 import { encodeRecord, type GrantRecord, parseRecord } from "./record.js";
 import { registryMayHoldEntries } from "./registry.js";
-import { LOCKED, protocolError, RACED, type Store } from "./store.js";
+import { LOCKED, RACED, type Store } from "./store.js";
 
 /**
  * The gate of a key is a directory, `<stem>.lock`, created with `mkdir`
@@ -58,7 +58,7 @@ export async function createGate(
   try {
     await io.mkdir(files.gate, 0o700);
   } catch (error) {
-    if (errorCode(error) === "EEXIST") throw protocolError(LOCKED, "the key is held");
+    if (errorCode(error) === "EEXIST") throw codedError(LOCKED, "the key is held");
     throw error;
   }
   // The gate is ours and empty. The fence changes only when a record is
@@ -85,32 +85,30 @@ export async function createGate(
     await io.symlink(record, join(files.gate, entry));
   } catch (error) {
     // Our empty gate was removed as abandoned (we were paused past the staleness): not ours.
-    if (errorCode(error) === "ENOENT") throw protocolError(RACED, "the empty gate was removed");
+    if (errorCode(error) === "ENOENT") throw codedError(RACED, "the empty gate was removed");
     await unless(io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
     throw error;
   }
-  // Ours alone? Another record here means another creator got this gate too
-  // (one of us was paused past the staleness between mkdir and symlink, its
-  // empty gate removed and made again), and it may already hold it: withdraw.
-  const names = await unless(io.readdir(files.gate), ["ENOENT"], [] as string[]);
-  if (names.length !== 1 || names[0] !== entry) {
-    await undoGate(store, files, entry);
-    throw protocolError(RACED, "another creator's record is in the gate");
-  }
-  // Alone now; and if another record shared the gate for a while and was
-  // claimed since (one more pause of that kind), the fence moved: withdraw too.
-  if ((await unless(io.readlink(files.fence), ["ENOENT"], undefined)) !== fenceRaw) {
-    await undoGate(store, files, entry);
-    throw protocolError(RACED, "the fence moved while the gate was being taken");
-  }
-  if (plan.mustReserve) {
-    try {
+  try {
+    // Ours alone? Another record here means another creator got this gate too
+    // (one of us was paused past the staleness between mkdir and symlink, its
+    // empty gate removed and made again), and it may already hold it: withdraw.
+    const names = await unless(io.readdir(files.gate), ["ENOENT"], [] as string[]);
+    if (names.length !== 1 || names[0] !== entry) {
+      throw codedError(RACED, "another creator's record is in the gate");
+    }
+    // Alone now; and if another record shared the gate for a while and was
+    // claimed since (one more pause of that kind), the fence moved: withdraw too.
+    if ((await unless(io.readlink(files.fence), ["ENOENT"], undefined)) !== fenceRaw) {
+      throw codedError(RACED, "the fence moved while the gate was being taken");
+    }
+    if (plan.mustReserve) {
       const temp = join(store.scratch, store.uniqueName(owner));
       await reserveThrough(io, files, plan.token, store.boot, temp);
-    } catch (error) {
-      await undoGate(store, files, entry);
-      throw error;
     }
+  } catch (error) {
+    await undoGate(store, files, entry);
+    throw error;
   }
   return { token: plan.token, registry, entry };
 }
@@ -143,11 +141,6 @@ export function removeGateSync(files: KeyFiles, entry: string): void {
   }
 }
 
-/** Resolves when the record `entry` is still in the gate; rejects with ENOENT otherwise. */
-export async function verifyGate(store: Store, files: KeyFiles, entry: string): Promise<void> {
-  await store.io.lstat(join(files.gate, entry));
-}
-
 /**
  * Clean-up after an attempt whose outcome is unknown (it failed half-way):
  * claims any record of `owner` still in the gate, as a takeover would.
@@ -174,8 +167,8 @@ export interface HeldGate {
 /**
  * Looks at a gate that is in the way: missing (free: undefined), held and
  * fresh, or stale, in which case its record is claimed, the empty gate
- * removed, and the gate reported free. An empty gate is being created or released: busy,
- * judged with `staleMs` (whose record is unknown).
+ * removed, and the gate reported free. An empty gate is being created or
+ * released: busy, judged with `staleMs` (whose record is unknown).
  */
 export async function inspectGate(
   store: Store,
@@ -187,9 +180,7 @@ export async function inspectGate(
   if (stats !== undefined && !stats.isDirectory()) {
     // Not a gate this backend made (a symlink, a file): mkdir would fail on it for ever, while a
     // dangling symlink reads as missing, so the key would look free and never be granted.
-    throw Object.assign(new Error(`${files.gate} is not a directory this backend made`), {
-      code: "EUNKNOWNLOCK",
-    });
+    throw codedError("EUNKNOWNLOCK", `${files.gate} is not a directory this backend made`);
   }
   const names =
     stats === undefined ? undefined : await unless(io.readdir(files.gate), ["ENOENT"], undefined);
@@ -213,9 +204,10 @@ export async function inspectGate(
     return { retryAfterMs: verdict.retryAfterMs, exclusive };
   }
   if (records.length !== names.length) {
-    throw Object.assign(
-      new Error(`${files.gate} holds entries this backend did not write (${names.join(", ")})`),
-      { code: "EUNKNOWNLOCK" },
+    const found = names.join(", ");
+    throw codedError(
+      "EUNKNOWNLOCK",
+      `${files.gate} holds entries this backend did not write (${found})`,
     );
   }
   await failpoints.beforeClaim?.(files.gate);

@@ -1,6 +1,7 @@
 import type { Stats } from "node:fs";
+import { monotonicNow } from "@locks/core/backend";
 import { lock } from "proper-lockfile";
-import type { Io } from "./io.js";
+import { codedError, errorCode, type Io } from "./io.js";
 
 /**
  * How a lock is held through proper-lockfile. proper-lockfile does what it
@@ -18,6 +19,10 @@ import type { Io } from "./io.js";
  * - `verify` runs before each mtime refresh: a refresh never touches a lock
  *   that is no longer ours.
  *
+ * The hold's TTL is checked there too: a lock whose lease was not extended
+ * in time is no longer refreshed and its hold ends (the store's TTL, while
+ * its process lives; a dead process's lock goes stale instead).
+ *
  * Its own stale-lock takeover is switched off (`stale: Infinity`): it removes
  * a lock it judged stale by path, which can delete a fresh lock (its issue
  * #121); staleness and takeover are handled by staleness.ts and gate.ts.
@@ -33,9 +38,6 @@ export interface LockFileHooks {
   verify?(): Promise<void>;
 }
 
-/** proper-lockfile's mtime refresh period (its minimum). */
-export const REFRESH_MS = 1_000;
-
 type Done = (error: Error | null) => void;
 type StatDone = (error: Error | null, stats?: Stats) => void;
 
@@ -46,24 +48,53 @@ type StatDone = (error: Error | null, stats?: Stats) => void;
  */
 const bases = new WeakMap<Io, object>();
 
-/** Releases a held lock (proper-lockfile's release function). */
-export type ReleaseLockFile = () => Promise<void>;
+/** A lock held through proper-lockfile: the backend's hold, passed back by the core. */
+export interface LockFileHold {
+  /** What must still exist for the lock to be held: its record in the gate, or its registry entry. */
+  evidence: string;
+  /**
+   * A monotonic instant (the grant or last extension plus its `ttlMs`) after
+   * which the mtime is no longer refreshed and the hold ends. Infinity until
+   * granted, and for a gate held only while joining the registry.
+   */
+  until: number;
+  /** Set once the hold ends (see `endHold`). */
+  ended?: Promise<void>;
+  /** proper-lockfile's release (stops the mtime refresh, then calls `remove`). */
+  readonly release: () => Promise<void>;
+  /** Removes what this hold still owns, without proper-lockfile (after it gave the lock up). */
+  readonly remove: () => Promise<void>;
+}
+
+/** Names each lock uniquely in proper-lockfile's process-wide table. */
+let sequence = 0;
 
 /**
- * Takes the lock at `lockPath` with proper-lockfile. `file` only names the
- * lock in proper-lockfile's process-wide table: it must be unique per hold,
- * so that one holder's release can never reach another holder's entry.
+ * Takes the lock at `lockPath` with proper-lockfile. Its name in
+ * proper-lockfile's process-wide table is unique per hold, so that one
+ * holder's release can never reach another holder's entry.
  */
 export async function holdLockFile(
   io: Io,
-  file: string,
   lockPath: string,
   hooks: LockFileHooks,
-  onCompromised: (error: Error) => void,
-): Promise<ReleaseLockFile> {
+  onCompromised: (hold: LockFileHold, error: Error) => void,
+): Promise<LockFileHold> {
   const base = bases.get(io) ?? {};
   bases.set(io, base);
-  let held = false;
+  let hold: LockFileHold | undefined;
+  /**
+   * Before each refresh, once held: rejects with ENOENT (proper-lockfile then
+   * stops refreshing and calls onCompromised) when the hold's TTL passed or
+   * the lock is no longer ours.
+   */
+  const stillHeld = async (): Promise<void> => {
+    if (hold === undefined) return;
+    if (monotonicNow() >= hold.until) {
+      throw codedError("ENOENT", "the lease's TTL passed");
+    }
+    await hooks.verify?.();
+  };
   let touching: Promise<unknown> = Promise.resolve();
   const adapter = Object.create(base, {
     mkdir: {
@@ -73,8 +104,9 @@ export async function holdLockFile(
     },
     stat: {
       value(path: string, done: StatDone): void {
-        const checked = held && hooks.verify !== undefined ? hooks.verify() : Promise.resolve();
-        checked.then(() => io.stat(path)).then((stats) => done(null, stats), done);
+        stillHeld()
+          .then(() => io.lstat(path))
+          .then((stats) => done(null, stats), done);
       },
     },
     utimes: {
@@ -96,18 +128,31 @@ export async function holdLockFile(
       },
     },
   }) as object;
-  const release = await lock(file, {
+  const release = await lock(`${lockPath}#${++sequence}`, {
     realpath: false,
     lockfilePath: lockPath,
     stale: Number.POSITIVE_INFINITY,
-    update: REFRESH_MS,
+    // The mtime refresh period: proper-lockfile's minimum.
+    update: 1_000,
     retries: 0,
     fs: adapter,
-    onCompromised,
+    onCompromised: (error) => {
+      if (hold !== undefined) onCompromised(hold, error);
+    },
   });
-  held = true;
   shareProbe(adapter, base);
-  return release;
+  hold = { evidence: lockPath, until: Number.POSITIVE_INFINITY, release, remove: hooks.remove };
+  return hold;
+}
+
+/** Ends a hold once (idempotent), removing only what it still owns. */
+export function endHold(hold: LockFileHold): Promise<void> {
+  hold.ended ??= hold.release().catch(async (error: unknown) => {
+    // Compromised: proper-lockfile already let go; remove what may still be ours.
+    if (errorCode(error) !== "ERELEASED") throw error;
+    await hold.remove();
+  });
+  return hold.ended;
 }
 
 /** Moves proper-lockfile's cached mtime-precision probe from one lock's adapter to the shared base. */

@@ -9,15 +9,13 @@ import { dirname } from "node:path";
  * costs less than the thread-pool round trip it saves.
  */
 export interface Io {
-  mkdir(path: string, mode: number): Promise<void>;
-  /** `mkdir -p`; resolves when the directory exists. */
-  mkdirp(path: string, mode: number): Promise<void>;
+  /** `recursive`: `mkdir -p`, which resolves when the directory exists. */
+  mkdir(path: string, mode: number, recursive?: boolean): Promise<void>;
   rmdir(path: string): Promise<void>;
   rename(from: string, to: string): Promise<void>;
   unlink(path: string): Promise<void>;
   symlink(target: string, path: string): Promise<void>;
   readlink(path: string): Promise<string>;
-  stat(path: string): Promise<fs.Stats>;
   lstat(path: string): Promise<fs.Stats>;
   /** `lstat`, or undefined when nothing is there (cheaper than catching ENOENT). */
   lstatIfAny(path: string): Promise<fs.Stats | undefined>;
@@ -32,6 +30,11 @@ export interface Io {
 export function errorCode(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === "string" ? code : undefined;
+}
+
+/** An error with a `code`, as Node's system errors have: the protocol's own reasons and refusals. */
+export function codedError(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code });
 }
 
 /** Runs `op`, turning the listed error codes into `fallback`. */
@@ -52,18 +55,14 @@ export async function unless<T, F>(
 const p = fs.promises;
 
 export const asyncIo: Io = {
-  mkdir: async (path, mode) => {
-    await p.mkdir(path, { mode });
-  },
-  mkdirp: async (path, mode) => {
-    await p.mkdir(path, { mode, recursive: true });
+  mkdir: async (path, mode, recursive) => {
+    await p.mkdir(path, { mode, recursive });
   },
   rmdir: (path) => p.rmdir(path),
   rename: (from, to) => p.rename(from, to),
   unlink: (path) => p.unlink(path),
   symlink: (target, path) => p.symlink(target, path),
   readlink: (path) => p.readlink(path, "utf8"),
-  stat: (path) => p.stat(path),
   lstat: (path) => p.lstat(path),
   lstatIfAny: (path) => unless(p.lstat(path), ["ENOENT"], undefined),
   readdir: (path) => p.readdir(path),
@@ -94,16 +93,15 @@ function settled<A extends unknown[], T>(fn: (...args: A) => T): (...args: A) =>
 }
 
 export const syncIo: Io = {
-  mkdir: settled((path: string, mode: number) => void fs.mkdirSync(path, { mode })),
-  mkdirp: settled(
-    (path: string, mode: number) => void fs.mkdirSync(path, { mode, recursive: true }),
+  mkdir: settled(
+    (path: string, mode: number, recursive?: boolean) =>
+      void fs.mkdirSync(path, { mode, recursive }),
   ),
   rmdir: settled(fs.rmdirSync),
   rename: settled(fs.renameSync),
   unlink: settled(fs.unlinkSync),
   symlink: settled((target: string, path: string) => fs.symlinkSync(target, path)),
   readlink: settled((path: string) => fs.readlinkSync(path, "utf8")),
-  stat: settled((path: string) => fs.statSync(path)),
   lstat: settled((path: string) => fs.lstatSync(path)),
   lstatIfAny: settled((path: string) => fs.lstatSync(path, { throwIfNoEntry: false })),
   readdir: settled((path: string) => fs.readdirSync(path)),

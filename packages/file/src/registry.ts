@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { type LockMode, type LockRequest, limitMismatch } from "@locks/core/backend";
+import { type LockRequest, limitMismatch } from "@locks/core/backend";
 import type { FenceState } from "./fence.js";
 import { type Io, unless } from "./io.js";
 import type { KeyFiles } from "./names.js";
@@ -21,7 +21,6 @@ import type { Store } from "./store.js";
  * entry or makes that check fail.
  */
 export interface RegistryEntry {
-  readonly name: string;
   readonly owner: string;
   /** "s": shared; otherwise the semaphore limit it was admitted under. */
   readonly kind: "shared" | "semaphore";
@@ -31,19 +30,16 @@ export interface RegistryEntry {
 }
 
 export function registryEntryName(
-  owner: string,
-  mode: LockMode,
-  limit: number,
+  request: Wanted & Pick<LockRequest, "owner">,
   staleMs: number,
 ): string {
-  return `${owner}.${mode === "shared" ? "s" : `n${limit}`}.${staleMs}`;
+  return `${request.owner}.${request.mode === "shared" ? "s" : `n${request.limit}`}.${staleMs}`;
 }
 
 export function parseRegistryEntry(name: string): RegistryEntry | undefined {
   const match = /^([0-9a-f]+)\.(s|n(\d+))\.(\d+)$/.exec(name);
   if (match === null) return undefined;
   return {
-    name,
     owner: match[1]!,
     kind: match[2] === "s" ? "shared" : "semaphore",
     limit: match[3] === undefined ? 1 : Number(match[3]),
@@ -146,7 +142,7 @@ export async function createEntry(io: Io, files: KeyFiles, name: string): Promis
     await io.mkdir(path, 0o700);
   } catch (error) {
     if ((error as { code?: unknown }).code !== "ENOENT") throw error;
-    await io.mkdirp(files.registry, 0o700);
+    await io.mkdir(files.registry, 0o700, true);
     await io.mkdir(path, 0o700);
   }
 }

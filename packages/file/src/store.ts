@@ -1,4 +1,3 @@
-import { join } from "node:path";
 import type { Io } from "./io.js";
 import type { Freshness } from "./staleness.js";
 
@@ -24,14 +23,6 @@ export function staleFor(ttlMs: number): number {
   return Math.max(Math.ceil(ttlMs), MIN_STALE_MS);
 }
 
-export function scratchDirectory(directory: string): string {
-  return join(directory, SCRATCH);
-}
-
 /** Error codes the protocol uses to say "not now" rather than "broken". */
 export const LOCKED = "ELOCKED";
 export const RACED = "ERACED";
-
-export function protocolError(code: typeof LOCKED | typeof RACED, message: string): Error {
-  return Object.assign(new Error(message), { code });
-}

@@ -1,9 +1,8 @@
 import { type FSWatcher, watch } from "node:fs";
+import { join } from "node:path";
 import { WakeRegistry } from "@locks/core/backend";
+import type { Io } from "./io.js";
 import { GATE_SUFFIX, stemOf } from "./names.js";
-
-/** Says whether the gate named `entry` (in the watched directory) is gone, so its key may be free. */
-export type GateProbe = (entry: string) => Promise<boolean>;
 
 /**
  * One `fs.watch` on the lock directory per backend instance, shared by every
@@ -30,13 +29,13 @@ export class DirectoryWatcher {
     },
   });
   readonly #directory: string;
-  readonly #probe: GateProbe;
+  readonly #io: Io;
   #watcher: FSWatcher | undefined;
   #failed = false;
 
-  constructor(directory: string, probe: GateProbe) {
+  constructor(directory: string, io: Io) {
     this.#directory = directory;
-    this.#probe = probe;
+    this.#io = io;
   }
 
   close(): void {
@@ -77,9 +76,10 @@ export class DirectoryWatcher {
       this.waiters.wake(stem);
       return;
     }
-    this.#probe(entry).then(
-      (free) => {
-        if (free) this.waiters.wake(stem);
+    // Woken only when the gate is gone: its key may be free.
+    this.#io.lstatIfAny(join(this.#directory, entry)).then(
+      (stats) => {
+        if (stats === undefined) this.waiters.wake(stem);
       },
       () => this.waiters.wake(stem),
     );
