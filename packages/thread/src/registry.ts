@@ -17,16 +17,11 @@ export interface Registry {
 
 const REGISTRY: unique symbol = Symbol.for("@locks/thread:registry:v1");
 
-type WithRegistry = typeof globalThis & { [REGISTRY]?: Registry };
-
-function registryOf(scope: WithRegistry): Registry {
-  let registry = scope[REGISTRY];
-  if (registry === undefined) {
-    registry = { states: new Map(), fence: 0n };
-    Object.defineProperty(scope, REGISTRY, { value: registry, enumerable: false });
-  }
-  return registry;
+const scope = globalThis as typeof globalThis & { [REGISTRY]?: Registry };
+if (scope[REGISTRY] === undefined) {
+  const created: Registry = { states: new Map(), fence: 0n };
+  Object.defineProperty(scope, REGISTRY, { value: created, enumerable: false });
 }
 
 /** The isolate's registry. */
-export const registry: Registry = registryOf(globalThis as WithRegistry);
+export const registry: Registry = scope[REGISTRY]!;
