@@ -45,20 +45,13 @@ export function unsafeOptions(client: Redis | Cluster): string[] {
   return missing;
 }
 
-/** Throws when a client about to carry lock commands lacks the required options (a bug of ours). */
-export function assertSafe(client: Redis | Cluster): void {
-  const missing = unsafeOptions(client);
-  if (missing.length > 0) {
-    throw new Error(`a lock command client must not have ${missing.join(", ")} enabled`);
-  }
-}
-
 /**
  * A new client like `client` (same servers, credentials, TLS, `keyPrefix`)
  * with the safe options: what the backend sends lock commands through when
  * the client it was given lacks them. The given client is never modified.
+ * Its socket is replaced when nothing was answered for `staleMs`.
  */
-export function safeDuplicate(client: Redis | Cluster): Redis | Cluster {
+export function safeDuplicate(client: Redis | Cluster, staleMs: number): Redis | Cluster {
   if (isCluster(client)) {
     const cluster = client as Cluster;
     return cluster.duplicate([], {
@@ -69,10 +62,11 @@ export function safeDuplicate(client: Redis | Cluster): Redis | Cluster {
         autoResendUnfulfilledCommands: false,
         maxRetriesPerRequest: 0,
         disconnectTimeout: DISCONNECT_WAIT_MS,
+        socketTimeout: staleMs,
       },
     });
   }
-  return (client as Redis).duplicate({ ...SAFE_CLIENT_OPTIONS });
+  return (client as Redis).duplicate({ ...SAFE_CLIENT_OPTIONS, socketTimeout: staleMs });
 }
 
 export function isCluster(client: Redis | Cluster): boolean {

@@ -1,7 +1,6 @@
 import { lockClosed, monotonicNow, retryInBackground } from "@locks/core/backend";
 import { type Cluster, Redis, type RedisOptions } from "ioredis";
 import {
-  assertSafe,
   isCluster,
   SAFE_CLIENT_OPTIONS,
   safeDuplicate,
@@ -61,17 +60,12 @@ export class Connection {
   readonly server: string;
   /** The client's `keyPrefix`: ioredis adds it to keys and shard channels, never to plain channels. */
   readonly keyPrefix: string;
-  /** A client of ours whose oldest command is unanswered this long is reconnected. */
-  readonly #staleMs: number;
   /** Every call not settled yet (waiting or sent): their reply timeouts, and what `close()` settles. */
   readonly #calls = new Set<Call>();
   /** Checks `#calls` for their timeouts while there are any: a timer per call would cost more than the call. */
   #sweep: NodeJS.Timeout | undefined;
   /** Ends the background retries of clean-ups. */
   readonly #closed = new AbortController();
-  /** Calls sent and not answered yet, and when the last answer (or the first call) came. */
-  #inflight = 0;
-  #progressAt = 0;
   /** Connected and the scripts loaded: calls go straight out. */
   #usable = false;
   #loading = false;
@@ -93,11 +87,13 @@ export class Connection {
     this.#lastError = error;
   };
 
-  constructor(client: Redis | Cluster, owned: boolean, staleMs: number) {
-    assertSafe(client);
+  constructor(client: Redis | Cluster, owned: boolean) {
+    const unsafe = unsafeOptions(client);
+    // A bug of ours: every client that carries lock commands must have them.
+    if (unsafe.length > 0)
+      throw new Error(`a lock command client must not have ${unsafe.join(", ")} enabled`);
     this.client = client;
     this.owned = owned;
-    this.#staleMs = staleMs;
     this.isCluster = isCluster(client);
     this.server = serverName(client);
     this.publishCommand = this.isCluster ? "spublish" : "publish";
@@ -109,9 +105,15 @@ export class Connection {
     if (owned) client.on("error", this.#onError);
   }
 
-  /** Makes a client for `url` with the safe options (user options cannot turn them off). */
+  /**
+   * Makes a client for `url` with the safe options (user options cannot turn
+   * them off). Redis answers in order: when nothing is answered for `staleMs`,
+   * everything behind is stuck too (a dead peer that never sent a reset), and
+   * ioredis replaces the socket (`socketTimeout`).
+   */
   static create(url: string, options: RedisOptions | undefined, staleMs: number): Connection {
-    return new Connection(new Redis(url, { ...options, ...SAFE_CLIENT_OPTIONS }), true, staleMs);
+    const safe = { ...options, ...SAFE_CLIENT_OPTIONS, socketTimeout: staleMs };
+    return new Connection(new Redis(url, safe), true);
   }
 
   /**
@@ -120,8 +122,8 @@ export class Connection {
    * and closed by the backend; the given client is never modified).
    */
   static given(client: Redis | Cluster, staleMs: number): Connection {
-    if (unsafeOptions(client).length === 0) return new Connection(client, false, staleMs);
-    return new Connection(safeDuplicate(client), true, staleMs);
+    if (unsafeOptions(client).length === 0) return new Connection(client, false);
+    return new Connection(safeDuplicate(client, staleMs), true);
   }
 
   /**
@@ -222,22 +224,13 @@ export class Connection {
         const error = new Error(`no reply within ${Math.round(call.timeoutMs)} ms`);
         this.#settle(call, undefined, this.unavailable(error));
       }
-      // Redis answers in order: with nothing answered for long, everything behind is stuck too
-      // (a dead peer that never sent a reset). A connection of ours is replaced then.
-      const stale = this.#inflight > 0 && monotonicNow() - this.#progressAt >= this.#staleMs;
-      if (this.owned && stale && this.client.status === "ready") this.client.disconnect(true);
     });
   }
 
   #send(call: Call): void {
-    if (this.#inflight++ === 0) this.#progressAt = monotonicNow();
     this.client.evalsha(call.script.sha, call.keys.length, ...call.keys, ...call.args).then(
-      (value) => {
-        this.#replied();
-        this.#settle(call, value, undefined);
-      },
+      (value) => this.#settle(call, value, undefined),
       (error: unknown) => {
-        this.#replied();
         if (
           error instanceof Error &&
           error.message.startsWith("NOSCRIPT") &&
@@ -252,11 +245,6 @@ export class Connection {
         this.#settle(call, undefined, this.unavailable(error));
       },
     );
-  }
-
-  #replied(): void {
-    this.#inflight--;
-    this.#progressAt = monotonicNow();
   }
 
   #settle(call: Call, value: unknown, error: unknown): void {

@@ -42,15 +42,7 @@ export class Notifications {
   });
 
   constructor(connections: readonly Connection[]) {
-    const deduplicate = connections.length > 1;
-    const onMessage = (channel: string, payload: string): void => {
-      const id = `${channel} ${payload}`;
-      if (deduplicate && this.#heard.includes(id)) return;
-      if (deduplicate && this.#heard.push(id) > HEARD) this.#heard.shift();
-      dispatch(this.#waiters, channel, payload);
-    };
-    const onResync = (): void => this.#waiters.wakeAll();
-    this.#servers = connections.map((c) => new Subscriber(c, onMessage, onResync));
+    this.#servers = connections.map((connection) => new Subscriber(connection, this));
   }
 
   /**
@@ -72,6 +64,21 @@ export class Notifications {
   async close(): Promise<void> {
     await Promise.all(this.#servers.map((server) => server.close()));
   }
+
+  /** @internal A notification on `channel` (its name without the client's keyPrefix). */
+  heard(channel: string, payload: string): void {
+    const id = `${channel} ${payload}`;
+    if (this.#servers.length > 1) {
+      if (this.#heard.includes(id)) return;
+      if (this.#heard.push(id) > HEARD) this.#heard.shift();
+    }
+    dispatch(this.#waiters, channel, payload);
+  }
+
+  /** @internal A subscriber reconnected: notifications may have been missed. */
+  resync(): void {
+    this.#waiters.wakeAll();
+  }
 }
 
 /**
@@ -81,24 +88,14 @@ export class Notifications {
  */
 class Subscriber {
   readonly #connection: Connection;
-  readonly #onMessage: (channel: string, payload: string) => void;
-  readonly #onResync: () => void;
+  readonly #notifications: Notifications;
   readonly #channels = new Map<string, Channel>();
   #client: Redis | Cluster | undefined;
   #closed = false;
 
-  /**
-   * @param onMessage called with the channel's name (without the client's keyPrefix).
-   * @param onResync called when the subscriber reconnected: messages may have been missed.
-   */
-  constructor(
-    connection: Connection,
-    onMessage: (channel: string, payload: string) => void,
-    onResync: () => void,
-  ) {
+  constructor(connection: Connection, notifications: Notifications) {
     this.#connection = connection;
-    this.#onMessage = onMessage;
-    this.#onResync = onResync;
+    this.#notifications = notifications;
   }
 
   /** Subscribes to `channel` (or keeps a lingering subscription). */
@@ -133,7 +130,7 @@ class Subscriber {
   /** Unsubscribes from `channel` shortly, unless a waiter starts it again meanwhile. */
   stop(channel: string): void {
     const entry = this.#channels.get(channel);
-    if (entry === undefined || this.#closed) return;
+    if (entry === undefined) return;
     entry.linger = setTimeout(() => {
       this.#channels.delete(channel);
       const client = this.#client;
@@ -151,9 +148,7 @@ class Subscriber {
     this.#channels.clear();
     const client = this.#client;
     this.#client = undefined;
-    if (client === undefined) return;
-    client.removeAllListeners("ready");
-    await shutDown(client);
+    if (client !== undefined) await shutDown(client);
   }
 
   #subscriber(): Redis | Cluster {
@@ -161,7 +156,7 @@ class Subscriber {
     const source = this.#connection.client;
     const prefix = this.#connection.keyPrefix;
     const onMessage = (channel: string, payload: string): void =>
-      this.#onMessage(channel.slice(prefix.length), payload);
+      this.#notifications.heard(channel.slice(prefix.length), payload);
     let client: Redis | Cluster;
     if (this.#connection.isCluster) {
       const cluster = source as Cluster;
@@ -186,7 +181,7 @@ class Subscriber {
     client.on("error", () => undefined);
     let first = true;
     client.on("ready", () => {
-      if (!first) this.#onResync();
+      if (!first) this.#notifications.resync();
       first = false;
     });
     this.#client = client;

@@ -2,6 +2,7 @@ import {
   type Attempt,
   type Backend,
   type Capabilities,
+  isLockError,
   type KeyStatus,
   LockError,
   type LockRequest,
@@ -82,23 +83,20 @@ export class RedlockBackend implements Backend<KeyLayout> {
     /** Members whose holders took the key with another limit (only clients of another kind can). */
     const mismatched: unknown[] = [];
     // Decide as soon as the outcome is certain: a slow member does not hold up a majority.
+    const args = [request.owner, mode, request.ttlMs, request.limit];
     const pending = await this.#race(
       (m) =>
-        m.run(
-          scripts.acquire,
-          acquireKeys(l),
-          [request.owner, mode, request.ttlMs, request.limit],
-          timeout,
-        ),
+        m
+          .run(scripts.acquire, acquireKeys(l), args, timeout)
+          .then((reply) => parseAcquireReply(reply, request)),
       (member, outcome) => {
-        const attempt = readAttempt(outcome, request);
-        if ("error" in attempt) {
-          if (attempt.error instanceof LockError && attempt.error.code === "INVALID_ARGUMENT") {
-            mismatched.push(attempt.error);
-            refused.push({ member, wait: 0 });
-          } else failed.push({ member, error: attempt.error });
-        } else if (attempt.granted) granted.push({ member, token: attempt.fencingToken });
-        else refused.push({ member, wait: attempt.retryAfterMs ?? 0 });
+        const attempt = outcome.ok ? (outcome.value as Attempt) : undefined;
+        if (!outcome.ok && isLockError(outcome.error, "INVALID_ARGUMENT")) {
+          mismatched.push(outcome.error);
+          refused.push({ member, wait: 0 });
+        } else if (!outcome.ok) failed.push({ member, error: outcome.error });
+        else if (attempt?.granted) granted.push({ member, token: attempt.fencingToken });
+        else refused.push({ member, wait: attempt?.retryAfterMs ?? 0 });
         return granted.length >= q || refused.length > n - q || failed.length > n - q;
       },
     );
@@ -122,8 +120,8 @@ export class RedlockBackend implements Backend<KeyLayout> {
         // background): a member that restarted empty catches up as soon as it takes part.
         for (const late of pending) {
           void late.outcome.then((outcome) => {
-            const attempt = readAttempt(outcome, request);
-            if ("error" in attempt || !attempt.granted || attempt.fencingToken >= token) return;
+            const attempt = outcome.ok ? (outcome.value as Attempt) : undefined;
+            if (!attempt?.granted || attempt.fencingToken >= token) return;
             const args = [request.owner, mode, token.toString(), 1];
             void late.member.run(scripts.fence, keys, args, timeout).catch(() => undefined);
           });
@@ -316,16 +314,6 @@ export class RedlockBackend implements Backend<KeyLayout> {
       `redis backend unavailable: ${summary}: ${members.join("; ")}`,
       { cause: new AggregateError(raw, summary) },
     );
-  }
-}
-
-/** A member's acquire outcome as an attempt, or the error it failed with (a limit mismatch included). */
-function readAttempt(outcome: Outcome, request: LockRequest): Attempt | { error: unknown } {
-  if (!outcome.ok) return { error: outcome.error };
-  try {
-    return parseAcquireReply(outcome.value, request);
-  } catch (error) {
-    return { error };
   }
 }
 
