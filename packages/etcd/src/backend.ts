@@ -24,6 +24,7 @@ import {
   type ITxnResponse,
   type KVClient,
   type Namespace,
+  type WatchClient,
 } from "etcd3";
 import { retryBackoff } from "./backoff.js";
 import { type CallOptions, Calls } from "./calls.js";
@@ -44,7 +45,7 @@ import {
   takeRequest,
 } from "./queue.js";
 import { Session, type SessionHost } from "./session.js";
-import { type Watch, WatchStream } from "./watches.js";
+import { type Watch, watchDeletions } from "./watches.js";
 
 /**
  * The shortest `ttlMs` the backend accepts. etcd leases are whole seconds and
@@ -126,7 +127,7 @@ export class EtcdBackend implements Backend<Entry> {
   readonly #endpoints: readonly string[];
   /** Every gRPC call in flight: close() cancels what a silent server leaves hanging. */
   readonly #calls = new Calls();
-  readonly #watches: WatchStream;
+  readonly #watches: WatchClient;
   readonly #requestTimeoutMs: number;
   readonly #sessionHost: SessionHost<Entry>;
   /** Until `bind()`: losses go nowhere, and nothing closes before `close()`. */
@@ -148,13 +149,12 @@ export class EtcdBackend implements Backend<Entry> {
     this.#kv = options.client.kv;
     this.#owned = options.owned;
     this.#endpoints = options.endpoints;
-    this.#watches = new WatchStream(options.client.watchClient, this.#calls);
+    this.#watches = options.client.watchClient;
     this.#requestTimeoutMs = options.requestTimeoutMs;
     this.#sessionHost = {
       leases: options.client.leaseClient,
       requestTimeoutMs: options.requestTimeoutMs,
-      request: () => this.#request(),
-      stream: () => this.#calls.stream(),
+      request: (ms = options.requestTimeoutMs) => this.#calls.request(ms),
       sessionLost: (session, reason, cause) => this.#sessionLost(session, reason, cause),
     };
   }
@@ -187,7 +187,14 @@ export class EtcdBackend implements Backend<Entry> {
     const lock = lockKeys(this.#client.prefix, request.digest);
     // A broken watch stream calls onChange once and ends the watch; the core's bounded
     // polling covers the rest.
-    const watch = await this.#mapped(this.#watches.watch(lock.base, lock.baseEnd, onChange));
+    const watching = watchDeletions(
+      this.#watches,
+      this.#calls.stream(),
+      lock.base,
+      lock.baseEnd,
+      onChange,
+    );
+    const watch = await this.#mapped(watching);
     return () => watch.cancel();
   }
 
@@ -400,11 +407,17 @@ export class EtcdBackend implements Backend<Entry> {
           entry.wake = wake;
           const rangeEnd = position.predecessor === undefined ? entry.lock.baseEnd : undefined;
           const bound = { signal, timeoutMs: FALLBACK_POLL_MS };
-          const watch = await this.#watches
-            .watch(target, rangeEnd, () => wake.abort(), bound)
-            .catch((error: unknown) => {
-              if (signal.aborted) throw error;
-            });
+          const opened = watchDeletions(
+            this.#watches,
+            this.#calls.stream(),
+            target,
+            rangeEnd,
+            () => wake.abort(),
+            bound,
+          );
+          const watch = await opened.catch((error: unknown) => {
+            if (signal.aborted) throw error;
+          });
           position = undefined;
           if (watch === undefined) {
             // No watch now (stream down): poll, backing off.
@@ -679,7 +692,6 @@ export class EtcdBackend implements Backend<Entry> {
   }
 
   async #close(): Promise<void> {
-    this.#watches.close();
     // Revoking the session leases frees every key this instance wrote, at once. A server
     // that stopped answering gets CLOSE_GRACE_MS; then every call still waiting is cancelled.
     const ending = Promise.allSettled([

@@ -1,42 +1,25 @@
 import { driftAllowance, Liveness, monotonicNow } from "@locks/core/backend";
-import type {
-  IDuplexStream,
-  ILeaseKeepAliveRequest,
-  ILeaseKeepAliveResponse,
-  LeaseClient,
-} from "etcd3";
+import type { ILeaseKeepAliveResponse, LeaseClient } from "etcd3";
 import { type CallOptions, endStream } from "./calls.js";
 
 /** What a session needs from the backend that owns it. */
 export interface SessionHost<M> {
   readonly leases: LeaseClient;
-  /** Call options for one request, with the backend's request deadline. */
-  request(): CallOptions;
-  /** Call options for a stream. */
-  stream(): CallOptions;
+  /** Call options for one request (a keepalive's stream too): a deadline `ms` from now. */
+  request(ms?: number): CallOptions;
   readonly requestTimeoutMs: number;
   /** The lease is gone, or may be: every key in it is lost. Called once. */
   sessionLost(session: Session<M>, reason: string, cause?: unknown): void;
 }
 
-type Stream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
-
-/** One keepalive sent (or about to be) on the stream, answered in order. */
-interface Keepalive {
-  readonly sentAt: number;
-  readonly done: Promise<void>;
-  readonly resolve: () => void;
-  readonly reject: (error: unknown) => void;
-}
-
 /**
  * One etcd lease shared by every key a backend instance writes with one TTL
- * (etcd's "session"), kept alive over one keepalive stream by the toolkit's
- * `Liveness`, which declares it lost when no keepalive was confirmed within
- * the TTL: at our own deadline, not when etcd3 would tell (about 2x TTL late).
- * Grants and extensions may send a keepalive of their own (`confirmSince`),
- * so the session also knows the latest send time the server confirmed: the
- * lease cannot expire before that instant plus its TTL.
+ * (etcd's "session"), kept alive by the toolkit's `Liveness`, which declares
+ * it lost when no keepalive was confirmed within the TTL: at our own
+ * deadline, not when etcd3 would tell (about 2x TTL late). Grants and
+ * extensions may send a keepalive of their own (`confirmSince`), so the
+ * session also knows the latest send time the server confirmed: the lease
+ * cannot expire before that instant plus its TTL.
  */
 export class Session<M> {
   /** The lease id, decimal as etcd3 returns it. */
@@ -55,11 +38,9 @@ export class Session<M> {
   readonly #host: SessionHost<M>;
   #state: "open" | "retired" | "lost" | "ended" = "open";
   #confirmedSentAt: number;
+  /** The keepalive sent last, while it waits for its reply. */
+  #latest: { readonly sentAt: number; readonly done: Promise<void> } | undefined;
   readonly #liveness: Liveness;
-  #stream: Stream | undefined;
-  #opening: Promise<Stream> | undefined;
-  #pending: Keepalive[] = [];
-  #replyTimer: NodeJS.Timeout | undefined;
   #revoked: Promise<void> | undefined;
 
   /** Grants a lease of `seconds` and starts keeping it alive. */
@@ -119,7 +100,8 @@ export class Session<M> {
   confirmSince(since: number): Promise<void> {
     if (this.#confirmedSentAt >= since) return Promise.resolve();
     if (!this.alive) return Promise.reject(new Error("the session lease is lost"));
-    return this.#pending.find((k) => k.sentAt >= since)?.done ?? this.#keepalive();
+    const latest = this.#latest;
+    return latest !== undefined && latest.sentAt >= since ? latest.done : this.#keepalive();
   }
 
   /**
@@ -146,7 +128,7 @@ export class Session<M> {
   lose(reason: string, cause?: unknown): void {
     if (!this.alive) return;
     this.#state = "lost";
-    this.#stop(cause ?? new Error(reason));
+    this.#liveness.stop();
     this.#host.sessionLost(this, reason, cause);
     // If the server still has it (we only presumed it lost), free its keys now.
     void this.#revoke();
@@ -154,110 +136,50 @@ export class Session<M> {
 
   /** Stops the keepalive and revokes the lease: every key in it is deleted at once. */
   end(): Promise<void> {
-    if (this.alive) {
-      this.#state = "ended";
-      this.#stop(new Error("the session was ended"));
-    }
+    if (this.alive) this.#state = "ended";
+    this.#liveness.stop();
     return this.#revoke();
   }
 
   /** One keepalive; resolves when the server confirmed it. */
   #keepalive(): Promise<void> {
-    let settle: Pick<Keepalive, "resolve" | "reject"> | undefined;
-    const done = new Promise<void>((resolve, reject) => {
-      settle = { resolve, reject };
-    });
-    const keepalive: Keepalive = { sentAt: monotonicNow(), done, ...settle! };
-    this.#pending.push(keepalive);
-    this.#open().then(
-      (stream) => {
-        if (!this.#pending.includes(keepalive)) return;
-        stream.write({ ID: this.id });
-        // A keepalive that gets no reply in time resets the stream (a paused or partitioned server).
-        if (this.#replyTimer === undefined) this.#armReply();
-      },
-      (error: unknown) => this.#reset(error),
-    );
-    return done;
-  }
-
-  #open(): Promise<Stream> {
-    if (!this.alive) return Promise.reject(new Error("the session lease is lost"));
-    if (this.#stream !== undefined) return Promise.resolve(this.#stream);
-    this.#opening ??= this.#host.leases.leaseKeepAlive(this.#host.stream()).then(
-      (stream) => {
-        this.#opening = undefined;
-        if (!this.alive) {
-          endStream(stream);
-          throw new Error("the session lease is lost");
-        }
-        this.#stream = stream;
-        stream
-          .on("data", (reply) => {
-            if (this.#stream === stream) this.#onReply(reply);
-          })
-          .on("error", (error) => {
-            if (this.#stream === stream) this.#reset(error, true);
-          })
-          .on("end", () => {
-            if (this.#stream === stream) this.#reset(new Error("the keepalive stream ended"), true);
-          });
-        return stream;
-      },
-      (error: unknown) => {
-        this.#opening = undefined;
-        throw error;
-      },
-    );
-    return this.#opening;
-  }
-
-  #onReply(reply: ILeaseKeepAliveResponse): void {
-    const keepalive = this.#pending.shift();
-    if (keepalive === undefined) return;
-    if (!(Number(reply.TTL) > 0)) {
-      const error = new Error("etcd no longer knows the session lease (revoked or expired)");
-      keepalive.reject(error);
-      this.lose("the session lease was revoked or expired on the server", error);
-      return;
-    }
-    this.#confirmedSentAt = Math.max(this.#confirmedSentAt, keepalive.sentAt);
-    keepalive.resolve();
-    this.#armReply();
-  }
-
-  #armReply(): void {
-    clearTimeout(this.#replyTimer);
-    this.#replyTimer = undefined;
-    if (this.#pending.length === 0) return;
-    const ms = Math.min(this.#host.requestTimeoutMs, Math.max(250, this.ttlMs / 3));
-    this.#replyTimer = setTimeout(() => {
-      this.#replyTimer = undefined;
-      this.#reset(new Error(`no keepalive reply within ${Math.round(ms)} ms`), true);
-    }, ms);
-    this.#replyTimer.unref();
+    const sentAt = monotonicNow();
+    const latest = { sentAt, done: this.#send() };
+    this.#latest = latest;
+    const settled = (): void => {
+      if (this.#latest === latest) this.#latest = undefined;
+    };
+    latest.done.then(() => {
+      this.#confirmedSentAt = Math.max(this.#confirmedSentAt, sentAt);
+      settled();
+    }, settled);
+    return latest.done;
   }
 
   /**
-   * Drops the stream and fails the keepalives waiting on it; the next one
-   * opens a new stream. A broken stream is cancelled; a healthy one is ended:
+   * Sends a keepalive on a stream of its own, bounded by a deadline: a
+   * paused or partitioned server fails it in time for the next one to be
+   * tried within the TTL. The healthy stream is then ended, not cancelled:
    * etcd3 takes the error of a cancelled stream for a failure of the member
    * and resets every connection to it.
    */
-  #reset(error: unknown, broken = false): void {
-    const stream = this.#stream;
-    this.#stream = undefined;
-    if (stream !== undefined) endStream(stream, broken);
-    const pending = this.#pending;
-    this.#pending = [];
-    for (const keepalive of pending) keepalive.reject(error);
-    clearTimeout(this.#replyTimer);
-    this.#replyTimer = undefined;
-  }
-
-  #stop(error: unknown): void {
-    this.#liveness.stop();
-    this.#reset(error);
+  async #send(): Promise<void> {
+    if (!this.alive) throw new Error("the session lease is lost");
+    const deadline = Math.min(this.#host.requestTimeoutMs, Math.max(250, this.ttlMs / 3));
+    const stream = await this.#host.leases.leaseKeepAlive(this.#host.request(deadline));
+    const reply = await new Promise<ILeaseKeepAliveResponse>((resolve, reject) => {
+      stream
+        .on("data", resolve)
+        .on("error", reject)
+        .on("end", () => reject(new Error("the keepalive stream ended")));
+      stream.write({ ID: this.id });
+    });
+    endStream(stream);
+    if (!(Number(reply.TTL) > 0)) {
+      const error = new Error("etcd no longer knows the session lease (revoked or expired)");
+      this.lose("the session lease was revoked or expired on the server", error);
+      throw error;
+    }
   }
 
   #revoke(): Promise<void> {
