@@ -224,7 +224,12 @@ export class LockChild {
   /** Starts a child and resolves once its backend and client exist. */
   static async start(options: LockChildOptions): Promise<LockChild> {
     const child = new LockChild(options);
-    await child.#ready;
+    try {
+      await child.#ready;
+    } catch (error) {
+      await child.#kill();
+      throw error;
+    }
     return child;
   }
 

@@ -55,6 +55,13 @@ describe("LockChild", () => {
     await expect(child.next("announced", 50)).rejects.toThrow(/no "announced" event/);
   });
 
+  it("a child that cannot build its backend fails start() and is ended", async () => {
+    const spec = options().backend;
+    await expect(
+      LockChild.start(options({ backend: { ...spec, export: "noSuchBackend" } })),
+    ).rejects.toThrow(/exports no function "noSuchBackend"/);
+  });
+
   it("a frozen child that misses a reply's deadline is ended (SIGTERM, then SIGKILL)", async () => {
     const child = await LockChild.start(options({ replyTimeoutMs: 300, killAfterMs: 100 }));
     child.kill("SIGSTOP");
