@@ -49,9 +49,8 @@ export function unsafeOptions(client: Redis | Cluster): string[] {
  * A new client like `client` (same servers, credentials, TLS, `keyPrefix`)
  * with the safe options: what the backend sends lock commands through when
  * the client it was given lacks them. The given client is never modified.
- * Its socket is replaced when nothing was answered for `staleMs`.
  */
-export function safeDuplicate(client: Redis | Cluster, staleMs: number): Redis | Cluster {
+export function safeDuplicate(client: Redis | Cluster): Redis | Cluster {
   if (isCluster(client)) {
     const cluster = client as Cluster;
     return cluster.duplicate([], {
@@ -62,11 +61,10 @@ export function safeDuplicate(client: Redis | Cluster, staleMs: number): Redis |
         autoResendUnfulfilledCommands: false,
         maxRetriesPerRequest: 0,
         disconnectTimeout: DISCONNECT_WAIT_MS,
-        socketTimeout: staleMs,
       },
     });
   }
-  return (client as Redis).duplicate({ ...SAFE_CLIENT_OPTIONS, socketTimeout: staleMs });
+  return (client as Redis).duplicate({ ...SAFE_CLIENT_OPTIONS });
 }
 
 export function isCluster(client: Redis | Cluster): boolean {

@@ -64,6 +64,11 @@ export class Connection {
   readonly #calls = new Set<Call>();
   /** Checks `#calls` for their timeouts while there are any: a timer per call would cost more than the call. */
   #sweep: NodeJS.Timeout | undefined;
+  /** A client of ours whose oldest command is unanswered this long is reconnected. */
+  readonly #staleMs: number;
+  /** Calls sent and not answered yet, and when the last answer (or the first call) came. */
+  #inflight = 0;
+  #progressAt = 0;
   /** Ends the background retries of clean-ups. */
   readonly #closed = new AbortController();
   /** Connected and the scripts loaded: calls go straight out. */
@@ -87,13 +92,14 @@ export class Connection {
     this.#lastError = error;
   };
 
-  constructor(client: Redis | Cluster, owned: boolean) {
+  constructor(client: Redis | Cluster, owned: boolean, staleMs: number) {
     const unsafe = unsafeOptions(client);
     // A bug of ours: every client that carries lock commands must have them.
     if (unsafe.length > 0)
       throw new Error(`a lock command client must not have ${unsafe.join(", ")} enabled`);
     this.client = client;
     this.owned = owned;
+    this.#staleMs = staleMs;
     this.isCluster = isCluster(client);
     this.server = serverName(client);
     this.publishCommand = this.isCluster ? "spublish" : "publish";
@@ -105,15 +111,9 @@ export class Connection {
     if (owned) client.on("error", this.#onError);
   }
 
-  /**
-   * Makes a client for `url` with the safe options (user options cannot turn
-   * them off). Redis answers in order: when nothing is answered for `staleMs`,
-   * everything behind is stuck too (a dead peer that never sent a reset), and
-   * ioredis replaces the socket (`socketTimeout`).
-   */
+  /** Makes a client for `url` with the safe options (user options cannot turn them off). */
   static create(url: string, options: RedisOptions | undefined, staleMs: number): Connection {
-    const safe = { ...options, ...SAFE_CLIENT_OPTIONS, socketTimeout: staleMs };
-    return new Connection(new Redis(url, safe), true);
+    return new Connection(new Redis(url, { ...options, ...SAFE_CLIENT_OPTIONS }), true, staleMs);
   }
 
   /**
@@ -122,8 +122,8 @@ export class Connection {
    * and closed by the backend; the given client is never modified).
    */
   static given(client: Redis | Cluster, staleMs: number): Connection {
-    if (unsafeOptions(client).length === 0) return new Connection(client, false);
-    return new Connection(safeDuplicate(client, staleMs), true);
+    if (unsafeOptions(client).length === 0) return new Connection(client, false, staleMs);
+    return new Connection(safeDuplicate(client), true, staleMs);
   }
 
   /**
@@ -224,13 +224,23 @@ export class Connection {
         const error = new Error(`no reply within ${Math.round(call.timeoutMs)} ms`);
         this.#settle(call, undefined, this.unavailable(error));
       }
+      // Redis answers in order: with nothing answered for long, everything behind is stuck too
+      // (a dead peer that never sent a reset). A connection of ours is replaced then. (ioredis'
+      // socketTimeout would, but its timer outlives close() and fires after a blocked event loop.)
+      const stale = this.#inflight > 0 && monotonicNow() - this.#progressAt >= this.#staleMs;
+      if (this.owned && stale && this.client.status === "ready") this.client.disconnect(true);
     });
   }
 
   #send(call: Call): void {
+    if (this.#inflight++ === 0) this.#progressAt = monotonicNow();
     this.client.evalsha(call.script.sha, call.keys.length, ...call.keys, ...call.args).then(
-      (value) => this.#settle(call, value, undefined),
+      (value) => {
+        this.#replied();
+        this.#settle(call, value, undefined);
+      },
       (error: unknown) => {
+        this.#replied();
         if (
           error instanceof Error &&
           error.message.startsWith("NOSCRIPT") &&
@@ -245,6 +255,11 @@ export class Connection {
         this.#settle(call, undefined, this.unavailable(error));
       },
     );
+  }
+
+  #replied(): void {
+    this.#inflight--;
+    this.#progressAt = monotonicNow();
   }
 
   #settle(call: Call, value: unknown, error: unknown): void {

@@ -240,7 +240,7 @@ describe("client options (RELIABILITY.md: no offline queue, no resend after a re
     expect(connections.unsafeCluster.client).not.toBe(unsafeCluster);
     expect(connections.unsafeCluster.owned).toBe(true);
     // The invariant is asserted where a connection is made, whoever makes it.
-    expect(() => new Connection(unsafeRedis, false)).toThrow(
+    expect(() => new Connection(unsafeRedis, false, stale)).toThrow(
       /autoResendUnfulfilledCommands/,
     );
     for (const client of [unsafeRedis, safeRedis, unsafeCluster, safeCluster]) client.disconnect();
