@@ -102,6 +102,7 @@ describe("promise: nothing is called after backend.close()", () => {
 
   // KNOWN BUG, reported to the lead: the wait's unsubscribe is called straight, not through
   // BackendCalls, so it reaches the backend after close() once the attempt in flight answers.
+  // Remove `.fails` once fixed.
   it.fails("with a wait polling: its attempt in flight answers with a grant after close()", async () => {
     const attempt = deferred<Attempt>();
     const backend = watched(
@@ -586,14 +587,16 @@ describe("promise: one backend shared by two clients", () => {
   });
 
   // KNOWN BUG, reported to the lead: each client keeps its own BackendCalls, so once one
-  // client closed the shared backend the other still calls it (its watchdog, its waits).
+  // client closed the shared backend the other still calls it (its watchdog, its waits,
+  // its own close()). Remove `.fails` once fixed.
   it.fails("calls nothing after one client closed it, from the other client either", async () => {
     const backend = watched();
     const one = createLocks(backend, { namespace: "one" });
     const two = createLocks(backend, { namespace: "two" });
-    const lease = await two.acquire("k", { ttlMs: 30 });
+    const lease = await two.acquire("k", { ttlMs: 150 });
     await one.close();
-    await sleep(60);
+    // Past the next extension of the other client's lease.
+    await sleep(100);
     await lease.release().catch(() => undefined);
     await two.close();
     expect(backend.late).toEqual([]);
