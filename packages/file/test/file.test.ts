@@ -6,11 +6,14 @@
 
 import { createHook } from "node:async_hooks";
 import {
+  existsSync,
   lstatSync,
   mkdirSync,
   readdirSync,
   readFileSync,
   readlinkSync,
+  renameSync,
+  rmdirSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -283,6 +286,41 @@ describe("the gate", () => {
       "shared",
     ]);
     await Promise.all(readers.map((r) => r.release()));
+  });
+
+  it("a record taken out of the gate under its holder: the next refresh reports the loss (host.lost), lease.signal aborts long before the TTL", async () => {
+    const namespace = randomNamespace();
+    const locks = client(namespace);
+    const lease = await locks.acquire("taken", { ttlMs: 60_000 });
+    const files = keyFiles(dir.path, namespace, "taken");
+    // What a takeover does: claim the record (rename it to the fence), remove the empty gate.
+    const [record] = readdirSync(files.gate);
+    renameSync(join(files.gate, record!), files.fence);
+    rmdirSync(files.gate);
+    await waitFor(() => lease.signal.aborted, { message: "the loss reported" });
+    expect(lease.signal.reason).toMatchObject({ code: "LOCK_LOST" });
+    expect(String(lease.signal.reason.message)).toMatch(/taken over or removed/);
+    const next = await client(namespace).acquire("taken", { timeoutMs: 10_000 });
+    await lease.release();
+    expect(await client(namespace).tryAcquire("taken")).toBeNull();
+    await next.release();
+  });
+
+  it("a hold the core never extends (no lease) is freed at its TTL while its process lives", async () => {
+    const namespace = randomNamespace();
+    const a = backend();
+    const request = createRequest({ key: "unextended", namespace, ttlMs: MIN_STALE_MS });
+    const granted = await a.tryAcquire(request);
+    expect(granted.granted).toBe(true);
+    const hold = granted.granted ? granted.hold : undefined;
+    const { gate } = keyFiles(dir.path, namespace, "unextended");
+    // Refreshed once a second until the TTL, then the refresh ends the hold.
+    await waitFor(() => !existsSync(gate), { message: "the gate removed", timeoutMs: 10_000 });
+    expect(await a.extend(request, hold, MIN_STALE_MS)).toBe(false);
+    await a.release(request, hold);
+    const next = await client(namespace).tryAcquire("unextended");
+    expect(next).not.toBeNull();
+    await next!.release();
   });
 
   it("a process that exits while holding frees its keys at once (proper-lockfile's exit handler)", async () => {
