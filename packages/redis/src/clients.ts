@@ -75,12 +75,10 @@ export function isCluster(client: Redis | Cluster): boolean {
 export function serverName(client: Redis | Cluster): string {
   if (isCluster(client)) {
     const nodes = (client as unknown as { startupNodes?: unknown[] }).startupNodes ?? [];
+    // Startup nodes are objects, or "host:port" strings and port numbers.
     const names = nodes.map((node) => {
-      if (typeof node === "object" && node !== null) {
-        const { host, port } = node as { host?: string; port?: number };
-        return `${host ?? "localhost"}:${port ?? 6379}`;
-      }
-      return String(node);
+      const { host = "localhost", port = 6379 } = node as { host?: string; port?: number };
+      return typeof node === "object" ? `${host}:${port}` : String(node);
     });
     return `cluster ${names.join(",")}`;
   }

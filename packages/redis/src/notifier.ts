@@ -3,8 +3,7 @@ import type { Cluster, Redis } from "ioredis";
 import { DISCONNECT_WAIT_MS, shutDown } from "./clients.js";
 import type { Connection } from "./connection.js";
 import { keyLayout } from "./layout.js";
-import { dispatch, type Waiter } from "./waiters.js";
-import { wireMode } from "./wire.js";
+import { type WireMode, wireMode } from "./wire.js";
 
 /** How long a channel stays subscribed after its last waiter left, so back-to-back waits cost no SUBSCRIBE. */
 const LINGER_MS = 2_000;
@@ -13,6 +12,14 @@ const SUBSCRIBE_WAIT_MS = 1_000;
 const DOWN = new Set(["reconnecting", "close", "end"]);
 /** How many notifications Redlock remembers to drop the copies the other members publish. */
 const HEARD = 16;
+
+/** A waiter of this process (the core's poller), registered by channel. */
+interface Waiter {
+  readonly owner: string;
+  readonly mode: WireMode;
+  readonly limit: number;
+  wake(): void;
+}
 
 interface Channel {
   /** Resolves true once the server confirmed the subscription, false when it could not in time. */
@@ -65,14 +72,43 @@ export class Notifications {
     await Promise.all(this.#servers.map((server) => server.close()));
   }
 
-  /** @internal A notification on `channel` (its name without the client's keyPrefix). */
+  /**
+   * @internal A notification on `channel` (its name without the client's
+   * keyPrefix), heard once (Redlock: each member publishes every release).
+   * It wakes the waiters it concerns. Waking
+   * every waiter would cost one Redis command per waiter per handoff (a
+   * thundering herd); instead, by the payload's first letter:
+   *
+   * - `x`, the key is free (the exclusive holder, or the last shared or
+   *   semaphore holder, left): every shared waiter (they can all enter
+   *   together) and the first other waiter (for a semaphore, as many as its limit);
+   * - `s`, one semaphore slot freed: the first semaphore waiter;
+   * - `o` + head (fair mode): only the waiter at the head of the server's
+   *   queue, or every waiter of the key when the head is shared or a semaphore slot.
+   *
+   * A waiter that tried and lost sleeps until the next release: the winner
+   * will release too. The core's bounded polling covers holders that crash and
+   * notifications that were missed.
+   */
   heard(channel: string, payload: string): void {
     const id = `${channel} ${payload}`;
     if (this.#servers.length > 1) {
       if (this.#heard.includes(id)) return;
       if (this.#heard.push(id) > HEARD) this.#heard.shift();
     }
-    dispatch(this.#waiters, channel, payload);
+    this.#waiters.wake(channel, (all) => {
+      const kind = payload[0];
+      if (kind === "o") {
+        const head = payload.slice(1);
+        if (head[0] !== "x") return all;
+        return all.filter((w) => w.mode + w.owner.slice(0, head.length - 1) === head);
+      }
+      const slots = all.filter((w) => w.mode === "s");
+      if (kind === "s") return slots.slice(0, 1);
+      const first = all.find((w) => w.mode !== "r");
+      const others = first?.mode === "s" ? slots.slice(0, first.limit) : first ? [first] : [];
+      return [...all.filter((w) => w.mode === "r"), ...others];
+    });
   }
 
   /** @internal A subscriber reconnected: notifications may have been missed. */

@@ -12,13 +12,13 @@ import type { Connection } from "./connection.js";
 import { type KeyLayout, keyLayout } from "./layout.js";
 import { Notifications } from "./notifier.js";
 import { scripts } from "./scripts.js";
-import { readStatus } from "./status.js";
 import { MAX_INSTANCE_TIMEOUT_MS, MIN_INSTANCE_TIMEOUT_MS, REDLOCK_MIN_TTL_MS } from "./timing.js";
 import { plainCause } from "./unavailable.js";
 import {
   acquireKeys,
   capabilities,
   parseAcquireReply,
+  readStatus,
   releaseCall,
   wireMode,
   withHolders,

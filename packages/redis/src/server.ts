@@ -11,12 +11,12 @@ import type { Connection } from "./connection.js";
 import { type KeyLayout, keyLayout } from "./layout.js";
 import { Notifications } from "./notifier.js";
 import { scripts } from "./scripts.js";
-import { readStatus } from "./status.js";
 import { SERVER_MIN_TTL_MS } from "./timing.js";
 import {
   acquireKeys,
   capabilities,
   parseAcquireReply,
+  readStatus,
   releaseCall,
   wireMode,
   withHolders,

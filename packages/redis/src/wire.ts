@@ -1,10 +1,14 @@
 import {
   type Attempt,
   type Capabilities,
+  type KeyStatus,
+  keyDigest,
   type LockRequest,
   limitMismatch,
 } from "@locks/core/backend";
-import type { KeyLayout } from "./layout.js";
+import type { Connection } from "./connection.js";
+import { type KeyLayout, keyLayout } from "./layout.js";
+import { scripts } from "./scripts.js";
 
 /** The mode letter the scripts use: `x` exclusive, `r` shared reader, `s` semaphore slot. */
 export type WireMode = "x" | "r" | "s";
@@ -79,4 +83,45 @@ export function parseAcquireReply<Hold>(
   if (outcome === 1) return { granted: true, fencingToken: BigInt(value as number | string), hold };
   if (outcome === 2) throw limitMismatch(request.limit, Number(value));
   return { granted: false, retryAfterMs: Math.max(0, Number(value)) };
+}
+
+/**
+ * The inspect script's reply: exclusive owner, its PTTL, readers and slots as
+ * [owner, msLeft, ...], fence counter, and the holders' limit (1 unless a semaphore).
+ */
+type Snapshot = [string | null, number, Holders, Holders, string | null, number];
+/** `[owner, msLeft, owner, msLeft, ...]` */
+type Holders = Array<string | number>;
+
+/** Who holds `key` on the server of `connection` (with `limit` while the key is held). */
+export async function readStatus(
+  connection: Connection,
+  namespace: string,
+  key: string,
+  timeoutMs: number,
+): Promise<KeyStatus> {
+  const l = keyLayout(keyDigest(namespace, key));
+  const keys = [l.exclusive, l.readers, l.slots, l.fence];
+  const reply = await connection.run(scripts.inspect, keys, [], timeoutMs);
+  const [owner, pttl, readers, slots, fence, limit] = reply as Snapshot;
+  const holders: Array<KeyStatus["holders"][number]> = [];
+  if (owner !== null) {
+    holders.push({
+      owner,
+      mode: "exclusive",
+      ...(fence !== null ? { fencingToken: BigInt(fence) } : {}),
+      ...(pttl >= 0 ? { expiresInMs: pttl } : {}),
+    });
+  }
+  // A semaphore's holders hold in mode "exclusive" (the core's KeyStatus: the limit tells them apart).
+  for (const [list, mode] of [
+    [readers, "shared"],
+    [slots, "exclusive"],
+  ] as const) {
+    for (let i = 0; i + 1 < list.length; i += 2) {
+      holders.push({ owner: String(list[i]), mode, expiresInMs: Number(list[i + 1]) });
+    }
+  }
+  if (holders.length === 0) return { held: false, holders };
+  return { held: true, limit: Number(limit), holders };
 }
