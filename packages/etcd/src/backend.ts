@@ -185,14 +185,16 @@ export class EtcdBackend implements Backend<Entry> {
 
   async subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
     const lock = lockKeys(this.#client.prefix, request.digest);
-    // A broken watch stream calls onChange once and ends the watch; the core's bounded
-    // polling covers the rest.
+    // Bounded like a waiter's watch (unconfirmed in time: unavailable). A broken watch stream
+    // calls onChange once and ends the watch; the core's bounded polling covers the rest.
+    const bound = { signal: this.#host.closing, timeoutMs: FALLBACK_POLL_MS };
     const watching = watchDeletions(
       this.#watches,
       this.#calls.stream(),
       lock.base,
       lock.baseEnd,
       onChange,
+      bound,
     );
     const watch = await this.#mapped(watching);
     return () => watch.cancel();
@@ -698,6 +700,8 @@ export class EtcdBackend implements Backend<Entry> {
       ...this.#granting.values(),
       ...[...this.#live].map((session) => session.end()),
     ]);
+    for (const session of this.#live)
+      for (const entry of session.members) clearTimeout(entry.expiry);
     await settledWithin(ending, CLOSE_GRACE_MS);
     this.#calls.cancelAll();
     await ending;

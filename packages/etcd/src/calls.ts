@@ -86,14 +86,16 @@ function onStatus(listener: Listener, done: () => void): Listener {
 }
 
 /**
- * Ends a stream of the backend's own (keepalive, watch): a healthy one is
- * ended, a broken one cancelled (etcd3 takes the error of a cancelled stream
- * for a failure of the member and resets every connection to it).
+ * Ends a stream of the backend's own. etcd ends a keepalive stream once the
+ * client half-closes it, but a watch stream only once it is cancelled (its
+ * watchers live on after a half-close). Half-closed first, a cancelled
+ * stream is not taken by etcd3 for a failure of the member (which would
+ * reset every connection to it).
  */
 export function endStream(stream: IDuplexStream<unknown, unknown>, cancel = false): void {
   try {
+    stream.end();
     if (cancel) stream.cancel();
-    else stream.end();
   } catch {
     // already closed
   }

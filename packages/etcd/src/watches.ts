@@ -32,7 +32,7 @@ export async function watchDeletions(
   let state: "creating" | "live" | "cancelled" = "creating";
   const cancel = (): void => {
     state = "cancelled";
-    endStream(stream);
+    endStream(stream, true);
   };
   return new Promise<Watch>((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
