@@ -13,20 +13,13 @@ import {
   type LockRequest,
   limitMismatch,
   lockClosed,
-  onAbort,
+  raceAbort,
   settledWithin,
   type Unsubscribe,
   type WaitOptions,
   WakeRegistry,
 } from "@locks/core/backend";
-import {
-  Connection,
-  type Hold,
-  isInterrupted,
-  PoolerError,
-  type Row,
-  type SetupOptions,
-} from "./connection.js";
+import { Connection, type Hold, poolerError, type Row } from "./connection.js";
 import {
   type Ids,
   idHalves,
@@ -38,23 +31,8 @@ import {
   turnId,
 } from "./keys.js";
 import type { ResolvedOptions } from "./options.js";
-import { type QueueHost, retried, waitInQueue } from "./queue.js";
-import {
-  CANCEL,
-  DISINTEREST,
-  END_TURN,
-  HEARTBEAT,
-  HELD,
-  HOLDERS,
-  INTEREST,
-  LOCK_MODE_NAME,
-  RELEASE,
-  RELEASE_SLOT,
-  SLOT_HOLDERS,
-  TRY,
-  TRY_READ_AGAIN,
-  TRY_SLOTS,
-} from "./sql.js";
+import { holds, type QueueHost, retried, waitInQueue } from "./queue.js";
+import * as sql from "./sql.js";
 
 const NAME = "postgres";
 const NOT_GRANTED: Attempt<Hold> = Object.freeze({ granted: false });
@@ -65,8 +43,8 @@ const INSPECTED_SLOTS = 4_096;
 /** How long a wait may wait for the spare connection being opened before it opens its own. */
 const SPARE_WAIT_MS = 250;
 
-/** How long a connection may take to say goodbye before its socket is torn down. */
-const CLOSE_GRACE_MS = 200;
+/** How long close() waits for a given client's UNLISTEN. */
+const UNLISTEN_GRACE_MS = 200;
 
 /** A releaser holds the interest marker for one statement: a poller that finds it taken retries this often. */
 const INTEREST_ATTEMPTS = 50;
@@ -85,7 +63,6 @@ export class PostgresBackend implements Backend<Hold> {
   readonly capabilities: Capabilities;
 
   readonly #options: ResolvedOptions;
-  readonly #setup: SetupOptions;
   /** Pollers by interest marker: woken by NOTIFY, and by this backend's own releases. */
   readonly #wakes = new WakeRegistry();
   /**
@@ -93,10 +70,8 @@ export class PostgresBackend implements Backend<Hold> {
    * polling for them ends (their unsubscribe).
    */
   readonly #turns = new WeakMap<LockRequest, { readonly conn: Connection; readonly id: string }>();
-  /** Every connection of ours that is open, the session included. */
+  /** Every connection of ours, open or being opened, the session included. */
   readonly #conns = new Set<Connection>();
-  /** Connections of ours being opened: close() tears them down. */
-  readonly #opening = new Set<Connection>();
   readonly #idle: Connection[] = [];
   /** Queue connections open or being opened. */
   #queueCount = 0;
@@ -113,11 +88,6 @@ export class PostgresBackend implements Backend<Hold> {
 
   constructor(options: ResolvedOptions) {
     this.#options = options;
-    this.#setup = {
-      sequence: options.sequence,
-      lockTimeoutMs: options.client === undefined ? options.lockTimeoutMs : undefined,
-      connectTimeoutMs: options.connectTimeoutMs,
-    };
     this.#queue = { sequence: options.sequence, cancel: (conn) => this.#cancel(conn) };
     this.capabilities = Object.freeze({
       scope: "cluster",
@@ -157,7 +127,7 @@ export class PostgresBackend implements Backend<Hold> {
    * semaphore's turn, then declines while it holds the turn. The core then
    * polls, with `subscribe` and `tryAcquire`: this request's attempts may
    * take a freed slot, which attempts without the turn leave to it
-   * (TRY_SLOTS), and its unsubscribe hands the turn to the next waiter.
+   * (sql.TRY_SLOTS), and its unsubscribe hands the turn to the next waiter.
    *
    * A wait the caller gave up rejects once it left the server's queue
    * (nothing is left behind: a round trip for the cancel, at most about a
@@ -169,46 +139,27 @@ export class PostgresBackend implements Backend<Hold> {
     const waiting = this.#wait(request, signal);
     const closing = this.#host?.closing;
     if (closing === undefined) return waiting;
-    return new Promise((resolve, reject) => {
-      let gaveUp = false;
-      const stop = onAbort(signal, (reason) => {
+    // Ended by close(): what the wait still gets is handed back.
+    waiting.then(
+      (grant) => {
         if (!closing.aborted) return;
-        gaveUp = true;
-        reject(reason);
-      });
-      waiting.then(
-        (grant) => {
-          stop();
-          if (!gaveUp) {
-            resolve(grant);
-            return;
-          }
-          if (grant !== undefined) void this.release(request, grant.hold);
-          this.#endTurn(request);
-        },
-        (error: unknown) => {
-          stop();
-          reject(error);
-        },
-      );
-    });
+        if (grant !== undefined) void this.release(request, grant.hold);
+        this.#endTurn(request);
+      },
+      () => undefined,
+    );
+    return raceAbort(waiting, closing);
   }
 
   async extend(_request: LockRequest, hold: Hold): Promise<boolean> {
     const { conn } = hold;
     if (!conn.holds.has(hold)) return false;
-    const { classid, objid } = idHalves(hold.id);
-    let rows: Row[];
     try {
-      rows = await retried(conn, () =>
-        conn.query(HELD, [classid, objid, LOCK_MODE_NAME[hold.mode]]),
-      );
+      return (await retried(conn, () => holds(conn, hold.id, hold.mode))) && conn.holds.has(hold);
     } catch (error) {
       if (conn.dead) return false;
       throw error;
     }
-    const row = rows[0];
-    return row?.held === true && Number(row.pid) === conn.pid && conn.holds.has(hold);
   }
 
   /**
@@ -220,27 +171,19 @@ export class PostgresBackend implements Backend<Hold> {
     const { conn, markers } = hold;
     const values = [hold.id, hold.interest, this.#options.channel, hold.interest];
     if (markers !== undefined) values.push(...markers);
-    const statement = markers === undefined ? RELEASE[hold.mode] : RELEASE_SLOT;
+    const statement = markers === undefined ? sql.RELEASE[hold.mode] : sql.RELEASE_SLOT;
     const done = (): void => {
       conn.unhold(hold.id);
-      if (markers !== undefined) conn.unholdSemaphore(markers[0]);
+      if (markers !== undefined) conn.unhold(markers[0]);
       this.#wakes.wake(hold.interest);
       if (conn !== this.#session) this.#recycle(conn);
     };
-    const unknownState = (failure: unknown): void => {
-      // Unknown state: end the session, which frees every lock it holds (the others are reported lost).
-      conn.fail(failure);
-    };
-    return conn.query(statement, values).then(done, (error: unknown) => {
-      if (conn.dead || !isInterrupted(error)) {
-        unknownState(error);
-        done();
-        return;
-      }
-      // A late cancel (on a queue connection) interrupted it: once more, as for any clean-up.
-      return retried(conn, () => conn.query(statement, values), 1)
-        .then(undefined, unknownState)
-        .then(done);
+    // Again when a late cancel (on a queue connection) interrupted it, as any clean-up. Any other
+    // failure leaves an unknown state: end the session, which frees every lock it holds (the others
+    // are reported lost).
+    return retried(conn, () => conn.query(statement, values)).then(done, (error: unknown) => {
+      conn.fail(error);
+      done();
     });
   }
 
@@ -248,7 +191,7 @@ export class PostgresBackend implements Backend<Hold> {
    * Wakes a poller of `request.key` through LISTEN/NOTIFY. The poller takes
    * the key's interest marker in shared mode on the session; a release tries
    * to take the marker exclusively in the same statement as its unlock, and
-   * NOTIFYs only when that fails (see RELEASE in sql.ts). So notifications
+   * NOTIFYs only when that fails (see sql.RELEASE in sql.ts). So notifications
    * cost nothing when nobody waits, and a release after this resolved is
    * never missed. A session never conflicts with itself, so this backend's
    * own releases wake its pollers directly. A poller woken by the loss of
@@ -276,7 +219,9 @@ export class PostgresBackend implements Backend<Hold> {
       },
     });
     try {
-      await announce();
+      // Not past close(): a server that stopped answering must not hold the end of a wait up.
+      const closing = this.#host?.closing;
+      await (closing === undefined ? announce() : raceAbort(announce(), closing));
     } catch (error) {
       remove();
       this.#endTurn(request);
@@ -309,17 +254,16 @@ export class PostgresBackend implements Backend<Hold> {
 
   async close(): Promise<void> {
     this.#closed = true;
-    for (const conn of this.#opening) conn.fail(lockClosed("postgres backend"));
     const given = this.#options.client !== undefined ? this.#session : undefined;
     if (given !== undefined) {
       if (!given.dead && given.listening) {
         const unlisten = given.query(`UNLISTEN "${this.#options.channel}"`);
-        await settledWithin(unlisten, CLOSE_GRACE_MS);
+        await settledWithin(unlisten, UNLISTEN_GRACE_MS);
       }
       given.detach();
     }
     this.#idle.length = 0;
-    await Promise.allSettled([...this.#conns].map((conn) => conn.close(CLOSE_GRACE_MS)));
+    await Promise.allSettled([...this.#conns].map((conn) => conn.close()));
     this.#conns.clear();
   }
 
@@ -338,7 +282,7 @@ export class PostgresBackend implements Backend<Hold> {
   #attempt(conn: Connection, request: LockRequest): Promise<Attempt<Hold>> {
     const ids = idsOf(request);
     if (request.limit > 1) return this.#attemptSlots(conn, request, ids);
-    const semaphore = conn.semaphores.get(ids.presence);
+    const semaphore = conn.ids.get(ids.presence);
     if (semaphore !== undefined) return Promise.reject(limitMismatch(1, semaphore.limit));
     const held = conn.ids.get(ids.key);
     if (held !== undefined && (held.mode === "exclusive" || request.mode === "exclusive")) {
@@ -352,7 +296,7 @@ export class PostgresBackend implements Backend<Hold> {
       const { classid, objid } = idHalves(ids.key);
       values = [ids.key, this.#options.sequence, classid, objid];
     }
-    return conn.query(held === undefined ? TRY[request.mode] : TRY_READ_AGAIN, values).then(
+    return conn.query(held === undefined ? sql.TRY[request.mode] : sql.TRY_READ_AGAIN, values).then(
       (rows) => {
         const row = rows[0];
         if (row?.token === null || row?.token === undefined) {
@@ -365,7 +309,8 @@ export class PostgresBackend implements Backend<Hold> {
           conn.unhold(ids.key);
           throw limitMismatch(1, Number(-token));
         }
-        return this.#granted(conn, ids.key, request.mode, ids.interest, row);
+        const { key: id, interest } = ids;
+        return this.#granted({ conn, id, mode: request.mode, interest, markers: undefined }, row);
       },
       (error: unknown) => {
         conn.unhold(ids.key);
@@ -384,10 +329,10 @@ export class PostgresBackend implements Backend<Hold> {
       ? { classid: null, objid: null }
       : idHalves(turnId(request));
     for (const id of candidates) conn.hold(id, "exclusive");
-    conn.holdSemaphore(ids.presence, request.limit);
+    conn.hold(ids.presence, "shared", request.limit);
     let row: Row | undefined;
     try {
-      [row] = await conn.query(TRY_SLOTS, [
+      [row] = await conn.query(sql.TRY_SLOTS, [
         candidates,
         this.#options.sequence,
         ids.presence,
@@ -402,47 +347,37 @@ export class PostgresBackend implements Backend<Hold> {
       ]);
     } catch (error) {
       for (const id of candidates) conn.unhold(id);
-      conn.unholdSemaphore(ids.presence);
+      conn.unhold(ids.presence);
       throw error;
     }
     const slot = typeof row?.slot === "string" ? row.slot : undefined;
     for (const id of candidates) if (id !== slot) conn.unhold(id);
     if (slot === undefined || row === undefined) {
-      conn.unholdSemaphore(ids.presence);
+      conn.unhold(ids.presence);
       const other = row?.other;
       if (other !== null && other !== undefined) throw limitMismatch(request.limit, Number(other));
       return NOT_GRANTED;
     }
-    return this.#granted(conn, slot, "exclusive", ids.interest, row, [ids.presence, a, b]);
+    const markers = [ids.presence, a, b] as const;
+    return this.#granted(
+      { conn, id: slot, mode: "exclusive", interest: ids.interest, markers },
+      row,
+    );
   }
 
-  #granted(
-    conn: Connection,
-    id: string,
-    mode: LockMode,
-    interest: string,
-    row: Row,
-    markers?: Hold["markers"],
-  ): Grant<Hold> {
+  /** The grant of `hold`, whose statement answered `row`. */
+  #granted(hold: Hold, row: Row): Grant<Hold> {
+    const { conn, markers } = hold;
     if (Number(row.pid) !== conn.pid || conn.dead) {
-      conn.unhold(id);
-      if (markers !== undefined) conn.unholdSemaphore(markers[0]);
-      if (conn.dead) {
-        // The session ended right after the grant: the lock went with it.
-        throw new Error("the connection to PostgreSQL was lost");
-      }
-      const error = new PoolerError(conn.pid, Number(row.pid));
+      conn.unhold(hold.id);
+      if (markers !== undefined) conn.unhold(markers[0]);
+      // The session ended right after the grant: the lock went with it.
+      if (conn.dead) throw new Error("the connection to PostgreSQL was lost");
+      const error = poolerError(conn.pid, Number(row.pid));
       conn.fail(error);
       throw error;
     }
-    const hold = this.#hold({
-      conn,
-      id,
-      mode,
-      interest,
-      ...(markers !== undefined ? { markers } : {}),
-    });
-    return { granted: true, fencingToken: BigInt(String(row.token)), hold };
+    return { granted: true, fencingToken: BigInt(String(row.token)), hold: this.#hold(hold) };
   }
 
   /** Records a lock held on its connection; with heartbeatMs, the connection is kept proven alive. */
@@ -455,7 +390,7 @@ export class PostgresBackend implements Backend<Hold> {
         intervalMs: every,
         // Unanswered for two intervals: the session is presumed dead, and its leases lost.
         validForMs: 2 * every,
-        beat: () => conn.query(HEARTBEAT).then(() => undefined),
+        beat: () => conn.query(sql.HEARTBEAT).then(() => undefined),
         lost: (cause) =>
           conn.fail(new Error(`no answer to a heartbeat within ${2 * every} ms`, { cause })),
       });
@@ -500,7 +435,8 @@ export class PostgresBackend implements Backend<Hold> {
     const check = [ids.presence, ...ids.markerHalves] as const;
     const outcome = await waitInQueue(this.#queue, conn, ids.key, request.mode, check, signal);
     if (outcome.kind === "granted" && !conn.dead) {
-      const hold = this.#hold({ conn, id: ids.key, mode: request.mode, interest: ids.interest });
+      const { key: id, interest } = ids;
+      const hold = this.#hold({ conn, id, mode: request.mode, interest, markers: undefined });
       return { granted: true, fencingToken: outcome.token, hold };
     }
     conn.unhold(ids.key);
@@ -537,7 +473,7 @@ export class PostgresBackend implements Backend<Hold> {
     if (turn === undefined) return;
     this.#turns.delete(request);
     const { conn, id } = turn;
-    retried(conn, () => conn.query(END_TURN, [id])).then(
+    retried(conn, () => conn.query(sql.END_TURN, [id])).then(
       () => {
         conn.waiting = false;
         this.#recycle(conn);
@@ -555,10 +491,10 @@ export class PostgresBackend implements Backend<Hold> {
    */
   #cancel(conn: Connection): Promise<unknown> | undefined {
     if (!this.#ending()) {
-      return this.#liveSession().then((session) => session.query(CANCEL, [conn.pid]));
+      return this.#liveSession().then((session) => session.query(sql.CANCEL, [conn.pid]));
     }
     const session = this.#session;
-    if (session !== undefined && !session.dead) void dropped(session.query(CANCEL, [conn.pid]));
+    if (session !== undefined && !session.dead) void dropped(session.query(sql.CANCEL, [conn.pid]));
     return undefined;
   }
 
@@ -579,7 +515,7 @@ export class PostgresBackend implements Backend<Hold> {
     const session = await this.#liveSession();
     const ids = idsOf(request);
     const { classid, objid } = idHalves(ids.key);
-    const rows = await session.query(HOLDERS, [classid, objid, ...ids.markerHalves]);
+    const rows = await session.query(sql.HOLDERS, [classid, objid, ...ids.markerHalves]);
     const holders: { mode: LockMode }[] = [];
     let limit: number | undefined;
     for (const row of rows) {
@@ -596,12 +532,8 @@ export class PostgresBackend implements Backend<Hold> {
       limit = Number(row.lim);
       let count = Number(row.sessions);
       if (limit <= INSPECTED_SLOTS) {
-        const slots = slotIds(
-          request.scoped,
-          Array.from({ length: limit }, (_, i) => i),
-        );
-        const halves = slots.map(idHalves);
-        const [held] = await session.query(SLOT_HOLDERS, [
+        const halves = slotIds(request.scoped, Array(limit).keys()).map(idHalves);
+        const [held] = await session.query(sql.SLOT_HOLDERS, [
           halves.map((slot) => slot.classid),
           halves.map((slot) => slot.objid),
         ]);
@@ -630,30 +562,24 @@ export class PostgresBackend implements Backend<Hold> {
   }
 
   async #connectSession(): Promise<Connection> {
-    const { client } = this.#options;
-    if (client === undefined) {
+    if (this.#options.client === undefined) {
       this.#session = await this.#open();
       return this.#session;
     }
     if (this.#adopted) throw new Error("the pg.Client given to the backend lost its connection");
     this.#adopted = true;
-    const conn = new Connection(this.#onDeath, {}, client);
-    await conn.adopt(this.#setup);
+    const conn = new Connection(this.#options, this.#onDeath);
+    await conn.open();
     this.#session = conn;
     return conn;
   }
 
-  /** Opens a connection of ours. */
-  async #open(): Promise<Connection> {
+  /** Opens a connection of ours; close() closes it even while it opens. */
+  async #open(queue = false): Promise<Connection> {
     if (this.#ending()) throw lockClosed("postgres backend");
-    const conn = new Connection(this.#onDeath, this.#options.clientConfig ?? {});
-    this.#opening.add(conn);
-    try {
-      await conn.open(this.#setup);
-    } finally {
-      this.#opening.delete(conn);
-    }
+    const conn = new Connection(this.#options, this.#onDeath, queue);
     this.#conns.add(conn);
+    await conn.open();
     return conn;
   }
 
@@ -661,8 +587,7 @@ export class PostgresBackend implements Backend<Hold> {
   async #queueConnection(signal: AbortSignal): Promise<Connection | undefined> {
     for (;;) {
       for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
-        if (conn.idleTimer !== undefined) clearTimeout(conn.idleTimer);
-        conn.idleTimer = undefined;
+        clearTimeout(conn.idleTimer);
         if (!conn.dead) {
           this.#warmSpare();
           return conn;
@@ -684,16 +609,14 @@ export class PostgresBackend implements Backend<Hold> {
   }
 
   /** Opens a queue connection, unless maxConnections (the session included) are open. */
-  async #openQueueConnection(): Promise<Connection | undefined> {
+  #openQueueConnection(): Promise<Connection | undefined> {
     const { client, maxConnections } = this.#options;
-    if (client !== undefined || this.#queueCount + 1 >= maxConnections) return undefined;
-    this.#queueCount++;
-    try {
-      return await this.#open();
-    } catch (error) {
-      this.#queueCount--;
-      throw error;
+    if (client !== undefined || this.#queueCount + 1 >= maxConnections) {
+      return Promise.resolve(undefined);
     }
+    // Counted back down when it dies or closes (#forget), failing to open included.
+    this.#queueCount++;
+    return this.#open(true);
   }
 
   /**
@@ -703,16 +626,14 @@ export class PostgresBackend implements Backend<Hold> {
    */
   #warmSpare(): void {
     if (this.#warming !== undefined || this.#idle.length > 0 || this.#ending()) return;
-    const warming = this.#openQueueConnection().then(
-      (conn) => {
-        if (conn !== undefined) this.#recycle(conn);
-      },
-      () => undefined,
-    );
-    this.#warming = warming;
-    void warming.then(() => {
-      this.#warming = undefined;
-    });
+    this.#warming = this.#openQueueConnection()
+      .then(
+        (conn) => conn !== undefined && this.#recycle(conn),
+        () => undefined,
+      )
+      .then(() => {
+        this.#warming = undefined;
+      });
   }
 
   /**
@@ -731,14 +652,13 @@ export class PostgresBackend implements Backend<Hold> {
       if (index < 0 || this.#idle.length === 1) return;
       this.#idle.splice(index, 1);
       // Forgotten once closed, so that close() waits for it meanwhile.
-      void conn.close(CLOSE_GRACE_MS).then(() => this.#forget(conn));
+      void conn.close().then(() => this.#forget(conn));
     }, this.#options.idleTimeoutMs);
     conn.idleTimer.unref();
   }
 
   #forget(conn: Connection): void {
-    if (!this.#conns.delete(conn)) return;
-    if (conn !== this.#session) this.#queueCount--;
+    if (this.#conns.delete(conn) && conn.queue) this.#queueCount--;
   }
 
   /** A session ended: every lock on it is lost, at once. */
@@ -746,7 +666,6 @@ export class PostgresBackend implements Backend<Hold> {
     const holds = [...conn.holds];
     conn.holds.clear();
     conn.ids.clear();
-    conn.semaphores.clear();
     const index = this.#idle.indexOf(conn);
     if (index >= 0) this.#idle.splice(index, 1);
     this.#forget(conn);
@@ -764,7 +683,7 @@ export class PostgresBackend implements Backend<Hold> {
 /** Announces a poller of the key whose interest marker is `interest`; false when it could not. */
 async function takeInterest(session: Connection, interest: string): Promise<boolean> {
   for (let i = 0; i < INTEREST_ATTEMPTS; i++) {
-    const [row] = await session.query(INTEREST, [interest]);
+    const [row] = await session.query(sql.INTEREST, [interest]);
     if (row?.ok === true) return true;
     await new Promise((resolve) => setImmediate(resolve));
   }
@@ -773,7 +692,7 @@ async function takeInterest(session: Connection, interest: string): Promise<bool
 }
 
 function dropInterest(session: Connection, interest: string): Promise<unknown> {
-  return dropped(session.query(DISINTEREST, [interest]));
+  return dropped(session.query(sql.DISINTEREST, [interest]));
 }
 
 /** A statement whose outcome nobody waits for (a clean-up; a failure ends its session anyway). */

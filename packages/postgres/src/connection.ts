@@ -1,6 +1,10 @@
-import type { Liveness, LockMode } from "@locks/core/backend";
-import pg, { type Client, type ClientConfig, type Notification } from "pg";
+import { type Liveness, type LockMode, settledWithin } from "@locks/core/backend";
+import pg, { type Client, type Notification } from "pg";
+import type { ResolvedOptions } from "./options.js";
 import { PID, SETUP, type Statement } from "./sql.js";
+
+/** How long a connection may take to say goodbye before its socket is torn down. */
+const CLOSE_GRACE_MS = 200;
 
 /** A row as pg returns it; every column the backend reads is named in sql.ts. */
 export type Row = Record<string, unknown>;
@@ -8,16 +12,13 @@ export type Row = Record<string, unknown>;
 /** What the backend learns when a connection dies. */
 export type DeathListener = (conn: Connection, cause: unknown) => void;
 
-/** Thrown when two statements of one session ran in two server processes: a transaction-mode pooler. */
-export class PoolerError extends Error {
-  override readonly name = "PoolerError";
-  constructor(first: number, second: number) {
-    super(
-      `two statements on one connection ran in two server sessions (pid ${first}, then ${second}): ` +
-        "a transaction-mode pooler (PgBouncer pool_mode=transaction) is in the way, and session-level " +
-        "advisory locks would be silently dropped or leaked. Connect directly, or through a session-mode pool.",
-    );
-  }
+/** Two statements of one session ran in two server processes: a transaction-mode pooler. */
+export function poolerError(first: number, second: number): Error {
+  return new Error(
+    `two statements on one connection ran in two server sessions (pid ${first}, then ${second}): ` +
+      "a transaction-mode pooler (PgBouncer pool_mode=transaction) is in the way, and session-level " +
+      "advisory locks would be silently dropped or leaked. Connect directly, or through a session-mode pool.",
+  );
 }
 
 /** A lock held on a connection: what a grant hands the core as its `hold`, and gets back. */
@@ -28,7 +29,7 @@ export interface Hold {
   readonly mode: LockMode;
   readonly interest: string;
   /** A semaphore slot's presence and limit markers (released with it), by RELEASE_SLOT's order. */
-  readonly markers?: readonly [presence: string, a: string, b: string];
+  readonly markers: readonly [presence: string, a: string, b: string] | undefined;
 }
 
 /**
@@ -49,14 +50,13 @@ export class Connection {
   /** The server process of this session, from setup. */
   pid = 0;
   dead = false;
-  /** Lock ids held or being asked for on this session, with their mode and count. */
-  readonly ids = new Map<string, { mode: LockMode; count: number }>();
   /**
-   * Semaphores this session holds (or asks for), by presence marker, with
-   * their limit: a limit-1 request of the same key on this session would not
-   * see them in the server (a session never conflicts with itself).
+   * Lock ids held or being asked for on this session, with their mode and
+   * count; a semaphore's presence marker also with its limit: a limit-1
+   * request of the same key on this session would not see the semaphore in
+   * the server (a session never conflicts with itself).
    */
-  readonly semaphores = new Map<string, { limit: number; count: number }>();
+  readonly ids = new Map<string, { mode: LockMode; limit: number; count: number }>();
   /** The holds that live on this session. */
   readonly holds = new Set<Hold>();
   /** Proves the session alive while it holds locks (heartbeatMs). */
@@ -68,6 +68,7 @@ export class Connection {
   /** For an idle queue connection: closes it after the idle timeout. */
   idleTimer: NodeJS.Timeout | undefined;
 
+  readonly #options: ResolvedOptions;
   readonly #onDeath: DeathListener;
   readonly #onError = (error: unknown): void => this.fail(error);
   readonly #onEnd = (): void => this.fail(new Error("the connection to PostgreSQL was closed"));
@@ -76,31 +77,40 @@ export class Connection {
   /** For a client without pipelining: our statements run one after the other. */
   #serial: Promise<unknown> = Promise.resolve();
 
-  /** A connection of the backend's own (pipelined) when `client` is undefined; `open()` connects it. */
-  constructor(onDeath: DeathListener, config: ClientConfig, client?: Client) {
-    this.client = client ?? new pg.Client({ ...config, pipeline: true });
-    this.owned = client === undefined;
+  /**
+   * The given client, or a connection of the backend's own (pipelined), a
+   * queue connection or not; `open()` connects it.
+   */
+  constructor(
+    options: ResolvedOptions,
+    onDeath: DeathListener,
+    readonly queue = false,
+  ) {
+    this.#options = options;
+    this.client = options.client ?? new pg.Client({ ...options.clientConfig, pipeline: true });
+    this.owned = options.client === undefined;
     this.#onDeath = onDeath;
     this.client.on("error", this.#onError);
     this.client.on("end", this.#onEnd);
   }
 
-  /** Connects a connection of ours and sets it up, all within `setup.connectTimeoutMs`. */
-  async open(setup: SetupOptions): Promise<void> {
+  /** Connects a connection of ours and sets the session up, all within connectTimeoutMs. */
+  async open(): Promise<void> {
+    if (!this.owned) return this.#adopt();
     // The deadline covers the setup statements too: in a partition they would never be answered.
+    const { connectTimeoutMs } = this.#options;
     let late = false;
     const timer = setTimeout(() => {
       late = true;
       destroy(this.client);
-    }, setup.connectTimeoutMs);
+    }, connectTimeoutMs);
     try {
       await this.client.connect();
-      await this.#setup(setup);
+      await this.#setup();
     } catch (error) {
       this.fail(error);
       await this.close();
-      if (late)
-        throw new Error(`no connection within ${setup.connectTimeoutMs} ms`, { cause: error });
+      if (late) throw new Error(`no connection within ${connectTimeoutMs} ms`, { cause: error });
       throw error;
     } finally {
       clearTimeout(timer);
@@ -108,14 +118,14 @@ export class Connection {
   }
 
   /** Sets up the user's client: listens to its events, never closes it. */
-  async adopt(setup: SetupOptions): Promise<void> {
+  async #adopt(): Promise<void> {
     if ((this.client as { _connected?: unknown })._connected === false) {
       throw new Error(
         "the pg.Client given to postgresBackend is not connected: call client.connect() first",
       );
     }
     try {
-      await this.#setup(setup);
+      await this.#setup();
     } catch (error) {
       this.detach();
       throw error;
@@ -170,37 +180,25 @@ export class Connection {
 
   /**
    * Closes a connection of ours: a graceful end, or a hard close when the
-   * server does not answer within `graceMs`. A given client is only detached.
+   * server does not answer within CLOSE_GRACE_MS. A given client is only detached.
    */
-  close(graceMs = 2_000): Promise<void> {
-    this.#closed ??= this.#close(graceMs);
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
     return this.#closed;
   }
 
-  async #close(graceMs: number): Promise<void> {
+  async #close(): Promise<void> {
     if (!this.owned) {
       this.detach();
       return;
     }
     this.#stopTimers();
-    if (this.dead) {
-      // Failed already: its socket is torn down, there is nobody to say goodbye to.
-      destroy(this.client);
-      return;
-    }
+    const failed = this.dead;
     this.dead = true;
     // Errors after this point are expected (the socket goes away); the listeners stay, so none is unhandled.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      this.client.end().catch(() => undefined),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(() => {
-          destroy(this.client);
-          resolve();
-        }, graceMs);
-      }),
-    ]);
-    clearTimeout(timer);
+    // A failed connection, or one not set up yet, has nobody to say goodbye to.
+    if (!failed && this.pid !== 0) await settledWithin(this.client.end(), CLOSE_GRACE_MS);
+    destroy(this.client);
   }
 
   #stopTimers(): void {
@@ -210,10 +208,10 @@ export class Connection {
     this.liveness = undefined;
   }
 
-  /** Records that this session holds (or asks for) `id` once more. */
-  hold(id: string, mode: LockMode): void {
+  /** Records that this session holds (or asks for) `id` once more: a semaphore's presence marker with its limit. */
+  hold(id: string, mode: LockMode, limit = 1): void {
     const entry = this.ids.get(id);
-    if (entry === undefined) this.ids.set(id, { mode, count: 1 });
+    if (entry === undefined) this.ids.set(id, { mode, limit, count: 1 });
     else entry.count++;
   }
 
@@ -223,52 +221,24 @@ export class Connection {
     if (entry !== undefined && --entry.count <= 0) this.ids.delete(id);
   }
 
-  /** Records one more semaphore of `limit` on this session, by its presence marker. */
-  holdSemaphore(presence: string, limit: number): void {
-    const entry = this.semaphores.get(presence);
-    if (entry === undefined) this.semaphores.set(presence, { limit, count: 1 });
-    else entry.count++;
-  }
-
-  /** Forgets one semaphore of this session by its presence marker. */
-  unholdSemaphore(presence: string): void {
-    const entry = this.semaphores.get(presence);
-    if (entry !== undefined && --entry.count <= 0) this.semaphores.delete(presence);
-  }
-
-  async #setup(setup: SetupOptions): Promise<void> {
-    const [first] = await this.query(PID);
-    const firstPid = Number(first?.pid);
-    const [row] = await this.query(
-      setup.lockTimeoutMs === undefined
-        ? "SELECT pg_backend_pid() AS pid, to_regclass($1) IS NOT NULL AS has_sequence"
-        : SETUP,
-      setup.lockTimeoutMs === undefined
-        ? [setup.sequence]
-        : [String(setup.lockTimeoutMs), setup.sequence],
-    );
-    this.pid = Number(row?.pid);
-    if (this.pid !== firstPid) throw new PoolerError(firstPid, this.pid);
-    if (row?.has_sequence !== true) {
+  async #setup(): Promise<void> {
+    const { sequence, lockTimeoutMs } = this.#options;
+    const [first] = await this.query(PID, [sequence]);
+    if (first?.has_sequence !== true) {
       try {
         // An identifier cannot be a parameter: `sequence` is a quoted name from the options (options.ts).
-        await this.query(`CREATE SEQUENCE IF NOT EXISTS ${setup.sequence}`);
+        await this.query(`CREATE SEQUENCE IF NOT EXISTS ${sequence}`);
       } catch (error) {
         // Two clients creating it at once: one of them loses the race, and the sequence exists.
         if (!isDuplicate(error)) throw error;
       }
     }
+    // lock_timeout (for waits; a given client keeps its own) only now: a short one could have
+    // interrupted CREATE SEQUENCE in a busy catalog.
+    const [row] = await this.query(SETUP, [this.owned ? String(lockTimeoutMs) : null]);
+    this.pid = Number(row?.pid);
+    if (this.pid !== Number(first?.pid)) throw poolerError(Number(first?.pid), this.pid);
   }
-}
-
-/** What a new connection is set up with. */
-export interface SetupOptions {
-  /** The quoted sequence name. */
-  readonly sequence: string;
-  /** lock_timeout for waits in the queue; undefined leaves a given client's setting alone. */
-  readonly lockTimeoutMs: number | undefined;
-  /** Deadline of connect and setup together, for a connection of the backend's own. */
-  readonly connectTimeoutMs: number;
 }
 
 /** The SQLSTATE of a server error, if it is one. */

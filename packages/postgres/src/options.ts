@@ -70,19 +70,8 @@ export interface PostgresBackendOptions {
   heartbeatMs?: number;
 }
 
-/** Options with defaults applied, validated. */
-export interface ResolvedOptions {
-  readonly clientConfig: ClientConfig | undefined;
-  readonly client: Client | undefined;
-  /** Quoted, schema-qualified as given: usable as an identifier and as `regclass` text. */
-  readonly sequence: string;
-  readonly channel: string;
-  readonly maxConnections: number;
-  readonly lockTimeoutMs: number;
-  readonly idleTimeoutMs: number;
-  readonly heartbeatMs: number;
-  readonly connectTimeoutMs: number;
-}
+/** Options with defaults applied, validated; `sequence` quoted, usable as an identifier and as `regclass` text. */
+export type ResolvedOptions = ReturnType<typeof resolveOptions>;
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
 /** PostgreSQL settings and pg's timeouts are 32-bit. */
@@ -130,7 +119,7 @@ const parse = defineOptions({
 });
 
 /** Validates the factory options synchronously, before any I/O. */
-export function resolveOptions(input: PostgresBackendOptions): ResolvedOptions {
+export function resolveOptions(input: PostgresBackendOptions) {
   const options = parse(input);
   const { connectionString, clientConfig, client, maxConnections } = options;
   if (client !== undefined) {

@@ -118,11 +118,7 @@ async function waitOnce(
   // Cancelled or timed out: the grant may have raced it, and then the lock is held after all.
   let held: boolean;
   try {
-    held = await retried(conn, async () => {
-      const { classid, objid } = idHalves(id);
-      const rows = await conn.query(HELD, [classid, objid, LOCK_MODE_NAME[mode]]);
-      return rows[0]?.held === true;
-    });
+    held = await retried(conn, () => holds(conn, id, mode));
   } catch (error) {
     return clear(conn, { kind: "failed", error });
   }
@@ -140,26 +136,21 @@ async function waitOnce(
 
 /** Unlocks everything the (otherwise empty) queue connection holds, then reports `outcome`. */
 async function clear(conn: Connection, outcome: WaitOutcome): Promise<WaitOutcome> {
-  if (conn.dead) return outcome;
-  try {
-    await retried(conn, () => conn.query(UNLOCK_ALL));
-  } catch (error) {
-    // Unknown state: drop the session, which frees whatever it held.
-    conn.fail(error);
-  }
+  // Unknown state when that fails: drop the session, which frees whatever it held.
+  if (!conn.dead) await retried(conn, () => conn.query(UNLOCK_ALL)).catch((e) => conn.fail(e));
   return outcome;
 }
 
-/**
- * Runs `statement`, and again when a late cancel interrupted it (57014), up
- * to 3 attempts in all; `used` attempts were made already.
- */
-export async function retried<T>(
-  conn: Connection,
-  statement: () => Promise<T>,
-  used = 0,
-): Promise<T> {
-  for (let attempt = used; ; attempt++) {
+/** Whether `conn`'s session holds `id` in `mode` (and is the session it was: no pooler in between). */
+export async function holds(conn: Connection, id: string, mode: LockMode): Promise<boolean> {
+  const { classid, objid } = idHalves(id);
+  const [row] = await conn.query(HELD, [classid, objid, LOCK_MODE_NAME[mode]]);
+  return row?.held === true && Number(row.pid) === conn.pid;
+}
+
+/** Runs `statement`, and again when a late cancel interrupted it (57014), up to 3 attempts in all. */
+export async function retried<T>(conn: Connection, statement: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
     try {
       return await statement();
     } catch (error) {

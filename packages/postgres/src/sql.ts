@@ -292,12 +292,15 @@ export const CANCEL = statement("locks_cancel", "SELECT pg_cancel_backend($1::in
 /** Keeps a lock-holding session busy and proves it answers. */
 export const HEARTBEAT = statement("locks_heartbeat", "SELECT 1");
 
-/** First statement on a connection; a second `pg_backend_pid()` must give the same pid. */
-export const PID = "SELECT pg_backend_pid() AS pid";
+/** First statement on a connection: its pid, and whether the sequence exists ($1). */
+export const PID = "SELECT pg_backend_pid() AS pid, to_regclass($1) IS NOT NULL AS has_sequence";
 
-/** Connection setup: pid again, lock_timeout for waits ($1), and whether the sequence exists ($2). */
+/**
+ * Connection setup, after the sequence exists: the pid again (it must be the
+ * same), and lock_timeout for waits ($1; NULL leaves a given client's own).
+ */
 export const SETUP =
-  "SELECT pg_backend_pid() AS pid, set_config('lock_timeout', $1, false) AS lock_timeout, to_regclass($2) IS NOT NULL AS has_sequence";
+  "SELECT pg_backend_pid() AS pid, set_config('lock_timeout', COALESCE($1, current_setting('lock_timeout')), false) AS lock_timeout";
 
 /** pg_locks' names of the two modes. */
 export const LOCK_MODE_NAME: Readonly<Record<LockMode, string>> = {
