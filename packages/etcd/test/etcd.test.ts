@@ -181,6 +181,18 @@ describe("queue and sessions", () => {
     expect(names.size).toBe(2);
   });
 
+  it("a lease released before its minHoldMs keeps the key until then, then frees it (the session lease lives on)", async () => {
+    const s = scope();
+    const a = client(endpoints, s).locks;
+    const b = client(endpoints, s).locks;
+    const granted = performance.now();
+    await a.withLock("nightly", () => undefined, { minHoldMs: 1_000 });
+    expect(await b.tryAcquire("nightly")).toBeNull();
+    const next = await b.acquire("nightly", { timeoutMs: 10_000 });
+    expect(performance.now() - granted).toBeGreaterThanOrEqual(990);
+    await next.release();
+  });
+
   it("keys of one lock cannot address another: 'a' never sees the holders of 'a/b'", async () => {
     const s = scope();
     const a = client(endpoints, s).locks;
