@@ -168,7 +168,7 @@ export class EtcdBackend implements Backend<Entry> {
   }
 
   acquire(request: LockRequest, wait: WaitOptions): Promise<Grant<Entry> | undefined> {
-    return this.#mapped(this.#queue(request, wait.signal));
+    return this.#mapped(this.#queue(request, wait.signal), wait.signal);
   }
 
   extend(_request: LockRequest, hold: Entry, ttlMs: number): Promise<boolean> {
@@ -686,10 +686,13 @@ export class EtcdBackend implements Backend<Entry> {
     return this.#calls.request(this.#requestTimeoutMs);
   }
 
-  /** Errors in the words of {@link unavailable}: the endpoints tried and the plain cause. */
-  #mapped<T>(pending: Promise<T>): Promise<T> {
+  /**
+   * Errors in the words of {@link unavailable}: the endpoints tried and the
+   * plain cause; once `signal` aborted, its reason as it is.
+   */
+  #mapped<T>(pending: Promise<T>, signal?: AbortSignal): Promise<T> {
     return pending.catch((error: unknown) => {
-      throw unavailable(error, this.#endpoints);
+      throw signal?.aborted ? signal.reason : unavailable(error, this.#endpoints);
     });
   }
 
