@@ -325,6 +325,8 @@ export class FileBackend implements Backend<LockFileHold> {
 
   /** proper-lockfile stopped refreshing: the TTL passed, or the lock was taken over or removed. */
   readonly #compromised = (hold: LockFileHold, error: Error): void => {
+    // Released meanwhile (a refresh in flight found its record gone): nothing was lost.
+    if (hold.ended !== undefined) return;
     const reason =
       monotonicNow() >= hold.until
         ? "the lease's TTL passed without an extension"
@@ -336,8 +338,7 @@ export class FileBackend implements Backend<LockFileHold> {
   // --- plumbing ---------------------------------------------------------------
 
   #filesOf(request: LockRequest): KeyFiles {
-    const { namespace, key, digest } = request;
-    return keyFiles(this.#options.directory, namespace, key, digest);
+    return keyFiles(this.#options.directory, request.namespace, request.key, request.digest);
   }
 
   #ensureDirectory(): Promise<void> {
