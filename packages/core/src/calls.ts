@@ -39,7 +39,11 @@ export class BackendCalls<Hold = unknown> {
   subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe | undefined> {
     const subscribe = this.backend.subscribe;
     if (subscribe === undefined) return Promise.resolve(undefined);
-    return this.#call(async () => subscribe.call(this.backend, request, onChange));
+    return this.#call(async () => {
+      const unsubscribe = await subscribe.call(this.backend, request, onChange);
+      // A call like any other: counted for close(), never made after it.
+      return () => this.#call(async () => unsubscribe());
+    });
   }
 
   /** Resolves once no call is in flight. */
@@ -54,10 +58,13 @@ export class BackendCalls<Hold = unknown> {
     });
   }
 
-  /** Closes the backend; every later call rejects with LOCK_CLOSED without reaching it. */
-  close(): Promise<void> {
+  /**
+   * Every later call rejects with LOCK_CLOSED without reaching the backend;
+   * `closeBackend` (the last client of a shared backend) closes it too.
+   */
+  async close(closeBackend: boolean): Promise<void> {
     this.#closed = true;
-    return this.#map(() => this.backend.close());
+    if (closeBackend) await this.#map(() => this.backend.close());
   }
 
   #call<T>(call: () => Promise<T>): Promise<T> {

@@ -9,8 +9,9 @@ export interface LossTarget<Hold> {
 
 /**
  * A backend is bound once, however many clients share it (two namespaces
- * over one connection): its host hands each loss to every client, and each
- * client ignores holds that are not its own.
+ * over one connection): its host hands each loss to every client, each
+ * client ignores holds that are not its own, and the last client to close
+ * closes the backend.
  */
 class SharedHost<Hold> implements BackendHost<Hold> {
   readonly clients = new Set<LossTarget<Hold>>();
@@ -28,9 +29,12 @@ class SharedHost<Hold> implements BackendHost<Hold> {
     for (const client of [...this.clients]) client.lostAll(reason, cause);
   }
 
-  /** Any client's close() closes the backend, so it is closing for all of them. */
-  close(): void {
+  /** Forgets a closing client; true when it was the last, and then the backend is closing. */
+  detach(client: LossTarget<Hold>): boolean {
+    this.clients.delete(client);
+    if (this.clients.size > 0) return false;
     this.#closing.abort(lockClosed());
+    return true;
   }
 }
 

@@ -77,6 +77,8 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
   readonly #defaults: { ttlMs: number; autoExtend: boolean };
   readonly #leases = new Map<string, HeldLease>();
   readonly #waiting = new Set<AbortController>();
+  /** Waits after a first attempt, until they have ended (for close()). */
+  readonly #waits = new Set<Promise<Lease>>();
   readonly #closeController = new AbortController();
   readonly #cleanups = new Set<Promise<unknown>>();
   readonly #delayedReleases = new Set<() => void>();
@@ -329,11 +331,15 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
     cancel: AbortSignal,
   ): Promise<Lease> {
     if (this.#closing !== undefined) throw lockClosed();
+    const waiting = waitForGrant(this.calls, request, cancel, (hold) =>
+      this.#releaseQuietly(request, hold),
+    ).then(({ grant, deadline }) => this.#grant(request, options, grant, deadline));
+    // close() waits for the wait itself to end (its unsubscribe included), not only for its caller.
+    this.#waits.add(waiting);
+    void waiting.catch(() => undefined).finally(() => this.#waits.delete(waiting));
     try {
-      const { grant, deadline } = await waitForGrant(this.calls, request, cancel, (hold) =>
-        this.#releaseQuietly(request, hold),
-      );
-      return this.#grant(request, options, grant, deadline);
+      // A backend call that hangs must not hold the caller past its timeout, abort or close.
+      return (await untilAborted(waiting, cancel)) as Lease;
     } catch (error) {
       if (cancel.aborted) throw cancel.reason;
       throw error;
@@ -359,7 +365,8 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
 
   async #close(): Promise<void> {
     const closed = lockClosed();
-    this.#host.close();
+    // A backend shared by several clients is closed with the last of them.
+    const last = this.#host.detach(this);
     this.#closeController.abort(closed);
     for (const waiter of this.#waiting) waiter.abort(closed);
     for (const reject of this.#firstAttempts) reject(closed);
@@ -368,9 +375,9 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
     const releases = [...this.#leases.values()].map((lease) => lease.release());
     // A server that stopped answering must not hold close() up: what is not released
     // within the grace period frees itself (TTL, or the session the backend closes next).
-    await settledWithin([...releases, ...this.#cleanups, this.calls.idle()], CLOSE_GRACE_MS);
-    this.#host.clients.delete(this);
-    await this.calls.close();
+    const pending = [...releases, ...this.#cleanups, ...this.#waits, this.calls.idle()];
+    await settledWithin(pending, CLOSE_GRACE_MS);
+    await this.calls.close(last);
   }
 }
 

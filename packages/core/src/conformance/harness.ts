@@ -87,6 +87,22 @@ export class Harness {
     return locks;
   }
 
+  /** A client that reports every grant its backend hands out, from `tryAcquire` and `acquire` alike. */
+  async grantWatchedClient(onGrant: () => void): Promise<Locks> {
+    const backend = await this.options.create();
+    const watched = intercept(backend, (property, method) => {
+      if (property !== "tryAcquire" && property !== "acquire") return method;
+      return (async (...args: unknown[]) => {
+        const attempt = (await method(...args)) as Attempt | undefined;
+        if (attempt?.granted === true) onGrant();
+        return attempt;
+      }) as Method;
+    });
+    const locks = createLocks(watched, { namespace: this.namespace });
+    this.#clients.push(locks);
+    return locks;
+  }
+
   /** A request for the backend contract itself, as the core would build it. */
   request(key: string, fields: Omit<RequestFields, "key"> = {}): LockRequest {
     return createRequest({ key, namespace: this.namespace, ttlMs: this.ttlMs, ...fields });

@@ -33,11 +33,15 @@ export function waitingTests(options: ConformanceOptions, _capabilities: Capabil
 
     it("rejects with signal.reason when aborted while waiting, and leaves nothing behind", async () => {
       const h = new Harness(options);
-      const [a, b, c] = await h.clients(3);
-      const held = await a!.acquire("abort");
+      const [a, c] = await h.clients(2);
+      let grantsAfterAbort = 0;
       const controller = new AbortController();
+      const b = await h.grantWatchedClient(() => {
+        if (controller.signal.aborted) grantsAfterAbort++;
+      });
+      const held = await a!.acquire("abort");
       const reason = new Error("caller gave up");
-      const waiting = b!.acquire("abort", { signal: controller.signal });
+      const waiting = b.acquire("abort", { signal: controller.signal });
       const outcome = waiting.then(
         () => "granted",
         (error: unknown) => error,
@@ -48,9 +52,11 @@ export function waitingTests(options: ConformanceOptions, _capabilities: Capabil
       const settled = await Promise.race([outcome, sleep(3_000).then(() => "still waiting")]);
       expect(settled).toBe(reason);
       await held.release();
-      const next = await c!.tryAcquire("abort");
-      expect(next).not.toBeNull();
-      await next!.release();
+      const next = await c!.acquire("abort", { timeoutMs: 5_000 });
+      await next.release();
+      // The core hands a late grant back, but a store queue that kept the aborted waiter
+      // took the key for nobody in between: nothing may be left behind.
+      expect(grantsAfterAbort, "grants to the aborted waiter").toBe(0);
     });
 
     it("many waiters all get the key in turn (no lost wake-ups)", async () => {
