@@ -323,6 +323,17 @@ describe("the gate", () => {
     await next!.release();
   });
 
+  it("a lease released before its minHoldMs keeps the key until then, and no longer (the refresh stops)", async () => {
+    const namespace = randomNamespace();
+    const lease = await client(namespace).acquire("minimum", { minHoldMs: 3_000 });
+    await lease.release();
+    const other = client(namespace);
+    expect(await other.tryAcquire("minimum")).toBeNull();
+    // Refreshed for ever, the key would never be granted.
+    const next = await other.acquire("minimum", { timeoutMs: 15_000 });
+    await next.release();
+  });
+
   it("a process that exits while holding frees its keys at once (proper-lockfile's exit handler)", async () => {
     const namespace = randomNamespace();
     const [worker] = await startWorkers(1, { directory: dir.path, namespace });
