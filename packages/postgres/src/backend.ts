@@ -20,21 +20,15 @@ import {
   WakeRegistry,
 } from "@locks/core/backend";
 import { Connection, type Hold, poolerError, type Row } from "./connection.js";
-import {
-  type Ids,
-  idHalves,
-  idsOf,
-  limitMarkers,
-  MAX_MARKED_LIMIT,
-  slotCandidates,
-  slotIds,
-  turnId,
-} from "./keys.js";
+import { idHalves, idsOf, limitMarkers, slotCandidates, slotIds, turnId } from "./keys.js";
 import type { ResolvedOptions } from "./options.js";
 import { holds, type QueueHost, retried, waitInQueue } from "./queue.js";
 import * as sql from "./sql.js";
 
 const NAME = "postgres";
+
+/** How a wait on a queue connection ended: "again" when the connection died, and the wait moves to another. */
+type Waited = Grant<Hold> | undefined | "again";
 const NOT_GRANTED: Attempt<Hold> = Object.freeze({ granted: false });
 
 /** inspect() counts a semaphore's holders slot by slot up to this limit. */
@@ -243,13 +237,11 @@ export class PostgresBackend implements Backend<Hold> {
    * holders are counted by its slots (by the sessions holding its markers
    * when its limit is above INSPECTED_SLOTS).
    */
-  async inspect(namespace: string, key: string): Promise<KeyStatus> {
-    try {
-      return await this.#inspect(createRequest({ namespace, key }));
-    } catch (error) {
-      // Called by tools directly, not through the core: its errors are mapped here.
+  inspect(namespace: string, key: string): Promise<KeyStatus> {
+    // Called by tools directly, not through the core: its errors are mapped here.
+    return this.#inspect(createRequest({ namespace, key })).catch((error: unknown) => {
       throw isLockError(error) ? error : backendUnavailable(NAME, error);
-    }
+    });
   }
 
   async close(): Promise<void> {
@@ -281,7 +273,7 @@ export class PostgresBackend implements Backend<Hold> {
    */
   #attempt(conn: Connection, request: LockRequest): Promise<Attempt<Hold>> {
     const ids = idsOf(request);
-    if (request.limit > 1) return this.#attemptSlots(conn, request, ids);
+    if (request.limit > 1) return this.#attemptSlots(conn, request);
     const semaphore = conn.ids.get(ids.presence);
     if (semaphore !== undefined) return Promise.reject(limitMismatch(1, semaphore.limit));
     const held = conn.ids.get(ids.key);
@@ -319,10 +311,11 @@ export class PostgresBackend implements Backend<Hold> {
     );
   }
 
-  async #attemptSlots(conn: Connection, request: LockRequest, ids: Ids): Promise<Attempt<Hold>> {
+  async #attemptSlots(conn: Connection, request: LockRequest): Promise<Attempt<Hold>> {
+    const ids = idsOf(request);
     const candidates = slotCandidates(request).filter((id) => !conn.ids.has(id));
     if (candidates.length === 0) return NOT_GRANTED;
-    const [a, b] = limitMarkers(ids, request.limit);
+    const [a, b, marked] = limitMarkers(ids, request.limit);
     const { classid, objid } = idHalves(ids.key);
     // The turn's holder is the waiter a freed slot is for; NULLs skip the check for it.
     const turn = this.#turns.has(request)
@@ -341,7 +334,7 @@ export class PostgresBackend implements Backend<Hold> {
         classid,
         objid,
         ...ids.markerHalves,
-        String(Math.min(request.limit, MAX_MARKED_LIMIT)),
+        marked,
         turn.classid,
         turn.objid,
       ]);
@@ -425,11 +418,7 @@ export class PostgresBackend implements Backend<Hold> {
   }
 
   /** Waits for the key on a queue connection, which then holds it. */
-  async #waitOn(
-    conn: Connection,
-    request: LockRequest,
-    signal: AbortSignal,
-  ): Promise<Grant<Hold> | "again"> {
+  async #waitOn(conn: Connection, request: LockRequest, signal: AbortSignal): Promise<Waited> {
     const ids = idsOf(request);
     conn.hold(ids.key, request.mode);
     const check = [ids.presence, ...ids.markerHalves] as const;
@@ -448,11 +437,7 @@ export class PostgresBackend implements Backend<Hold> {
   }
 
   /** Waits for the semaphore's turn on a queue connection, then declines (see `acquire`). */
-  async #waitTurn(
-    conn: Connection,
-    request: LockRequest,
-    signal: AbortSignal,
-  ): Promise<undefined | "again"> {
+  async #waitTurn(conn: Connection, request: LockRequest, signal: AbortSignal): Promise<Waited> {
     const id = turnId(request);
     const outcome = await waitInQueue(this.#queue, conn, id, "exclusive", undefined, signal);
     if (outcome.kind !== "granted" || conn.dead) {
@@ -626,14 +611,11 @@ export class PostgresBackend implements Backend<Hold> {
    */
   #warmSpare(): void {
     if (this.#warming !== undefined || this.#idle.length > 0 || this.#ending()) return;
-    this.#warming = this.#openQueueConnection()
-      .then(
-        (conn) => conn !== undefined && this.#recycle(conn),
-        () => undefined,
-      )
-      .then(() => {
-        this.#warming = undefined;
-      });
+    const spare = this.#openQueueConnection().catch(() => undefined);
+    this.#warming = spare.then((conn) => {
+      this.#warming = undefined;
+      if (conn !== undefined) this.#recycle(conn);
+    });
   }
 
   /**

@@ -47,6 +47,8 @@ export class Connection {
   readonly client: Client;
   /** Opened by the backend (and closed by it), or given by the user. */
   readonly owned: boolean;
+  /** A queue connection, not the session. */
+  readonly queue: boolean;
   /** The server process of this session, from setup. */
   pid = 0;
   dead = false;
@@ -74,19 +76,14 @@ export class Connection {
   readonly #onEnd = (): void => this.fail(new Error("the connection to PostgreSQL was closed"));
   #onNotification: ((message: Notification) => void) | undefined;
   #closed: Promise<void> | undefined;
-  /** For a client without pipelining: our statements run one after the other. */
-  #serial: Promise<unknown> = Promise.resolve();
 
   /**
    * The given client, or a connection of the backend's own (pipelined), a
    * queue connection or not; `open()` connects it.
    */
-  constructor(
-    options: ResolvedOptions,
-    onDeath: DeathListener,
-    readonly queue = false,
-  ) {
+  constructor(options: ResolvedOptions, onDeath: DeathListener, queue = false) {
     this.#options = options;
+    this.queue = queue;
     this.client = options.client ?? new pg.Client({ ...options.clientConfig, pipeline: true });
     this.owned = options.client === undefined;
     this.#onDeath = onDeath;
@@ -134,23 +131,18 @@ export class Connection {
 
   /** Runs a named statement; rejects with pg's error. A fatal error kills the connection first. */
   query(statement: Statement | string, values?: unknown[]): Promise<Row[]> {
-    const run = (): Promise<Row[]> => {
-      const config =
-        typeof statement === "string"
-          ? { text: statement, values }
-          : { name: statement.name, text: statement.text, values };
-      return this.client.query<Row>(config).then(
-        (result) => result.rows,
-        (error: unknown) => {
-          if (isFatal(error)) this.fail(error);
-          throw error;
-        },
-      );
-    };
-    if (this.client.pipeline) return run();
-    const result = this.#serial.then(run, run);
-    this.#serial = result.catch(() => undefined);
-    return result;
+    const config =
+      typeof statement === "string"
+        ? { text: statement, values }
+        : { name: statement.name, text: statement.text, values };
+    // Without pipelining (a given client), pg's own queue runs them one after the other.
+    return this.client.query<Row>(config).then(
+      (result) => result.rows,
+      (error: unknown) => {
+        if (isFatal(error)) this.fail(error);
+        throw error;
+      },
+    );
   }
 
   /** Delivers this session's notifications on `channel` to `listener`. */

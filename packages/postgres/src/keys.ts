@@ -38,7 +38,7 @@ export interface Ids {
 }
 
 /** The largest limit a marker can carry (its low 32 bits); larger limits are marked as it. */
-export const MAX_MARKED_LIMIT = 0xffff_ffff;
+const MAX_MARKED_LIMIT = 0xffff_ffff;
 
 /** Slots tried in one attempt, at most: a semaphore with a larger limit is tried by a random sample. */
 const MAX_SLOTS_PER_ATTEMPT = 256;
@@ -66,13 +66,16 @@ export function idsOf(request: LockRequest): Ids {
   return ids;
 }
 
-/** The two limit markers a semaphore holder of `ids` with `limit` holds. */
-export function limitMarkers(ids: Ids, limit: number): [string, string] {
+/**
+ * The two limit markers a semaphore holder of `ids` with `limit` holds, and
+ * the limit as they mark it (oid text).
+ */
+export function limitMarkers(ids: Ids, limit: number): [a: string, b: string, marked: string] {
   const low = BigInt(Math.min(limit, MAX_MARKED_LIMIT));
   const [a, b] = ids.markerHalves.map((half) =>
     BigInt.asIntN(64, (BigInt(half) << 32n) | low).toString(),
   );
-  return [a as string, b as string];
+  return [a as string, b as string, low.toString()];
 }
 
 /** A semaphore's turn: its waiters queue for it, and the one holding it takes the next free slot. */

@@ -61,76 +61,64 @@ export async function waitInQueue(
   check: SemaphoreCheck | undefined,
   signal: AbortSignal,
 ): Promise<WaitOutcome> {
+  const statement = check === undefined ? WAIT_TURN : WAIT[mode];
+  const values = check === undefined ? [id] : [id, host.sequence, ...check];
   conn.waiting = true;
   try {
     for (;;) {
       if (signal.aborted) return { kind: "aborted" };
-      const outcome = await waitOnce(host, conn, id, mode, check, signal);
-      if (outcome !== "again") return outcome;
+      const waiting = conn.query(statement, values).then(
+        (rows) => ({ ok: true as const, token: BigInt(String(rows[0]?.token)) }),
+        (error: unknown) => ({ ok: false as const, error }),
+      );
+      let cancelled: Promise<unknown> | undefined;
+      let graceTimer: NodeJS.Timeout | undefined;
+      const cancel = (): void => {
+        cancelled = host.cancel(conn)?.catch(() => undefined);
+        if (cancelled === undefined) return;
+        // If the cancel cannot reach the server, the session is torn down instead; the server then drops the wait.
+        graceTimer = setTimeout(
+          () => conn.fail(new Error("a cancelled wait did not end")),
+          CANCEL_GRACE_MS,
+        );
+      };
+      const stopListening = onAbort(signal, cancel);
+      const result = await waiting;
+      stopListening();
+      if (graceTimer !== undefined) clearTimeout(graceTimer);
+      // A cancel still on its way could interrupt the next statement: let it land first
+      // (unless the connection is gone anyway, and the cancel may be stuck reconnecting).
+      if (cancelled !== undefined && !conn.dead) await cancelled;
+
+      if (conn.dead)
+        return { kind: "failed", error: result.ok ? new Error("connection lost") : result.error };
+      if (result.ok) {
+        // The statement gave the lock back: semaphore holders hold the key.
+        if (result.token < 0n) return { kind: "mismatch", limit: Number(-result.token) };
+        if (!signal.aborted) return { kind: "granted", token: result.token };
+        return clear(conn, { kind: "aborted" });
+      }
+      if (!isInterrupted(result.error)) return clear(conn, { kind: "failed", error: result.error });
+      // Cancelled or timed out: the grant may have raced it, and then the lock is held after all.
+      let held: boolean;
+      try {
+        held = await retried(conn, () => holds(conn, id, mode));
+      } catch (error) {
+        return clear(conn, { kind: "failed", error });
+      }
+      if (signal.aborted) return held ? clear(conn, { kind: "aborted" }) : { kind: "aborted" };
+      if (!held) continue;
+      // (A grant that raced the interruption skips WAIT's semaphore check: mixing limits on one key is
+      // refused everywhere else, and here only when its holders came between the two statements.)
+      try {
+        const rows = await retried(conn, () => conn.query(NEXT_TOKEN, [host.sequence]));
+        return { kind: "granted", token: BigInt(String(rows[0]?.token)) };
+      } catch (error) {
+        return clear(conn, { kind: "failed", error });
+      }
     }
   } finally {
     conn.waiting = false;
-  }
-}
-
-async function waitOnce(
-  host: QueueHost,
-  conn: Connection,
-  id: string,
-  mode: LockMode,
-  check: SemaphoreCheck | undefined,
-  signal: AbortSignal,
-): Promise<WaitOutcome | "again"> {
-  const statement = check === undefined ? WAIT_TURN : WAIT[mode];
-  const values = check === undefined ? [id] : [id, host.sequence, ...check];
-  const waiting = conn.query(statement, values).then(
-    (rows) => ({ ok: true as const, token: BigInt(String(rows[0]?.token)) }),
-    (error: unknown) => ({ ok: false as const, error }),
-  );
-  let cancelled: Promise<unknown> | undefined;
-  let graceTimer: NodeJS.Timeout | undefined;
-  const cancel = (): void => {
-    cancelled = host.cancel(conn)?.catch(() => undefined);
-    if (cancelled === undefined) return;
-    // If the cancel cannot reach the server, the session is torn down instead; the server then drops the wait.
-    graceTimer = setTimeout(
-      () => conn.fail(new Error("a cancelled wait did not end")),
-      CANCEL_GRACE_MS,
-    );
-  };
-  const stopListening = onAbort(signal, cancel);
-  const result = await waiting;
-  stopListening();
-  if (graceTimer !== undefined) clearTimeout(graceTimer);
-  // A cancel still on its way could interrupt the next statement: let it land first
-  // (unless the connection is gone anyway, and the cancel may be stuck reconnecting).
-  if (cancelled !== undefined && !conn.dead) await cancelled;
-
-  if (conn.dead)
-    return { kind: "failed", error: result.ok ? new Error("connection lost") : result.error };
-  if (result.ok) {
-    // The statement gave the lock back: semaphore holders hold the key.
-    if (result.token < 0n) return { kind: "mismatch", limit: Number(-result.token) };
-    if (!signal.aborted) return { kind: "granted", token: result.token };
-    return clear(conn, { kind: "aborted" });
-  }
-  if (!isInterrupted(result.error)) return clear(conn, { kind: "failed", error: result.error });
-  // Cancelled or timed out: the grant may have raced it, and then the lock is held after all.
-  let held: boolean;
-  try {
-    held = await retried(conn, () => holds(conn, id, mode));
-  } catch (error) {
-    return clear(conn, { kind: "failed", error });
-  }
-  if (signal.aborted) return held ? clear(conn, { kind: "aborted" }) : { kind: "aborted" };
-  if (!held) return "again";
-  // (A grant that raced the interruption skips WAIT's semaphore check: mixing limits on one key is
-  // refused everywhere else, and here only when its holders came between the two statements.)
-  try {
-    const rows = await retried(conn, () => conn.query(NEXT_TOKEN, [host.sequence]));
-    return { kind: "granted", token: BigInt(String(rows[0]?.token)) };
-  } catch (error) {
-    return clear(conn, { kind: "failed", error });
   }
 }
 
