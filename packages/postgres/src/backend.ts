@@ -13,7 +13,6 @@ import {
   type LockRequest,
   limitMismatch,
   lockClosed,
-  raceAbort,
   settledWithin,
   type Unsubscribe,
   type WaitOptions,
@@ -125,24 +124,11 @@ export class PostgresBackend implements Backend<Hold> {
    *
    * A wait the caller gave up rejects once it left the server's queue
    * (nothing is left behind: a round trip for the cancel, at most about a
-   * second when the server does not answer). One ended by close() rejects
-   * at once: close() tears its connection down, and must not wait for a
-   * server that stopped answering.
+   * second when the server does not answer, then its connection is torn
+   * down). One ended by close() is torn down with its connection.
    */
   acquire(request: LockRequest, { signal }: WaitOptions): Promise<Grant<Hold> | undefined> {
-    const waiting = this.#wait(request, signal);
-    const closing = this.#host?.closing;
-    if (closing === undefined) return waiting;
-    // Ended by close(): what the wait still gets is handed back.
-    waiting.then(
-      (grant) => {
-        if (!closing.aborted) return;
-        if (grant !== undefined) void this.release(request, grant.hold);
-        this.#endTurn(request);
-      },
-      () => undefined,
-    );
-    return raceAbort(waiting, closing);
+    return this.#wait(request, signal);
   }
 
   async extend(_request: LockRequest, hold: Hold): Promise<boolean> {
@@ -213,9 +199,7 @@ export class PostgresBackend implements Backend<Hold> {
       },
     });
     try {
-      // Not past close(): a server that stopped answering must not hold the end of a wait up.
-      const closing = this.#host?.closing;
-      await (closing === undefined ? announce() : raceAbort(announce(), closing));
+      await announce();
     } catch (error) {
       remove();
       this.#endTurn(request);
@@ -531,7 +515,7 @@ export class PostgresBackend implements Backend<Hold> {
 
   // --- connections ----------------------------------------------------------
 
-  /** The client is closing or closed: no connection is opened, no cancel sent (close() tears waits down). */
+  /** The client is closing or closed: no connection is opened (close() tears down what is left). */
   #ending(): boolean {
     return this.#closed || this.#host?.closing.aborted === true;
   }
