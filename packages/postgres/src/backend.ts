@@ -122,10 +122,10 @@ export class PostgresBackend implements Backend<Hold> {
    * take a freed slot, which attempts without the turn leave to it
    * (sql.TRY_SLOTS), and its unsubscribe hands the turn to the next waiter.
    *
-   * A wait the caller gave up rejects once it left the server's queue
+   * A wait whose signal aborted rejects once it left the server's queue
    * (nothing is left behind: a round trip for the cancel, at most about a
    * second when the server does not answer, then its connection is torn
-   * down). One ended by close() is torn down with its connection.
+   * down); one ended by close() goes with its connection.
    */
   acquire(request: LockRequest, { signal }: WaitOptions): Promise<Grant<Hold> | undefined> {
     return this.#wait(request, signal);
