@@ -69,7 +69,7 @@ export interface Faults {
 }
 
 /** One holder of a key: the store's record of it, and the hold the core passes back. */
-export interface MemoryHold {
+interface MemoryHold {
   readonly state: KeyState;
   readonly owner: string;
   readonly mode: LockMode;

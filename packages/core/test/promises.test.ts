@@ -100,10 +100,7 @@ describe("promise: nothing is called after backend.close()", () => {
     expect(backend.log.at(-1)).toBe("close");
   });
 
-  // KNOWN BUG, reported to the lead: the wait's unsubscribe is called straight, not through
-  // BackendCalls, so it reaches the backend after close() once the attempt in flight answers.
-  // Remove `.fails` once fixed.
-  it.fails("with a wait polling: its attempt in flight answers with a grant after close()", async () => {
+  it("with a wait polling: its attempt in flight answers with a grant after close()", async () => {
     const attempt = deferred<Attempt>();
     const backend = watched(
       {
@@ -574,31 +571,27 @@ describe("promise: one backend shared by two clients", () => {
     await two.close();
   });
 
-  it("host.closing aborts when either client starts closing", async () => {
-    const backend = recorded();
-    const one = createLocks(backend, { namespace: "one" });
-    createLocks(backend, { namespace: "two" });
-    const closing = backend.host!.closing;
-    expect(closing.aborted).toBe(false);
-    const done = one.close();
-    expect(closing.aborted).toBe(true);
-    expect(closing.reason).toMatchObject({ code: "LOCK_CLOSED" });
-    await done;
-  });
-
-  // KNOWN BUG, reported to the lead: each client keeps its own BackendCalls, so once one
-  // client closed the shared backend the other still calls it (its watchdog, its waits,
-  // its own close()). Remove `.fails` once fixed.
-  it.fails("calls nothing after one client closed it, from the other client either", async () => {
+  it("is closed once, by the last client to close, when host.closing aborts; no call after it", async () => {
     const backend = watched();
     const one = createLocks(backend, { namespace: "one" });
     const two = createLocks(backend, { namespace: "two" });
+    const closing = backend.host!.closing;
     const lease = await two.acquire("k", { ttlMs: 150 });
     await one.close();
-    // Past the next extension of the other client's lease.
+    expect(closing.aborted).toBe(false);
+    expect(backend.closed).toBe(0);
+    // The other client goes on: its watchdog still extends through the backend.
+    const extensions = backend.extended.length;
+    await until(() => backend.extended.length > extensions);
+    expect(lease.held).toBe(true);
+    const done = two.close();
+    expect(closing.aborted).toBe(true);
+    expect(closing.reason).toMatchObject({ code: "LOCK_CLOSED" });
+    await done;
+    await one.close();
+    expect(backend.closed).toBe(1);
     await sleep(100);
-    await lease.release().catch(() => undefined);
-    await two.close();
     expect(backend.late).toEqual([]);
+    expect(backend.log.filter((call) => call === "close")).toEqual(["close"]);
   });
 });

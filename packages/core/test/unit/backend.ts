@@ -7,7 +7,7 @@ import type { Backend, Capabilities } from "../../src/index.js";
 import type { Attempt, BackendHost, LockRequest } from "../../src/toolkit/index.js";
 
 /** The backend's handle on a lock it granted. */
-export interface UnitHold {
+interface UnitHold {
   readonly key: string;
   readonly owner: string;
 }
