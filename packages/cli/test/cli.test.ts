@@ -47,13 +47,27 @@ function expectOneLine(stderr: string): void {
   expect(stderr).not.toMatch(/^\s+at /m);
 }
 
+/** How long a `locks` process may take to show something on a loaded machine (each one compiles its TypeScript). */
+const SLOW_MS = 60_000;
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
 /** What a terminal shows for "clear this line": back to its start, erase it. */
 const CLEAR_LINE = "\r\x1b[2K";
 
-/** Waits until the terminal shows the progress line of a wait for `key` that has lasted a second. */
+/**
+ * Waits until the terminal shows the progress line of a wait for `key` that
+ * has lasted a second or more. Whole seconds, never "0ms": the line appears
+ * only after a second, but a loaded machine may run its first draw late
+ * ("2s").
+ */
 async function waitForProgress(terminal: TerminalLocks, key: string): Promise<void> {
-  const line = `locks: waiting for ${JSON.stringify(key)}... 1s`;
-  await waitFor(() => terminal.output().includes(line), { timeoutMs: 20_000 }).catch(
+  const line = new RegExp(
+    `locks: waiting for ${escapeRegExp(JSON.stringify(key))}\\.\\.\\. [1-9]\\d*s`,
+  );
+  await waitFor(() => line.test(terminal.output()), { timeoutMs: SLOW_MS }).catch(
     (error: unknown) => {
       throw new Error(
         `no progress line; the terminal showed ${JSON.stringify(terminal.output())}`,
@@ -90,7 +104,7 @@ function listening(port: number): Promise<boolean> {
 const usr1Command = nodeCommand(
   `process.on("SIGUSR1", () => process.stdout.write("got SIGUSR1\\n"));
    process.stdin.on("end", () => process.exit(0)).resume();
-   setTimeout(() => process.exit(3), 60_000);
+   setTimeout(() => process.exit(3), 300_000);
    process.stdout.write("ready\\n");`,
 );
 
@@ -217,10 +231,10 @@ describe.each(cases)("locks run on $name", (backend) => {
       cli.run(run(["--timeout", "300ms", "busy", "--", ...touch])),
       cli.run(status("busy")),
     ]);
-    expect(skipped.code).toBe(75);
+    expect(skipped.code, skipped.stderr).toBe(75);
     expectOneLine(skipped.stderr);
     expect(custom).toMatchObject({ code: 9, stderr: "" });
-    expect(waited.code).toBe(75);
+    expect(waited.code, waited.stderr).toBe(75);
     expect(() => readFileSync(marker)).toThrow();
     expect(held.code, held.stderr).toBe(1);
     expect(held.stdout).toMatch(/^held: "busy"/);
@@ -355,12 +369,21 @@ describe("locks run (file backend)", () => {
     const { cli, run } = setup(onTestFinished);
     const holder = cli.start(run(["wait", "--", ...holdCommand()]));
     await holder.waitForOutput("ready");
-    const waiter = cli.start(run(["wait", "--", ...nodeCommand("console.log('ran')")]));
-    // A fixed wait on purpose: past the second after which a terminal would get a progress line.
-    await new Promise((resolve) => setTimeout(resolve, 1_300));
+    const ran = ["echo", "ran"];
+    // Two seconds of waiting by its own clock, past the second after which a
+    // terminal gets a progress line: on a pipe, only the final message.
+    const quiet = await cli.run(run(["--timeout", "2s", "wait", "--", ...ran]));
+    expect(quiet).toMatchObject({
+      code: 75,
+      stdout: "",
+      stderr: 'locks: "wait" is still held after 2s: echo was not run\n',
+    });
+    // A waiter that is waiting (it says so) runs once the holder ends.
+    const waiter = cli.start(run(["--verbose", "wait", "--", ...ran]));
+    await waiter.waitForOutput('"wait" is held: waiting', "stderr");
     expect(waiter.stdout()).toBe("");
     holder.endInput();
-    expect(await waiter.ended).toMatchObject({ code: 0, stdout: "ran\n", stderr: "" });
+    expect(await waiter.ended).toMatchObject({ code: 0, stdout: "ran\n" });
   });
 
   it.skipIf(!hasScript)(
@@ -384,15 +407,12 @@ describe("locks run (file backend)", () => {
       const { cli, run } = setup(onTestFinished);
       const holder = cli.start(run(["late", "--", ...holdCommand()]));
       await holder.waitForOutput("ready");
-      const terminal = onTerminal(
-        run(["--timeout", "2500ms", "late", "--", "true"]),
-        onTestFinished,
-      );
+      // Long enough that the progress line comes first even when the first attempt is slow.
+      const terminal = onTerminal(run(["--timeout", "5s", "late", "--", "true"]), onTestFinished);
+      await waitForProgress(terminal, "late");
       expect(await terminal.exited).toBe(75);
-      const output = terminal.output();
-      expect(output).toContain('locks: waiting for "late"... ');
       // The message starts a cleared line, and nothing clears it afterwards.
-      expectLastLine(output, 'locks: "late" is still held after 2.5s: true was not run');
+      expectLastLine(terminal.output(), 'locks: "late" is still held after 5s: true was not run');
     },
   );
 
@@ -559,7 +579,8 @@ describe("a lease lost while the command runs", () => {
     const cli = locksCli(onTestFinished);
     const stubborn = cli.start([
       "run",
-      ...["--backend", server.url, "--ttl", "1s", "--kill-after", "300ms", "lost"],
+      // A kill-after long enough for a loaded machine to run the command's SIGTERM handler first.
+      ...["--backend", server.url, "--ttl", "1s", "--kill-after", "2s", "lost"],
       ...["--", ...holdCommand({ ignoreTerm: true })],
     ]);
     await stubborn.waitForOutput("ready");

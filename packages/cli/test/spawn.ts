@@ -98,7 +98,8 @@ function startLocks(
     ended,
     waitForOutput: async (text, stream = "stdout") => {
       const seen = waitFor(() => (stream === "stdout" ? stdout : stderr).includes(text), {
-        timeoutMs: 20_000,
+        // Generous: on a loaded machine each `locks` compiles its TypeScript before it starts.
+        timeoutMs: 60_000,
         message: `${JSON.stringify(text)} from locks ${args.join(" ")}`,
       });
       const exitedFirst = ended.then(() => {
@@ -131,8 +132,8 @@ export function nodeCommand(script: string): string[] {
 /**
  * A command that prints `ready <token>`, holds until its stdin ends (then
  * exits 0), and on SIGTERM prints `got SIGTERM` and exits 42 (or, with
- * `ignoreTerm`, prints it and keeps running). It exits by itself after a
- * minute, so nothing outlives a broken test for long.
+ * `ignoreTerm`, prints it and keeps running). It exits by itself after five
+ * minutes (past any test's timeout), so nothing outlives a broken test for long.
  */
 export function holdCommand(options: { ignoreTerm?: boolean } = {}): string[] {
   const onTerm = options.ignoreTerm
@@ -141,7 +142,7 @@ export function holdCommand(options: { ignoreTerm?: boolean } = {}): string[] {
   return nodeCommand(
     `${onTerm}
      process.stdin.on("end", () => process.exit(0)).resume();
-     setTimeout(() => process.exit(3), 60_000);
+     setTimeout(() => process.exit(3), 300_000);
      process.stdout.write("ready " + process.env.LOCKS_FENCING_TOKEN + "\\n");`,
   );
 }
