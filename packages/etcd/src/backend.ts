@@ -505,11 +505,12 @@ export class EtcdBackend implements Backend<Entry> {
       // Another TTL: move the key to that session's lease. Its create revision, the
       // queue position and the fencing token stay; only the lease changes.
       const target = await this.#session(ttlMs);
-      const ours = { key: entry.key, target: "Create", result: "Equal" } as const;
       const [moved] = await Promise.all([
         this.#kv.txn(
           {
-            compare: [{ ...ours, create_revision: revision.toString() }],
+            compare: [
+              { key: entry.key, target: "Create", result: "Equal", create_revision: `${revision}` },
+            ],
             success: [{ request_put: { key: entry.key, value: entry.value, lease: target.id } }],
             failure: [],
           },
@@ -518,6 +519,7 @@ export class EtcdBackend implements Backend<Entry> {
         target.confirmSince(start + ttlMs - target.ttlMs),
       ]);
       if (!moved.succeeded) {
+        // Gone, or re-created by someone else: either way not ours; its name stays retired.
         this.#forget(entry, false);
         return false;
       }

@@ -42,5 +42,5 @@ export type {
  * Bad or unknown options throw `INVALID_ARGUMENT` at once, before any I/O.
  */
 export function etcdBackend(options: EtcdBackendOptions): Backend {
-  return new EtcdBackend(resolveOptions(options)) as Backend;
+  return new EtcdBackend(resolveOptions(options));
 }
