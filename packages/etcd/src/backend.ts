@@ -351,8 +351,10 @@ export class EtcdBackend implements Backend<Entry> {
       void this.#discard(entry);
       throw error;
     }
-    if (held) return this.#granted(entry);
+    // Never a grant once the signal aborted: the key goes back at once.
+    if (held && !signal.aborted) return this.#granted(entry);
     void this.#discard(entry);
+    signal.throwIfAborted();
     return undefined;
   }
 
