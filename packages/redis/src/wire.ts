@@ -31,8 +31,9 @@ export function withHolders(keys: string[], layout: KeyLayout, mode: WireMode): 
 
 /**
  * The release script's keys and arguments (`fair`: it also leaves the queue).
- * Its notification carries a short tag of the release, so that Redlock drops
- * the copies each member publishes.
+ * Its notification carries a random tag of this release, so that Redlock
+ * drops the copies each member publishes, and only those (the owner would not
+ * do: the failed attempts of one acquire release under the same owner).
  */
 export function releaseCall(
   request: LockRequest,
@@ -44,7 +45,8 @@ export function releaseCall(
   const keys = fair
     ? [l.exclusive, l.channel, holdersKey(l, mode), l.queue, l.queueExpiry]
     : withHolders([l.exclusive, l.channel], l, mode);
-  return [keys, [request.owner, mode, publish, request.owner.slice(0, 12), fair ? 1 : 0]];
+  const tag = Math.random().toString(36).slice(2, 10);
+  return [keys, [request.owner, mode, publish, tag, fair ? 1 : 0]];
 }
 
 /** The manifest of every configuration: Redlock has no semaphore nor fair mode, and a higher floor. */
