@@ -10,7 +10,7 @@
  *
  * @packageDocumentation
  */
-import type { Backend } from "@locks/core";
+import type { Backend } from "@locks/core/backend";
 import { PostgresBackend } from "./backend.js";
 import { type PostgresBackendOptions, resolveOptions } from "./options.js";
 

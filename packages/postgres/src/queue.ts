@@ -24,8 +24,8 @@ export interface QueueHost {
   readonly sequence: string;
   /**
    * Sends pg_cancel_backend for `conn` on another connection; resolves when
-   * it was sent. Undefined when none is sent: the backend is closing, and
-   * tears `conn` down instead.
+   * it was sent. Undefined when nobody is to wait for it: the backend is
+   * closing, and tears `conn` down next (so no grace timer either).
    */
   cancel(conn: Connection): Promise<unknown> | undefined;
 }
