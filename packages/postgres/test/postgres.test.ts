@@ -56,7 +56,8 @@ async function holderPids(server: pg.Client, ns: string, key: string): Promise<n
 function trackTimers(): { active(): string[]; made(where: RegExp): number } {
   const made: { timer: NodeJS.Timeout; stack: string }[] = [];
   // The heartbeat's timers are those of the toolkit's Liveness.
-  const ours = /packages\/postgres\/src\/|packages\/core\/src\/toolkit\/liveness|node_modules\/pg\//;
+  const ours =
+    /packages\/postgres\/src\/|packages\/core\/src\/toolkit\/liveness|node_modules\/pg\//;
   const realTimeout = globalThis.setTimeout;
   const realInterval = globalThis.setInterval;
   const record = <T extends typeof setTimeout | typeof setInterval>(real: T): T =>
@@ -342,9 +343,12 @@ describe("faults", () => {
     const timers = trackTimers();
     const ns = namespace();
     // Not shorter: a heartbeat unanswered for two intervals on this loaded machine would be a loss.
-    const locks = createLocks(postgresBackend({ connectionString: databaseUrl, heartbeatMs: 100 }), {
-      namespace: ns,
-    });
+    const locks = createLocks(
+      postgresBackend({ connectionString: databaseUrl, heartbeatMs: 100 }),
+      {
+        namespace: ns,
+      },
+    );
     const onSession = await locks.acquire("a");
     const onQueue = locks.acquire("a", { timeoutMs: 10_000 });
     await waitFor(async () => (await holderPids(admin, ns, "a")).length === 1, {
