@@ -24,7 +24,6 @@ import {
   type ITxnResponse,
   type KVClient,
   type Namespace,
-  type WatchClient,
 } from "etcd3";
 import { retryBackoff } from "./backoff.js";
 import { type CallOptions, Calls } from "./calls.js";
@@ -45,7 +44,7 @@ import {
   takeRequest,
 } from "./queue.js";
 import { Session, type SessionHost } from "./session.js";
-import { type Watch, watchDeletions } from "./watches.js";
+import { type Watch, Watches } from "./watches.js";
 
 /**
  * The shortest `ttlMs` the backend accepts. etcd leases are whole seconds and
@@ -127,7 +126,7 @@ export class EtcdBackend implements Backend<Entry> {
   readonly #endpoints: readonly string[];
   /** Every gRPC call in flight: close() cancels what a silent server leaves hanging. */
   readonly #calls = new Calls();
-  readonly #watches: WatchClient;
+  readonly #watches: Watches;
   readonly #requestTimeoutMs: number;
   readonly #sessionHost: SessionHost<Entry>;
   /** Until `bind()`: losses go nowhere, and nothing closes before `close()`. */
@@ -149,7 +148,7 @@ export class EtcdBackend implements Backend<Entry> {
     this.#kv = options.client.kv;
     this.#owned = options.owned;
     this.#endpoints = options.endpoints;
-    this.#watches = options.client.watchClient;
+    this.#watches = new Watches(options.client.watchClient, this.#calls);
     this.#requestTimeoutMs = options.requestTimeoutMs;
     this.#sessionHost = {
       leases: options.client.leaseClient,
@@ -188,14 +187,7 @@ export class EtcdBackend implements Backend<Entry> {
     // Bounded like a waiter's watch (unconfirmed in time: unavailable). A broken watch stream
     // calls onChange once and ends the watch; the core's bounded polling covers the rest.
     const bound = { signal: this.#host.closing, timeoutMs: FALLBACK_POLL_MS };
-    const watching = watchDeletions(
-      this.#watches,
-      this.#calls.stream(),
-      lock.base,
-      lock.baseEnd,
-      onChange,
-      bound,
-    );
+    const watching = this.#watches.watch(lock.base, lock.baseEnd, onChange, bound);
     const watch = await this.#mapped(watching);
     return () => watch.cancel();
   }
@@ -411,14 +403,7 @@ export class EtcdBackend implements Backend<Entry> {
           entry.wake = wake;
           const rangeEnd = position.predecessor === undefined ? entry.lock.baseEnd : undefined;
           const bound = { signal, timeoutMs: FALLBACK_POLL_MS };
-          const opened = watchDeletions(
-            this.#watches,
-            this.#calls.stream(),
-            target,
-            rangeEnd,
-            () => wake.abort(),
-            bound,
-          );
+          const opened = this.#watches.watch(target, rangeEnd, () => wake.abort(), bound);
           const watch = await opened.catch((error: unknown) => {
             if (signal.aborted) throw error;
           });
@@ -701,6 +686,7 @@ export class EtcdBackend implements Backend<Entry> {
   }
 
   async #close(): Promise<void> {
+    this.#watches.close();
     // Revoking the session leases frees every key this instance wrote, at once. A server
     // that stopped answering gets CLOSE_GRACE_MS; then every call still waiting is cancelled.
     const ending = Promise.allSettled([

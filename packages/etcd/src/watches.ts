@@ -1,80 +1,129 @@
 import { onAbort } from "@locks/core/backend";
-import type { WatchClient } from "etcd3";
-import { type CallOptions, endStream } from "./calls.js";
+import type { IDuplexStream, IWatchRequest, IWatchResponse, WatchClient } from "etcd3";
+import { type Calls, endStream } from "./calls.js";
 
-/** One watch, on a stream of its own. */
+type Stream = IDuplexStream<IWatchRequest, IWatchResponse>;
+
+/** One watch on the backend's stream. */
 export interface Watch {
   /** The revision the watch started after: every deletion after it is delivered. */
   readonly revision: bigint;
-  /** Stops the watch: its stream is ended (nothing is awaited). */
+  /** Stops the watch (nothing is awaited). */
   cancel(): void;
 }
 
 /**
- * Watches the deletion of `key`, or of any key in `[key, rangeEnd)`, on a
- * stream of its own (etcd3's shared watch manager is not used: it takes the
- * end of its stream for a failed member, resetting every connection to it,
- * keepalives included, and re-opens it on a timer that outlives close()).
- * Resolves once etcd confirmed the watch; rejects when the stream fails
- * first, after `bound.timeoutMs`, or with `bound.signal`'s reason.
- * `onDelete` runs at each deletion, and once when the stream breaks (the
- * watch is gone then).
+ * The backend's own watch stream, opened on first use and kept until
+ * close(), each watch with an id chosen here (etcd 3.4+). A wait costs a
+ * message on it, not a stream of its own. etcd3's shared watch manager is not
+ * used: it takes the end of its stream for a failed member (resetting every
+ * connection to it, keepalives included) whenever its last watcher goes, and
+ * re-opens the stream on a timer of its own that outlives close().
  */
-export async function watchDeletions(
-  client: WatchClient,
-  options: CallOptions,
-  key: Buffer,
-  rangeEnd: Buffer | undefined,
-  onDelete: () => void,
-  bound?: { readonly signal: AbortSignal; readonly timeoutMs: number },
-): Promise<Watch> {
-  const stream = await client.watch(options);
-  let state: "creating" | "live" | "cancelled" = "creating";
-  const cancel = (): void => {
-    state = "cancelled";
-    endStream(stream, true);
-  };
-  return new Promise<Watch>((resolve, reject) => {
-    let timer: NodeJS.Timeout | undefined;
-    let stopListening = (): void => {};
-    const settle = (error: unknown, revision?: bigint): void => {
-      if (state !== "creating") return;
-      clearTimeout(timer);
-      stopListening();
-      if (revision === undefined) {
+export class Watches {
+  readonly #client: WatchClient;
+  readonly #calls: Calls;
+  #stream: Promise<Stream> | undefined;
+  #nextId = 1;
+  /** Each watch's handler of its replies; undefined: the stream broke. */
+  readonly #watches = new Map<string, (reply: IWatchResponse | undefined) => void>();
+
+  constructor(client: WatchClient, calls: Calls) {
+    this.#client = client;
+    this.#calls = calls;
+  }
+
+  /**
+   * Watches the deletion of `key`, or of any key in `[key, rangeEnd)`.
+   * Resolves once etcd confirmed the watch; rejects when the stream breaks
+   * first, after `bound.timeoutMs`, or with `bound.signal`'s reason.
+   * `onDelete` runs at each deletion, and once when etcd cancels the watch or
+   * the stream breaks (the watch is gone then).
+   */
+  watch(
+    key: Buffer,
+    rangeEnd: Buffer | undefined,
+    onDelete: () => void,
+    bound: { readonly signal: AbortSignal; readonly timeoutMs: number },
+  ): Promise<Watch> {
+    if (bound.signal.aborted) return Promise.reject(bound.signal.reason);
+    const id = String(this.#nextId++);
+    const cancel = (): void => this.#cancel(id);
+    return new Promise<Watch>((resolve, reject) => {
+      let confirmed = false;
+      const fail = (error: unknown): void => {
+        clearTimeout(timer);
+        stopListening();
         cancel();
         reject(error);
-      } else {
-        state = "live";
-        resolve({ revision, cancel });
-      }
-    };
-    const broken = (error: unknown): void => {
-      settle(error);
-      // A watch cancelled by etcd (compaction, ...) or a broken stream: as good as a deletion.
-      if (state === "live") onDelete();
-      state = "cancelled";
-    };
-    stream
-      .on("data", (reply) => {
-        if (state === "live" && reply.canceled) broken(new Error(reply.cancel_reason));
-        else if (state === "live" && reply.events.length > 0) onDelete();
-        else if (reply.canceled)
-          settle(new Error(`etcd refused the watch: ${reply.cancel_reason}`));
-        else settle(undefined, BigInt(reply.header.revision));
-      })
-      .on("error", broken)
-      .on("end", () => broken(new Error("the watch stream ended")));
-    if (bound !== undefined) {
+      };
+      this.#watches.set(id, (reply) => {
+        if (confirmed) {
+          // Cancelled by etcd (compaction, ...) or a broken stream: as good as a deletion.
+          if (reply?.canceled) this.#watches.delete(id);
+          if (reply === undefined || reply.canceled || reply.events.length > 0) onDelete();
+        } else if (reply === undefined || reply.canceled) {
+          fail(new Error(`etcd refused the watch: ${reply?.cancel_reason ?? "the stream broke"}`));
+        } else {
+          confirmed = true;
+          clearTimeout(timer);
+          stopListening();
+          resolve({ revision: BigInt(reply.header.revision), cancel });
+        }
+      });
       const { signal, timeoutMs } = bound;
-      timer = setTimeout(
-        () => settle(new Error(`etcd did not confirm a watch within ${timeoutMs} ms`)),
+      const timer = setTimeout(
+        () => fail(new Error(`etcd did not confirm a watch within ${timeoutMs} ms`)),
         timeoutMs,
       );
-      stopListening = onAbort(signal, settle);
-    }
-    const range = rangeEnd !== undefined ? { range_end: rangeEnd } : {};
-    if (state === "creating")
-      stream.write({ create_request: { key, ...range, filters: ["Noput"] } });
-  });
+      const stopListening = onAbort(signal, fail);
+      const range = rangeEnd !== undefined ? { range_end: rangeEnd } : {};
+      this.#open().then((stream) => {
+        if (this.#watches.has(id)) {
+          stream.write({ create_request: { key, ...range, watch_id: id, filters: ["Noput"] } });
+        }
+      }, fail);
+    });
+  }
+
+  /** Ends the stream (close() then cancels it, with every other call still open). */
+  close(): void {
+    void this.#stream?.then(
+      (stream) => endStream(stream),
+      () => undefined,
+    );
+  }
+
+  #open(): Promise<Stream> {
+    if (this.#stream !== undefined) return this.#stream;
+    const opening = this.#client.watch(this.#calls.stream()).then(
+      (stream) => {
+        const broken = (): void => {
+          if (this.#stream === opening) this.#stream = undefined;
+          const handlers = [...this.#watches.values()];
+          this.#watches.clear();
+          for (const handle of handlers) handle(undefined);
+        };
+        stream
+          .on("data", (reply) => this.#watches.get(reply.watch_id)?.(reply))
+          .on("error", broken)
+          .on("end", broken);
+        return stream;
+      },
+      (error: unknown) => {
+        this.#stream = undefined;
+        throw error;
+      },
+    );
+    this.#stream = opening;
+    return opening;
+  }
+
+  #cancel(id: string): void {
+    if (!this.#watches.delete(id)) return;
+    void this.#stream?.then(
+      (stream) => stream.write({ cancel_request: { watch_id: id } }),
+      () => undefined,
+    );
+  }
 }
