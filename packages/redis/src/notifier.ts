@@ -75,9 +75,9 @@ export class Notifications {
   /**
    * @internal A notification on `channel` (its name without the client's
    * keyPrefix), heard once (Redlock: each member publishes every release).
-   * It wakes the waiters it concerns. Waking
-   * every waiter would cost one Redis command per waiter per handoff (a
-   * thundering herd); instead, by the payload's first letter:
+   * It wakes the waiters it concerns. Waking every waiter would cost one
+   * Redis command per waiter per handoff (a thundering herd); instead, by the
+   * payload's first letter:
    *
    * - `x`, the key is free (the exclusive holder, or the last shared or
    *   semaphore holder, left): every shared waiter (they can all enter
