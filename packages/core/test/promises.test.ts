@@ -123,6 +123,30 @@ describe("promise: nothing is called after backend.close()", () => {
     expect(backend.late).toEqual([]);
   });
 
+  it("with a wait polling whose attempt answers while close() waits: it unsubscribes first", async () => {
+    const attempt = deferred<Attempt>();
+    const backend = watched(
+      {
+        tryAcquire: (request) => {
+          backend.tried.push(request);
+          return backend.tried.length === 1 ? Promise.resolve({ granted: false }) : attempt.promise;
+        },
+        subscribe: () => () => {},
+      },
+      { notify: true },
+    );
+    const locks = createLocks(backend);
+    const waiting = codeOf(locks.acquire("k"));
+    await until(() => backend.tried.length === 2);
+    const closing = locks.close();
+    await sleep(30);
+    attempt.resolve({ granted: false });
+    await closing;
+    expect(await waiting).toBe("LOCK_CLOSED");
+    expect(backend.log.slice(-2)).toEqual(["unsubscribe k", "close"]);
+    expect(backend.late).toEqual([]);
+  });
+
   it("with a wait polling between attempts: it unsubscribes before the backend closes", async () => {
     const backend = watched(
       {
