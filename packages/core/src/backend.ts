@@ -154,9 +154,10 @@ export interface KeyStatus {
  * - **Losses.** A lease the core declares lost (its deadline passed, an
  *   extension refused, `host.lost`) is released through `release` exactly
  *   once, so a backend needs no TTL timer of its own.
- * - **Unknown outcomes.** When an attempt failed (it may have taken the key),
- *   or a grant came too late to trust, the core calls `release(request,
- *   undefined)`: clean up by `request.owner`.
+ * - **Unknown outcomes.** When an attempt failed (it may have taken the key)
+ *   the core calls `release(request, undefined)`: clean up by
+ *   `request.owner`. A grant that came too late to trust is released with
+ *   its hold.
  * - **Waits.** The core drives every wait: its timeout, the user's signal
  *   and close() all arrive as one `signal`; `acquire` may decline (resolve
  *   undefined) and the core polls with `subscribe` instead.

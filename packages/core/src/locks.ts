@@ -161,6 +161,7 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
 
   /** @internal A loss the backend reported for one of its holds: ignored when not this client's. */
   lost(hold: unknown, reason: string, cause?: unknown): void {
+    if (hold === undefined) return;
     for (const lease of this.#leases.values()) {
       if (lease.hold === hold) lease.markLost(reason, cause);
     }
