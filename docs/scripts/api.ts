@@ -21,7 +21,7 @@ export const apiDir: string = join(docsRoot, "api");
 export const entryPoints: Readonly<Record<string, string>> = {
   "@locks/core": "core/src/index.ts",
   "@locks/core/backend": "core/src/toolkit/index.ts",
-  "@locks/core/history": "core/src/history.ts",
+  "@locks/core/history": "core/src/conformance/history.ts",
   "@locks/core/conformance": "core/src/conformance/index.ts",
   "@locks/thread": "thread/src/index.ts",
   "@locks/file": "file/src/index.ts",

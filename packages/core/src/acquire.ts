@@ -50,9 +50,10 @@ export async function waitForGrant(
   releaseQuietly: (hold: unknown) => void,
 ): Promise<AcceptedGrant> {
   const capabilities = calls.backend.capabilities;
+  const unknownOutcome = cleaningUp(releaseQuietly);
   for (;;) {
     const start = monotonicNow();
-    const grant = await calls.acquire(request, { signal: cancel });
+    const grant = await calls.acquire(request, { signal: cancel }).catch(unknownOutcome);
     // The backend has no queue, or declines this wait: the core polls.
     if (grant === undefined) break;
     const deadline = acceptGrant(capabilities, request, grant, start, true);
@@ -73,6 +74,7 @@ async function pollForGrant(
   releaseQuietly: (hold: unknown) => void,
 ): Promise<AcceptedGrant> {
   const capabilities = calls.backend.capabilities;
+  const unknownOutcome = cleaningUp(releaseQuietly);
   const waker = new Waker(cancel);
   let unsubscribe: Unsubscribe | undefined;
   try {
@@ -83,7 +85,7 @@ async function pollForGrant(
       cancel.throwIfAborted();
       waker.reset();
       const start = monotonicNow();
-      const attempt: Attempt = await calls.tryAcquire(request);
+      const attempt: Attempt = await calls.tryAcquire(request).catch(unknownOutcome);
       if (attempt.granted) {
         const deadline = acceptGrant(capabilities, request, attempt, start);
         if (deadline !== undefined && !cancel.aborted) return { grant: attempt, deadline };
@@ -101,6 +103,14 @@ async function pollForGrant(
     waker.dispose();
     if (unsubscribe !== undefined) await Promise.resolve(unsubscribe()).catch(() => undefined);
   }
+}
+
+/** A failed call may still have taken the key: clean up by owner, then report the failure. */
+function cleaningUp(releaseQuietly: (hold: unknown) => void): (error: unknown) => never {
+  return (error) => {
+    releaseQuietly(undefined);
+    throw error;
+  };
 }
 
 function yieldToEventLoop(): Promise<void> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { assertHistory, checkHistory, type HoldRecord } from "../src/history.js";
+import { assertHistory, checkHistory, type HoldRecord } from "../src/conformance/history.js";
 
 function hold(
   owner: string,

@@ -483,6 +483,32 @@ describe("promise: holds are passed back; release(request, undefined) only when 
     await locks.close();
   });
 
+  it("an attempt that failed during a wait, polled or queued, is cleaned up with release(request, undefined)", async () => {
+    for (const queued of [false, true]) {
+      const backend = recorded({
+        tryAcquire: async (request) => {
+          backend.tried.push(request);
+          // The first attempt finds the key taken; the wait's attempt fails after it may have run.
+          if (backend.tried.length === 1) return { granted: false };
+          throw new Error("connection reset");
+        },
+        ...(queued
+          ? {
+              acquire: async () => {
+                throw new Error("connection reset");
+              },
+            }
+          : {}),
+      });
+      const locks = createLocks(backend);
+      expect(await codeOf(locks.acquire("k", { timeoutMs: 5_000 }))).toBe("BACKEND_UNAVAILABLE");
+      await until(() => backend.released.length === 1);
+      expect(backend.released[0]).toBe(backend.tried[0]);
+      expect(backend.releasedHolds).toEqual([undefined]);
+      await locks.close();
+    }
+  });
+
   it("a grant that came too late is handed back with its own hold", async () => {
     const backend = recorded();
     const tryAcquire = backend.tryAcquire;

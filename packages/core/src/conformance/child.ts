@@ -7,9 +7,9 @@
  */
 import { pathToFileURL } from "node:url";
 import type { Backend } from "../backend.js";
-import { History } from "../history.js";
 import type { Lease } from "../lease.js";
 import { createLocks, type Locks } from "../locks.js";
+import { History } from "./history.js";
 import { CHILD_ENV, type ChildCommand, type ChildReply } from "./protocol.js";
 import { activeResources, leftOver } from "./resources.js";
 

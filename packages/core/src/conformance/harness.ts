@@ -1,10 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { onTestFinished } from "vitest";
 import type { Attempt, Backend, LockRequest } from "../backend.js";
-import { History } from "../history.js";
 import type { Lease } from "../lease.js";
 import { createLocks, type Locks, type LocksOptions } from "../locks.js";
 import { createRequest, type RequestFields } from "../request.js";
+import { History } from "./history.js";
 import type { ConformanceOptions } from "./options.js";
 
 /** Counts the calls a backend receives, to prove bad input is refused before any I/O. */

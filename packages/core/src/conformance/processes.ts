@@ -2,8 +2,8 @@ import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it, onTestFinished } from "vitest";
 import type { Capabilities } from "../backend.js";
-import { History } from "../history.js";
 import { contend, Harness } from "./harness.js";
+import { History } from "./history.js";
 import type { ConformanceOptions } from "./options.js";
 import { CHILD_ENV, type ChildCommand, type ChildReply } from "./protocol.js";
 

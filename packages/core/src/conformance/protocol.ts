@@ -1,4 +1,4 @@
-import type { HoldRecord } from "../history.js";
+import type { HoldRecord } from "./history.js";
 
 /** Commands the suite sends to a backend running in another process. */
 export type ChildCommand =

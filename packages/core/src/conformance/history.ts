@@ -1,5 +1,5 @@
-import type { LockMode } from "./backend.js";
-import type { Lease } from "./lease.js";
+import type { LockMode } from "../backend.js";
+import type { Lease } from "../lease.js";
 
 /**
  * One hold of a lock, as a contender saw it. Times are milliseconds of the
