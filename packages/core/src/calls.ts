@@ -64,7 +64,12 @@ export class BackendCalls<Hold = unknown> {
    */
   async close(closeBackend: boolean): Promise<void> {
     this.#closed = true;
-    if (closeBackend) await this.#map(() => this.backend.close());
+    if (!closeBackend) return;
+    try {
+      await this.backend.close();
+    } catch (error) {
+      throw this.#unavailable(error);
+    }
   }
 
   #call<T>(call: () => Promise<T>): Promise<T> {
@@ -95,16 +100,6 @@ export class BackendCalls<Hold = unknown> {
     const idle = this.#idle;
     this.#idle = undefined;
     idle?.();
-  }
-
-  #map<T>(call: () => Promise<T>): Promise<T> {
-    try {
-      return call().catch((error: unknown) => {
-        throw this.#unavailable(error);
-      });
-    } catch (error) {
-      return Promise.reject(this.#unavailable(error));
-    }
   }
 
   #unavailable(error: unknown): unknown {
