@@ -1,4 +1,4 @@
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { Application, Converter, ReflectionKind, type TypeDocOptions } from "typedoc";
 import { MarkdownRendererEvent, type PluginOptions } from "typedoc-plugin-markdown";
@@ -13,33 +13,50 @@ import { docsRoot } from "./samples.js";
 
 export const apiDir: string = join(docsRoot, "api");
 
-/**
- * The public entry points: import path -> source file, relative to packages/.
- * `@locks/core` is split by reader: users, backend authors (`/backend`),
- * tests (`/history`, `/conformance`).
- */
-export const entryPoints: Readonly<Record<string, string>> = {
-  "@locks/core": "core/src/index.ts",
-  "@locks/core/backend": "core/src/toolkit/index.ts",
-  "@locks/core/history": "core/src/conformance/history.ts",
-  "@locks/core/conformance": "core/src/conformance/index.ts",
-  "@locks/thread": "thread/src/index.ts",
-  "@locks/file": "file/src/index.ts",
-  "@locks/redis": "redis/src/index.ts",
-  "@locks/etcd": "etcd/src/index.ts",
-  "@locks/postgres": "postgres/src/index.ts",
-  "@locks/cli": "cli/src/index.ts",
-};
+/** The published packages, under packages/. */
+const published = ["core", "thread", "file", "redis", "etcd", "postgres", "cli"] as const;
 
 const packagesDir = join(docsRoot, "..", "packages");
 
-/** The entry points whose package has landed, and the names of those that have not. */
+/**
+ * The public entry points, import path -> source file: every path of each
+ * published package's "exports" (but ./package.json), read through its
+ * "@locks/source" condition, so that an entry point added or moved in a
+ * package.json is documented without a change here. `@locks/core` is split
+ * by reader: users, backend authors (`/backend`), tests (`/history`,
+ * `/conformance`).
+ */
+export function entryPoints(): Map<string, string> {
+  const entries = new Map<string, string>();
+  for (const dir of published) {
+    const manifestPath = join(packagesDir, dir, "package.json");
+    if (!existsSync(manifestPath)) {
+      entries.set(`@locks/${dir}`, join(packagesDir, dir, "src", "index.ts"));
+      continue;
+    }
+    const manifest = JSON.parse(readFileSync(manifestPath, "utf8")) as {
+      name: string;
+      exports: Record<string, string | Record<string, string>>;
+    };
+    for (const [subpath, target] of Object.entries(manifest.exports)) {
+      if (subpath === "./package.json") continue;
+      const source = typeof target === "string" ? undefined : target["@locks/source"];
+      if (source === undefined) {
+        throw new Error(`${manifest.name}: "exports" ${subpath} has no "@locks/source" condition`);
+      }
+      const name = subpath === "." ? manifest.name : `${manifest.name}/${subpath.slice(2)}`;
+      entries.set(name, resolve(packagesDir, dir, source));
+    }
+  }
+  return entries;
+}
+
+/** The entry points whose source exists (path -> name), and the names of those that do not. */
 export function availableEntryPoints(): { present: Map<string, string>; missing: string[] } {
   const present = new Map<string, string>();
   const missing: string[] = [];
-  for (const [name, file] of Object.entries(entryPoints)) {
-    const path = join(packagesDir, file);
-    if (existsSync(path)) present.set(resolve(path), name);
+  for (const [name, path] of entryPoints()) {
+    if (existsSync(path)) present.set(path, name);
     else missing.push(name);
   }
   return { present, missing };
