@@ -120,6 +120,12 @@ interface Entry extends Contender {
 export class EtcdBackend implements Backend<Entry> {
   readonly name = "etcd";
   readonly capabilities: Capabilities = CAPABILITIES;
+  /** Until `bind()`: losses go nowhere, and nothing closes before `close()`. */
+  #host: BackendHost<Entry> = {
+    lost: () => undefined,
+    lostAll: () => undefined,
+    closing: new AbortController().signal,
+  };
   readonly #client: Namespace;
   readonly #kv: KVClient;
   readonly #owned: boolean;
@@ -129,12 +135,6 @@ export class EtcdBackend implements Backend<Entry> {
   readonly #watches: Watches;
   readonly #requestTimeoutMs: number;
   readonly #sessionHost: SessionHost<Entry>;
-  /** Until `bind()`: losses go nowhere, and nothing closes before `close()`. */
-  #host: BackendHost<Entry> = {
-    lost: () => undefined,
-    lostAll: () => undefined,
-    closing: new AbortController().signal,
-  };
   /** The session new contenders of a TTL (in whole seconds) join. */
   readonly #sessions = new Map<number, Session<Entry>>();
   readonly #granting = new Map<number, Promise<Session<Entry>>>();
