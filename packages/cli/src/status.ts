@@ -1,5 +1,5 @@
 import { isLockError, type KeyStatus, type Lease, type LockMode, type Locks } from "@locks/core";
-import { invalidArgument } from "@locks/core/backend";
+import { validateKey } from "@locks/core/backend";
 import { parseStatusArgs, type StatusArgs } from "./args.js";
 import { describeBackend } from "./backends.js";
 import { closeLocks, openLocks } from "./client.js";
@@ -10,28 +10,6 @@ import { STATUS_HELP } from "./help.js";
 /** TTL of the probe lease where the backend cannot inspect: short, so a crash mid-probe costs little. */
 const PROBE_TTL_MS = 5_000;
 
-/** Longest key the core accepts, in UTF-8 bytes. */
-const MAX_KEY_BYTES = 1024;
-
-/**
- * The core's key rules (non-empty, well-formed, at most 1024 UTF-8 bytes),
- * checked before any I/O: `status` calls the backend's `inspect` directly,
- * and a backend never validates (the core does, on the paths it drives).
- */
-function checkKey(key: string): void {
-  if (key.length === 0) throw invalidArgument("key", "must not be empty");
-  if (!key.isWellFormed()) {
-    throw invalidArgument(
-      "key",
-      "must be well-formed Unicode: it contains a lone surrogate, which UTF-8 cannot encode",
-    );
-  }
-  const bytes = Buffer.byteLength(key, "utf8");
-  if (bytes > MAX_KEY_BYTES) {
-    throw invalidArgument("key", `must be at most ${MAX_KEY_BYTES} UTF-8 bytes, got ${bytes}`);
-  }
-}
-
 /** `locks status`: prints whether the key is held; exit 0 free, 1 held. */
 export async function status(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const args = parseStatusArgs(argv, env);
@@ -39,7 +17,8 @@ export async function status(argv: readonly string[], env: NodeJS.ProcessEnv): P
     process.stdout.write(STATUS_HELP);
     return 0;
   }
-  checkKey(args.key);
+  // `status` calls the backend's inspect directly: the core's key rules, before any I/O.
+  validateKey(args.key);
   const locks = await openLocks(args);
   try {
     const { result, detailed } = await readKeyStatus(locks, args.key);

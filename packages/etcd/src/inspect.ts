@@ -32,12 +32,17 @@ export async function inspectLock(
     }
     return ttl;
   };
+  // The oldest key always holds the lock: its limit is the one every holder took it with,
+  // and a contender with another limit is only waiting to be refused.
+  const oldest = reply.kvs[0];
+  const keyLimit = oldest === undefined ? 1 : parseContenderValue(oldest.value).limit;
   let readers = 0;
   let writers = 0;
   const holders: Array<Promise<KeyStatus["holders"][number]>> = [];
   for (const kv of reply.kvs) {
     const shared = isReader(lock, kv.key);
     const { owner, limit } = parseContenderValue(kv.value);
+    if (limit !== keyLimit) continue;
     if (shared ? writers === 0 : readers === 0 && writers < limit) {
       const fencingToken = BigInt(kv.create_revision);
       const mode = shared ? ("shared" as const) : ("exclusive" as const);
@@ -54,8 +59,5 @@ export async function inspectLock(
   }
   const list = await Promise.all(holders);
   if (list.length === 0) return { held: false, holders: list };
-  // The oldest key always holds the lock: its limit is the one every holder took it with.
-  const oldest = reply.kvs[0];
-  const limit = oldest === undefined ? 1 : parseContenderValue(oldest.value).limit;
-  return { held: true, limit, holders: list };
+  return { held: true, limit: keyLimit, holders: list };
 }

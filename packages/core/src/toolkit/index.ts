@@ -29,7 +29,7 @@ export {
   lockClosed,
   socketErrorWords,
 } from "../errors.js";
-export { keyDigest, scopedKey } from "../keys.js";
+export { keyDigest, scopedKey, validateKey } from "../keys.js";
 export { newOwnerToken } from "../owner.js";
 export { createRequest, type RequestFields } from "../request.js";
 export { settledWithin } from "../settle.js";
