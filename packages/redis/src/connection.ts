@@ -16,6 +16,12 @@ const DOWN = new Set(["reconnecting", "close", "end", "disconnecting"]);
 
 /** How often calls are checked for their reply timeout: it need not be precise to the ms. */
 const SWEEP_MS = 5;
+/**
+ * How much longer a call may wait while its connection is made and the
+ * scripts loaded (a fresh client, a busy event loop): its reply timeout
+ * starts when it is sent, so that connecting is not mistaken for a silent server.
+ */
+const CONNECT_GRACE_MS = 2_000;
 
 /** One script call, from `run` until it settles. */
 interface Call {
@@ -23,8 +29,8 @@ interface Call {
   readonly keys: readonly string[];
   readonly args: ReadonlyArray<string | number>;
   readonly timeoutMs: number;
-  /** Monotonic instant after which it fails as unanswered. */
-  readonly at: number;
+  /** Monotonic instant after which it fails as unanswered: from when it is sent. */
+  at: number;
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: unknown) => void;
 }
@@ -145,7 +151,7 @@ export class Connection {
       );
     }
     return new Promise((resolve, reject) => {
-      const at = monotonicNow() + timeoutMs;
+      const at = monotonicNow() + timeoutMs + CONNECT_GRACE_MS;
       const call: Call = { script, keys, args, timeoutMs, at, resolve, reject };
       this.#calls.add(call);
       this.#sweep ??= setInterval(() => this.#expire(), SWEEP_MS).unref();
@@ -233,6 +239,7 @@ export class Connection {
   }
 
   #send(call: Call): void {
+    call.at = monotonicNow() + call.timeoutMs;
     if (this.#inflight++ === 0) this.#progressAt = monotonicNow();
     this.client.evalsha(call.script.sha, call.keys.length, ...call.keys, ...call.args).then(
       (value) => {

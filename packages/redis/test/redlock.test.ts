@@ -293,6 +293,29 @@ describe("redlock specifics", () => {
     expect(await codeOf(warm.tryAcquire("k", { ttlMs: 499 }))).toBe("INVALID_ARGUMENT");
   });
 
+  it("a fresh client whose event loop is busy while it connects is granted: connecting does not count against the member timeout", async () => {
+    const ns = freshNamespace();
+    const outcomes: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const fresh = createLocks(redisBackend({ urls }), { namespace: ns });
+      const attempt = fresh.tryAcquire(`busy-${i}`);
+      // Longer than the 500 ms member timeout, before any connection could be made.
+      const until = performance.now() + 700;
+      while (performance.now() < until) {}
+      outcomes.push(
+        await attempt.then(
+          async (lease) => {
+            await lease?.release();
+            return lease === null ? "refused" : "granted";
+          },
+          (error: { code?: string }) => String(error.code),
+        ),
+      );
+      await fresh.close();
+    }
+    expect(outcomes).toEqual(["granted", "granted", "granted"]);
+  });
+
   it("BACKEND_UNAVAILABLE names every member that failed and its plain cause; the raw errors are the cause", async () => {
     const ports = await Promise.all([0, 1, 2].map(() => freePort()));
     const locks = locksOver(
