@@ -265,12 +265,10 @@ export class PostgresBackend implements Backend<Hold> {
       return Promise.resolve(NOT_GRANTED);
     }
     conn.hold(ids.key, request.mode);
-    let values: unknown[];
-    if (held === undefined) {
-      values = [ids.key, this.#options.sequence, ids.presence, ...ids.markerHalves];
-    } else {
+    const values = [ids.key, this.#options.sequence, ids.presence, ...ids.markerHalves];
+    if (held !== undefined) {
       const { classid, objid } = idHalves(ids.key);
-      values = [ids.key, this.#options.sequence, classid, objid];
+      values.push(classid, objid);
     }
     return conn.query(held === undefined ? sql.TRY[request.mode] : sql.TRY_READ_AGAIN, values).then(
       (rows) => {

@@ -8,16 +8,21 @@ import type { LockRequest } from "@locks/core/backend";
  *
  * - a key:            the first 8 bytes of `request.digest` (SHA-256 of the scoped key);
  * - interest marker:  the next 8 bytes (8 to 15) of that same digest;
- * - semaphore slot i: the first 8 bytes of SHA-256("s:" + i + ":" + scoped key);
- * - semaphore turn: the first 8 bytes of SHA-256("t:" + scoped key), see TRY_SLOTS;
- * - semaphore presence: the first 8 bytes of SHA-256("p:" + scoped key), held in shared
- *   mode by every semaphore holder of the key, so that a limit-1 grant can tell it is not alone;
- * - semaphore limit markers: two 32-bit halves A and B, bytes 0-3 and 4-7 of
- *   SHA-256("m:" + scoped key), each with the limit as its low 32 bits (A << 32 | limit,
+ * - semaphore presence: bytes 16 to 23 of that digest, held in shared mode by every
+ *   semaphore holder of the key, so that a limit-1 grant can tell it is not alone;
+ * - semaphore limit markers: two 32-bit halves A and B, bytes 24-27 and 28-31 of that
+ *   digest, each with the limit as its low 32 bits (A << 32 | limit,
  *   B << 32 | limit), held in shared mode by every semaphore holder: pg_locks shows them as
  *   classid A or B, objid the limit, so a request finds the limit the holders use. It takes
  *   both halves to match (64 bits), so another key's lock can only pass for a marker by chance
- *   (2^-64), like any two keys. A limit above 4 294 967 295 is marked as that number.
+ *   (2^-64), like any two keys. A limit above 4 294 967 295 is marked as that number;
+ * - semaphore slot i: the first 8 bytes of SHA-256("s:" + i + ":" + scoped key);
+ * - semaphore turn: the first 8 bytes of SHA-256("t:" + scoped key), see TRY_SLOTS.
+ *
+ * So a limit-1 request needs no hash but the core's digest: hashing costs more
+ * than the rest of an uncontended attempt's local work. (0.1 hashed presence
+ * and markers on their own: a 0.1 client and a later one see each other's
+ * keys and slots, not each other's semaphore markers.)
  *
  * A scoped key always starts with a decimal digit (its namespace length), so
  * an "s:" input can never equal a scoped key: the kinds of ids can only
@@ -50,15 +55,15 @@ const computed = new WeakMap<LockRequest, Ids>();
 export function idsOf(request: LockRequest): Ids {
   let ids = computed.get(request);
   if (ids === undefined) {
-    const marker = sha256(`m:${request.scoped}`);
-    const a = marker.readUInt32BE(0);
-    let b = marker.readUInt32BE(4);
+    const { digest } = request;
+    const a = digest.readUInt32BE(24);
+    let b = digest.readUInt32BE(28);
     // Equal halves would make the two markers one lock: keep them apart.
     if (b === a) b ^= 1;
     ids = {
-      key: toId(request.digest),
-      interest: request.digest.readBigInt64BE(8).toString(),
-      presence: toId(sha256(`p:${request.scoped}`)),
+      key: digest.readBigInt64BE(0).toString(),
+      interest: digest.readBigInt64BE(8).toString(),
+      presence: digest.readBigInt64BE(16).toString(),
       markerHalves: [String(a), String(b)],
     };
     computed.set(request, ids);

@@ -86,8 +86,10 @@ export const TRY: Readonly<Record<LockMode, Statement>> = {
  * grants a session what it holds at once, even past a writer queued for the
  * key, so this asks only while nobody waits for the key in this database (a
  * waiter there queues behind a writer, or is one), as the server does for
- * the reader of another session. (No semaphore check: a semaphore request
- * refuses a key this session holds.) $1 key, $2 sequence, $3 classid, $4 objid.
+ * the reader of another session. Then as TRY: the session may not hold the
+ * key after all (its first reader's attempt, still on the wire, may fail),
+ * and semaphore holders may have come meanwhile. $1 to $5 as TRY, $6 classid,
+ * $7 objid.
  */
 export const TRY_READ_AGAIN = statement(
   "locks_try_read_again",
@@ -95,10 +97,9 @@ export const TRY_READ_AGAIN = statement(
      WHEN EXISTS (
        SELECT 1 FROM pg_locks
        WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
-         AND classid = $3::oid AND objid = $4::oid
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         AND classid = $6::oid AND objid = $7::oid AND database = ${THIS_DATABASE}
      ) THEN NULL
-     WHEN pg_try_advisory_lock_shared($1::int8) THEN nextval($2::regclass)
+     WHEN pg_try_advisory_lock_shared($1::int8) THEN ${tokenUnlessSemaphore("shared")}
    END AS token, pg_backend_pid() AS pid`,
 );
 
