@@ -50,10 +50,16 @@ export async function waitForGrant(
   releaseQuietly: (hold: unknown) => void,
 ): Promise<AcceptedGrant> {
   const capabilities = calls.backend.capabilities;
-  const unknownOutcome = cleaningUp(releaseQuietly);
   for (;;) {
     const start = monotonicNow();
-    const grant = await calls.acquire(request, { signal: cancel }).catch(unknownOutcome);
+    let grant: Grant | undefined;
+    try {
+      grant = await calls.acquire(request, { signal: cancel });
+    } catch (error) {
+      // A failed call may still have taken the key: clean up by owner, then report it.
+      releaseQuietly(undefined);
+      throw error;
+    }
     // The backend has no queue, or declines this wait: the core polls.
     if (grant === undefined) break;
     const deadline = acceptGrant(capabilities, request, grant, start, true);
@@ -74,7 +80,6 @@ async function pollForGrant(
   releaseQuietly: (hold: unknown) => void,
 ): Promise<AcceptedGrant> {
   const capabilities = calls.backend.capabilities;
-  const unknownOutcome = cleaningUp(releaseQuietly);
   const waker = new Waker(cancel);
   let unsubscribe: Unsubscribe | undefined;
   try {
@@ -85,7 +90,13 @@ async function pollForGrant(
       cancel.throwIfAborted();
       waker.reset();
       const start = monotonicNow();
-      const attempt: Attempt = await calls.tryAcquire(request).catch(unknownOutcome);
+      let attempt: Attempt;
+      try {
+        attempt = await calls.tryAcquire(request);
+      } catch (error) {
+        releaseQuietly(undefined);
+        throw error;
+      }
       if (attempt.granted) {
         const deadline = acceptGrant(capabilities, request, attempt, start);
         if (deadline !== undefined && !cancel.aborted) return { grant: attempt, deadline };
@@ -103,14 +114,6 @@ async function pollForGrant(
     waker.dispose();
     if (unsubscribe !== undefined) await Promise.resolve(unsubscribe()).catch(() => undefined);
   }
-}
-
-/** A failed call may still have taken the key: clean up by owner, then report the failure. */
-function cleaningUp(releaseQuietly: (hold: unknown) => void): (error: unknown) => never {
-  return (error) => {
-    releaseQuietly(undefined);
-    throw error;
-  };
 }
 
 function yieldToEventLoop(): Promise<void> {

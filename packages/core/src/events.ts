@@ -1,4 +1,4 @@
-import { channel } from "node:diagnostics_channel";
+import { type Channel, channel } from "node:diagnostics_channel";
 import type { LockMode } from "./backend.js";
 import { monotonicNow } from "./clock.js";
 
@@ -60,26 +60,13 @@ export interface LeaseEvent {
   readonly error?: unknown;
 }
 
-export const channels = {
-  acquireStart: channel(LOCK_CHANNELS.acquireStart),
-  acquireGranted: channel(LOCK_CHANNELS.acquireGranted),
-  acquireBusy: channel(LOCK_CHANNELS.acquireBusy),
-  acquireTimeout: channel(LOCK_CHANNELS.acquireTimeout),
-  acquireAborted: channel(LOCK_CHANNELS.acquireAborted),
-  acquireFailed: channel(LOCK_CHANNELS.acquireFailed),
-  extend: channel(LOCK_CHANNELS.extend),
-  lost: channel(LOCK_CHANNELS.lost),
-  release: channel(LOCK_CHANNELS.release),
-};
+export const channels = Object.fromEntries(
+  Object.entries(LOCK_CHANNELS).map(([name, id]) => [name, channel(id)]),
+) as { readonly [K in keyof typeof LOCK_CHANNELS]: Channel };
 
-const acquireChannels = [
-  channels.acquireStart,
-  channels.acquireGranted,
-  channels.acquireBusy,
-  channels.acquireTimeout,
-  channels.acquireAborted,
-  channels.acquireFailed,
-];
+const acquireChannels = Object.entries(channels)
+  .filter(([name]) => name.startsWith("acquire"))
+  .map(([, c]) => c);
 
 /** True when anyone listens to an acquire channel: the only check on the hot path. */
 export function observingAcquires(): boolean {

@@ -2,10 +2,7 @@ import type { Backend, BackendHost } from "./backend.js";
 import { lockClosed } from "./errors.js";
 
 /** What a client does with the losses its backend reports. */
-export interface LossTarget<Hold> {
-  lost(hold: Hold, reason: string, cause?: unknown): void;
-  lostAll(reason: string, cause?: unknown): void;
-}
+export type LossTarget<Hold> = Pick<BackendHost<Hold>, "lost" | "lostAll">;
 
 /**
  * A backend is bound once, however many clients share it (two namespaces
@@ -16,10 +13,7 @@ export interface LossTarget<Hold> {
 class SharedHost<Hold> implements BackendHost<Hold> {
   readonly clients = new Set<LossTarget<Hold>>();
   readonly #closing = new AbortController();
-
-  get closing(): AbortSignal {
-    return this.#closing.signal;
-  }
+  readonly closing: AbortSignal = this.#closing.signal;
 
   lost(hold: Hold, reason: string, cause?: unknown): void {
     for (const client of this.clients) client.lost(hold, reason, cause);

@@ -101,11 +101,6 @@ export class HeldLease implements Lease {
     return this.#request.mode;
   }
 
-  /** @internal */
-  get owner(): string {
-    return this.#request.owner;
-  }
-
   get expiresAt(): number | undefined {
     return this.#deadline === Number.POSITIVE_INFINITY ? undefined : toEpochMs(this.#deadline);
   }

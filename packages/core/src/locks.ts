@@ -75,10 +75,10 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
   readonly calls: BackendCalls;
   readonly namespace: string;
   readonly #defaults: { ttlMs: number; autoExtend: boolean };
-  readonly #leases = new Map<string, HeldLease>();
+  readonly #leases = new Set<HeldLease>();
   readonly #waiting = new Set<AbortController>();
-  /** Waits after a first attempt, until they have ended (for close()). */
-  readonly #waits = new Set<Promise<Lease>>();
+  /** Waits after a first attempt: close() ends them, then waits for them to finish. */
+  readonly #waits = new Set<Wait>();
   readonly #closeController = new AbortController();
   readonly #cleanups = new Set<Promise<unknown>>();
   readonly #delayedReleases = new Set<() => void>();
@@ -162,19 +162,19 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
   /** @internal A loss the backend reported for one of its holds: ignored when not this client's. */
   lost(hold: unknown, reason: string, cause?: unknown): void {
     if (hold === undefined) return;
-    for (const lease of this.#leases.values()) {
+    for (const lease of this.#leases) {
       if (lease.hold === hold) lease.markLost(reason, cause);
     }
   }
 
   /** @internal The backend's session or connection died: every lease of this client is lost. */
   lostAll(reason: string, cause?: unknown): void {
-    for (const lease of [...this.#leases.values()]) lease.markLost(reason, cause);
+    for (const lease of [...this.#leases]) lease.markLost(reason, cause);
   }
 
   /** @internal */
   leaseEnded(lease: HeldLease): void {
-    this.#leases.delete(lease.owner);
+    this.#leases.delete(lease);
   }
 
   /** @internal A minimum hold on a backend without TTL: released when the time is up, or at close(). */
@@ -251,7 +251,8 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
           else resolve(this.#waitFor(request, options, this.#closeController.signal));
         },
         (error: unknown) => {
-          this.#attemptFailed(request);
+          // The outcome is unknown (the command may have run): clean up by owner.
+          this.#releaseQuietly(request, undefined);
           if (this.#firstAttempts.delete(reject)) reject(error);
         },
       );
@@ -300,7 +301,8 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
     return this.calls.tryAcquire(request).then(
       (attempt) => this.#leaseFrom(request, options, attempt, start),
       (error: unknown) => {
-        this.#attemptFailed(request);
+        // The outcome is unknown (the command may have run): clean up by owner.
+        this.#releaseQuietly(request, undefined);
         throw error;
       },
     );
@@ -320,31 +322,46 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
     return undefined;
   }
 
-  /** The outcome is unknown (the command may have run): clean up by owner, never report a grant. */
-  #attemptFailed(request: LockRequest): void {
-    this.#releaseQuietly(request, undefined);
-  }
-
-  /** Waits after a failed first attempt until granted or `cancel` aborts (rejecting with its reason). */
-  async #waitFor(
-    request: LockRequest,
-    options: ResolvedOptions,
-    cancel: AbortSignal,
-  ): Promise<Lease> {
-    if (this.#closing !== undefined) throw lockClosed();
-    const waiting = waitForGrant(this.calls, request, cancel, (hold) =>
-      this.#releaseQuietly(request, hold),
-    ).then(({ grant, deadline }) => this.#grant(request, options, grant, deadline));
-    // close() waits for the wait itself to end (its unsubscribe included), not only for its caller.
-    this.#waits.add(waiting);
-    void waiting.catch(() => undefined).finally(() => this.#waits.delete(waiting));
-    try {
-      // A backend call that hangs must not hold the caller past its timeout, abort or close.
-      return (await untilAborted(waiting, cancel)) as Lease;
-    } catch (error) {
-      if (cancel.aborted) throw cancel.reason;
-      throw error;
-    }
+  /**
+   * Waits after a failed first attempt until granted, or rejects with the
+   * reason as soon as `cancel` aborts or close() starts, even while a backend
+   * call hangs; a grant that comes later is handed back. No listener is added
+   * to the client's own close signal (thousands of waits may share it):
+   * close() ends the waits itself.
+   */
+  #waitFor(request: LockRequest, options: ResolvedOptions, cancel: AbortSignal): Promise<Lease> {
+    if (this.#closing !== undefined) return Promise.reject(lockClosed());
+    return new Promise((resolve, reject) => {
+      const wait = new Wait(reject);
+      const stop =
+        cancel === this.#closeController.signal
+          ? undefined
+          : onAbort(cancel, (reason) => wait.giveUp(reason));
+      wait.done = waitForGrant(this.calls, request, cancel, (hold) =>
+        this.#releaseQuietly(request, hold),
+      ).then(
+        ({ grant, deadline }) => {
+          this.#waits.delete(wait);
+          stop?.();
+          if (wait.ended) {
+            this.#releaseQuietly(request, grant.hold);
+            return;
+          }
+          wait.ended = true;
+          try {
+            resolve(this.#grant(request, options, grant, deadline));
+          } catch (error) {
+            reject(error);
+          }
+        },
+        (error: unknown) => {
+          this.#waits.delete(wait);
+          stop?.();
+          wait.giveUp(cancel.aborted ? cancel.reason : error);
+        },
+      );
+      this.#waits.add(wait);
+    });
   }
 
   #grant(request: LockRequest, options: ResolvedOptions, grant: Grant, deadline: number): Lease {
@@ -354,7 +371,7 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
       throw this.#closing !== undefined ? lockClosed() : options.signal?.reason;
     }
     const lease = new HeldLease(this, request, grant, deadline, options);
-    this.#leases.set(request.owner, lease);
+    this.#leases.add(lease);
     return lease;
   }
 
@@ -373,12 +390,33 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
     for (const reject of this.#firstAttempts) reject(closed);
     this.#firstAttempts.clear();
     for (const release of [...this.#delayedReleases]) release();
-    const releases = [...this.#leases.values()].map((lease) => lease.release());
+    const releases = [...this.#leases].map((lease) => lease.release());
     // A server that stopped answering must not hold close() up: what is not released
     // within the grace period frees itself (TTL, or the session the backend closes next).
-    const pending = [...releases, ...this.#cleanups, ...this.#waits, this.calls.idle()];
+    const waits = [...this.#waits];
+    for (const wait of waits) wait.giveUp(closed);
+    // Each wait's own end (its unsubscribe included) comes before the backend closes.
+    const ended = waits.map((wait) => wait.done);
+    const pending = [...releases, ...this.#cleanups, ...ended, this.calls.idle()];
     await settledWithin(pending, CLOSE_GRACE_MS);
     await this.calls.close(last);
+  }
+}
+
+/** A wait after a first attempt: close() may end it early; `done` settles once it has finished. */
+class Wait {
+  ended = false;
+  done: Promise<void> = Promise.resolve();
+  readonly #reject: (reason: unknown) => void;
+
+  constructor(reject: (reason: unknown) => void) {
+    this.#reject = reject;
+  }
+
+  giveUp(reason: unknown): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.#reject(reason);
   }
 }
 

@@ -26,14 +26,8 @@ export class Request implements LockRequest {
 }
 
 /** The fields of a request; all but `key` default (namespace "default", a fresh owner, exclusive, limit 1, 30 s). */
-export interface RequestFields {
-  readonly key: string;
-  readonly namespace?: string;
-  readonly owner?: string;
-  readonly mode?: LockMode;
-  readonly limit?: number;
-  readonly ttlMs?: number;
-}
+export type RequestFields = Pick<LockRequest, "key"> &
+  Partial<Pick<LockRequest, "namespace" | "owner" | "mode" | "limit" | "ttlMs">>;
 
 /**
  * A request as the core would build it, for tests and tools that call a

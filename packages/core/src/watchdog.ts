@@ -63,17 +63,13 @@ export class Watchdog {
         () => {
           // A lost lease is already marked; a transient error retries until the deadline.
           this.#extending = false;
-          if (!this.#stopped)
-            this.#schedule(Math.min(monotonicNow() + this.#retryDelay(), deadline));
+          const retryDelay = Math.max(10, Math.min(1000, this.#ttlMs / 10));
+          if (!this.#stopped) this.#schedule(Math.min(monotonicNow() + retryDelay, deadline));
         },
       );
     }
     if (this.#timer === undefined) {
       this.#schedule(this.#extending ? deadline : Math.min(this.#nextExtendAt, deadline));
     }
-  }
-
-  #retryDelay(): number {
-    return Math.max(10, Math.min(1000, this.#ttlMs / 10));
   }
 }

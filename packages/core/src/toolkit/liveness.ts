@@ -42,10 +42,6 @@ export class Liveness {
     return this.#validUntil;
   }
 
-  get stopped(): boolean {
-    return this.#stopped;
-  }
-
   /** Stops beating (idempotent); an unfinished beat is aborted. */
   stop(): void {
     this.#stopped = true;
