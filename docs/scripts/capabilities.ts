@@ -116,6 +116,14 @@ export const configurations: readonly Configuration[] = [
       return postgresBackend({ client: new pg.default.Client() });
     },
   },
+  {
+    page: "mysql",
+    label: "mysql",
+    packageName: "@locks/mysql",
+    call: "mysqlBackend({ uri })",
+    make: async () =>
+      (await import("@locks/mysql")).mysqlBackend({ uri: "mysql://locks@127.0.0.1:1/locks" }),
+  },
 ];
 
 /** Reads every configuration's manifest. A package without sources yet is reported, not guessed. */
