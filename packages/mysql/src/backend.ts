@@ -5,10 +5,14 @@ import {
   backendUnavailable,
   type Capabilities,
   createRequest,
+  type Grant,
   isLockError,
   type KeyStatus,
   type LockRequest,
   lockClosed,
+  onAbort,
+  settledWithin,
+  type WaitOptions,
 } from "@locks/core/backend";
 import type { ResolvedOptions } from "./options.js";
 import { type Hold, Session } from "./session.js";
@@ -19,6 +23,11 @@ const NOT_GRANTED: Attempt<Hold> = Object.freeze({ granted: false });
 /** ER_NO_SUCH_TABLE, and the privilege errors (table, database, command). */
 const NO_SUCH_TABLE = 1146;
 const DENIED = new Set([1142, 1044, 1045, 1227]);
+
+/** A wait in the server is one GET_LOCK of at most this many seconds, then another. */
+const WAIT_S = 30;
+/** How long an aborted wait waits for the KILL of its connection before tearing its socket down. */
+const KILL_GRACE_MS = 250;
 
 /** The lock's name on the server: SHA-256 of (namespace, key) in hex, exactly MySQL's 64 characters. */
 function lockName(request: LockRequest): string {
@@ -31,22 +40,14 @@ function errno(error: unknown): number | undefined {
 }
 
 /**
- * MySQL and MariaDB named locks (`GET_LOCK`), all held on one session
- * connection. Every wait polls (the core's): the server's own wait would
- * need a connection per waiter, and gives no FIFO order either.
+ * MySQL and MariaDB named locks (`GET_LOCK`). One session connection takes
+ * every non-blocking attempt and holds what they grant; with a `uri`, a wait
+ * blocks in the server on a connection of its own (up to maxConnections in
+ * all), which then holds the lock it waited for until the release.
  */
 export class MysqlBackend implements Backend<Hold> {
   readonly name = NAME;
-  readonly capabilities: Capabilities = Object.freeze({
-    scope: "cluster",
-    ttl: false,
-    fencing: true,
-    // Named locks are exclusive only: no honest readers/writer or slots without a second protocol.
-    shared: false,
-    semaphore: false,
-    fair: false,
-    notify: false,
-  });
+  readonly capabilities: Capabilities;
 
   readonly #options: ResolvedOptions;
   /**
@@ -55,7 +56,13 @@ export class MysqlBackend implements Backend<Hold> {
    * token (as the OK packet's insert id). Not granted: no row, nothing written.
    */
   readonly #take: string;
+  /** The bare upsert, for a lock taken by a wait. */
+  readonly #bump: string;
   #session: Session | undefined;
+  /** Wait connections; each holds at most the lock it waited for. */
+  readonly #waiters = new Set<Session>();
+  /** Wait connections being opened. */
+  #opening = 0;
   #connecting: Promise<Session> | undefined;
   #host: BackendHost<Hold> | undefined;
   /** A given connection was adopted once; it cannot be replaced when it dies. */
@@ -67,6 +74,20 @@ export class MysqlBackend implements Backend<Hold> {
     this.#take =
       `INSERT INTO ${options.table} (k, token) SELECT UNHEX(?), LAST_INSERT_ID(1) FROM DUAL ` +
       "WHERE GET_LOCK(?, 0) = 1 ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1)";
+    this.#bump =
+      `INSERT INTO ${options.table} (k, token) VALUES (UNHEX(?), LAST_INSERT_ID(1)) ` +
+      "ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1)";
+    this.capabilities = Object.freeze({
+      scope: "cluster",
+      ttl: false,
+      fencing: true,
+      // Named locks are exclusive only: no honest readers/writer or slots without a second protocol.
+      shared: false,
+      semaphore: false,
+      // The server wakes a waiter in GET_LOCK at the release, in no promised order.
+      fair: false,
+      notify: options.uri !== undefined && options.maxConnections > 1,
+    });
   }
 
   bind(host: BackendHost<Hold>): void {
@@ -80,7 +101,7 @@ export class MysqlBackend implements Backend<Hold> {
     if (session.names.has(name)) return NOT_GRANTED;
     session.names.set(name, undefined);
     try {
-      const token = await this.#attempt(session, name);
+      const token = await this.#attempt(session, this.#take, [name, name]);
       if (token === undefined) {
         session.names.delete(name);
         return NOT_GRANTED;
@@ -93,6 +114,50 @@ export class MysqlBackend implements Backend<Hold> {
     } catch (error) {
       session.names.delete(name);
       throw error;
+    }
+  }
+
+  /**
+   * Waits in the server: `GET_LOCK(name, 30)` (again while it times out) on
+   * a connection of its own, which then holds the lock; a release hands it
+   * over at once (polling takes up to 100 ms). Declines (the core polls)
+   * with a pool or a given connection, or when maxConnections are open.
+   * An abort KILLs the wait's connection, which frees whatever it got:
+   * nothing is left behind, whichever of the grant and the kill came first.
+   */
+  async acquire(request: LockRequest, { signal }: WaitOptions): Promise<Grant<Hold> | undefined> {
+    const { uri, maxConnections } = this.#options;
+    const open = this.#waiters.size + this.#opening;
+    if (uri === undefined || open + 1 >= maxConnections || this.#ending()) return undefined;
+    let session: Session | undefined;
+    const stop = onAbort(signal, () => void this.#kill(session));
+    try {
+      this.#opening++;
+      session = await Session.open(this.#options, this.#onDeath).finally(() => this.#opening--);
+      this.#waiters.add(session);
+      signal.throwIfAborted();
+      const name = lockName(request);
+      session.names.set(name, undefined);
+      for (;;) {
+        const rows = await session.query<{ got: unknown }[]>("SELECT GET_LOCK(?, ?) AS got", [
+          name,
+          WAIT_S,
+        ]);
+        signal.throwIfAborted();
+        if (Number(rows[0]?.got) === 1) break;
+      }
+      const token = await this.#attempt(session, this.#bump, [name]);
+      if (token === undefined || session.dead) throw new Error("the connection to MySQL was lost");
+      const hold: Hold = { session, name };
+      session.names.set(name, hold);
+      session.watch();
+      return { granted: true, fencingToken: token, hold };
+    } catch (error) {
+      if (session !== undefined) this.#waiters.delete(session);
+      void (signal.aborted ? this.#kill(session) : session?.close());
+      throw signal.aborted ? signal.reason : error;
+    } finally {
+      stop();
     }
   }
 
@@ -131,6 +196,8 @@ export class MysqlBackend implements Backend<Hold> {
     await session
       .query("DO RELEASE_LOCK(?)", [name])
       .catch((error: unknown) => session.fail(error));
+    // A wait's connection held only this lock.
+    if (this.#waiters.delete(session)) await session.close();
   }
 
   /** Who holds a key: `IS_USED_LOCK`, and the token of the last grant from the fencing table. */
@@ -160,13 +227,30 @@ export class MysqlBackend implements Backend<Hold> {
     const connecting = this.#connecting;
     const session = this.#session ?? (await connecting?.catch(() => undefined));
     this.#session = undefined;
-    await session?.close();
+    const waiters = [...this.#waiters];
+    this.#waiters.clear();
+    await Promise.allSettled([session, ...waiters].map((s) => s?.close()));
+  }
+
+  /**
+   * Ends a wait's connection from the session (`KILL`, which frees any lock
+   * it got), then tears its socket down (at once when the server does not
+   * answer within KILL_GRACE_MS).
+   */
+  async #kill(session: Session | undefined): Promise<void> {
+    if (session === undefined || session.dead) return;
+    const main = this.#session;
+    if (main !== undefined && !main.dead) {
+      // A thread id from the driver (an integer): KILL takes no parameter.
+      await settledWithin(main.query(`KILL ${Number(session.conn.threadId)}`), KILL_GRACE_MS);
+    }
+    session.fail(new Error("the wait was given up"));
   }
 
   /** One attempt; the new token, or undefined when another session holds the name. */
-  async #attempt(session: Session, name: string): Promise<bigint | undefined> {
+  async #attempt(session: Session, sql: string, values: string[]): Promise<bigint | undefined> {
     type Ok = { affectedRows: number; insertId: number | string };
-    const take = (): Promise<Ok> => session.query<Ok>(this.#take, [name, name]);
+    const take = (): Promise<Ok> => session.query<Ok>(sql, values);
     const result = await take().catch(async (error: unknown) => {
       if (errno(error) !== NO_SUCH_TABLE) throw this.#explain(error);
       await this.#createTable(session);
@@ -214,15 +298,25 @@ export class MysqlBackend implements Backend<Hold> {
     return this.#connecting;
   }
 
+  readonly #onDeath = (holds: readonly Hold[], cause: unknown): void => {
+    for (const hold of holds) {
+      this.#waiters.delete(hold.session);
+      this.#host?.lost(hold, "the MySQL session ended", cause);
+    }
+  };
+
+  /** The client is closing or closed: no connection is opened. */
+  #ending(): boolean {
+    return this.#closed || this.#host?.closing.aborted === true;
+  }
+
   async #connect(): Promise<Session> {
-    if (this.#closed || this.#host?.closing.aborted === true) throw lockClosed("mysql backend");
+    if (this.#ending()) throw lockClosed("mysql backend");
     if (this.#options.connection !== undefined) {
       if (this.#adopted) throw new Error("the connection given to mysqlBackend was lost");
       this.#adopted = true;
     }
-    const session = await Session.open(this.#options, (holds, cause) => {
-      for (const hold of holds) this.#host?.lost(hold, "the MySQL session ended", cause);
-    });
+    const session = await Session.open(this.#options, this.#onDeath);
     if (this.#closed) {
       await session.close();
       throw lockClosed("mysql backend");

@@ -35,6 +35,14 @@ export interface MysqlBackendOptions {
    * signalled lost (a silent network partition). 0 turns it off. Default 0.
    */
   heartbeatMs?: number;
+  /**
+   * With `uri`: most connections the backend opens at once, the session
+   * connection plus one per wait blocked in the server (`GET_LOCK` with a
+   * timeout; that connection then holds the lock until its release). Waits
+   * beyond it poll; 1 makes every wait poll. With `pool` or `connection`
+   * every wait polls. Default 10.
+   */
+  maxConnections?: number;
   /** How long connecting may take, in ms (mysql2's `connectTimeout`). Default 10 000. */
   connectTimeoutMs?: number;
 }
@@ -80,6 +88,7 @@ const parse = defineOptions({
   ),
   fencingTable: tableName,
   heartbeatMs: check.integer(0, MAX_MS),
+  maxConnections: check.integer(1, 100_000),
   connectTimeoutMs: check.integer(1, MAX_MS),
 });
 
@@ -96,6 +105,7 @@ export function resolveOptions(input: MysqlBackendOptions) {
     connection: options.connection,
     table: options.fencingTable ?? "`locks_fencing`",
     heartbeatMs: options.heartbeatMs ?? 0,
+    maxConnections: options.uri === undefined ? 1 : (options.maxConnections ?? 10),
     connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
   };
 }
