@@ -12,3 +12,10 @@ runConformanceSuite({
   create: () => mysqlBackend({ uri }),
   process: { module, env: { MYSQL_URL: uri } },
 });
+
+// Every wait polls: the configuration of a backend given a pool or a connection.
+runConformanceSuite({
+  name: "mysql polling",
+  create: () => mysqlBackend({ uri, maxConnections: 1 }),
+  process: { module, env: { MYSQL_URL: uri, LOCKS_MYSQL_MAX_CONNECTIONS: "1" } },
+});

@@ -97,6 +97,50 @@ describe("sessions", () => {
 });
 
 describe("connections", () => {
+  it("waits block in the server on connections of their own (up to maxConnections), which then hold the lock", async () => {
+    const ns = namespace();
+    const a = client(ns);
+    const b = client(ns, { uri, maxConnections: 3 });
+    const keys = ["w1", "w2", "w3"];
+    const held = await Promise.all(keys.map((k) => a.acquire(k)));
+    // b's session exists before the waits start: its first attempt runs on it.
+    await (await b.acquire("warm")).release();
+    const waits = keys.map((k) => b.acquire(k, { timeoutMs: 10_000 }));
+    await waitFor(
+      async () => {
+        const [rows] = await admin.query(
+          "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT GET_LOCK(%'",
+        );
+        return Number((rows as { n: number }[])[0]?.n) === 2;
+      },
+      { message: "two waits in the server (the third polls)" },
+    );
+    const released = performance.now();
+    await Promise.all(held.map((lease) => lease.release()));
+    const leases = await Promise.all(waits);
+    expect(performance.now() - released).toBeLessThan(1_000);
+    const ids = await Promise.all(keys.map((k) => holder(ns, k)));
+    expect(new Set(ids).size).toBe(3);
+    // A wait connection's death loses its lease only.
+    await admin.query(`KILL ${ids[0]}`);
+    await waitFor(() => leases[0]!.signal.aborted, {
+      message: "the lease on the killed connection",
+    });
+    expect(leases[1]!.signal.aborted || leases[2]!.signal.aborted).toBe(false);
+    await Promise.all(leases.map((lease) => lease.release()));
+    // The wait connections close with their release.
+    await waitFor(
+      async () => {
+        const [rows] = await admin.query(
+          "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID IN (?)",
+          [ids],
+        );
+        return Number((rows as { n: number }[])[0]?.n) === 1;
+      },
+      { message: "only b's session is left" },
+    );
+  });
+
   it("a Pool is refused as a connection; as `pool`, one connection of it holds every lock and goes back at close()", async () => {
     const pool = mysql.createPool({ uri, connectionLimit: 3 });
     onTestFinished(() => pool.end());
