@@ -201,6 +201,27 @@ describe("a server of its own", () => {
     );
   });
 
+  it("server SIGSTOPped: close() resolves well under a second; acquires in flight and waits in the server reject with LOCK_CLOSED", async () => {
+    const ns = namespace();
+    const other = client(ns, { uri: server.url });
+    await other.acquire("w");
+    const locks = createLocks(mysqlBackend({ uri: server.url }), { namespace: ns });
+    await locks.acquire("s");
+    const waitingInServer = locks.acquire("w", { timeoutMs: 10_000 }).catch((e: unknown) => e);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    server.pause();
+    try {
+      const inFlight = locks.acquire("t", { timeoutMs: 10_000 }).catch((e: unknown) => e);
+      const started = performance.now();
+      await locks.close();
+      expect(performance.now() - started).toBeLessThan(1_000);
+      expect(codeOf(await inFlight)).toBe("LOCK_CLOSED");
+      expect(codeOf(await waitingInServer)).toBe("LOCK_CLOSED");
+    } finally {
+      server.resume();
+    }
+  });
+
   it("a server restart: every lease is signalled lost, and tokens keep increasing afterwards", async () => {
     const ns = namespace();
     const locks = client(ns, { uri: server.url, fencingTable: "locks.fencing_restart" });
