@@ -59,10 +59,10 @@ export class MysqlBackend implements Backend<Hold> {
   /** The bare upsert, for a lock taken by a wait. */
   readonly #bump: string;
   #session: Session | undefined;
-  /** Wait connections; each holds at most the lock it waited for. */
+  /** Wait connections, open or opening; each holds at most the lock it waited for. */
   readonly #waiters = new Set<Session>();
-  /** Wait connections being opened. */
-  #opening = 0;
+  /** Every connection of ours not closed yet, the ones still connecting included. */
+  readonly #sessions = new Set<Session>();
   #connecting: Promise<Session> | undefined;
   #host: BackendHost<Hold> | undefined;
   /** A given connection was adopted once; it cannot be replaced when it dies. */
@@ -127,14 +127,18 @@ export class MysqlBackend implements Backend<Hold> {
    */
   async acquire(request: LockRequest, { signal }: WaitOptions): Promise<Grant<Hold> | undefined> {
     const { uri, maxConnections } = this.#options;
-    const open = this.#waiters.size + this.#opening;
-    if (uri === undefined || open + 1 >= maxConnections || this.#ending()) return undefined;
+    const open = this.#waiters.size + 1;
+    if (uri === undefined || open >= maxConnections || this.#ending()) return undefined;
     let session: Session | undefined;
     const stop = onAbort(signal, () => void this.#kill(session));
     try {
-      this.#opening++;
-      session = await Session.open(this.#options, this.#onDeath).finally(() => this.#opening--);
-      this.#waiters.add(session);
+      // Known before it connects: an abort or close() tears it down while it connects.
+      await Session.open(this.#options, this.#onDeath, (opened) => {
+        session = opened;
+        this.#waiters.add(opened);
+        this.#sessions.add(opened);
+      });
+      if (session === undefined) throw new Error("no connection was opened");
       signal.throwIfAborted();
       const name = lockName(request);
       session.names.set(name, undefined);
@@ -153,7 +157,10 @@ export class MysqlBackend implements Backend<Hold> {
       session.watch();
       return { granted: true, fencingToken: token, hold };
     } catch (error) {
-      if (session !== undefined) this.#waiters.delete(session);
+      if (session !== undefined) {
+        this.#waiters.delete(session);
+        this.#sessions.delete(session);
+      }
       void (signal.aborted ? this.#kill(session) : session?.close());
       throw signal.aborted ? signal.reason : error;
     } finally {
@@ -197,7 +204,10 @@ export class MysqlBackend implements Backend<Hold> {
       .query("DO RELEASE_LOCK(?)", [name])
       .catch((error: unknown) => session.fail(error));
     // A wait's connection held only this lock.
-    if (this.#waiters.delete(session)) await session.close();
+    if (this.#waiters.delete(session)) {
+      this.#sessions.delete(session);
+      await session.close();
+    }
   }
 
   /** Who holds a key: `IS_USED_LOCK`, and the token of the last grant from the fencing table. */
@@ -224,12 +234,13 @@ export class MysqlBackend implements Backend<Hold> {
 
   async close(): Promise<void> {
     this.#closed = true;
-    const connecting = this.#connecting;
-    const session = this.#session ?? (await connecting?.catch(() => undefined));
+    // A given connection, or one of a pool; ours, connecting or not, are in #sessions.
+    const session = this.#session;
+    const sessions = [...this.#sessions];
     this.#session = undefined;
-    const waiters = [...this.#waiters];
     this.#waiters.clear();
-    await Promise.allSettled([session, ...waiters].map((s) => s?.close()));
+    this.#sessions.clear();
+    await Promise.allSettled([session, ...sessions].map((s) => s?.close()));
   }
 
   /**
@@ -298,11 +309,10 @@ export class MysqlBackend implements Backend<Hold> {
     return this.#connecting;
   }
 
-  readonly #onDeath = (holds: readonly Hold[], cause: unknown): void => {
-    for (const hold of holds) {
-      this.#waiters.delete(hold.session);
-      this.#host?.lost(hold, "the MySQL session ended", cause);
-    }
+  readonly #onDeath = (session: Session, holds: readonly Hold[], cause: unknown): void => {
+    this.#sessions.delete(session);
+    this.#waiters.delete(session);
+    for (const hold of holds) this.#host?.lost(hold, "the MySQL session ended", cause);
   };
 
   /** The client is closing or closed: no connection is opened. */
@@ -316,7 +326,7 @@ export class MysqlBackend implements Backend<Hold> {
       if (this.#adopted) throw new Error("the connection given to mysqlBackend was lost");
       this.#adopted = true;
     }
-    const session = await Session.open(this.#options, this.#onDeath);
+    const session = await Session.open(this.#options, this.#onDeath, (s) => this.#sessions.add(s));
     if (this.#closed) {
       await session.close();
       throw lockClosed("mysql backend");

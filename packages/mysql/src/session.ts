@@ -1,5 +1,6 @@
 import { Liveness, settledWithin } from "@locks/core/backend";
-import mysql, { type Connection, type PoolConnection } from "mysql2/promise";
+import mysql from "mysql2";
+import type { Connection, PoolConnection } from "mysql2/promise";
 import type { ResolvedOptions } from "./options.js";
 
 /** How long a connection of ours may take to say goodbye before its socket is torn down. */
@@ -13,13 +14,19 @@ export interface Hold {
 }
 
 /** What the backend learns when a session dies: the holds that died with it. */
-export type DeathListener = (holds: readonly Hold[], cause: unknown) => void;
+export type DeathListener = (session: Session, holds: readonly Hold[], cause: unknown) => void;
 
 /** The underlying callback connection of a promise connection, with the events it emits. */
 interface Events {
   on(event: string, listener: (arg?: unknown) => void): unknown;
   off(event: string, listener: (arg?: unknown) => void): unknown;
-  destroy(): void;
+  once(event: string, listener: (arg?: unknown) => void): unknown;
+  /**
+   * The socket. mysql2's own destroy() only half-closes it (and marks the
+   * connection closing): through a partition, queries in flight would never
+   * settle. Destroying the socket fails them at once.
+   */
+  stream: { destroy(): void };
 }
 
 /**
@@ -48,19 +55,35 @@ export class Session {
     this.#events.on("end", this.#fail);
   }
 
-  /** The session for `options`: a connection of ours, one taken from the pool, or the one given. */
-  static async open(options: ResolvedOptions, onDeath: DeathListener): Promise<Session> {
+  /**
+   * The session for `options`: a connection of ours, one taken from the
+   * pool, or the one given. `opened` sees a connection of ours before it is
+   * connected, so that close() can tear it down while it connects.
+   */
+  static async open(
+    options: ResolvedOptions,
+    onDeath: DeathListener,
+    opened: (session: Session) => void,
+  ): Promise<Session> {
     const { uri, pool, connection } = options;
     if (connection !== undefined) return new Session(connection, "given", options, onDeath);
-    if (pool !== undefined)
+    if (pool !== undefined) {
       return new Session(await pool.getConnection(), "pooled", options, onDeath);
-    const conn = await mysql.createConnection({
-      uri,
+    }
+    const core = mysql.createConnection({
+      ...(uri !== undefined ? { uri } : {}),
       connectTimeout: options.connectTimeoutMs,
       supportBigNumbers: true,
       bigNumberStrings: true,
     });
-    return new Session(conn, "own", options, onDeath);
+    const session = new Session(core.promise(), "own", options, onDeath);
+    opened(session);
+    await new Promise((resolve, reject) => {
+      session.#events.once("connect", resolve);
+      session.#events.once("error", reject);
+      session.#events.once("end", () => reject(new Error("the connection to MySQL was closed")));
+    });
+    return session;
   }
 
   /** Runs a statement; the rows (or the OK packet) as mysql2 returns them. */
@@ -102,8 +125,8 @@ export class Session {
     this.names.clear();
     this.#liveness?.stop();
     if (this.origin === "given") this.#detach();
-    else this.#events.destroy();
-    this.onDeath(holds, cause);
+    else this.#events.stream.destroy();
+    this.onDeath(this, holds, cause);
   }
 
   /**
@@ -122,7 +145,7 @@ export class Session {
     }
     // Errors after this point are expected (the socket goes away); the listeners stay, so none is unhandled.
     if (!dead) await settledWithin(this.conn.end(), CLOSE_GRACE_MS);
-    this.#events.destroy();
+    this.#events.stream.destroy();
   }
 
   #detach(): void {

@@ -72,12 +72,16 @@ describe("sessions", () => {
     const lease = await locks.acquire("p");
     const cut = performance.now();
     proxy.blackhole(true);
+    // A statement in flight on the silent session settles when the heartbeat gives up on it.
+    const inFlight = locks.tryAcquire("q").catch((e: unknown) => e);
     await waitFor(() => lease.signal.aborted, {
       timeoutMs: 5_000,
       message: "the lease is signalled",
     });
     expect(performance.now() - cut).toBeLessThan(1_000);
     expect(codeOf(lease.signal.reason)).toBe("LOCK_LOST");
+    expect(codeOf(await inFlight)).toBe("BACKEND_UNAVAILABLE");
+    expect(performance.now() - cut).toBeLessThan(1_500);
     proxy.blackhole(false);
   });
 
