@@ -143,10 +143,11 @@ export class MysqlBackend implements Backend<Hold> {
       const name = lockName(request);
       session.names.set(name, undefined);
       for (;;) {
-        const rows = await session.query<{ got: unknown }[]>("SELECT GET_LOCK(?, ?) AS got", [
-          name,
-          WAIT_S,
-        ]);
+        const rows = await session.query<{ got: unknown }[]>(
+          "SELECT GET_LOCK(?, ?) AS got",
+          [name, WAIT_S],
+          false,
+        );
         signal.throwIfAborted();
         if (Number(rows[0]?.got) === 1) break;
       }

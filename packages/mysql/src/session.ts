@@ -40,6 +40,8 @@ export class Session {
   /** Names held (with their hold) or being asked for (undefined). */
   readonly names = new Map<string, Hold | undefined>();
   #liveness: Liveness | undefined;
+  /** Statements in flight that the heartbeat watches. */
+  #busy = 0;
   readonly #events: Events;
   readonly #fail = (cause?: unknown): void => this.fail(cause ?? new Error("connection closed"));
 
@@ -87,10 +89,21 @@ export class Session {
   }
 
   /** Runs a statement; the rows (or the OK packet) as mysql2 returns them. */
-  async query<T>(sql: string, values: unknown[] = []): Promise<T> {
+  /**
+   * Runs a statement; the rows (or the OK packet) as mysql2 returns them.
+   * While it runs the session is watched (heartbeatMs), unless `watched` is
+   * false (a wait in GET_LOCK: a beat would queue behind it): through a
+   * partition, it would otherwise never settle.
+   */
+  async query<T>(sql: string, values: unknown[] = [], watched = true): Promise<T> {
     if (this.dead) throw new Error("the connection to MySQL was lost");
-    const [result] = await this.conn.query(sql, values);
-    return result as T;
+    if (watched) this.#watch(1);
+    try {
+      const [result] = await this.conn.query(sql, values);
+      return result as T;
+    } finally {
+      if (watched) this.#watch(-1);
+    }
   }
 
   /** The holds on this session. */
@@ -98,11 +111,15 @@ export class Session {
     return [...this.names.values()].filter((hold) => hold !== undefined);
   }
 
-  /** Keeps a session that holds locks proven alive (heartbeatMs), and no other. */
+  /** Keeps a session proven alive (heartbeatMs) while it holds locks or runs a statement. */
   watch(): void {
+    this.#watch(0);
+  }
+
+  #watch(busy: number): void {
+    this.#busy += busy;
     const every = this.options.heartbeatMs;
-    const holding = this.holds().length > 0;
-    if (!holding || every === 0) {
+    if (every === 0 || this.dead || (this.#busy === 0 && this.holds().length === 0)) {
       this.#liveness?.stop();
       this.#liveness = undefined;
     } else if (this.#liveness === undefined) {
@@ -110,7 +127,7 @@ export class Session {
         intervalMs: every,
         // Unanswered for two intervals: the session is presumed dead, and its leases lost.
         validForMs: 2 * every,
-        beat: () => this.query("SELECT 1").then(() => undefined),
+        beat: () => this.query("SELECT 1", [], false).then(() => undefined),
         lost: (cause) =>
           this.fail(new Error(`no answer to a heartbeat within ${2 * every} ms`, { cause })),
       });

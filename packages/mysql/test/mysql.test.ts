@@ -85,6 +85,21 @@ describe("sessions", () => {
     proxy.blackhole(false);
   });
 
+  it("with heartbeatMs, a statement in flight on a session that holds nothing settles through a silent partition", async () => {
+    const proxy = await startProxy(uri);
+    onTestFinished(() => proxy.close());
+    const locks = client(namespace(), { uri: proxy.url!, heartbeatMs: 200, maxConnections: 1 });
+    await (await locks.acquire("warm")).release();
+    proxy.blackhole(true);
+    const cut = performance.now();
+    const error = await locks.tryAcquire("q").catch((e: unknown) => e);
+    expect(codeOf(error)).toBe("BACKEND_UNAVAILABLE");
+    expect(performance.now() - cut).toBeLessThan(1_500);
+    proxy.blackhole(false);
+    // The next call opens a new session.
+    expect(await locks.tryAcquire("q")).not.toBeNull();
+  });
+
   it("inspect reports the holder with the token of its grant", async () => {
     const ns = namespace();
     const backend = mysqlBackend({ uri });
