@@ -65,18 +65,12 @@ const tableName: Check<string> = (value, name) => {
 type Shape = { getConnection?: unknown; query?: unknown; connection?: unknown; pool?: unknown };
 
 /** The promise API's Pool wraps a callback pool (`pool`); the callback Pool has `promise()`. */
-const isPool = (value: object): boolean => {
-  const v = value as Shape;
-  return typeof v.getConnection === "function" && typeof v.pool === "object";
-};
+const isPool = (v: Shape): boolean =>
+  typeof v.getConnection === "function" && typeof v.pool === "object";
 
 /** A promise connection wraps a callback connection (`connection`); a pool has `getConnection`. */
-const isConnection = (value: object): boolean => {
-  const v = value as Shape;
-  return (
-    typeof v.query === "function" && typeof v.connection === "object" && !("getConnection" in v)
-  );
-};
+const isConnection = (v: Shape): boolean =>
+  typeof v.query === "function" && typeof v.connection === "object" && !("getConnection" in v);
 
 const parse = defineOptions({
   uri: check.string,
@@ -100,9 +94,7 @@ export function resolveOptions(input: MysqlBackendOptions) {
     throw invalidArgument("options", "need exactly one of uri, pool or connection");
   }
   return {
-    uri: options.uri,
-    pool: options.pool,
-    connection: options.connection,
+    ...options,
     table: options.fencingTable ?? "`locks_fencing`",
     heartbeatMs: options.heartbeatMs ?? 0,
     maxConnections: options.uri === undefined ? 1 : (options.maxConnections ?? 10),
