@@ -30,9 +30,10 @@ export interface MysqlBackendOptions {
    */
   fencingTable?: string;
   /**
-   * Every this many ms, a session that holds locks runs `SELECT 1`; one that
-   * has not answered for twice that time is torn down, and its leases are
-   * signalled lost (a silent network partition). 0 turns it off. Default 0.
+   * Every this many ms, a session that holds locks or runs a statement runs
+   * `SELECT 1`; one that has not answered for twice that time is torn down:
+   * its leases are signalled lost, its statements fail (a silent network
+   * partition). 0 turns it off. Default 0.
    */
   heartbeatMs?: number;
   /**
