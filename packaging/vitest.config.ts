@@ -6,6 +6,7 @@ export default defineProject({
     "@locks/testkit/setup/redis",
     "@locks/testkit/setup/etcd",
     "@locks/testkit/setup/postgres",
+    "@locks/testkit/setup/mariadb",
   ],
   testTimeout: 120_000,
   hookTimeout: 180_000,

@@ -29,6 +29,11 @@ async function makeBackend(spec: BackendSpec): Promise<Backend> {
       return (await import("@locks/postgres")).postgresBackend({
         connectionString: spec.connectionString,
       });
+    case "mysql":
+      return (await import("@locks/mysql")).mysqlBackend({
+        uri: spec.uri,
+        heartbeatMs: spec.heartbeatMs,
+      });
   }
 }
 

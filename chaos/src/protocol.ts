@@ -6,7 +6,8 @@ export type BackendSpec =
   | { readonly kind: "redis"; readonly url: string }
   | { readonly kind: "redlock"; readonly urls: readonly string[] }
   | { readonly kind: "etcd"; readonly hosts: readonly string[] }
-  | { readonly kind: "postgres"; readonly connectionString: string };
+  | { readonly kind: "postgres"; readonly connectionString: string }
+  | { readonly kind: "mysql"; readonly uri: string; readonly heartbeatMs: number };
 
 /** Everything a client process needs, passed in its environment. */
 export interface ClientConfig {

@@ -5,12 +5,14 @@ import { join } from "node:path";
 import {
   pgQuery,
   startEtcdCluster,
+  startMariadb,
   startPostgres,
   startProxy,
   startRedis,
   startRedisGroup,
   type TcpProxy,
 } from "@locks/testkit";
+import mysql from "mysql2/promise";
 import type { Rng } from "./prng.js";
 import type { Environment, ScenarioDefinition } from "./run.js";
 
@@ -256,6 +258,55 @@ export const scenarios: readonly ScenarioDefinition[] = [
           "server-restart": async () => {
             await server.restart({ immediate: true });
             return { target: "postgres", note: "restart -m immediate" };
+          },
+        },
+        async stop() {
+          await proxy.close();
+          await server.stop();
+        },
+      };
+    },
+  },
+  {
+    name: "mysql",
+    backend: "@locks/mysql",
+    description:
+      "3 processes through a TCP proxy, heartbeatMs 300; holder paused (the session keeps the lock) or killed, KILL of the client sessions, connection resets, blackhole past two heartbeats, server restart",
+    ttlMs: 1_000,
+    clients: 3,
+    acquireTimeoutMs: 6_000,
+    faultKinds: ["pause", "kill", "kill-sessions", "reset", "blackhole", "server-restart"],
+    weight: 1,
+    async setup(): Promise<Environment> {
+      const server = await startMariadb();
+      const proxy = await startProxy(server.url);
+      const uri = proxy.url ?? server.url;
+      return {
+        spec: () => ({ kind: "mysql", uri, heartbeatMs: 300 }),
+        faults: {
+          "kill-sessions": async () => {
+            const admin = await mysql.createConnection(server.url);
+            try {
+              const [rows] = await admin.query(
+                "SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = 'locks' AND ID <> CONNECTION_ID()",
+              );
+              const ids = (rows as { id: number }[]).map((row) => Number(row.id));
+              for (const id of ids) await admin.query(`KILL ${id}`).catch(() => undefined);
+              return { target: "client sessions", note: `${ids.length} killed` };
+            } finally {
+              await admin.end();
+            }
+          },
+          reset: async () => {
+            proxy.resetAll();
+            return { target: "proxy" };
+          },
+          // Longer than two heartbeats: the holders declare their leases lost while the server
+          // still holds the locks for their silent sessions.
+          blackhole: blackhole([proxy], 1_500),
+          "server-restart": async () => {
+            await server.restart();
+            return { target: "mariadb", note: "restart" };
           },
         },
         async stop() {

@@ -34,12 +34,13 @@ const backends: { text: string; link: string }[] = [
   { text: "redis", link: "/backends/redis" },
   { text: "etcd", link: "/backends/etcd" },
   { text: "postgres", link: "/backends/postgres" },
+  { text: "mysql", link: "/backends/mysql" },
 ];
 
 export default defineConfig({
   title: "locks",
   description:
-    "One lock API for Node.js over the resource your contenders share: memory, files, Redis, etcd, PostgreSQL.",
+    "One lock API for Node.js over the resource your contenders share: memory, files, Redis, etcd, PostgreSQL, MySQL.",
   lang: "en-US",
   head: [["link", { rel: "icon", type: "image/svg+xml", href: "/favicon.svg" }]],
   srcExclude: ["README.md", "test/**", "scripts/**", "examples/**", "node_modules/**"],

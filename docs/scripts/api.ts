@@ -14,7 +14,7 @@ import { docsRoot } from "./samples.js";
 export const apiDir: string = join(docsRoot, "api");
 
 /** The published packages, under packages/. */
-const published = ["core", "thread", "file", "redis", "etcd", "postgres", "cli"] as const;
+const published = ["core", "thread", "file", "redis", "etcd", "postgres", "mysql", "cli"] as const;
 
 const packagesDir = join(docsRoot, "..", "packages");
 

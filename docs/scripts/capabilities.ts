@@ -116,6 +116,28 @@ export const configurations: readonly Configuration[] = [
       return postgresBackend({ client: new pg.default.Client() });
     },
   },
+  {
+    page: "mysql",
+    label: "mysql",
+    packageName: "@locks/mysql",
+    call: "mysqlBackend({ uri })",
+    make: async () =>
+      (await import("@locks/mysql")).mysqlBackend({ uri: "mysql://locks@127.0.0.1:1/locks" }),
+  },
+  {
+    page: "mysql",
+    label: "mysql, your own pool",
+    packageName: "@locks/mysql",
+    call: "mysqlBackend({ pool })",
+    make: async () => {
+      const [{ mysqlBackend }, mysql] = await Promise.all([
+        import("@locks/mysql"),
+        import("mysql2/promise"),
+      ]);
+      // No connection is taken from the pool until the first lock call.
+      return mysqlBackend({ pool: mysql.default.createPool("mysql://locks@127.0.0.1:1/locks") });
+    },
+  },
 ];
 
 /** Reads every configuration's manifest. A package without sources yet is reported, not guessed. */

@@ -10,5 +10,6 @@ export default defineProject({
     "@locks/testkit/setup/redis",
     "@locks/testkit/setup/etcd",
     "@locks/testkit/setup/postgres",
+    "@locks/testkit/setup/mariadb",
   ],
 });

@@ -23,7 +23,7 @@ const bin = (name: string) =>
   fileURLToPath(new URL(`../node_modules/.bin/${name}`, import.meta.url));
 
 /** The packages published to npm (testkit, bench, docs, chaos and this one stay private). */
-const published = ["core", "thread", "file", "redis", "etcd", "postgres", "cli"] as const;
+const published = ["core", "thread", "file", "redis", "etcd", "postgres", "mysql", "cli"] as const;
 type Published = (typeof published)[number];
 
 let work: string;
@@ -287,13 +287,26 @@ await locks.close();
     expect(out).toBe("k bigint");
   });
 
+  it("mysql: takes and releases a lock", async () => {
+    const out = await script(
+      "mysql.mjs",
+      lockAndRelease(
+        `import { mysqlBackend } from "@locks/mysql";`,
+        "mysqlBackend({ uri: process.env.MYSQL_URL })",
+      ),
+      { MYSQL_URL: inject("mysqlUrl") },
+    );
+    expect(out).toBe("k bigint");
+  });
+
   it("require() loads every package (require(esm), Node 20.19+)", async () => {
     const out = await script(
       "require.cjs",
       `const { createLocks } = require("@locks/core");
 const { threadBackend } = require("@locks/thread");
 for (const [name, fn] of [["@locks/file", "fileBackend"], ["@locks/redis", "redisBackend"],
-  ["@locks/etcd", "etcdBackend"], ["@locks/postgres", "postgresBackend"]]) {
+  ["@locks/etcd", "etcdBackend"], ["@locks/postgres", "postgresBackend"],
+  ["@locks/mysql", "mysqlBackend"]]) {
   if (typeof require(name)[fn] !== "function") throw new Error(name + " has no " + fn);
 }
 if (typeof require("@locks/cli") !== "object") throw new Error("@locks/cli");
@@ -412,6 +425,23 @@ console.log(JSON.stringify(changes));
   });
 });
 
+describe("@locks/mysql installed alone", () => {
+  it("pulls mysql2 and no other driver", async () => {
+    const app = await npmProject("mysql-only", ["core", "mysql"]);
+    const has = (name: string) => existsSync(join(app, "node_modules", name));
+    expect(has("mysql2")).toBe(true);
+    for (const other of ["ioredis", "etcd3", "pg", "proper-lockfile", "@locks/postgres"]) {
+      expect(has(other), other).toBe(false);
+    }
+    await writeFile(
+      join(app, "import.mjs"),
+      `import { mysqlBackend } from "@locks/mysql";\nconsole.log(typeof mysqlBackend);\n`,
+    );
+    const { stdout } = await sh(process.execPath, ["import.mjs"], app);
+    expect(stdout.trim()).toBe("function");
+  });
+});
+
 describe("@locks/redis installed alone", () => {
   it("does not pull etcd3 or pg", async () => {
     const app = await npmProject("redis-only", ["core", "redis"]);
@@ -422,6 +452,7 @@ describe("@locks/redis installed alone", () => {
     expect(has("proper-lockfile")).toBe(false);
     expect(has("@locks/etcd")).toBe(false);
     expect(has("@locks/postgres")).toBe(false);
+    expect(has("mysql2")).toBe(false);
     await writeFile(
       join(app, "import.mjs"),
       `import { redisBackend } from "@locks/redis";\nconsole.log(typeof redisBackend);\n`,

@@ -17,9 +17,10 @@ export type BackendSpec =
       readonly hosts: readonly string[];
       readonly auth?: { readonly username: string; readonly password: string };
     }
-  | { readonly kind: "postgres"; readonly connectionString: string };
+  | { readonly kind: "postgres"; readonly connectionString: string }
+  | { readonly kind: "mysql"; readonly uri: string };
 
-const SCHEMES = "file://, redis://, rediss://, etcd://, postgres://";
+const SCHEMES = "file://, redis://, rediss://, etcd://, postgres://, mysql://";
 const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):/;
 
 /**
@@ -73,6 +74,11 @@ export function parseBackendUrl(value: string, cwd: string = process.cwd()): Bac
     case "postgresql":
       parseServerUrl(value, false);
       return { kind: "postgres", connectionString: value };
+    case "mysql":
+    case "mariadb":
+      parseServerUrl(value, true);
+      // mysql2 reads mysql:// URIs only; mariadb:// is the same server protocol.
+      return { kind: "mysql", uri: scheme === "mysql" ? value : `mysql${value.slice(7)}` };
     default:
       throw new UsageError(
         `unknown backend scheme "${scheme}:" in --backend ${JSON.stringify(redact(value))}: use one of ${SCHEMES}`,

@@ -18,8 +18,8 @@ export function defaultLockDirectory(env: NodeJS.ProcessEnv = process.env): stri
 
 /**
  * Makes the backend a spec names. Each backend package is imported only when
- * its scheme is used, so `locks run` on files never loads a Redis, etcd or
- * PostgreSQL client.
+ * its scheme is used, so `locks run` on files never loads a Redis, etcd,
+ * PostgreSQL or MySQL client.
  */
 export async function openBackend(spec: BackendSpec): Promise<Backend> {
   switch (spec.kind) {
@@ -45,6 +45,10 @@ export async function openBackend(spec: BackendSpec): Promise<Backend> {
       const { postgresBackend } = await import("@locks/postgres");
       return postgresBackend({ connectionString: spec.connectionString });
     }
+    case "mysql": {
+      const { mysqlBackend } = await import("@locks/mysql");
+      return mysqlBackend({ uri: spec.uri });
+    }
   }
 }
 
@@ -61,6 +65,8 @@ export function describeBackend(spec: BackendSpec): string {
       return "etcd backend";
     case "postgres":
       return "postgres backend";
+    case "mysql":
+      return "mysql backend";
   }
 }
 

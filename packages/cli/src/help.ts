@@ -16,6 +16,7 @@ Backends (--backend, or LOCKS_BACKEND in the environment):
                                   several times (3 or 5 distinct servers) for Redlock
   etcd://host:2379[,host:2379]    an etcd cluster (etcds:// for TLS; user:password@ allowed)
   postgres://user:pw@host/db      PostgreSQL advisory locks
+  mysql://user:pw@host:3306/db    MySQL or MariaDB named locks (GET_LOCK); also mariadb://
 
 Examples:
   locks run nightly-backup -- ./backup.sh                 wait for the lock, then run

@@ -185,6 +185,12 @@ const cases: BackendCase[] = [
     statusShowsToken: false,
     semaphore: true,
   },
+  {
+    name: "mysql",
+    backendArgs: () => ["--backend", inject("mysqlUrl")],
+    statusShowsToken: true,
+    semaphore: false,
+  },
 ];
 
 describe.each(cases)("locks run on $name", (backend) => {
@@ -541,7 +547,7 @@ describe("locks run (file backend)", () => {
     expect(version).toMatchObject({ code: 0, stdout: "0.1.0\n" });
   });
 
-  it("exits 2 with one line when the redis, etcd or postgres server is not there", async ({
+  it("exits 2 with one line when the redis, etcd, postgres or mysql server is not there", async ({
     onTestFinished,
   }) => {
     const { cli } = setup(onTestFinished);
@@ -550,6 +556,7 @@ describe("locks run (file backend)", () => {
       `redis://127.0.0.1:${port}`,
       `etcd://127.0.0.1:${port}`,
       `postgres://locks@127.0.0.1:${port}/locks`,
+      `mysql://locks@127.0.0.1:${port}/locks`,
     ];
     const results = await Promise.all(
       urls.map((url) => cli.run(["run", "--backend", url, "-n", "k", "--", "true"])),

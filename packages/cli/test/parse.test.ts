@@ -48,7 +48,7 @@ describe("parseBackendUrls", () => {
     });
   });
 
-  it("reads file, redis, Redlock, etcd and postgres URLs", () => {
+  it("reads file, redis, Redlock, etcd, postgres and mysql URLs", () => {
     expect(parseBackendUrls(["file:///var/lock/app"], "/d")).toEqual({
       kind: "file",
       directory: "/var/lock/app",
@@ -74,6 +74,14 @@ describe("parseBackendUrls", () => {
     expect(parseBackendUrls(["postgresql://u@db/app"], "/d")).toEqual({
       kind: "postgres",
       connectionString: "postgresql://u@db/app",
+    });
+    expect(parseBackendUrls(["mysql://u:pw@db:3306/app"], "/d")).toEqual({
+      kind: "mysql",
+      uri: "mysql://u:pw@db:3306/app",
+    });
+    expect(parseBackendUrls(["mariadb://u@db/app"], "/d")).toEqual({
+      kind: "mysql",
+      uri: "mysql://u@db/app",
     });
   });
 

@@ -23,3 +23,8 @@ export function etcdEndpointsFromEnv(): string[] | undefined {
 export function databaseUrlFromEnv(): string | undefined {
   return nonEmpty(process.env.DATABASE_URL);
 }
+
+/** `MYSQL_URL` when set and not empty. */
+export function mysqlUrlFromEnv(): string | undefined {
+  return nonEmpty(process.env.MYSQL_URL);
+}

@@ -15,7 +15,12 @@ export {
   type LockChildOptions,
   type LostEvent,
 } from "./child.js";
-export { databaseUrlFromEnv, etcdEndpointsFromEnv, redisUrlFromEnv } from "./env.js";
+export {
+  databaseUrlFromEnv,
+  etcdEndpointsFromEnv,
+  mysqlUrlFromEnv,
+  redisUrlFromEnv,
+} from "./env.js";
 export {
   type EtcdClusterHandle,
   type EtcdClusterOptions,
@@ -24,6 +29,7 @@ export {
   startEtcd,
   startEtcdCluster,
 } from "./etcd.js";
+export { type MariadbOptions, type MariadbServer, startMariadb } from "./mariadb.js";
 export { nodeChildArgs } from "./node.js";
 export { type PostgresOptions, type PostgresServer, startPostgres } from "./postgres.js";
 export {

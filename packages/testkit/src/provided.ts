@@ -2,7 +2,7 @@ import type {} from "vitest";
 
 /**
  * What the global setups (`@locks/testkit/setup/*`) provide to tests:
- * `inject("redisUrl")`, `inject("etcdEndpoints")`, `inject("databaseUrl")`.
+ * `inject("redisUrl")`, `inject("etcdEndpoints")`, `inject("databaseUrl")`, `inject("mysqlUrl")`.
  */
 declare module "vitest" {
   export interface ProvidedContext {
@@ -12,5 +12,7 @@ declare module "vitest" {
     etcdEndpoints: string[];
     /** From `@locks/testkit/setup/postgres`: `DATABASE_URL` or a server started for the run. */
     databaseUrl: string;
+    /** From `@locks/testkit/setup/mariadb`: `MYSQL_URL` or a MariaDB started for the run. */
+    mysqlUrl: string;
   }
 }

@@ -106,8 +106,8 @@ function isExecutable(path: string): boolean {
 }
 
 /** Absolute path of `binary` on PATH, or undefined. */
-export function which(binary: string): string | undefined {
-  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+export function which(binary: string, path = process.env.PATH ?? ""): string | undefined {
+  for (const dir of path.split(delimiter)) {
     if (!dir) continue;
     const candidate = join(dir, binary);
     if (isExecutable(candidate)) return candidate;

@@ -1,0 +1,338 @@
+import {
+  type Attempt,
+  type Backend,
+  type BackendHost,
+  backendUnavailable,
+  type Capabilities,
+  createRequest,
+  type Grant,
+  isLockError,
+  type KeyStatus,
+  type LockRequest,
+  lockClosed,
+  onAbort,
+  settledWithin,
+  type WaitOptions,
+} from "@locks/core/backend";
+import type { ResolvedOptions } from "./options.js";
+import { type Hold, Session } from "./session.js";
+
+const NAME = "mysql";
+const NOT_GRANTED: Attempt<Hold> = Object.freeze({ granted: false });
+
+/** ER_NO_SUCH_TABLE, and the privilege errors (table, database, command). */
+const NO_SUCH_TABLE = 1146;
+const DENIED = new Set([1142, 1044, 1045, 1227]);
+
+/** A wait in the server is one GET_LOCK of at most this many seconds, then another. */
+const WAIT_S = 30;
+/** How long an aborted wait waits for the KILL of its connection before tearing its socket down. */
+const KILL_GRACE_MS = 250;
+
+/** The lock's name on the server: SHA-256 of (namespace, key) in hex, exactly MySQL's 64 characters. */
+function lockName(request: LockRequest): string {
+  return request.digest.toString("hex");
+}
+
+function errno(error: unknown): number | undefined {
+  const code = (error as { errno?: unknown } | null)?.errno;
+  return typeof code === "number" ? code : undefined;
+}
+
+/**
+ * MySQL and MariaDB named locks (`GET_LOCK`). One session connection takes
+ * every non-blocking attempt and holds what they grant; with a `uri`, a wait
+ * blocks in the server on a connection of its own (up to maxConnections in
+ * all), which then holds the lock it waited for until the release.
+ */
+export class MysqlBackend implements Backend<Hold> {
+  readonly name = NAME;
+  readonly capabilities: Capabilities;
+
+  readonly #options: ResolvedOptions;
+  /**
+   * Takes the lock and bumps the key's token in one statement: `GET_LOCK` in
+   * the WHERE of an upsert whose `LAST_INSERT_ID(expr)` hands back the new
+   * token (as the OK packet's insert id). Not granted: no row, nothing written.
+   */
+  readonly #take: string;
+  /** The bare upsert, for a lock taken by a wait. */
+  readonly #bump: string;
+  #session: Session | undefined;
+  /** Wait connections, open or opening; each holds at most the lock it waited for. */
+  readonly #waiters = new Set<Session>();
+  /** Every connection of ours not closed yet, the ones still connecting included. */
+  readonly #sessions = new Set<Session>();
+  #connecting: Promise<Session> | undefined;
+  #host: BackendHost<Hold> | undefined;
+  /** A given connection was adopted once; it cannot be replaced when it dies. */
+  #adopted = false;
+  #closed = false;
+
+  constructor(options: ResolvedOptions) {
+    this.#options = options;
+    this.#take =
+      `INSERT INTO ${options.table} (k, token) SELECT UNHEX(?), LAST_INSERT_ID(1) FROM DUAL ` +
+      "WHERE GET_LOCK(?, 0) = 1 ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1)";
+    this.#bump =
+      `INSERT INTO ${options.table} (k, token) VALUES (UNHEX(?), LAST_INSERT_ID(1)) ` +
+      "ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1)";
+    this.capabilities = Object.freeze({
+      scope: "cluster",
+      ttl: false,
+      fencing: true,
+      // Named locks are exclusive only: no honest readers/writer or slots without a second protocol.
+      shared: false,
+      semaphore: false,
+      // The server wakes a waiter in GET_LOCK at the release, in no promised order.
+      fair: false,
+      notify: options.uri !== undefined && options.maxConnections > 1,
+    });
+  }
+
+  bind(host: BackendHost<Hold>): void {
+    this.#host = host;
+  }
+
+  async tryAcquire(request: LockRequest): Promise<Attempt<Hold>> {
+    const session = await this.#live();
+    const name = lockName(request);
+    // This session holds it, or asks for it: GET_LOCK would grant it once more.
+    if (session.names.has(name)) return NOT_GRANTED;
+    session.names.set(name, undefined);
+    try {
+      const token = await this.#attempt(session, this.#take, [name, name]);
+      if (token === undefined) {
+        session.names.delete(name);
+        return NOT_GRANTED;
+      }
+      if (session.dead) throw new Error("the connection to MySQL was lost right after the grant");
+      const hold: Hold = { session, name };
+      session.names.set(name, hold);
+      session.watch();
+      return { granted: true, fencingToken: token, hold };
+    } catch (error) {
+      session.names.delete(name);
+      throw error;
+    }
+  }
+
+  /**
+   * Waits in the server: `GET_LOCK(name, 30)` (again while it times out) on
+   * a connection of its own, which then holds the lock; a release hands it
+   * over at once (polling takes up to 100 ms). Declines (the core polls)
+   * with a pool or a given connection, or when maxConnections are open.
+   * An abort KILLs the wait's connection, which frees whatever it got:
+   * nothing is left behind, whichever of the grant and the kill came first.
+   */
+  async acquire(request: LockRequest, { signal }: WaitOptions): Promise<Grant<Hold> | undefined> {
+    const { uri, maxConnections } = this.#options;
+    const open = this.#waiters.size + 1;
+    if (uri === undefined || open >= maxConnections || this.#ending()) return undefined;
+    let session: Session | undefined;
+    const stop = onAbort(signal, () => void this.#kill(session));
+    try {
+      // Known before it connects: an abort or close() tears it down while it connects.
+      await Session.open(this.#options, this.#onDeath, (opened) => {
+        session = opened;
+        this.#waiters.add(opened);
+        this.#sessions.add(opened);
+      });
+      if (session === undefined) throw new Error("no connection was opened");
+      signal.throwIfAborted();
+      const name = lockName(request);
+      session.names.set(name, undefined);
+      for (;;) {
+        const rows = await session.query<{ got: unknown }[]>(
+          "SELECT GET_LOCK(?, ?) AS got",
+          [name, WAIT_S],
+          false,
+        );
+        signal.throwIfAborted();
+        if (Number(rows[0]?.got) === 1) break;
+      }
+      const token = await this.#attempt(session, this.#bump, [name]);
+      if (token === undefined || session.dead) throw new Error("the connection to MySQL was lost");
+      const hold: Hold = { session, name };
+      session.names.set(name, hold);
+      session.watch();
+      return { granted: true, fencingToken: token, hold };
+    } catch (error) {
+      if (session !== undefined) {
+        this.#waiters.delete(session);
+        this.#sessions.delete(session);
+      }
+      void (signal.aborted ? this.#kill(session) : session?.close());
+      throw signal.aborted ? signal.reason : error;
+    } finally {
+      stop();
+    }
+  }
+
+  /** Named locks have no TTL: a lock is held as long as its session lives and holds it. */
+  async extend(_request: LockRequest, hold: Hold): Promise<boolean> {
+    const { session, name } = hold;
+    if (session.dead || session.names.get(name) !== hold) return false;
+    try {
+      const rows = await session.query<{ mine: unknown }[]>(
+        "SELECT IS_USED_LOCK(?) = CONNECTION_ID() AS mine",
+        [name],
+      );
+      return Number(rows[0]?.mine) === 1 && session.names.get(name) === hold;
+    } catch (error) {
+      if (session.dead) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Releases the hold's lock on its session. With `hold` undefined (an
+   * attempt failed, and may have taken the lock before its upsert failed),
+   * the name is released on the session unless the session holds or asks
+   * for it under another lease. Any failure but a dead session leaves an
+   * unknown state: the session is ended, which frees every lock on it (the
+   * others are reported lost).
+   */
+  async release(request: LockRequest, hold: Hold | undefined): Promise<void> {
+    const name = lockName(request);
+    const session = hold?.session ?? this.#session;
+    if (session === undefined || session.dead) return;
+    if (hold !== undefined ? session.names.get(name) !== hold : session.names.has(name)) return;
+    session.names.delete(name);
+    session.watch();
+    // Sent before any later attempt on this session: one connection runs its statements in order.
+    await session
+      .query("DO RELEASE_LOCK(?)", [name])
+      .catch((error: unknown) => session.fail(error));
+    // A wait's connection held only this lock.
+    if (this.#waiters.delete(session)) {
+      this.#sessions.delete(session);
+      await session.close();
+    }
+  }
+
+  /** Who holds a key: `IS_USED_LOCK`, and the token of the last grant from the fencing table. */
+  async inspect(namespace: string, key: string): Promise<KeyStatus> {
+    const name = lockName(createRequest({ namespace, key }));
+    try {
+      const session = await this.#live();
+      const rows = await session.query<{ id: unknown }[]>("SELECT IS_USED_LOCK(?) AS id", [name]);
+      if (rows[0]?.id === null || rows[0]?.id === undefined) return { held: false, holders: [] };
+      const tokens = await session
+        .query<{ token: unknown }[]>(
+          `SELECT token FROM ${this.#options.table} WHERE k = UNHEX(?)`,
+          [name],
+        )
+        .catch(() => []);
+      const token = tokens[0]?.token;
+      const fencing = token === undefined ? {} : { fencingToken: BigInt(String(token)) };
+      return { held: true, limit: 1, holders: [{ mode: "exclusive", ...fencing }] };
+    } catch (error) {
+      // Called by tools directly, not through the core: its errors are mapped here.
+      throw isLockError(error) ? error : backendUnavailable(NAME, error);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    // A given connection, or one of a pool; ours, connecting or not, are in #sessions.
+    const session = this.#session;
+    const sessions = [...this.#sessions];
+    this.#session = undefined;
+    this.#waiters.clear();
+    this.#sessions.clear();
+    await Promise.allSettled([session, ...sessions].map((s) => s?.close()));
+  }
+
+  /**
+   * Ends a wait's connection from the session (`KILL`, which frees any lock
+   * it got), then tears its socket down (at once when the server does not
+   * answer within KILL_GRACE_MS).
+   */
+  async #kill(session: Session | undefined): Promise<void> {
+    if (session === undefined || session.dead) return;
+    const main = this.#session;
+    if (main !== undefined && !main.dead) {
+      // A thread id from the driver (an integer): KILL takes no parameter.
+      await settledWithin(main.query(`KILL ${Number(session.conn.threadId)}`), KILL_GRACE_MS);
+    }
+    session.fail(new Error("the wait was given up"));
+  }
+
+  /** One attempt; the new token, or undefined when another session holds the name. */
+  async #attempt(session: Session, sql: string, values: string[]): Promise<bigint | undefined> {
+    type Ok = { affectedRows: number; insertId: number | string };
+    const take = (): Promise<Ok> => session.query<Ok>(sql, values);
+    const result = await take().catch(async (error: unknown) => {
+      if (errno(error) !== NO_SUCH_TABLE) throw this.#explain(error);
+      await this.#createTable(session);
+      return take().catch((again: unknown) => {
+        throw this.#explain(again);
+      });
+    });
+    return result.affectedRows === 0 ? undefined : BigInt(String(result.insertId));
+  }
+
+  async #createTable(session: Session): Promise<void> {
+    await session
+      .query(
+        `CREATE TABLE IF NOT EXISTS ${this.#options.table} ` +
+          "(k BINARY(32) NOT NULL PRIMARY KEY, token BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+      )
+      .catch((error: unknown) => {
+        throw this.#explain(error);
+      });
+  }
+
+  /** A privilege error, in words that say what to grant. */
+  #explain(error: unknown): unknown {
+    const code = errno(error);
+    if (code === undefined || !DENIED.has(code)) return error;
+    const { table } = this.#options;
+    return backendUnavailable(
+      NAME,
+      new Error(
+        `the fencing table ${table} cannot be created or written: ${(error as Error).message}. ` +
+          `Create it once as an administrator: CREATE TABLE ${table} (k BINARY(32) NOT NULL PRIMARY KEY, ` +
+          `token BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB, and GRANT SELECT, INSERT, UPDATE ON it to this user`,
+        { cause: error },
+      ),
+    );
+  }
+
+  /** The session, (re)connected when needed; a given connection only once. */
+  #live(): Promise<Session> {
+    const session = this.#session;
+    if (session !== undefined && !session.dead) return Promise.resolve(session);
+    this.#connecting ??= this.#connect().finally(() => {
+      this.#connecting = undefined;
+    });
+    return this.#connecting;
+  }
+
+  readonly #onDeath = (session: Session, holds: readonly Hold[], cause: unknown): void => {
+    this.#sessions.delete(session);
+    this.#waiters.delete(session);
+    for (const hold of holds) this.#host?.lost(hold, "the MySQL session ended", cause);
+  };
+
+  /** The client is closing or closed: no connection is opened. */
+  #ending(): boolean {
+    return this.#closed || this.#host?.closing.aborted === true;
+  }
+
+  async #connect(): Promise<Session> {
+    if (this.#ending()) throw lockClosed("mysql backend");
+    if (this.#options.connection !== undefined) {
+      if (this.#adopted) throw new Error("the connection given to mysqlBackend was lost");
+      this.#adopted = true;
+    }
+    const session = await Session.open(this.#options, this.#onDeath, (s) => this.#sessions.add(s));
+    if (this.#closed) {
+      await session.close();
+      throw lockClosed("mysql backend");
+    }
+    this.#session = session;
+    return session;
+  }
+}
