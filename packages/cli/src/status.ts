@@ -1,5 +1,5 @@
 import { isLockError, type KeyStatus, type Lease, type LockMode, type Locks } from "@locks/core";
-import { validateKey } from "@locks/core/backend";
+import { backendUnavailable, validateKey } from "@locks/core/backend";
 import { parseStatusArgs, type StatusArgs } from "./args.js";
 import { describeBackend } from "./backends.js";
 import { closeLocks, openLocks } from "./client.js";
@@ -40,7 +40,10 @@ export async function readKeyStatus(
 ): Promise<{ result: KeyStatus; detailed: boolean }> {
   const backend = locks.backend;
   if (backend.inspect !== undefined) {
-    const result = await backend.inspect(locks.namespace, key);
+    // Straight to the backend, not through the core: its errors are mapped here, as the core would.
+    const result = await backend.inspect(locks.namespace, key).catch((error: unknown) => {
+      throw isLockError(error) ? error : backendUnavailable(backend.name, error);
+    });
     // A listed holder holds it: `held` alone must never hide one (semaphore holders once were).
     return {
       result: { ...result, held: result.held || result.holders.length > 0 },

@@ -6,12 +6,12 @@ import {
   type Capabilities,
   createRequest,
   type Grant,
-  isLockError,
   type KeyStatus,
   type LockRequest,
   lockClosed,
   onAbort,
   settledWithin,
+  singleFlight,
   type WaitOptions,
 } from "@locks/core/backend";
 import type { ResolvedOptions } from "./options.js";
@@ -63,7 +63,8 @@ export class MysqlBackend implements Backend<Hold> {
   readonly #waiters = new Set<Session>();
   /** Every connection of ours not closed yet, the ones still connecting included. */
   readonly #sessions = new Set<Session>();
-  #connecting: Promise<Session> | undefined;
+  /** One connect at a time, shared by every caller that needs the session meanwhile. */
+  readonly #connectOnce = singleFlight(() => this.#connect());
   #host: BackendHost<Hold> | undefined;
   /** A given connection was adopted once; it cannot be replaced when it dies. */
   #adopted = false;
@@ -214,23 +215,17 @@ export class MysqlBackend implements Backend<Hold> {
   /** Who holds a key: `IS_USED_LOCK`, and the token of the last grant from the fencing table. */
   async inspect(namespace: string, key: string): Promise<KeyStatus> {
     const name = lockName(createRequest({ namespace, key }));
-    try {
-      const session = await this.#live();
-      const rows = await session.query<{ id: unknown }[]>("SELECT IS_USED_LOCK(?) AS id", [name]);
-      if (rows[0]?.id === null || rows[0]?.id === undefined) return { held: false, holders: [] };
-      const tokens = await session
-        .query<{ token: unknown }[]>(
-          `SELECT token FROM ${this.#options.table} WHERE k = UNHEX(?)`,
-          [name],
-        )
-        .catch(() => []);
-      const token = tokens[0]?.token;
-      const fencing = token === undefined ? {} : { fencingToken: BigInt(String(token)) };
-      return { held: true, limit: 1, holders: [{ mode: "exclusive", ...fencing }] };
-    } catch (error) {
-      // Called by tools directly, not through the core: its errors are mapped here.
-      throw isLockError(error) ? error : backendUnavailable(NAME, error);
-    }
+    const session = await this.#live();
+    const rows = await session.query<{ id: unknown }[]>("SELECT IS_USED_LOCK(?) AS id", [name]);
+    if (rows[0]?.id === null || rows[0]?.id === undefined) return { held: false, holders: [] };
+    const tokens = await session
+      .query<{ token: unknown }[]>(`SELECT token FROM ${this.#options.table} WHERE k = UNHEX(?)`, [
+        name,
+      ])
+      .catch(() => []);
+    const token = tokens[0]?.token;
+    const fencing = token === undefined ? {} : { fencingToken: BigInt(String(token)) };
+    return { held: true, limit: 1, holders: [{ mode: "exclusive", ...fencing }] };
   }
 
   async close(): Promise<void> {
@@ -304,10 +299,7 @@ export class MysqlBackend implements Backend<Hold> {
   #live(): Promise<Session> {
     const session = this.#session;
     if (session !== undefined && !session.dead) return Promise.resolve(session);
-    this.#connecting ??= this.#connect().finally(() => {
-      this.#connecting = undefined;
-    });
-    return this.#connecting;
+    return this.#connectOnce();
   }
 
   readonly #onDeath = (session: Session, holds: readonly Hold[], cause: unknown): void => {

@@ -2,11 +2,9 @@ import {
   type Attempt,
   type Backend,
   type BackendHost,
-  backendUnavailable,
   type Capabilities,
   createRequest,
   type Grant,
-  isLockError,
   type KeyStatus,
   Liveness,
   type LockMode,
@@ -14,6 +12,7 @@ import {
   limitMismatch,
   lockClosed,
   settledWithin,
+  singleFlight,
   type Unsubscribe,
   type WaitOptions,
   WakeRegistry,
@@ -69,7 +68,8 @@ export class PostgresBackend implements Backend<Hold> {
   /** Queue connections open or being opened. */
   #queueCount = 0;
   #session: Connection | undefined;
-  #connecting: Promise<Connection> | undefined;
+  /** One connect at a time, shared by every caller that needs the session meanwhile. */
+  readonly #connectOnce = singleFlight(() => this.#connectSession());
   /** The spare queue connection being opened. */
   #warming: Promise<void> | undefined;
   /** A given client was adopted once; it cannot be replaced when it dies. */
@@ -222,10 +222,7 @@ export class PostgresBackend implements Backend<Hold> {
    * when its limit is above INSPECTED_SLOTS).
    */
   inspect(namespace: string, key: string): Promise<KeyStatus> {
-    // Called by tools directly, not through the core: its errors are mapped here.
-    return this.#inspect(createRequest({ namespace, key })).catch((error: unknown) => {
-      throw isLockError(error) ? error : backendUnavailable(NAME, error);
-    });
+    return this.#inspect(createRequest({ namespace, key }));
   }
 
   async close(): Promise<void> {
@@ -522,10 +519,7 @@ export class PostgresBackend implements Backend<Hold> {
   #liveSession(): Promise<Connection> {
     const session = this.#session;
     if (session !== undefined && !session.dead) return Promise.resolve(session);
-    this.#connecting ??= this.#connectSession().finally(() => {
-      this.#connecting = undefined;
-    });
-    return this.#connecting;
+    return this.#connectOnce();
   }
 
   async #connectSession(): Promise<Connection> {

@@ -36,5 +36,6 @@ export { settledWithin } from "../settle.js";
 export { Liveness, type LivenessOptions } from "./liveness.js";
 export { type Check, check, defineOptions, type OptionSchema, type OptionsOf } from "./options.js";
 export { type RetryOptions, retryInBackground } from "./retry.js";
+export { singleFlight } from "./single-flight.js";
 export { raceAbort, sleep } from "./sleep.js";
 export { type Wakeable, type WakeHooks, WakeRegistry } from "./wakes.js";

@@ -45,12 +45,13 @@ export class Liveness {
   /** Stops beating (idempotent); an unfinished beat is aborted. */
   stop(): void {
     this.#stopped = true;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    clearTimeout(this.#timer);
     this.#beating?.abort();
   }
 
+  /** (Re)arms the one timer, never past the end of validity. */
   #schedule(ms: number): void {
+    clearTimeout(this.#timer);
     if (this.#stopped) return;
     const left = this.#validUntil - monotonicNow();
     this.#timer = setTimeout(() => this.#tick(), Math.max(0, Math.min(ms, left)));
@@ -59,7 +60,6 @@ export class Liveness {
   }
 
   #tick(): void {
-    this.#timer = undefined;
     if (this.#stopped) return;
     if (monotonicNow() >= this.#validUntil) {
       this.stop();
@@ -79,21 +79,15 @@ export class Liveness {
         if (this.#stopped) return;
         this.#validUntil = Math.max(this.#validUntil, start + this.#options.validForMs);
         this.#lastError = undefined;
-        this.#reschedule(this.#options.intervalMs);
+        this.#schedule(this.#options.intervalMs);
       },
       (error: unknown) => {
         this.#beating = undefined;
         this.#lastError = error;
-        this.#reschedule(this.#options.intervalMs);
+        this.#schedule(this.#options.intervalMs);
       },
     );
     // The beat may hang: wake at the end of validity anyway, to declare the loss on time.
     this.#schedule(this.#validUntil - monotonicNow());
-  }
-
-  #reschedule(ms: number): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#schedule(ms);
   }
 }

@@ -1,6 +1,6 @@
 import { getEventListeners } from "node:events";
 import { describe, expect, it } from "vitest";
-import { raceAbort, sleep } from "../../src/toolkit/index.js";
+import { raceAbort, singleFlight, sleep } from "../../src/toolkit/index.js";
 
 function liveTimers(): number {
   return process.getActiveResourcesInfo().filter((kind) => kind === "Timeout").length;
@@ -72,5 +72,39 @@ describe("raceAbort", () => {
     expect(getEventListeners(controller.signal, "abort").length).toBeLessThanOrEqual(1);
     await Promise.all(races);
     expect(getEventListeners(controller.signal, "abort")).toHaveLength(0);
+  });
+});
+
+describe("singleFlight", () => {
+  it("shares a run in flight among callers, and starts anew once it settled", async () => {
+    let runs = 0;
+    let finish: (value: number) => void = () => {};
+    const connect = singleFlight(() => {
+      runs++;
+      return new Promise<number>((resolve) => {
+        finish = resolve;
+      });
+    });
+    const a = connect();
+    const b = connect();
+    expect(a).toBe(b);
+    finish(1);
+    expect(await a).toBe(1);
+    const c = connect();
+    expect(c).not.toBe(a);
+    finish(2);
+    expect(await c).toBe(2);
+    expect(runs).toBe(2);
+  });
+
+  it("starts anew after a failed run", async () => {
+    let runs = 0;
+    const connect = singleFlight(async () => {
+      runs++;
+      if (runs === 1) throw new Error("refused");
+      return runs;
+    });
+    await expect(connect()).rejects.toThrow("refused");
+    expect(await connect()).toBe(2);
   });
 });
