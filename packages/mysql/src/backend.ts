@@ -63,6 +63,8 @@ export class MysqlBackend implements Backend<Hold> {
   readonly #waiters = new Set<Session>();
   /** Every connection of ours not closed yet, the ones still connecting included. */
   readonly #sessions = new Set<Session>();
+  /** A wait connection whose lock was released, kept for the next wait: connecting costs more than a handover. */
+  #spare: Session | undefined;
   /** One connect at a time, shared by every caller that needs the session meanwhile. */
   readonly #connectOnce = singleFlight(() => this.#connect());
   #host: BackendHost<Hold> | undefined;
@@ -133,12 +135,19 @@ export class MysqlBackend implements Backend<Hold> {
     let session: Session | undefined;
     const stop = onAbort(signal, () => void this.#kill(session));
     try {
-      // Known before it connects: an abort or close() tears it down while it connects.
-      await Session.open(this.#options, this.#onDeath, (opened) => {
-        session = opened;
-        this.#waiters.add(opened);
-        this.#sessions.add(opened);
-      });
+      const spare = this.#spare;
+      this.#spare = undefined;
+      if (spare !== undefined && !spare.dead) {
+        session = spare;
+        this.#waiters.add(spare);
+      } else {
+        // Known before it connects: an abort or close() tears it down while it connects.
+        await Session.open(this.#options, this.#onDeath, (opened) => {
+          session = opened;
+          this.#waiters.add(opened);
+          this.#sessions.add(opened);
+        });
+      }
       if (session === undefined) throw new Error("no connection was opened");
       signal.throwIfAborted();
       const name = lockName(request);
@@ -205,11 +214,15 @@ export class MysqlBackend implements Backend<Hold> {
     await session
       .query("DO RELEASE_LOCK(?)", [name])
       .catch((error: unknown) => session.fail(error));
-    // A wait's connection held only this lock.
-    if (this.#waiters.delete(session)) {
-      this.#sessions.delete(session);
-      await session.close();
+    // A wait's connection held only this lock: kept for the next wait, or closed.
+    if (!this.#waiters.delete(session)) return;
+    const room = this.#waiters.size + 2 <= this.#options.maxConnections;
+    if (this.#spare === undefined && room && !session.dead && !this.#ending()) {
+      this.#spare = session;
+      return;
     }
+    this.#sessions.delete(session);
+    await session.close();
   }
 
   /** Who holds a key: `IS_USED_LOCK`, and the token of the last grant from the fencing table. */
@@ -236,6 +249,7 @@ export class MysqlBackend implements Backend<Hold> {
     this.#session = undefined;
     this.#waiters.clear();
     this.#sessions.clear();
+    this.#spare = undefined;
     await Promise.allSettled([session, ...sessions].map((s) => s?.close()));
   }
 
@@ -305,6 +319,7 @@ export class MysqlBackend implements Backend<Hold> {
   readonly #onDeath = (session: Session, holds: readonly Hold[], cause: unknown): void => {
     this.#sessions.delete(session);
     this.#waiters.delete(session);
+    if (this.#spare === session) this.#spare = undefined;
     for (const hold of holds) this.#host?.lost(hold, "the MySQL session ended", cause);
   };
 

@@ -147,17 +147,33 @@ describe("connections", () => {
     });
     expect(leases[1]!.signal.aborted || leases[2]!.signal.aborted).toBe(false);
     await Promise.all(leases.map((lease) => lease.release()));
-    // The wait connections close with their release.
+    // The wait connections close with their release, but one, kept for the next wait.
+    const left = async (): Promise<number> => {
+      const [rows] = await admin.query(
+        "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID IN (?)",
+        [ids],
+      );
+      return Number((rows as { n: number }[])[0]?.n);
+    };
+    await waitFor(async () => (await left()) === 2, {
+      message: "b's session and one spare wait connection are left",
+    });
+    // The next wait runs on the spare: no new connection.
+    const blocker = await a.acquire("w4");
+    const next = b.acquire("w4", { timeoutMs: 10_000 });
     await waitFor(
       async () => {
         const [rows] = await admin.query(
-          "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID IN (?)",
-          [ids],
+          "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT GET_LOCK(%'",
         );
         return Number((rows as { n: number }[])[0]?.n) === 1;
       },
-      { message: "only b's session is left" },
+      { message: "the next wait in the server" },
     );
+    await blocker.release();
+    const lease = await next;
+    expect(ids).toContain(await holder(ns, "w4"));
+    await lease.release();
   });
 
   it("a Pool is refused as a connection; as `pool`, one connection of it holds every lock and goes back at close()", async () => {
