@@ -1,10 +1,9 @@
-import { spawn } from "node:child_process";
 import { chownSync, readFileSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { join } from "node:path";
-import { ManagedServer, retryOnAddressInUse, type ServerProcess } from "./process.js";
-import { makeTempDir, removeDir } from "./registry.js";
-import { freePort, MissingBinaryError, requireBinary, which } from "./util.js";
+import { ManagedServer, type ServerProcess } from "./process.js";
+import { runToEnd, startInTempDir } from "./start.js";
+import { MissingBinaryError, requireBinary, which } from "./util.js";
 
 /** A MariaDB server listening on 127.0.0.1 only, with real grants. */
 export interface MariadbServer extends ServerProcess {
@@ -44,24 +43,6 @@ function mysqlAccount(): { uid: number; gid: number } | undefined {
   throw new Error(
     'mariadbd refuses to run as root and there is no "mysql" user: install the Debian package "mariadb-server"',
   );
-}
-
-function run(command: string, args: string[], cwd: string): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const child = spawn(command, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.on("data", (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr.on("data", (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.once("error", reject);
-    child.once("exit", (code, signal) => {
-      if (code === 0) resolve();
-      else reject(new Error(`${command} failed (code ${code}, signal ${signal}):\n${output}`));
-    });
-  });
 }
 
 /**
@@ -143,31 +124,20 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<Mariad
   if (binary === undefined) throw new MissingBinaryError("mariadbd", "mariadb-server", "MYSQL_URL");
   const install = requireBinary("mariadb-install-db", "mariadb-server", "MYSQL_URL");
   const account = mysqlAccount();
-  return retryOnAddressInUse(async () => {
-    const port = await freePort();
-    const dir = makeTempDir("mariadb");
-    let server: MariadbServerImpl | undefined;
-    try {
-      writeFileSync(join(dir, "init.sql"), INIT_SQL);
-      if (account !== undefined) chownSync(dir, account.uid, account.gid);
-      await run(
-        install,
-        [
-          "--no-defaults",
-          ...(account !== undefined ? ["--user=mysql"] : []),
-          `--datadir=${join(dir, "data")}`,
-          "--auth-root-authentication-method=socket",
-          "--skip-test-db",
-        ],
-        dir,
-      );
-      server = new MariadbServerImpl(port, dir, binary, account && "mysql", options);
-      await server.start();
-      return server;
-    } catch (error) {
-      if (server) await server.stop().catch(() => {});
-      else removeDir(dir);
-      throw error;
-    }
+  return startInTempDir("mariadb", async (port, dir) => {
+    writeFileSync(join(dir, "init.sql"), INIT_SQL);
+    if (account !== undefined) chownSync(dir, account.uid, account.gid);
+    await runToEnd(
+      install,
+      [
+        "--no-defaults",
+        ...(account !== undefined ? ["--user=mysql"] : []),
+        `--datadir=${join(dir, "data")}`,
+        "--auth-root-authentication-method=socket",
+        "--skip-test-db",
+      ],
+      { cwd: dir },
+    );
+    return new MariadbServerImpl(port, dir, binary, account && "mysql", options);
   });
 }

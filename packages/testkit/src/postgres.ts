@@ -1,10 +1,10 @@
-import { spawn } from "node:child_process";
 import { chownSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pgQuery } from "./probe.js";
-import { ManagedServer, retryOnAddressInUse, type ServerProcess } from "./process.js";
-import { makeTempDir, removeDir } from "./registry.js";
-import { freePort, postgresBinDir } from "./util.js";
+import { ManagedServer, type ServerProcess } from "./process.js";
+import { makeTempDir } from "./registry.js";
+import { runToEnd, startInTempDir } from "./start.js";
+import { postgresBinDir } from "./util.js";
 
 /** A PostgreSQL server listening on 127.0.0.1 only, trust authentication. */
 export interface PostgresServer extends ServerProcess {
@@ -59,35 +59,6 @@ function chownTo(path: string, who: Account): void {
 
 const ENV: NodeJS.ProcessEnv = { ...process.env, LC_ALL: "C", LANG: "C" };
 
-function run(command: string, args: string[], cwd: string, who: Account): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const child = spawn(command, args, {
-      cwd,
-      env: ENV,
-      stdio: ["ignore", "pipe", "pipe"],
-      ...(who.uid !== undefined ? { uid: who.uid } : {}),
-      ...(who.gid !== undefined ? { gid: who.gid } : {}),
-    });
-    let output = "";
-    child.stdout.on("data", (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr.on("data", (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.once("error", reject);
-    child.once("exit", (code, signal) => {
-      if (code === 0) resolve();
-      else
-        reject(
-          new Error(
-            `${command} ${args.join(" ")} failed (code ${code}, signal ${signal}):\n${output}`,
-          ),
-        );
-    });
-  });
-}
-
 let template: Promise<string> | undefined;
 
 /**
@@ -99,7 +70,7 @@ function templateDataDir(binDir: string, who: Account): Promise<string> {
     const dir = makeTempDir("pg-template");
     chownTo(dir, who);
     const data = join(dir, "data");
-    await run(
+    await runToEnd(
       join(binDir, "initdb"),
       [
         "-D",
@@ -111,8 +82,7 @@ function templateDataDir(binDir: string, who: Account): Promise<string> {
         "--no-sync",
         "--no-instructions",
       ],
-      dir,
-      who,
+      { cwd: dir, env: ENV, ...who },
     );
     return data;
   })();
@@ -193,20 +163,9 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
   const binDir = postgresBinDir();
   const who = account();
   const templateData = await templateDataDir(binDir, who);
-  return retryOnAddressInUse(async () => {
-    const port = await freePort();
-    const dir = makeTempDir("postgres");
-    let server: PostgresServerImpl | undefined;
-    try {
-      chownTo(dir, who);
-      await run("cp", ["-a", templateData, join(dir, "data")], dir, {});
-      server = new PostgresServerImpl(port, dir, binDir, who, options);
-      await server.start();
-      return server;
-    } catch (error) {
-      if (server) await server.stop().catch(() => {});
-      else removeDir(dir);
-      throw error;
-    }
+  return startInTempDir("postgres", async (port, dir) => {
+    chownTo(dir, who);
+    await runToEnd("cp", ["-a", templateData, join(dir, "data")], { cwd: dir });
+    return new PostgresServerImpl(port, dir, binDir, who, options);
   });
 }

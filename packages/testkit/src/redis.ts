@@ -2,8 +2,8 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { redisCommand } from "./probe.js";
-import { ManagedServer, retryOnAddressInUse, type ServerProcess } from "./process.js";
-import { makeTempDir, removeDir } from "./registry.js";
+import { ManagedServer, type ServerProcess } from "./process.js";
+import { startInTempDir } from "./start.js";
 import { freePort, requireBinary, tail, waitFor } from "./util.js";
 
 /** A redis-server listening on 127.0.0.1 only. */
@@ -96,25 +96,16 @@ async function startRedisWith(
   options: RedisOptions,
   extraArgs: (dir: string) => Promise<string[]>,
 ): Promise<RedisServerImpl> {
-  return retryOnAddressInUse(async () => {
-    const port = await freePort();
-    const dir = makeTempDir(prefix);
-    let server: RedisServerImpl | undefined;
-    try {
-      server = new RedisServerImpl(
+  return startInTempDir(
+    prefix,
+    async (port, dir) =>
+      new RedisServerImpl(
         port,
         dir,
         [...(await extraArgs(dir)), ...redisArgs(options)],
         options.startTimeoutMs,
-      );
-      await server.start();
-      return server;
-    } catch (error) {
-      if (server) await server.stop().catch(() => {});
-      else removeDir(dir);
-      throw error;
-    }
-  });
+      ),
+  );
 }
 
 /**
