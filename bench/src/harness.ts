@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { type Backend, createLocks, type Locks, type LocksOptions } from "@locks/core";
 
 /*
@@ -170,4 +171,26 @@ export async function handoffs(
   onGrant = [];
   await Promise.all(loops);
   return { perSecond: (counted * 1000) / elapsed, gapMs: median(gaps), handoffs: counted };
+}
+
+const CLOCK_TICKS = 100;
+
+/** user + system CPU time of a local process (all its threads), in µs; undefined when /proc cannot tell. */
+export function processCpuUs(pid: number): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU µs the processes used between two readings; undefined when /proc could not tell for one. */
+export function cpuSpent(
+  before: ReadonlyArray<number | undefined>,
+  after: ReadonlyArray<number | undefined>,
+): number | undefined {
+  return after.length > 0 && after.every((v, i) => v !== undefined && before[i] !== undefined)
+    ? after.reduce<number>((total, v, i) => total + v! - before[i]!, 0)
+    : undefined;
 }

@@ -1,16 +1,17 @@
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { type MysqlBackendOptions, mysqlBackend } from "@locks/mysql";
 import { type MariadbServer, startMariadb } from "@locks/testkit";
 import mysql from "mysql2/promise";
 import {
   type Contender,
+  cpuSpent,
   cycle,
   type HandoffResult,
   handoffs,
   locksContender,
   median,
+  processCpuUs,
   sum,
 } from "./harness.js";
 import type { BenchSuite, BenchTable } from "./table.js";
@@ -119,21 +120,8 @@ function oursContender(options: MysqlBackendOptions, key: string): Contender {
 
 // ---------------------------------------------------------------- CPU time
 
-const CLOCK_TICKS = 100;
-
-/** user + system CPU time of a local process (all its threads), in µs; undefined when /proc cannot tell. */
-function processCpuUs(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / CLOCK_TICKS;
-  } catch {
-    return undefined;
-  }
-}
-
-function delta(before: number | undefined, after: number | undefined): number | undefined {
-  return before === undefined || after === undefined ? undefined : after - before;
+function serverCpuUs(pid: number | undefined): number | undefined {
+  return pid === undefined ? undefined : processCpuUs(pid);
 }
 
 // ---------------------------------------------------------------- measurements
@@ -171,7 +159,7 @@ async function uncontended(
       for (const [name, contender] of contenders) {
         const once = cycle(contender);
         for (let i = 0; i < 10; i++) await once();
-        const serverBefore = processCpuUs(serverPid);
+        const serverBefore = serverCpuUs(serverPid);
         const cpuBefore = process.cpuUsage();
         const start = performance.now();
         let cycles = 0;
@@ -181,7 +169,7 @@ async function uncontended(
         }
         const elapsed = performance.now() - start;
         const cpu = process.cpuUsage(cpuBefore);
-        const server = delta(serverBefore, processCpuUs(serverPid));
+        const server = cpuSpent([serverBefore], [serverCpuUs(serverPid)]);
         rounds.set(name, [
           ...(rounds.get(name) ?? []),
           { perSecond: (cycles * 1000) / elapsed, cycles, client: cpu.user + cpu.system, server },
@@ -250,13 +238,13 @@ async function handoffTable(
           queueMs: 100,
           window: {
             start: () => {
-              serverBefore = processCpuUs(serverPid);
+              serverBefore = serverCpuUs(serverPid);
               cpuBefore = process.cpuUsage();
             },
             stop: () => {
               const cpu = process.cpuUsage(cpuBefore);
               client = cpu.user + cpu.system;
-              server = delta(serverBefore, processCpuUs(serverPid));
+              server = cpuSpent([serverBefore], [serverCpuUs(serverPid)]);
             },
           },
         });

@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { type PostgresBackendOptions, postgresBackend } from "@locks/postgres";
 import { type PostgresServer, startPostgres } from "@locks/testkit";
@@ -6,11 +5,13 @@ import advisoryLock from "advisory-lock";
 import pg from "pg";
 import {
   type Contender,
+  cpuSpent,
   cycle,
   type HandoffResult,
   handoffs,
   locksContender,
   median,
+  processCpuUs,
   sleep,
   sum,
 } from "./harness.js";
@@ -137,27 +138,6 @@ interface UncontendedResult {
 interface Measured {
   readonly contender: Contender;
   readonly serverPids: () => Promise<number[]>;
-}
-
-/** user + system CPU time of a local process, in µs; undefined when /proc cannot tell. */
-function processCpuUs(pid: number): number | undefined {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / CLOCK_TICKS;
-  } catch {
-    return undefined;
-  }
-}
-const CLOCK_TICKS = 100;
-
-/** CPU µs the processes used between two readings; undefined when /proc could not tell for one. */
-function cpuSpent(
-  before: ReadonlyArray<number | undefined>,
-  after: ReadonlyArray<number | undefined>,
-): number | undefined {
-  return after.length > 0 && after.every((v, i) => v !== undefined && before[i] !== undefined)
-    ? after.reduce<number>((total, v, i) => total + v! - before[i]!, 0)
-    : undefined;
 }
 
 /**
