@@ -36,6 +36,23 @@ function heldForgotten(inner: Backend): Backend {
 }
 
 describe("locks status", () => {
+  it("reports an inspect that fails with a store's own error as BACKEND_UNAVAILABLE, with it as cause", async () => {
+    const cause = new Error("connection reset");
+    const failing: Backend = {
+      ...withoutInspect(fileBackend({ directory })),
+      inspect: async () => {
+        throw cause;
+      },
+    };
+    await using viewer = createLocks(failing, { namespace: "inspect-fails" });
+    const error = await readKeyStatus(viewer, "k").then(
+      () => undefined,
+      (e: unknown) => e as { code?: string; cause?: unknown },
+    );
+    expect(error?.code).toBe("BACKEND_UNAVAILABLE");
+    expect(error?.cause).toBe(cause);
+  });
+
   it("reports the holder where the backend can inspect", async () => {
     await using holder = createLocks(fileBackend({ directory }), { namespace: "inspect" });
     await using viewer = createLocks(fileBackend({ directory }), { namespace: "inspect" });
