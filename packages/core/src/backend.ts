@@ -39,8 +39,8 @@ export interface Capabilities {
   readonly minTtlMs?: number;
 }
 
-/** One acquire, as the core hands it to the backend, and back to it with every later call for that lock. */
-export interface LockRequest {
+/** A key, as `inspect` and `forceRelease` receive it: the naming half of a `LockRequest`. */
+export interface KeyRef {
   /** The key as the user gave it (validated: 1 to 1024 UTF-8 bytes, well-formed). */
   readonly key: string;
   /** The namespace of the `Locks` client; part of the key on the server. */
@@ -55,6 +55,10 @@ export interface LockRequest {
    * names for files, numeric lock ids, hash tags.
    */
   readonly digest: Buffer;
+}
+
+/** One acquire, as the core hands it to the backend, and back to it with every later call for that lock. */
+export interface LockRequest extends KeyRef {
   /**
    * A random 128-bit token (32 hex characters) unique to this acquire. Extend
    * and release MUST act only on a lock held by this owner.
@@ -65,6 +69,11 @@ export interface LockRequest {
   readonly limit: number;
   /** Lease time in ms. A backend with `capabilities.ttl === false` ignores it. */
   readonly ttlMs: number;
+  /**
+   * The holder's label (1 to 256 UTF-8 bytes), or undefined when the user
+   * gave none. A backend with `inspect` stores it with the lock and reports it.
+   */
+  readonly holder: string | undefined;
 }
 
 /** A granted attempt. */
@@ -122,21 +131,30 @@ export interface BackendHost<Hold = unknown> {
   readonly closing: AbortSignal;
 }
 
-/** What a backend reports about a key, for tools such as `locks status`. */
+/** One holder of a key, as `inspect` reports it. */
+export interface HolderStatus {
+  /** The holder's label (`LockRequest.holder`), when it gave one. */
+  readonly holder: string | undefined;
+  /** `request.owner` of the grant, where the store keeps it. */
+  readonly owner?: string;
+  /** A semaphore's holders are "exclusive" (see `KeyStatus.limit`). */
+  readonly mode: LockMode;
+  /** The grant's fencing token (0n when `fencing` is false). */
+  readonly fencingToken: bigint;
+  /** How long the store keeps the lock from now, without an extension; undefined without TTL. */
+  readonly expiresInMs: number | undefined;
+}
+
+/** What a backend reports about a key (`Locks.inspect`, `locks status`). */
 export interface KeyStatus {
-  readonly held: boolean;
+  /** Every live holder; empty when the key is free. */
+  readonly holders: readonly HolderStatus[];
   /**
    * The limit the current holders took the key with: above 1 for a
    * semaphore (whose holders have mode "exclusive"), 1 otherwise.
-   * Undefined when the backend cannot tell.
+   * Undefined when the key is free or the backend cannot tell.
    */
   readonly limit?: number;
-  readonly holders: ReadonlyArray<{
-    readonly owner?: string;
-    readonly mode?: LockMode;
-    readonly fencingToken?: bigint;
-    readonly expiresInMs?: number;
-  }>;
 }
 
 /**
@@ -204,8 +222,20 @@ export interface Backend<Hold = unknown> {
    */
   subscribe?(request: LockRequest, onChange: () => void): Unsubscribe | Promise<Unsubscribe>;
 
-  /** Optional: who holds `key` now. */
-  inspect?(namespace: string, key: string): Promise<KeyStatus>;
+  /**
+   * Optional: who holds `key` now, with each holder's label, mode, token and
+   * expiry. Takes no lock and changes nothing.
+   */
+  inspect?(key: KeyRef): Promise<KeyStatus>;
+
+  /**
+   * Optional (admin): frees `key` whoever holds it; resolves true when
+   * anything was held. Every later grant's token MUST be higher than the
+   * evicted holders' (they are fenced), and `extend` of an evicted hold
+   * MUST resolve false. Where the store tells the evicted holder's backend
+   * (a connection it kills, a watch), it reports `host.lost`.
+   */
+  forceRelease?(key: KeyRef): Promise<boolean>;
 
   /** Closes the clients this instance created (never ones it was given), and every timer and socket it opened. */
   close(): Promise<void>;

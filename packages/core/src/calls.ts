@@ -1,5 +1,14 @@
-import type { Attempt, Backend, Grant, LockRequest, Unsubscribe, WaitOptions } from "./backend.js";
-import { backendUnavailable, isLockError, lockClosed } from "./errors.js";
+import type {
+  Attempt,
+  Backend,
+  Grant,
+  KeyRef,
+  KeyStatus,
+  LockRequest,
+  Unsubscribe,
+  WaitOptions,
+} from "./backend.js";
+import { backendUnavailable, invalidArgument, isLockError, lockClosed } from "./errors.js";
 
 /**
  * Every call the core makes into a backend goes through here, so the
@@ -44,6 +53,18 @@ export class BackendCalls<Hold = unknown> {
       // A call like any other: counted for close(), never made after it.
       return () => this.#call(async () => unsubscribe());
     });
+  }
+
+  inspect(key: KeyRef): Promise<KeyStatus> {
+    const inspect = this.backend.inspect;
+    if (inspect === undefined) return Promise.reject(this.#lacks("inspect"));
+    return this.#call(() => inspect.call(this.backend, key));
+  }
+
+  forceRelease(key: KeyRef): Promise<boolean> {
+    const forceRelease = this.backend.forceRelease;
+    if (forceRelease === undefined) return Promise.reject(this.#lacks("forceRelease"));
+    return this.#call(() => forceRelease.call(this.backend, key));
   }
 
   /** Resolves once no call is in flight. */
@@ -100,6 +121,12 @@ export class BackendCalls<Hold = unknown> {
     const idle = this.#idle;
     this.#idle = undefined;
     idle?.();
+  }
+
+  /** An optional part of the contract this backend does not have: refused before any I/O. */
+  #lacks(method: string): unknown {
+    if (this.#closed) return lockClosed();
+    return invalidArgument(method, `is not supported by the ${this.backend.name} backend`);
   }
 
   #unavailable(error: unknown): unknown {

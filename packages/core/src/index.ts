@@ -5,7 +5,15 @@
  *
  * @packageDocumentation
  */
-export type { Backend, Capabilities, KeyStatus, LockMode } from "./backend.js";
+export type { Backend, Capabilities, HolderStatus, KeyStatus, LockMode } from "./backend.js";
+export type {
+  CampaignOptions,
+  Election,
+  ElectionOptions,
+  Leader,
+  LeadOptions,
+  ObserveOptions,
+} from "./election.js";
 export {
   isLockError,
   LockError,
@@ -18,3 +26,4 @@ export type { Lease } from "./lease.js";
 export { createLocks, type Locks, type LocksOptions } from "./locks.js";
 export type { AcquireAllOptions, MultiLease } from "./multi.js";
 export { type AcquireOptions, MIN_TTL_MS, type TryAcquireOptions } from "./options.js";
+export type { LockHolder, LockState } from "./state.js";

@@ -4,6 +4,17 @@ import { acceptGrant, timeoutError, waitForGrant } from "./acquire.js";
 import type { Attempt, Backend, Grant, LockRequest } from "./backend.js";
 import { BackendCalls } from "./calls.js";
 import { monotonicNow } from "./clock.js";
+import {
+  ELECTION_OPTIONS,
+  type Election,
+  type ElectionHost,
+  type ElectionOptions,
+  KeyElection,
+  LEAD_OPTIONS,
+  type LeadOptions,
+  leadLoop,
+  validateElectionOptions,
+} from "./election.js";
 import { invalidArgument, lockClosed } from "./errors.js";
 import { observeAcquire, observingAcquires } from "./events.js";
 import { attachClient, type LossTarget } from "./host.js";
@@ -22,11 +33,13 @@ import {
   resolveOptions,
   type TryAcquireOptions,
   ttlFloor,
+  validateHolder,
   validateTtl,
 } from "./options.js";
 import { newOwnerToken } from "./owner.js";
 import { Request } from "./request.js";
 import { settledWithin } from "./settle.js";
+import { type LockState, lockState } from "./state.js";
 
 /** Options of `createLocks`. */
 export interface LocksOptions {
@@ -59,6 +72,25 @@ export interface Locks extends AsyncDisposable {
    * `timeoutMs` for the whole set.
    */
   acquireAll(keys: readonly string[], options?: AcquireAllOptions): Promise<MultiLease>;
+  /** Who holds `key` now: each holder's label, mode, fencing token and expiry, and the key's limit. Takes no lock. */
+  inspect(key: string): Promise<LockState>;
+  /**
+   * Admin: frees `key` whoever holds it; resolves true when it was held. Later
+   * grants get higher fencing tokens, so an evicted holder is fenced; its
+   * `lease.signal` aborts where the backend can tell (at the latest when its
+   * next extension is refused; see the backend's docs page).
+   */
+  forceRelease(key: string): Promise<boolean>;
+  /** Leader election over `key`: `campaign`, `leader` and `observe`. */
+  election(key: string, options?: ElectionOptions): Election;
+  /**
+   * Runs `fn(term)` whenever this client leads the election over `key`:
+   * campaigns, runs `fn` (`term.signal` aborts when leadership is lost),
+   * releases the term once `fn` settles, and campaigns again, until
+   * `options.signal` aborts; then it resolves. `fn` throwing while still
+   * leading rejects `lead`; close() rejects it with `LOCK_CLOSED`.
+   */
+  lead(key: string, fn: (term: Lease) => unknown, options?: LeadOptions): Promise<void>;
   /** Releases every lease it holds, rejects its waiting acquires with `LOCK_CLOSED`, closes the backend. */
   close(): Promise<void>;
 }
@@ -146,6 +178,41 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
     return acquireInOrder(keys, options, (key, o) => this.acquire(key, o));
   }
 
+  async inspect(key: string): Promise<LockState> {
+    if (this.#closing !== undefined) throw lockClosed();
+    validateKey(key);
+    return lockState(key, await this.calls.inspect(this.#keyRef(key)));
+  }
+
+  async forceRelease(key: string): Promise<boolean> {
+    if (this.#closing !== undefined) throw lockClosed();
+    validateKey(key);
+    const freed = await this.calls.forceRelease(this.#keyRef(key));
+    // This client's own holders of the key were evicted: no need to wait for their next extension.
+    for (const lease of [...this.#leases]) {
+      if (lease.key === key) lease.markLost("the key was force-released");
+    }
+    return freed;
+  }
+
+  election(key: string, options?: ElectionOptions): Election {
+    if (this.#closing !== undefined) throw lockClosed();
+    validateKey(key);
+    validateElectionOptions(options, ELECTION_OPTIONS);
+    validateHolder(options?.holder);
+    if (options?.ttlMs !== undefined) validateTtl(options.ttlMs, ttlFloor(this.capabilities));
+    return new KeyElection(this.#electionHost, key, { ...options });
+  }
+
+  async lead(key: string, fn: (term: Lease) => unknown, options?: LeadOptions): Promise<void> {
+    if (typeof fn !== "function")
+      throw invalidArgument("fn", `must be a function, got ${typeName(fn)}`);
+    validateElectionOptions(options, LEAD_OPTIONS);
+    const { signal, ...electionOptions } = options ?? {};
+    const election = this.election(key, electionOptions);
+    await leadLoop(election, fn, signal, this.#closeController.signal);
+  }
+
   close(): Promise<void> {
     this.#closing ??= this.#close();
     return this.#closing;
@@ -192,6 +259,21 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
     return Promise.resolve();
   }
 
+  /** What elections of this client use; campaign options are checked by the election first. */
+  readonly #electionHost: ElectionHost = {
+    closed: this.#closeController.signal,
+    acquire: (key, options) => this.acquire(key, options),
+    inspect: (key) => this.inspect(key),
+    watch: (request, onChange) => this.calls.subscribe(request, onChange),
+    request: (key) => this.#keyRef(key),
+  };
+
+  /** A request that names `key` (for inspect, forceRelease and watching a key); it takes nothing. */
+  #keyRef(key: string): LockRequest {
+    const { ttlMs } = this.#defaults;
+    return new Request(key, this.namespace, newOwnerToken(), "exclusive", 1, ttlMs);
+  }
+
   #acquire(key: string, options: AcquireOptions | undefined, wait: boolean): Promise<Lease | null> {
     let request: LockRequest;
     let resolved: ResolvedOptions;
@@ -207,6 +289,7 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
         resolved.mode,
         resolved.limit,
         resolved.ttlMs,
+        resolved.holder,
       );
     } catch (error) {
       return Promise.reject(error);

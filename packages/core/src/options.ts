@@ -1,6 +1,6 @@
 import type { Capabilities, LockMode } from "./backend.js";
 import { invalidArgument } from "./errors.js";
-import { typeName } from "./keys.js";
+import { typeName, validateKey } from "./keys.js";
 
 /** Options of `Locks.tryAcquire`. */
 export interface TryAcquireOptions {
@@ -23,6 +23,11 @@ export interface TryAcquireOptions {
    * key early. Default 0.
    */
   minHoldMs?: number;
+  /**
+   * A label for this holder (1 to 256 UTF-8 bytes: a host name, a replica),
+   * stored with the lock and shown by `Locks.inspect` and `locks status`.
+   */
+  holder?: string;
 }
 
 /** Options of `Locks.acquire` and `Locks.withLock`. */
@@ -40,12 +45,29 @@ export interface ResolvedOptions {
   readonly signal: AbortSignal | undefined;
   readonly timeoutMs: number;
   readonly minHoldMs: number;
+  readonly holder: string | undefined;
 }
 
 /** setTimeout's ceiling: a longer delay fires at once, so refuse it. */
 export const MAX_TIMER_MS = 2_147_483_647;
 
-const TRY_ACQUIRE_KEYS = new Set(["ttlMs", "autoExtend", "mode", "limit", "signal", "minHoldMs"]);
+const TRY_ACQUIRE_KEYS = new Set([
+  "ttlMs",
+  "autoExtend",
+  "mode",
+  "limit",
+  "signal",
+  "minHoldMs",
+  "holder",
+]);
+
+/** Longest holder label accepted, in UTF-8 bytes. */
+const MAX_HOLDER_BYTES = 256;
+
+/** Validates a holder label: undefined, or 1 to 256 UTF-8 bytes of well-formed text. */
+export function validateHolder(holder: unknown): string | undefined {
+  return holder === undefined ? undefined : validateKey(holder, "holder", MAX_HOLDER_BYTES);
+}
 const ACQUIRE_KEYS = new Set([...TRY_ACQUIRE_KEYS, "timeoutMs"]);
 
 /**
@@ -98,6 +120,7 @@ export function resolveOptions(
       signal: undefined,
       timeoutMs: Number.POSITIVE_INFINITY,
       minHoldMs: 0,
+      holder: undefined,
     };
   }
   if (typeof options !== "object" || options === null) {
@@ -159,10 +182,11 @@ export function resolveOptions(
   if (minHoldMs > MAX_TIMER_MS)
     throw invalidArgument("minHoldMs", `must be at most ${MAX_TIMER_MS}, got ${minHoldMs}`);
 
-  return { ttlMs, autoExtend, mode, limit, signal, timeoutMs, minHoldMs };
+  const holder = validateHolder(o.holder);
+  return { ttlMs, autoExtend, mode, limit, signal, timeoutMs, minHoldMs, holder };
 }
 
-function isAbortSignal(value: unknown): value is AbortSignal {
+export function isAbortSignal(value: unknown): value is AbortSignal {
   return (
     typeof value === "object" &&
     value !== null &&

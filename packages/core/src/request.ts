@@ -15,6 +15,7 @@ export class Request implements LockRequest {
     readonly mode: LockMode,
     readonly limit: number,
     readonly ttlMs: number,
+    readonly holder: string | undefined = undefined,
   ) {
     this.scoped = scopedKey(namespace, key);
   }
@@ -25,9 +26,9 @@ export class Request implements LockRequest {
   }
 }
 
-/** The fields of a request; all but `key` default (namespace "default", a fresh owner, exclusive, limit 1, 30 s). */
+/** The fields of a request; all but `key` default (namespace "default", a fresh owner, exclusive, limit 1, 30 s, no holder label). */
 export type RequestFields = Pick<LockRequest, "key"> &
-  Partial<Pick<LockRequest, "namespace" | "owner" | "mode" | "limit" | "ttlMs">>;
+  Partial<Pick<LockRequest, "namespace" | "owner" | "mode" | "limit" | "ttlMs" | "holder">>;
 
 /**
  * A request as the core would build it, for tests and tools that call a
@@ -41,5 +42,6 @@ export function createRequest(fields: RequestFields): LockRequest {
     fields.mode ?? "exclusive",
     fields.limit ?? 1,
     fields.ttlMs ?? 30_000,
+    fields.holder,
   );
 }

@@ -16,6 +16,7 @@ import type { Backend, Capabilities, KeyStatus, LockMode } from "../src/index.js
 import {
   driftAllowance,
   type Grant,
+  type KeyRef,
   type LockRequest,
   limitMismatch,
   monotonicNow,
@@ -66,12 +67,19 @@ export interface Faults {
   readonly noLimitCheck?: boolean;
   /** inspect() lists every holder as "exclusive" and reports no limit. */
   readonly inspectNoLimit?: boolean;
+  /** inspect() reports no holder labels. */
+  readonly inspectNoLabels?: boolean;
+  /** forceRelease() frees the key but the next grant reuses the evicted holder's token. */
+  readonly forceReleaseReusesToken?: boolean;
+  /** forceRelease() frees the key, yet the evicted hold's extend() still says true. */
+  readonly forceReleaseKeepsHold?: boolean;
 }
 
 /** One holder of a key: the store's record of it, and the hold the core passes back. */
 interface MemoryHold {
   readonly state: KeyState;
   readonly owner: string;
+  readonly holder: string | undefined;
   readonly mode: LockMode;
   readonly limit: number;
   readonly fencingToken: bigint;
@@ -126,6 +134,8 @@ export interface MemoryOptions {
 export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}): Backend {
   let localToken = 0n;
   let tryCalls = 0;
+  /** Holds a force-release evicted (the `forceReleaseKeepsHold` fault). */
+  const evicted: MemoryHold[] = [];
   // These faults are about the poll-and-notify way of waiting.
   const noQueue =
     options.queue === false ||
@@ -148,7 +158,7 @@ export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}):
   const idOf = (namespace: string, key: string): string =>
     scopedKey(namespace, faults.bmpOnlyKeys ? key.replace(/[\u{10000}-\u{10FFFF}]/gu, "?") : key);
 
-  const requestId = (request: LockRequest): string =>
+  const requestId = (request: KeyRef): string =>
     faults.bmpOnlyKeys ? idOf(request.namespace, request.key) : request.scoped;
 
   const stateOf = (request: LockRequest): KeyState => {
@@ -218,6 +228,7 @@ export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}):
     const hold: MemoryHold = {
       state,
       owner: request.owner,
+      holder: request.holder,
       mode: request.mode,
       limit: request.limit,
       fencingToken: nextToken(),
@@ -316,6 +327,7 @@ export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}):
       }
       const { state } = hold;
       purge(state);
+      if (faults.forceReleaseKeepsHold && evicted.includes(hold)) return true;
       if (!state.holders.has(hold)) {
         forget(state);
         return false;
@@ -354,21 +366,32 @@ export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}):
       return store.wakes.add(id, { wake: onChange });
     },
 
-    async inspect(namespace, key): Promise<KeyStatus> {
-      const state = store.keys.get(idOf(namespace, key));
+    async inspect(key): Promise<KeyStatus> {
+      const state = store.keys.get(requestId(key));
       if (state !== undefined) purge(state);
       const holders = state === undefined ? [] : [...state.holders];
       const now = monotonicNow();
       return {
-        held: holders.length > 0,
         ...(holders.length > 0 && !faults.inspectNoLimit ? { limit: holders[0]!.limit } : {}),
         holders: holders.map((hold) => ({
+          holder: faults.inspectNoLabels ? undefined : hold.holder,
           owner: hold.owner,
           mode: faults.inspectNoLimit ? "exclusive" : hold.mode,
           fencingToken: hold.fencingToken,
           expiresInMs: Math.max(0, hold.expiresAt - now),
         })),
       };
+    },
+
+    async forceRelease(key) {
+      const state = store.keys.get(requestId(key));
+      if (state !== undefined) purge(state);
+      if (state === undefined || state.holders.size === 0) return false;
+      if (faults.forceReleaseReusesToken) store.token -= BigInt(state.holders.size);
+      if (faults.forceReleaseKeepsHold) evicted.push(...state.holders);
+      state.holders.clear();
+      changed(state);
+      return true;
     },
 
     // Nothing to close: the store outlives its clients, and no instance opens a timer or socket.

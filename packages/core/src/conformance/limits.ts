@@ -66,8 +66,8 @@ export function limitTests(
         const [a, b] = await h.clients(2);
         const one = await a!.acquire("inspected", { limit: 2, timeoutMs: 10_000 });
         const two = await b!.acquire("inspected", { limit: 2, timeoutMs: 10_000 });
-        const status = await a!.backend.inspect!(h.namespace, "inspected");
-        expect(status.held).toBe(true);
+        const status = await a!.inspect("inspected");
+        expect(status.holders.length).toBe(2);
         expect(status.limit).toBe(2);
         expect(status.holders.map((holder) => holder.mode)).toEqual(["exclusive", "exclusive"]);
         await Promise.all([one.release(), two.release()]);
@@ -81,8 +81,8 @@ export function limitTests(
         const [a, b] = await h.clients(2);
         const r1 = await a!.acquire("inspected-rw", { mode: "shared", timeoutMs: 10_000 });
         const r2 = await b!.acquire("inspected-rw", { mode: "shared", timeoutMs: 10_000 });
-        const status = await a!.backend.inspect!(h.namespace, "inspected-rw");
-        expect(status.held).toBe(true);
+        const status = await a!.inspect("inspected-rw");
+        expect(status.holders.length).toBe(2);
         expect(status.limit ?? 1).toBe(1);
         expect(status.holders.map((holder) => holder.mode)).toEqual(["shared", "shared"]);
         await Promise.all([r1.release(), r2.release()]);

@@ -13,6 +13,8 @@ export type {
   BackendHost,
   Capabilities,
   Grant,
+  HolderStatus,
+  KeyRef,
   KeyStatus,
   LockMode,
   LockRequest,

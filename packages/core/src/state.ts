@@ -1,0 +1,44 @@
+import type { KeyStatus, LockMode } from "./backend.js";
+
+/** One holder of a key (`Locks.inspect`). */
+export interface LockHolder {
+  /** The label the holder acquired with (the `holder` option), or undefined when it gave none. */
+  readonly holder: string | undefined;
+  /** A semaphore's holders are "exclusive"; see `LockState.limit`. */
+  readonly mode: LockMode;
+  /** The holder's fencing token (0n on a backend without fencing). */
+  readonly fencingToken: bigint;
+  /**
+   * When the store frees the lock unless the holder extends it (epoch ms,
+   * by this machine's clock); undefined on a backend without TTL (postgres).
+   */
+  readonly expiresAt: number | undefined;
+}
+
+/** Who holds a key now (`Locks.inspect`). */
+export interface LockState {
+  /** The key as given, without the namespace. */
+  readonly key: string;
+  /** Every live holder, lowest fencing token first; empty when the key is free. */
+  readonly holders: readonly LockHolder[];
+  /** The limit the holders took the key with (above 1 for a semaphore); undefined when free or unknown. */
+  readonly limit: number | undefined;
+}
+
+/** A backend's report as users see it: expiries as epoch times, holders in grant order. */
+export function lockState(key: string, status: KeyStatus): LockState {
+  const now = Date.now();
+  const holders = status.holders
+    .map(
+      (h): LockHolder => ({
+        holder: h.holder,
+        mode: h.mode,
+        fencingToken: h.fencingToken,
+        expiresAt: h.expiresInMs === undefined ? undefined : now + h.expiresInMs,
+      }),
+    )
+    .sort((a, b) =>
+      a.fencingToken < b.fencingToken ? -1 : a.fencingToken > b.fencingToken ? 1 : 0,
+    );
+  return { key, holders, limit: holders.length === 0 ? undefined : status.limit };
+}
