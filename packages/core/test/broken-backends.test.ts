@@ -89,6 +89,11 @@ const expectations: Array<[string, RegExp]> = [
   ["noLimitCheck", /refuses a limit other than the one the key's holders use/],
   ["inspectNoLimit", /inspect reports a semaphore's limit/],
   ["inspectNoLimit", /inspect reports readers as shared/],
+  ["inspectNoLabels", /reports the holder's label, mode, token and expiry to another instance/],
+  ["inspectNoLabels", /one candidate leads at a time; leader\(\) names it/],
+  ["forceReleaseReusesToken", /evicts the holder: .* later tokens are higher/],
+  ["forceReleaseKeepsHold", /evicts the holder: .* the evicted lease cannot extend/],
+  ["forceReleaseKeepsHold", /aborts the evicted lease's signal with LOCK_LOST/],
 ];
 
 describe("the conformance suite rejects broken backends", () => {

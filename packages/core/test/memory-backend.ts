@@ -110,6 +110,8 @@ const store = {
   token: 0n,
   /** Who waits for a release of which key: the store's notifications. */
   wakes: new WakeRegistry(),
+  /** Holds a force-release evicted (the `forceReleaseKeepsHold` fault). */
+  evicted: new WeakSet<MemoryHold>(),
 };
 
 /** Timers the leakyTimer fault armed, so that a broken suite file can stop them at its end. */
@@ -134,8 +136,6 @@ export interface MemoryOptions {
 export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}): Backend {
   let localToken = 0n;
   let tryCalls = 0;
-  /** Holds a force-release evicted (the `forceReleaseKeepsHold` fault). */
-  const evicted: MemoryHold[] = [];
   // These faults are about the poll-and-notify way of waiting.
   const noQueue =
     options.queue === false ||
@@ -327,7 +327,7 @@ export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}):
       }
       const { state } = hold;
       purge(state);
-      if (faults.forceReleaseKeepsHold && evicted.includes(hold)) return true;
+      if (faults.forceReleaseKeepsHold && store.evicted.has(hold)) return true;
       if (!state.holders.has(hold)) {
         forget(state);
         return false;
@@ -388,7 +388,7 @@ export function memoryBackend(faults: Faults = {}, options: MemoryOptions = {}):
       if (state !== undefined) purge(state);
       if (state === undefined || state.holders.size === 0) return false;
       if (faults.forceReleaseReusesToken) store.token -= BigInt(state.holders.size);
-      if (faults.forceReleaseKeepsHold) evicted.push(...state.holders);
+      if (faults.forceReleaseKeepsHold) for (const hold of state.holders) store.evicted.add(hold);
       state.holders.clear();
       changed(state);
       return true;

@@ -12,11 +12,14 @@
 import { describe } from "vitest";
 import type { Backend, Capabilities } from "../backend.js";
 import { basicTests } from "./basics.js";
+import { compositeTests } from "./composites.js";
 import { deadlineTests } from "./deadlines.js";
+import { electionTests } from "./elections.js";
 import { exclusionTests } from "./exclusion.js";
 import { fairnessTests } from "./fairness.js";
 import { floorTests } from "./floor.js";
 import { handOffTests } from "./handoffs.js";
+import { holderTests, type Optional } from "./holders.js";
 import { inputTests } from "./input.js";
 import { lifecycleTests } from "./lifecycle.js";
 import { type Hooks, limitTests } from "./limits.js";
@@ -39,7 +42,11 @@ export function runConformanceSuite(options: ConformanceOptions): void {
   describe(`${options.name} conformance`, async () => {
     const probe: Backend = await options.create();
     const capabilities: Capabilities = { ...probe.capabilities };
-    const hooks: Hooks = { inspect: typeof probe.inspect === "function" };
+    const optional: Optional = {
+      inspect: typeof probe.inspect === "function",
+      forceRelease: typeof probe.forceRelease === "function",
+    };
+    const hooks: Hooks = { inspect: optional.inspect };
     await probe.close();
     describe(`[${describeCapabilities(capabilities)}]`, () => {
       manifestTests(options, capabilities);
@@ -56,6 +63,9 @@ export function runConformanceSuite(options: ConformanceOptions): void {
       floorTests(options, capabilities);
       lifecycleTests(options, capabilities);
       processTests(options, capabilities);
+      holderTests(options, capabilities, optional);
+      compositeTests(options, capabilities);
+      electionTests(options, capabilities, optional);
     });
   });
 }

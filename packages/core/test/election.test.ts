@@ -1,0 +1,96 @@
+import { describe, expect, it, vi } from "vitest";
+import { type Backend, createLocks, type Lease } from "../src/index.js";
+import { memoryBackend } from "./memory-backend.js";
+
+const namespace = (): string => `election-${Math.random()}`;
+
+/** The memory backend, whose first `failures` attempts fail as an unreachable server's would. */
+function failingFirst(failures: number): Backend {
+  const backend = memoryBackend();
+  const tryAcquire = backend.tryAcquire.bind(backend);
+  let left = failures;
+  backend.tryAcquire = async (request) => {
+    if (left-- > 0) throw new Error("connect ECONNREFUSED 127.0.0.1:1");
+    return tryAcquire(request);
+  };
+  return backend;
+}
+
+describe("election and lead, in the core", () => {
+  it("lead() waits out an unavailable backend and leads once it answers", async () => {
+    const locks = createLocks(failingFirst(3), { namespace: namespace() });
+    const stop = new AbortController();
+    let term: Lease | undefined;
+    const leading = locks.lead(
+      "retried",
+      async (t) => {
+        term = t;
+        stop.abort();
+      },
+      { signal: stop.signal },
+    );
+    await leading;
+    expect(term).toBeDefined();
+    await locks.close();
+  });
+
+  it("lead() and observe() reject with LOCK_CLOSED when the client closes under them", async () => {
+    const locks = createLocks(memoryBackend(), { namespace: namespace() });
+    const other = createLocks(memoryBackend(), { namespace: locks.namespace });
+    const held = await other.acquire("busy");
+    const leading = locks.lead("busy", () => {});
+    let observed = 0;
+    const observing = (async () => {
+      for await (const _ of locks.election("busy").observe()) observed++;
+    })();
+    // observe() has reported the leader: both are under way.
+    await vi.waitFor(() => expect(observed).toBe(1));
+    await locks.close();
+    await expect(leading).rejects.toMatchObject({ code: "LOCK_CLOSED" });
+    await expect(observing).rejects.toMatchObject({ code: "LOCK_CLOSED" });
+    expect(() => locks.election("busy")).toThrow(expect.objectContaining({ code: "LOCK_CLOSED" }));
+    await held.release();
+    await other.close();
+  });
+
+  it("lead() campaigns again after fn returns, and resolves at once for an aborted signal", async () => {
+    const locks = createLocks(memoryBackend(), { namespace: namespace() });
+    const stop = new AbortController();
+    let terms = 0;
+    await locks.lead(
+      "again",
+      () => {
+        if (++terms === 3) stop.abort();
+      },
+      { signal: stop.signal },
+    );
+    expect(terms).toBe(3);
+    await locks.lead("again", () => expect.unreachable(), { signal: stop.signal });
+    await locks.close();
+  });
+
+  it("forceRelease() marks this client's own leases of the key lost at once", async () => {
+    const locks = createLocks(memoryBackend(), { namespace: namespace() });
+    const lease = await locks.acquire("mine", { ttlMs: 60_000 });
+    expect(await locks.forceRelease("mine")).toBe(true);
+    expect(lease.signal.aborted).toBe(true);
+    expect(lease.signal.reason).toMatchObject({ code: "LOCK_LOST" });
+    await locks.close();
+  });
+
+  it("inspect and forceRelease on a backend without them: INVALID_ARGUMENT naming the method", async () => {
+    const backend = memoryBackend();
+    delete (backend as Partial<Backend>).inspect;
+    delete (backend as Partial<Backend>).forceRelease;
+    const locks = createLocks(backend, { namespace: namespace() });
+    await expect(locks.inspect("k")).rejects.toMatchObject({
+      code: "INVALID_ARGUMENT",
+      message: expect.stringContaining("inspect"),
+    });
+    await expect(locks.forceRelease("k")).rejects.toMatchObject({
+      code: "INVALID_ARGUMENT",
+      message: expect.stringContaining("forceRelease"),
+    });
+    await locks.close();
+  });
+});
