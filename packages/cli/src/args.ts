@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { type BackendSpec, parseBackendUrls } from "./backend-url.js";
 import { defaultLockDirectory } from "./backends.js";
@@ -22,6 +23,8 @@ const RUN_OPTIONS = {
   limit: { type: "string" },
   "conflict-exit-code": { type: "string", short: "E" },
   "kill-after": { type: "string" },
+  holder: { type: "string" },
+  "min-hold": { type: "string" },
   quiet: { type: "boolean", short: "q" },
   verbose: { type: "boolean", short: "v" },
 } as const satisfies Options;
@@ -29,6 +32,12 @@ const RUN_OPTIONS = {
 const STATUS_OPTIONS = {
   ...BACKEND_OPTIONS,
   json: { type: "boolean" },
+  quiet: { type: "boolean", short: "q" },
+} as const satisfies Options;
+
+const RELEASE_OPTIONS = {
+  ...BACKEND_OPTIONS,
+  force: { type: "boolean", short: "f" },
   quiet: { type: "boolean", short: "q" },
 } as const satisfies Options;
 
@@ -51,6 +60,10 @@ export interface RunArgs extends Target {
   readonly limit: number;
   readonly conflictExitCode: number;
   readonly killAfterMs: number;
+  /** The label stored with the lock (`--holder`, default `host:pid` of this `locks`); checked by the core's rules in run.ts. */
+  readonly holder: string;
+  /** `--min-hold`: a command that ends sooner leaves the key held until this long after the grant. */
+  readonly minHoldMs: number;
   readonly quiet: boolean;
   readonly verbose: boolean;
 }
@@ -58,6 +71,11 @@ export interface RunArgs extends Target {
 /** What `locks status` was asked to do. */
 export interface StatusArgs extends Target {
   readonly json: boolean;
+  readonly quiet: boolean;
+}
+
+/** What `locks release --force` was asked to do. */
+export interface ReleaseArgs extends Target {
   readonly quiet: boolean;
 }
 
@@ -123,6 +141,9 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv): R
       values["kill-after"] === undefined
         ? DEFAULT_KILL_AFTER_MS
         : Math.min(parseDuration(values["kill-after"], "--kill-after"), MAX_DURATION_MS),
+    holder: values.holder ?? `${hostname()}:${process.pid}`,
+    minHoldMs:
+      values["min-hold"] === undefined ? 0 : parseDuration(values["min-hold"], "--min-hold"),
     quiet: values.quiet ?? false,
     verbose: values.verbose ?? false,
   };
@@ -135,19 +156,41 @@ export function parseStatusArgs(
 ): StatusArgs | "help" {
   const { values, before, after } = parse("status", argv, STATUS_OPTIONS);
   if (values.help) return "help";
-  const positionals = after === undefined ? before : [...before, ...after];
-  const [key, ...extra] = positionals;
-  if (key === undefined) throw new UsageError("locks status: missing <key>");
-  if (extra.length > 0) {
-    throw new UsageError(
-      `locks status: one key expected, got ${positionals.length}: ${positionals.map(quote).join(" ")}`,
-    );
-  }
   return {
-    ...target(values, key, env),
+    ...target(values, onlyKey("status", before, after), env),
     json: values.json ?? false,
     quiet: values.quiet ?? false,
   };
+}
+
+/** Parses `locks release --force` arguments; `"help"` when `--help` was asked for. */
+export function parseReleaseArgs(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+): ReleaseArgs | "help" {
+  const { values, before, after } = parse("release", argv, RELEASE_OPTIONS);
+  if (values.help) return "help";
+  const key = onlyKey("release", before, after);
+  if (!values.force) {
+    // A `locks` process holds a key only while its own command runs, and lets it go when the command ends.
+    throw new UsageError(
+      `locks release: only --force exists: the locks run that holds a key releases it when its command ends; locks release --force ${quote(key)} frees it whoever holds it`,
+    );
+  }
+  return { ...target(values, key, env), quiet: values.quiet ?? false };
+}
+
+/** The one positional argument of `locks status` and `locks release`. */
+function onlyKey(command: string, before: string[], after: string[] | undefined): string {
+  const positionals = after === undefined ? before : [...before, ...after];
+  const [key, ...extra] = positionals;
+  if (key === undefined) throw new UsageError(`locks ${command}: missing <key>`);
+  if (extra.length > 0) {
+    throw new UsageError(
+      `locks ${command}: one key expected, got ${positionals.length}: ${positionals.map(quote).join(" ")}`,
+    );
+  }
+  return key;
 }
 
 function target(

@@ -70,6 +70,11 @@ export function describeBackend(spec: BackendSpec): string {
   }
 }
 
+/** Where a key lives, for messages: `namespace "default", redis backend`. */
+export function describeLocation(spec: BackendSpec, namespace: string): string {
+  return `namespace ${JSON.stringify(namespace)}, ${describeBackend(spec)}`;
+}
+
 /**
  * Creates the default directory readable by this user only, and refuses one
  * that another user made (in a shared tmpdir, someone could pre-create it to

@@ -1,4 +1,5 @@
 import { createLocks, type Locks, MIN_TTL_MS } from "@locks/core";
+import { validateKey } from "@locks/core/backend";
 import type { Target } from "./args.js";
 import { openBackend } from "./backends.js";
 import { formatDuration } from "./duration.js";
@@ -8,8 +9,13 @@ import { UsageError } from "./usage-error.js";
 /** How long `locks` waits for `close()` (release and disconnect) before it gives up and exits. */
 const CLOSE_TIMEOUT_MS = 5_000;
 
-/** Opens the backend the target names and a `Locks` client over it, with `ttlMs` (`--ttl`) as its lease time. */
+/**
+ * Opens the backend the target names and a `Locks` client over it, with
+ * `ttlMs` (`--ttl`) as its lease time. The key is checked first, by the
+ * core's rules: a bad one is refused before any connection is made.
+ */
 export async function openLocks(target: Target, ttlMs?: number): Promise<Locks> {
+  validateKey(target.key);
   const backend = await openBackend(target.backend);
   try {
     // The core refuses it too, but names its own option (ttlMs); the floor is the backend's.

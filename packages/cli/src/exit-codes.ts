@@ -9,6 +9,8 @@ export const ExitCode = {
   internal: 1,
   /** `locks status`: the key is held. */
   held: 1,
+  /** `locks release --force`: the key was not held; nothing was freed (as `pkill` when nothing matched). */
+  notHeld: 1,
   /** The lock was lost while the command ran; the command was stopped. */
   lost: 70,
   /** Default for `--conflict-exit-code`: the key stayed held until `--timeout` (EX_TEMPFAIL, like `flock -E`). */

@@ -4,7 +4,8 @@ export const MAIN_HELP = `locks: run a command under a lock shared by processes 
 Usage:
   locks run [options] <key> -- <command> [args...]   run <command> while holding <key>
   locks status [options] <key>                       is <key> held, and by whom
-  locks <run|status> --help                          options of a command
+  locks release --force [options] <key>              free <key> whoever holds it (admin)
+  locks <run|status|release> --help                  options of a command
   locks --help | --version
 
 Backends (--backend, or LOCKS_BACKEND in the environment):
@@ -24,11 +25,15 @@ Examples:
   locks run --timeout 5m deploy -- ./deploy.sh            give up after 5 minutes
   locks run -b redis://10.0.0.5:6379 migrate -- npm run migrate
   locks run -b etcd://10.0.0.5:2379 leader -- ./job       like etcdctl lock leader ./job
+  locks run -n --min-hold 1m -b redis://10.0.0.5:6379 nightly -- ./job
+                                                          cron on several hosts: one run per minute
   locks status -b redis://10.0.0.5:6379 migrate
+  locks release --force -b redis://10.0.0.5:6379 migrate
 
 Exit codes: the command's own, or 128+N when signal N ended it; 75 the key stayed held
 (--conflict-exit-code); 70 the lock was lost while the command ran; 2 bad input or
 unreachable server; 126/127 the command could not be run / was not found.
+locks status: 0 free, 1 held. locks release --force: 0 freed, 1 it was not held.
 `;
 
 /** `locks run --help`. */
@@ -37,7 +42,8 @@ export const RUN_HELP = `Usage: locks run [options] <key> -- <command> [args...]
 Waits for the lock on <key>, runs <command> with this terminal's stdin, stdout and
 stderr, releases the lock when the command ends, and exits with the command's exit
 code. The command gets LOCKS_KEY and LOCKS_FENCING_TOKEN (a number that grows with
-every grant of the key) in its environment.
+every grant of the key) in its environment. The lock is stored with a label, shown by
+locks status: --holder, or <host name>:<pid of locks>.
 
 Options:
   -b, --backend <url>          where the lock lives (see locks --help); repeat it with
@@ -54,6 +60,12 @@ Options:
                                its locks end with the session
   -s, --shared                 shared (reader) lock: many shared holders, no exclusive one
       --limit <n>              semaphore: at most <n> holders at once (default 1)
+      --holder <label>         the label stored with the lock and shown by locks status
+                               (1 to 256 UTF-8 bytes; default <host name>:<pid of locks>)
+      --min-hold <duration>    keep the key held until this long after the grant, even
+                               when the command ends sooner, so that a quick cron job on
+                               several hosts runs once (with -n). With a TTL the store keeps
+                               the key; PostgreSQL and MySQL have none: locks stays until then
   -E, --conflict-exit-code <n> exit code when the key stays held until --timeout (default 75)
       --kill-after <duration>  when the lock is lost while the command runs, the command
                                gets SIGTERM, then SIGKILL this much later (default 10s)
@@ -86,6 +98,8 @@ Examples:
   locks run -n backup -- ./backup.sh                      cron: skip when the last run is busy
   locks run --timeout 30s --ttl 1m deploy -- ./deploy.sh
   locks run --limit 4 gpu -- python train.py              at most 4 at a time
+  locks run -n --min-hold 1m -b redis://db:6379 nightly -- ./job
+                                                          every host's cron: one run a minute
   locks run -b redis://a:6379 -b redis://b:6379 -b redis://c:6379 job -- ./job
   locks run -b postgres://app@db/app migrate -- npm run migrate
 `;
@@ -93,9 +107,13 @@ Examples:
 /** `locks status --help`. */
 export const STATUS_HELP = `Usage: locks status [options] <key>
 
-Says whether <key> is held and, where the backend can tell, by whom (mode, fencing
-token, time left). Where it cannot, locks tries to take the key for an instant and
-lets it go: "held" then means an exclusive lock would have to wait.
+Says whether <key> is held and by whom: one line per holder with its label (--holder
+of locks run, or "-" when it gave none), mode, fencing token and when the store frees it
+unless it is extended ("no TTL" on PostgreSQL and MySQL, whose locks end with the
+session); a semaphore shows its holders and limit. Takes no lock.
+
+  held: "nightly" (namespace "default", redis backend)
+    holder web-1:4242, exclusive, fencing token 41, expires in 27.1s
 
 Options:
   -b, --backend <url>      where the lock lives (see locks --help)
@@ -105,4 +123,27 @@ Options:
   -h, --help               this help
 
 Exit codes: 0 free, 1 held, 2 bad input or server unreachable.
+`;
+
+/** `locks release --help`. */
+export const RELEASE_HELP = `Usage: locks release --force [options] <key>
+
+Admin: frees <key> whoever holds it (every holder: exclusive, readers, semaphore slots).
+Every later grant gets a higher fencing token, so an evicted holder is fenced: a resource
+that refuses lower tokens refuses its writes. An evicted locks run notices at once where
+the backend can tell, else at its next extension (a third of its --ttl): it stops its
+command (SIGTERM, then SIGKILL) and exits 70.
+
+There is no release without --force: locks run releases its key itself when its command
+ends, and a locks process owns no other process's lock.
+
+Options:
+  -f, --force              required: free the key whoever holds it
+  -b, --backend <url>      where the lock lives (see locks --help)
+      --namespace <name>   prefix of the key on the server (default: LOCKS_NAMESPACE or "default")
+  -q, --quiet              print nothing; only the exit code
+  -h, --help               this help
+
+Exit codes: 0 freed, 1 it was not held (nothing freed), 2 bad input (also without
+--force) or server unreachable.
 `;

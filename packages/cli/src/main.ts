@@ -1,6 +1,6 @@
 import { quote } from "./args.js";
 import { ExitCode } from "./exit-codes.js";
-import { MAIN_HELP, RUN_HELP, STATUS_HELP } from "./help.js";
+import { MAIN_HELP, RELEASE_HELP, RUN_HELP, STATUS_HELP } from "./help.js";
 import { reportError } from "./report.js";
 import { UsageError } from "./usage-error.js";
 import { cliVersion } from "./version.js";
@@ -40,11 +40,15 @@ export async function main(
         const { status } = await import("./status.js");
         return await status(rest, env);
       }
+      case "release": {
+        const { release } = await import("./release.js");
+        return await release(rest, env);
+      }
       default:
         throw new UsageError(
           command.startsWith("-")
             ? `unknown option ${quote(command)} (see locks --help)`
-            : `unknown command ${quote(command)}: use locks run or locks status (see locks --help)`,
+            : `unknown command ${quote(command)}: use locks run, locks status or locks release (see locks --help)`,
         );
     }
   } catch (error) {
@@ -55,6 +59,9 @@ export async function main(
 function helpFor(command: string | undefined): string {
   if (command === "run") return RUN_HELP;
   if (command === "status") return STATUS_HELP;
+  if (command === "release") return RELEASE_HELP;
   if (command === undefined) return MAIN_HELP;
-  throw new UsageError(`no help for ${quote(command)}: use locks help run or locks help status`);
+  throw new UsageError(
+    `no help for ${quote(command)}: use locks help run, locks help status or locks help release`,
+  );
 }

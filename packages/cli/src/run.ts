@@ -1,4 +1,5 @@
 import { isLockError, type Lease, type Locks } from "@locks/core";
+import { validateKey } from "@locks/core/backend";
 import { parseRunArgs, quote, type RunArgs } from "./args.js";
 import { describeOutcome, startCommand } from "./child.js";
 import { closeLocks, openLocks } from "./client.js";
@@ -10,6 +11,9 @@ import { say } from "./report.js";
 import { Interrupted, SignalRouter, signalExitCode } from "./signals.js";
 import { UsageError } from "./usage-error.js";
 
+/** DESIGN.md: a holder label is 1 to 256 UTF-8 bytes. */
+const MAX_HOLDER_BYTES = 256;
+
 /** `locks run`: resolves with the exit code. */
 export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const args = parseRunArgs(argv, env);
@@ -17,6 +21,8 @@ export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Prom
     process.stdout.write(RUN_HELP);
     return 0;
   }
+  // The core's rule for labels (it checks again at acquire), here before any connection is made.
+  validateKey(args.holder, "--holder", MAX_HOLDER_BYTES);
   const interrupt = new AbortController();
   // Caught from the start: a signal while connecting or waiting stops the wait, and the command never runs.
   using signals = new SignalRouter((signal) => interrupt.abort(new Interrupted(signal)));
@@ -31,7 +37,7 @@ export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Prom
       await lease.release().catch(() => undefined);
       return signalExitCode(signal);
     }
-    return await runHolding(lease, args, env, signals);
+    return await runHolding(locks, lease, args, env, signals);
   } finally {
     signals.handler = (signal) => {
       say(
@@ -48,6 +54,8 @@ async function acquire(locks: Locks, args: RunArgs, signal: AbortSignal): Promis
   const options = {
     mode: args.shared ? ("shared" as const) : ("exclusive" as const),
     limit: args.limit,
+    holder: args.holder,
+    minHoldMs: args.minHoldMs,
   };
   const start = performance.now();
   try {
@@ -105,12 +113,14 @@ function conflict(args: RunArgs): number {
  * (SIGTERM, then SIGKILL after --kill-after) when the lease is lost.
  */
 async function runHolding(
+  locks: Locks,
   lease: Lease,
   args: RunArgs,
   env: NodeJS.ProcessEnv,
   signals: SignalRouter,
 ): Promise<number> {
   if (lease.signal.aborted) return lostBeforeStart(lease, args);
+  const grantedAt = performance.now();
   const command = startCommand(args.command, args.args, {
     ...env,
     LOCKS_KEY: args.key,
@@ -152,7 +162,35 @@ async function runHolding(
       `warning: could not release "${args.key}" (${(error as Error).message}); it frees itself after its TTL`,
     );
   }
+  await stayForMinHold(locks, args, grantedAt, signals);
   return outcome.code;
+}
+
+/**
+ * With a TTL the store keeps a key released before `--min-hold` until then
+ * (the core shortened the lease to what remains). Without one (PostgreSQL,
+ * MySQL) the client holds it in its session, which ends with `locks`: stay
+ * until the time is up. A signal ends the stay, and the key is freed early.
+ */
+async function stayForMinHold(
+  locks: Locks,
+  args: RunArgs,
+  grantedAt: number,
+  signals: SignalRouter,
+): Promise<void> {
+  const left = grantedAt + args.minHoldMs - performance.now();
+  if (locks.backend.capabilities.ttl || left <= 0) return;
+  if (args.verbose) {
+    say(`keeping "${args.key}" held for ${formatDuration(left)} more (--min-hold)`);
+  }
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, left);
+    signals.handler = (signal) => {
+      say(`${signal} during --min-hold: "${args.key}" is freed now`);
+      clearTimeout(timer);
+      resolve();
+    };
+  });
 }
 
 function lostBeforeStart(lease: Lease, args: RunArgs): number {

@@ -523,6 +523,11 @@ describe("locks run (file backend)", () => {
         "true",
       ],
       ["run", "-b", "file:~/locks", "k", "--", "true"], // ~ is not expanded
+      run(["--holder", "", "k", "--", "true"]), // an empty label (the core's rule, before any I/O)
+      run(["--holder", "é".repeat(129), "k", "--", "true"]), // 258 UTF-8 bytes
+      ["run", "--min-hold", "soon", "k", "--", "true"], // bad duration
+      ["release", "k"], // no --force
+      ["release", "--force"], // no key
     ];
     const results = await Promise.all(bad.map((args) => cli.run(args)));
     results.forEach((result, i) => {
@@ -532,18 +537,27 @@ describe("locks run (file backend)", () => {
     });
     expect(results[8]?.stderr).toMatch(/-t needs a value, and "-1" looks like an option/);
     expect(results[11]?.stderr).toMatch(/are the same server \(db1:6379\)/);
+    expect(results[13]?.stderr).toMatch(/--holder must not be empty/);
+    expect(results[14]?.stderr).toMatch(/--holder must be at most 256 UTF-8 bytes/);
+    expect(results[16]?.stderr).toMatch(/only --force exists.*locks release --force k /);
   });
 
   it("prints --help and --version", async ({ onTestFinished }) => {
     const { cli } = setup(onTestFinished);
-    const [help, runHelp, version] = await Promise.all([
+    const [help, runHelp, releaseHelp, version] = await Promise.all([
       cli.run(["--help"]),
       cli.run(["run", "--help"]),
+      cli.run(["help", "release"]),
       cli.run(["--version"]),
     ]);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain("locks run [options] <key> -- <command>");
     expect(runHelp.stdout).toContain("a bare number is seconds");
+    expect(runHelp.stdout).toContain("--min-hold <duration>");
+    expect(releaseHelp).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(/^Usage: locks release --force/),
+    });
     expect(version).toMatchObject({ code: 0, stdout: "0.1.0\n" });
   });
 

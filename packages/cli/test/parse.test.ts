@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { describe, expect, it } from "vitest";
 import { parseRunArgs } from "../src/args.js";
 import { parseBackendUrls } from "../src/backend-url.js";
@@ -156,6 +157,15 @@ describe("Redlock servers", () => {
 });
 
 describe("run options", () => {
+  it("labels the lock host:pid of locks unless --holder says otherwise; --min-hold is a duration", () => {
+    const args = (argv: string[]) => parseRunArgs([...argv, "k", "--", "true"], {});
+    expect(args([])).toMatchObject({ holder: `${hostname()}:${process.pid}`, minHoldMs: 0 });
+    expect(args(["--holder", "web 1", "--min-hold", "1m"])).toMatchObject({
+      holder: "web 1",
+      minHoldMs: 60_000,
+    });
+  });
+
   const problem = (argv: string[]): string => {
     try {
       parseRunArgs(argv, {});
