@@ -5,8 +5,8 @@ import {
   type Capabilities,
   driftAllowance,
   type Grant,
+  type KeyRef,
   type KeyStatus,
-  keyDigest,
   type LockRequest,
   limitMismatch,
   lockClosed,
@@ -28,7 +28,7 @@ import {
 import { retryBackoff } from "./backoff.js";
 import { type CallOptions, Calls } from "./calls.js";
 import { unavailable } from "./errors.js";
-import { inspectLock } from "./inspect.js";
+import { forceReleaseLock, inspectLock } from "./inspect.js";
 import { contenderKey, contenderValue, type LockKeys, lockKeys } from "./layout.js";
 import type { ResolvedOptions } from "./options.js";
 import {
@@ -111,6 +111,8 @@ interface Entry extends Contender {
   wake: AbortController | undefined;
   /** The lock's own TTL: frees the key when no extension came in time (see `#expireAfter`). */
   expiry: NodeJS.Timeout | undefined;
+  /** Cancels the watch on a held key's deletion (see `#guard`). */
+  unguard: (() => void) | undefined;
 }
 
 /**
@@ -192,11 +194,21 @@ export class EtcdBackend implements Backend<Entry> {
     return () => watch.cancel();
   }
 
-  inspect(namespace: string, key: string): Promise<KeyStatus> {
-    const lock = lockKeys(this.#client.prefix, keyDigest(namespace, key));
+  inspect(key: KeyRef): Promise<KeyStatus> {
+    const lock = lockKeys(this.#client.prefix, key.digest);
     return this.#mapped(
       inspectLock(this.#kv, this.#sessionHost.leases, lock, () => this.#request()),
     );
+  }
+
+  /**
+   * Deletes the holders' keys in one transaction, their session leases left
+   * alone (see `forceReleaseLock`). An evicted holder learns of it from the
+   * watch on its key (`#guard`), or at the latest at its next extension.
+   */
+  forceRelease(key: KeyRef): Promise<boolean> {
+    const lock = lockKeys(this.#client.prefix, key.digest);
+    return this.#mapped(forceReleaseLock(this.#kv, lock, () => this.#request()));
   }
 
   close(): Promise<void> {
@@ -295,6 +307,7 @@ export class EtcdBackend implements Backend<Entry> {
    */
   #granted(entry: Entry): Grant<Entry> {
     this.#expireAfter(entry, entry.ttlMs);
+    this.#guard(entry);
     const local = monotonicNow() + entry.ttlMs - driftAllowance(entry.ttlMs);
     return {
       granted: true,
@@ -532,6 +545,24 @@ export class EtcdBackend implements Backend<Entry> {
     entry.expiry.unref();
   }
 
+  /**
+   * Watches a held key's deletion by anyone but this instance (forceRelease
+   * from another client, the session lease ended on the server) and reports
+   * the loss at once, so `lease.signal` aborts within a watch event, not at
+   * the next extension. The watch starts just after the key's create
+   * revision, so a deletion before it was set up is replayed. It rides on the
+   * instance's one watch stream: a message to set it up and one to cancel it
+   * per grant, no round trip waited for. The extension's read of the key
+   * stays the check when a watch is lost.
+   */
+  #guard(entry: Entry): void {
+    entry.unguard ??= this.#watches.guard(entry.key, entry.revision! + 1n, () => {
+      if (entry.done || this.#closed !== undefined) return;
+      this.#forget(entry, true);
+      this.#host.lost(entry, "its key in etcd was deleted (forceRelease, or its lease ended)");
+    });
+  }
+
   // --- entries -----------------------------------------------------------
 
   #enter(request: LockRequest, session: Session<Entry>, lock: LockKeys): Entry {
@@ -539,7 +570,7 @@ export class EtcdBackend implements Backend<Entry> {
     const entry: Entry = {
       lock,
       key: contenderKey(lock, request.mode, session.hex, slot),
-      value: contenderValue(request.owner, request.limit),
+      value: contenderValue(request.owner, request.limit, request.holder),
       mode: request.mode,
       limit: request.limit,
       ttlMs: request.ttlMs,
@@ -551,6 +582,7 @@ export class EtcdBackend implements Backend<Entry> {
       done: false,
       wake: undefined,
       expiry: undefined,
+      unguard: undefined,
     };
     session.members.add(entry);
     return entry;
@@ -564,8 +596,7 @@ export class EtcdBackend implements Backend<Entry> {
    */
   #discard(entry: Entry, rethrow = false): Promise<void> {
     if (entry.done) return Promise.resolve();
-    entry.done = true;
-    clearTimeout(entry.expiry);
+    this.#finish(entry);
     const remove = async (): Promise<void> => {
       await entry.writing?.catch(() => undefined);
       if (entry.session.alive) await this.#kv.deleteRange({ key: entry.key }, this.#request());
@@ -587,10 +618,16 @@ export class EtcdBackend implements Backend<Entry> {
    */
   #forget(entry: Entry, gone: boolean): void {
     if (entry.done) return;
-    entry.done = true;
-    clearTimeout(entry.expiry);
+    this.#finish(entry);
     if (gone) this.#dropMember(entry);
     else this.#leave(entry);
+  }
+
+  /** Marks `entry` done: no more expiry, guard or wait on it. */
+  #finish(entry: Entry): void {
+    entry.done = true;
+    clearTimeout(entry.expiry);
+    entry.unguard?.();
   }
 
   /** The key of `entry` is deleted: its name can be reused, its session may end. */

@@ -76,14 +76,30 @@ export function prefixEnd(prefix: Buffer): Buffer {
   return Buffer.from([0]);
 }
 
-/** The value stored in a contender's key: its owner token and semaphore limit, for `inspect`. */
-export function contenderValue(owner: string, limit: number): Buffer {
-  return Buffer.from(`${owner} ${limit}`);
+/**
+ * The value stored in a contender's key, for `inspect` from any client: its
+ * owner token, semaphore limit and holder label, space-separated. The label
+ * comes last and runs to the end of the value, so it may hold any text
+ * (spaces, newlines); a value without one (written before labels existed,
+ * or with none given) reads as unlabelled.
+ */
+export function contenderValue(owner: string, limit: number, holder: string | undefined): Buffer {
+  return Buffer.from(holder === undefined ? `${owner} ${limit}` : `${owner} ${limit} ${holder}`);
 }
 
 /** Reads a value written by {@link contenderValue}. */
-export function parseContenderValue(value: Buffer): { owner: string; limit: number } {
-  const [owner = "", limit = "1"] = value.toString().split(" ");
+export function parseContenderValue(value: Buffer): {
+  owner: string;
+  limit: number;
+  holder: string | undefined;
+} {
+  const text = value.toString();
+  const [owner = "", limit = "1"] = text.split(" ", 2);
+  const labelAt = owner.length + limit.length + 2;
   const n = Number(limit);
-  return { owner, limit: Number.isSafeInteger(n) && n > 0 ? n : 1 };
+  return {
+    owner,
+    limit: Number.isSafeInteger(n) && n > 0 ? n : 1,
+    holder: text.length > labelAt ? text.slice(labelAt) : undefined,
+  };
 }

@@ -86,6 +86,31 @@ export class Watches {
     });
   }
 
+  /**
+   * Watches the deletion of `key` from `revision` on (a past revision is
+   * replayed, so no deletion since is missed) and calls `onDelete` for it.
+   * Nothing is awaited: a guard is a hint on top of a check that stays (an
+   * extension reads the key), so a guard that etcd refuses or a stream
+   * that breaks just ends it. Returns its cancel.
+   */
+  guard(key: Buffer, revision: bigint, onDelete: () => void): () => void {
+    const id = String(this.#nextId++);
+    this.#watches.set(id, (reply) => {
+      if (reply === undefined || reply.canceled) this.#watches.delete(id);
+      else if (reply.events.length > 0) onDelete();
+    });
+    this.#open().then(
+      (stream) => {
+        if (this.#watches.has(id)) {
+          const create = { key, start_revision: revision.toString(), watch_id: id };
+          stream.write({ create_request: { ...create, filters: ["Noput"] } });
+        }
+      },
+      () => this.#watches.delete(id),
+    );
+    return () => this.#cancel(id);
+  }
+
   /** Ends the stream (close() then cancels it, with every other call still open). */
   close(): void {
     void this.#stream?.then(

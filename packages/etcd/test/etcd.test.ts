@@ -65,6 +65,11 @@ async function contenders(etcd: Etcd3, namespace: string, keys = ["k"], root = "
   return replies.flatMap((reply) => reply.kvs);
 }
 
+/** What the backend itself reports about `key` (the core's `locks.inspect` maps it). */
+function statusOf(backend: Backend, namespace: string, key: string) {
+  return backend.inspect!(createRequest({ key, namespace }));
+}
+
 function codeOf(reason: unknown): string | undefined {
   return isLockError(reason) ? reason.code : undefined;
 }
@@ -200,7 +205,7 @@ describe("queue and sessions", () => {
     const child = await a.acquire("a/b");
     const parent = await b.tryAcquire("a");
     expect(parent).not.toBeNull();
-    const status = await b.backend.inspect?.(s.namespace, "a");
+    const status = await statusOf(b.backend, s.namespace, "a");
     expect(status?.holders).toHaveLength(1);
     expect(status?.holders[0]?.fencingToken).toBe(parent!.fencingToken);
     await Promise.all([child.release(), parent!.release()]);
@@ -215,8 +220,8 @@ describe("queue and sessions", () => {
     await waitFor(
       async () => (await contenders(raw(endpoints), s.namespace, ["doc"])).length === 3,
     );
-    const status = await backend.inspect!(s.namespace, "doc");
-    expect(status.held).toBe(true);
+    const status = await statusOf(backend, s.namespace, "doc");
+    expect(status.holders.length).toBeGreaterThan(0);
     expect(status.limit).toBe(1);
     expect(status.holders.map((h) => h.mode)).toEqual(["shared", "shared"]);
     expect(status.holders.map((h) => h.fencingToken)).toEqual([r1.fencingToken, r2.fencingToken]);
@@ -228,7 +233,7 @@ describe("queue and sessions", () => {
     const w = await writer;
     expect(w.fencingToken > r2.fencingToken).toBe(true);
     await w.release();
-    expect((await backend.inspect!(s.namespace, "doc")).held).toBe(false);
+    expect((await statusOf(backend, s.namespace, "doc")).holders).toEqual([]);
   });
 
   it("subscribe() reports releases of the key", async () => {
@@ -328,6 +333,170 @@ describe("queue and sessions", () => {
     expect(next.fencingToken > BigInt(waiter!.create_revision)).toBe(true);
     expect(next.fencingToken > BigInt(revoke.header.revision)).toBe(true);
     await next.release();
+  });
+});
+
+describe("holder labels, inspect and forceRelease", () => {
+  /** Quotes, a space, a newline, a tab, non-BMP text: data, stored as given. */
+  const LABEL = `"worker" 'seven'\nline two\t🔒 ünï`;
+
+  it("stores the label in the contender's value: another client reads it back as given", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const a = client(endpoints, s).locks;
+    const b = client(endpoints, s).locks;
+    const lease = await a.acquire("k", { holder: LABEL });
+    const [kv] = await contenders(etcd, s.namespace);
+    // owner, limit, then the label to the end of the value.
+    expect(kv!.value.toString()).toMatch(/^[0-9a-f]{32} 1 /);
+    expect(kv!.value.toString().endsWith(` 1 ${LABEL}`)).toBe(true);
+    const state = await b.inspect("k");
+    expect(state.holders).toEqual([
+      {
+        holder: LABEL,
+        mode: "exclusive",
+        fencingToken: lease.fencingToken,
+        expiresAt: expect.any(Number),
+      },
+    ]);
+    await lease.release();
+  });
+
+  it("reads a value written without a label (an older client) as unlabelled", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const a = client(endpoints, s).locks;
+    const b = client(endpoints, s).locks;
+    const lease = await a.acquire("k", { holder: "new" });
+    const [kv] = await contenders(etcd, s.namespace);
+    await etcd.kv.put({
+      key: kv!.key,
+      value: Buffer.from(`${"a".repeat(32)} 1`),
+      lease: kv!.lease,
+    });
+    expect((await b.inspect("k")).holders.map((h) => h.holder)).toEqual([undefined]);
+    await lease.release();
+  });
+
+  it("inspect lists every reader or semaphore holder with its label, never a waiter", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const [a, b, c, d] = [1, 2, 3, 4].map(() => client(endpoints, s).locks);
+    const r1 = await a!.acquire("doc", { mode: "shared", holder: "r 1" });
+    const r2 = await b!.acquire("doc", { mode: "shared", holder: "r\n2" });
+    const writer = c!.acquire("doc", { holder: "writer", timeoutMs: 10_000 });
+    // The writer queues first: a reader that comes after it waits behind it.
+    await waitFor(async () => (await contenders(etcd, s.namespace, ["doc"])).length === 3);
+    const late = d!.acquire("doc", { mode: "shared", holder: "late reader", timeoutMs: 10_000 });
+    await waitFor(async () => (await contenders(etcd, s.namespace, ["doc"])).length === 4);
+    const readers = await d!.inspect("doc");
+    expect(readers.holders.map((h) => [h.holder, h.mode, h.fencingToken])).toEqual([
+      ["r 1", "shared", r1.fencingToken],
+      ["r\n2", "shared", r2.fencingToken],
+    ]);
+    expect(readers.limit).toBe(1);
+
+    const s1 = await a!.acquire("pool", { limit: 2, holder: "s1" });
+    const s2 = await b!.acquire("pool", { limit: 2, holder: "s2" });
+    const s3 = c!.acquire("pool", { limit: 2, holder: "s3", timeoutMs: 10_000 });
+    await waitFor(async () => (await contenders(etcd, s.namespace, ["pool"])).length === 3);
+    const pool = await d!.inspect("pool");
+    expect(pool.limit).toBe(2);
+    expect(pool.holders.map((h) => [h.holder, h.mode, h.fencingToken])).toEqual([
+      ["s1", "exclusive", s1.fencingToken],
+      ["s2", "exclusive", s2.fencingToken],
+    ]);
+    await Promise.all([r1.release(), r2.release(), s1.release()]);
+    await Promise.all([(await writer).release(), (await s3).release(), s2.release()]);
+    await (await late).release();
+  });
+
+  it("forceRelease from another client evicts the holder: its signal aborts at once, a waiter is granted with a higher token", async () => {
+    const s = scope();
+    const a = client(endpoints, s).locks;
+    const b = client(endpoints, s).locks;
+    const admin = client(endpoints, s).locks;
+    // A long TTL: the watchdog's first extension comes after 10 s, so only the watch on the
+    // evicted key can abort the signal within the bound below.
+    const evicted = await a.acquire("k", { ttlMs: 30_000, holder: "old" });
+    const waiting = b.acquire("k", { ttlMs: 30_000, holder: "next", timeoutMs: 10_000 });
+    await waitFor(async () => (await contenders(raw(endpoints), s.namespace)).length === 2);
+    expect(await admin.forceRelease("k")).toBe(true);
+    const next = await waiting;
+    expect(next.fencingToken > evicted.fencingToken).toBe(true);
+    await waitFor(() => evicted.signal.aborted, {
+      timeoutMs: 3_000,
+      message: "the evicted signal",
+    });
+    expect(codeOf(evicted.signal.reason)).toBe("LOCK_LOST");
+    expect(codeOf(await evicted.extend().catch((e: unknown) => e))).toBe("LOCK_LOST");
+    await evicted.release(); // owner-checked: leaves the new holder alone
+    expect((await admin.inspect("k")).holders.map((h) => h.holder)).toEqual(["next"]);
+    await next.release();
+  });
+
+  it("an evicted hold's extension resolves false even before its watch reports the eviction", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const { backend } = client(endpoints, s);
+    const admin = client(endpoints, s).backend;
+    const request = createRequest({ key: "k", namespace: s.namespace, ttlMs: 5_000 });
+    const grant = await backend.tryAcquire(request);
+    expect(grant.granted).toBe(true);
+    const hold = grant.granted ? grant.hold : undefined;
+    // The backend is not bound to a core here: nothing reports the loss, extend must tell.
+    expect(await admin.forceRelease!(request)).toBe(true);
+    expect(await contenders(etcd, s.namespace)).toHaveLength(0);
+    expect(await backend.extend(request, hold, 5_000)).toBe(false);
+    await backend.release(request, hold);
+    await backend.close();
+  });
+
+  it("forceRelease evicts every reader and every semaphore holder in one go; a free key gives false", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const [a, b, admin] = [1, 2, 3].map(() => client(endpoints, s).locks);
+    expect(await admin!.forceRelease("k")).toBe(false);
+    const readers = [
+      await a!.acquire("k", { mode: "shared" }),
+      await b!.acquire("k", { mode: "shared" }),
+    ];
+    const writer = admin!.acquire("k", { timeoutMs: 10_000 });
+    await waitFor(async () => (await contenders(etcd, s.namespace)).length === 3);
+    expect(await admin!.forceRelease("k")).toBe(true);
+    const w = await writer;
+    expect(w.fencingToken > readers[1]!.fencingToken).toBe(true);
+    await w.release();
+    expect(await admin!.forceRelease("k")).toBe(false);
+    const slots = [await a!.acquire("pool", { limit: 3 }), await b!.acquire("pool", { limit: 3 })];
+    expect(await admin!.forceRelease("pool")).toBe(true);
+    expect(await contenders(etcd, s.namespace, ["pool"])).toHaveLength(0);
+    await waitFor(() => slots.every((lease) => lease.signal.aborted), { timeoutMs: 3_000 });
+    await waitFor(() => readers.every((lease) => lease.signal.aborted), { timeoutMs: 3_000 });
+  });
+
+  it("the evicted holder's other locks on the same session lease stay held", async () => {
+    const s = scope();
+    const etcd = raw(endpoints);
+    const a = client(endpoints, s).locks;
+    const admin = client(endpoints, s).locks;
+    const evicted = await a.acquire("one", { ttlMs: 5_000 });
+    const kept = await a.acquire("two", { ttlMs: 5_000 });
+    const [one, two] = await contenders(etcd, s.namespace, ["one", "two"]);
+    expect(one!.lease).toBe(two!.lease);
+    expect(await admin.forceRelease("one")).toBe(true);
+    await waitFor(() => evicted.signal.aborted, { timeoutMs: 3_000 });
+    await kept.extend();
+    expect(kept.signal.aborted).toBe(false);
+    expect((await etcd.leaseClient.leaseTimeToLive({ ID: two!.lease })).TTL).not.toBe("-1");
+    expect((await admin.inspect("two")).holders.map((h) => h.fencingToken)).toEqual([
+      kept.fencingToken,
+    ]);
+    expect(await admin.tryAcquire("two")).toBeNull();
+    // The session takes new locks too.
+    const again = await a.acquire("one", { ttlMs: 5_000 });
+    expect(again.fencingToken > evicted.fencingToken).toBe(true);
+    await Promise.all([again.release(), kept.release()]);
   });
 });
 
@@ -452,7 +621,7 @@ describe("faults", () => {
     const b = client(hosts, s).locks;
     const held = await a.acquire("k", { ttlMs: 8_000 });
     const waiting = b.acquire("k", { ttlMs: 8_000, timeoutMs: 20_000 });
-    await waitFor(async () => (await b.backend.inspect!(s.namespace, "k")).held);
+    await waitFor(async () => (await statusOf(b.backend, s.namespace, "k")).holders.length > 0);
     await server.kill("SIGKILL");
     await server.restart();
     // Extensions go through again after the restart.
@@ -589,7 +758,9 @@ describe("close", () => {
     await locks.acquire("held", { ttlMs: 5_000 });
     const blocker = await other.acquire("queued", { ttlMs: 5_000 });
     const waiting = locks.acquire("queued", { ttlMs: 5_000 }).catch((e: unknown) => e);
-    await waitFor(async () => (await other.backend.inspect!(s.namespace, "queued")).held);
+    await waitFor(
+      async () => (await statusOf(other.backend, s.namespace, "queued")).holders.length > 0,
+    );
     server.pause();
     try {
       let settledAt = 0;
@@ -671,8 +842,8 @@ describe("limits", () => {
     const b = client(endpoints, s).locks;
     const s1 = await a.locks.acquire("pool", { limit: 2 });
     const s2 = await b.acquire("pool", { limit: 2 });
-    const status = await a.backend.inspect!(s.namespace, "pool");
-    expect(status.held).toBe(true);
+    const status = await statusOf(a.backend, s.namespace, "pool");
+    expect(status.holders.length).toBeGreaterThan(0);
     expect(status.limit).toBe(2);
     expect(status.holders.map((h) => h.mode)).toEqual(["exclusive", "exclusive"]);
     expect(status.holders.map((h) => h.fencingToken)).toEqual([s1.fencingToken, s2.fencingToken]);
@@ -698,7 +869,7 @@ describe("limits", () => {
     await Promise.all([s2.release(), s3.release()]);
     // Held exclusively (limit 1): a semaphore waiter is refused, not queued.
     const x = await a.locks.acquire("pool");
-    expect((await a.backend.inspect!(s.namespace, "pool")).limit).toBe(1);
+    expect((await statusOf(a.backend, s.namespace, "pool")).limit).toBe(1);
     await refused(b.acquire("pool", { limit: 3, timeoutMs: 5_000 }));
     const d = client(endpoints, s).locks;
     const dWaits = d.acquire("pool", { limit: 3 }).then(
