@@ -27,3 +27,12 @@ export { createLocks, type Locks, type LocksOptions } from "./locks.js";
 export type { AcquireAllOptions, MultiLease } from "./multi.js";
 export { type AcquireOptions, MIN_TTL_MS, type TryAcquireOptions } from "./options.js";
 export type { LockHolder, LockState } from "./state.js";
+export {
+  createLockManager,
+  type LockGrantedCallback,
+  type LockInfo,
+  type LockManager,
+  type LockManagerRequestOptions,
+  type LockManagerSnapshot,
+  type WebLock,
+} from "./web-locks.js";
