@@ -11,3 +11,4 @@ export {
   type SharedLockTable,
   type SharedLockTableOptions,
 } from "./table.js";
+export { releaseOnExit } from "./worker-exit.js";

@@ -1,15 +1,17 @@
 import {
   type Attempt,
   type Backend,
+  type BackendHost,
   type Capabilities,
   driftAllowance,
   type Grant,
+  type HolderStatus,
+  type KeyRef,
   type KeyStatus,
   type LockRequest,
   limitMismatch,
   monotonicNow,
   onAbort,
-  scopedKey,
   type WaitOptions,
 } from "@locks/core/backend";
 import { registry } from "./registry.js";
@@ -32,17 +34,24 @@ const DONE: Promise<void> = Promise.resolve();
 export class Hold {
   /** Position in `state.holds`, for O(1) removal. */
   index = -1;
-  /** False once released or expired: nothing may act on it any more. */
+  /** False once released, expired or force-released: nothing may act on it any more. */
   live = true;
+  readonly shared: boolean;
 
   constructor(
     readonly state: KeyState,
-    readonly owner: string,
-    readonly shared: boolean,
+    readonly request: LockRequest,
     readonly fencingToken: bigint,
     /** Monotonic instant the store frees it; Infinity without TTL. */
     public deadline: number,
-  ) {}
+    /**
+     * The host of the backend instance that granted it: instances share one
+     * registry, and a force-release tells each evicted hold's own client.
+     */
+    readonly host: BackendHost<Hold> | undefined,
+  ) {
+    this.shared = request.mode === "shared";
+  }
 }
 
 /** Holders and waiters of one key. Deleted from the registry as soon as it has neither. */
@@ -78,10 +87,15 @@ export class IsolateBackend implements Backend<Hold> {
   readonly name = "thread";
   readonly capabilities: Capabilities;
   readonly #ttl: boolean;
+  #host: BackendHost<Hold> | undefined;
 
   constructor(capabilities: Capabilities) {
     this.capabilities = capabilities;
     this.#ttl = capabilities.ttl;
+  }
+
+  bind(host: BackendHost<Hold>): void {
+    this.#host = host;
   }
 
   tryAcquire(req: LockRequest): Promise<Attempt<Hold>> {
@@ -96,7 +110,7 @@ export class IsolateBackend implements Backend<Hold> {
     const decided = this.#attempt(state, req);
     if (decided !== undefined) return decided;
     return new Promise<Grant<Hold>>((resolve, reject) => {
-      const waiter = new QueuedAcquire(state, req, this.#ttl, resolve, reject);
+      const waiter = new QueuedAcquire(state, req, this.#ttl, this.#host, resolve, reject);
       enqueue(state, waiter);
       waiter.stopListening = onAbort(signal, (reason) => waiter.leave(reason));
     });
@@ -114,28 +128,50 @@ export class IsolateBackend implements Backend<Hold> {
 
   release(req: LockRequest, hold: Hold | undefined): Promise<void> {
     const target =
-      hold ?? registry.states.get(req.scoped)?.holds.find((h) => h.owner === req.owner);
+      hold ?? registry.states.get(req.scoped)?.holds.find((h) => h.request.owner === req.owner);
     if (target === undefined || !target.live) return DONE;
     drop(target);
     dispatch(target.state);
     return DONE;
   }
 
-  inspect(namespace: string, key: string): Promise<KeyStatus> {
-    const state = registry.states.get(scopedKey(namespace, key));
-    if (state === undefined) return Promise.resolve({ held: false, holders: [] });
-    if (state.expiring > 0) dispatch(state);
+  /** Every live holder of the key, from the registry (expired holds are freed first). */
+  inspect(key: KeyRef): Promise<KeyStatus> {
+    const state = registry.states.get(key.scoped);
+    if (state !== undefined && state.expiring > 0) dispatch(state);
+    if (state === undefined || state.holds.length === 0) return Promise.resolve({ holders: [] });
     const now = monotonicNow();
-    const holders = state.holds.map((hold) => ({
-      owner: hold.owner,
-      mode: hold.shared ? ("shared" as const) : ("exclusive" as const),
-      fencingToken: hold.fencingToken,
-      ...(hold.deadline === Number.POSITIVE_INFINITY
-        ? {}
-        : { expiresInMs: Math.max(0, hold.deadline - now) }),
-    }));
-    if (holders.length === 0) return Promise.resolve({ held: false, holders });
-    return Promise.resolve({ held: true, limit: state.limit, holders });
+    const holders = state.holds.map(
+      (hold): HolderStatus => ({
+        holder: hold.request.holder,
+        owner: hold.request.owner,
+        mode: hold.request.mode,
+        fencingToken: hold.fencingToken,
+        expiresInMs:
+          hold.deadline === Number.POSITIVE_INFINITY ? undefined : Math.max(0, hold.deadline - now),
+      }),
+    );
+    return Promise.resolve({ holders, limit: state.limit });
+  }
+
+  /**
+   * Frees every hold of the key, tells each evicted hold's own client
+   * (`host.lost`, so its lease's signal aborts now), then serves the queue.
+   * Tokens come from one counter of the isolate, so every later grant's is
+   * higher; an evicted hold is no longer live, so its extend resolves false
+   * and its release does nothing.
+   */
+  forceRelease(key: KeyRef): Promise<boolean> {
+    const state = registry.states.get(key.scoped);
+    if (state === undefined) return Promise.resolve(false);
+    const now = monotonicNow();
+    const evicted = [...state.holds];
+    // Expired holds are freed too, but they were no longer held.
+    const held = evicted.some((hold) => hold.deadline > now);
+    for (const hold of evicted) drop(hold);
+    for (const hold of evicted) hold.host?.lost(hold, "the key was force-released");
+    dispatch(state);
+    return Promise.resolve(held);
   }
 
   /** A grant, or a refusal when the key is held with another limit; undefined when `req` must wait. */
@@ -145,7 +181,7 @@ export class IsolateBackend implements Backend<Hold> {
     }
     // Nobody passes a waiter.
     if (state.head !== undefined || !state.fits(req.mode === "shared", req.limit)) return undefined;
-    return Promise.resolve(grant(state, req, this.#ttl));
+    return Promise.resolve(grant(state, req, this.#ttl, this.#host));
   }
 
   /** Nothing to close: the table is the isolate's, and the core released every hold and ended every wait. */
@@ -167,6 +203,7 @@ class QueuedAcquire {
     readonly state: KeyState,
     readonly request: LockRequest,
     readonly ttl: boolean,
+    readonly host: BackendHost<Hold> | undefined,
     readonly resolve: (grant: Grant<Hold>) => void,
     readonly reject: (reason: unknown) => void,
   ) {}
@@ -174,7 +211,7 @@ class QueuedAcquire {
   /** Called once, synchronously, when the waiter reached the head and fits (already unlinked). */
   grant(): void {
     this.stopListening();
-    this.resolve(grant(this.state, this.request, this.ttl));
+    this.resolve(grant(this.state, this.request, this.ttl, this.host));
   }
 
   /** Leaves the queue and rejects with `reason` (the wait's signal aborted). */
@@ -205,7 +242,12 @@ function stateFor(id: string): KeyState {
 }
 
 /** Takes the key for `req` (which fits), with the next fencing token of the isolate. */
-function grant(state: KeyState, req: LockRequest, ttl: boolean): Grant<Hold> {
+function grant(
+  state: KeyState,
+  req: LockRequest,
+  ttl: boolean,
+  host: BackendHost<Hold> | undefined,
+): Grant<Hold> {
   const shared = req.mode === "shared";
   // The first holder sets the limit the others must use (readers: 1).
   if (state.holds.length === 0) state.limit = req.limit;
@@ -213,7 +255,7 @@ function grant(state: KeyState, req: LockRequest, ttl: boolean): Grant<Hold> {
   // acquire began (a queued waiter): `validUntil` says so.
   const deadline = ttl ? monotonicNow() + req.ttlMs : Number.POSITIVE_INFINITY;
   registry.fence += 1n;
-  const hold = new Hold(state, req.owner, shared, registry.fence, deadline);
+  const hold = new Hold(state, req, registry.fence, deadline, host);
   if (shared) state.shared++;
   else state.exclusive++;
   hold.index = state.holds.push(hold) - 1;

@@ -1,60 +1,52 @@
 // Atomics.waitAsync (Node 16+) is typed in ES2024, beyond the ES2023 lib the repository compiles with.
 /// <reference lib="es2024.sharedmemory" />
-import { setImmediate as nextTurn } from "node:timers/promises";
 import {
   type Attempt,
   type Backend,
+  type BackendHost,
   type Capabilities,
+  type KeyRef,
   type KeyStatus,
   type LockRequest,
   limitMismatch,
-  scopedKey,
   type Unsubscribe,
 } from "@locks/core/backend";
 import {
-  BUCKET_WORDS,
-  ENTRY_WORDS,
-  FIRST_ENTRY,
-  FP_HI,
-  FP_LO,
-  type KeyRef,
-  LATCH,
+  HOLD_EXCLUSIVE,
+  HOLD_SHARED,
+  type KeySlot,
   SEQ,
   type SharedLockTable,
   STATE,
   TableView,
   WAITERS,
+  WAITING_WRITER,
   WRITERS,
 } from "./table.js";
 
 /**
- * A hold of the table, the `hold` of a grant: its bucket and entry (an entry
- * stays bound while it is held). The table keeps no owner per hold: a hold
- * can only end through this object, which the core passes back.
+ * A hold of the table, the `hold` of a grant: its bucket, entry and record
+ * (an entry stays bound while it is held). The record keeps the grant's
+ * token until the hold is released or evicted, so the hold can tell whether
+ * it still holds the key.
  */
 class TableHold {
-  /** False once released: a second release must not free another holder's place. */
+  /** False once released (or reported lost): a second release must not free another holder's place. */
   live = true;
 
   constructor(
     readonly bucket: number,
     readonly entry: number,
+    readonly record: number,
+    readonly fencingToken: bigint,
     readonly shared: boolean,
   ) {}
 }
 
 /**
- * Attempts at the bucket latch before yielding to the event loop. The latch
- * is held for a few dozen instructions, so it is almost always free; when its
- * holder was descheduled mid-way, spinning longer would only burn the core
- * that thread needs, so the operation retries on the next turn instead.
- */
-const LATCH_SPINS = 64;
-
-/**
- * How long a watch of a bucket's sequence word waits before it waits again:
- * a watch left pending after its subscription ended is gone by then, even
- * if the word never moves again.
+ * How long a watch of a sequence word waits before it waits again: a watch
+ * left pending after its subscription ended is gone by then, even if the
+ * word never moves again.
  */
 const WATCH_MS = 1_000;
 
@@ -76,7 +68,8 @@ const MISMATCH = -3;
  * distinct keys never share a lock word. A bucket's entries are read and
  * changed under its latch, a word taken with one compare-and-swap and held
  * for a few instructions, never across an await; nothing ever blocks a
- * thread (Atomics.wait is not used).
+ * thread (Atomics.wait is not used). Each hold has a record in the table
+ * (thread, mode, token, label), bound to its entry under the same latch.
  *
  * Waiting is the core's (notification plus bounded polling): `subscribe`
  * counts the waiter on its bucket, watches the bucket's sequence word with
@@ -90,6 +83,12 @@ export class TableBackend implements Backend<TableHold> {
   readonly #words: Int32Array;
   /** The holders' limit `#take` found when it returned MISMATCH. */
   #heldLimit = 0;
+  #host: BackendHost<TableHold> | undefined;
+  /** This instance's live holds, checked when another thread evicts holds (force-release). */
+  readonly #live = new Set<TableHold>();
+  /** The table's eviction count this instance has looked at; a watch is pending while `#watching`. */
+  #evictionsSeen = 0;
+  #watching = false;
 
   constructor(table: SharedLockTable, capabilities: Capabilities) {
     this.capabilities = capabilities;
@@ -97,13 +96,16 @@ export class TableBackend implements Backend<TableHold> {
     this.#words = this.#table.words;
   }
 
-  tryAcquire(req: LockRequest): Promise<Attempt<TableHold>> {
-    const ref = this.#table.locate(req.scoped);
-    if (!this.#latch(ref.bucket))
-      return this.#latchLater(ref.bucket).then(() => this.#try(req, ref));
-    return this.#try(req, ref);
+  bind(host: BackendHost<TableHold>): void {
+    this.#host = host;
   }
 
+  tryAcquire(req: LockRequest): Promise<Attempt<TableHold>> {
+    const ref = this.#table.locate(req.scoped);
+    if (!this.#table.latch(ref.bucket))
+      return this.#table.latchLater(ref.bucket).then(() => this.#try(req, ref));
+    return this.#try(req, ref);
+  }
   /**
    * Calls `onChange` whenever the key's bucket changes, until unsubscribed.
    * Counted on the bucket before the core's next attempt, so a release after
@@ -139,57 +141,82 @@ export class TableBackend implements Backend<TableHold> {
     };
     watch();
     // A waiting writer makes itself known, so that new readers stop entering (no writer starvation).
+    // It has a record, so that it is unregistered if its thread dies; without a free record it does not register.
     let writer = -1;
+    let record = -1;
     if (req.mode === "exclusive") {
-      if (!this.#latch(ref.bucket)) await this.#latchLater(ref.bucket);
-      writer = this.#entry(ref, true);
-      if (writer >= 0) words[writer + WRITERS]!++;
-      this.#unlatch(ref.bucket);
+      const table = this.#table;
+      if (!table.latch(ref.bucket)) await table.latchLater(ref.bucket);
+      writer = table.entry(ref, true);
+      if (writer >= 0) record = table.bindRecord(writer, WAITING_WRITER, 0n, undefined);
+      if (record >= 0) words[writer + WRITERS]!++;
+      else if (writer >= 0) table.unbindIfIdle(writer);
+      table.unlatch(ref.bucket);
     }
     return () => {
       stopped = true;
       Atomics.sub(words, ref.bucket + WAITERS, 1);
-      if (writer >= 0) return this.#unregisterWriter(ref.bucket, writer);
+      if (record >= 0) return this.#unregisterWriter(ref.bucket, writer, record);
     };
   }
 
+  /** True while the hold's record still has its token: false once released or force-released. */
   extend(_req: LockRequest, hold: TableHold, _ttlMs: number): Promise<boolean> {
-    return Promise.resolve(hold.live);
+    return Promise.resolve(hold.live && this.#table.recordHolds(hold.record, hold.fencingToken));
   }
 
   /**
-   * Releases `hold`. Without one there is nothing to do: an attempt either
-   * took the key and returned its hold, or threw without taking it.
+   * Releases `hold`, unless it was evicted (then its record is free or
+   * another grant's, and nothing of it is left to free). Without a hold there
+   * is nothing to do: an attempt either took the key and returned its hold,
+   * or threw without taking it.
    */
   release(_req: LockRequest, hold: TableHold | undefined): Promise<void> {
     if (hold === undefined || !hold.live) return DONE;
     hold.live = false;
-    if (!this.#latch(hold.bucket)) {
-      return this.#latchLater(hold.bucket).then(() => this.#free(hold));
+    this.#live.delete(hold);
+    if (!this.#table.latch(hold.bucket)) {
+      return this.#table.latchLater(hold.bucket).then(() => this.#free(hold));
     }
     this.#free(hold);
     return DONE;
   }
 
   /**
-   * Who holds the key, read from the table under the bucket's latch: how
-   * many holders, in which mode, with which limit. The table keeps no owner
-   * or token per hold.
+   * Who holds the key, read from its records under the bucket's latch: each
+   * holder's label, mode and token, and the key's limit. No TTL: no expiry.
    */
-  async inspect(namespace: string, key: string): Promise<KeyStatus> {
-    const ref = this.#table.locate(scopedKey(namespace, key));
-    if (!this.#latch(ref.bucket)) await this.#latchLater(ref.bucket);
-    const entry = this.#entry(ref, false);
-    const state = entry < 0 ? 0 : this.#words[entry + STATE]!;
-    const limit = entry < 0 ? 1 : this.#table.limits[this.#table.limitIndex(entry)]!;
-    this.#unlatch(ref.bucket);
-    if (state === 0) return { held: false, holders: [] };
-    const mode = state < 0 ? ("shared" as const) : ("exclusive" as const);
-    return {
-      held: true,
-      limit,
-      holders: Array.from({ length: Math.abs(state) }, () => ({ mode })),
-    };
+  async inspect(key: KeyRef): Promise<KeyStatus> {
+    const table = this.#table;
+    const ref = table.locate(key.scoped);
+    if (!table.latch(ref.bucket)) await table.latchLater(ref.bucket);
+    const entry = table.entry(ref, false);
+    const holders = entry < 0 ? [] : table.holders(entry);
+    const limit = entry < 0 ? 1 : table.limits[table.limitIndex(entry)]!;
+    table.unlatch(ref.bucket);
+    return holders.length === 0 ? { holders } : { holders, limit };
+  }
+
+  /**
+   * Frees every hold of the key, from any thread: their records are freed
+   * (so each evicted hold's extend resolves false and its release frees
+   * nothing), the key's waiters are woken, and every thread is told through
+   * the table's eviction word, so that the evicted holds' clients report
+   * them lost. Tokens come from one table-wide counter: every later grant's
+   * is higher.
+   */
+  async forceRelease(key: KeyRef): Promise<boolean> {
+    const table = this.#table;
+    const ref = table.locate(key.scoped);
+    if (!table.latch(ref.bucket)) await table.latchLater(ref.bucket);
+    const entry = table.entry(ref, false);
+    const freed =
+      entry < 0 ? 0 : table.evict(ref.bucket, (e, kind) => e === entry && kind !== WAITING_WRITER);
+    table.unlatch(ref.bucket);
+    if (freed === 0) return false;
+    table.evicted();
+    table.changed(ref.bucket);
+    return true;
   }
 
   /** Nothing to close: the table belongs to the caller, and the core released every hold and ended every wait. */
@@ -198,14 +225,26 @@ export class TableBackend implements Backend<TableHold> {
   }
 
   /** Under the latch, which it lets go: one attempt. */
-  #try(req: LockRequest, ref: KeyRef): Promise<Attempt<TableHold>> {
+  #try(req: LockRequest, ref: KeySlot): Promise<Attempt<TableHold>> {
+    const table = this.#table;
     const shared = req.mode === "shared";
     const entry = this.#take(ref, shared, req.limit);
-    this.#unlatch(ref.bucket);
+    let record = -1;
+    let token = 0n;
+    if (entry >= 0) {
+      // Under the latch, so that a key's tokens increase in the order of its grants.
+      token = table.nextToken();
+      record = table.bindRecord(entry, shared ? HOLD_SHARED : HOLD_EXCLUSIVE, token, req.holder);
+      // Every record is in use: the grant is undone, and the attempt waits like any other.
+      if (record < 0) this.#untake(entry, shared);
+    }
+    table.unlatch(ref.bucket);
     if (entry === MISMATCH) return Promise.reject(limitMismatch(req.limit, this.#heldLimit));
-    if (entry < 0) return Promise.resolve(NOT_GRANTED);
-    const hold = new TableHold(ref.bucket, entry, shared);
-    return Promise.resolve({ granted: true, fencingToken: this.#table.nextToken(), hold });
+    if (record < 0) return Promise.resolve(NOT_GRANTED);
+    const hold = new TableHold(ref.bucket, entry, record, token, shared);
+    this.#live.add(hold);
+    if (!this.#watching) this.#watchEvictions();
+    return Promise.resolve({ granted: true, fencingToken: token, hold });
   }
 
   /**
@@ -213,9 +252,9 @@ export class TableBackend implements Backend<TableHold> {
    * holders; returns the entry, or BUSY, FULL or MISMATCH (held with
    * another limit).
    */
-  #take(ref: KeyRef, shared: boolean, limit: number): number {
+  #take(ref: KeySlot, shared: boolean, limit: number): number {
     const words = this.#words;
-    const entry = this.#entry(ref, true);
+    const entry = this.#table.entry(ref, true);
     if (entry < 0) return FULL;
     const state = words[entry + STATE]!;
     const limits = this.#table.limits;
@@ -236,38 +275,23 @@ export class TableBackend implements Backend<TableHold> {
     return entry;
   }
 
-  /** Under the latch: the entry bound to the key; else, with `bind`, a free one bound to it now; else -1. */
-  #entry(ref: KeyRef, bind: boolean): number {
-    const words = this.#words;
-    const end = ref.bucket + BUCKET_WORDS;
-    let free = -1;
-    for (let entry = ref.bucket + FIRST_ENTRY; entry < end; entry += ENTRY_WORDS) {
-      if (words[entry + FP_HI] === ref.fpHi && words[entry + FP_LO] === ref.fpLo) return entry;
-      if (free < 0 && words[entry + FP_HI] === 0) free = entry;
-    }
-    if (!bind || free < 0) return -1;
-    words[free + FP_LO] = ref.fpLo;
-    words[free + FP_HI] = ref.fpHi;
-    words[free + STATE] = 0;
-    words[free + WRITERS] = 0;
-    return free;
-  }
-
-  /** Under the latch: frees the entry once nobody holds it and no writer waits for it. */
-  #unbindIfIdle(entry: number): void {
-    const words = this.#words;
-    if (words[entry + STATE] === 0 && words[entry + WRITERS] === 0) {
-      words[entry + FP_HI] = 0;
-      words[entry + FP_LO] = 0;
-    }
+  /** Under the latch: undoes `#take`. */
+  #untake(entry: number, shared: boolean): void {
+    this.#words[entry + STATE]! += shared ? 1 : -1;
+    this.#table.unbindIfIdle(entry);
   }
 
   /** Under the latch, which it lets go. */
   #free(hold: TableHold): void {
-    this.#words[hold.entry + STATE]! += hold.shared ? 1 : -1;
-    this.#unbindIfIdle(hold.entry);
-    this.#unlatch(hold.bucket);
-    this.#changed(hold.bucket);
+    const table = this.#table;
+    // Evicted (force-released, or its thread was taken for dead): nothing of it is left.
+    const holds = table.recordHolds(hold.record, hold.fencingToken);
+    if (holds) {
+      table.freeRecord(hold.record);
+      this.#untake(hold.entry, hold.shared);
+    }
+    table.unlatch(hold.bucket);
+    if (holds) table.changed(hold.bucket);
   }
 
   /**
@@ -275,36 +299,53 @@ export class TableBackend implements Backend<TableHold> {
    * free for readers, or its entry unbound, the bucket's waiters are told;
    * when the writer now holds the key, nothing changed for them.
    */
-  async #unregisterWriter(bucket: number, entry: number): Promise<void> {
-    if (!this.#latch(bucket)) await this.#latchLater(bucket);
+  async #unregisterWriter(bucket: number, entry: number, record: number): Promise<void> {
+    const table = this.#table;
+    if (!table.latch(bucket)) await table.latchLater(bucket);
     const words = this.#words;
+    table.freeRecord(record);
     const opened = --words[entry + WRITERS]! === 0 && words[entry + STATE]! <= 0;
-    this.#unbindIfIdle(entry);
-    this.#unlatch(bucket);
-    if (opened) this.#changed(bucket);
+    table.unbindIfIdle(entry);
+    table.unlatch(bucket);
+    if (opened) table.changed(bucket);
   }
 
-  #latch(bucket: number): boolean {
-    const words = this.#words;
-    for (let i = 0; i < LATCH_SPINS; i++) {
-      if (Atomics.compareExchange(words, bucket + LATCH, 0, 1) === 0) return true;
+  /**
+   * Watches the table's eviction word while this instance has holds: when
+   * another thread force-released holds, each of this instance's holds whose
+   * record no longer has its token is reported lost to the core (its lease's
+   * signal aborts). A pending Atomics.waitAsync does not keep the thread
+   * alive, and there is at most one per instance, renewed every WATCH_MS.
+   */
+  #watchEvictions(): void {
+    const header = this.#table.header;
+    const index = this.#table.evictionsIndex;
+    this.#watching = true;
+    // Read before looking at the holds: an eviction after this read wakes the wait.
+    this.#evictionsSeen = Atomics.load(header, index);
+    this.#reportEvicted();
+    const wait = (): void => {
+      const result = Atomics.waitAsync(header, index, this.#evictionsSeen, WATCH_MS);
+      if (result.async) void result.value.then(woken);
+      else woken();
+    };
+    const woken = (): void => {
+      const now = Atomics.load(header, index);
+      if (now !== this.#evictionsSeen) {
+        this.#evictionsSeen = now;
+        this.#reportEvicted();
+      }
+      if (this.#live.size > 0) wait();
+      else this.#watching = false;
+    };
+    wait();
+  }
+
+  #reportEvicted(): void {
+    for (const hold of this.#live) {
+      if (this.#table.recordHolds(hold.record, hold.fencingToken)) continue;
+      this.#live.delete(hold);
+      this.#host?.lost(hold, "the key was force-released");
     }
-    return false;
-  }
-
-  async #latchLater(bucket: number): Promise<void> {
-    while (!this.#latch(bucket)) await nextTurn();
-  }
-
-  #unlatch(bucket: number): void {
-    Atomics.store(this.#words, bucket + LATCH, 0);
-  }
-
-  /** Wakes the bucket's waiters, in every thread, if there are any. */
-  #changed(bucket: number): void {
-    const words = this.#words;
-    if (Atomics.load(words, bucket + WAITERS) === 0) return;
-    Atomics.add(words, bucket + SEQ, 1);
-    Atomics.notify(words, bucket + SEQ);
   }
 }

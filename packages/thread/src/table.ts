@@ -1,4 +1,6 @@
-import { check, defineOptions } from "@locks/core/backend";
+import { setImmediate as nextTurn } from "node:timers/promises";
+import { threadId } from "node:worker_threads";
+import { check, defineOptions, type HolderStatus } from "@locks/core/backend";
 
 /**
  * A lock table in shared memory, for locks between the worker_threads of one
@@ -11,6 +13,8 @@ export interface SharedLockTable {
   readonly buffer: SharedArrayBuffer;
   /** Number of buckets; each holds up to 7 keys that are held or waited for at the same time. */
   readonly slots: number;
+  /** Number of hold records: holds (and waiting writers) the table keeps at the same time. */
+  readonly holds: number;
 }
 
 /** Options of `createSharedLockTable`. */
@@ -22,25 +26,43 @@ export interface SharedLockTableOptions {
    * is idle. Raise it when many thousands of keys are held at the same time.
    */
   slots?: number;
+  /**
+   * Number of hold records (default 4096, at most 1 048 576), 288 bytes each:
+   * one per grant while it is held (its thread, mode, fencing token and
+   * holder label) and one per writer waiting for a key. When all are in use,
+   * a further grant waits until one is freed.
+   */
+  holds?: number;
 }
 
 const MAGIC = 0x4c4b5432; // "LKT2"
-/** 3: the per-entry limits region after the buckets. */
-const VERSION = 3;
+/** 4: hold records (holder label, token, thread) after the limits. */
+const VERSION = 4;
 const DEFAULT_SLOTS = 4096;
 const MAX_SLOTS = 1 << 20;
-/** Header: magic, version, slots (Int32 words 0-2) and the fencing counter (BigInt64 at byte 16). */
+const DEFAULT_HOLDS = 4096;
+const MAX_HOLDS = 1 << 20;
+/*
+ * Header, 64 bytes: Int32 words 0-3 magic, version, slots, holds; the fencing
+ * counter (BigInt64 at byte 16); Int32 word 6, EVICTIONS: bumped (and
+ * notified) whenever holds are force-released, so that their threads can
+ * tell their clients.
+ */
 const HEADER_BYTES = 64;
+const EVICTIONS = 6;
 
 /*
  * Bucket layout, 32 Int32 words (128 bytes, two cache lines):
- *   LATCH    0 while free, 1 while a thread reads or changes the bucket's entries
+ *   LATCH    0 while free; while a thread reads or changes the bucket's entries, that
+ *            thread's threadId + 1 (so a dead thread's latch can be taken back)
  *   SEQ      bumped on every change a waiter may wait for; waiters sleep on it (Atomics.waitAsync)
  *   WAITERS  acquires sleeping on this bucket, any key (releases notify only when > 0)
  *   then 7 entries of 4 words, one per key in use:
  *   FP_LO, FP_HI  the key's 64-bit fingerprint (FP_HI is never 0 in a bound entry; 0 = free entry)
  *   STATE         0 idle, n > 0 held by n exclusive holders, -n held by n shared holders
  *   WRITERS       exclusive acquires waiting for this key: while > 0 no new shared holder enters
+ * STATE and WRITERS count the hold records bound to the entry (below); both
+ * change with them, under the latch, so they can be counted again from them.
  */
 export const BUCKET_WORDS = 32;
 export const LATCH = 0;
@@ -63,47 +85,81 @@ const ENTRIES = (BUCKET_WORDS - FIRST_ENTRY) / ENTRY_WORDS;
  */
 const LIMIT_BYTES = 8;
 
-function tableBytes(slots: number): number {
-  return HEADER_BYTES + slots * (BUCKET_WORDS * 4 + ENTRIES * LIMIT_BYTES);
+/*
+ * After the limits, the hold records, 288 bytes each: one per hold and per
+ * waiting writer, so that any thread can read who holds a key, and the thread
+ * that started a worker can free what it held once it is dead.
+ *   R_OWNER  0 free; else threadId + 1 of the thread that took the record (one compareExchange)
+ *   R_ENTRY  index + 1 of the entry's first word it is bound to (0: taken, not bound yet);
+ *            bound and unbound only under that entry's bucket latch
+ *   R_KIND   HOLD_EXCLUSIVE, HOLD_SHARED or WAITING_WRITER
+ *   R_LABEL  the holder label's length in UTF-8 bytes, -1 without one
+ *   bytes 16-23  the grant's fencing token (BigInt64; 0 once freed)
+ *   bytes 32-287 the label (up to 256 UTF-8 bytes, the most the core accepts)
+ */
+export const RECORD_BYTES = 288;
+const RECORD_WORDS = RECORD_BYTES / 4;
+const R_OWNER = 0;
+const R_ENTRY = 1;
+const R_KIND = 2;
+const R_LABEL = 3;
+const R_TOKEN = 2; // in BigInt64 units
+const LABEL_OFFSET = 32;
+const LABEL_BYTES = 256;
+export const HOLD_EXCLUSIVE = 1;
+export const HOLD_SHARED = 2;
+export const WAITING_WRITER = 3;
+
+function tableBytes(slots: number, holds: number): number {
+  return HEADER_BYTES + slots * (BUCKET_WORDS * 4 + ENTRIES * LIMIT_BYTES) + holds * RECORD_BYTES;
 }
 
-const parseOptions = defineOptions({ slots: check.integer(1, MAX_SLOTS) });
+const parseOptions = defineOptions({
+  slots: check.integer(1, MAX_SLOTS),
+  holds: check.integer(1, MAX_HOLDS),
+});
 
 /** Creates a lock table in a new `SharedArrayBuffer`. */
 export function createSharedLockTable(options: SharedLockTableOptions = {}): SharedLockTable {
-  const { slots = DEFAULT_SLOTS } = parseOptions(options);
-  const buffer = new SharedArrayBuffer(tableBytes(slots));
+  const { slots = DEFAULT_SLOTS, holds = DEFAULT_HOLDS } = parseOptions(options);
+  const buffer = new SharedArrayBuffer(tableBytes(slots, holds));
   const header = new Int32Array(buffer, 0, 4);
   header[1] = VERSION;
   header[2] = slots;
+  header[3] = holds;
   // Written last: a table is recognised only once complete.
   Atomics.store(header, 0, MAGIC);
-  return Object.freeze({ buffer, slots });
+  return Object.freeze({ buffer, slots, holds });
 }
 
 /** Checks that `table` is a table made by `createSharedLockTable` (of this layout version). */
 export function isSharedLockTable(table: object): boolean {
-  const { buffer, slots } = table as Partial<SharedLockTable>;
+  const { buffer, slots, holds } = table as Partial<SharedLockTable>;
   if (!(buffer instanceof SharedArrayBuffer) || buffer.byteLength < HEADER_BYTES) return false;
-  if (typeof slots !== "number") return false;
+  if (typeof slots !== "number" || typeof holds !== "number") return false;
   const header = new Int32Array(buffer, 0, 4);
   return (
     Atomics.load(header, 0) === MAGIC &&
     header[1] === VERSION &&
     header[2] === slots &&
-    buffer.byteLength === tableBytes(slots)
+    header[3] === holds &&
+    buffer.byteLength === tableBytes(slots, holds)
   );
 }
 
 /** Where a key lives in the table: its bucket and its fingerprint. */
-export interface KeyRef {
+export interface KeySlot {
   /** Index of the bucket's first word. */
   readonly bucket: number;
   readonly fpLo: number;
   readonly fpHi: number;
 }
 
-/** Typed views over a table, made once per backend instance. */
+/**
+ * A table's shared memory, and the operations on it that every thread does
+ * alike: the bucket latch, binding a key to an entry, hold records. Made once
+ * per backend instance (and per worker watched by `releaseOnExit`).
+ */
 export class TableView {
   /** All bucket words; bucket `i` starts at `i * BUCKET_WORDS`. */
   readonly words: Int32Array;
@@ -112,21 +168,36 @@ export class TableView {
   /** The table-wide fencing counter: one counter for every key and every thread. */
   readonly fence: BigInt64Array;
   readonly slots: number;
+  readonly header: Int32Array;
+  /** The hold records, as words, tokens and bytes (see RECORD_BYTES). */
+  readonly records: Int32Array;
+  readonly tokens: BigInt64Array;
+  readonly bytes: Uint8Array;
+  readonly holds: number;
+  /** This thread's mark in latches and records: its threadId + 1 (never 0). */
+  readonly me = threadId + 1;
+  /** Where this thread looks for a free record next (its own cursor: no shared word to contend on). */
+  #cursor: number;
 
   constructor(table: SharedLockTable) {
     const wordCount = table.slots * BUCKET_WORDS;
+    const limitsAt = HEADER_BYTES + wordCount * 4;
+    const recordsAt = limitsAt + table.slots * ENTRIES * LIMIT_BYTES;
+    this.header = new Int32Array(table.buffer, 0, HEADER_BYTES / 4);
     this.words = new Int32Array(table.buffer, HEADER_BYTES, wordCount);
-    this.limits = new Float64Array(
-      table.buffer,
-      HEADER_BYTES + wordCount * 4,
-      table.slots * ENTRIES,
-    );
+    this.limits = new Float64Array(table.buffer, limitsAt, table.slots * ENTRIES);
     this.fence = new BigInt64Array(table.buffer, 16, 1);
+    this.records = new Int32Array(table.buffer, recordsAt, table.holds * RECORD_WORDS);
+    this.tokens = new BigInt64Array(table.buffer, recordsAt, (table.holds * RECORD_BYTES) / 8);
+    this.bytes = new Uint8Array(table.buffer, recordsAt, table.holds * RECORD_BYTES);
     this.slots = table.slots;
+    this.holds = table.holds;
+    // Threads start apart in the records, so that they rarely try the same one.
+    this.#cursor = (threadId * 61) % table.holds;
   }
 
   /** The bucket and 64-bit fingerprint of a scoped key (`scopedKey(namespace, key)`), the same in every thread. */
-  locate(scoped: string): KeyRef {
+  locate(scoped: string): KeySlot {
     return fingerprint(scoped, this.slots);
   }
 
@@ -140,14 +211,202 @@ export class TableView {
   nextToken(): bigint {
     return Atomics.add(this.fence, 0, 1n) + 1n;
   }
+
+  /** One try at the bucket's latch, spinning a little. */
+  latch(bucket: number): boolean {
+    const words = this.words;
+    for (let i = 0; i < LATCH_SPINS; i++) {
+      if (Atomics.compareExchange(words, bucket + LATCH, 0, this.me) === 0) return true;
+    }
+    return false;
+  }
+
+  /** The latch, retried on each next turn of the event loop (never blocking the thread). */
+  async latchLater(bucket: number): Promise<void> {
+    while (!this.latch(bucket)) await nextTurn();
+  }
+
+  unlatch(bucket: number): void {
+    Atomics.store(this.words, bucket + LATCH, 0);
+  }
+
+  /** Wakes the bucket's waiters, in every thread, if there are any. */
+  changed(bucket: number): void {
+    const words = this.words;
+    if (Atomics.load(words, bucket + WAITERS) === 0) return;
+    Atomics.add(words, bucket + SEQ, 1);
+    Atomics.notify(words, bucket + SEQ);
+  }
+
+  /** Under the latch: the entry bound to the key; else, with `bind`, a free one bound to it now; else -1. */
+  entry(ref: KeySlot, bind: boolean): number {
+    const words = this.words;
+    const end = ref.bucket + BUCKET_WORDS;
+    let free = -1;
+    for (let entry = ref.bucket + FIRST_ENTRY; entry < end; entry += ENTRY_WORDS) {
+      if (words[entry + FP_HI] === ref.fpHi && words[entry + FP_LO] === ref.fpLo) return entry;
+      if (free < 0 && words[entry + FP_HI] === 0) free = entry;
+    }
+    if (!bind || free < 0) return -1;
+    words[free + FP_LO] = ref.fpLo;
+    words[free + FP_HI] = ref.fpHi;
+    words[free + STATE] = 0;
+    words[free + WRITERS] = 0;
+    return free;
+  }
+
+  /** Under the latch: frees the entry once nobody holds it and no writer waits for it. */
+  unbindIfIdle(entry: number): void {
+    const words = this.words;
+    if (words[entry + STATE] === 0 && words[entry + WRITERS] === 0) {
+      words[entry + FP_HI] = 0;
+      words[entry + FP_LO] = 0;
+    }
+  }
+
+  /**
+   * Under the entry's latch: takes a free record for this thread and binds it
+   * to `entry`; -1 when every record is in use.
+   */
+  bindRecord(entry: number, kind: number, token: bigint, label: string | undefined): number {
+    const records = this.records;
+    const count = this.holds;
+    let record = -1;
+    for (let i = 0; i < count; i++) {
+      const at = this.#cursor;
+      this.#cursor = at + 1 === count ? 0 : at + 1;
+      if (Atomics.compareExchange(records, at * RECORD_WORDS + R_OWNER, 0, this.me) === 0) {
+        record = at;
+        break;
+      }
+    }
+    if (record < 0) return -1;
+    const base = record * RECORD_WORDS;
+    records[base + R_KIND] = kind;
+    Atomics.store(this.tokens, (record * RECORD_BYTES) / 8 + R_TOKEN, token);
+    if (label === undefined) records[base + R_LABEL] = -1;
+    else {
+      const at = record * RECORD_BYTES + LABEL_OFFSET;
+      const { written } = ENCODER.encodeInto(label, this.bytes.subarray(at, at + LABEL_BYTES));
+      records[base + R_LABEL] = written;
+    }
+    Atomics.store(records, base + R_ENTRY, entry + 1);
+    return record;
+  }
+
+  /** Under the latch of the entry it is bound to (or unbound): frees the record. */
+  freeRecord(record: number): void {
+    const base = record * RECORD_WORDS;
+    Atomics.store(this.tokens, (record * RECORD_BYTES) / 8 + R_TOKEN, 0n);
+    Atomics.store(this.records, base + R_ENTRY, 0);
+    Atomics.store(this.records, base + R_OWNER, 0);
+  }
+
+  /** Whether `record` still holds the grant of `token` (tokens are never handed out twice). */
+  recordHolds(record: number, token: bigint): boolean {
+    return Atomics.load(this.tokens, (record * RECORD_BYTES) / 8 + R_TOKEN) === token;
+  }
+
+  /** The entry a record is bound to, its kind and owner mark (entry -1: not bound). */
+  recordOf(record: number): { entry: number; kind: number; owner: number } {
+    const base = record * RECORD_WORDS;
+    return {
+      entry: Atomics.load(this.records, base + R_ENTRY) - 1,
+      kind: this.records[base + R_KIND]!,
+      owner: Atomics.load(this.records, base + R_OWNER),
+    };
+  }
+
+  /** Under the latch: the holds of `entry`, with their labels and tokens. */
+  holders(entry: number): HolderStatus[] {
+    const holders: HolderStatus[] = [];
+    const records = this.records;
+    for (let record = 0; record < this.holds; record++) {
+      const base = record * RECORD_WORDS;
+      if (records[base + R_ENTRY] !== entry + 1) continue;
+      const kind = records[base + R_KIND];
+      if (kind === WAITING_WRITER) continue;
+      const length = records[base + R_LABEL]!;
+      const at = record * RECORD_BYTES + LABEL_OFFSET;
+      holders.push({
+        holder: length < 0 ? undefined : DECODER.decode(this.bytes.slice(at, at + length)),
+        mode: kind === HOLD_SHARED ? "shared" : "exclusive",
+        fencingToken: this.tokens[(record * RECORD_BYTES) / 8 + R_TOKEN]!,
+        // The table has no TTL: a hold lasts until released.
+        expiresInMs: undefined,
+      });
+    }
+    return holders;
+  }
+
+  /**
+   * Under the latch: frees every hold record bound to an entry of `bucket`
+   * that `evict` selects, and counts each entry's STATE and WRITERS again
+   * from the records left, unbinding idle entries. Returns the holds freed.
+   */
+  evict(bucket: number, evict: (entry: number, kind: number, owner: number) => boolean): number {
+    const records = this.records;
+    const words = this.words;
+    const first = bucket + FIRST_ENTRY;
+    const counts = new Int32Array(ENTRIES * 3);
+    let freed = 0;
+    for (let record = 0; record < this.holds; record++) {
+      const base = record * RECORD_WORDS;
+      const entry = records[base + R_ENTRY]! - 1;
+      if (entry < first || entry >= bucket + BUCKET_WORDS) continue;
+      const kind = records[base + R_KIND]!;
+      if (evict(entry, kind, records[base + R_OWNER]!)) {
+        this.freeRecord(record);
+        if (kind !== WAITING_WRITER) freed++;
+      } else {
+        counts[((entry - first) / ENTRY_WORDS) * 3 + kind - 1]!++;
+      }
+    }
+    for (let i = 0; i < ENTRIES; i++) {
+      const entry = first + i * ENTRY_WORDS;
+      if (words[entry + FP_HI] === 0) continue;
+      const exclusive = counts[i * 3]!;
+      words[entry + STATE] = exclusive > 0 ? exclusive : -counts[i * 3 + 1]!;
+      words[entry + WRITERS] = counts[i * 3 + 2]!;
+      this.unbindIfIdle(entry);
+    }
+    return freed;
+  }
+
+  /** Tells every thread that holds were evicted (see `evictions`). */
+  evicted(): void {
+    Atomics.add(this.header, EVICTIONS, 1);
+    Atomics.notify(this.header, EVICTIONS);
+  }
+
+  /** The word `evicted()` bumps: a thread with holds watches it (Atomics.waitAsync). */
+  get evictionsIndex(): number {
+    return EVICTIONS;
+  }
 }
+
+/** The first word of the bucket that `entry` (the index of an entry's first word) belongs to. */
+export function bucketOf(entry: number): number {
+  return entry - (entry % BUCKET_WORDS);
+}
+
+const ENCODER = new TextEncoder();
+const DECODER = new TextDecoder();
+
+/**
+ * Attempts at the bucket latch before yielding to the event loop. The latch
+ * is held for a few dozen instructions, so it is almost always free; when its
+ * holder was descheduled mid-way, spinning longer would only burn the core
+ * that thread needs, so the operation retries on the next turn instead.
+ */
+const LATCH_SPINS = 64;
 
 /**
  * cyrb53's two 32-bit lanes (bryc, public domain) over the UTF-16 code units:
  * one pass, no allocation, no seed (every thread must agree). The bucket
  * comes from one lane, the fingerprint is both lanes.
  */
-function fingerprint(text: string, slots: number): KeyRef {
+function fingerprint(text: string, slots: number): KeySlot {
   let h1 = 0xdeadbeef;
   let h2 = 0x41c6ce57;
   for (let i = 0; i < text.length; i++) {

@@ -95,10 +95,10 @@ describe.each(configurations)("%s", (_name, make) => {
     const [a, b] = [client(namespace), client(namespace)];
     const backend = make();
     opened.push(backend);
-    expect(await backend.inspect!(namespace, "pool")).toEqual({ held: false, holders: [] });
+    expect(await backend.inspect!(request(namespace, "pool"))).toEqual({ holders: [] });
     const slots = [await a.acquire("pool", { limit: 2 }), await b.acquire("pool", { limit: 2 })];
-    const pool = await backend.inspect!(namespace, "pool");
-    expect(pool).toMatchObject({ held: true, limit: 2 });
+    const pool = await backend.inspect!(request(namespace, "pool"));
+    expect(pool).toMatchObject({ limit: 2 });
     expect(pool.holders.map((h) => h.mode)).toEqual(["exclusive", "exclusive"]);
     await Promise.all(slots.map((s) => s.release()));
 
@@ -106,11 +106,11 @@ describe.each(configurations)("%s", (_name, make) => {
       await a.acquire("doc", { mode: "shared" }),
       await b.acquire("doc", { mode: "shared" }),
     ];
-    const doc = await backend.inspect!(namespace, "doc");
-    expect(doc).toMatchObject({ held: true, limit: 1 });
+    const doc = await backend.inspect!(request(namespace, "doc"));
+    expect(doc).toMatchObject({ limit: 1 });
     expect(doc.holders.map((h) => h.mode)).toEqual(["shared", "shared"]);
     await Promise.all(readers.map((r) => r.release()));
-    expect(await backend.inspect!(namespace, "doc")).toEqual({ held: false, holders: [] });
+    expect(await backend.inspect!(request(namespace, "doc"))).toEqual({ holders: [] });
   });
 });
 
@@ -157,8 +157,8 @@ describe("waiters", () => {
     expect(await codeOf(backend.tryAcquire(request(namespace, "k", { limit: 3 })))).toEqual(
       mismatch(3, 2),
     );
-    const status = await backend.inspect!(namespace, "k");
-    expect(status).toMatchObject({ held: true, limit: 2 });
+    const status = await backend.inspect!(request(namespace, "k"));
+    expect(status).toMatchObject({ limit: 2 });
     expect(status.holders).toHaveLength(2);
   });
 

@@ -307,7 +307,7 @@ describe("threadBackend() in one isolate", () => {
     await one.release(abandoned, abandonedHold);
     await one.release(abandoned, undefined);
     expect((await one.tryAcquire(request(ns, "k"))).granted).toBe(false);
-    const status = await two.inspect!(ns, "k");
+    const status = await two.inspect!(request(ns, "k"));
     expect(status.holders.map((h) => h.owner)).toEqual([next.owner]);
     expect(status.holders[0]!.expiresInMs).toBeGreaterThan(0);
     await two.release(next, attempt.hold);
