@@ -4,14 +4,15 @@ import {
   type BackendHost,
   backendUnavailable,
   type Capabilities,
-  createRequest,
   type Grant,
+  type KeyRef,
   type KeyStatus,
   type LockRequest,
   lockClosed,
   onAbort,
   settledWithin,
   singleFlight,
+  sleep,
   type WaitOptions,
 } from "@locks/core/backend";
 import type { ResolvedOptions } from "./options.js";
@@ -20,9 +21,22 @@ import { type Hold, Session } from "./session.js";
 const NAME = "mysql";
 const NOT_GRANTED: Attempt<Hold> = Object.freeze({ granted: false });
 
-/** ER_NO_SUCH_TABLE, and the privilege errors (table, database, command). */
+/** ER_NO_SUCH_TABLE, ER_BAD_FIELD_ERROR (a table of 0.1, without the label), ER_DUP_FIELDNAME. */
 const NO_SUCH_TABLE = 1146;
+const NO_SUCH_COLUMN = 1054;
+const DUPLICATE_COLUMN = 1060;
+/** The privilege errors (table, database, command). */
 const DENIED = new Set([1142, 1044, 1045, 1227]);
+/** ER_NO_SUCH_THREAD (the holder's session ended meanwhile), ER_KILL_DENIED_ERROR. */
+const NO_SUCH_THREAD = 1094;
+const KILL_DENIED = 1095;
+/** The fencing table: the key's token, and the label of the grant with token `holder_token`. */
+const COLUMNS =
+  "(k BINARY(32) NOT NULL PRIMARY KEY, token BIGINT UNSIGNED NOT NULL, " +
+  "holder VARBINARY(256) NULL, holder_token BIGINT UNSIGNED NULL) ENGINE=InnoDB";
+const LABEL_COLUMNS =
+  "ADD COLUMN holder VARBINARY(256) NULL, ADD COLUMN holder_token BIGINT UNSIGNED NULL";
+const EVICTED = "the key was force-released";
 
 /** A wait in the server is one GET_LOCK of at most this many seconds, then another. */
 const WAIT_S = 30;
@@ -30,8 +44,8 @@ const WAIT_S = 30;
 const KILL_GRACE_MS = 250;
 
 /** The lock's name on the server: SHA-256 of (namespace, key) in hex, exactly MySQL's 64 characters. */
-function lockName(request: LockRequest): string {
-  return request.digest.toString("hex");
+function lockName(key: KeyRef): string {
+  return key.digest.toString("hex");
 }
 
 function errno(error: unknown): number | undefined {
@@ -54,10 +68,14 @@ export class MysqlBackend implements Backend<Hold> {
    * Takes the lock and bumps the key's token in one statement: `GET_LOCK` in
    * the WHERE of an upsert whose `LAST_INSERT_ID(expr)` hands back the new
    * token (as the OK packet's insert id). Not granted: no row, nothing written.
+   * [without a label, with one]: a label is written with the token it belongs
+   * to, so a later grant without one needs no write of its own to clear it.
    */
-  readonly #take: string;
+  readonly #take: readonly [string, string];
   /** The bare upsert, for a lock taken by a wait. */
-  readonly #bump: string;
+  readonly #bump: readonly [string, string];
+  /** The holder's session id, the key's token, and the label when it belongs to that token. */
+  readonly #inspect: string;
   #session: Session | undefined;
   /** Wait connections, open or opening; each holds at most the lock it waited for. */
   readonly #waiters = new Set<Session>();
@@ -74,12 +92,22 @@ export class MysqlBackend implements Backend<Hold> {
 
   constructor(options: ResolvedOptions) {
     this.#options = options;
-    this.#take =
-      `INSERT INTO ${options.table} (k, token) SELECT UNHEX(?), LAST_INSERT_ID(1) FROM DUAL ` +
-      "WHERE GET_LOCK(?, 0) = 1 ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1)";
-    this.#bump =
-      `INSERT INTO ${options.table} (k, token) VALUES (UNHEX(?), LAST_INSERT_ID(1)) ` +
-      "ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1)";
+    const into = `INSERT INTO ${options.table} (k, token`;
+    const locked = "FROM DUAL WHERE GET_LOCK(?, 0) = 1";
+    const bump = "ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1)";
+    // Assignments run left to right: `holder_token = token` reads the new token.
+    const label = ", holder = ?, holder_token = token";
+    this.#take = [
+      `${into}) SELECT UNHEX(?), LAST_INSERT_ID(1) ${locked} ${bump}`,
+      `${into}, holder, holder_token) SELECT UNHEX(?), LAST_INSERT_ID(1), ?, 1 ${locked} ${bump}${label}`,
+    ];
+    this.#bump = [
+      `${into}) VALUES (UNHEX(?), LAST_INSERT_ID(1)) ${bump}`,
+      `${into}, holder, holder_token) VALUES (UNHEX(?), LAST_INSERT_ID(1), ?, 1) ${bump}${label}`,
+    ];
+    this.#inspect =
+      "SELECT IS_USED_LOCK(?) AS id, t.token, IF(t.holder_token = t.token, t.holder, NULL) AS holder " +
+      `FROM (SELECT 1) AS one LEFT JOIN ${options.table} AS t ON t.k = UNHEX(?)`;
     this.capabilities = Object.freeze({
       scope: "cluster",
       ttl: false,
@@ -104,7 +132,7 @@ export class MysqlBackend implements Backend<Hold> {
     if (session.names.has(name)) return NOT_GRANTED;
     session.names.set(name, undefined);
     try {
-      const token = await this.#attempt(session, this.#take, [name, name]);
+      const token = await this.#attempt(session, request, false);
       if (token === undefined) {
         session.names.delete(name);
         return NOT_GRANTED;
@@ -161,7 +189,7 @@ export class MysqlBackend implements Backend<Hold> {
         signal.throwIfAborted();
         if (Number(rows[0]?.got) === 1) break;
       }
-      const token = await this.#attempt(session, this.#bump, [name]);
+      const token = await this.#attempt(session, request, true);
       if (token === undefined || session.dead) throw new Error("the connection to MySQL was lost");
       const hold: Hold = { session, name };
       session.names.set(name, hold);
@@ -184,11 +212,8 @@ export class MysqlBackend implements Backend<Hold> {
     const { session, name } = hold;
     if (session.dead || session.names.get(name) !== hold) return false;
     try {
-      const rows = await session.query<{ mine: unknown }[]>(
-        "SELECT IS_USED_LOCK(?) = CONNECTION_ID() AS mine",
-        [name],
-      );
-      return Number(rows[0]?.mine) === 1 && session.names.get(name) === hold;
+      const { id, me } = await this.#holderOf(session, name);
+      return id === me && session.names.get(name) === hold;
     } catch (error) {
       if (session.dead) return false;
       throw error;
@@ -225,20 +250,54 @@ export class MysqlBackend implements Backend<Hold> {
     await session.close();
   }
 
-  /** Who holds a key: `IS_USED_LOCK`, and the token of the last grant from the fencing table. */
-  async inspect(namespace: string, key: string): Promise<KeyStatus> {
-    const name = lockName(createRequest({ namespace, key }));
+  /** Who holds a key: `IS_USED_LOCK`, with the token and label of the last grant from the fencing table. */
+  async inspect(key: KeyRef): Promise<KeyStatus> {
+    const name = lockName(key);
     const session = await this.#live();
-    const rows = await session.query<{ id: unknown }[]>("SELECT IS_USED_LOCK(?) AS id", [name]);
-    if (rows[0]?.id === null || rows[0]?.id === undefined) return { held: false, holders: [] };
-    const tokens = await session
-      .query<{ token: unknown }[]>(`SELECT token FROM ${this.#options.table} WHERE k = UNHEX(?)`, [
-        name,
-      ])
-      .catch(() => []);
-    const token = tokens[0]?.token;
-    const fencing = token === undefined ? {} : { fencingToken: BigInt(String(token)) };
-    return { held: true, limit: 1, holders: [{ mode: "exclusive", ...fencing }] };
+    type Row = { id: unknown; token: unknown; holder: Buffer | null };
+    const [row] = await this.#withTable(session, () =>
+      session.query<Row[]>(this.#inspect, [name, name]),
+    );
+    if (row === undefined || row.id === null) return { holders: [] };
+    const holder = row.holder?.toString("utf8");
+    const fencingToken = BigInt(String(row.token ?? 0));
+    return {
+      limit: 1,
+      holders: [{ holder, mode: "exclusive", fencingToken, expiresInMs: undefined }],
+    };
+  }
+
+  /**
+   * Frees a key whoever holds it. Only its session can release a named lock:
+   * the holder's session is ended (`KILL CONNECTION`), which frees every lock
+   * it held, and its client sees the connection die. The key's row keeps its
+   * token, so the next grant's is higher.
+   */
+  async forceRelease(key: KeyRef): Promise<boolean> {
+    const name = lockName(key);
+    const session = await this.#live();
+    const { id, me } = await this.#holderOf(session, name);
+    if (id === undefined) return false;
+    // Held or being taken on this session (checked as KILL is queued behind it): KILL would end ours.
+    if (id === me || session.names.has(name)) {
+      const hold = session.names.get(name);
+      session.names.delete(name);
+      session.watch();
+      await session.query("DO RELEASE_LOCK(?)", [name]);
+      if (hold !== undefined) this.#host?.lost(hold, EVICTED);
+      return true;
+    }
+    // Whoever holds it when the statement runs; a holder gone meanwhile is no error.
+    await session.query("KILL CONNECTION IS_USED_LOCK(?)", [name]).catch((error: unknown) => {
+      if (errno(error) !== NO_SUCH_THREAD) throw this.#explain(error);
+    });
+    // KILL returns before the session has ended and freed its locks.
+    const closing = this.#host?.closing ?? new AbortController().signal;
+    for (let ms = 1; (await this.#holderOf(session, name)).id === id; ms *= 2) {
+      if (ms > 1_024) throw new Error(`session ${id} still holds the lock 2 s after its KILL`);
+      await sleep(ms, closing);
+    }
+    return true;
   }
 
   async close(): Promise<void> {
@@ -268,44 +327,71 @@ export class MysqlBackend implements Backend<Hold> {
     session.fail(new Error("the wait was given up"));
   }
 
-  /** One attempt; the new token, or undefined when another session holds the name. */
-  async #attempt(session: Session, sql: string, values: string[]): Promise<bigint | undefined> {
+  /** The id of the session holding `name` (undefined when free), and of `session` (`me`). */
+  async #holderOf(session: Session, name: string): Promise<{ id?: number; me: number }> {
+    type Row = { id: unknown; me: unknown };
+    const sql = "SELECT IS_USED_LOCK(?) AS id, CONNECTION_ID() AS me";
+    const [row] = await session.query<Row[]>(sql, [name]);
+    return { ...(row?.id == null ? {} : { id: Number(row.id) }), me: Number(row?.me) };
+  }
+
+  /**
+   * One attempt (`locked`: the lock is already taken, by a wait); the new
+   * token, or undefined when another session holds the name.
+   */
+  async #attempt(
+    session: Session,
+    request: LockRequest,
+    locked: boolean,
+  ): Promise<bigint | undefined> {
     type Ok = { affectedRows: number; insertId: number | string };
-    const take = (): Promise<Ok> => session.query<Ok>(sql, values);
-    const result = await take().catch(async (error: unknown) => {
-      if (errno(error) !== NO_SUCH_TABLE) throw this.#explain(error);
-      await this.#createTable(session);
-      return take().catch((again: unknown) => {
-        throw this.#explain(again);
-      });
-    });
+    const name = lockName(request);
+    const label = request.holder === undefined ? undefined : Buffer.from(request.holder, "utf8");
+    const sql = (locked ? this.#bump : this.#take)[label === undefined ? 0 : 1];
+    // In the order of the placeholders: k (, holder) (, GET_LOCK's name) (, holder's update).
+    const values: unknown[] = label === undefined ? [name] : [name, label];
+    if (!locked) values.push(name);
+    if (label !== undefined) values.push(label);
+    const result = await this.#withTable(session, () => session.query<Ok>(sql, values));
     return result.affectedRows === 0 ? undefined : BigInt(String(result.insertId));
   }
 
-  async #createTable(session: Session): Promise<void> {
-    await session
-      .query(
-        `CREATE TABLE IF NOT EXISTS ${this.#options.table} ` +
-          "(k BINARY(32) NOT NULL PRIMARY KEY, token BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
-      )
-      .catch((error: unknown) => {
-        throw this.#explain(error);
-      });
+  /** Runs `statement`; when the fencing table is missing, or is 0.1's (no label), creates or alters it once and runs it again. */
+  async #withTable<T>(session: Session, statement: () => Promise<T>): Promise<T> {
+    const explain = (error: unknown): never => {
+      throw this.#explain(error);
+    };
+    return statement().catch(async (error: unknown) => {
+      const code = errno(error);
+      if (code !== NO_SUCH_TABLE && code !== NO_SUCH_COLUMN) explain(error);
+      const { table } = this.#options;
+      const sql =
+        code === NO_SUCH_TABLE
+          ? `CREATE TABLE IF NOT EXISTS ${table} ${COLUMNS}`
+          : `ALTER TABLE ${table} ${LABEL_COLUMNS}`;
+      // Another client may have added the columns first.
+      await session.query(sql).catch((e: unknown) => errno(e) === DUPLICATE_COLUMN || explain(e));
+      return statement().catch(explain);
+    });
   }
 
   /** A privilege error, in words that say what to grant. */
   #explain(error: unknown): unknown {
     const code = errno(error);
-    if (code === undefined || !DENIED.has(code)) return error;
     const { table } = this.#options;
+    const advice =
+      code === KILL_DENIED
+        ? "forceRelease ends the session holding the lock (KILL CONNECTION), which this user may " +
+          "not. GRANT CONNECTION_ADMIN (MySQL 8), CONNECTION ADMIN (MariaDB 10.5+) or SUPER to it"
+        : code !== undefined && DENIED.has(code)
+          ? `the fencing table ${table} cannot be created, altered or written. Create it once as an ` +
+            `administrator: CREATE TABLE ${table} ${COLUMNS} (a table of @locks/mysql 0.1: ALTER ` +
+            `TABLE ${table} ${LABEL_COLUMNS}), and GRANT SELECT, INSERT, UPDATE ON it to this user`
+          : undefined;
+    if (advice === undefined) return error;
     return backendUnavailable(
       NAME,
-      new Error(
-        `the fencing table ${table} cannot be created or written: ${(error as Error).message}. ` +
-          `Create it once as an administrator: CREATE TABLE ${table} (k BINARY(32) NOT NULL PRIMARY KEY, ` +
-          `token BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB, and GRANT SELECT, INSERT, UPDATE ON it to this user`,
-        { cause: error },
-      ),
+      new Error(`${advice} (${(error as Error).message})`, { cause: error }),
     );
   }
 

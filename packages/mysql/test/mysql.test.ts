@@ -33,6 +33,14 @@ async function holder(ns: string, key: string): Promise<number | null> {
   return id === null || id === undefined ? null : Number(id);
 }
 
+/** How many connections wait in GET_LOCK in the server. */
+async function waitsInServer(): Promise<number> {
+  const [rows] = await admin.query(
+    "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT GET_LOCK(%'",
+  );
+  return Number((rows as { n: number }[])[0]?.n);
+}
+
 function codeOf(error: unknown): string | undefined {
   return isLockError(error) ? error.code : undefined;
 }
@@ -99,19 +107,128 @@ describe("sessions", () => {
     // The next call opens a new session.
     expect(await locks.tryAcquire("q")).not.toBeNull();
   });
+});
 
-  it("inspect reports the holder with the token of its grant", async () => {
+describe("holder labels, inspect and forceRelease", () => {
+  it("another client reads the label, mode and token of the grant; a later grant without a label shows none", async () => {
     const ns = namespace();
-    const backend = mysqlBackend({ uri });
-    const locks = createLocks(backend, { namespace: ns });
-    onTestFinished(() => locks.close());
-    expect(await backend.inspect!(ns, "i")).toEqual({ held: false, holders: [] });
-    const lease = await locks.acquire("i");
-    expect(await backend.inspect!(ns, "i")).toEqual({
-      held: true,
+    const a = client(ns);
+    const b = client(ns);
+    const label = "wörker 7 'q\" 🔒\n";
+    expect(await b.inspect("i")).toEqual({ key: "i", holders: [], limit: undefined });
+    const lease = await a.acquire("i", { holder: label });
+    expect(await b.inspect("i")).toEqual({
+      key: "i",
       limit: 1,
-      holders: [{ mode: "exclusive", fencingToken: lease.fencingToken }],
+      holders: [
+        {
+          holder: label,
+          mode: "exclusive",
+          fencingToken: lease.fencingToken,
+          expiresAt: undefined,
+        },
+      ],
     });
+    await lease.release();
+    expect((await b.inspect("i")).holders).toEqual([]);
+    const unlabelled = await a.acquire("i");
+    expect((await b.inspect("i")).holders).toEqual([
+      {
+        holder: undefined,
+        mode: "exclusive",
+        fencingToken: unlabelled.fencingToken,
+        expiresAt: undefined,
+      },
+    ]);
+    await unlabelled.release();
+  });
+
+  it("a waiter granted in the server stores its label too", async () => {
+    const ns = namespace();
+    const a = client(ns);
+    const b = client(ns);
+    const held = await a.acquire("w", { holder: "first" });
+    const waiting = b.acquire("w", { holder: "second", timeoutMs: 10_000 });
+    await waitFor(async () => (await waitsInServer()) >= 1, { message: "b waits in the server" });
+    await held.release();
+    const lease = await waiting;
+    expect((await a.inspect("w")).holders.map((h) => [h.holder, h.fencingToken])).toEqual([
+      ["second", lease.fencingToken],
+    ]);
+    await lease.release();
+  });
+
+  it("a fencing table of 0.1 (no label columns) gets them at the first labelled grant; its tokens go on", async () => {
+    const ns = namespace();
+    const table = `fencing_old_${randomBytes(4).toString("hex")}`;
+    await admin.query(
+      `CREATE TABLE ${table} (k BINARY(32) NOT NULL PRIMARY KEY, token BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB`,
+    );
+    onTestFinished(() => admin.query(`DROP TABLE ${table}`).then(() => undefined));
+    const locks = client(ns, { uri, fencingTable: table });
+    const first = await locks.acquire("m");
+    await first.release();
+    const labelled = await locks.acquire("m", { holder: "after" });
+    expect(labelled.fencingToken).toBeGreaterThan(first.fencingToken);
+    expect((await locks.inspect("m")).holders.map((h) => h.holder)).toEqual(["after"]);
+    await labelled.release();
+  });
+
+  it("forceRelease KILLs the holder's session: its leases abort at once, a waiter is granted with a higher token, and the evicted client acquires again", async () => {
+    const ns = namespace();
+    const victim = client(ns);
+    const waiter = client(ns);
+    const operator = client(ns);
+    const evicted = await victim.acquire("f", { holder: "victim" });
+    // Another lock on the same session: lost with it.
+    const bystander = await victim.acquire("other");
+    const id = await holder(ns, "f");
+    const waiting = waiter.acquire("f", { holder: "waiter", timeoutMs: 10_000 });
+    await waitFor(async () => (await waitsInServer()) >= 1, { message: "the waiter waits" });
+    expect(await operator.forceRelease("f")).toBe(true);
+    await waitFor(() => evicted.signal.aborted && bystander.signal.aborted, {
+      timeoutMs: 5_000,
+      message: "the evicted session's leases are signalled",
+    });
+    expect(codeOf(evicted.signal.reason)).toBe("LOCK_LOST");
+    expect(codeOf(bystander.signal.reason)).toBe("LOCK_LOST");
+    const next = await waiting;
+    expect(next.fencingToken).toBeGreaterThan(evicted.fencingToken);
+    expect((await operator.inspect("f")).holders.map((h) => h.holder)).toEqual(["waiter"]);
+    // The evicted lease's release leaves the new holder alone.
+    await evicted.release();
+    expect(await holder(ns, "f")).not.toBeNull();
+    expect(await holder(ns, "f")).not.toBe(id);
+    // The evicted client opens a new session.
+    const again = await victim.acquire("g", { timeoutMs: 5_000 });
+    expect(await holder(ns, "g")).not.toBe(id);
+    await Promise.all([again.release(), next.release()]);
+  });
+
+  it("forceRelease of a key nobody holds resolves false and ends no session", async () => {
+    const ns = namespace();
+    const a = client(ns);
+    const lease = await a.acquire("held");
+    expect(await a.forceRelease("free")).toBe(false);
+    expect(lease.signal.aborted).toBe(false);
+    // extend() asks the server: the session still holds it.
+    await lease.extend();
+    await lease.release();
+  });
+
+  it("forceRelease of a key held on the client's own session releases it there, without ending the session", async () => {
+    const ns = namespace();
+    const a = client(ns, { uri, maxConnections: 1 });
+    const [mine, kept] = await Promise.all([a.acquire("own"), a.acquire("kept")]);
+    const id = await holder(ns, "own");
+    expect(await a.forceRelease("own")).toBe(true);
+    expect(mine.signal.aborted).toBe(true);
+    expect(await holder(ns, "own")).toBeNull();
+    expect(kept.signal.aborted).toBe(false);
+    expect(await holder(ns, "kept")).toBe(id);
+    const next = await a.acquire("own");
+    expect(next.fencingToken).toBeGreaterThan(mine.fencingToken);
+    await Promise.all([next.release(), kept.release()]);
   });
 });
 
@@ -234,6 +351,17 @@ describe("a server of its own", () => {
     expect((error as Error).message).toMatch(
       /CREATE TABLE `fencing_limited`.*GRANT SELECT, INSERT, UPDATE/,
     );
+  });
+
+  it("forceRelease by a user that may not KILL another user's session: BACKEND_UNAVAILABLE that says what to grant", async () => {
+    const ns = namespace();
+    const owner = client(ns, { uri: server.url });
+    const lease = await owner.acquire("x");
+    const limited = client(ns, { uri: server.limitedUrl });
+    const error = await limited.forceRelease("x").catch((e: unknown) => e);
+    expect(codeOf(error)).toBe("BACKEND_UNAVAILABLE");
+    expect((error as Error).message).toMatch(/KILL CONNECTION.*CONNECTION_ADMIN/);
+    expect(lease.signal.aborted).toBe(false);
   });
 
   it("server SIGSTOPped: close() resolves well under a second; acquires in flight and waits in the server reject with LOCK_CLOSED", async () => {
