@@ -2,7 +2,7 @@
  * The README's examples, type-checked with the tests (this file is not run).
  * Keep the two in step.
  */
-import { createLocks } from "@locks/core";
+import { createLocks, type Locks } from "@locks/core";
 import mysql from "mysql2/promise";
 import { mysqlBackend } from "../src/index.js";
 
@@ -26,4 +26,11 @@ export async function ownPool(): Promise<void> {
   const locks = createLocks(mysqlBackend({ pool }), { namespace: "billing" });
   await locks.close();
   await pool.end();
+}
+
+export async function holders(locks: Locks): Promise<void> {
+  const lease = await locks.acquire("report", { holder: "worker-7" });
+  await locks.inspect("report");
+  await locks.forceRelease("report");
+  await lease.release();
 }
