@@ -17,6 +17,11 @@ export interface KeyLayout {
   readonly readers: string;
   /** Sorted set: semaphore holders (member: owner, score: expiry in server ms). */
   readonly slots: string;
+  /**
+   * Hash: each holder's token and label (field: owner, value: token, then a
+   * space and the label when one was given); unlabelled exclusive holders have none.
+   */
+  readonly details: string;
   /** Integer: the fencing counter. Never expires, so tokens never repeat while the data lives. */
   readonly fence: string;
   /** Pub/sub channel for release notifications (passed to scripts as a key so `keyPrefix` applies). */
@@ -36,6 +41,7 @@ export function keyLayout(digest: Buffer): KeyLayout {
     exclusive: `${base}x`,
     readers: `${base}r`,
     slots: `${base}s`,
+    details: `${base}d`,
     fence: `${base}f`,
     channel: `${base}c`,
     queue: `${base}q`,

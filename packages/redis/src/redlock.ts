@@ -2,7 +2,9 @@ import {
   type Attempt,
   type Backend,
   type Capabilities,
+  type HolderStatus,
   isLockError,
+  type KeyRef,
   type KeyStatus,
   LockError,
   type LockRequest,
@@ -17,11 +19,13 @@ import { plainCause } from "./unavailable.js";
 import {
   acquireKeys,
   capabilities,
+  forceReleaseCall,
+  holdKeys,
   parseAcquireReply,
   readStatus,
   releaseCall,
   wireMode,
-  withHolders,
+  withLabel,
 } from "./wire.js";
 
 /** Settings of a Redlock backend. */
@@ -74,7 +78,8 @@ export class RedlockBackend implements Backend<KeyLayout> {
     const timeout = this.#instanceTimeout(request.ttlMs);
     const l = keyLayout(request.digest);
     const mode = wireMode(request);
-    const keys = withHolders([l.exclusive, l.fence], l, mode);
+    const [x, ...held] = holdKeys(request, l);
+    const keys = [x as string, l.fence, ...held];
     const n = this.#members.length;
     const q = this.#quorum;
     const granted: Array<{ member: Member; token: bigint }> = [];
@@ -83,7 +88,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
     /** Members whose holders took the key with another limit (only clients of another kind can). */
     const mismatched: unknown[] = [];
     // Decide as soon as the outcome is certain: a slow member does not hold up a majority.
-    const args = [request.owner, mode, request.ttlMs, request.limit];
+    const args = withLabel([request.owner, mode, request.ttlMs, request.limit], request);
     const pending = await this.#race(
       (m) =>
         m
@@ -165,7 +170,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
       (m) =>
         m.run(
           scripts.extend,
-          withHolders([l.exclusive], l, mode),
+          holdKeys(request, l),
           [request.owner, mode, ttlMs],
           this.#instanceTimeout(ttlMs),
         ),
@@ -194,40 +199,70 @@ export class RedlockBackend implements Backend<KeyLayout> {
     return this.#notifications.subscribe(request, onChange);
   }
 
-  /** The holders a majority of members agree on. */
-  async inspect(namespace: string, key: string): Promise<KeyStatus> {
+  /**
+   * The holders a majority of members list. For each: the token most of them
+   * report (the grant's, which a majority were raised to; ties: the highest),
+   * and the time until fewer than a majority would still hold it (the
+   * quorum-th longest of the members' times left). Needs a majority of
+   * members to answer, else BACKEND_UNAVAILABLE.
+   */
+  async inspect(key: KeyRef): Promise<KeyStatus> {
     const timeout = this.#settings.commandTimeoutMs;
     const outcomes = await Promise.all(
-      this.#members.map((m) => settle(readStatus(m, namespace, key, timeout))),
+      this.#members.map((m) => settle(readStatus(m, key, timeout))),
     );
-    const seen = new Map<string, { count: number; holder: KeyStatus["holders"][number] }>();
+    const reports = outcomes.flatMap((o) => (o.ok ? [o.value as KeyStatus] : []));
+    if (reports.length < this.#quorum)
+      throw this.#unavailable(outcomes.flatMap((o) => (o.ok ? [] : [o.error])));
+    const seen = new Map<string, HolderStatus[]>();
     const limits = new Map<number, number>();
-    let answered = 0;
-    for (const outcome of outcomes) {
-      if (!outcome.ok) continue;
-      answered++;
-      const status = outcome.value as KeyStatus;
+    for (const status of reports) {
       if (status.limit !== undefined) limits.set(status.limit, (limits.get(status.limit) ?? 0) + 1);
       for (const holder of status.holders) {
         const id = `${holder.mode}:${holder.owner}`;
-        const entry = seen.get(id);
-        if (entry === undefined) seen.set(id, { count: 1, holder });
-        else {
-          entry.count++;
-          const a = entry.holder.fencingToken;
-          const b = holder.fencingToken;
-          if (b !== undefined && (a === undefined || b > a))
-            entry.holder = { ...entry.holder, fencingToken: b };
-        }
+        seen.set(id, [...(seen.get(id) ?? []), holder]);
       }
     }
-    if (answered < this.#quorum)
-      throw this.#unavailable(outcomes.flatMap((o) => (o.ok ? [] : [o.error])));
-    const holders = [...seen.values()].filter((e) => e.count >= this.#quorum).map((e) => e.holder);
-    if (holders.length === 0) return { held: false, holders };
+    const holders = [...seen.values()]
+      .filter((copies) => copies.length >= this.#quorum)
+      .map((copies) => this.#agreed(copies));
+    if (holders.length === 0) return { holders };
     // The limit the most members report (every Redlock holder takes a key with limit 1).
     const [limit] = [...limits].sort((a, b) => b[1] - a[1])[0] ?? [1];
-    return { held: true, limit, holders };
+    return { holders, limit };
+  }
+
+  /**
+   * Frees the key on every member (one script each, never retried later: a
+   * late retry could evict a later holder). A majority must answer: then no
+   * evicted holder keeps a majority, so its extension is refused, and the
+   * next grant's majority overlaps the members its token was written to, so
+   * that grant's token is higher. Fewer: BACKEND_UNAVAILABLE (the members
+   * reached are freed; a holder may keep the others until its TTL). True
+   * when any member held something.
+   */
+  async forceRelease(key: KeyRef): Promise<boolean> {
+    // Every member is a single server, and one tag for all: waiters wake once.
+    const [keys, args] = forceReleaseCall(key, "publish");
+    const timeout = this.#settings.commandTimeoutMs;
+    const outcomes = await Promise.all(
+      this.#members.map((m) => settle(m.run(scripts.forceRelease, keys, args, timeout))),
+    );
+    if (outcomes.filter((o) => o.ok).length < this.#quorum)
+      throw this.#unavailable(outcomes.flatMap((o) => (o.ok ? [] : [o.error])));
+    return outcomes.some((o) => o.ok && o.value === 1);
+  }
+
+  /** One holder as the members that list it agree (see `inspect`). */
+  #agreed(copies: readonly HolderStatus[]): HolderStatus {
+    const votes = new Map<bigint, number>();
+    for (const c of copies) votes.set(c.fencingToken, (votes.get(c.fencingToken) ?? 0) + 1);
+    const [fencingToken] = [...votes].sort((a, b) => b[1] - a[1] || (b[0] > a[0] ? 1 : -1))[0] ?? [
+      0n,
+    ];
+    const left = copies.map((c) => c.expiresInMs ?? 0).sort((a, b) => b - a);
+    const expiresInMs = left[Math.min(this.#quorum, left.length) - 1];
+    return { ...(copies[0] as HolderStatus), fencingToken, expiresInMs };
   }
 
   async close(): Promise<void> {

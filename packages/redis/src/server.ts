@@ -3,6 +3,7 @@ import type {
   Backend,
   Capabilities,
   Grant,
+  KeyRef,
   KeyStatus,
   LockRequest,
   Unsubscribe,
@@ -15,11 +16,13 @@ import { SERVER_MIN_TTL_MS } from "./timing.js";
 import {
   acquireKeys,
   capabilities,
+  forceReleaseCall,
+  holdKeys,
   parseAcquireReply,
   readStatus,
   releaseCall,
   wireMode,
-  withHolders,
+  withLabel,
 } from "./wire.js";
 
 /** Settings of a single-server or Cluster backend. */
@@ -83,12 +86,12 @@ export class ServerBackend implements Backend<KeyLayout> {
     }
   }
 
+  /** Owner-checked: an evicted (force-released) or expired hold is not extended. */
   async extend(request: LockRequest, hold: KeyLayout, ttlMs: number): Promise<boolean> {
-    const mode = wireMode(request);
     const reply = await this.#connection.run(
       scripts.extend,
-      withHolders([hold.exclusive], hold, mode),
-      [request.owner, mode, ttlMs],
+      holdKeys(request, hold),
+      [request.owner, wireMode(request), ttlMs],
       this.#settings.commandTimeoutMs,
     );
     return reply === 1;
@@ -114,8 +117,18 @@ export class ServerBackend implements Backend<KeyLayout> {
     };
   }
 
-  inspect(namespace: string, key: string): Promise<KeyStatus> {
-    return readStatus(this.#connection, namespace, key, this.#settings.commandTimeoutMs);
+  inspect(key: KeyRef): Promise<KeyStatus> {
+    return readStatus(this.#connection, key, this.#settings.commandTimeoutMs);
+  }
+
+  /**
+   * One script frees every holder and wakes the waiters. Run once, never
+   * retried in the background: a late retry could evict a later holder.
+   */
+  async forceRelease(key: KeyRef): Promise<boolean> {
+    const [keys, args] = forceReleaseCall(key, this.#connection.publishCommand);
+    const timeout = this.#settings.commandTimeoutMs;
+    return (await this.#connection.run(scripts.forceRelease, keys, args, timeout)) === 1;
   }
 
   async close(): Promise<void> {
@@ -133,13 +146,16 @@ export class ServerBackend implements Backend<KeyLayout> {
       ? await this.#connection.run(
           scripts.fairAcquire,
           [...acquireKeys(l), l.queue, l.queueExpiry, l.queueSequence],
-          [owner, mode, ttlMs, limit, enqueue ? 1 : 0, this.#settings.waiterTtlMs],
+          withLabel(
+            [owner, mode, ttlMs, limit, enqueue ? 1 : 0, this.#settings.waiterTtlMs],
+            request,
+          ),
           timeout,
         )
       : await this.#connection.run(
           scripts.acquire,
           acquireKeys(l),
-          [owner, mode, ttlMs, limit],
+          withLabel([owner, mode, ttlMs, limit], request),
           timeout,
         );
     const attempt = parseAcquireReply(reply, request, l);

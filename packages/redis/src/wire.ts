@@ -1,8 +1,9 @@
 import {
   type Attempt,
   type Capabilities,
+  type HolderStatus,
+  type KeyRef,
   type KeyStatus,
-  keyDigest,
   type LockRequest,
   limitMismatch,
 } from "@locks/core/backend";
@@ -23,10 +24,25 @@ export function holdersKey(layout: KeyLayout, mode: WireMode): string {
   return mode === "s" ? layout.slots : layout.readers;
 }
 
-/** `keys` plus the holders' sorted set when the mode has one: exclusive commands stay short. */
-export function withHolders(keys: string[], layout: KeyLayout, mode: WireMode): string[] {
-  if (mode !== "x") keys.push(holdersKey(layout, mode));
-  return keys;
+/**
+ * The keys that describe the hold of `request`: the holder marker, then the
+ * details hash and the holders' sorted set where it has them (an unlabelled
+ * exclusive holder has neither: its commands stay short). The order of the
+ * extend script's KEYS.
+ */
+export function holdKeys(request: LockRequest, l: KeyLayout): string[] {
+  const mode = wireMode(request);
+  if (mode !== "x") return [l.exclusive, l.details, holdersKey(l, mode)];
+  return request.holder === undefined ? [l.exclusive] : [l.exclusive, l.details];
+}
+
+/** The acquire scripts' arguments after their own: the label, when the request has one. */
+export function withLabel(
+  args: Array<string | number>,
+  request: LockRequest,
+): Array<string | number> {
+  if (request.holder !== undefined) args.push(request.holder);
+  return args;
 }
 
 /**
@@ -42,11 +58,24 @@ export function releaseCall(
   fair: boolean,
 ): [string[], Array<string | number>] {
   const mode = wireMode(request);
+  const [x, ...rest] = holdKeys(request, l);
   const keys = fair
-    ? [l.exclusive, l.channel, holdersKey(l, mode), l.queue, l.queueExpiry]
-    : withHolders([l.exclusive, l.channel], l, mode);
-  const tag = Math.random().toString(36).slice(2, 10);
-  return [keys, [request.owner, mode, publish, tag, fair ? 1 : 0]];
+    ? [l.exclusive, l.channel, l.details, holdersKey(l, mode), l.queue, l.queueExpiry]
+    : [x as string, l.channel, ...rest];
+  const labelled = request.holder === undefined ? 0 : 1;
+  return [keys, [request.owner, mode, publish, tag(), fair ? 1 : 0, labelled]];
+}
+
+/** The force-release script's keys and arguments: every key of the lock but the counter. */
+export function forceReleaseCall(key: KeyRef, publish: string): [string[], string[]] {
+  const l = keyLayout(key.digest);
+  const keys = [l.exclusive, l.readers, l.slots, l.details, l.channel, l.queue, l.queueExpiry];
+  return [keys, [publish, tag()]];
+}
+
+/** A random tag for a notification (Redlock hears each once, however many members publish it). */
+function tag(): string {
+  return Math.random().toString(36).slice(2, 10);
 }
 
 /** The manifest of every configuration: Redlock has no semaphore nor fair mode, and a higher floor. */
@@ -63,9 +92,9 @@ export function capabilities(semaphore: boolean, fair: boolean, minTtlMs: number
   });
 }
 
-/** The keys of the acquire scripts: holder, fence and both holder sets (a request of another limit is detected in either). */
+/** The keys of the acquire scripts: holder, fence, both holder sets (a request of another limit is detected in either), details. */
 export function acquireKeys(layout: KeyLayout): string[] {
-  return [layout.exclusive, layout.fence, layout.readers, layout.slots];
+  return [layout.exclusive, layout.fence, layout.readers, layout.slots, layout.details];
 }
 
 /**
@@ -88,42 +117,41 @@ export function parseAcquireReply<Hold>(
 }
 
 /**
- * The inspect script's reply: exclusive owner, its PTTL, readers and slots as
- * [owner, msLeft, ...], fence counter, and the holders' limit (1 unless a semaphore).
+ * The inspect script's reply: the holders' limit, the fence counter, then
+ * four entries per live holder: owner, mode letter, ms left, its details
+ * (token, then a space and its label) or null.
  */
-type Snapshot = [string | null, number, Holders, Holders, string | null, number];
-/** `[owner, msLeft, owner, msLeft, ...]` */
-type Holders = Array<string | number>;
+type Snapshot = [number, string | null, ...Array<string | number | null>];
 
 /** Who holds `key` on the server of `connection` (with `limit` while the key is held). */
 export async function readStatus(
   connection: Connection,
-  namespace: string,
-  key: string,
+  key: KeyRef,
   timeoutMs: number,
 ): Promise<KeyStatus> {
-  const l = keyLayout(keyDigest(namespace, key));
-  const keys = [l.exclusive, l.readers, l.slots, l.fence];
-  const reply = await connection.run(scripts.inspect, keys, [], timeoutMs);
-  const [owner, pttl, readers, slots, fence, limit] = reply as Snapshot;
-  const holders: Array<KeyStatus["holders"][number]> = [];
-  if (owner !== null) {
+  const l = keyLayout(key.digest);
+  const keys = [l.exclusive, l.readers, l.slots, l.fence, l.details];
+  const [limit, fence, ...rest] = (await connection.run(
+    scripts.inspect,
+    keys,
+    [],
+    timeoutMs,
+  )) as Snapshot;
+  const holders: HolderStatus[] = [];
+  for (let i = 0; i + 3 < rest.length; i += 4) {
+    const details = rest[i + 3];
+    const space = typeof details === "string" ? details.indexOf(" ") : -1;
+    // An exclusive holder without details is unlabelled: its token is the counter's value.
+    const token =
+      typeof details === "string" ? details.slice(0, space < 0 ? undefined : space) : fence;
     holders.push({
-      owner,
-      mode: "exclusive",
-      ...(fence !== null ? { fencingToken: BigInt(fence) } : {}),
-      ...(pttl >= 0 ? { expiresInMs: pttl } : {}),
+      holder: space < 0 ? undefined : (details as string).slice(space + 1),
+      owner: String(rest[i]),
+      // A semaphore's holders hold in mode "exclusive" (the core's KeyStatus: the limit tells them apart).
+      mode: rest[i + 1] === "r" ? "shared" : "exclusive",
+      fencingToken: BigInt(token ?? 0),
+      expiresInMs: Math.max(0, Number(rest[i + 2])),
     });
   }
-  // A semaphore's holders hold in mode "exclusive" (the core's KeyStatus: the limit tells them apart).
-  for (const [list, mode] of [
-    [readers, "shared"],
-    [slots, "exclusive"],
-  ] as const) {
-    for (let i = 0; i + 1 < list.length; i += 2) {
-      holders.push({ owner: String(list[i]), mode, expiresInMs: Number(list[i + 1]) });
-    }
-  }
-  if (holders.length === 0) return { held: false, holders };
-  return { held: true, limit: Number(limit), holders };
+  return holders.length === 0 ? { holders } : { holders, limit: Number(limit) };
 }

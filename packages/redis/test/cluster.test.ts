@@ -83,9 +83,9 @@ describe("cluster specifics", () => {
         a.acquire("pool", { limit: 2 }),
         b.acquire("pool", { limit: 2 }),
       ]);
-      const status = await a.backend.inspect?.(ns, "pool");
-      expect(status?.limit, `fair: ${fair}`).toBe(2);
-      expect(status?.holders.map((h) => h.mode)).toEqual(["exclusive", "exclusive"]);
+      const status = await a.inspect("pool");
+      expect(status.limit, `fair: ${fair}`).toBe(2);
+      expect(status.holders.map((h) => h.mode)).toEqual(["exclusive", "exclusive"]);
       const refused = await b.tryAcquire("pool", { limit: 3 }).catch((e: Error) => e);
       expect(refused).toMatchObject({
         code: "INVALID_ARGUMENT",
@@ -93,7 +93,7 @@ describe("cluster specifics", () => {
       });
       expect(await codeOf(b.acquire("pool", { timeoutMs: 5_000 }))).toBe("INVALID_ARGUMENT");
       await Promise.all(slots.map((slot) => slot.release()));
-      expect(await a.backend.inspect?.(ns, "pool")).toEqual({ held: false, holders: [] });
+      expect(await a.inspect("pool")).toEqual({ key: "pool", holders: [], limit: undefined });
     }
   });
 

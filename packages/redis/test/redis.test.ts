@@ -348,28 +348,36 @@ describe("keys on the server", () => {
 
 describe("inspect", () => {
   for (const fair of [false, true]) {
-    it(`reports every holder with its mode, token or time left, and the key's limit${fair ? " (fair)" : ""}`, async () => {
+    it(`reports every holder with its mode, token, time left and owner, and the key's limit${fair ? " (fair)" : ""}`, async () => {
       const ns = freshNamespace();
       const locks = locksOver({ url, fair }, ns);
       const backend = locks.backend;
-      expect(await backend.inspect?.(ns, "k")).toEqual({ held: false, holders: [] });
+      const key = createRequest({ key: "k", namespace: ns });
+      expect(await backend.inspect?.(key)).toEqual({ holders: [] });
       const lease = await locks.acquire("k", { ttlMs: 10_000 });
-      const exclusive = await backend.inspect?.(ns, "k");
+      const exclusive = await backend.inspect?.(key);
       expect(exclusive).toEqual({
-        held: true,
         limit: 1,
-        holders: [expect.objectContaining({ mode: "exclusive", fencingToken: lease.fencingToken })],
+        holders: [
+          expect.objectContaining({
+            holder: undefined,
+            mode: "exclusive",
+            fencingToken: lease.fencingToken,
+          }),
+        ],
       });
       expect(exclusive?.holders[0]?.expiresInMs).toBeGreaterThan(9_000);
       await lease.release();
       const readers = await Promise.all([0, 1].map(() => locks.acquire("k", { mode: "shared" })));
-      const shared = await backend.inspect?.(ns, "k");
+      const shared = await backend.inspect?.(key);
       expect(shared?.limit).toBe(1);
-      expect(shared?.holders.map((h) => h.mode)).toEqual(["shared", "shared"]);
+      // Each reader has its own token (the counter moved on between them).
+      expect(new Set(shared?.holders.map((h) => `${h.mode} ${h.fencingToken}`))).toEqual(
+        new Set(readers.map((r) => `shared ${r.fencingToken}`)),
+      );
       await Promise.all(readers.map((r) => r.release()));
       const slots = await Promise.all([0, 1, 2].map(() => locks.acquire("k", { limit: 3 })));
-      const semaphore = await backend.inspect?.(ns, "k");
-      expect(semaphore?.held).toBe(true);
+      const semaphore = await backend.inspect?.(key);
       expect(semaphore?.limit).toBe(3);
       expect(semaphore?.holders.map((h) => h.mode)).toEqual([
         "exclusive",
@@ -377,13 +385,196 @@ describe("inspect", () => {
         "exclusive",
       ]);
       expect(new Set(semaphore?.holders.map((h) => h.owner)).size).toBe(3);
+      expect(new Set(semaphore?.holders.map((h) => h.fencingToken))).toEqual(
+        new Set(slots.map((s) => s.fencingToken)),
+      );
       for (const holder of semaphore?.holders ?? []) expect(holder.expiresInMs).toBeGreaterThan(0);
       await slots[0]?.release();
-      expect((await backend.inspect?.(ns, "k"))?.holders).toHaveLength(2);
+      expect((await backend.inspect?.(key))?.holders).toHaveLength(2);
       await Promise.all(slots.slice(1).map((slot) => slot.release()));
-      expect(await backend.inspect?.(ns, "k")).toEqual({ held: false, holders: [] });
+      expect(await backend.inspect?.(key)).toEqual({ holders: [] });
     });
   }
+});
+
+/** A label no store may mangle or take for a name: quotes, a newline, braces, a path, emoji. */
+const AWKWARD = `she said "don't" \n{tag}:*\r\n../../etc 🔒 ünï\t${"x".repeat(40)}`;
+
+describe("holder labels and forceRelease", () => {
+  it("stores the label with the lock as data: another process's inspect reads it back byte for byte, and no key name contains it", async () => {
+    const ns = freshNamespace();
+    const raw = rawClient(url);
+    const worker = await startWorker({ url }, ns);
+    const held = await worker.acquire("k", { holder: AWKWARD, ttlMs: 10_000 });
+    const locks = locksOver({ url }, ns);
+    const state = await locks.inspect("k");
+    expect(state.holders).toEqual([
+      {
+        holder: AWKWARD,
+        mode: "exclusive",
+        fencingToken: held.token,
+        expiresAt: expect.any(Number),
+      },
+    ]);
+    // The label lives in the details hash of the lock's own keys, never in a name.
+    const layout = keyLayout(keyDigest(ns, "k"));
+    expect(await raw.hvals(layout.details)).toEqual([`${held.token} ${AWKWARD}`]);
+    expect(await raw.keys("*🔒*")).toEqual([]);
+    expect(await raw.keys("*etc*")).toEqual([]);
+    await worker.release();
+    expect((await locks.inspect("k")).holders).toEqual([]);
+    expect(await raw.exists(layout.details)).toBe(0);
+  });
+
+  it("an unlabelled exclusive grant, extension and release write no details (the uncontended cost stays flat)", async () => {
+    const ns = freshNamespace();
+    const raw = rawClient(url);
+    const locks = locksOver({ url }, ns);
+    const layout = keyLayout(keyDigest(ns, "k"));
+    const lease = await locks.acquire("k");
+    await lease.extend();
+    expect(await raw.exists(layout.details)).toBe(0);
+    expect((await locks.inspect("k")).holders).toEqual([
+      {
+        holder: undefined,
+        mode: "exclusive",
+        fencingToken: lease.fencingToken,
+        expiresAt: expect.any(Number),
+      },
+    ]);
+    await lease.release();
+    // A labelled one does, and its extension keeps the details as long as the lock.
+    const labelled = await locks.acquire("k", { holder: "w", ttlMs: 2_000 });
+    await labelled.extend(60_000);
+    expect(await raw.pttl(layout.details)).toBeGreaterThan(50_000);
+    await labelled.release();
+    expect(await raw.exists(layout.details)).toBe(0);
+  });
+
+  for (const fair of [false, true]) {
+    it(`inspect lists each reader and semaphore slot with its own label, token and time left${fair ? " (fair)" : ""}`, async () => {
+      const ns = freshNamespace();
+      const [a, b] = [locksOver({ url, fair }, ns), locksOver({ url, fair }, ns)];
+      const r1 = await a.acquire("k", { mode: "shared", holder: "reader one", ttlMs: 10_000 });
+      const r2 = await b.acquire("k", { mode: "shared", ttlMs: 20_000 });
+      const before = Date.now();
+      const readers = await b.inspect("k");
+      expect(readers.limit).toBe(1);
+      expect(readers.holders.map((h) => [h.holder, h.mode, h.fencingToken])).toEqual([
+        ["reader one", "shared", r1.fencingToken],
+        [undefined, "shared", r2.fencingToken],
+      ]);
+      const [e1, e2] = readers.holders.map((h) => (h.expiresAt ?? 0) - before);
+      expect(e1).toBeGreaterThan(8_000);
+      expect(e1).toBeLessThanOrEqual(11_000);
+      expect(e2).toBeGreaterThan(18_000);
+      await Promise.all([r1.release(), r2.release()]);
+      const slots = [
+        await a.acquire("k", { limit: 3, holder: "slot 🔒" }),
+        await b.acquire("k", { limit: 3, holder: "slot\n2" }),
+      ];
+      const semaphore = await a.inspect("k");
+      expect(semaphore.limit).toBe(3);
+      expect(semaphore.holders.map((h) => [h.holder, h.mode, h.fencingToken])).toEqual([
+        ["slot 🔒", "exclusive", slots[0]!.fencingToken],
+        ["slot\n2", "exclusive", slots[1]!.fencingToken],
+      ]);
+      await slots[0]!.release();
+      expect((await a.inspect("k")).holders.map((h) => h.holder)).toEqual(["slot\n2"]);
+      await slots[1]!.release();
+      expect(await a.inspect("k")).toEqual({ key: "k", holders: [], limit: undefined });
+    });
+  }
+
+  it("forceRelease evicts a holder in another process: true, the next token is higher, the evicted lease is lost at its next extension and its release frees nothing of the next holder", async () => {
+    const ns = freshNamespace();
+    const worker = await startWorker({ url }, ns);
+    const evicted = await worker.acquire("k", { holder: "old", ttlMs: 1_500 });
+    const [admin, next] = [locksOver({ url }, ns), locksOver({ url }, ns)];
+    expect(await admin.forceRelease("k")).toBe(true);
+    const lease = await next.acquire("k", { holder: "new", timeoutMs: 5_000 });
+    expect(lease.fencingToken).toBeGreaterThan(evicted.token);
+    // The worker's watchdog extends at a third of the TTL: that extension is refused.
+    const lost = await worker.next("lost", 10_000);
+    expect(lost).toMatchObject({ lease: evicted.id, code: "LOCK_LOST" });
+    await worker.release().catch(() => undefined);
+    expect((await admin.inspect("k")).holders.map((h) => [h.holder, h.fencingToken])).toEqual([
+      ["new", lease.fencingToken],
+    ]);
+    await lease.release();
+  });
+
+  for (const fair of [false, true]) {
+    it(`forceRelease publishes the release notification: a waiter is woken and granted${fair ? " (fair: the head of the queue)" : ""}`, async () => {
+      const ns = freshNamespace();
+      const [holder, admin] = [locksOver({ url, fair }, ns), locksOver({ url, fair }, ns)];
+      const watcher = redisBackend({ url, fair });
+      onTestFinished(() => watcher.close());
+      const evicted = await holder.acquire("k", { ttlMs: 60_000 });
+      // A subscription of another backend instance: woken only by a notification.
+      let woken = 0;
+      const unsubscribe = await watcher.subscribe!(
+        createRequest({ key: "k", namespace: ns }),
+        () => {
+          woken++;
+        },
+      );
+      onTestFinished(() => unsubscribe());
+      const waiting = admin.acquire("k", { holder: "waiter", timeoutMs: 30_000 });
+      const channel = keyLayout(keyDigest(ns, "k")).channel;
+      const raw = rawClient(url);
+      // Both subscriber connections are subscribed before the key is freed.
+      await waitFor(
+        async () => ((await raw.pubsub("NUMSUB", channel)) as [string, number])[1] === 2,
+      );
+      expect(woken).toBe(0);
+      expect(await holder.forceRelease("k")).toBe(true);
+      const granted = await waiting;
+      expect(granted.fencingToken).toBeGreaterThan(evicted.fencingToken);
+      if (!fair) await waitFor(() => woken === 1, { timeoutMs: 5_000 });
+      expect((await admin.inspect("k")).holders.map((h) => h.holder)).toEqual(["waiter"]);
+      await granted.release();
+    });
+  }
+
+  it("forceRelease frees every reader and semaphore slot at once; their extensions are refused; the counter is kept", async () => {
+    const ns = freshNamespace();
+    const raw = rawClient(url);
+    const [a, b] = [locksOver({ url }, ns), locksOver({ url }, ns)];
+    const layout = keyLayout(keyDigest(ns, "k"));
+    for (const options of [{ mode: "shared" as const }, { limit: 2 }]) {
+      const held = [
+        await a.acquire("k", { ...options, holder: "a" }),
+        await a.acquire("k", options),
+      ];
+      const counter = await raw.get(layout.fence);
+      expect(await b.forceRelease("k")).toBe(true);
+      expect(await raw.get(layout.fence)).toBe(counter);
+      for (const name of [layout.exclusive, layout.readers, layout.slots, layout.details]) {
+        expect(await raw.exists(name), name).toBe(0);
+      }
+      // The other client's leases learn at their next extension.
+      for (const lease of held) expect(await codeOf(lease.extend())).toBe("LOCK_LOST");
+      const writer = await b.acquire("k", { timeoutMs: 5_000 });
+      for (const lease of held) expect(writer.fencingToken).toBeGreaterThan(lease.fencingToken);
+      await writer.release();
+    }
+  });
+
+  it("forceRelease of a free key, a released one or one whose holder expired resolves false", async () => {
+    const ns = freshNamespace();
+    const locks = locksOver({ url }, ns);
+    expect(await locks.forceRelease("never")).toBe(false);
+    await (await locks.acquire("released", { holder: "h" })).release();
+    expect(await locks.forceRelease("released")).toBe(false);
+    // Taken through a backend alone: nobody releases it, the server expires it.
+    const backend = redisBackend({ url });
+    onTestFinished(() => backend.close());
+    const request = createRequest({ key: "expired", namespace: ns, ttlMs: 250, holder: "h" });
+    expect((await backend.tryAcquire(request)).granted).toBe(true);
+    await waitFor(async () => (await locks.inspect("expired")).holders.length === 0);
+    expect(await locks.forceRelease("expired")).toBe(false);
+  });
 });
 
 describe("semaphore limits", () => {

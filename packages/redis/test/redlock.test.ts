@@ -225,21 +225,23 @@ describe("redlock specifics", () => {
   it("inspect: the holders a majority agrees on, with their mode and the key's limit", async () => {
     const ns = freshNamespace();
     const locks = locksOver(urls, ns);
-    const backend = locks.backend;
-    expect(await backend.inspect?.(ns, "k")).toEqual({ held: false, holders: [] });
+    const free = { key: "k", holders: [], limit: undefined };
+    expect(await locks.inspect("k")).toEqual(free);
     const lease = await locks.acquire("k");
-    expect(await backend.inspect?.(ns, "k")).toEqual({
-      held: true,
+    expect(await locks.inspect("k")).toEqual({
+      key: "k",
       limit: 1,
       holders: [expect.objectContaining({ mode: "exclusive", fencingToken: lease.fencingToken })],
     });
     await lease.release();
     const readers = await Promise.all([0, 1].map(() => locks.acquire("k", { mode: "shared" })));
-    const shared = await backend.inspect?.(ns, "k");
-    expect(shared?.limit).toBe(1);
-    expect(shared?.holders.map((h) => h.mode)).toEqual(["shared", "shared"]);
+    const shared = await locks.inspect("k");
+    expect(shared.limit).toBe(1);
+    expect(shared.holders.map((h) => [h.mode, h.fencingToken])).toEqual(
+      readers.map((r) => ["shared", r.fencingToken]).sort((a, b) => (a[1]! < b[1]! ? -1 : 1)),
+    );
     await Promise.all(readers.map((r) => r.release()));
-    expect((await backend.inspect?.(ns, "k"))?.held).toBe(false);
+    expect(await locks.inspect("k")).toEqual(free);
   });
 
   it("a key its members' holders took with another limit is refused with limitMismatch", async () => {
