@@ -84,6 +84,12 @@ const FRESHNESS_SLACK = 0.1;
 const BUSY_MEMORY_MS = 2_000;
 const BUSY_MAX = 1_024;
 /**
+ * How long a lock must have been held before its key is watched for an
+ * eviction (see `#guard`): most holds are shorter, and a watch set up and
+ * cancelled per grant halves the rate of short uncontended cycles.
+ */
+const GUARD_AFTER_MS = 250;
+/**
  * How long close() lets requests to the server finish (revoking the session
  * leases frees every key at once) before it cancels what is still waiting
  * for a server that stopped answering.
@@ -111,7 +117,7 @@ interface Entry extends Contender {
   wake: AbortController | undefined;
   /** The lock's own TTL: frees the key when no extension came in time (see `#expireAfter`). */
   expiry: NodeJS.Timeout | undefined;
-  /** Cancels the watch on a held key's deletion (see `#guard`). */
+  /** Cancels the watch on a held key's deletion, or the timer that sets it up (see `#guard`). */
   unguard: (() => void) | undefined;
 }
 
@@ -549,18 +555,24 @@ export class EtcdBackend implements Backend<Entry> {
    * Watches a held key's deletion by anyone but this instance (forceRelease
    * from another client, the session lease ended on the server) and reports
    * the loss at once, so `lease.signal` aborts within a watch event, not at
-   * the next extension. The watch starts just after the key's create
-   * revision, so a deletion before it was set up is replayed. It rides on the
-   * instance's one watch stream: a message to set it up and one to cancel it
-   * per grant, no round trip waited for. The extension's read of the key
-   * stays the check when a watch is lost.
+   * the next extension. Set up once the lock has been held for
+   * {@link GUARD_AFTER_MS}: shorter holds never pay for it. The watch starts
+   * just after the key's create revision, so a deletion before it was set up
+   * is replayed. It rides on the instance's one watch stream (a message to set
+   * it up, one to cancel it, no round trip waited for); the extension's read
+   * of the key stays the check when a watch is lost.
    */
   #guard(entry: Entry): void {
-    entry.unguard ??= this.#watches.guard(entry.key, entry.revision! + 1n, () => {
+    const evicted = (): void => {
       if (entry.done || this.#closed !== undefined) return;
       this.#forget(entry, true);
       this.#host.lost(entry, "its key in etcd was deleted (forceRelease, or its lease ended)");
-    });
+    };
+    const timer = setTimeout(() => {
+      entry.unguard = this.#watches.guard(entry.key, entry.revision! + 1n, evicted);
+    }, GUARD_AFTER_MS);
+    timer.unref();
+    entry.unguard = () => clearTimeout(timer);
   }
 
   // --- entries -----------------------------------------------------------
@@ -731,7 +743,10 @@ export class EtcdBackend implements Backend<Entry> {
       ...[...this.#live].map((session) => session.end()),
     ]);
     for (const session of this.#live)
-      for (const entry of session.members) clearTimeout(entry.expiry);
+      for (const entry of session.members) {
+        clearTimeout(entry.expiry);
+        entry.unguard?.();
+      }
     await settledWithin(ending, CLOSE_GRACE_MS);
     this.#calls.cancelAll();
     await ending;

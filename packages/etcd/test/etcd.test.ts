@@ -306,7 +306,7 @@ describe("queue and sessions", () => {
     await again.release();
   });
 
-  it("a key deleted by someone else is noticed at the next extension", async () => {
+  it("a key deleted by someone else is noticed (by the watch on a held key, or at the next extension)", async () => {
     const s = scope();
     const etcd = raw(endpoints);
     const { locks } = client(endpoints, s);
