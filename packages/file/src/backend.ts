@@ -5,6 +5,7 @@ import {
   type Backend,
   type BackendHost,
   type Capabilities,
+  type KeyRef,
   type KeyStatus,
   type LockRequest,
   limitMismatch,
@@ -15,21 +16,23 @@ import { bootId } from "./boot.js";
 import {
   clearOwner,
   createGate,
+  evictGate,
   type GateGrant,
+  gateHolders,
   inspectGate,
   removeGate,
   removeGateSync,
 } from "./gate.js";
 import { endHold, holdLockFile, type LockFileHold } from "./holding.js";
-import { asyncIo, errorCode, type Io, syncIo, unless } from "./io.js";
-import { type KeyFiles, keyFiles, OWNER_ENTRY_PREFIX } from "./names.js";
+import { asyncIo, errorCode, type Io, syncIo } from "./io.js";
+import { type KeyFiles, keyFiles } from "./names.js";
 import type { ResolvedFileOptions } from "./options.js";
-import { parseRecord } from "./record.js";
 import {
   admit,
   createEntry,
-  parseRegistryEntry,
+  evictRegistry,
   registryEntryName,
+  registryHolders,
   removeEntry,
   removeEntrySync,
   type Wanted,
@@ -132,44 +135,34 @@ export class FileBackend implements Backend<LockFileHold> {
   }
 
   /**
-   * Who holds the key: the exclusive holder in the gate, or the shared and
-   * semaphore holders in the registry, each with its real mode, and the
-   * limit they took the key with (a semaphore's holders have mode
-   * "exclusive" and `limit` > 1).
+   * Who holds the key, read from the files without taking anything: the
+   * exclusive holder in the gate, or the shared and semaphore holders in the
+   * registry, each with its label, real mode and token, and the limit they
+   * took the key with (a semaphore's holders have mode "exclusive" and
+   * `limit` > 1). A holder stale by the wall clock is left out.
    */
-  async inspect(namespace: string, key: string): Promise<KeyStatus> {
-    const { io } = this.#store;
-    const files = keyFiles(this.#options.directory, namespace, key);
-    const holders: Array<KeyStatus["holders"][number]> = [];
-    let limit: number | undefined;
-    const names = await unless(io.readdir(files.gate), ["ENOENT"], [] as string[]);
-    for (const name of names) {
-      if (!name.startsWith(OWNER_ENTRY_PREFIX)) continue;
-      const raw = await unless(io.readlink(join(files.gate, name)), ["ENOENT"], undefined);
-      const stats = await unless(io.lstat(files.gate), ["ENOENT"], undefined);
-      const record = raw === undefined ? undefined : parseRecord(raw);
-      if (record === undefined || stats === undefined || record.purpose !== "x") continue;
-      limit = 1;
-      holders.push({
-        owner: name.slice(OWNER_ENTRY_PREFIX.length).split(".")[0]!,
-        mode: "exclusive",
-        fencingToken: record.token,
-        expiresInMs: Math.max(0, Math.round(record.staleMs - (Date.now() - stats.mtimeMs))),
-      });
-    }
-    const entries = await unless(io.readdir(files.registry), ["ENOENT"], [] as string[]);
-    for (const name of entries) {
-      const entry = parseRegistryEntry(name);
-      const stats = await unless(io.lstat(join(files.registry, name)), ["ENOENT"], undefined);
-      if (entry === undefined || stats === undefined) continue;
-      limit = Math.max(limit ?? 1, entry.limit);
-      holders.push({
-        owner: entry.owner,
-        mode: entry.kind === "shared" ? "shared" : "exclusive",
-        expiresInMs: Math.max(0, Math.round(entry.staleMs - (Date.now() - stats.mtimeMs))),
-      });
-    }
-    return { held: holders.length > 0, ...(limit === undefined ? {} : { limit }), holders };
+  async inspect(key: KeyRef): Promise<KeyStatus> {
+    const files = this.#filesOf(key);
+    const exclusive = await gateHolders(this.#store.io, files);
+    const registry = await registryHolders(this.#store.io, files);
+    const holders = [...exclusive, ...registry.holders];
+    if (holders.length === 0) return { holders };
+    return { holders, limit: registry.limit ?? 1 };
+  }
+
+  /**
+   * Frees the key whoever holds it: the gate's record is claimed (to the
+   * fence: later grants are higher), then every registry entry is removed.
+   * The files' own events wake the waiters (the gate's removal, the
+   * registry's doorbell), and each evicted holder learns of it at its next
+   * mtime refresh, within a second. A registrant joining meanwhile either
+   * finds its gate record claimed and leaves, or is granted first and evicted.
+   */
+  async forceRelease(key: KeyRef): Promise<boolean> {
+    const files = this.#filesOf(key);
+    const gate = await evictGate(this.#store, files);
+    const registry = await evictRegistry(this.#store, files);
+    return gate || registry > 0;
   }
 
   async close(): Promise<void> {
@@ -232,19 +225,24 @@ export class FileBackend implements Backend<LockFileHold> {
       return this.#granted(gate.hold, request.ttlMs, gate.grant.token);
     }
     const name = registryEntryName(request, staleMs);
+    const entry = join(files.registry, name);
     const hold = await holdLockFile(
       this.#store.io,
-      join(files.registry, name),
+      entry,
       {
-        create: () => createEntry(io, files, name),
+        create: () => createEntry(io, files, name, gate.grant.record),
         remove: () => removeEntry(io, files, name),
         removeSync: () => removeEntrySync(files, name),
       },
       this.#compromised,
     );
     // Joined while still holding the gate? If it was taken over meanwhile, a
-    // writer may hold it without having seen this entry: leave again.
-    if ((await io.lstatIfAny(join(files.gate, gate.grant.entry))) === undefined) {
+    // writer may hold it without having seen this entry: leave again. And
+    // still in? A force-release may have removed the entry already.
+    if (
+      (await io.lstatIfAny(join(files.gate, gate.grant.entry))) === undefined ||
+      (await io.lstatIfAny(entry)) === undefined
+    ) {
       await endHold(hold);
       return { granted: false, retryAfterMs: 0 };
     }
@@ -290,7 +288,7 @@ export class FileBackend implements Backend<LockFileHold> {
         files.gate,
         {
           create: async () => {
-            grant = await createGate(this.#store, files, request.owner, purpose, staleMs);
+            grant = await createGate(this.#store, files, request, purpose, staleMs);
           },
           remove: async () => {
             if (grant !== undefined) await removeGate(this.#store, files, grant.entry);
@@ -330,15 +328,15 @@ export class FileBackend implements Backend<LockFileHold> {
     const reason =
       monotonicNow() >= hold.until
         ? "the lease's TTL passed without an extension"
-        : "the lock file was taken over or removed (it went stale)";
+        : "the lock file was taken over or removed (it went stale, or was force-released)";
     void endHold(hold).catch(() => undefined);
     this.#host?.lost(hold, reason, error);
   };
 
   // --- plumbing ---------------------------------------------------------------
 
-  #filesOf(request: LockRequest): KeyFiles {
-    return keyFiles(this.#options.directory, request.namespace, request.key, request.digest);
+  #filesOf(key: KeyRef): KeyFiles {
+    return keyFiles(this.#options.directory, key);
   }
 
   #ensureDirectory(): Promise<void> {

@@ -1,11 +1,13 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
+import type { HolderStatus, LockRequest } from "@locks/core/backend";
 import { failpoints } from "./failpoints.js";
 import { planToken, readFence, reserveThrough, type TokenPlan } from "./fence.js";
-import { codedError, errorCode, unless } from "./io.js";
+import { codedError, errorCode, type Io, unless } from "./io.js";
 import { type KeyFiles, OWNER_ENTRY_PREFIX, ownerEntry, ownerPrefix } from "./names.js";
 import { encodeRecord, type GrantRecord, parseRecord } from "./record.js";
 import { registryMayHoldEntries } from "./registry.js";
+import { wallClockLeft } from "./staleness.js";
 import { LOCKED, RACED, type Store } from "./store.js";
 
 /**
@@ -41,19 +43,22 @@ export interface GateGrant {
   readonly registry: boolean;
   /** The name of the holder's record inside the gate (unique to this hold). */
   readonly entry: string;
+  /** The record itself (a registrant's registry entry carries it too). */
+  readonly record: string;
 }
 
 /**
- * Creates the gate with `owner`'s record inside, or rejects with LOCKED
- * (held) or RACED (this creation was overtaken: retry).
+ * Creates the gate with the record of `request`'s owner (and label) inside,
+ * or rejects with LOCKED (held) or RACED (this creation was overtaken: retry).
  */
 export async function createGate(
   store: Store,
   files: KeyFiles,
-  owner: string,
+  request: Pick<LockRequest, "owner" | "holder">,
   purpose: GrantRecord["purpose"],
   staleMs: number,
 ): Promise<GateGrant> {
+  const { owner, holder } = request;
   const { io } = store;
   try {
     await io.mkdir(files.gate, 0o700);
@@ -68,12 +73,13 @@ export async function createGate(
   let plan: TokenPlan;
   let registry: boolean;
   let fenceRaw: string | undefined;
+  let record: string;
   try {
     const fence = await readFence(io, files);
     fenceRaw = fence.raw;
     plan = await planToken(io, files, fence, store.boot);
     registry = purpose === "g" || (await registryMayHoldEntries(io, files, fence.record));
-    const record = encodeRecord({
+    record = encodeRecord({
       token: plan.token,
       reserved: plan.reserved,
       boot: store.boot,
@@ -81,12 +87,13 @@ export async function createGate(
       registry,
       pid: process.pid,
       purpose,
+      holder,
     });
     await io.symlink(record, join(files.gate, entry));
   } catch (error) {
     // Our empty gate was removed as abandoned (we were paused past the staleness): not ours.
     if (errorCode(error) === "ENOENT") throw codedError(RACED, "the empty gate was removed");
-    await unless(io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
+    await removeEmptyGate(io, files);
     throw error;
   }
   try {
@@ -110,13 +117,13 @@ export async function createGate(
     await undoGate(store, files, entry);
     throw error;
   }
-  return { token: plan.token, registry, entry };
+  return { token: plan.token, registry, entry, record };
 }
 
 /** Gives back a gate whose record must not reach the fence (its token was never granted). */
 export async function undoGate(store: Store, files: KeyFiles, entry: string): Promise<void> {
   await unless(store.io.unlink(join(files.gate, entry)), ["ENOENT"], undefined);
-  await unless(store.io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
+  await removeEmptyGate(store.io, files);
 }
 
 /** Ends `owner`'s hold of the gate: its record goes to the fence, then the empty gate is removed. */
@@ -126,9 +133,14 @@ export async function removeGate(store: Store, files: KeyFiles, entry: string): 
     ["ENOENT"],
     false,
   );
-  // Not ours any more (taken over): nothing of ours is left to remove.
+  // Not ours any more (taken over, force-released): nothing of ours is left to remove.
   if (!claimed) return;
-  await unless(store.io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
+  await removeEmptyGate(store.io, files);
+}
+
+/** Removes the gate if it is empty: never one someone has put a record into meanwhile. */
+function removeEmptyGate(io: Io, files: KeyFiles): Promise<void> {
+  return unless(io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
 }
 
 /** `removeGate`, synchronously, for proper-lockfile's exit handler. */
@@ -152,7 +164,7 @@ export async function clearOwner(store: Store, files: KeyFiles, owner: string): 
     if (!name.startsWith(prefix)) continue;
     const raw = await unless(store.io.readlink(join(files.gate, name)), ["ENOENT"], undefined);
     if (raw !== undefined && (await claimStale(store, files, name, parseRecord(raw)))) {
-      await unless(store.io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
+      await removeEmptyGate(store.io, files);
     }
   }
 }
@@ -162,6 +174,40 @@ export interface HeldGate {
   readonly retryAfterMs: number;
   /** Held by an exclusive holder (limit 1), not by a registrant joining the registry. */
   readonly exclusive: boolean;
+}
+
+/** A gate as read now: its directory's stats, every entry's name, and the owner records among them. */
+interface GateState {
+  readonly stats: fs.Stats;
+  readonly names: readonly string[];
+  readonly records: ReadonlyArray<{
+    readonly name: string;
+    readonly record: GrantRecord | undefined;
+  }>;
+  /** A record was claimed while the gate was read: what was read is already out of date. */
+  readonly raced: boolean;
+}
+
+/** Reads the gate; undefined when there is none. */
+async function readGate(io: Io, files: KeyFiles): Promise<GateState | undefined> {
+  const stats = await io.lstatIfAny(files.gate);
+  if (stats !== undefined && !stats.isDirectory()) {
+    // Not a gate this backend made (a symlink, a file): mkdir would fail on it for ever, while a
+    // dangling symlink reads as missing, so the key would look free and never be granted.
+    throw codedError("EUNKNOWNLOCK", `${files.gate} is not a directory this backend made`);
+  }
+  const names =
+    stats === undefined ? undefined : await unless(io.readdir(files.gate), ["ENOENT"], undefined);
+  if (stats === undefined || names === undefined) return undefined;
+  const records: Array<{ name: string; record: GrantRecord | undefined }> = [];
+  let raced = false;
+  for (const name of names) {
+    if (!name.startsWith(OWNER_ENTRY_PREFIX)) continue;
+    const raw = await unless(io.readlink(join(files.gate, name)), ["ENOENT"], undefined);
+    if (raw === undefined) raced = true;
+    else records.push({ name, record: parseRecord(raw) });
+  }
+  return { stats, names, records, raced };
 }
 
 /**
@@ -175,27 +221,13 @@ export async function inspectGate(
   files: KeyFiles,
   staleMs: number,
 ): Promise<HeldGate | undefined> {
-  const { io } = store;
-  const stats = await io.lstatIfAny(files.gate);
-  if (stats !== undefined && !stats.isDirectory()) {
-    // Not a gate this backend made (a symlink, a file): mkdir would fail on it for ever, while a
-    // dangling symlink reads as missing, so the key would look free and never be granted.
-    throw codedError("EUNKNOWNLOCK", `${files.gate} is not a directory this backend made`);
-  }
-  const names =
-    stats === undefined ? undefined : await unless(io.readdir(files.gate), ["ENOENT"], undefined);
-  if (stats === undefined || names === undefined) {
+  const gate = await readGate(store.io, files);
+  // Gone, or claimed while we looked: look again on the next attempt.
+  if (gate === undefined || gate.raced) {
     store.freshness.forget(files.gate);
     return undefined;
   }
-  const records: Array<{ name: string; record: GrantRecord | undefined }> = [];
-  for (const name of names) {
-    if (!name.startsWith(OWNER_ENTRY_PREFIX)) continue;
-    const raw = await unless(io.readlink(join(files.gate, name)), ["ENOENT"], undefined);
-    // Claimed while we looked: look again on the next attempt.
-    if (raw === undefined) return undefined;
-    records.push({ name, record: parseRecord(raw) });
-  }
+  const { stats, names, records } = gate;
   const stale = Math.max(0, ...records.map((r) => r.record?.staleMs ?? staleMs)) || staleMs;
   const identity = `${stats.ino}:${stats.mtimeMs}:${names.join("/")}`;
   const verdict = store.freshness.judge(files.gate, identity, stats.mtimeMs, stale);
@@ -211,18 +243,64 @@ export async function inspectGate(
     );
   }
   await failpoints.beforeClaim?.(files.gate);
-  // Lowest token first, so that the fence ends at the highest.
-  records.sort((a, b) => compareTokens(a.record, b.record));
-  let claimed = records.length === 0;
-  for (const { name, record } of records) {
-    if (await claimStale(store, files, name, record)) claimed = true;
-  }
-  failpoints.afterClaim?.(files.gate, claimed);
-  // Whoever claimed removes the gate, if empty: rmdir never removes a gate
-  // someone has put a record into meanwhile.
-  if (claimed) await unless(io.rmdir(files.gate), ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined);
+  const claimed = await claimAll(store, files, records);
+  failpoints.afterClaim?.(files.gate, claimed.length > 0 || records.length === 0);
+  // Whoever claimed removes the gate, if empty.
+  if (claimed.length > 0 || records.length === 0) await removeEmptyGate(store.io, files);
   store.freshness.forget(files.gate);
   return undefined;
+}
+
+/** The gate's exclusive holder, for `inspect`: none when the gate is free, joined through, or stale by the wall clock. */
+export async function gateHolders(io: Io, files: KeyFiles): Promise<HolderStatus[]> {
+  const gate = await readGate(io, files);
+  const holders: HolderStatus[] = [];
+  for (const { name, record } of gate?.records ?? []) {
+    if (gate === undefined || record?.purpose !== "x") continue;
+    const left = wallClockLeft(gate.stats.mtimeMs, record.staleMs);
+    if (left <= 0) continue;
+    holders.push({
+      holder: record.holder,
+      owner: name.slice(OWNER_ENTRY_PREFIX.length).split(".")[0]!,
+      mode: "exclusive",
+      fencingToken: record.token,
+      expiresInMs: left,
+    });
+  }
+  return holders;
+}
+
+/**
+ * Force-release of the gate: claims every record in it as a takeover does,
+ * whatever its freshness, and removes the empty gate. The highest token
+ * reaches the fence, so every later grant is above the evicted holder's; the
+ * holder's own claim (release) then finds nothing, and its next mtime
+ * refresh finds its record gone (`host.lost`). Resolves true when a live
+ * exclusive holder was evicted.
+ */
+export async function evictGate(store: Store, files: KeyFiles): Promise<boolean> {
+  const gate = await readGate(store.io, files);
+  if (gate === undefined) return false;
+  const live = gate.records.filter(
+    (r) => r.record?.purpose === "x" && wallClockLeft(gate.stats.mtimeMs, r.record.staleMs) > 0,
+  );
+  const claimed = await claimAll(store, files, gate.records);
+  if (claimed.length > 0 || gate.records.length === 0) await removeEmptyGate(store.io, files);
+  store.freshness.forget(files.gate);
+  return live.some((r) => claimed.includes(r.name));
+}
+
+/** Claims `records`, lowest token first so that the fence ends at the highest; resolves with the names claimed. */
+async function claimAll(
+  store: Store,
+  files: KeyFiles,
+  records: GateState["records"],
+): Promise<string[]> {
+  const claimed: string[] = [];
+  for (const { name, record } of [...records].sort((a, b) => compareTokens(a.record, b.record))) {
+    if (await claimStale(store, files, name, record)) claimed.push(name);
+  }
+  return claimed;
 }
 
 function compareTokens(a: GrantRecord | undefined, b: GrantRecord | undefined): number {

@@ -20,6 +20,7 @@ export interface Io {
   /** `lstat`, or undefined when nothing is there (cheaper than catching ENOENT). */
   lstatIfAny(path: string): Promise<fs.Stats | undefined>;
   readdir(path: string): Promise<string[]>;
+  /** Sets the mtime (and atime) of `path` itself: a symlink's own, never its target's. */
   utimes(path: string, time: Date): Promise<void>;
   readFile(path: string): Promise<string>;
   /** Writes `content` to `temp`, fsyncs it, renames it to `path`, then fsyncs `path`'s directory. */
@@ -66,7 +67,7 @@ export const asyncIo: Io = {
   lstat: (path) => p.lstat(path),
   lstatIfAny: (path) => unless(p.lstat(path), ["ENOENT"], undefined),
   readdir: (path) => p.readdir(path),
-  utimes: (path, time) => p.utimes(path, time, time),
+  utimes: (path, time) => p.lutimes(path, time, time),
   readFile: (path) => p.readFile(path, "utf8"),
   writeDurable: async (path, temp, content) => {
     // flush: fsync before the file is closed.
@@ -105,7 +106,7 @@ export const syncIo: Io = {
   lstat: settled((path: string) => fs.lstatSync(path)),
   lstatIfAny: settled((path: string) => fs.lstatSync(path, { throwIfNoEntry: false })),
   readdir: settled((path: string) => fs.readdirSync(path)),
-  utimes: settled((path: string, time: Date) => fs.utimesSync(path, time, time)),
+  utimes: settled((path: string, time: Date) => fs.lutimesSync(path, time, time)),
   readFile: settled((path: string) => fs.readFileSync(path, "utf8")),
   writeDurable: settled((path: string, temp: string, content: string) => {
     fs.writeFileSync(temp, content, { mode: 0o600, flush: true });

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { keyDigest } from "@locks/core/backend";
+import type { KeyRef } from "@locks/core/backend";
 
 /**
  * Where one key lives under the lock directory. Every name is
@@ -23,18 +23,13 @@ export interface KeyFiles {
 
 const HINT_LENGTH = 24;
 
-/** `digest` is the request's (`LockRequest.digest`); computed here for a bare (namespace, key). */
-export function keyFiles(
-  directory: string,
-  namespace: string,
-  key: string,
-  digest: Buffer = keyDigest(namespace, key),
-): KeyFiles {
-  const hint = key
+/** The files of `ref`'s key: named by its digest (SHA-256 of namespace and key) and a hint. */
+export function keyFiles(directory: string, ref: Pick<KeyRef, "key" | "digest">): KeyFiles {
+  const hint = ref.key
     .slice(0, HINT_LENGTH)
     .toLowerCase()
     .replace(/[^a-z0-9_-]/g, "_");
-  const stem = `${hint}-${digest.toString("hex")}`;
+  const stem = `${hint}-${ref.digest.toString("hex")}`;
   return {
     stem,
     gate: join(directory, `${stem}${GATE_SUFFIX}`),

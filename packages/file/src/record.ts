@@ -1,9 +1,10 @@
 /**
- * What a holder writes about itself: the target of its owner symlink inside
- * the gate, moved unchanged to `<stem>.fence` when the hold ends. A symlink
- * is created atomically with its content and never rewritten, so a record
- * can be read without locking and claimed exactly once (rename or unlink of
- * a name unique to its owner).
+ * What a holder writes about itself: the target of a symlink (its owner
+ * record inside the gate, or its registry entry), moved unchanged to
+ * `<stem>.fence` when a gate hold ends. A symlink is created atomically with
+ * its content and never rewritten, so a record can be read without locking
+ * and claimed exactly once (rename or unlink of a name unique to its owner).
+ * Nothing ever follows these symlinks: their targets are data.
  */
 export interface GrantRecord {
   /** Fencing token of this grant. */
@@ -17,14 +18,16 @@ export interface GrantRecord {
   /** Whether the registry of shared/semaphore holders may be non-empty. */
   readonly registry: boolean;
   readonly pid: number;
-  /** "x": an exclusive hold; "g": a short hold of the gate to join the registry. */
+  /** "x": an exclusive hold; "g": a hold of the gate to join the registry (and the registry entry it made). */
   readonly purpose: "x" | "g";
+  /** The holder's label (`LockRequest.holder`), when it gave one. */
+  readonly holder: string | undefined;
 }
 
 const VERSION = "1";
 
 export function encodeRecord(record: GrantRecord): string {
-  return [
+  const fields = [
     VERSION,
     record.token,
     record.reserved,
@@ -33,19 +36,34 @@ export function encodeRecord(record: GrantRecord): string {
     record.registry ? 1 : 0,
     record.pid,
     record.purpose,
-  ].join(" ");
+  ];
+  // The label is any text (slashes, "..", newlines, NUL): stored as base64url, so a record holds
+  // no "/" and no byte the label chose. Without a label the field is left out, as before labels.
+  if (record.holder !== undefined) fields.push(Buffer.from(record.holder).toString("base64url"));
+  return fields.join(" ");
 }
 
-/** What `encodeRecord` writes (version 1): token, reserved, boot id ("-": none), staleness, registry flag, pid, purpose. */
-const RECORD = /^1 (\d+) (\d+) (\S+) (\d+) ([01]) (\d+) ([xg])$/;
+/**
+ * What `encodeRecord` writes (version 1): token, reserved, boot id ("-": none), staleness,
+ * registry flag, pid, purpose, and optionally the label (base64url of at most 256 bytes).
+ */
+const RECORD = /^1 (\d+) (\d+) (\S+) (\d+) ([01]) (\d+) ([xg])(?: ([A-Za-z0-9_-]{2,344}))?$/;
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Parses a record; undefined when it is not one this version wrote. */
 export function parseRecord(raw: string): GrantRecord | undefined {
   const fields = RECORD.exec(raw)?.slice(1) as
-    | [string, string, string, string, string, string, "x" | "g"]
+    | [string, string, string, string, string, string, "x" | "g", string | undefined]
     | undefined;
   if (fields === undefined) return undefined;
-  const [token, reserved, boot, staleMs, registry, pid, purpose] = fields;
+  const [token, reserved, boot, staleMs, registry, pid, purpose, label] = fields;
+  let holder: string | undefined;
+  try {
+    holder = label === undefined ? undefined : utf8.decode(Buffer.from(label, "base64url"));
+  } catch {
+    return undefined;
+  }
   return {
     token: BigInt(token),
     reserved: BigInt(reserved),
@@ -54,5 +72,6 @@ export function parseRecord(raw: string): GrantRecord | undefined {
     registry: registry === "1",
     pid: Number(pid),
     purpose,
+    holder,
   };
 }

@@ -1,15 +1,19 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { type LockRequest, limitMismatch } from "@locks/core/backend";
+import { type HolderStatus, type LockRequest, limitMismatch } from "@locks/core/backend";
 import type { FenceState } from "./fence.js";
-import { type Io, unless } from "./io.js";
+import { errorCode, type Io, unless } from "./io.js";
 import type { KeyFiles } from "./names.js";
+import { parseRecord } from "./record.js";
+import { wallClockLeft } from "./staleness.js";
 import type { Store } from "./store.js";
 
 /**
  * Shared-mode and semaphore holders are entries of the key's registry
- * directory, `<stem>.h/<owner>.<kind>.<staleMs>`: one directory per holder,
- * kept fresh by proper-lockfile like any lock. An entry is added only while
+ * directory, `<stem>.h/<owner>.<kind>.<staleMs>`: one symlink per holder,
+ * whose target is the record its holder put in the gate to join (token,
+ * label: see record.ts), created with it atomically, and whose own mtime
+ * proper-lockfile keeps fresh like any lock's. An entry is added only while
  * the gate is held (so admission decisions are serialised), and removed by
  * its holder at any time, or by a gate holder once it is stale. Its name is
  * unique to its holder, so removing it by path can never hit someone else's.
@@ -94,19 +98,10 @@ export async function admit(
   look = false,
 ): Promise<Admission> {
   const { io } = store;
-  const names =
-    (await io.lstatIfAny(files.registry)) === undefined
-      ? []
-      : await unless(io.readdir(files.registry), ["ENOENT"], [] as string[]);
   const live: RegistryEntry[] = [];
   let retryAfterMs = Number.POSITIVE_INFINITY;
   let stale = 0;
-  for (const name of names) {
-    const entry = parseRegistryEntry(name);
-    if (entry === undefined) continue;
-    const path = join(files.registry, name);
-    const stats = await unless(io.lstat(path), ["ENOENT"], undefined);
-    if (stats === undefined) continue;
+  for (const { path, entry, stats } of await readEntries(io, files)) {
     const verdict = store.freshness.judge(
       path,
       `${stats.ino}:${stats.mtimeMs}`,
@@ -116,7 +111,7 @@ export async function admit(
     if (verdict.stale) {
       stale++;
       if (look) continue;
-      await unless(io.rmdir(path), ["ENOENT", "ENOTEMPTY"], undefined);
+      await removeEntryAt(io, path);
       store.freshness.forget(path);
       continue;
     }
@@ -135,31 +130,130 @@ export async function admit(
   return { admit: ok, retryAfterMs: ok ? 0 : retryAfterMs, stale };
 }
 
-/** Creates the entry `name` (proper-lockfile's mkdir for a registry holder). */
-export async function createEntry(io: Io, files: KeyFiles, name: string): Promise<void> {
+/** One entry of the registry as read now. */
+interface EntryState {
+  readonly name: string;
+  readonly path: string;
+  readonly entry: RegistryEntry;
+  readonly stats: fs.Stats;
+}
+
+/** The registry's entries (names this backend writes), each with its stats; those removed meanwhile are left out. */
+async function readEntries(io: Io, files: KeyFiles): Promise<EntryState[]> {
+  if ((await io.lstatIfAny(files.registry)) === undefined) return [];
+  const names = await unless(io.readdir(files.registry), ["ENOENT"], [] as string[]);
+  const entries: EntryState[] = [];
+  for (const name of names) {
+    const entry = parseRegistryEntry(name);
+    if (entry === undefined) continue;
+    const path = join(files.registry, name);
+    const stats = await io.lstatIfAny(path);
+    if (stats !== undefined) entries.push({ name, path, entry, stats });
+  }
+  return entries;
+}
+
+/** Creates the entry `name`, a symlink to `record` (proper-lockfile's mkdir for a registry holder). */
+export async function createEntry(
+  io: Io,
+  files: KeyFiles,
+  name: string,
+  record: string,
+): Promise<void> {
   const path = join(files.registry, name);
   try {
-    await io.mkdir(path, 0o700);
+    await io.symlink(record, path);
   } catch (error) {
-    if ((error as { code?: unknown }).code !== "ENOENT") throw error;
+    if (errorCode(error) !== "ENOENT") throw error;
     await io.mkdir(files.registry, 0o700, true);
-    await io.mkdir(path, 0o700);
+    await io.symlink(record, path);
   }
 }
 
 /** Removes the entry `name` and wakes the key's waiters. */
 export async function removeEntry(io: Io, files: KeyFiles, name: string): Promise<void> {
-  await unless(io.rmdir(join(files.registry, name)), ["ENOENT"], undefined);
+  await removeEntryAt(io, join(files.registry, name));
   await ringDoorbell(io, files);
+}
+
+/**
+ * Removes one entry by its path, which is unique to its holder; false when it
+ * was gone already. A directory is an entry of an older version of this backend.
+ */
+async function removeEntryAt(io: Io, path: string): Promise<boolean> {
+  try {
+    return await unless(
+      io.unlink(path).then(() => true),
+      ["ENOENT"],
+      false,
+    );
+  } catch (error) {
+    const code = errorCode(error);
+    if (code !== "EISDIR" && code !== "EPERM") throw error;
+    return unless(
+      io.rmdir(path).then(() => true),
+      ["ENOENT", "ENOTEMPTY"],
+      false,
+    );
+  }
 }
 
 export function removeEntrySync(files: KeyFiles, name: string): void {
   try {
-    fs.rmdirSync(join(files.registry, name));
+    fs.unlinkSync(join(files.registry, name));
     fs.utimesSync(files.registry, new Date(), new Date());
   } catch {
     // already gone
   }
+}
+
+/**
+ * The registry's live holders, for `inspect` (stale ones, by the wall
+ * clock, are left out), and the highest limit among them.
+ */
+export async function registryHolders(
+  io: Io,
+  files: KeyFiles,
+): Promise<{ holders: HolderStatus[]; limit: number | undefined }> {
+  const holders: HolderStatus[] = [];
+  let limit: number | undefined;
+  for (const { path, entry, stats } of await readEntries(io, files)) {
+    const left = wallClockLeft(stats.mtimeMs, entry.staleMs);
+    if (left <= 0) continue;
+    // EINVAL: a directory, an entry of an older version of this backend (no record).
+    const raw = await unless(io.readlink(path), ["ENOENT", "EINVAL"], undefined);
+    const record = raw === undefined ? undefined : parseRecord(raw);
+    limit = Math.max(limit ?? 1, entry.limit);
+    holders.push({
+      holder: record?.holder,
+      owner: entry.owner,
+      mode: entry.kind === "shared" ? "shared" : "exclusive",
+      fencingToken: record?.token ?? 0n,
+      expiresInMs: left,
+    });
+  }
+  return { holders, limit };
+}
+
+/**
+ * Force-release of the registry: removes every entry, live or stale, and
+ * wakes the key's waiters. Each holder's token is already below the fence
+ * (its record reached the fence when it left the gate after joining). Its
+ * next mtime refresh finds its entry gone (`host.lost`), and its release
+ * removes nothing: the name was unique to it. Resolves with the number of
+ * live holders evicted.
+ */
+export async function evictRegistry(store: Store, files: KeyFiles): Promise<number> {
+  const { io } = store;
+  const entries = await readEntries(io, files);
+  let live = 0;
+  for (const { path, entry, stats } of entries) {
+    const removed = await removeEntryAt(io, path);
+    store.freshness.forget(path);
+    if (removed && wallClockLeft(stats.mtimeMs, entry.staleMs) > 0) live++;
+  }
+  if (entries.length > 0) await ringDoorbell(io, files);
+  return live;
 }
 
 /**

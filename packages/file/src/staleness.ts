@@ -67,3 +67,12 @@ export class Freshness {
     this.#seen.delete(path);
   }
 }
+
+/**
+ * For `inspect` and force-release, which take no lock and keep no
+ * observation: the ms until a lock whose mtime is `mtimeMs` goes stale by the
+ * wall clock (at most `staleMs`, for an mtime in the future); 0 or less once it has.
+ */
+export function wallClockLeft(mtimeMs: number, staleMs: number): number {
+  return Math.min(staleMs, Math.round(staleMs - (Date.now() - mtimeMs)));
+}

@@ -13,10 +13,9 @@ import { waitFor } from "@locks/testkit";
 import { check, lock } from "proper-lockfile";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { fileBackend } from "../src/index.js";
-import { keyFiles } from "../src/names.js";
 import { CONFIRM_MS } from "../src/staleness.js";
 import { MIN_STALE_MS } from "../src/store.js";
-import { faketime, randomNamespace, startWorkers, tempDirectory } from "./helpers.js";
+import { faketime, filesOf, randomNamespace, startWorkers, tempDirectory } from "./helpers.js";
 
 const dir = tempDirectory("faults");
 afterAll(() => dir.remove());
@@ -239,7 +238,7 @@ describe("wall-clock steps (proper-lockfile PR #109)", () => {
     // The holder ran an hour ahead of this process: seen from here, the clock was set back.
     const [holder] = await startWorkers(1, { directory: dir.path, namespace, clockOffsetMs: HOUR });
     await holder!.acquire("back", { ttlMs: TTL });
-    const gate = keyFiles(dir.path, namespace, "back").gate;
+    const gate = filesOf(dir.path, namespace, "back").gate;
     // Wait for a refresh written with the holder's clock.
     await waitFor(() => statSync(gate).mtimeMs > Date.now() + HOUR / 2, {
       message: "an mtime refresh from the shifted clock",

@@ -29,10 +29,9 @@ import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { bootId } from "../src/boot.js";
 import { RESERVE_BLOCK } from "../src/fence.js";
 import { type FileBackendOptions, fileBackend } from "../src/index.js";
-import { keyFiles } from "../src/names.js";
 import { encodeRecord, parseRecord } from "../src/record.js";
 import { MIN_STALE_MS } from "../src/store.js";
-import { randomNamespace, startWorkers, tempDirectory } from "./helpers.js";
+import { filesOf, randomNamespace, startWorkers, tempDirectory } from "./helpers.js";
 
 const dir = tempDirectory("unit");
 afterAll(() => dir.remove());
@@ -84,7 +83,7 @@ describe("keys and file names", () => {
       leases.push(lease!);
     }
     // Case variants, Unicode normal forms and long keys are all distinct files.
-    const stems = new Set(keys.map((k) => keyFiles(lockDir, "ns", k).stem));
+    const stems = new Set(keys.map((k) => filesOf(lockDir, "ns", k).stem));
     expect(stems.size).toBe(keys.length);
     // Nothing was created next to the lock directory, and everything in it is ours.
     expect(readdirSync(root)).toEqual(["locks"]);
@@ -121,8 +120,8 @@ describe("keys and file names", () => {
   });
 
   it("namespaces are part of the name", () => {
-    expect(keyFiles(dir.path, "a:b", "c").stem).not.toBe(keyFiles(dir.path, "a", "b:c").stem);
-    expect(keyFiles(dir.path, "a", "k").stem).toBe(keyFiles(dir.path, "a", "k").stem);
+    expect(filesOf(dir.path, "a:b", "c").stem).not.toBe(filesOf(dir.path, "a", "b:c").stem);
+    expect(filesOf(dir.path, "a", "k").stem).toBe(filesOf(dir.path, "a", "k").stem);
   });
 });
 
@@ -197,7 +196,7 @@ describe("the gate", () => {
   it("holds exactly one owner record while held, and nothing is left after release", async () => {
     const namespace = randomNamespace();
     const locks = client(namespace);
-    const files = keyFiles(dir.path, namespace, "one");
+    const files = filesOf(dir.path, namespace, "one");
     const lease = await locks.acquire("one");
     const entries = readdirSync(files.gate);
     expect(entries).toHaveLength(1);
@@ -212,7 +211,7 @@ describe("the gate", () => {
 
   it("an empty gate left by a process that died creating or releasing it is removed once stale", async () => {
     const namespace = randomNamespace();
-    const files = keyFiles(dir.path, namespace, "empty");
+    const files = filesOf(dir.path, namespace, "empty");
     mkdirSync(dirname(files.gate), { recursive: true });
     mkdirSync(files.gate);
     const locks = client(namespace);
@@ -234,7 +233,7 @@ describe("the gate", () => {
     ];
     for (const [what, plant] of cases) {
       const key = what.replace(/ /g, "-");
-      plant(keyFiles(dir.path, namespace, key).gate);
+      plant(filesOf(dir.path, namespace, key).gate);
       expect(await locks.tryAcquire(key).catch((e) => e.code), what).toBe("BACKEND_UNAVAILABLE");
       // Refused at the first attempt, not polled until the timeout.
       const started = performance.now();
@@ -242,7 +241,7 @@ describe("the gate", () => {
       expect(refused.code, what).toBe("BACKEND_UNAVAILABLE");
       expect(String(refused.message), what).toMatch(/not a directory this backend made/);
       expect(performance.now() - started, what).toBeLessThan(10_000);
-      unlinkSync(keyFiles(dir.path, namespace, key).gate);
+      unlinkSync(filesOf(dir.path, namespace, key).gate);
       await (await locks.acquire(key, { timeoutMs: 10_000 })).release();
     }
   });
@@ -267,12 +266,13 @@ describe("the gate", () => {
     const namespace = randomNamespace();
     const locks = client(namespace);
     const b = backend();
-    expect(await b.inspect!(namespace, "seen")).toEqual({ held: false, holders: [] });
+    const ref = (key: string) => createRequest({ key, namespace });
+    expect(await b.inspect!(ref("seen"))).toEqual({ holders: [] });
     const lease = await locks.acquire("seen", { ttlMs: 5_000 });
-    const status = await b.inspect!(namespace, "seen");
-    expect(status.held).toBe(true);
+    const status = await b.inspect!(ref("seen"));
     expect(status.holders).toHaveLength(1);
     expect(status.holders[0]).toMatchObject({
+      holder: undefined,
       mode: "exclusive",
       fencingToken: lease.fencingToken,
     });
@@ -281,7 +281,7 @@ describe("the gate", () => {
       await locks.acquire("shared", { mode: "shared" }),
       await locks.acquire("shared", { mode: "shared" }),
     ];
-    expect((await b.inspect!(namespace, "shared")).holders.map((h) => h.mode)).toEqual([
+    expect((await b.inspect!(ref("shared"))).holders.map((h) => h.mode)).toEqual([
       "shared",
       "shared",
     ]);
@@ -292,7 +292,7 @@ describe("the gate", () => {
     const namespace = randomNamespace();
     const locks = client(namespace);
     const lease = await locks.acquire("taken", { ttlMs: 60_000 });
-    const files = keyFiles(dir.path, namespace, "taken");
+    const files = filesOf(dir.path, namespace, "taken");
     // What a takeover does: claim the record (rename it to the fence), remove the empty gate.
     const [record] = readdirSync(files.gate);
     renameSync(join(files.gate, record!), files.fence);
@@ -313,7 +313,7 @@ describe("the gate", () => {
     const granted = await a.tryAcquire(request);
     expect(granted.granted).toBe(true);
     const hold = granted.granted ? granted.hold : undefined;
-    const { gate } = keyFiles(dir.path, namespace, "unextended");
+    const { gate } = filesOf(dir.path, namespace, "unextended");
     // Refreshed once a second until the TTL, then the refresh ends the hold.
     await waitFor(() => !existsSync(gate), { message: "the gate removed", timeoutMs: 10_000 });
     expect(await a.extend(request, hold, MIN_STALE_MS)).toBe(false);
@@ -357,14 +357,14 @@ describe("fencing counter", () => {
       last = lease.fencingToken;
       await locks.close();
     }
-    const files = keyFiles(dir.path, namespace, "restart");
+    const files = filesOf(dir.path, namespace, "restart");
     // A durable reservation covers every token granted so far.
     expect(BigInt(readFileSync(files.reserve, "utf8").trim()) >= last).toBe(true);
   });
 
   it("after a reboot (another boot id) counting restarts above the durable reservation", async () => {
     const namespace = randomNamespace();
-    const files = keyFiles(dir.path, namespace, "reboot");
+    const files = filesOf(dir.path, namespace, "reboot");
     const locks = client(namespace);
     await (await locks.acquire("reboot")).release();
     // What a crash could leave: a fence written before the reboot that lost later grants.
@@ -379,6 +379,7 @@ describe("fencing counter", () => {
         registry: false,
         pid: 1,
         purpose: "x",
+        holder: undefined,
       }),
       files.fence,
     );
@@ -392,7 +393,7 @@ describe("fencing counter", () => {
 
   it("reserves a block of tokens durably, not one fsync per grant", async () => {
     const namespace = randomNamespace();
-    const files = keyFiles(dir.path, namespace, "block");
+    const files = filesOf(dir.path, namespace, "block");
     const locks = client(namespace);
     const first = await locks.acquire("block");
     await first.release();

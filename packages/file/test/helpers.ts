@@ -2,7 +2,9 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createRequest } from "@locks/core/backend";
 import { LockChild } from "@locks/testkit";
+import { type KeyFiles, keyFiles } from "../src/names.js";
 
 /** A fresh lock directory under the system's temp directory; removed by the returned function. */
 export function tempDirectory(label: string): { path: string; remove: () => void } {
@@ -42,4 +44,9 @@ export function startWorkers(n: number, options: WorkerOptions): Promise<LockChi
     setup,
     ...(options.clockOffsetMs === undefined ? {} : { clockOffsetMs: options.clockOffsetMs }),
   });
+}
+
+/** The files of `key` of `namespace` under `directory`, as the backend names them. */
+export function filesOf(directory: string, namespace: string, key: string): KeyFiles {
+  return keyFiles(directory, createRequest({ key, namespace }));
 }

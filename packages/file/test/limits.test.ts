@@ -4,6 +4,7 @@
  * and inspect() reports every holder's real mode and the key's limit.
  */
 import { createLocks, type Locks } from "@locks/core";
+import { createRequest } from "@locks/core/backend";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { fileBackend } from "../src/index.js";
 import { randomNamespace, tempDirectory } from "./helpers.js";
@@ -105,11 +106,11 @@ describe("inspect()", () => {
     const [a, b] = [client(namespace), client(namespace)];
     const backend = fileBackend({ directory: dir.path });
     onTestFinished(() => backend.close());
-    expect(await backend.inspect!(namespace, "pool")).toEqual({ held: false, holders: [] });
+    const ref = (key: string) => createRequest({ key, namespace });
+    expect(await backend.inspect!(ref("pool"))).toEqual({ holders: [] });
 
     const slots = [await a.acquire("pool", { limit: 2 }), await b.acquire("pool", { limit: 2 })];
-    const pool = await backend.inspect!(namespace, "pool");
-    expect(pool.held).toBe(true);
+    const pool = await backend.inspect!(ref("pool"));
     expect(pool.limit).toBe(2);
     expect(pool.holders.map((h) => h.mode)).toEqual(["exclusive", "exclusive"]);
     await Promise.all(slots.map((s) => s.release()));
@@ -118,14 +119,14 @@ describe("inspect()", () => {
       await a.acquire("doc", { mode: "shared" }),
       await b.acquire("doc", { mode: "shared" }),
     ];
-    const doc = await backend.inspect!(namespace, "doc");
-    expect(doc).toMatchObject({ held: true, limit: 1 });
+    const doc = await backend.inspect!(ref("doc"));
+    expect(doc).toMatchObject({ limit: 1 });
     expect(doc.holders.map((h) => h.mode)).toEqual(["shared", "shared"]);
     await Promise.all(readers.map((r) => r.release()));
 
     const writer = await a.acquire("doc");
-    const one = await backend.inspect!(namespace, "doc");
-    expect(one).toMatchObject({ held: true, limit: 1 });
+    const one = await backend.inspect!(ref("doc"));
+    expect(one).toMatchObject({ limit: 1 });
     expect(one.holders).toEqual([
       expect.objectContaining({ mode: "exclusive", fencingToken: writer.fencingToken }),
     ]);
