@@ -1,28 +1,27 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { hostname, tmpdir } from "node:os";
-import { join } from "node:path";
-import { pathToFileURL } from "node:url";
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import { createLocks } from "@locks/core";
-import { fileBackend } from "@locks/file";
-import { afterAll, describe, expect, it } from "vitest";
+import { redisBackend } from "@locks/redis";
+import { describe, expect, inject, it } from "vitest";
 import { holdCommand, locksCli, nodeCommand } from "./spawn.js";
 
-const scratch = mkdtempSync(join(tmpdir(), "locks-cli-holders-"));
-afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+/** `--backend` and a fresh `--namespace` on `url`. */
+function where(url: string): string[] {
+  return ["--backend", url, "--namespace", `ns-${randomBytes(6).toString("hex")}`];
+}
 
-/** `locks` for one test, with lock files in a fresh directory, and a client of the same store in this process. */
+/** `locks` for one test on the Redis server, in a fresh namespace, and a client of it in this process. */
 function setup(onTestFinished: (fn: () => Promise<void>) => void) {
-  const directory = mkdtempSync(join(scratch, "dir-"));
   const cli = locksCli(onTestFinished);
-  const where = ["--backend", pathToFileURL(directory).href];
-  const viewer = createLocks(fileBackend({ directory }));
+  const target = where(inject("redisUrl"));
+  const viewer = createLocks(redisBackend({ url: inject("redisUrl") }), { namespace: target[3] });
   onTestFinished(() => viewer.close());
   return {
     cli,
     viewer,
-    run: (args: string[]) => ["run", ...where, ...args],
-    status: (args: string[]) => ["status", ...where, ...args],
-    release: (args: string[]) => ["release", ...where, ...args],
+    run: (args: string[]) => ["run", ...target, ...args],
+    status: (args: string[]) => ["status", ...target, ...args],
+    release: (args: string[]) => ["release", ...target, ...args],
   };
 }
 
@@ -36,7 +35,7 @@ function readyToken(stdout: string): bigint {
 /** A command that prints its LOCKS_FENCING_TOKEN and exits. */
 const printToken = nodeCommand("console.log(process.env.LOCKS_FENCING_TOKEN)");
 
-describe("holder labels, --min-hold and release --force (file backend)", () => {
+describe("holder labels, --min-hold and release --force (redis unless named)", () => {
   it("status shows each holder's label: --holder, or host:pid of locks by default", async ({
     onTestFinished,
   }) => {
@@ -97,7 +96,7 @@ describe("holder labels, --min-hold and release --force (file backend)", () => {
     onTestFinished,
   }) => {
     const { cli, run, release } = setup(onTestFinished);
-    const evicted = cli.start(run(["--ttl", "3s", "k", "--", ...holdCommand()]));
+    const evicted = cli.start(run(["--ttl", "2s", "k", "--", ...holdCommand()]));
     await evicted.waitForOutput("ready");
     const freed = await cli.run(release(["--force", "k"]));
     expect(freed.code, freed.stderr).toBe(0);
@@ -118,5 +117,24 @@ describe("holder labels, --min-hold and release --force (file backend)", () => {
     expect(notHeld.code, notHeld.stderr).toBe(1);
     expect(notHeld.stdout).toMatch(/^not held: "k" \(/);
     expect(quiet).toMatchObject({ code: 1, stdout: "", stderr: "" });
+  });
+
+  it("--min-hold on a backend without TTL (mysql): locks stays, holding the key, until the hold is over or a signal", async ({
+    onTestFinished,
+  }) => {
+    const cli = locksCli(onTestFinished);
+    const mysql = where(inject("mysqlUrl"));
+    const job = cli.start(["run", ...mysql, "-v", "--min-hold", "5m", "k", "--", "true"]);
+    await job.waitForOutput('keeping "k" held for', "stderr");
+    const held = await cli.run(["status", ...mysql, "k"]);
+    expect(held.code, held.stderr).toBe(1);
+    expect(held.stdout).toContain(`holder ${hostname()}:${job.process.pid}, exclusive`);
+    expect(held.stdout).toContain("no TTL");
+    job.process.kill("SIGTERM");
+    const ended = await job.ended;
+    expect(ended.code, ended.stderr).toBe(0);
+    expect(ended.stderr).toContain('SIGTERM during --min-hold: "k" is freed now');
+    const free = await cli.run(["status", ...mysql, "k"]);
+    expect(free.code, free.stdout).toBe(0);
   });
 });
