@@ -221,6 +221,61 @@ describe("redlock faults", () => {
   });
 });
 
+describe("redlock forceRelease", () => {
+  it("frees the key on every member: the next token is higher, the evicted lease is lost at its next extension, a waiter is woken", async () => {
+    const servers = await group(5);
+    const members = servers.map((s) => s.url);
+    const ns = freshNamespace();
+    const [a, b, c] = [locksOver(members, ns), locksOver(members, ns), locksOver(members, ns)];
+    const evicted = await a.acquire("k", { holder: "old", ttlMs: 1_500 });
+    const waiting = c.acquire("k", { holder: "waiter", timeoutMs: 10_000 });
+    expect(await b.forceRelease("k")).toBe(true);
+    const next = await waiting;
+    expect(next.fencingToken).toBeGreaterThan(evicted.fencingToken);
+    await waitFor(() => evicted.signal.aborted, { timeoutMs: 10_000 });
+    expect((evicted.signal.reason as { code?: string }).code).toBe("LOCK_LOST");
+    expect((await b.inspect("k")).holders.map((h) => h.holder)).toEqual(["waiter"]);
+    await next.release();
+    expect(await b.forceRelease("k")).toBe(false);
+  });
+
+  it("needs a majority of members: with 2 of 5 unreachable it frees the key; with 3, BACKEND_UNAVAILABLE (the members reached are freed)", async () => {
+    const servers = await group(5);
+    const members = servers.map((s) => s.url);
+    const ns = freshNamespace();
+    const holder = locksOver(members, ns);
+    const admin = createLocks(redisBackend({ urls: members, commandTimeoutMs: 300 }), {
+      namespace: ns,
+    });
+    onTestFinished(() => admin.close());
+    const layout = keyLayout(keyDigest(ns, "k"));
+    const first = await holder.acquire("k", { ttlMs: 30_000 });
+    // Connected to every member first: a connection made to a silent member waits longer.
+    await admin.inspect("k");
+    servers[0]!.pause();
+    servers[1]!.pause();
+    expect(await admin.forceRelease("k")).toBe(true);
+    for (const s of servers.slice(2)) {
+      expect(await rawClient(s.url).exists(layout.exclusive)).toBe(0);
+    }
+    // Three of five refuse its extension: it no longer has a majority.
+    expect(await codeOf(first.extend())).toBe("LOCK_LOST");
+    servers[0]!.resume();
+    servers[1]!.resume();
+    const second = await holder.acquire("k", { ttlMs: 30_000, timeoutMs: 5_000 });
+    expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+    await admin.inspect("k");
+    for (const s of servers.slice(0, 3)) s.pause();
+    // A command sent to a silent member may still run when it is back: the outcome is unknown.
+    expect(await codeOf(admin.forceRelease("k"))).toBe("BACKEND_UNAVAILABLE");
+    for (const s of servers.slice(3)) {
+      expect(await rawClient(s.url).exists(layout.exclusive)).toBe(0);
+    }
+    for (const s of servers.slice(0, 3)) s.resume();
+    await second.release();
+  });
+});
+
 describe("redlock specifics", () => {
   it("inspect: the holders a majority agrees on, with their mode and the key's limit", async () => {
     const ns = freshNamespace();
@@ -242,6 +297,46 @@ describe("redlock specifics", () => {
     );
     await Promise.all(readers.map((r) => r.release()));
     expect(await locks.inspect("k")).toEqual(free);
+  });
+
+  it("inspect lists a holder only when a majority of members list it, with its label and the token most of them report", async () => {
+    const ns = freshNamespace();
+    const [a, b] = [locksOver(urls, ns), locksOver(urls, ns)];
+    // A holder on one member only (a single-server client of the same namespace): not a Redlock holder.
+    const single = createLocks(redisBackend({ url: urls[0]! }), { namespace: ns });
+    onTestFinished(() => single.close());
+    const minority = await single.acquire("k", { holder: "minority" });
+    expect((await b.inspect("k")).holders).toEqual([]);
+    await minority.release();
+    const label = `a "quoted"\nlabel 🔒`;
+    const lease = await a.acquire("k", { holder: label });
+    expect(await b.inspect("k")).toEqual({
+      key: "k",
+      limit: 1,
+      holders: [
+        {
+          holder: label,
+          mode: "exclusive",
+          fencingToken: lease.fencingToken,
+          expiresAt: expect.any(Number),
+        },
+      ],
+    });
+    await lease.release();
+    // Counters that diverged: a reader's token is written back into its details on the members
+    // that lag (also those that grant after the decision), so they agree on the grant's token.
+    const layout = keyLayout(keyDigest(ns, "r"));
+    await rawClient(urls[0]!).set(layout.fence, "100");
+    await rawClient(urls[1]!).set(layout.fence, "50");
+    const reader = await a.acquire("r", { mode: "shared", holder: "reader" });
+    await waitFor(async () => {
+      const counters = await Promise.all(urls.map((u) => rawClient(u).get(layout.fence)));
+      return counters.every((c) => BigInt(c ?? 0) >= reader.fencingToken);
+    });
+    expect((await b.inspect("r")).holders.map((h) => [h.holder, h.mode, h.fencingToken])).toEqual([
+      ["reader", "shared", reader.fencingToken],
+    ]);
+    await reader.release();
   });
 
   it("a key its members' holders took with another limit is refused with limitMismatch", async () => {
