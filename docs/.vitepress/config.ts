@@ -67,6 +67,7 @@ export default defineConfig({
           { text: "Benchmarks", link: "/guide/benchmarks" },
           { text: "Reliability under faults", link: "/guide/reliability" },
           { text: "Observability", link: "/guide/observability" },
+          { text: "The Web Locks API", link: "/guide/web-locks" },
         ],
       },
       {
