@@ -163,8 +163,25 @@ export class KeyElection implements Election {
  * `signal` aborts. A backend outage while campaigning is waited out (with
  * back-off); `fn` throwing while it still leads rejects `lead` (a bug in
  * `fn` should not be retried forever), after leadership was lost it does not.
+ * It keeps the process alive until it returns.
  */
 export async function leadLoop(
+  election: Election,
+  fn: (term: Lease) => unknown,
+  signal: AbortSignal | undefined,
+  closed: AbortSignal,
+): Promise<void> {
+  // A service that leads runs until told to stop: while `fn` waits on its term (whose timers are
+  // unref'd), nothing else may keep a process over a socketless backend (file, thread) alive.
+  const keepAlive = setInterval(() => {}, 2 ** 30);
+  try {
+    await leadTerms(election, fn, signal, closed);
+  } finally {
+    clearInterval(keepAlive);
+  }
+}
+
+async function leadTerms(
   election: Election,
   fn: (term: Lease) => unknown,
   signal: AbortSignal | undefined,

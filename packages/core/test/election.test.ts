@@ -93,4 +93,24 @@ describe("election and lead, in the core", () => {
     });
     await locks.close();
   });
+
+  it("lead() keeps the process alive while it runs, over a backend with no socket", async () => {
+    const locks = createLocks(memoryBackend(), { namespace: namespace() });
+    const timers = (): number =>
+      process.getActiveResourcesInfo().filter((kind) => kind === "Timeout").length;
+    const before = timers();
+    const stop = new AbortController();
+    let during = -1;
+    await locks.lead(
+      "alive",
+      () => {
+        during = timers();
+        stop.abort();
+      },
+      { signal: stop.signal },
+    );
+    expect(during).toBeGreaterThan(before);
+    expect(timers()).toBe(before);
+    await locks.close();
+  });
 });
