@@ -42,7 +42,9 @@ export interface LockManagerRequestOptions {
 
 /** One held or pending request, as listed by {@link LockManager.query}. */
 export interface LockInfo {
+  /** The name given to `request`. */
   name: string;
+  /** The requested mode. */
   mode: LockMode;
   /** The `clientId` of the manager that made the request. */
   clientId: string;
@@ -50,7 +52,9 @@ export interface LockInfo {
 
 /** What {@link LockManager.query} returns. */
 export interface LockManagerSnapshot {
+  /** Granted requests whose lease is held, in the order granted. */
   held: LockInfo[];
+  /** Requests waiting in a manager's queue or for their lease, in the order made. */
   pending: LockInfo[];
 }
 
@@ -140,6 +144,7 @@ class WebLockManager implements LockManager {
       peers = new Set();
       managers.set(locks.backend, peers);
     }
+    for (const ref of peers) if (ref.deref() === undefined) peers.delete(ref);
     peers.add(new WeakRef(this));
     this.#peers = peers;
   }

@@ -1,9 +1,20 @@
 import { describe, expect, it } from "vitest";
 import { createLockManager, createLocks } from "../src/index.js";
 import { memoryBackend } from "./memory-backend.js";
+import { recorded } from "./unit/backend.js";
 import { webLocksTests } from "./web-locks-wpt.js";
 
 webLocksTests({ name: "memory", open: (options) => createLocks(memoryBackend(), options) });
+
+/** The rejection reason of `promise` (fails the test if it resolves). */
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error("expected a rejection, the promise resolved");
+}
 
 describe("createLockManager", () => {
   it("refuses anything but a Locks client", () => {
@@ -12,5 +23,52 @@ describe("createLockManager", () => {
         expect.objectContaining({ code: "INVALID_ARGUMENT" }),
       );
     }
+  });
+
+  it("managers over one backend instance and namespace see each other: query() lists both, a steal evicts at once", async () => {
+    const backend = memoryBackend();
+    const namespace = `wl-${Math.random()}`;
+    const a = createLocks(backend, { namespace });
+    const b = createLocks(backend, { namespace });
+    const other = createLocks(backend, { namespace: `${namespace}-other` });
+    const [ma, mb, mo] = [a, b, other].map(createLockManager) as [
+      ReturnType<typeof createLockManager>,
+      ReturnType<typeof createLockManager>,
+      ReturnType<typeof createLockManager>,
+    ];
+    let granted!: () => void;
+    const held = new Promise<void>((r) => {
+      granted = r;
+    });
+    const victim = rejection(
+      ma.request("res", () => {
+        granted();
+        return new Promise(() => {});
+      }),
+    );
+    await held;
+    // Another namespace is another lock, and another snapshot.
+    expect(await mo.request("res", { ifAvailable: true }, (lock) => lock !== null)).toBe(true);
+    expect((await mo.query()).held).toEqual([]);
+    expect((await mb.query()).held).toEqual([
+      { name: "res", mode: "exclusive", clientId: ma.clientId },
+    ]);
+    const stolen = mb.request("res", { steal: true }, () => "mine");
+    const error = (await victim) as DOMException;
+    expect(error.name).toBe("AbortError");
+    expect(error.cause).toBeUndefined(); // evicted by the thief's manager itself, not through the backend
+    expect(await stolen).toBe("mine");
+    await Promise.all([a.close(), b.close(), other.close()]);
+  });
+
+  it("shared mode over a backend without the shared capability rejects with INVALID_ARGUMENT", async () => {
+    const locks = createLocks(recorded());
+    const manager = createLockManager(locks);
+    const error = await rejection(manager.request("res", { mode: "shared" }, () => 1));
+    expect(error).toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect(await manager.request("res", () => "exclusive still works")).toBe(
+      "exclusive still works",
+    );
+    await locks.close();
   });
 });
