@@ -1,6 +1,6 @@
 import { fileURLToPath } from "node:url";
 import { createLocks } from "@locks/core";
-import { keyDigest } from "@locks/core/backend";
+import { createRequest, keyDigest } from "@locks/core/backend";
 import { runConformanceSuite } from "@locks/core/conformance";
 import { startRedisCluster, waitFor } from "@locks/testkit";
 import { Cluster } from "ioredis";
@@ -69,6 +69,34 @@ describe("cluster specifics", () => {
       expect(next.fencingToken).toBeGreaterThan(held.fencingToken);
       await next.release();
     }
+  });
+
+  it("labels round-trip through the slot's node, and forceRelease wakes waiters through sharded pub/sub", async () => {
+    const ns = freshNamespace();
+    const [a, b] = [
+      createLocks(clusterBackend(nodes), { namespace: ns }),
+      createLocks(clusterBackend(nodes), { namespace: ns }),
+    ];
+    const watcher = clusterBackend(nodes);
+    onTestFinished(() =>
+      Promise.all([a.close(), b.close(), watcher.close()]).then(() => undefined),
+    );
+    const label = `"{tag}" \n 🔒`;
+    const evicted = await a.acquire("k", { holder: label, ttlMs: 60_000 });
+    expect((await b.inspect("k")).holders.map((h) => [h.holder, h.fencingToken])).toEqual([
+      [label, evicted.fencingToken],
+    ]);
+    // Woken only by a notification: the watcher never polls.
+    let woken = 0;
+    await watcher.subscribe!(createRequest({ key: "k", namespace: ns }), () => {
+      woken++;
+    });
+    expect(await b.forceRelease("k")).toBe(true);
+    await waitFor(() => woken === 1, { timeoutMs: 5_000 });
+    const next = await b.acquire("k");
+    expect(next.fencingToken).toBeGreaterThan(evicted.fencingToken);
+    await next.release();
+    expect(await b.forceRelease("k")).toBe(false);
   });
 
   it("refuses a limit other than the holders', and inspect reports the key's limit (plain and fair)", async () => {
