@@ -20,7 +20,6 @@ import {
   STATE,
   TableView,
   WAITERS,
-  WAITING_WRITER,
   WRITERS,
 } from "./table.js";
 
@@ -148,7 +147,7 @@ export class TableBackend implements Backend<TableHold> {
       const table = this.#table;
       if (!table.latch(ref.bucket)) await table.latchLater(ref.bucket);
       writer = table.entry(ref, true);
-      if (writer >= 0) record = table.bindRecord(writer, WAITING_WRITER, 0n, undefined);
+      if (writer >= 0) record = table.bindWriter(writer);
       if (record >= 0) words[writer + WRITERS]!++;
       else if (writer >= 0) table.unbindIfIdle(writer);
       table.unlatch(ref.bucket);
@@ -211,7 +210,7 @@ export class TableBackend implements Backend<TableHold> {
     if (!table.latch(ref.bucket)) await table.latchLater(ref.bucket);
     const entry = table.entry(ref, false);
     const freed =
-      entry < 0 ? 0 : table.evict(ref.bucket, (e, kind) => e === entry && kind !== WAITING_WRITER);
+      entry < 0 ? 0 : table.evict(ref.bucket, (e, _owner, writer) => e === entry && !writer);
     table.unlatch(ref.bucket);
     if (freed === 0) return false;
     table.evicted();
@@ -303,7 +302,7 @@ export class TableBackend implements Backend<TableHold> {
     const table = this.#table;
     if (!table.latch(bucket)) await table.latchLater(bucket);
     const words = this.#words;
-    table.freeRecord(record);
+    table.freeWriter(record);
     const opened = --words[entry + WRITERS]! === 0 && words[entry + STATE]! <= 0;
     table.unbindIfIdle(entry);
     table.unlatch(bucket);

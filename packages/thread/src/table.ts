@@ -29,8 +29,9 @@ export interface SharedLockTableOptions {
   /**
    * Number of hold records (default 4096, at most 1 048 576), 288 bytes each:
    * one per grant while it is held (its thread, mode, fencing token and
-   * holder label) and one per writer waiting for a key. When all are in use,
-   * a further grant waits until one is freed.
+   * holder label). When all are in use,
+   * a further grant waits until one is freed. The table also has as many
+   * waiting-writer records, 8 bytes each.
    */
   holds?: number;
 }
@@ -86,13 +87,13 @@ const ENTRIES = (BUCKET_WORDS - FIRST_ENTRY) / ENTRY_WORDS;
 const LIMIT_BYTES = 8;
 
 /*
- * After the limits, the hold records, 288 bytes each: one per hold and per
- * waiting writer, so that any thread can read who holds a key, and the thread
- * that started a worker can free what it held once it is dead.
+ * After the limits, the hold records, 288 bytes each: one per hold, so that
+ * any thread can read who holds a key, and the thread that started a worker
+ * can free what it held once it is dead.
  *   R_OWNER  0 free; else threadId + 1 of the thread that took the record (one compareExchange)
  *   R_ENTRY  index + 1 of the entry's first word it is bound to (0: taken, not bound yet);
  *            bound and unbound only under that entry's bucket latch
- *   R_KIND   HOLD_EXCLUSIVE, HOLD_SHARED or WAITING_WRITER
+ *   R_KIND   HOLD_EXCLUSIVE or HOLD_SHARED
  *   R_LABEL  the holder label's length in UTF-8 bytes, -1 without one
  *   bytes 16-23  the grant's fencing token (BigInt64; 0 once freed)
  *   bytes 32-287 the label (up to 256 UTF-8 bytes, the most the core accepts)
@@ -108,10 +109,20 @@ const LABEL_OFFSET = 32;
 const LABEL_BYTES = 256;
 export const HOLD_EXCLUSIVE = 1;
 export const HOLD_SHARED = 2;
-export const WAITING_WRITER = 3;
+
+/*
+ * After the hold records, as many waiting-writer records, 2 Int32 words each:
+ * W_OWNER (as R_OWNER) and W_ENTRY (as R_ENTRY). Apart from the hold
+ * records, so that a waiting writer never takes the record its own grant
+ * needs. A writer finding none free waits without stopping new readers.
+ */
+const WRITER_WORDS = 2;
+const W_OWNER = 0;
+const W_ENTRY = 1;
 
 function tableBytes(slots: number, holds: number): number {
-  return HEADER_BYTES + slots * (BUCKET_WORDS * 4 + ENTRIES * LIMIT_BYTES) + holds * RECORD_BYTES;
+  const buckets = slots * (BUCKET_WORDS * 4 + ENTRIES * LIMIT_BYTES);
+  return HEADER_BYTES + buckets + holds * (RECORD_BYTES + WRITER_WORDS * 4);
 }
 
 const parseOptions = defineOptions({
@@ -173,11 +184,14 @@ export class TableView {
   readonly records: Int32Array;
   readonly tokens: BigInt64Array;
   readonly bytes: Uint8Array;
+  /** The waiting-writer records (see WRITER_WORDS). */
+  readonly writers: Int32Array;
   readonly holds: number;
   /** This thread's mark in latches and records: its threadId + 1 (never 0). */
   readonly me = threadId + 1;
   /** Where this thread looks for a free record next (its own cursor: no shared word to contend on). */
   #cursor: number;
+  #writerCursor: number;
 
   constructor(table: SharedLockTable) {
     const wordCount = table.slots * BUCKET_WORDS;
@@ -190,10 +204,13 @@ export class TableView {
     this.records = new Int32Array(table.buffer, recordsAt, table.holds * RECORD_WORDS);
     this.tokens = new BigInt64Array(table.buffer, recordsAt, (table.holds * RECORD_BYTES) / 8);
     this.bytes = new Uint8Array(table.buffer, recordsAt, table.holds * RECORD_BYTES);
+    const writersAt = recordsAt + table.holds * RECORD_BYTES;
+    this.writers = new Int32Array(table.buffer, writersAt, table.holds * WRITER_WORDS);
     this.slots = table.slots;
     this.holds = table.holds;
     // Threads start apart in the records, so that they rarely try the same one.
     this.#cursor = (threadId * 61) % table.holds;
+    this.#writerCursor = this.#cursor;
   }
 
   /** The bucket and 64-bit fingerprint of a scoped key (`scopedKey(namespace, key)`), the same in every thread. */
@@ -270,17 +287,9 @@ export class TableView {
    */
   bindRecord(entry: number, kind: number, token: bigint, label: string | undefined): number {
     const records = this.records;
-    const count = this.holds;
-    let record = -1;
-    for (let i = 0; i < count; i++) {
-      const at = this.#cursor;
-      this.#cursor = at + 1 === count ? 0 : at + 1;
-      if (Atomics.compareExchange(records, at * RECORD_WORDS + R_OWNER, 0, this.me) === 0) {
-        record = at;
-        break;
-      }
-    }
+    const record = this.#reserve(records, RECORD_WORDS, this.#cursor);
     if (record < 0) return -1;
+    this.#cursor = record + 1 === this.holds ? 0 : record + 1;
     const base = record * RECORD_WORDS;
     records[base + R_KIND] = kind;
     Atomics.store(this.tokens, (record * RECORD_BYTES) / 8 + R_TOKEN, token);
@@ -292,6 +301,30 @@ export class TableView {
     }
     Atomics.store(records, base + R_ENTRY, entry + 1);
     return record;
+  }
+
+  /** Under the entry's latch: a waiting-writer record of this thread bound to `entry`, or -1 when none is free. */
+  bindWriter(entry: number): number {
+    const record = this.#reserve(this.writers, WRITER_WORDS, this.#writerCursor);
+    if (record < 0) return -1;
+    this.#writerCursor = record + 1 === this.holds ? 0 : record + 1;
+    Atomics.store(this.writers, record * WRITER_WORDS + W_ENTRY, entry + 1);
+    return record;
+  }
+
+  /** Under the latch of the entry it is bound to: frees a waiting-writer record. */
+  freeWriter(record: number): void {
+    Atomics.store(this.writers, record * WRITER_WORDS + W_ENTRY, 0);
+    Atomics.store(this.writers, record * WRITER_WORDS + W_OWNER, 0);
+  }
+
+  /** Takes the first free record from `from` on, for this thread (one compareExchange each); -1 when none. */
+  #reserve(records: Int32Array, words: number, from: number): number {
+    const count = this.holds;
+    for (let i = 0, at = from; i < count; i++, at = at + 1 === count ? 0 : at + 1) {
+      if (Atomics.compareExchange(records, at * words, 0, this.me) === 0) return at;
+    }
+    return -1;
   }
 
   /** Under the latch of the entry it is bound to (or unbound): frees the record. */
@@ -307,14 +340,23 @@ export class TableView {
     return Atomics.load(this.tokens, (record * RECORD_BYTES) / 8 + R_TOKEN) === token;
   }
 
-  /** The entry a record is bound to, its kind and owner mark (entry -1: not bound). */
-  recordOf(record: number): { entry: number; kind: number; owner: number } {
-    const base = record * RECORD_WORDS;
-    return {
-      entry: Atomics.load(this.records, base + R_ENTRY) - 1,
-      kind: this.records[base + R_KIND]!,
-      owner: Atomics.load(this.records, base + R_OWNER),
-    };
+  /**
+   * Calls `each` with every hold record (`writer` false) and waiting-writer
+   * record (`writer` true) that is taken: the entry it is bound to (-1: not
+   * bound yet) and its owner mark.
+   */
+  forEachRecord(
+    each: (record: number, entry: number, owner: number, writer: boolean) => void,
+  ): void {
+    for (const [records, words, writer] of [
+      [this.records, RECORD_WORDS, false],
+      [this.writers, WRITER_WORDS, true],
+    ] as const) {
+      for (let record = 0; record < this.holds; record++) {
+        const owner = Atomics.load(records, record * words);
+        if (owner !== 0) each(record, Atomics.load(records, record * words + 1) - 1, owner, writer);
+      }
+    }
   }
 
   /** Under the latch: the holds of `entry`, with their labels and tokens. */
@@ -325,7 +367,6 @@ export class TableView {
       const base = record * RECORD_WORDS;
       if (records[base + R_ENTRY] !== entry + 1) continue;
       const kind = records[base + R_KIND];
-      if (kind === WAITING_WRITER) continue;
       const length = records[base + R_LABEL]!;
       const at = record * RECORD_BYTES + LABEL_OFFSET;
       holders.push({
@@ -340,28 +381,32 @@ export class TableView {
   }
 
   /**
-   * Under the latch: frees every hold record bound to an entry of `bucket`
-   * that `evict` selects, and counts each entry's STATE and WRITERS again
-   * from the records left, unbinding idle entries. Returns the holds freed.
+   * Under the latch: frees every record (hold or waiting writer) bound to an
+   * entry of `bucket` that `select` selects, and counts each entry's STATE
+   * and WRITERS again from the records left, unbinding idle entries.
+   * Returns the holds freed.
    */
-  evict(bucket: number, evict: (entry: number, kind: number, owner: number) => boolean): number {
-    const records = this.records;
+  evict(
+    bucket: number,
+    select: (entry: number, owner: number, writer: boolean) => boolean,
+  ): number {
     const words = this.words;
     const first = bucket + FIRST_ENTRY;
+    // Per entry: exclusive holders, shared holders, waiting writers.
     const counts = new Int32Array(ENTRIES * 3);
     let freed = 0;
-    for (let record = 0; record < this.holds; record++) {
-      const base = record * RECORD_WORDS;
-      const entry = records[base + R_ENTRY]! - 1;
-      if (entry < first || entry >= bucket + BUCKET_WORDS) continue;
-      const kind = records[base + R_KIND]!;
-      if (evict(entry, kind, records[base + R_OWNER]!)) {
-        this.freeRecord(record);
-        if (kind !== WAITING_WRITER) freed++;
+    this.forEachRecord((record, entry, owner, writer) => {
+      if (entry < first || entry >= bucket + BUCKET_WORDS) return;
+      const at = ((entry - first) / ENTRY_WORDS) * 3;
+      if (!select(entry, owner, writer)) {
+        counts[at + (writer ? 2 : this.records[record * RECORD_WORDS + R_KIND]! - 1)]!++;
+      } else if (writer) {
+        this.freeWriter(record);
       } else {
-        counts[((entry - first) / ENTRY_WORDS) * 3 + kind - 1]!++;
+        this.freeRecord(record);
+        freed++;
       }
-    }
+    });
     for (let i = 0; i < ENTRIES; i++) {
       const entry = first + i * ENTRY_WORDS;
       if (words[entry + FP_HI] === 0) continue;

@@ -58,17 +58,17 @@ async function freeThread(view: TableView, dead: number): Promise<number> {
     }
   }
   const buckets = new Set(takenOver);
-  for (let record = 0; record < view.holds; record++) {
-    const { entry, owner } = view.recordOf(record);
-    if (owner !== mark) continue;
+  view.forEachRecord((record, entry, owner, writer) => {
+    if (owner !== mark) return;
     // Taken but never bound: no other thread can see it.
-    if (entry < 0) view.freeRecord(record);
-    else buckets.add(bucketOf(entry));
-  }
+    if (entry >= 0) buckets.add(bucketOf(entry));
+    else if (writer) view.freeWriter(record);
+    else view.freeRecord(record);
+  });
   let freed = 0;
   for (const bucket of buckets) {
     if (!takenOver.has(bucket) && !view.latch(bucket)) await view.latchLater(bucket);
-    freed += view.evict(bucket, (_entry, _kind, owner) => owner === mark);
+    freed += view.evict(bucket, (_entry, owner) => owner === mark);
     view.unlatch(bucket);
     view.changed(bucket);
   }
