@@ -197,6 +197,11 @@ class WebLockManager implements LockManager {
       throw notSupported("signal cannot be used with steal or ifAvailable");
     }
     validateKey(name, "name");
+    const { backend } = this.#locks;
+    if (options.steal && typeof backend.forceRelease !== "function") {
+      // Refused before anything is evicted here.
+      throw invalidArgument("steal", `needs forceRelease, which the ${backend.name} backend lacks`);
+    }
     options.signal?.throwIfAborted();
     return new Pending(
       name,

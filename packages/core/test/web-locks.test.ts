@@ -71,4 +71,26 @@ describe("createLockManager", () => {
     );
     await locks.close();
   });
+
+  it("steal over a backend without forceRelease rejects with INVALID_ARGUMENT and evicts nothing", async () => {
+    const locks = createLocks(recorded());
+    const manager = createLockManager(locks);
+    let release!: () => void;
+    let granted!: () => void;
+    const held = new Promise<void>((r) => {
+      granted = r;
+    });
+    const holder = manager.request("res", () => {
+      granted();
+      return new Promise<string>((r) => {
+        release = () => r("kept");
+      });
+    });
+    await held;
+    const error = await rejection(manager.request("res", { steal: true }, () => 1));
+    expect(error).toMatchObject({ code: "INVALID_ARGUMENT" });
+    release();
+    expect(await holder).toBe("kept");
+    await locks.close();
+  });
 });
