@@ -254,11 +254,11 @@ export async function inspectGate(
 /** The gate's exclusive holder, for `inspect`: none when the gate is free, joined through, or stale by the wall clock. */
 export async function gateHolders(io: Io, files: KeyFiles): Promise<HolderStatus[]> {
   const gate = await readGate(io, files);
+  if (gate === undefined) return [];
   const holders: HolderStatus[] = [];
-  for (const { name, record } of gate?.records ?? []) {
-    if (gate === undefined || record?.purpose !== "x") continue;
-    const left = wallClockLeft(gate.stats.mtimeMs, record.staleMs);
-    if (left <= 0) continue;
+  for (const { name, record } of gate.records) {
+    const left = record === undefined ? 0 : wallClockLeft(gate.stats.mtimeMs, record.staleMs);
+    if (record?.purpose !== "x" || left <= 0) continue;
     holders.push({
       holder: record.holder,
       owner: name.slice(OWNER_ENTRY_PREFIX.length).split(".")[0]!,

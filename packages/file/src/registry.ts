@@ -132,7 +132,6 @@ export async function admit(
 
 /** One entry of the registry as read now. */
 interface EntryState {
-  readonly name: string;
   readonly path: string;
   readonly entry: RegistryEntry;
   readonly stats: fs.Stats;
@@ -148,7 +147,7 @@ async function readEntries(io: Io, files: KeyFiles): Promise<EntryState[]> {
     if (entry === undefined) continue;
     const path = join(files.registry, name);
     const stats = await io.lstatIfAny(path);
-    if (stats !== undefined) entries.push({ name, path, entry, stats });
+    if (stats !== undefined) entries.push({ path, entry, stats });
   }
   return entries;
 }
@@ -237,11 +236,11 @@ export async function registryHolders(
 
 /**
  * Force-release of the registry: removes every entry, live or stale, and
- * wakes the key's waiters. Each holder's token is already below the fence
- * (its record reached the fence when it left the gate after joining). Its
- * next mtime refresh finds its entry gone (`host.lost`), and its release
- * removes nothing: the name was unique to it. Resolves with the number of
- * live holders evicted.
+ * wakes the key's waiters. No later grant can be below an evicted holder's
+ * token: its record went to the fence when it left the gate after joining,
+ * and a writer takes the gate only after that. Its next mtime refresh
+ * finds its entry gone (`host.lost`), and its release removes nothing: the
+ * name was unique to it. Resolves with the number of live holders evicted.
  */
 export async function evictRegistry(store: Store, files: KeyFiles): Promise<number> {
   const { io } = store;
