@@ -2,6 +2,8 @@ import {
   type Attempt,
   type Backend,
   type Capabilities,
+  type KeyRef,
+  type KeyStatus,
   type LockRequest,
   monotonicNow,
   type Unsubscribe,
@@ -15,6 +17,9 @@ import {
  */
 interface Entry {
   readonly owner: string;
+  readonly fencingToken: bigint;
+  /** The holder's label, for inspect. */
+  readonly holder: string | undefined;
   /** Monotonic ms. */
   expiresAt: number;
 }
@@ -57,9 +62,14 @@ export function mapBackend(): Backend<Entry> {
         // Not granted; say when the holder's lease ends, to bound polling.
         return { granted: false, retryAfterMs: current.expiresAt - monotonicNow() };
       }
-      const hold: Entry = { owner: request.owner, expiresAt: monotonicNow() + request.ttlMs };
-      entries.set(request.scoped, hold);
       lastToken += 1n;
+      const hold: Entry = {
+        owner: request.owner,
+        fencingToken: lastToken,
+        holder: request.holder,
+        expiresAt: monotonicNow() + request.ttlMs,
+      };
+      entries.set(request.scoped, hold);
       return { granted: true, fencingToken: lastToken, hold };
     },
 
@@ -82,6 +92,25 @@ export function mapBackend(): Backend<Entry> {
 
     subscribe(request: LockRequest, onChange: () => void): Unsubscribe {
       return wakes.add(request.scoped, { wake: onChange });
+    },
+
+    async inspect(key: KeyRef): Promise<KeyStatus> {
+      const entry = liveEntry(key.scoped);
+      if (entry === undefined) return { holders: [] };
+      const { holder, owner, fencingToken } = entry;
+      const expiresInMs = entry.expiresAt - monotonicNow();
+      return {
+        limit: 1,
+        holders: [{ holder, owner, mode: "exclusive", fencingToken, expiresInMs }],
+      };
+    },
+
+    // The evicted holder's next extend finds another entry (or none) and says false.
+    async forceRelease(key: KeyRef): Promise<boolean> {
+      if (liveEntry(key.scoped) === undefined) return false;
+      entries.delete(key.scoped);
+      wakes.wake(key.scoped);
+      return true;
     },
 
     async close(): Promise<void> {

@@ -5,9 +5,9 @@ import {
   check,
   defineOptions,
   invalidArgument,
+  type KeyRef,
   type KeyStatus,
   type LockRequest,
-  scopedKey,
   type Unsubscribe,
   WakeRegistry,
 } from "@locks/core/backend";
@@ -15,23 +15,32 @@ import { Redis } from "ioredis";
 
 // Each script runs atomically on the server: the check and its effect are one step.
 
-/** Takes a free key for ARGV[1] (the owner) for ARGV[2] ms, with the next fencing token. */
+// A held key's value is "<owner> <token> <label>": the owner token is 32
+// hex characters, so the owner check compares the first 32 bytes.
+
+/** Takes a free key for ARGV[1] (the owner, labelled ARGV[3]) for ARGV[2] ms, with the next fencing token. */
 const ACQUIRE = `
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2])}
-end
-return {0, redis.call('PTTL', KEYS[1])}`;
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, redis.call('PTTL', KEYS[1])} end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token .. ' ' .. ARGV[3], 'PX', ARGV[2])
+return {1, token}`;
 
 /** Moves the expiry, only while ARGV[1] holds the key. */
 const EXTEND = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if string.sub(redis.call('GET', KEYS[1]) or '', 1, 32) ~= ARGV[1] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])`;
 
 /** Frees the key, only while ARGV[1] holds it, and tells the waiters on channel ARGV[2]. */
 const RELEASE = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if string.sub(redis.call('GET', KEYS[1]) or '', 1, 32) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[2], '')
+return 1`;
+
+/** Frees the key whoever holds it (the token counter stays), and tells the waiters. */
+const FORCE_RELEASE = `
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+redis.call('PUBLISH', ARGV[1], '')
 return 1`;
 
 // The names of a lock on the server; `request.scoped` is one string per
@@ -98,6 +107,7 @@ export function tinyRedisBackend(options: TinyRedisOptions): Backend {
         fenceName(request.scoped),
         request.owner,
         request.ttlMs,
+        request.holder ?? "", // labels are never empty: "" is none
       )) as [number, number];
       if (granted === 1) return { granted: true, fencingToken: BigInt(value) };
       return { granted: false, retryAfterMs: Math.max(value, 0) };
@@ -133,15 +143,31 @@ export function tinyRedisBackend(options: TinyRedisOptions): Backend {
       return remove;
     },
 
-    async inspect(namespace: string, key: string): Promise<KeyStatus> {
-      const name = lockName(scopedKey(namespace, key));
-      const [owner, ttl] = await Promise.all([client.get(name), client.pttl(name)]);
-      if (owner === null) return { held: false, holders: [] };
-      return {
-        held: true,
-        limit: 1,
-        holders: [{ owner, mode: "exclusive", expiresInMs: Math.max(ttl, 0) }],
+    async inspect(key: KeyRef): Promise<KeyStatus> {
+      const name = lockName(key.scoped);
+      const [value, ttl] = await Promise.all([client.get(name), client.pttl(name)]);
+      if (value === null) return { holders: [] };
+      const [owner, token] = value.split(" ", 2) as [string, string];
+      const label = value.slice(owner.length + token.length + 2);
+      const holder = {
+        holder: label === "" ? undefined : label,
+        owner,
+        mode: "exclusive" as const,
+        fencingToken: BigInt(token),
+        expiresInMs: Math.max(ttl, 0),
       };
+      return { limit: 1, holders: [holder] };
+    },
+
+    // The evicted holder's next extension finds the key gone: the core reports the loss.
+    async forceRelease(key: KeyRef): Promise<boolean> {
+      const freed = await client.eval(
+        FORCE_RELEASE,
+        1,
+        lockName(key.scoped),
+        channelName(key.scoped),
+      );
+      return freed === 1;
     },
 
     async close(): Promise<void> {
