@@ -569,6 +569,7 @@ export class EtcdBackend implements Backend<Entry> {
       this.#host.lost(entry, "its key in etcd was deleted (forceRelease, or its lease ended)");
     };
     const timer = setTimeout(() => {
+      if (this.#closed !== undefined) return; // close() ends the watch stream
       entry.unguard = this.#watches.guard(entry.key, entry.revision! + 1n, evicted);
     }, GUARD_AFTER_MS);
     timer.unref();

@@ -35,6 +35,13 @@ export type {
  * revision of the holder's key. Keys live under `locks/`, scoped by the
  * `namespace` of `createLocks` (and the prefix of a `Namespace` client).
  *
+ * Each key's value holds the acquire's owner token, limit and `holder`
+ * label, so `inspect` lists the holders (never waiters) from any client.
+ * `forceRelease` deletes the holders' keys in one transaction and leaves their
+ * session leases (and so their other locks) alone; an evicted holder learns
+ * of it from a watch on its key (set up after 250 ms of holding) or at its
+ * next extension, which is refused.
+ *
  * `ttlMs` is at least 250 ms (`capabilities.minTtlMs`): the core refuses a
  * shorter one with `INVALID_ARGUMENT`. A request whose `limit` differs from
  * the one the key's current holders use is refused with `INVALID_ARGUMENT`.
