@@ -435,6 +435,21 @@ describe("holder labels, inspect and forceRelease", () => {
     await next.release();
   });
 
+  it("an eviction before the held key is watched (its first 250 ms) is replayed to the watch: the signal still aborts at once", async () => {
+    const s = scope();
+    const a = client(endpoints, s).locks;
+    const admin = client(endpoints, s).locks;
+    // 30 s TTL: the watchdog's first extension, the other way to notice, comes after 10 s.
+    const evicted = await a.acquire("k", { ttlMs: 30_000 });
+    expect(await admin.forceRelease("k")).toBe(true);
+    expect(evicted.signal.aborted).toBe(false);
+    await waitFor(() => evicted.signal.aborted, {
+      timeoutMs: 3_000,
+      message: "the evicted signal",
+    });
+    expect(codeOf(evicted.signal.reason)).toBe("LOCK_LOST");
+  });
+
   it("an evicted hold's extension resolves false even before its watch reports the eviction", async () => {
     const s = scope();
     const etcd = raw(endpoints);
