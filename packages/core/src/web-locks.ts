@@ -70,9 +70,12 @@ export interface LockManager {
    * Waits for the lock `name`, runs `callback` with it, keeps it while the
    * promise `callback` returns is pending, releases it, and settles like that
    * promise. Rejects with an `AbortError` DOMException when the lock is
-   * stolen or lost (then `cause` is the `LockLostError`) before that.
+   * stolen or lost (then `cause` is the `LockLostError`) before that. Bad
+   * arguments reject as in browsers (`TypeError`, `NotSupportedError`), and
+   * a name the core refuses as a key with `INVALID_ARGUMENT`.
    */
   request<T>(name: string, callback: LockGrantedCallback<T>): Promise<Awaited<T>>;
+  /** The same, with `mode`, `ifAvailable`, `steal` or `signal`. */
   request<T>(
     name: string,
     options: LockManagerRequestOptions,
