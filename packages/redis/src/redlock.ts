@@ -238,8 +238,8 @@ export class RedlockBackend implements Backend<KeyLayout> {
    * evicted holder keeps a majority, so its extension is refused, and the
    * next grant's majority overlaps the members its token was written to, so
    * that grant's token is higher. Fewer: BACKEND_UNAVAILABLE (the members
-   * reached are freed; a holder may keep the others until its TTL). True
-   * when any member held something.
+   * reached are freed; one that did not answer may still run it when it is
+   * back, or keep its holder until the TTL). True when any member held something.
    */
   async forceRelease(key: KeyRef): Promise<boolean> {
     // Every member is a single server, and one tag for all: waiters wake once.

@@ -139,19 +139,24 @@ export async function readStatus(
   )) as Snapshot;
   const holders: HolderStatus[] = [];
   for (let i = 0; i + 3 < rest.length; i += 4) {
-    const details = rest[i + 3];
-    const space = typeof details === "string" ? details.indexOf(" ") : -1;
-    // An exclusive holder without details is unlabelled: its token is the counter's value.
-    const token =
-      typeof details === "string" ? details.slice(0, space < 0 ? undefined : space) : fence;
+    const [owner, mode, msLeft, details] = rest.slice(i, i + 4);
+    // Only an unlabelled exclusive holder has no details: its token is the counter's value.
+    const [token, holder] =
+      typeof details === "string" ? splitOnce(details, " ") : [mode === "x" ? fence : null];
     holders.push({
-      holder: space < 0 ? undefined : (details as string).slice(space + 1),
-      owner: String(rest[i]),
+      holder,
+      owner: String(owner),
       // A semaphore's holders hold in mode "exclusive" (the core's KeyStatus: the limit tells them apart).
-      mode: rest[i + 1] === "r" ? "shared" : "exclusive",
+      mode: mode === "r" ? "shared" : "exclusive",
       fencingToken: BigInt(token ?? 0),
-      expiresInMs: Math.max(0, Number(rest[i + 2])),
+      expiresInMs: Math.max(0, Number(msLeft)),
     });
   }
   return holders.length === 0 ? { holders } : { holders, limit: Number(limit) };
+}
+
+/** `text` before and after the first `separator` (after: undefined without one). */
+function splitOnce(text: string, separator: string): [string, string | undefined] {
+  const at = text.indexOf(separator);
+  return at < 0 ? [text, undefined] : [text.slice(0, at), text.slice(at + separator.length)];
 }
