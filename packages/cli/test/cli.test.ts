@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { assertHistory, type HoldRecord } from "@locks/core/history";
@@ -244,6 +244,8 @@ describe.each(cases)("locks run on $name", (backend) => {
     expect(() => readFileSync(marker)).toThrow();
     expect(held.code, held.stderr).toBe(1);
     expect(held.stdout).toMatch(/^held: "busy"/);
+    // Labelled, by default, with the host name and pid of the `locks` that holds it.
+    expect(held.stdout).toContain(`holder ${hostname()}:${holder.process.pid}, exclusive`);
     if (backend.statusShowsToken) {
       const token = holder.stdout().split(" ")[1]?.trim();
       expect(held.stdout).toContain(`fencing token ${token}`);
@@ -288,7 +290,7 @@ describe.each(cases)("locks run on $name", (backend) => {
       ]);
       expect(shown.code, shown.stderr).toBe(1);
       expect(shown.stdout).toMatch(/^held: "pool" \(.*\): semaphore 2\/2\n/);
-      expect(shown.stdout.match(/^ {2}semaphore/gm), shown.stdout).toHaveLength(2);
+      expect(shown.stdout.match(/^ {2}holder \S+, semaphore, /gm), shown.stdout).toHaveLength(2);
       expect(shown.stdout).not.toMatch(/exclusive/);
       expect(JSON.parse(json.stdout)).toMatchObject({
         held: true,
