@@ -3,11 +3,11 @@ import {
   type Backend,
   type BackendHost,
   type Capabilities,
-  createRequest,
   type Grant,
+  type HolderStatus,
+  type KeyRef,
   type KeyStatus,
   Liveness,
-  type LockMode,
   type LockRequest,
   limitMismatch,
   lockClosed,
@@ -17,8 +17,8 @@ import {
   type WaitOptions,
   WakeRegistry,
 } from "@locks/core/backend";
-import { Connection, type Hold, poolerError, type Row } from "./connection.js";
-import { idHalves, idsOf, limitMarkers, slotCandidates, slotIds, turnId } from "./keys.js";
+import { Connection, type Hold, poolerError, type Row, sqlState } from "./connection.js";
+import { idHalves, idsOf, limitMarkers, slotCandidates, turnId } from "./keys.js";
 import type { ResolvedOptions } from "./options.js";
 import { holds, type QueueHost, retried, waitInQueue } from "./queue.js";
 import * as sql from "./sql.js";
@@ -29,8 +29,8 @@ const NAME = "postgres";
 type Waited = Grant<Hold> | undefined | "again";
 const NOT_GRANTED: Attempt<Hold> = Object.freeze({ granted: false });
 
-/** inspect() counts a semaphore's holders slot by slot up to this limit. */
-const INSPECTED_SLOTS = 4_096;
+/** How long forceRelease waits for each session it terminates to end. */
+const TERMINATE_WAIT_MS = 5_000;
 
 /** How long a wait may wait for the spare connection being opened before it opens its own. */
 const SPARE_WAIT_MS = 250;
@@ -55,6 +55,8 @@ export class PostgresBackend implements Backend<Hold> {
   readonly capabilities: Capabilities;
 
   readonly #options: ResolvedOptions;
+  /** The statements of this backend's holders table. */
+  readonly #sql: sql.Statements;
   /** Pollers by interest marker: woken by NOTIFY, and by this backend's own releases. */
   readonly #wakes = new WakeRegistry();
   /**
@@ -81,7 +83,9 @@ export class PostgresBackend implements Backend<Hold> {
 
   constructor(options: ResolvedOptions) {
     this.#options = options;
-    this.#queue = { sequence: options.sequence, cancel: (conn) => this.#cancel(conn) };
+    this.#sql = sql.statements(options.table);
+    const { sequence } = options;
+    this.#queue = { sequence, sql: this.#sql, cancel: (conn) => this.#cancel(conn) };
     this.capabilities = Object.freeze({
       scope: "cluster",
       ttl: false,
@@ -147,11 +151,19 @@ export class PostgresBackend implements Backend<Hold> {
    * its statement failed as a whole, or its session died, and the lock with it.
    */
   release(_request: LockRequest, hold: Hold | undefined): Promise<void> {
-    if (hold === undefined || !this.#forgetHold(hold)) return Promise.resolve();
-    const { conn, markers } = hold;
-    const values = [hold.id, hold.interest, this.#options.channel, hold.interest];
+    return hold === undefined ? Promise.resolve() : this.#unlock(hold);
+  }
+
+  /** Releases the lock behind `hold`, unless it was released (or lost) already. */
+  #unlock(hold: Hold): Promise<void> {
+    if (!this.#forgetHold(hold)) return Promise.resolve();
+    const { conn, markers, noted } = hold;
+    const low = Number(BigInt.asIntN(32, hold.token));
+    const values = [hold.id, hold.interest, this.#options.channel, hold.interest, hold.tag, low];
     if (markers !== undefined) values.push(...markers);
-    const statement = markers === undefined ? sql.RELEASE[hold.mode] : sql.RELEASE_SLOT;
+    if (noted) values.push(String(hold.token));
+    const grants = noted ? this.#sql.noted : this.#sql.plain;
+    const statement = markers === undefined ? grants.RELEASE[hold.mode] : grants.RELEASE_SLOT;
     const done = (): void => {
       conn.unhold(hold.id);
       if (markers !== undefined) conn.unhold(markers[0]);
@@ -215,14 +227,82 @@ export class PostgresBackend implements Backend<Hold> {
   }
 
   /**
-   * Who holds a key, from pg_locks. The server shows one row per session and
-   * lock, so the readers of one session of another client count as one
-   * holder (this backend's own are counted from its holds). A semaphore's
-   * holders are counted by its slots (by the sessions holding its markers
-   * when its limit is above INSPECTED_SLOTS).
+   * Who holds a key, from pg_locks: each grant's token marker on a session
+   * that holds the key (or a slot of it), and the labels of labelled grants
+   * from the holders table (a row whose token is not live is ignored).
    */
-  inspect(namespace: string, key: string): Promise<KeyStatus> {
-    return this.#inspect(createRequest({ namespace, key }));
+  async inspect(key: KeyRef): Promise<KeyStatus> {
+    const session = await this.#liveSession();
+    const ids = idsOf(key);
+    const k = idHalves(ids.key);
+    const p = idHalves(ids.presence);
+    const { sequence } = this.#options;
+    const [rows, labels] = await Promise.all([
+      session.query(this.#sql.HOLDERS, [
+        ids.tag,
+        k.classid,
+        k.objid,
+        p.classid,
+        p.objid,
+        ...ids.markerHalves,
+        sequence,
+      ]),
+      session.query(this.#sql.LABELS, [ids.key]),
+    ]);
+    const labelOf = new Map(labels.map((row) => [String(row.token), String(row.holder)]));
+    const holders = rows.map((row): HolderStatus => {
+      const fencingToken = tokenOf(BigInt(String(row.low)), BigInt(String(row.last)));
+      return {
+        holder: labelOf.get(String(fencingToken)),
+        mode: row.slot !== true && row.mode === "ShareLock" ? "shared" : "exclusive",
+        fencingToken,
+        expiresInMs: undefined,
+      };
+    });
+    const slots = rows.some((row) => row.slot === true);
+    const limit = slots ? Number(rows[0]?.lim) : 1;
+    return holders.length === 0 ? { holders } : { holders, limit };
+  }
+
+  /**
+   * Frees `key` by ending every other session that holds it
+   * (`pg_terminate_backend`, which needs the privilege to signal them): an
+   * advisory lock can only be released by its session, so every other lock
+   * on those sessions is lost too. Their clients see the connection die and
+   * report their leases lost. This client's own holds of the key are
+   * released and reported lost instead, its sessions kept. Waiters in the
+   * server's queue are granted as the sessions end; pollers are notified.
+   */
+  async forceRelease(key: KeyRef): Promise<boolean> {
+    const ids = idsOf(key);
+    const session = await this.#liveSession();
+    const conns = [...this.#conns, session].filter((conn) => !conn.dead);
+    const mine = conns.flatMap((conn) =>
+      [...conn.holds].filter((h) => h.id === ids.key || h.markers?.[0] === ids.presence),
+    );
+    const k = idHalves(ids.key);
+    const p = idHalves(ids.presence);
+    const pids = conns.map((conn) => conn.pid);
+    const values = [k.classid, k.objid, p.classid, p.objid, ids.tag, pids, TERMINATE_WAIT_MS];
+    values.push(this.#options.channel, ids.interest);
+    const [row] = await session.query(this.#sql.FORCE_RELEASE, values).catch((error: unknown) => {
+      if (sqlState(error) !== "42501") throw error;
+      throw new Error(
+        "forceRelease ends the sessions holding the key (pg_terminate_backend), which takes a " +
+          "superuser, a member of pg_signal_backend, or the role of those sessions",
+        { cause: error },
+      );
+    });
+    if (Number(row?.alive) > 0) {
+      throw new Error(`a session holding the key did not end within ${TERMINATE_WAIT_MS} ms`);
+    }
+    await Promise.all(
+      mine.map((hold) => {
+        this.#host?.lost(hold, "the key was force-released");
+        return this.#unlock(hold);
+      }),
+    );
+    return Number(row?.ended) > 0 || mine.length > 0;
   }
 
   async close(): Promise<void> {
@@ -262,12 +342,16 @@ export class PostgresBackend implements Backend<Hold> {
       return Promise.resolve(NOT_GRANTED);
     }
     conn.hold(ids.key, request.mode);
-    const values = [ids.key, this.#options.sequence, ids.presence, ...ids.markerHalves];
+    const { holder } = request;
+    const values = [ids.key, this.#options.sequence, ids.presence, ...ids.markerHalves, ids.tag];
     if (held !== undefined) {
       const { classid, objid } = idHalves(ids.key);
       values.push(classid, objid);
     }
-    return conn.query(held === undefined ? sql.TRY[request.mode] : sql.TRY_READ_AGAIN, values).then(
+    if (holder !== undefined) values.push(holder);
+    const grants = holder === undefined ? this.#sql.plain : this.#sql.noted;
+    const statement = held === undefined ? grants.TRY[request.mode] : grants.TRY_READ_AGAIN;
+    return conn.query(statement, values).then(
       (rows) => {
         const row = rows[0];
         if (row?.token === null || row?.token === undefined) {
@@ -280,8 +364,10 @@ export class PostgresBackend implements Backend<Hold> {
           conn.unhold(ids.key);
           throw limitMismatch(1, Number(-token));
         }
-        const { key: id, interest } = ids;
-        return this.#granted({ conn, id, mode: request.mode, interest, markers: undefined }, row);
+        return this.#granted(
+          { ...this.#base(conn, request), id: ids.key, markers: undefined },
+          row,
+        );
       },
       (error: unknown) => {
         conn.unhold(ids.key);
@@ -302,9 +388,12 @@ export class PostgresBackend implements Backend<Hold> {
       : idHalves(turnId(request));
     for (const id of candidates) conn.hold(id, "exclusive");
     conn.hold(ids.presence, "shared", request.limit);
+    const { holder } = request;
     let row: Row | undefined;
     try {
-      [row] = await conn.query(sql.TRY_SLOTS, [
+      const grants = holder === undefined ? this.#sql.plain : this.#sql.noted;
+      const noted = holder === undefined ? [] : [ids.key, holder];
+      [row] = await conn.query(grants.TRY_SLOTS, [
         candidates,
         this.#options.sequence,
         ids.presence,
@@ -316,6 +405,8 @@ export class PostgresBackend implements Backend<Hold> {
         marked,
         turn.classid,
         turn.objid,
+        ids.tag,
+        ...noted,
       ]);
     } catch (error) {
       for (const id of candidates) conn.unhold(id);
@@ -331,14 +422,18 @@ export class PostgresBackend implements Backend<Hold> {
       return NOT_GRANTED;
     }
     const markers = [ids.presence, a, b] as const;
-    return this.#granted(
-      { conn, id: slot, mode: "exclusive", interest: ids.interest, markers },
-      row,
-    );
+    const hold = { ...this.#base(conn, request), id: slot, mode: "exclusive" as const, markers };
+    return this.#granted(hold, row);
+  }
+
+  /** What a hold of `request` on `conn` is, but its lock id, markers and token. */
+  #base(conn: Connection, request: LockRequest) {
+    const { interest, tag } = idsOf(request);
+    return { conn, mode: request.mode, interest, tag, noted: request.holder !== undefined };
   }
 
   /** The grant of `hold`, whose statement answered `row`. */
-  #granted(hold: Hold, row: Row): Grant<Hold> {
+  #granted(hold: Omit<Hold, "token">, row: Row): Grant<Hold> {
     const { conn, markers } = hold;
     if (Number(row.pid) !== conn.pid || conn.dead) {
       conn.unhold(hold.id);
@@ -349,7 +444,8 @@ export class PostgresBackend implements Backend<Hold> {
       conn.fail(error);
       throw error;
     }
-    return { granted: true, fencingToken: BigInt(String(row.token)), hold: this.#hold(hold) };
+    const token = BigInt(String(row.token));
+    return { granted: true, fencingToken: token, hold: this.#hold({ ...hold, token }) };
   }
 
   /** Records a lock held on its connection; with heartbeatMs, the connection is kept proven alive. */
@@ -401,11 +497,13 @@ export class PostgresBackend implements Backend<Hold> {
     const ids = idsOf(request);
     conn.hold(ids.key, request.mode);
     const check = [ids.presence, ...ids.markerHalves] as const;
-    const outcome = await waitInQueue(this.#queue, conn, ids.key, request.mode, check, signal);
+    const wait = { check, tag: ids.tag, holder: request.holder };
+    const outcome = await waitInQueue(this.#queue, conn, ids.key, request.mode, wait, signal);
     if (outcome.kind === "granted" && !conn.dead) {
-      const { key: id, interest } = ids;
-      const hold = this.#hold({ conn, id, mode: request.mode, interest, markers: undefined });
-      return { granted: true, fencingToken: outcome.token, hold };
+      const { token } = outcome;
+      const base = this.#base(conn, request);
+      const hold = this.#hold({ ...base, id: ids.key, markers: undefined, token });
+      return { granted: true, fencingToken: token, hold };
     }
     conn.unhold(ids.key);
     this.#recycle(conn);
@@ -475,39 +573,6 @@ export class PostgresBackend implements Backend<Hold> {
     }
   }
 
-  async #inspect(request: LockRequest): Promise<KeyStatus> {
-    const session = await this.#liveSession();
-    const ids = idsOf(request);
-    const { classid, objid } = idHalves(ids.key);
-    const rows = await session.query(sql.HOLDERS, [classid, objid, ...ids.markerHalves]);
-    const holders: { mode: LockMode }[] = [];
-    let limit: number | undefined;
-    for (const row of rows) {
-      if (row.lim === null) {
-        const mode: LockMode = row.mode === "ShareLock" ? "shared" : "exclusive";
-        const conn = [this.#session, ...this.#conns].find(
-          (c) => c !== undefined && !c.dead && c.pid === Number(row.pid),
-        );
-        const ours = [...(conn?.holds ?? [])].filter((hold) => hold.id === ids.key).length;
-        for (let i = 0; i < Math.max(ours, 1); i++) holders.push({ mode });
-        limit ??= 1;
-        continue;
-      }
-      limit = Number(row.lim);
-      let count = Number(row.sessions);
-      if (limit <= INSPECTED_SLOTS) {
-        const halves = slotIds(request.scoped, Array(limit).keys()).map(idHalves);
-        const [held] = await session.query(sql.SLOT_HOLDERS, [
-          halves.map((slot) => slot.classid),
-          halves.map((slot) => slot.objid),
-        ]);
-        count = Number(held?.held);
-      }
-      for (let i = 0; i < count; i++) holders.push({ mode: "exclusive" });
-    }
-    return { held: holders.length > 0, ...(limit !== undefined ? { limit } : {}), holders };
-  }
-
   // --- connections ----------------------------------------------------------
 
   /** The client is closing or closed: no connection is opened (close() tears down what is left). */
@@ -529,7 +594,7 @@ export class PostgresBackend implements Backend<Hold> {
     }
     if (this.#adopted) throw new Error("the pg.Client given to the backend lost its connection");
     this.#adopted = true;
-    const conn = new Connection(this.#options, this.#onDeath);
+    const conn = new Connection(this.#options, this.#sql, this.#onDeath);
     await conn.open();
     this.#session = conn;
     return conn;
@@ -538,7 +603,7 @@ export class PostgresBackend implements Backend<Hold> {
   /** Opens a connection of ours; close() closes it even while it opens. */
   async #open(queue = false): Promise<Connection> {
     if (this.#ending()) throw lockClosed("postgres backend");
-    const conn = new Connection(this.#options, this.#onDeath, queue);
+    const conn = new Connection(this.#options, this.#sql, this.#onDeath, queue);
     this.#conns.add(conn);
     await conn.open();
     return conn;
@@ -636,6 +701,16 @@ export class PostgresBackend implements Backend<Hold> {
     const reason = `the PostgreSQL session holding the lock ended${detail}`;
     for (const hold of holds) this.#host?.lost(hold, reason, cause);
   };
+}
+
+/**
+ * A token from its marker's low 32 bits and the sequence's last value (read
+ * in the same statement, before or after the marker): the token nearest to
+ * that value with those low bits. Exact for every grant fewer than 2^31
+ * tokens older than the last one drawn.
+ */
+function tokenOf(low: bigint, last: bigint): bigint {
+  return last + BigInt.asIntN(32, low - last);
 }
 
 /** Announces a poller of the key whose interest marker is `interest`; false when it could not. */

@@ -1,7 +1,7 @@
 import { type Liveness, type LockMode, settledWithin } from "@locks/core/backend";
 import pg, { type Client, type Notification } from "pg";
 import type { ResolvedOptions } from "./options.js";
-import { PID, SETUP, type Statement } from "./sql.js";
+import { PID, type Statement, type Statements } from "./sql.js";
 
 /** How long a connection may take to say goodbye before its socket is torn down. */
 const CLOSE_GRACE_MS = 200;
@@ -30,6 +30,12 @@ export interface Hold {
   readonly interest: string;
   /** A semaphore slot's presence and limit markers (released with it), by RELEASE_SLOT's order. */
   readonly markers: readonly [presence: string, a: string, b: string] | undefined;
+  /** The grant's fencing token: its marker, and its row in the holders table when `noted`. */
+  readonly token: bigint;
+  /** The key's tag: the first half of its token marker (see sql.statements). */
+  readonly tag: number;
+  /** Labelled: the grant has a row in the holders table. */
+  readonly noted: boolean;
 }
 
 /**
@@ -71,6 +77,7 @@ export class Connection {
   idleTimer: NodeJS.Timeout | undefined;
 
   readonly #options: ResolvedOptions;
+  readonly #sql: Statements;
   readonly #onDeath: DeathListener;
   readonly #onError = (error: unknown): void => this.fail(error);
   readonly #onEnd = (): void => this.fail(new Error("the connection to PostgreSQL was closed"));
@@ -81,8 +88,9 @@ export class Connection {
    * The given client, or a connection of the backend's own (pipelined), a
    * queue connection or not; `open()` connects it.
    */
-  constructor(options: ResolvedOptions, onDeath: DeathListener, queue = false) {
+  constructor(options: ResolvedOptions, sql: Statements, onDeath: DeathListener, queue = false) {
     this.#options = options;
+    this.#sql = sql;
     this.queue = queue;
     this.client = options.client ?? new pg.Client({ ...options.clientConfig, pipeline: true });
     this.owned = options.client === undefined;
@@ -214,20 +222,22 @@ export class Connection {
   }
 
   async #setup(): Promise<void> {
-    const { sequence, lockTimeoutMs } = this.#options;
-    const [first] = await this.query(PID, [sequence]);
-    if (first?.has_sequence !== true) {
-      try {
-        // An identifier cannot be a parameter: `sequence` is a quoted name from the options (options.ts).
-        await this.query(`CREATE SEQUENCE IF NOT EXISTS ${sequence}`);
-      } catch (error) {
-        // Two clients creating it at once: one of them loses the race, and the sequence exists.
-        if (!isDuplicate(error)) throw error;
+    const { sequence, table, lockTimeoutMs } = this.#options;
+    const [first] = await this.query(PID, [sequence, table]);
+    if (first?.ready !== true) {
+      // An identifier cannot be a parameter: `sequence` and `table` are quoted names from the options (options.ts).
+      for (const create of [`CREATE SEQUENCE IF NOT EXISTS ${sequence}`, this.#sql.CREATE_TABLE]) {
+        try {
+          await this.query(create);
+        } catch (error) {
+          // Two clients creating it at once: one of them loses the race, and it exists.
+          if (!isDuplicate(error)) throw error;
+        }
       }
     }
     // lock_timeout (for waits; a given client keeps its own) only now: a short one could have
     // interrupted CREATE SEQUENCE in a busy catalog.
-    const [row] = await this.query(SETUP, [this.owned ? String(lockTimeoutMs) : null]);
+    const [row] = await this.query(this.#sql.SETUP, [this.owned ? String(lockTimeoutMs) : null]);
     this.pid = Number(row?.pid);
     if (this.pid !== Number(first?.pid)) throw poolerError(Number(first?.pid), this.pid);
   }
@@ -253,9 +263,10 @@ function isFatal(error: unknown): boolean {
   return state !== undefined && (state.startsWith("08") || state.startsWith("57P"));
 }
 
+/** 42P07 duplicate_table, 42710 duplicate_object (the table's row type), 23505 unique_violation (the catalog). */
 function isDuplicate(error: unknown): boolean {
   const state = sqlState(error);
-  return state === "42P07" || state === "23505";
+  return state === "42P07" || state === "42710" || state === "23505";
 }
 
 /** Tears the socket down at once; pg then fails every pending query and emits "end". */

@@ -31,6 +31,14 @@ export interface PostgresBackendOptions {
    * Default `"locks_fencing"`.
    */
   fencingSequence?: string;
+  /**
+   * The table each grant is noted in (its fencing token, mode, limit and
+   * `holder` label), so that `inspect` on any client reports them: advisory
+   * locks carry no data. Created if missing (`CREATE UNLOGGED TABLE IF NOT
+   * EXISTS`); a name, optionally schema-qualified, each part quoted.
+   * Default `"locks_holders"`.
+   */
+  holdersTable?: string;
   /** The LISTEN/NOTIFY channel that wakes polling waiters. Default `"locks_release"`. */
   notifyChannel?: string;
   /**
@@ -70,7 +78,10 @@ export interface PostgresBackendOptions {
   heartbeatMs?: number;
 }
 
-/** Options with defaults applied, validated; `sequence` quoted, usable as an identifier and as `regclass` text. */
+/**
+ * Options with defaults applied, validated; `sequence` and `table` quoted,
+ * usable as identifiers and as `regclass` text.
+ */
 export type ResolvedOptions = ReturnType<typeof resolveOptions>;
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
@@ -110,6 +121,7 @@ const parse = defineOptions({
   clientConfig: check.instance<ClientConfig>("an object of pg.Client settings", () => true),
   client: check.instance<Client>("a pg.Client (a pg.Pool would not keep a session)", isClient),
   fencingSequence: qualifiedName,
+  holdersTable: qualifiedName,
   notifyChannel: identifier,
   maxConnections: check.integer(1, MAX_MS),
   lockTimeoutMs: check.integer(1, MAX_MS),
@@ -150,6 +162,7 @@ export function resolveOptions(input: PostgresBackendOptions) {
         : undefined,
     client,
     sequence: options.fencingSequence ?? '"locks_fencing"',
+    table: options.holdersTable ?? '"locks_holders"',
     channel: options.notifyChannel ?? "locks_release",
     maxConnections: client !== undefined ? 1 : (maxConnections ?? 10),
     lockTimeoutMs: options.lockTimeoutMs ?? 30_000,

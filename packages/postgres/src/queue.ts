@@ -1,7 +1,7 @@
 import { type LockMode, onAbort } from "@locks/core/backend";
 import { type Connection, isInterrupted } from "./connection.js";
 import { idHalves } from "./keys.js";
-import { HELD, LOCK_MODE_NAME, NEXT_TOKEN, UNLOCK_ALL, WAIT, WAIT_TURN } from "./sql.js";
+import { HELD, LOCK_MODE_NAME, type Statements, WAIT_TURN } from "./sql.js";
 
 /*
  * A wait in the server's own lock queue: `pg_advisory_lock` on a connection
@@ -22,6 +22,7 @@ import { HELD, LOCK_MODE_NAME, NEXT_TOKEN, UNLOCK_ALL, WAIT, WAIT_TURN } from ".
 export interface QueueHost {
   /** The quoted sequence name. */
   readonly sequence: string;
+  readonly sql: Statements;
   /**
    * Sends pg_cancel_backend for `conn` on another connection; resolves when
    * it was sent. Undefined when nobody is to wait for it: the backend is
@@ -40,16 +41,21 @@ export type WaitOutcome =
   /** Granted, but semaphore holders of `limit` hold the key: given back, it holds nothing. */
   | { readonly kind: "mismatch"; readonly limit: number };
 
-/** A key's semaphore markers, which a limit-1 grant checks: presence id, the limit markers' halves. */
-export type SemaphoreCheck = readonly [presence: string, a: string, b: string];
+/** A wait for a key (not a turn): its grant is marked with `tag`, and noted with `holder` if any. */
+export interface KeyWait {
+  /** The key's semaphore markers, which a limit-1 grant checks: presence id, the limit markers' halves. */
+  readonly check: readonly [presence: string, a: string, b: string];
+  readonly tag: number;
+  readonly holder: string | undefined;
+}
 
 /** How long an aborted wait may take to be cancelled before its connection is torn down. */
 const CANCEL_GRACE_MS = 1_000;
 
 /**
  * Waits for `id` on `conn` until granted or `signal` aborts: a key, whose
- * grant is checked against semaphore holders (`check`) and draws a token,
- * or a semaphore's turn (`check` undefined, no token). Re-enters the
+ * grant is checked against semaphore holders, draws a token and is noted
+ * (`key`), or a semaphore's turn (`key` undefined, no token). Re-enters the
  * queue when its lock_timeout passes. The connection holds nothing before.
  * `signal` is the core's: timeout, the caller's abort, or close().
  */
@@ -58,11 +64,14 @@ export async function waitInQueue(
   conn: Connection,
   id: string,
   mode: LockMode,
-  check: SemaphoreCheck | undefined,
+  key: KeyWait | undefined,
   signal: AbortSignal,
 ): Promise<WaitOutcome> {
-  const statement = check === undefined ? WAIT_TURN : WAIT[mode];
-  const values = check === undefined ? [id] : [id, host.sequence, ...check];
+  const holder = key?.holder;
+  const grants = holder === undefined ? host.sql.plain : host.sql.noted;
+  const statement = key === undefined ? WAIT_TURN : grants.WAIT[mode];
+  const values = key === undefined ? [id] : [id, host.sequence, ...key.check, key.tag];
+  if (holder !== undefined) values.push(holder);
   conn.waiting = true;
   try {
     for (;;) {
@@ -96,25 +105,30 @@ export async function waitInQueue(
         // The statement gave the lock back: semaphore holders hold the key.
         if (result.token < 0n) return { kind: "mismatch", limit: Number(-result.token) };
         if (!signal.aborted) return { kind: "granted", token: result.token };
-        return clear(conn, { kind: "aborted" });
+        return clear(host, conn, { kind: "aborted" });
       }
-      if (!isInterrupted(result.error)) return clear(conn, { kind: "failed", error: result.error });
+      if (!isInterrupted(result.error))
+        return clear(host, conn, { kind: "failed", error: result.error });
       // Cancelled or timed out: the grant may have raced it, and then the lock is held after all.
       let held: boolean;
       try {
         held = await retried(conn, () => holds(conn, id, mode));
       } catch (error) {
-        return clear(conn, { kind: "failed", error });
+        return clear(host, conn, { kind: "failed", error });
       }
-      if (signal.aborted) return held ? clear(conn, { kind: "aborted" }) : { kind: "aborted" };
+      if (signal.aborted)
+        return held ? clear(host, conn, { kind: "aborted" }) : { kind: "aborted" };
       if (!held) continue;
+      // A turn draws no token (WAIT_TURN's 0).
+      if (key === undefined) return { kind: "granted", token: 0n };
       // (A grant that raced the interruption skips WAIT's semaphore check: mixing limits on one key is
       // refused everywhere else, and here only when its holders came between the two statements.)
       try {
-        const rows = await retried(conn, () => conn.query(NEXT_TOKEN, [host.sequence]));
+        const values = [host.sequence, id, key.tag, holder ?? null];
+        const rows = await retried(conn, () => conn.query(host.sql.NEXT_TOKEN, values));
         return { kind: "granted", token: BigInt(String(rows[0]?.token)) };
       } catch (error) {
-        return clear(conn, { kind: "failed", error });
+        return clear(host, conn, { kind: "failed", error });
       }
     }
   } finally {
@@ -123,9 +137,14 @@ export async function waitInQueue(
 }
 
 /** Unlocks everything the (otherwise empty) queue connection holds, then reports `outcome`. */
-async function clear(conn: Connection, outcome: WaitOutcome): Promise<WaitOutcome> {
+async function clear(
+  host: QueueHost,
+  conn: Connection,
+  outcome: WaitOutcome,
+): Promise<WaitOutcome> {
   // Unknown state when that fails: drop the session, which frees whatever it held.
-  if (!conn.dead) await retried(conn, () => conn.query(UNLOCK_ALL)).catch((e) => conn.fail(e));
+  const unlock = (): Promise<unknown> => conn.query(host.sql.UNLOCK_ALL);
+  if (!conn.dead) await retried(conn, unlock).catch((e) => conn.fail(e));
   return outcome;
 }
 

@@ -1,16 +1,17 @@
 import type { LockMode } from "@locks/core";
 
 /*
- * Every statement the backend runs. Keys, the sequence name and the channel
- * payload are always parameters; nothing a caller passes is ever spliced
- * into SQL text. (LISTEN and CREATE SEQUENCE take identifiers, not
- * parameters: those two quote a name from the factory options, see
- * connection.ts, and never see a key.)
+ * Every statement the backend runs. Keys, labels, the sequence name and the
+ * channel payload are always parameters; nothing a caller passes is ever
+ * spliced into SQL text. (LISTEN, CREATE SEQUENCE and the holders table take
+ * identifiers, not parameters: they quote a name from the factory options,
+ * see options.ts, and never see a key or a label.)
  *
  * Statements are named, so each connection parses them once.
  *
  * Every lock function is the bigint form (`pg_*advisory*(bigint)`): the
- * `$1::int8` casts pin it, so the (int, int) form is never reached.
+ * `$1::int8` casts pin it. The (int, int) form carries only token markers
+ * (see `statements`), and its `::int4` casts pin it.
  */
 
 /** A statement: its name (prepared once per connection) and text. */
@@ -61,123 +62,6 @@ function tokenUnlessSemaphore(mode: LockMode): string {
 }
 
 /**
- * One attempt, one round trip: the token comes from the sequence in the same
- * statement, and only when the lock was granted (CASE evaluates its
- * conditions in order). `token` is NULL when the key is taken, and negative
- * (minus their limit) when semaphore holders hold it. `pid` detects a
- * connection swapped under us (a transaction-mode pooler). $1 key,
- * $2 sequence, $3 presence marker, $4 $5 limit markers' halves.
- */
-export const TRY: Readonly<Record<LockMode, Statement>> = {
-  exclusive: statement(
-    "locks_try",
-    `SELECT CASE WHEN pg_try_advisory_lock($1::int8) THEN ${tokenUnlessSemaphore("exclusive")} END AS token,
-       pg_backend_pid() AS pid`,
-  ),
-  shared: statement(
-    "locks_try_shared",
-    `SELECT CASE WHEN pg_try_advisory_lock_shared($1::int8) THEN ${tokenUnlessSemaphore("shared")} END AS token,
-       pg_backend_pid() AS pid`,
-  ),
-};
-
-/**
- * A second reader on a session that reads the key already: PostgreSQL
- * grants a session what it holds at once, even past a writer queued for the
- * key, so this asks only while nobody waits for the key in this database (a
- * waiter there queues behind a writer, or is one), as the server does for
- * the reader of another session. Then as TRY: the session may not hold the
- * key after all (its first reader's attempt, still on the wire, may fail),
- * and semaphore holders may have come meanwhile. $1 to $5 as TRY, $6 classid,
- * $7 objid.
- */
-export const TRY_READ_AGAIN = statement(
-  "locks_try_read_again",
-  `SELECT CASE
-     WHEN EXISTS (
-       SELECT 1 FROM pg_locks
-       WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
-         AND classid = $6::oid AND objid = $7::oid AND database = ${THIS_DATABASE}
-     ) THEN NULL
-     WHEN pg_try_advisory_lock_shared($1::int8) THEN ${tokenUnlessSemaphore("shared")}
-   END AS token, pg_backend_pid() AS pid`,
-);
-
-/**
- * A semaphore attempt. First it takes the key's presence marker and its
- * limit markers (shared), then it checks who else holds the key: limit-1
- * holders of the key itself (`other` = 1) or semaphore holders with
- * another limit (`other` = theirs); then, only when neither, it tries the
- * slots of $1 one after the other and stops at the first it gets (a
- * recursive query evaluates one slot per step, and a step runs only while
- * nothing was granted, so at most one slot is ever taken), unless another
- * session holds the semaphore's turn $11 $12 (classid, objid): a waiter
- * queued before this request, whom a freed slot is for. Without a slot, it
- * lets its markers go. Each step reads the one before it (materialized),
- * so they run in this order. $1 slot ids, $2 sequence, $3 presence marker,
- * $4 $5 the limit markers, $6 $7 the key's classid and objid, $8 $9 the
- * markers' halves, $10 the request's marked limit.
- */
-export const TRY_SLOTS = statement(
-  "locks_try_slots",
-  `WITH RECURSIVE
-   marked AS MATERIALIZED (
-     SELECT pg_advisory_lock_shared($3::int8) AS p, pg_advisory_lock_shared($4::int8) AS a,
-       pg_advisory_lock_shared($5::int8) AS b
-   ),
-   checked AS MATERIALIZED (
-     SELECT CASE
-       WHEN EXISTS (
-         SELECT 1 FROM pg_locks
-         WHERE locktype = 'advisory' AND granted AND objsubid = 1
-           AND classid = $6::oid AND objid = $7::oid AND database = ${THIS_DATABASE}
-       ) THEN 1::int8
-       ELSE (${semaphoreLimit("$8", "$9", " AND objid <> $10::oid")})
-     END AS other
-     FROM marked
-   ),
-   attempt(i, got) AS (
-     SELECT 0, false FROM checked
-     WHERE other IS NULL AND NOT EXISTS (
-       SELECT 1 FROM pg_locks
-       WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid <> pg_backend_pid()
-         AND classid = $11::oid AND objid = $12::oid AND database = ${THIS_DATABASE}
-     )
-     UNION ALL
-     SELECT i + 1, pg_try_advisory_lock(($1::int8[])[i + 1])
-     FROM attempt
-     WHERE NOT got AND i < cardinality($1::int8[])
-   ),
-   won AS MATERIALIZED (SELECT ($1::int8[])[i]::text AS slot FROM attempt WHERE got)
-   SELECT won.slot, CASE WHEN won.slot IS NOT NULL THEN nextval($2::regclass) END AS token,
-     checked.other, pg_backend_pid() AS pid,
-     CASE WHEN won.slot IS NULL THEN pg_advisory_unlock_shared($3::int8) END AS unmarked_p,
-     CASE WHEN won.slot IS NULL THEN pg_advisory_unlock_shared($4::int8) END AS unmarked_a,
-     CASE WHEN won.slot IS NULL THEN pg_advisory_unlock_shared($5::int8) END AS unmarked_b
-   FROM checked LEFT JOIN won ON true`,
-);
-
-/**
- * A blocking wait in the server's lock queue (bounded by the connection's
- * lock_timeout). The materialized CTE is evaluated before the outer row
- * exists, so the token is drawn after the grant, in grant order; `token` is
- * negative as in TRY when semaphore holders hold the key (the lock is given
- * back then). $1 key, $2 sequence, $3 presence marker, $4 $5 limit markers' halves.
- */
-export const WAIT: Readonly<Record<LockMode, Statement>> = {
-  exclusive: statement(
-    "locks_wait",
-    `WITH granted AS MATERIALIZED (SELECT pg_advisory_lock($1::int8))
-     SELECT ${tokenUnlessSemaphore("exclusive")} AS token FROM granted`,
-  ),
-  shared: statement(
-    "locks_wait_shared",
-    `WITH granted AS MATERIALIZED (SELECT pg_advisory_lock_shared($1::int8))
-     SELECT ${tokenUnlessSemaphore("shared")} AS token FROM granted`,
-  ),
-};
-
-/**
  * A semaphore waiter's turn: the waiters of a semaphore queue for its turn
  * lock in the server's queue (FIFO), and the one holding it polls the slots.
  * $1 turn id.
@@ -191,42 +75,6 @@ export const WAIT_TURN = statement(
 export const END_TURN = statement(
   "locks_end_turn",
   "SELECT pg_advisory_unlock($1::int8) AS released",
-);
-
-/**
- * Release, and in the same round trip, wake pollers: a poller holds the
- * key's interest marker ($2) in shared mode while it waits, so the marker
- * cannot be taken exclusively exactly when somebody waits; then (and only
- * then) NOTIFY $3 with the marker as payload ($4). An uncontended release
- * sends no notification. $1 key (or slot).
- */
-export const RELEASE: Readonly<Record<LockMode, Statement>> = {
-  exclusive: statement(
-    "locks_release",
-    `SELECT pg_advisory_unlock($1::int8) AS released,
-       CASE WHEN pg_try_advisory_lock($2::int8) THEN pg_advisory_unlock($2::int8)
-            ELSE pg_notify($3, $4) IS NULL END AS quiet`,
-  ),
-  shared: statement(
-    "locks_release_shared",
-    `SELECT pg_advisory_unlock_shared($1::int8) AS released,
-       CASE WHEN pg_try_advisory_lock($2::int8) THEN pg_advisory_unlock($2::int8)
-            ELSE pg_notify($3, $4) IS NULL END AS quiet`,
-  ),
-};
-
-/**
- * Releases a semaphore slot ($1) and the holder's presence and limit markers
- * ($5, $6, $7), then wakes pollers as RELEASE does ($2, $3, $4).
- */
-export const RELEASE_SLOT = statement(
-  "locks_release_slot",
-  `SELECT pg_advisory_unlock($1::int8) AS released,
-     pg_advisory_unlock_shared($5::int8) AS unmarked_p,
-     pg_advisory_unlock_shared($6::int8) AS unmarked_a,
-     pg_advisory_unlock_shared($7::int8) AS unmarked_b,
-     CASE WHEN pg_try_advisory_lock($2::int8) THEN pg_advisory_unlock($2::int8)
-          ELSE pg_notify($3, $4) IS NULL END AS quiet`,
 );
 
 /** A poller announces itself: $1 interest marker. False only while a releaser checks it. */
@@ -254,57 +102,345 @@ export const HELD = statement(
    ) AS held`,
 );
 
-/**
- * Who holds a key in this database: a row per session holding the key itself
- * (limit 1: `mode`, `pid`), and a row per limit its semaphore holders use
- * (`lim`, with `sessions` holding its markers). $1 classid, $2 objid,
- * $3 $4 the limit markers' halves.
- */
-export const HOLDERS = statement(
-  "locks_holders",
-  `SELECT mode, pid, NULL::int8 AS lim, NULL::int8 AS sessions FROM pg_locks
-   WHERE locktype = 'advisory' AND granted AND objsubid = 1
-     AND classid = $1::oid AND objid = $2::oid AND database = ${THIS_DATABASE}
-   UNION ALL
-   SELECT NULL, NULL, objid::int8, count(DISTINCT pid) FILTER (WHERE classid = $3::oid) FROM pg_locks
-   WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND mode = 'ShareLock'
-     AND classid IN ($3::oid, $4::oid) AND database = ${THIS_DATABASE}
-   GROUP BY objid HAVING count(DISTINCT classid) = 2`,
-);
-
-/** How many of the slots ($1 classids, $2 objids) are held in this database. */
-export const SLOT_HOLDERS = statement(
-  "locks_slot_holders",
-  `SELECT count(*)::int AS held FROM pg_locks
-   WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND mode = 'ExclusiveLock'
-     AND database = ${THIS_DATABASE}
-     AND (classid, objid) IN (SELECT * FROM unnest($1::oid[], $2::oid[]))`,
-);
-
-/** The token for a grant that raced a cancel (rare). $1 sequence. */
-export const NEXT_TOKEN = statement("locks_next_token", "SELECT nextval($1::regclass) AS token");
-
-/** Clears whatever a queue connection may hold after a failed wait; it holds nothing else. */
-export const UNLOCK_ALL = statement("locks_unlock_all", "SELECT pg_advisory_unlock_all()");
-
 /** Interrupts a waiting queue connection. $1 its backend pid. */
 export const CANCEL = statement("locks_cancel", "SELECT pg_cancel_backend($1::int) AS sent");
 
 /** Keeps a lock-holding session busy and proves it answers. */
 export const HEARTBEAT = statement("locks_heartbeat", "SELECT 1");
 
-/** First statement on a connection: its pid, and whether the sequence exists ($1). */
-export const PID = "SELECT pg_backend_pid() AS pid, to_regclass($1) IS NOT NULL AS has_sequence";
-
-/**
- * Connection setup, after the sequence exists: the pid again (it must be the
- * same), and lock_timeout for waits ($1; NULL leaves a given client's own).
- */
-export const SETUP =
-  "SELECT pg_backend_pid() AS pid, set_config('lock_timeout', COALESCE($1, current_setting('lock_timeout')), false) AS lock_timeout";
+/** First statement on a connection: its pid, and whether the sequence ($1) and the table ($2) exist. */
+export const PID =
+  "SELECT pg_backend_pid() AS pid, to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS ready";
 
 /** pg_locks' names of the two modes. */
 export const LOCK_MODE_NAME: Readonly<Record<LockMode, string>> = {
   exclusive: "ExclusiveLock",
   shared: "ShareLock",
 };
+
+/**
+ * The token marker of a grant whose token is the column `token`: the (int,
+ * int) advisory lock ($tag, the token's low 32 bits), taken in shared mode
+ * (never waited for) by the statement that took the lock, so that `inspect`
+ * on any client reads each holder's token from pg_locks without a write.
+ */
+const mark = (tag: string) =>
+  `CASE WHEN token > 0 THEN pg_try_advisory_lock_shared(${tag}::int4, ((token << 32) >> 32)::int4) END`;
+
+/** Releases the token marker ($tag, $low). */
+const unmark = (tag: string, low: string) =>
+  `pg_advisory_unlock_shared(${tag}::int4, ${low}::int4)`;
+
+/**
+ * The statements that take, mark and release locks, and note labelled
+ * grants in the holders table (`table`, a quoted name from the options):
+ * advisory locks carry no data. The token of every grant is in pg_locks (its
+ * marker); a grant with a `holder` label also writes a row with it (token,
+ * session pid, key id, label) in the statement that takes the lock, and its
+ * release deletes it in the statement that unlocks: an unlabelled cycle
+ * writes nothing. The table is unlogged (no WAL, no flush at commit; a server
+ * crash empties it with the locks). A row counts only while its token is
+ * live in pg_locks, so a crashed session's rows are ignored; connection setup
+ * deletes them (`SETUP`), and forceRelease those of the sessions it ended.
+ */
+export function statements(table: string) {
+  /** With `noted`, the labelled variants: the label is their last parameter. */
+  const grants = (noted: boolean) => {
+    const suffix = noted ? "_noted" : "";
+    /**
+     * The grant `granted` (a query with a `token` column, run once: a
+     * subquery behind OFFSET 0, which the planner never flattens, costs less
+     * than a CTE), marked, and in the labelled variant noted with the key id
+     * `key` and the label `holder` (parameters).
+     */
+    const marked = (granted: string, tag: string, key: string, holder: string) =>
+      noted
+        ? `WITH granted AS MATERIALIZED (${granted}), noted AS (
+             INSERT INTO ${table} (token, pid, key_id, holder)
+             SELECT token, pg_backend_pid(), ${key}, ${holder}::text FROM granted WHERE token > 0
+           )
+           SELECT *, ${mark(tag)} AS marked FROM granted`
+        : `SELECT *, ${mark(tag)} AS marked FROM (${granted} OFFSET 0) granted`;
+    /** Deletes the released grant's row ($token) in the labelled variant. */
+    const unnoted = (token: string) =>
+      noted ? `WITH unnoted AS (DELETE FROM ${table} WHERE token = ${token}::int8) ` : "";
+    const byMode = <T>(make: (mode: LockMode, shared: string) => T): Record<LockMode, T> => ({
+      exclusive: make("exclusive", ""),
+      shared: make("shared", "_shared"),
+    });
+
+    return {
+      /**
+       * One attempt, one round trip: the token comes from the sequence in the
+       * same statement, and only when the lock was granted (CASE evaluates its
+       * conditions in order). `token` is NULL when the key is taken, and
+       * negative (minus their limit) when semaphore holders hold it. `pid`
+       * detects a connection swapped under us (a transaction-mode pooler).
+       * $1 key, $2 sequence, $3 presence marker, $4 $5 limit markers' halves,
+       * $6 the key's tag, [$7 label].
+       */
+      TRY: byMode((mode, shared) =>
+        statement(
+          `locks_try${shared}${suffix}`,
+          marked(
+            `SELECT CASE WHEN pg_try_advisory_lock${shared}($1::int8) THEN ${tokenUnlessSemaphore(mode)} END AS token,
+               pg_backend_pid() AS pid`,
+            "$6",
+            "$1::int8",
+            "$7",
+          ),
+        ),
+      ),
+
+      /**
+       * A second reader on a session that reads the key already: PostgreSQL
+       * grants a session what it holds at once, even past a writer queued for
+       * the key, so this asks only while nobody waits for the key in this
+       * database (a waiter there queues behind a writer, or is one), as the
+       * server does for the reader of another session. Then as TRY: the
+       * session may not hold the key after all (its first reader's attempt,
+       * still on the wire, may fail), and semaphore holders may have come
+       * meanwhile. $1 to $6 as TRY, $7 classid, $8 objid, [$9 label].
+       */
+      TRY_READ_AGAIN: statement(
+        `locks_try_read_again${suffix}`,
+        marked(
+          `SELECT CASE
+             WHEN EXISTS (
+               SELECT 1 FROM pg_locks
+               WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
+                 AND classid = $7::oid AND objid = $8::oid AND database = ${THIS_DATABASE}
+             ) THEN NULL
+             WHEN pg_try_advisory_lock_shared($1::int8) THEN ${tokenUnlessSemaphore("shared")}
+           END AS token, pg_backend_pid() AS pid`,
+          "$6",
+          "$1::int8",
+          "$9",
+        ),
+      ),
+
+      /**
+       * A semaphore attempt. First it takes the key's presence marker and its
+       * limit markers (shared), then it checks who else holds the key:
+       * limit-1 holders of the key itself (`other` = 1) or semaphore holders
+       * with another limit (`other` = theirs); then, only when neither, it
+       * tries the slots of $1 one after the other and stops at the first it
+       * gets (a recursive query evaluates one slot per step, and a step runs
+       * only while nothing was granted, so at most one slot is ever taken),
+       * unless another session holds the semaphore's turn $11 $12 (classid,
+       * objid): a waiter queued before this request, whom a freed slot is for.
+       * Without a slot, it lets its markers go. Each step reads the one before
+       * it (materialized), so they run in this order. $1 slot ids,
+       * $2 sequence, $3 presence marker, $4 $5 the limit markers, $6 $7 the
+       * key's classid and objid, $8 $9 the markers' halves, $10 the request's
+       * marked limit, $13 the key's tag, [$14 the key's id, $15 label].
+       */
+      TRY_SLOTS: statement(
+        `locks_try_slots${suffix}`,
+        marked(
+          `WITH RECURSIVE
+           marked AS MATERIALIZED (
+             SELECT pg_advisory_lock_shared($3::int8) AS p, pg_advisory_lock_shared($4::int8) AS a,
+               pg_advisory_lock_shared($5::int8) AS b
+           ),
+           checked AS MATERIALIZED (
+             SELECT CASE
+               WHEN EXISTS (
+                 SELECT 1 FROM pg_locks
+                 WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                   AND classid = $6::oid AND objid = $7::oid AND database = ${THIS_DATABASE}
+               ) THEN 1::int8
+               ELSE (${semaphoreLimit("$8", "$9", " AND objid <> $10::oid")})
+             END AS other
+             FROM marked
+           ),
+           attempt(i, got) AS (
+             SELECT 0, false FROM checked
+             WHERE other IS NULL AND NOT EXISTS (
+               SELECT 1 FROM pg_locks
+               WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid <> pg_backend_pid()
+                 AND classid = $11::oid AND objid = $12::oid AND database = ${THIS_DATABASE}
+             )
+             UNION ALL
+             SELECT i + 1, pg_try_advisory_lock(($1::int8[])[i + 1])
+             FROM attempt
+             WHERE NOT got AND i < cardinality($1::int8[])
+           ),
+           won AS MATERIALIZED (SELECT ($1::int8[])[i]::text AS slot FROM attempt WHERE got)
+           SELECT won.slot, CASE WHEN won.slot IS NOT NULL THEN nextval($2::regclass) END AS token,
+             checked.other, pg_backend_pid() AS pid,
+             CASE WHEN won.slot IS NULL THEN pg_advisory_unlock_shared($3::int8) END AS unmarked_p,
+             CASE WHEN won.slot IS NULL THEN pg_advisory_unlock_shared($4::int8) END AS unmarked_a,
+             CASE WHEN won.slot IS NULL THEN pg_advisory_unlock_shared($5::int8) END AS unmarked_b
+           FROM checked LEFT JOIN won ON true`,
+          "$13",
+          "$14::int8",
+          "$15",
+        ),
+      ),
+
+      /**
+       * A blocking wait in the server's lock queue (bounded by the
+       * connection's lock_timeout). The materialized CTE is evaluated before
+       * the outer row exists, so the token is drawn after the grant, in grant
+       * order; `token` is negative as in TRY when semaphore holders hold the
+       * key (the lock is given back then). $1 key, $2 sequence, $3 presence
+       * marker, $4 $5 limit markers' halves, $6 the key's tag, [$7 label].
+       */
+      WAIT: byMode((mode, shared) =>
+        statement(
+          `locks_wait${shared}${suffix}`,
+          marked(
+            `WITH locked AS MATERIALIZED (SELECT pg_advisory_lock${shared}($1::int8))
+             SELECT ${tokenUnlessSemaphore(mode)} AS token FROM locked`,
+            "$6",
+            "$1::int8",
+            "$7",
+          ),
+        ),
+      ),
+
+      /**
+       * Release, and in the same round trip, wake pollers: a poller holds the
+       * key's interest marker ($2) in shared mode while it waits, so the
+       * marker cannot be taken exclusively exactly when somebody waits; then
+       * (and only then) NOTIFY $3 with the marker as payload ($4). An
+       * uncontended release sends no notification. $1 key (or slot), $5 $6 the
+       * token marker, [$7 the token: its row].
+       */
+      RELEASE: byMode((_mode, shared) =>
+        statement(
+          `locks_release${shared}${suffix}`,
+          `${unnoted("$7")}SELECT pg_advisory_unlock${shared}($1::int8) AS released, ${unmark("$5", "$6")} AS unmarked,
+             CASE WHEN pg_try_advisory_lock($2::int8) THEN pg_advisory_unlock($2::int8)
+                  ELSE pg_notify($3, $4) IS NULL END AS quiet`,
+        ),
+      ),
+
+      /**
+       * Releases a semaphore slot ($1), its token marker ($5, $6) and the
+       * holder's presence and limit markers ($7, $8, $9), then wakes pollers
+       * as RELEASE does ($2, $3, $4). [$10 the token: its row.]
+       */
+      RELEASE_SLOT: statement(
+        `locks_release_slot${suffix}`,
+        `${unnoted("$10")}SELECT pg_advisory_unlock($1::int8) AS released, ${unmark("$5", "$6")} AS unmarked,
+           pg_advisory_unlock_shared($7::int8) AS unmarked_p,
+           pg_advisory_unlock_shared($8::int8) AS unmarked_a,
+           pg_advisory_unlock_shared($9::int8) AS unmarked_b,
+           CASE WHEN pg_try_advisory_lock($2::int8) THEN pg_advisory_unlock($2::int8)
+                ELSE pg_notify($3, $4) IS NULL END AS quiet`,
+      ),
+    };
+  };
+
+  return {
+    /** Statements of unlabelled grants: nothing is written. */
+    plain: grants(false),
+    /** Statements of labelled grants: they write and delete the grant's row. */
+    noted: grants(true),
+
+    /**
+     * The token for a wait whose grant raced a cancel (rare), marked, and
+     * noted when labelled. The interrupted statement may have marked a token
+     * of its own (a lock is not rolled back): the queue connection holds
+     * only this key, so its markers of the key's tag go first.
+     * $1 sequence, $2 key, $3 the key's tag, $4 label or NULL.
+     */
+    NEXT_TOKEN: statement(
+      "locks_next_token",
+      `WITH unmarked AS MATERIALIZED (
+         SELECT count(${unmark("$3", "((objid::int8 << 32) >> 32)")}) FROM pg_locks
+         WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND objsubid = 2
+           AND classid = $3::int4::oid
+       ),
+       granted AS MATERIALIZED (SELECT nextval($1::regclass) AS token FROM unmarked),
+       noted AS (
+         INSERT INTO ${table} (token, pid, key_id, holder)
+         SELECT token, pg_backend_pid(), $2::int8, $4::text FROM granted WHERE $4::text IS NOT NULL
+       )
+       SELECT token, ${mark("$3")} AS marked FROM granted`,
+    ),
+
+    /** Clears whatever a queue connection may hold after a failed wait; it holds nothing else. */
+    UNLOCK_ALL: statement(
+      "locks_unlock_all",
+      `WITH unnoted AS (DELETE FROM ${table} WHERE pid = pg_backend_pid())
+       SELECT pg_advisory_unlock_all()`,
+    ),
+
+    /**
+     * Who holds a key: a row per token marker of the key's tag ($1) on a
+     * session that holds the key ($2 classid, $3 objid; its mode) or the
+     * key's semaphore presence ($4 $5: a slot), with the marker's low 32 bits
+     * (`low`) and the sequence's last value ($8), from which the token is
+     * told (see `tokenOf` in backend.ts); `lim`, the limit of the key's
+     * semaphore holders ($6 $7 the limit markers' halves).
+     */
+    HOLDERS: statement(
+      "locks_holders",
+      `WITH held AS MATERIALIZED (
+         SELECT pid, classid, objid, objsubid, mode FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND database = ${THIS_DATABASE}
+       )
+       SELECT m.objid::int8 AS low, k.mode, p.pid IS NOT NULL AS slot,
+         (${semaphoreLimit("$6", "$7")}) AS lim, pg_sequence_last_value($8::regclass) AS last
+       FROM held m
+       LEFT JOIN held k ON k.pid = m.pid AND k.objsubid = 1 AND k.classid = $2::oid AND k.objid = $3::oid
+       LEFT JOIN held p ON p.pid = m.pid AND p.objsubid = 1 AND p.classid = $4::oid AND p.objid = $5::oid
+       WHERE m.objsubid = 2 AND m.classid = $1::int4::oid AND (k.pid IS NOT NULL OR p.pid IS NOT NULL)`,
+    ),
+
+    /** The labels of a key's labelled grants, by token: $1 the key's id. */
+    LABELS: statement("locks_labels", `SELECT token, holder FROM ${table} WHERE key_id = $1::int8`),
+
+    /**
+     * Ends every other session that holds the key ($1 classid, $2 objid), or
+     * the key's semaphore presence ($3 $4) with a token marker of its tag
+     * ($5): a slot. Except the sessions $6 (this client's own: it releases
+     * its holds itself). Waits up to $7 ms for each to end (its locks go with
+     * it), deletes their rows, and NOTIFYs pollers of the key ($8 channel,
+     * $9 interest marker) when it ended any.
+     */
+    FORCE_RELEASE: statement(
+      "locks_force_release",
+      `WITH held AS MATERIALIZED (
+         SELECT pid, classid, objid, objsubid FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND database = ${THIS_DATABASE}
+           AND pid <> ALL ($6::int[])
+       ),
+       holding AS MATERIALIZED (
+         SELECT pid FROM held WHERE objsubid = 1 AND classid = $1::oid AND objid = $2::oid
+         UNION
+         SELECT p.pid FROM held p
+         JOIN held m ON m.pid = p.pid AND m.objsubid = 2 AND m.classid = $5::int4::oid
+         WHERE p.objsubid = 1 AND p.classid = $3::oid AND p.objid = $4::oid
+       ),
+       ended AS MATERIALIZED (SELECT pid, pg_terminate_backend(pid, $7::int8) AS gone FROM holding),
+       unnoted AS (DELETE FROM ${table} WHERE pid IN (SELECT pid FROM ended WHERE gone))
+       SELECT count(*)::int AS ended, count(*) FILTER (WHERE NOT gone)::int AS alive,
+         CASE WHEN count(*) > 0 THEN pg_notify($8, $9) IS NULL END AS woken
+       FROM ended`,
+    ),
+
+    /** Creates the table (`IF NOT EXISTS`; see `statements`). */
+    CREATE_TABLE: `CREATE UNLOGGED TABLE IF NOT EXISTS ${table} (
+      token int8 PRIMARY KEY, pid int NOT NULL, key_id int8 NOT NULL, holder text NOT NULL)`,
+
+    /**
+     * Connection setup, once the sequence and table exist: the pid again (it
+     * must be the same), lock_timeout for waits ($1; NULL leaves a given
+     * client's own), and the rows of sessions that ended deleted (a session
+     * of this pid before, or one gone from pg_stat_activity).
+     */
+    SETUP: `WITH stale AS (
+        DELETE FROM ${table}
+        WHERE pid = pg_backend_pid() OR pid NOT IN (SELECT pid FROM pg_stat_activity)
+      )
+      SELECT pg_backend_pid() AS pid,
+        set_config('lock_timeout', COALESCE($1, current_setting('lock_timeout')), false) AS lock_timeout`,
+  };
+}
+
+/** The statements of one holders table. */
+export type Statements = ReturnType<typeof statements>;

@@ -48,6 +48,14 @@ async function holderPids(server: pg.Client, ns: string, key: string): Promise<n
   return rows.map((r) => r.pid);
 }
 
+/** How many advisory lock requests wait in the server's queue. */
+async function queuedCount(server: pg.Client): Promise<number> {
+  const { rows } = await server.query(
+    "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+  );
+  return rows[0].n;
+}
+
 /**
  * Records the timers and intervals this package and pg create from now on, with where they were
  * made; `active()` lists those still armed (unref'd ones included, which
@@ -545,52 +553,88 @@ describe("connections", () => {
     await expect(again.tryAcquire("g")).rejects.toMatchObject({ code: "BACKEND_UNAVAILABLE" });
   });
 
-  it("inspect reports every holder with its mode, and the key's limit (semaphores included)", async () => {
+  it("inspect reports every holder with its mode, token and label, and the key's limit (semaphores included)", async () => {
     const ns = namespace();
-    const [a, b] = [client(ns), client(ns)];
-    const inspect = (key: string) => a.backend.inspect!(ns, key);
-    expect(await inspect("seen")).toEqual({ held: false, holders: [] });
-    const readers = [
-      await a.acquire("seen", { mode: "shared" }),
-      await b.acquire("seen", { mode: "shared" }),
-      await a.acquire("seen", { mode: "shared" }),
-    ];
-    expect(await inspect("seen")).toEqual({
-      held: true,
+    const [a, b, c] = [client(ns), client(ns), client(ns)];
+    /** [label, mode, token] of each holder, as another client (c) sees them. */
+    const seen = async (key: string) =>
+      (await c.inspect(key)).holders.map((h) => [h.holder, h.mode, h.fencingToken]);
+    expect(await c.inspect("seen")).toEqual({ key: "seen", holders: [], limit: undefined });
+    // Two readers on one session of a, one on b's: three holders, each with its own token.
+    const r1 = await a.acquire("seen", { mode: "shared", holder: "r1" });
+    const r2 = await b.acquire("seen", { mode: "shared" });
+    const r3 = await a.acquire("seen", { mode: "shared", holder: "r3" });
+    expect(new Set(await holderPids(admin, ns, "seen")).size).toBe(2);
+    expect(await seen("seen")).toEqual([
+      ["r1", "shared", r1.fencingToken],
+      [undefined, "shared", r2.fencingToken],
+      ["r3", "shared", r3.fencingToken],
+    ]);
+    expect((await c.inspect("seen")).limit).toBe(1);
+    await r1.release();
+    expect(await seen("seen")).toEqual([
+      [undefined, "shared", r2.fencingToken],
+      ["r3", "shared", r3.fencingToken],
+    ]);
+    await Promise.all([r2.release(), r3.release()]);
+    // A writer granted after waiting in the server's queue (on a queue connection).
+    const blocker = await a.acquire("seen");
+    const waiting = b.acquire("seen", { holder: "queued", timeoutMs: 10_000 });
+    await waitFor(async () => (await queuedCount(admin)) > 0, { message: "b waits in the queue" });
+    await blocker.release();
+    const w = await waiting;
+    expect(await c.inspect("seen")).toEqual({
+      key: "seen",
+      holders: [
+        { holder: "queued", mode: "exclusive", fencingToken: w.fencingToken, expiresAt: undefined },
+      ],
       limit: 1,
-      holders: [{ mode: "shared" }, { mode: "shared" }, { mode: "shared" }],
-    });
-    await Promise.all(readers.map((lease) => lease.release()));
-    const w = await b.acquire("seen");
-    expect(await inspect("seen")).toEqual({
-      held: true,
-      limit: 1,
-      holders: [{ mode: "exclusive" }],
     });
     await w.release();
+    expect(await seen("seen")).toEqual([]);
 
-    const slots = [await a.acquire("pool", { limit: 2 }), await b.acquire("pool", { limit: 2 })];
-    expect(await inspect("pool")).toEqual({
-      held: true,
-      limit: 2,
-      holders: [{ mode: "exclusive" }, { mode: "exclusive" }],
-    });
-    await slots[0]!.release();
-    expect(await inspect("pool")).toEqual({
-      held: true,
-      limit: 2,
-      holders: [{ mode: "exclusive" }],
-    });
-    await slots[1]!.release();
-    expect(await inspect("pool")).toEqual({ held: false, holders: [] });
-    // A large semaphore is counted too.
-    const big = await a.acquire("big", { limit: 1_000 });
-    expect(await inspect("big")).toEqual({
-      held: true,
-      limit: 1_000,
-      holders: [{ mode: "exclusive" }],
-    });
+    const s1 = await a.acquire("pool", { limit: 2, holder: "slot 'one'" });
+    const s2 = await b.acquire("pool", { limit: 2 });
+    expect(await c.inspect("pool")).toMatchObject({ limit: 2 });
+    expect(await seen("pool")).toEqual([
+      ["slot 'one'", "exclusive", s1.fencingToken],
+      [undefined, "exclusive", s2.fencingToken],
+    ]);
+    await s1.release();
+    expect(await seen("pool")).toEqual([[undefined, "exclusive", s2.fencingToken]]);
+    await s2.release();
+    expect(await c.inspect("pool")).toEqual({ key: "pool", holders: [], limit: undefined });
+    // A large semaphore is reported too.
+    const big = await a.acquire("big", { limit: 1_000, holder: "big" });
+    expect(await c.inspect("big")).toMatchObject({ limit: 1_000, holders: [{ holder: "big" }] });
     await big.release();
+    // Nothing of theirs is left in the server: no advisory lock, no row.
+    expect(await holderPids(admin, ns, "seen")).toHaveLength(0);
+    const ids = ["seen", "pool", "big"].map((key) => advisoryId(ns, key));
+    const left = await admin.query(
+      "SELECT count(*)::int AS n FROM locks_holders WHERE key_id = ANY($1::int8[])",
+      [ids],
+    );
+    expect(left.rows[0].n).toBe(0);
+  });
+
+  it("a labelled holder whose session died is not reported; its row goes at the next connection's setup", async () => {
+    const ns = namespace();
+    const [a, b] = [client(ns), client(ns)];
+    const held = await a.acquire("gone", { holder: "crashed" });
+    const [pid] = await holderPids(admin, ns, "gone");
+    await admin.query("SELECT pg_terminate_backend($1, 5000)", [pid]);
+    await waitFor(() => held.signal.aborted, { message: "the lease is signalled lost" });
+    // The row outlived the session: inspect ignores it, since its token marker is gone.
+    const rows = () =>
+      admin.query("SELECT count(*)::int AS n FROM locks_holders WHERE pid = $1", [pid]);
+    expect((await rows()).rows[0].n).toBe(1);
+    expect((await b.inspect("gone")).holders).toEqual([]);
+    // A new holder of the key is reported with its own label.
+    const next = await b.acquire("gone", { holder: "next" });
+    expect((await a.inspect("gone")).holders.map((h) => h.holder)).toEqual(["next"]);
+    expect((await rows()).rows[0].n).toBe(0);
+    await next.release();
   });
 
   it("a limit other than the one the key's holders use is refused with INVALID_ARGUMENT, waiting ones too", async () => {
@@ -650,7 +694,7 @@ describe("connections", () => {
     const three = await b.tryAcquire("pool", { limit: 3 });
     expect(three).not.toBeNull();
     await three!.release();
-    expect(await a.backend.inspect!(ns, "pool")).toEqual({ held: false, holders: [] });
+    expect(await a.inspect("pool")).toEqual({ key: "pool", holders: [], limit: undefined });
     expect(await holderPids(admin, ns, "pool")).toHaveLength(0);
   });
 
