@@ -20,8 +20,8 @@ afterAll(() => dir.remove());
 /** Long enough that a loss seen before it was reported by the backend, not by the TTL. */
 const LONG_TTL = 60_000;
 
-function backend(directory = dir.path): Backend {
-  const made = fileBackend({ directory });
+function backend(directory = dir.path, io: "sync" | "async" = "sync"): Backend {
+  const made = fileBackend({ directory, io });
   onTestFinished(() => made.close());
   return made;
 }
@@ -30,6 +30,10 @@ function client(namespace: string, directory = dir.path): Locks {
   const locks = createLocks(fileBackend({ directory }), { namespace });
   onTestFinished(() => locks.close());
   return locks;
+}
+
+async function nextTurns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
 }
 
 function granted(attempt: Awaited<ReturnType<Backend["tryAcquire"]>>): {
@@ -281,6 +285,52 @@ describe("forceRelease()", () => {
       await waitFor(() => wakes > 0, { message: `the waiters of ${key} woken`, timeoutMs: 5_000 });
       await unsubscribe();
     }
+  });
+
+  it("racing grants, round after round: what survives is one writer or readers only, exactly what inspect lists, with tokens above every earlier round's", async () => {
+    const namespace = randomNamespace();
+    // Through the thread pool: the calls of contenders and admin interleave.
+    const contenders = [0, 1, 2, 3].map(() => backend(dir.path, "async"));
+    const admin = backend(dir.path, "async");
+    const key = createRequest({ key: "raced", namespace });
+    let previous = 0n;
+    let evictions = 0;
+    for (let round = 0; round < 40; round++) {
+      const requests = contenders.map((_, i) =>
+        createRequest({
+          key: "raced",
+          namespace,
+          mode: (i + round) % 3 === 0 ? "exclusive" : "shared",
+          ttlMs: LONG_TTL,
+        }),
+      );
+      const [attempts] = await Promise.all([
+        Promise.all(contenders.map((c, i) => c.tryAcquire(requests[i]!))),
+        // Started a little later each round: before, during and after the grants.
+        nextTurns(round % 20).then(() => admin.forceRelease!(key)),
+      ]);
+      const grants = attempts.flatMap((attempt, i) =>
+        attempt.granted ? [{ i, request: requests[i]!, ...granted(attempt) }] : [],
+      );
+      for (const g of grants) expect(g.token > previous, `round ${round}`).toBe(true);
+      const alive = [];
+      for (const g of grants) {
+        if (await contenders[g.i]!.extend(g.request, g.hold, LONG_TTL)) alive.push(g);
+        else evictions++;
+      }
+      const writers = alive.filter((g) => g.request.mode === "exclusive").length;
+      expect(
+        writers === 0 || alive.length === 1,
+        `round ${round}: ${writers} writers of ${alive.length}`,
+      ).toBe(true);
+      const listed = (await admin.inspect!(key)).holders.map((h) => h.fencingToken);
+      expect(listed.sort(), `round ${round}`).toEqual(alive.map((g) => g.token).sort());
+      await Promise.all(grants.map((g) => contenders[g.i]!.release(g.request, g.hold)));
+      previous = grants.reduce((max, g) => (g.token > max ? g.token : max), previous);
+    }
+    // The race was run: some grants were evicted, some survived.
+    expect(evictions).toBeGreaterThan(0);
+    expect(previous).toBeGreaterThan(0n);
   });
 
   it("racing a stale takeover: a contender paused before claiming the dead holder's lock cannot remove the lock taken after the force-release", async () => {
