@@ -110,7 +110,7 @@ const STEAL_ATTEMPTS = 3;
 type State = "waiting" | "taking" | "held" | "ended";
 
 /** One call of `request`, from the queue to its settlement. */
-class Pending {
+class ManagerRequest {
   state: State = "waiting";
   /** Aborted when the request is stolen while it takes its lease. */
   readonly evicted = new AbortController();
@@ -137,7 +137,7 @@ interface RequestOptions {
 class WebLockManager implements LockManager {
   readonly clientId = randomUUID();
   readonly #locks: Locks;
-  readonly #queues = new LocalQueues<Pending>();
+  readonly #queues = new LocalQueues<ManagerRequest>();
   readonly #peers: Set<WeakRef<WebLockManager>>;
 
   constructor(locks: Locks) {
@@ -164,7 +164,7 @@ class WebLockManager implements LockManager {
     const held: LockInfo[] = [];
     const pending: LockInfo[] = [];
     for (const manager of this.#sameNamespace()) {
-      const info = (r: Pending): LockInfo => ({
+      const info = (r: ManagerRequest): LockInfo => ({
         name: r.name,
         mode: r.mode,
         clientId: manager.clientId,
@@ -184,7 +184,7 @@ class WebLockManager implements LockManager {
     callback: unknown,
     resolve: (value: unknown) => void,
     reject: (reason: unknown) => void,
-  ): Pending {
+  ): ManagerRequest {
     if (typeof callback !== "function") {
       throw new TypeError(`callback must be a function, got ${typeName(callback)}`);
     }
@@ -206,7 +206,7 @@ class WebLockManager implements LockManager {
       throw invalidArgument("steal", `needs forceRelease, which the ${backend.name} backend lacks`);
     }
     options.signal?.throwIfAborted();
-    return new Pending(
+    return new ManagerRequest(
       name,
       mode,
       options,
@@ -216,7 +216,7 @@ class WebLockManager implements LockManager {
     );
   }
 
-  #enqueue(request: Pending): void {
+  #enqueue(request: ManagerRequest): void {
     const { name, options } = request;
     if (options.steal) {
       for (const manager of this.#sameNamespace()) manager.#evict(name);
@@ -237,7 +237,7 @@ class WebLockManager implements LockManager {
   }
 
   /** Granted in this manager: takes the lease (the backend's exclusion), then runs the callback. */
-  async #grant(request: Pending): Promise<void> {
+  async #grant(request: ManagerRequest): Promise<void> {
     request.state = "taking";
     let lease: Lease | null;
     try {
@@ -266,7 +266,7 @@ class WebLockManager implements LockManager {
     await this.#run(request, lock);
   }
 
-  #take(request: Pending): Promise<Lease | null> {
+  #take(request: ManagerRequest): Promise<Lease | null> {
     const { name, mode, options } = request;
     const signal =
       options.signal === undefined
@@ -294,7 +294,7 @@ class WebLockManager implements LockManager {
   }
 
   /** Runs the callback; with a lease, keeps it until the callback's promise settles, then releases it. */
-  async #run(request: Pending, lock: WebLock | null): Promise<void> {
+  async #run(request: ManagerRequest, lock: WebLock | null): Promise<void> {
     let outcome: { ok: true; value: unknown } | { ok: false; error: unknown };
     try {
       outcome = { ok: true, value: await request.callback(lock) };
@@ -313,7 +313,7 @@ class WebLockManager implements LockManager {
   }
 
   /** The user's signal aborted: a waiting request leaves the queue (a taking one is aborted by its acquire). */
-  #abortWaiting(request: Pending, reason: unknown): void {
+  #abortWaiting(request: ManagerRequest, reason: unknown): void {
     if (!this.#queues.withdraw(request)) return;
     request.state = "ended";
     request.reject(reason);
@@ -321,7 +321,7 @@ class WebLockManager implements LockManager {
   }
 
   /** The lease was lost (TTL, backend gone, forced release elsewhere) while the callback ran. */
-  #lost(request: Pending, reason: unknown): void {
+  #lost(request: ManagerRequest, reason: unknown): void {
     if (!this.#end(request)) return;
     request.reject(abortError(`lock "${request.name}" was lost`, reason));
   }
@@ -341,7 +341,7 @@ class WebLockManager implements LockManager {
   }
 
   /** Ends a granted request once; true the first time. */
-  #end(request: Pending, process = true): boolean {
+  #end(request: ManagerRequest, process = true): boolean {
     if (request.state === "ended") return false;
     request.state = "ended";
     request.stop();
