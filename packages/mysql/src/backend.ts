@@ -133,11 +133,14 @@ export class MysqlBackend implements Backend<Hold> {
     session.names.set(name, undefined);
     try {
       const token = await this.#attempt(session, request, false);
-      if (token === undefined) {
+      if (token !== undefined && session.dead) {
+        throw new Error("the connection to MySQL was lost right after the grant");
+      }
+      // Not granted, or released at once by a forceRelease on this session (it dropped the name).
+      if (token === undefined || !session.names.has(name)) {
         session.names.delete(name);
         return NOT_GRANTED;
       }
-      if (session.dead) throw new Error("the connection to MySQL was lost right after the grant");
       const hold: Hold = { session, name };
       session.names.set(name, hold);
       session.watch();

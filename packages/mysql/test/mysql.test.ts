@@ -216,6 +216,23 @@ describe("holder labels, inspect and forceRelease", () => {
     await lease.release();
   });
 
+  it("a forceRelease racing a grant on the same session never leaves a lease that is not held", async () => {
+    const ns = namespace();
+    const a = client(ns, { uri, maxConnections: 1 });
+    for (let i = 0; i < 5; i++) {
+      const key = `race${i}`;
+      const [lease, freed] = await Promise.all([
+        i % 2 === 0 ? a.tryAcquire(key) : a.acquire(key),
+        a.forceRelease(key),
+      ]);
+      // Either order is fine; a lease that is not aborted holds the lock on the server.
+      const held = await holder(ns, key);
+      if (freed) expect(held).toBeNull();
+      expect(lease !== null && !lease.signal.aborted).toBe(held !== null);
+      await lease?.release();
+    }
+  });
+
   it("forceRelease of a key held on the client's own session releases it there, without ending the session", async () => {
     const ns = namespace();
     const a = client(ns, { uri, maxConnections: 1 });
