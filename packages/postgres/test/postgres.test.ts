@@ -828,6 +828,98 @@ describe("shared mode", () => {
   );
 });
 
+describe("forceRelease", () => {
+  it("ends the holder's session: the key is free, its leases on that connection are all lost at once, a waiter is granted with a higher token, and the evicted client acquires again", async () => {
+    const ns = namespace();
+    const [a, b, c] = [client(ns), client(ns), client(ns)];
+    const evicted = await a.acquire("k", { holder: "old" });
+    const bystander = await a.acquire("other");
+    // A lease on one of a's queue connections: another session, which forceRelease("k") leaves alone.
+    const blocker = await c.acquire("queued");
+    const queuedLease = a.acquire("queued", { timeoutMs: 10_000 });
+    await waitFor(async () => (await queuedCount(admin)) > 0, { message: "a waits in the queue" });
+    await blocker.release();
+    const kept = await queuedLease;
+    const waiting = b.acquire("k", { holder: "new", timeoutMs: 10_000 });
+    await waitFor(async () => (await queuedCount(admin)) > 0, { message: "b waits in the queue" });
+
+    expect(await c.forceRelease("k")).toBe(true);
+    const granted = await waiting;
+    expect(granted.fencingToken).toBeGreaterThan(evicted.fencingToken);
+    expect((await c.inspect("k")).holders.map((h) => h.holder)).toEqual(["new"]);
+    // The evicted session's leases learn it from their connection, without any call of theirs.
+    await waitFor(() => evicted.signal.aborted && bystander.signal.aborted, {
+      message: "the evicted session's leases are signalled",
+    });
+    expect((evicted.signal.reason as { code?: string }).code).toBe("LOCK_LOST");
+    expect((bystander.signal.reason as { code?: string }).code).toBe("LOCK_LOST");
+    expect(kept.signal.aborted).toBe(false);
+    expect(await c.tryAcquire("other")).not.toBeNull();
+    // Its release is a no-op: it never frees the new holder's lock.
+    await evicted.release();
+    expect(await c.tryAcquire("k")).toBeNull();
+    await granted.release();
+    // The evicted client reconnects for what comes next.
+    const again = await a.acquire("k", { timeoutMs: 10_000 });
+    expect(again.fencingToken).toBeGreaterThan(granted.fencingToken);
+    await Promise.all([again.release(), kept.release()]);
+    expect(await c.forceRelease("k")).toBe(false);
+    expect(await c.forceRelease("never-held")).toBe(false);
+  });
+
+  it("evicts every semaphore holder; a client's own holds are released without ending its session", async () => {
+    const ns = namespace();
+    const [a, b, c] = [client(ns), client(ns), client(ns)];
+    const slots = [await a.acquire("pool", { limit: 2 }), await b.acquire("pool", { limit: 2 })];
+    const before = (await c.inspect("pool")).holders.length;
+    expect(await c.forceRelease("pool")).toBe(true);
+    expect(before).toBe(2);
+    expect((await c.inspect("pool")).holders).toEqual([]);
+    await waitFor(() => slots.every((slot) => slot.signal.aborted), { message: "both are lost" });
+    const mine = [
+      await c.tryAcquire("pool", { limit: 2 }),
+      await c.tryAcquire("pool", { limit: 2 }),
+    ];
+    expect(mine.every((lease) => lease !== null)).toBe(true);
+    // c's own slots: released by c, on a session that lives on (its other lease is kept).
+    const other = await c.acquire("other");
+    const session = await holderPids(admin, ns, "other");
+    expect(await c.forceRelease("pool")).toBe(true);
+    expect(mine.every((lease) => lease!.signal.aborted)).toBe(true);
+    expect((await c.inspect("pool")).holders).toEqual([]);
+    expect(other.signal.aborted).toBe(false);
+    expect(await holderPids(admin, ns, "other")).toEqual(session);
+    await other.release();
+  });
+
+  it("without the privilege to end the holder's session: BACKEND_UNAVAILABLE that says what it takes", async () => {
+    const ns = namespace();
+    const holder = client(ns);
+    const held = await holder.acquire("k");
+    const role = `weak_${randomBytes(4).toString("hex")}`;
+    await admin.query(`CREATE ROLE ${role} LOGIN`);
+    await admin.query(`GRANT USAGE ON SEQUENCE locks_fencing TO ${role}`);
+    await admin.query(`GRANT SELECT, INSERT, DELETE ON locks_holders TO ${role}`);
+    onTestFinished(async () => {
+      await admin.query(`DROP OWNED BY ${role}`);
+      await admin.query(`DROP ROLE ${role}`);
+    });
+    const url = new URL(databaseUrl);
+    url.username = role;
+    const weak = createLocks(postgresBackend({ connectionString: url.href }), { namespace: ns });
+    const error = await weak.forceRelease("k").then(
+      () => undefined,
+      (e: unknown) =>
+        e as { code?: string; message?: string; cause?: { cause?: { code?: string } } },
+    );
+    await weak.close();
+    expect(error?.code).toBe("BACKEND_UNAVAILABLE");
+    expect(error?.message).toMatch(/pg_signal_backend/);
+    expect(held.signal.aborted).toBe(false);
+    await held.release();
+  });
+});
+
 describe("options and keys", () => {
   it("refuses bad options synchronously with INVALID_ARGUMENT", () => {
     const bad: unknown[] = [
