@@ -44,7 +44,7 @@ function deferred<T = void>(): Deferred<T> {
 }
 
 /** The rejection reason of `promise` (fails the test if it resolves). */
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
+export async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {
     await promise;
   } catch (error) {

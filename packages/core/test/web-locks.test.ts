@@ -2,19 +2,9 @@ import { describe, expect, it } from "vitest";
 import { createLockManager, createLocks } from "../src/index.js";
 import { memoryBackend } from "./memory-backend.js";
 import { recorded } from "./unit/backend.js";
-import { webLocksTests } from "./web-locks-wpt.js";
+import { rejection, webLocksTests } from "./web-locks-wpt.js";
 
 webLocksTests({ name: "memory", open: (options) => createLocks(memoryBackend(), options) });
-
-/** The rejection reason of `promise` (fails the test if it resolves). */
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error("expected a rejection, the promise resolved");
-}
 
 describe("createLockManager", () => {
   it("refuses anything but a Locks client", () => {
