@@ -302,7 +302,18 @@ function positive(ms: number, option: string, text: string): number {
   return ms;
 }
 
-/** Quotes an argument for a message when it needs it. */
+/**
+ * An argument or label as a message may show it: bare when it is plain, else
+ * JSON-quoted, with the control and format characters JSON leaves as they are
+ * (DEL, C1 controls, bidi overrides) escaped too, so that text from elsewhere
+ * (another holder's label) cannot break a line or drive the terminal.
+ */
 export function quote(arg: string): string {
-  return /^[\w./:@%+=,-]+$/.test(arg) ? arg : JSON.stringify(arg);
+  if (/^[\w./:@%+=-]+$/.test(arg)) return arg;
+  return JSON.stringify(arg).replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, (char) =>
+    char
+      .split("")
+      .map((unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, "0")}`)
+      .join(""),
+  );
 }

@@ -1,5 +1,5 @@
 import type { LockHolder, LockState } from "@locks/core";
-import { parseStatusArgs, type StatusArgs } from "./args.js";
+import { parseStatusArgs, quote, type StatusArgs } from "./args.js";
 import { describeLocation } from "./backends.js";
 import { closeLocks, openLocks } from "./client.js";
 import { formatDuration } from "./duration.js";
@@ -88,7 +88,7 @@ function toText(args: StatusArgs, namespace: string, state: LockState): string {
   for (const holder of state.holders) {
     const expires = expiresInMs(holder, now);
     const parts = [
-      `holder ${holder.holder === undefined ? "-" : printable(holder.holder)}`,
+      `holder ${holder.holder === undefined ? "-" : quote(holder.holder)}`,
       holder.mode === "exclusive" && isSemaphore(state) ? "semaphore" : holder.mode,
       holder.fencingToken === 0n ? "no fencing token" : `fencing token ${holder.fencingToken}`,
       expires === undefined ? "no TTL" : `expires in ${formatDuration(expires)}`,
@@ -96,20 +96,4 @@ function toText(args: StatusArgs, namespace: string, state: LockState): string {
     lines.push(`  ${parts.join(", ")}`);
   }
   return `${lines.join("\n")}\n`;
-}
-
-/**
- * A label as it may be shown on a terminal: another process chose it, and it
- * may hold anything (newlines, escape sequences, commas). Bare when it is
- * plain; else JSON-quoted, with the control and format characters JSON leaves
- * as they are (DEL, C1 controls, bidi overrides) escaped too.
- */
-function printable(label: string): string {
-  if (/^[\w./:@%+=-]+$/.test(label)) return label;
-  return JSON.stringify(label).replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, (char) =>
-    char
-      .split("")
-      .map((unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, "0")}`)
-      .join(""),
-  );
 }
