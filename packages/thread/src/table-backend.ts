@@ -25,18 +25,23 @@ import {
 
 /**
  * A hold of the table, the `hold` of a grant: its bucket, entry and record
- * (an entry stays bound while it is held). The record keeps the grant's
- * token until the hold is released or evicted, so the hold can tell whether
- * it still holds the key.
+ * (an entry stays bound while it is held). The record's generation changes
+ * when the hold is released or evicted, so the hold can tell whether it
+ * still holds the key.
  */
 class TableHold {
   /** False once released (or reported lost): a second release must not free another holder's place. */
   live = true;
+  /** Neighbours in the instance's list of live holds (a list, not a Set: no allocation per grant). */
+  prev: TableHold | undefined;
+  next: TableHold | undefined;
 
   constructor(
     readonly bucket: number,
     readonly entry: number,
     readonly record: number,
+    /** The record's generation at the grant: the hold is held while the record keeps it. */
+    readonly generation: number,
     readonly fencingToken: bigint,
     readonly shared: boolean,
   ) {}
@@ -83,8 +88,8 @@ export class TableBackend implements Backend<TableHold> {
   /** The holders' limit `#take` found when it returned MISMATCH. */
   #heldLimit = 0;
   #host: BackendHost<TableHold> | undefined;
-  /** This instance's live holds, checked when another thread evicts holds (force-release). */
-  readonly #live = new Set<TableHold>();
+  /** This instance's live holds (a list through the holds), checked when another thread evicts holds. */
+  #live: TableHold | undefined;
   /** The table's eviction count this instance has looked at; a watch is pending while `#watching`. */
   #evictionsSeen = 0;
   #watching = false;
@@ -159,9 +164,9 @@ export class TableBackend implements Backend<TableHold> {
     };
   }
 
-  /** True while the hold's record still has its token: false once released or force-released. */
+  /** True while the hold's record keeps its generation: false once released or force-released. */
   extend(_req: LockRequest, hold: TableHold, _ttlMs: number): Promise<boolean> {
-    return Promise.resolve(hold.live && this.#table.recordHolds(hold.record, hold.fencingToken));
+    return Promise.resolve(hold.live && this.#table.generation(hold.record) === hold.generation);
   }
 
   /**
@@ -173,7 +178,7 @@ export class TableBackend implements Backend<TableHold> {
   release(_req: LockRequest, hold: TableHold | undefined): Promise<void> {
     if (hold === undefined || !hold.live) return DONE;
     hold.live = false;
-    this.#live.delete(hold);
+    this.#unlist(hold);
     if (!this.#table.latch(hold.bucket)) {
       return this.#table.latchLater(hold.bucket).then(() => this.#free(hold));
     }
@@ -240,8 +245,11 @@ export class TableBackend implements Backend<TableHold> {
     table.unlatch(ref.bucket);
     if (entry === MISMATCH) return Promise.reject(limitMismatch(req.limit, this.#heldLimit));
     if (record < 0) return Promise.resolve(NOT_GRANTED);
-    const hold = new TableHold(ref.bucket, entry, record, token, shared);
-    this.#live.add(hold);
+    const generation = table.generation(record);
+    const hold = new TableHold(ref.bucket, entry, record, generation, token, shared);
+    hold.next = this.#live;
+    if (this.#live !== undefined) this.#live.prev = hold;
+    this.#live = hold;
     if (!this.#watching) this.#watchEvictions();
     return Promise.resolve({ granted: true, fencingToken: token, hold });
   }
@@ -284,7 +292,7 @@ export class TableBackend implements Backend<TableHold> {
   #free(hold: TableHold): void {
     const table = this.#table;
     // Evicted (force-released, or its thread was taken for dead): nothing of it is left.
-    const holds = table.recordHolds(hold.record, hold.fencingToken);
+    const holds = table.generation(hold.record) === hold.generation;
     if (holds) {
       table.freeRecord(hold.record);
       this.#untake(hold.entry, hold.shared);
@@ -334,17 +342,29 @@ export class TableBackend implements Backend<TableHold> {
         this.#evictionsSeen = now;
         this.#reportEvicted();
       }
-      if (this.#live.size > 0) wait();
+      if (this.#live !== undefined) wait();
       else this.#watching = false;
     };
     wait();
   }
 
   #reportEvicted(): void {
-    for (const hold of this.#live) {
-      if (this.#table.recordHolds(hold.record, hold.fencingToken)) continue;
-      this.#live.delete(hold);
-      this.#host?.lost(hold, "the key was force-released");
+    for (let hold = this.#live; hold !== undefined; ) {
+      const next = hold.next;
+      if (this.#table.generation(hold.record) !== hold.generation) {
+        this.#unlist(hold);
+        this.#host?.lost(hold, "the key was force-released");
+      }
+      hold = next;
     }
+  }
+
+  #unlist(hold: TableHold): void {
+    if (hold.prev === undefined) {
+      if (this.#live === hold) this.#live = hold.next;
+    } else hold.prev.next = hold.next;
+    if (hold.next !== undefined) hold.next.prev = hold.prev;
+    hold.prev = undefined;
+    hold.next = undefined;
   }
 }

@@ -95,16 +95,20 @@ const LIMIT_BYTES = 8;
  *            bound and unbound only under that entry's bucket latch
  *   R_KIND   HOLD_EXCLUSIVE or HOLD_SHARED
  *   R_LABEL  the holder label's length in UTF-8 bytes, -1 without one
- *   bytes 16-23  the grant's fencing token (BigInt64; 0 once freed)
+ *   R_GEN    bumped each time the record is freed: a hold is still held while its record
+ *            has the generation it was granted with (an evicted hold would be taken for
+ *            held again only after 2^32 further frees of its record)
+ *   bytes 24-31  the grant's fencing token (BigInt64), for inspect
  *   bytes 32-287 the label (up to 256 UTF-8 bytes, the most the core accepts)
  */
-export const RECORD_BYTES = 288;
+const RECORD_BYTES = 288;
 const RECORD_WORDS = RECORD_BYTES / 4;
 const R_OWNER = 0;
 const R_ENTRY = 1;
 const R_KIND = 2;
 const R_LABEL = 3;
-const R_TOKEN = 2; // in BigInt64 units
+const R_GEN = 4;
+const R_TOKEN = 3; // in BigInt64 units
 const LABEL_OFFSET = 32;
 const LABEL_BYTES = 256;
 export const HOLD_EXCLUSIVE = 1;
@@ -292,14 +296,15 @@ export class TableView {
     this.#cursor = record + 1 === this.holds ? 0 : record + 1;
     const base = record * RECORD_WORDS;
     records[base + R_KIND] = kind;
-    Atomics.store(this.tokens, (record * RECORD_BYTES) / 8 + R_TOKEN, token);
+    this.tokens[(record * RECORD_BYTES) / 8 + R_TOKEN] = token;
     if (label === undefined) records[base + R_LABEL] = -1;
     else {
       const at = record * RECORD_BYTES + LABEL_OFFSET;
       const { written } = ENCODER.encodeInto(label, this.bytes.subarray(at, at + LABEL_BYTES));
       records[base + R_LABEL] = written;
     }
-    Atomics.store(records, base + R_ENTRY, entry + 1);
+    // Plain writes: other threads read them under the latch, which the unlatch publishes.
+    records[base + R_ENTRY] = entry + 1;
     return record;
   }
 
@@ -327,17 +332,23 @@ export class TableView {
     return -1;
   }
 
-  /** Under the latch of the entry it is bound to (or unbound): frees the record. */
+  /**
+   * Under the latch of the entry it is bound to (or unbound): frees the
+   * record, which this thread then takes first again (a record in cache).
+   */
   freeRecord(record: number): void {
     const base = record * RECORD_WORDS;
-    Atomics.store(this.tokens, (record * RECORD_BYTES) / 8 + R_TOKEN, 0n);
-    Atomics.store(this.records, base + R_ENTRY, 0);
-    Atomics.store(this.records, base + R_OWNER, 0);
+    const records = this.records;
+    records[base + R_GEN]!++;
+    records[base + R_ENTRY] = 0;
+    // Last, and atomic: only now may another thread take it.
+    Atomics.store(records, base + R_OWNER, 0);
+    this.#cursor = record;
   }
 
-  /** Whether `record` still holds the grant of `token` (tokens are never handed out twice). */
-  recordHolds(record: number, token: bigint): boolean {
-    return Atomics.load(this.tokens, (record * RECORD_BYTES) / 8 + R_TOKEN) === token;
+  /** The record's generation: it changes when the record is freed (see R_GEN). */
+  generation(record: number): number {
+    return Atomics.load(this.records, record * RECORD_WORDS + R_GEN);
   }
 
   /**

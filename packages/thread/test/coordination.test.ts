@@ -8,6 +8,7 @@ import { type Backend, createLocks, type Locks } from "@locks/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSharedLockTable, threadBackend } from "../src/index.js";
 import { tableIdle } from "./fixtures/table-words.js";
+import { until } from "./fixtures/until.js";
 
 const opened: Locks[] = [];
 afterEach(async () => {
@@ -21,15 +22,6 @@ function client(backend: Backend, namespace: string): Locks {
   const locks = createLocks(backend, { namespace });
   opened.push(locks);
   return locks;
-}
-
-/** Polls `condition` every 5 ms until it holds, for up to 10 s. */
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = performance.now() + 10_000;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 const kinds = [

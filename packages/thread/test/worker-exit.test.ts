@@ -17,6 +17,7 @@ import {
 import type { HolderCommand, HolderJob, HolderReply } from "./fixtures/holder.js";
 import { tableIdle, tableWords } from "./fixtures/table-words.js";
 import { tsWorker } from "./fixtures/ts-worker.js";
+import { until } from "./fixtures/until.js";
 
 const holderEntry = new URL("./fixtures/holder.ts", import.meta.url);
 const started = new Set<Worker>();
@@ -69,15 +70,6 @@ function client(table: SharedLockTable, namespace: string): Locks {
   const locks = createLocks(threadBackend({ table }), { namespace });
   opened.push(locks);
   return locks;
-}
-
-/** Polls `condition` on each turn of the event loop until it holds, for up to 20 s. */
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = performance.now() + 20_000;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 describe("holder labels and force-release across worker_threads", () => {
