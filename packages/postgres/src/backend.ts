@@ -276,7 +276,8 @@ export class PostgresBackend implements Backend<Hold> {
   async forceRelease(key: KeyRef): Promise<boolean> {
     const ids = idsOf(key);
     const session = await this.#liveSession();
-    const conns = [...this.#conns, session].filter((conn) => !conn.dead);
+    // The session is one of #conns, unless it is a given client.
+    const conns = [...new Set([...this.#conns, session])].filter((conn) => !conn.dead);
     const mine = conns.flatMap((conn) =>
       [...conn.holds].filter((h) => h.id === ids.key || h.markers?.[0] === ids.presence),
     );
@@ -298,8 +299,10 @@ export class PostgresBackend implements Backend<Hold> {
     }
     await Promise.all(
       mine.map((hold) => {
+        // Unlocked first: the core's own release of a lost lease then finds nothing left to do.
+        const unlocked = this.#unlock(hold);
         this.#host?.lost(hold, "the key was force-released");
-        return this.#unlock(hold);
+        return unlocked;
       }),
     );
     return Number(row?.ended) > 0 || mine.length > 0;
