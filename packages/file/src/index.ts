@@ -14,7 +14,9 @@ export type { FileBackendOptions } from "./options.js";
  * A lock backend on the file system, for processes of one machine
  * (`scope: "host"`): one lock directory per key under `directory`, kept fresh
  * by proper-lockfile, fencing tokens that survive restarts, waiters woken by
- * a watch on the directory, shared mode and semaphores.
+ * a watch on the directory, shared mode and semaphores. Holder labels are
+ * stored in the lock's records, where `inspect` from any process reads them;
+ * `forceRelease` evicts every holder, whose lease is lost within a second.
  *
  * Options are checked before any I/O: a bad one throws INVALID_ARGUMENT. The
  * directory is created on first use; when it cannot be created or written,
