@@ -33,14 +33,18 @@ import { createHash } from "node:crypto";
  * The common paths come first in each script, before any helper is defined.
  */
 
-/**
- * The head of both acquire scripts: their keys and arguments, and the end of
- * an exclusive grant (the token; with a label, the holder's field in `d`,
- * which lives as long as the lock: no other field of `d` is live then).
- */
+/** The keys and first arguments of both acquire scripts. */
 const ACQUIRE_HEAD = `
 local x, f, r, s, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local owner, mode = ARGV[1], ARGV[2]
+`;
+
+/**
+ * The end of an exclusive grant: the token and, with a label, the holder's
+ * field in `d`, which lives as long as the lock (no other field of `d` is
+ * live then). Defined after the unlabelled fast path, which needs none of it.
+ */
+const EXCLUSIVE_TOKEN = `
 local function exclusiveToken(ttl, label)
   local token = redis.call('INCR', f)
   if label then
@@ -166,8 +170,11 @@ end
  */
 const ACQUIRE = `${ACQUIRE_HEAD}
 local label = ARGV[5]
+local fresh = mode == 'x' and redis.call('SET', x, owner, 'NX', 'PX', ARGV[3])
+if fresh and not label then return {1, redis.call('INCR', f)} end
+${EXCLUSIVE_TOKEN}
+if fresh then return {1, exclusiveToken(ARGV[3], label)} end
 if mode == 'x' then
-  if redis.call('SET', x, owner, 'NX', 'PX', ARGV[3]) then return {1, exclusiveToken(ARGV[3], label)} end
   local v = redis.call('GET', x)
   if v == owner then
     redis.call('PEXPIRE', x, ARGV[3])
@@ -195,10 +202,12 @@ return {1, grant(ttl, limit, label)}
 const FAIR_ACQUIRE = `${ACQUIRE_HEAD}
 local q, qe, qn = KEYS[6], KEYS[7], KEYS[8]
 local label = ARGV[7]
-if mode == 'x' and redis.call('EXISTS', q) == 0 then
-  -- Nobody queued: the plain exclusive path.
-  if redis.call('SET', x, owner, 'NX', 'PX', ARGV[3]) then return {1, exclusiveToken(ARGV[3], label)} end
-end
+-- Nobody queued: the plain exclusive path.
+local fresh = mode == 'x' and redis.call('EXISTS', q) == 0
+  and redis.call('SET', x, owner, 'NX', 'PX', ARGV[3])
+if fresh and not label then return {1, redis.call('INCR', f)} end
+${EXCLUSIVE_TOKEN}
+if fresh then return {1, exclusiveToken(ARGV[3], label)} end
 ${HELPERS}
 ${GRANT}
 local ttl, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
