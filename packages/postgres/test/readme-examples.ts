@@ -2,7 +2,7 @@
  * The README's examples, type-checked with the tests (this file is not run).
  * Keep the two in step.
  */
-import { createLocks } from "@locks/core";
+import { createLocks, type Locks } from "@locks/core";
 import pg from "pg";
 import { postgresBackend } from "../src/index.js";
 
@@ -27,4 +27,10 @@ export async function ownClient(): Promise<void> {
   const locks = createLocks(postgresBackend({ client }), { namespace: "billing" });
   await locks.close();
   await client.end();
+}
+
+export async function holders(locks: Locks): Promise<void> {
+  const lease = await locks.acquire("report", { holder: "worker-7" });
+  await locks.inspect("report"); // { key, holders: [{ holder: "worker-7", mode, fencingToken, expiresAt: undefined }], limit: 1 }
+  await locks.forceRelease("report"); // admin: ends the session holding it
 }
