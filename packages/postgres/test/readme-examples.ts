@@ -30,7 +30,7 @@ export async function ownClient(): Promise<void> {
 }
 
 export async function holders(locks: Locks): Promise<void> {
-  const lease = await locks.acquire("report", { holder: "worker-7" });
+  await locks.acquire("report", { holder: "worker-7" });
   await locks.inspect("report"); // { key, holders: [{ holder: "worker-7", mode, fencingToken, expiresAt: undefined }], limit: 1 }
   await locks.forceRelease("report"); // admin: ends the session holding it
 }
