@@ -113,6 +113,8 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
   readonly #waits = new Set<Wait>();
   readonly #closeController = new AbortController();
   readonly #cleanups = new Set<Promise<unknown>>();
+  /** Work of acquires that gave up while it still ran (an attempt in flight, a wait ending). */
+  readonly #abandoned = new Set<Promise<unknown>>();
   readonly #delayedReleases = new Set<() => void>();
   /** Rejecters of the hot path's first attempts in flight, for close(). */
   readonly #firstAttempts = new Set<(reason: unknown) => void>();
@@ -211,6 +213,8 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
     const { signal, ...electionOptions } = options ?? {};
     const election = this.election(key, electionOptions);
     await leadLoop(election, fn, signal, this.#closeController.signal);
+    // A campaign the signal ended may still hold a grant in flight: lead() returns once it is handed back.
+    await this.#settled();
   }
 
   close(): Promise<void> {
@@ -362,7 +366,9 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
           );
     this.#waiting.add(cancel);
     try {
-      const lease = await untilAborted(this.#attempt(request, options), cancel.signal);
+      const lease = await untilAborted(this.#attempt(request, options), cancel.signal, (work) =>
+        this.#abandon(work),
+      );
       if (lease !== undefined) return lease;
       if (!wait) return null;
       if (timeoutMs === 0) throw timeoutError(request.key, 0);
@@ -419,7 +425,10 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
       const stop =
         cancel === this.#closeController.signal
           ? undefined
-          : onAbort(cancel, (reason) => wait.giveUp(reason));
+          : onAbort(cancel, (reason) => {
+              wait.giveUp(reason);
+              this.#abandon(wait.done);
+            });
       wait.done = waitForGrant(this.calls, request, cancel, (hold) =>
         this.#releaseQuietly(request, hold),
       ).then(
@@ -444,6 +453,7 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
         },
       );
       this.#waits.add(wait);
+      if (wait.ended) this.#abandon(wait.done);
     });
   }
 
@@ -456,6 +466,20 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
     const lease = new HeldLease(this, request, grant, deadline, options);
     this.#leases.add(lease);
     return lease;
+  }
+
+  #abandon(work: Promise<unknown>): void {
+    this.#abandoned.add(work);
+    const forget = (): void => void this.#abandoned.delete(work);
+    work.then(forget, forget);
+  }
+
+  /** Resolves once the acquires that gave up have finished and handed back what they were granted late. */
+  async #settled(): Promise<void> {
+    // Twice: finishing abandoned work starts the clean-ups that hand its grants back.
+    for (let round = 0; round < 2; round++) {
+      await Promise.allSettled([...this.#abandoned, ...this.#cleanups]);
+    }
   }
 
   #releaseQuietly(request: LockRequest, hold: unknown): void {
@@ -513,15 +537,18 @@ const CLOSE_GRACE_MS = 250;
 function untilAborted(
   attempt: Promise<Lease | undefined>,
   signal: AbortSignal,
+  abandon: (work: Promise<unknown>) => void,
 ): Promise<Lease | undefined> {
   return new Promise((resolve, reject) => {
     let settled = false;
     const stop = onAbort(signal, (reason) => {
       settled = true;
       reject(reason);
-      attempt.then(
-        (lease) => lease?.release(),
-        () => undefined,
+      abandon(
+        attempt.then(
+          (lease) => lease?.release(),
+          () => undefined,
+        ),
       );
     });
     attempt.then(

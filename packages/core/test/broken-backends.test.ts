@@ -93,7 +93,6 @@ const expectations: Array<[string, RegExp]> = [
   ["inspectNoLabels", /one candidate leads at a time; leader\(\) names it/],
   ["forceReleaseReusesToken", /evicts the holder: .* later tokens are higher/],
   ["forceReleaseKeepsHold", /evicts the holder: .* the evicted lease cannot extend/],
-  ["forceReleaseKeepsHold", /aborts the evicted lease's signal with LOCK_LOST/],
 ];
 
 describe("the conformance suite rejects broken backends", () => {

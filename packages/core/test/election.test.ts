@@ -113,4 +113,28 @@ describe("election and lead, in the core", () => {
     expect(timers()).toBe(before);
     await locks.close();
   });
+
+  it("lead() returns only once a grant still in flight when its signal aborted is handed back", async () => {
+    const ns = namespace();
+    const slow = memoryBackend();
+    const tryAcquire = slow.tryAcquire.bind(slow);
+    // The store grants after 100 ms: the signal aborts while the attempt is on its way.
+    let inFlight = 0;
+    slow.tryAcquire = async (request) => {
+      inFlight++;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const attempt = await tryAcquire(request);
+      inFlight--;
+      return attempt;
+    };
+    const locks = createLocks(slow, { namespace: ns });
+    const other = createLocks(memoryBackend(), { namespace: ns });
+    const stop = new AbortController();
+    const leading = locks.lead("late", () => expect.unreachable(), { signal: stop.signal });
+    setTimeout(() => stop.abort(), 30);
+    await leading;
+    expect(inFlight, "the campaign's attempt has come back").toBe(0);
+    expect((await other.inspect("late")).holders).toEqual([]);
+    await Promise.all([locks.close(), other.close()]);
+  });
 });
