@@ -64,8 +64,8 @@ Options:
                                (1 to 256 UTF-8 bytes; default <host name>:<pid of locks>)
       --min-hold <duration>    keep the key held until this long after the grant, even
                                when the command ends sooner, so that a quick cron job on
-                               several hosts runs once (with -n). With a TTL the store keeps
-                               the key; PostgreSQL and MySQL have none: locks stays until then
+                               several hosts runs once (with -n); locks stays until then
+                               (a signal ends the stay early)
   -E, --conflict-exit-code <n> exit code when the key stays held until --timeout (default 75)
       --kill-after <duration>  when the lock is lost while the command runs, the command
                                gets SIGTERM, then SIGKILL this much later (default 10s)

@@ -37,7 +37,7 @@ export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Prom
       await lease.release().catch(() => undefined);
       return signalExitCode(signal);
     }
-    return await runHolding(locks, lease, args, env, signals);
+    return await runHolding(lease, args, env, signals);
   } finally {
     signals.handler = (signal) => {
       say(
@@ -113,7 +113,6 @@ function conflict(args: RunArgs): number {
  * (SIGTERM, then SIGKILL after --kill-after) when the lease is lost.
  */
 async function runHolding(
-  locks: Locks,
   lease: Lease,
   args: RunArgs,
   env: NodeJS.ProcessEnv,
@@ -162,31 +161,31 @@ async function runHolding(
       `warning: could not release "${args.key}" (${(error as Error).message}); it frees itself after its TTL`,
     );
   }
-  await stayForMinHold(locks, args, grantedAt, signals);
+  await stayForMinHold(args, grantedAt, signals);
   return outcome.code;
 }
 
 /**
- * With a TTL the store keeps a key released before `--min-hold` until then
- * (the core shortened the lease to what remains). Without one (PostgreSQL,
- * MySQL) the client holds it in its session, which ends with `locks`: stay
- * until the time is up. A signal ends the stay, and the key is freed early.
+ * Stays until `--min-hold` has passed since the grant. The core keeps a key
+ * released sooner held until then, but not every store outlives the client:
+ * PostgreSQL and MySQL locks end with the session, etcd revokes the session
+ * leases at close, and lock files are removed when the process exits. A
+ * signal ends the stay, and the key may then be freed early.
  */
 async function stayForMinHold(
-  locks: Locks,
   args: RunArgs,
   grantedAt: number,
   signals: SignalRouter,
 ): Promise<void> {
   const left = grantedAt + args.minHoldMs - performance.now();
-  if (locks.backend.capabilities.ttl || left <= 0) return;
+  if (left <= 0) return;
   if (args.verbose) {
     say(`keeping "${args.key}" held for ${formatDuration(left)} more (--min-hold)`);
   }
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, left);
     signals.handler = (signal) => {
-      say(`${signal} during --min-hold: "${args.key}" is freed now`);
+      say(`${signal} during --min-hold: exiting before the hold on "${args.key}" is over`);
       clearTimeout(timer);
       resolve();
     };

@@ -75,18 +75,19 @@ describe("holder labels, --min-hold and release --force (redis unless named)", (
     onTestFinished,
   }) => {
     const { cli, viewer, run } = setup(onTestFinished);
-    const job = cli.start(run(["--min-hold", "6s", "nightly", "--", ...holdCommand()]));
+    const job = cli.start(run(["-v", "--min-hold", "6s", "nightly", "--", ...holdCommand()]));
     await job.waitForOutput("ready");
     job.endInput();
-    expect((await job.ended).code).toBe(0);
-    // `locks` has exited; the store keeps the key, labelled with the pid of the `locks` that ran the job.
+    // The command has ended and its lease was released; `locks` stays until the hold is over.
+    await job.waitForOutput('keeping "nightly" held for', "stderr");
     const [state, skipped] = await Promise.all([
       viewer.inspect("nightly"),
       cli.run(run(["-n", "nightly", "--", "true"])),
     ]);
     expect(state.holders.map((h) => h.holder)).toEqual([`${hostname()}:${job.process.pid}`]);
     expect(skipped.code, skipped.stderr).toBe(75);
-    // Free once the hold has passed, and the next grant is fenced above the job's.
+    // Then `locks` exits with the command's code, the key is free, and the next grant is fenced above.
+    expect((await job.ended).code).toBe(0);
     const next = await viewer.acquire("nightly", { timeoutMs: 60_000 });
     expect(next.fencingToken).toBeGreaterThan(readyToken(job.stdout()));
     await next.release();
@@ -119,7 +120,7 @@ describe("holder labels, --min-hold and release --force (redis unless named)", (
     expect(quiet).toMatchObject({ code: 1, stdout: "", stderr: "" });
   });
 
-  it("--min-hold on a backend without TTL (mysql): locks stays, holding the key, until the hold is over or a signal", async ({
+  it("--min-hold on a backend without TTL (mysql): the key stays held while locks stays, until a signal", async ({
     onTestFinished,
   }) => {
     const cli = locksCli(onTestFinished);
@@ -133,7 +134,9 @@ describe("holder labels, --min-hold and release --force (redis unless named)", (
     job.process.kill("SIGTERM");
     const ended = await job.ended;
     expect(ended.code, ended.stderr).toBe(0);
-    expect(ended.stderr).toContain('SIGTERM during --min-hold: "k" is freed now');
+    expect(ended.stderr).toContain(
+      'SIGTERM during --min-hold: exiting before the hold on "k" is over',
+    );
     const free = await cli.run(["status", ...mysql, "k"]);
     expect(free.code, free.stdout).toBe(0);
   });
