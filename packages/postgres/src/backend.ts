@@ -367,10 +367,7 @@ export class PostgresBackend implements Backend<Hold> {
           conn.unhold(ids.key);
           throw limitMismatch(1, Number(-token));
         }
-        return this.#granted(
-          { ...this.#base(conn, request), id: ids.key, markers: undefined },
-          row,
-        );
+        return this.#granted(conn, request, ids.key, undefined, row);
       },
       (error: unknown) => {
         conn.unhold(ids.key);
@@ -424,22 +421,19 @@ export class PostgresBackend implements Backend<Hold> {
       if (other !== null && other !== undefined) throw limitMismatch(request.limit, Number(other));
       return NOT_GRANTED;
     }
-    const markers = [ids.presence, a, b] as const;
-    const hold = { ...this.#base(conn, request), id: slot, mode: "exclusive" as const, markers };
-    return this.#granted(hold, row);
+    return this.#granted(conn, request, slot, [ids.presence, a, b], row);
   }
 
-  /** What a hold of `request` on `conn` is, but its lock id, markers and token. */
-  #base(conn: Connection, request: LockRequest) {
-    const { interest, tag } = idsOf(request);
-    return { conn, mode: request.mode, interest, tag, noted: request.holder !== undefined };
-  }
-
-  /** The grant of `hold`, whose statement answered `row`. */
-  #granted(hold: Omit<Hold, "token">, row: Row): Grant<Hold> {
-    const { conn, markers } = hold;
+  /** The grant of `id` (the key's, or a slot's with its `markers`) to `request`, whose statement answered `row`. */
+  #granted(
+    conn: Connection,
+    request: LockRequest,
+    id: string,
+    markers: Hold["markers"],
+    row: Row,
+  ): Grant<Hold> {
     if (Number(row.pid) !== conn.pid || conn.dead) {
-      conn.unhold(hold.id);
+      conn.unhold(id);
       if (markers !== undefined) conn.unhold(markers[0]);
       // The session ended right after the grant: the lock went with it.
       if (conn.dead) throw new Error("the connection to PostgreSQL was lost");
@@ -448,12 +442,26 @@ export class PostgresBackend implements Backend<Hold> {
       throw error;
     }
     const token = BigInt(String(row.token));
-    return { granted: true, fencingToken: token, hold: this.#hold({ ...hold, token }) };
+    return {
+      granted: true,
+      fencingToken: token,
+      hold: this.#hold(conn, request, id, markers, token),
+    };
   }
 
   /** Records a lock held on its connection; with heartbeatMs, the connection is kept proven alive. */
-  #hold(hold: Hold): Hold {
-    const { conn } = hold;
+  #hold(
+    conn: Connection,
+    request: LockRequest,
+    id: string,
+    markers: Hold["markers"],
+    token: bigint,
+  ): Hold {
+    const { interest, tag } = idsOf(request);
+    // A semaphore's slot (with markers) is held exclusively, whatever the request's mode.
+    const mode = markers === undefined ? request.mode : "exclusive";
+    const noted = request.holder !== undefined;
+    const hold: Hold = { conn, id, mode, interest, markers, token, tag, noted };
     conn.holds.add(hold);
     const every = this.#options.heartbeatMs;
     if (every > 0 && conn.liveness === undefined) {
@@ -504,8 +512,7 @@ export class PostgresBackend implements Backend<Hold> {
     const outcome = await waitInQueue(this.#queue, conn, ids.key, request.mode, wait, signal);
     if (outcome.kind === "granted" && !conn.dead) {
       const { token } = outcome;
-      const base = this.#base(conn, request);
-      const hold = this.#hold({ ...base, id: ids.key, markers: undefined, token });
+      const hold = this.#hold(conn, request, ids.key, undefined, token);
       return { granted: true, fencingToken: token, hold };
     }
     conn.unhold(ids.key);
