@@ -11,9 +11,8 @@ import {
   limitMismatch,
   type Unsubscribe,
 } from "@locks/core/backend";
+import { HOLD_EXCLUSIVE, HOLD_SHARED } from "./records.js";
 import {
-  HOLD_EXCLUSIVE,
-  HOLD_SHARED,
   type KeySlot,
   SEQ,
   type SharedLockTable,
@@ -152,7 +151,7 @@ export class TableBackend implements Backend<TableHold> {
       const table = this.#table;
       if (!table.latch(ref.bucket)) await table.latchLater(ref.bucket);
       writer = table.entry(ref, true);
-      if (writer >= 0) record = table.bindWriter(writer);
+      if (writer >= 0) record = table.records.bindWriter(writer);
       if (record >= 0) words[writer + WRITERS]!++;
       else if (writer >= 0) table.unbindIfIdle(writer);
       table.unlatch(ref.bucket);
@@ -166,7 +165,9 @@ export class TableBackend implements Backend<TableHold> {
 
   /** True while the hold's record keeps its generation: false once released or force-released. */
   extend(_req: LockRequest, hold: TableHold, _ttlMs: number): Promise<boolean> {
-    return Promise.resolve(hold.live && this.#table.generation(hold.record) === hold.generation);
+    return Promise.resolve(
+      hold.live && this.#table.records.generation(hold.record) === hold.generation,
+    );
   }
 
   /**
@@ -195,7 +196,7 @@ export class TableBackend implements Backend<TableHold> {
     const ref = table.locate(key.scoped);
     if (!table.latch(ref.bucket)) await table.latchLater(ref.bucket);
     const entry = table.entry(ref, false);
-    const holders = entry < 0 ? [] : table.holders(entry);
+    const holders = entry < 0 ? [] : table.records.holders(entry);
     const limit = entry < 0 ? 1 : table.limits[table.limitIndex(entry)]!;
     table.unlatch(ref.bucket);
     return holders.length === 0 ? { holders } : { holders, limit };
@@ -238,14 +239,14 @@ export class TableBackend implements Backend<TableHold> {
     if (entry >= 0) {
       // Under the latch, so that a key's tokens increase in the order of its grants.
       token = table.nextToken();
-      record = table.bindRecord(entry, shared ? HOLD_SHARED : HOLD_EXCLUSIVE, token, req.holder);
+      record = table.records.bind(entry, shared ? HOLD_SHARED : HOLD_EXCLUSIVE, token, req.holder);
       // Every record is in use: the grant is undone, and the attempt waits like any other.
       if (record < 0) this.#untake(entry, shared);
     }
     table.unlatch(ref.bucket);
     if (entry === MISMATCH) return Promise.reject(limitMismatch(req.limit, this.#heldLimit));
     if (record < 0) return Promise.resolve(NOT_GRANTED);
-    const generation = table.generation(record);
+    const generation = table.records.generation(record);
     const hold = new TableHold(ref.bucket, entry, record, generation, token, shared);
     hold.next = this.#live;
     if (this.#live !== undefined) this.#live.prev = hold;
@@ -292,9 +293,9 @@ export class TableBackend implements Backend<TableHold> {
   #free(hold: TableHold): void {
     const table = this.#table;
     // Evicted (force-released, or its thread was taken for dead): nothing of it is left.
-    const holds = table.generation(hold.record) === hold.generation;
+    const holds = table.records.generation(hold.record) === hold.generation;
     if (holds) {
-      table.freeRecord(hold.record);
+      table.records.free(hold.record);
       this.#untake(hold.entry, hold.shared);
     }
     table.unlatch(hold.bucket);
@@ -310,7 +311,7 @@ export class TableBackend implements Backend<TableHold> {
     const table = this.#table;
     if (!table.latch(bucket)) await table.latchLater(bucket);
     const words = this.#words;
-    table.freeWriter(record);
+    table.records.freeWriter(record);
     const opened = --words[entry + WRITERS]! === 0 && words[entry + STATE]! <= 0;
     table.unbindIfIdle(entry);
     table.unlatch(bucket);
@@ -351,7 +352,7 @@ export class TableBackend implements Backend<TableHold> {
   #reportEvicted(): void {
     for (let hold = this.#live; hold !== undefined; ) {
       const next = hold.next;
-      if (this.#table.generation(hold.record) !== hold.generation) {
+      if (this.#table.records.generation(hold.record) !== hold.generation) {
         this.#unlist(hold);
         this.#host?.lost(hold, "the key was force-released");
       }

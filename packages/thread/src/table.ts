@@ -1,6 +1,7 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { threadId } from "node:worker_threads";
-import { check, defineOptions, type HolderStatus } from "@locks/core/backend";
+import { check, defineOptions } from "@locks/core/backend";
+import { HoldRecords, recordsBytes } from "./records.js";
 
 /**
  * A lock table in shared memory, for locks between the worker_threads of one
@@ -86,47 +87,8 @@ const ENTRIES = (BUCKET_WORDS - FIRST_ENTRY) / ENTRY_WORDS;
  */
 const LIMIT_BYTES = 8;
 
-/*
- * After the limits, the hold records, 288 bytes each: one per hold, so that
- * any thread can read who holds a key, and the thread that started a worker
- * can free what it held once it is dead.
- *   R_OWNER  0 free; else threadId + 1 of the thread that took the record (one compareExchange)
- *   R_ENTRY  index + 1 of the entry's first word it is bound to (0: taken, not bound yet);
- *            bound and unbound only under that entry's bucket latch
- *   R_KIND   HOLD_EXCLUSIVE or HOLD_SHARED
- *   R_LABEL  the holder label's length in UTF-8 bytes, -1 without one
- *   R_GEN    bumped each time the record is freed: a hold is still held while its record
- *            has the generation it was granted with (an evicted hold would be taken for
- *            held again only after 2^32 further frees of its record)
- *   bytes 24-31  the grant's fencing token (BigInt64), for inspect
- *   bytes 32-287 the label (up to 256 UTF-8 bytes, the most the core accepts)
- */
-const RECORD_BYTES = 288;
-const RECORD_WORDS = RECORD_BYTES / 4;
-const R_OWNER = 0;
-const R_ENTRY = 1;
-const R_KIND = 2;
-const R_LABEL = 3;
-const R_GEN = 4;
-const R_TOKEN = 3; // in BigInt64 units
-const LABEL_OFFSET = 32;
-const LABEL_BYTES = 256;
-export const HOLD_EXCLUSIVE = 1;
-export const HOLD_SHARED = 2;
-
-/*
- * After the hold records, as many waiting-writer records, 2 Int32 words each:
- * W_OWNER (as R_OWNER) and W_ENTRY (as R_ENTRY). Apart from the hold
- * records, so that a waiting writer never takes the record its own grant
- * needs. A writer finding none free waits without stopping new readers.
- */
-const WRITER_WORDS = 2;
-const W_OWNER = 0;
-const W_ENTRY = 1;
-
 function tableBytes(slots: number, holds: number): number {
-  const buckets = slots * (BUCKET_WORDS * 4 + ENTRIES * LIMIT_BYTES);
-  return HEADER_BYTES + buckets + holds * (RECORD_BYTES + WRITER_WORDS * 4);
+  return HEADER_BYTES + slots * (BUCKET_WORDS * 4 + ENTRIES * LIMIT_BYTES) + recordsBytes(holds);
 }
 
 const parseOptions = defineOptions({
@@ -172,7 +134,8 @@ export interface KeySlot {
 
 /**
  * A table's shared memory, and the operations on it that every thread does
- * alike: the bucket latch, binding a key to an entry, hold records. Made once
+ * alike: the bucket latch, binding a key to an entry, counting an entry
+ * again from its hold records. Made once
  * per backend instance (and per worker watched by `releaseOnExit`).
  */
 export class TableView {
@@ -184,18 +147,10 @@ export class TableView {
   readonly fence: BigInt64Array;
   readonly slots: number;
   readonly header: Int32Array;
-  /** The hold records, as words, tokens and bytes (see RECORD_BYTES). */
-  readonly records: Int32Array;
-  readonly tokens: BigInt64Array;
-  readonly bytes: Uint8Array;
-  /** The waiting-writer records (see WRITER_WORDS). */
-  readonly writers: Int32Array;
-  readonly holds: number;
+  /** Who holds what: a record per hold and per waiting writer. */
+  readonly records: HoldRecords;
   /** This thread's mark in latches and records: its threadId + 1 (never 0). */
   readonly me = threadId + 1;
-  /** Where this thread looks for a free record next (its own cursor: no shared word to contend on). */
-  #cursor: number;
-  #writerCursor: number;
 
   constructor(table: SharedLockTable) {
     const wordCount = table.slots * BUCKET_WORDS;
@@ -205,16 +160,8 @@ export class TableView {
     this.words = new Int32Array(table.buffer, HEADER_BYTES, wordCount);
     this.limits = new Float64Array(table.buffer, limitsAt, table.slots * ENTRIES);
     this.fence = new BigInt64Array(table.buffer, 16, 1);
-    this.records = new Int32Array(table.buffer, recordsAt, table.holds * RECORD_WORDS);
-    this.tokens = new BigInt64Array(table.buffer, recordsAt, (table.holds * RECORD_BYTES) / 8);
-    this.bytes = new Uint8Array(table.buffer, recordsAt, table.holds * RECORD_BYTES);
-    const writersAt = recordsAt + table.holds * RECORD_BYTES;
-    this.writers = new Int32Array(table.buffer, writersAt, table.holds * WRITER_WORDS);
+    this.records = new HoldRecords(table.buffer, recordsAt, table.holds, this.me);
     this.slots = table.slots;
-    this.holds = table.holds;
-    // Threads start apart in the records, so that they rarely try the same one.
-    this.#cursor = (threadId * 61) % table.holds;
-    this.#writerCursor = this.#cursor;
   }
 
   /** The bucket and 64-bit fingerprint of a scoped key (`scopedKey(namespace, key)`), the same in every thread. */
@@ -286,112 +233,6 @@ export class TableView {
   }
 
   /**
-   * Under the entry's latch: takes a free record for this thread and binds it
-   * to `entry`; -1 when every record is in use.
-   */
-  bindRecord(entry: number, kind: number, token: bigint, label: string | undefined): number {
-    const records = this.records;
-    const record = this.#reserve(records, RECORD_WORDS, this.#cursor);
-    if (record < 0) return -1;
-    this.#cursor = record + 1 === this.holds ? 0 : record + 1;
-    const base = record * RECORD_WORDS;
-    records[base + R_KIND] = kind;
-    this.tokens[(record * RECORD_BYTES) / 8 + R_TOKEN] = token;
-    if (label === undefined) records[base + R_LABEL] = -1;
-    else {
-      const at = record * RECORD_BYTES + LABEL_OFFSET;
-      const { written } = ENCODER.encodeInto(label, this.bytes.subarray(at, at + LABEL_BYTES));
-      records[base + R_LABEL] = written;
-    }
-    // Plain writes: other threads read them under the latch, which the unlatch publishes.
-    records[base + R_ENTRY] = entry + 1;
-    return record;
-  }
-
-  /** Under the entry's latch: a waiting-writer record of this thread bound to `entry`, or -1 when none is free. */
-  bindWriter(entry: number): number {
-    const record = this.#reserve(this.writers, WRITER_WORDS, this.#writerCursor);
-    if (record < 0) return -1;
-    this.#writerCursor = record + 1 === this.holds ? 0 : record + 1;
-    Atomics.store(this.writers, record * WRITER_WORDS + W_ENTRY, entry + 1);
-    return record;
-  }
-
-  /** Under the latch of the entry it is bound to: frees a waiting-writer record. */
-  freeWriter(record: number): void {
-    Atomics.store(this.writers, record * WRITER_WORDS + W_ENTRY, 0);
-    Atomics.store(this.writers, record * WRITER_WORDS + W_OWNER, 0);
-  }
-
-  /** Takes the first free record from `from` on, for this thread (one compareExchange each); -1 when none. */
-  #reserve(records: Int32Array, words: number, from: number): number {
-    const count = this.holds;
-    for (let i = 0, at = from; i < count; i++, at = at + 1 === count ? 0 : at + 1) {
-      if (Atomics.compareExchange(records, at * words, 0, this.me) === 0) return at;
-    }
-    return -1;
-  }
-
-  /**
-   * Under the latch of the entry it is bound to (or unbound): frees the
-   * record, which this thread then takes first again (a record in cache).
-   */
-  freeRecord(record: number): void {
-    const base = record * RECORD_WORDS;
-    const records = this.records;
-    records[base + R_GEN]!++;
-    records[base + R_ENTRY] = 0;
-    // Last, and atomic: only now may another thread take it.
-    Atomics.store(records, base + R_OWNER, 0);
-    this.#cursor = record;
-  }
-
-  /** The record's generation: it changes when the record is freed (see R_GEN). */
-  generation(record: number): number {
-    return Atomics.load(this.records, record * RECORD_WORDS + R_GEN);
-  }
-
-  /**
-   * Calls `each` with every hold record (`writer` false) and waiting-writer
-   * record (`writer` true) that is taken: the entry it is bound to (-1: not
-   * bound yet) and its owner mark.
-   */
-  forEachRecord(
-    each: (record: number, entry: number, owner: number, writer: boolean) => void,
-  ): void {
-    for (const [records, words, writer] of [
-      [this.records, RECORD_WORDS, false],
-      [this.writers, WRITER_WORDS, true],
-    ] as const) {
-      for (let record = 0; record < this.holds; record++) {
-        const owner = Atomics.load(records, record * words);
-        if (owner !== 0) each(record, Atomics.load(records, record * words + 1) - 1, owner, writer);
-      }
-    }
-  }
-
-  /** Under the latch: the holds of `entry`, with their labels and tokens. */
-  holders(entry: number): HolderStatus[] {
-    const holders: HolderStatus[] = [];
-    const records = this.records;
-    for (let record = 0; record < this.holds; record++) {
-      const base = record * RECORD_WORDS;
-      if (records[base + R_ENTRY] !== entry + 1) continue;
-      const kind = records[base + R_KIND];
-      const length = records[base + R_LABEL]!;
-      const at = record * RECORD_BYTES + LABEL_OFFSET;
-      holders.push({
-        holder: length < 0 ? undefined : DECODER.decode(this.bytes.slice(at, at + length)),
-        mode: kind === HOLD_SHARED ? "shared" : "exclusive",
-        fencingToken: this.tokens[(record * RECORD_BYTES) / 8 + R_TOKEN]!,
-        // The table has no TTL: a hold lasts until released.
-        expiresInMs: undefined,
-      });
-    }
-    return holders;
-  }
-
-  /**
    * Under the latch: frees every record (hold or waiting writer) bound to an
    * entry of `bucket` that `select` selects, and counts each entry's STATE
    * and WRITERS again from the records left, unbinding idle entries.
@@ -406,15 +247,16 @@ export class TableView {
     // Per entry: exclusive holders, shared holders, waiting writers.
     const counts = new Int32Array(ENTRIES * 3);
     let freed = 0;
-    this.forEachRecord((record, entry, owner, writer) => {
+    const records = this.records;
+    records.forEach((record, entry, owner, writer) => {
       if (entry < first || entry >= bucket + BUCKET_WORDS) return;
       const at = ((entry - first) / ENTRY_WORDS) * 3;
       if (!select(entry, owner, writer)) {
-        counts[at + (writer ? 2 : this.records[record * RECORD_WORDS + R_KIND]! - 1)]!++;
+        counts[at + (writer ? 2 : records.kind(record) - 1)]!++;
       } else if (writer) {
-        this.freeWriter(record);
+        records.freeWriter(record);
       } else {
-        this.freeRecord(record);
+        records.free(record);
         freed++;
       }
     });
@@ -445,9 +287,6 @@ export class TableView {
 export function bucketOf(entry: number): number {
   return entry - (entry % BUCKET_WORDS);
 }
-
-const ENCODER = new TextEncoder();
-const DECODER = new TextDecoder();
 
 /**
  * Attempts at the bucket latch before yielding to the event loop. The latch

@@ -58,12 +58,12 @@ async function freeThread(view: TableView, dead: number): Promise<number> {
     }
   }
   const buckets = new Set(takenOver);
-  view.forEachRecord((record, entry, owner, writer) => {
+  view.records.forEach((record, entry, owner, writer) => {
     if (owner !== mark) return;
     // Taken but never bound: no other thread can see it.
     if (entry >= 0) buckets.add(bucketOf(entry));
-    else if (writer) view.freeWriter(record);
-    else view.freeRecord(record);
+    else if (writer) view.records.freeWriter(record);
+    else view.records.free(record);
   });
   let freed = 0;
   for (const bucket of buckets) {
