@@ -1,10 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { rejection } from "../src/conformance/web-locks.js";
 import { createLockManager, createLocks } from "../src/index.js";
 import { memoryBackend } from "./memory-backend.js";
 import { recorded } from "./unit/backend.js";
-import { rejection, webLocksTests } from "./web-locks-wpt.js";
-
-webLocksTests({ name: "memory", open: (options) => createLocks(memoryBackend(), options) });
 
 describe("createLockManager", () => {
   it("refuses anything but a Locks client", () => {

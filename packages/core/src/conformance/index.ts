@@ -29,6 +29,7 @@ import type { ConformanceOptions } from "./options.js";
 import { processTests } from "./processes.js";
 import { ttlTests } from "./ttl.js";
 import { waitingTests } from "./waiting.js";
+import { webLockTests } from "./web-locks.js";
 
 export type { ConformanceOptions } from "./options.js";
 
@@ -66,6 +67,7 @@ export function runConformanceSuite(options: ConformanceOptions): void {
       holderTests(options, capabilities, optional);
       compositeTests(options, capabilities);
       electionTests(options, capabilities, optional);
+      webLockTests(options, capabilities, optional);
     });
   });
 }
