@@ -14,12 +14,14 @@ import {
   type SharedLockTable,
   threadBackend,
 } from "../src/index.js";
+import type { ContenderJob } from "./fixtures/contender.js";
 import type { HolderCommand, HolderJob, HolderReply } from "./fixtures/holder.js";
-import { tableIdle, tableWords } from "./fixtures/table-words.js";
+import { recordsInUse, tableIdle, tableWords } from "./fixtures/table-words.js";
 import { tsWorker } from "./fixtures/ts-worker.js";
 import { until } from "./fixtures/until.js";
 
 const holderEntry = new URL("./fixtures/holder.ts", import.meta.url);
+const contenderEntry = new URL("./fixtures/contender.ts", import.meta.url);
 const started = new Set<Worker>();
 const opened: Locks[] = [];
 
@@ -124,6 +126,40 @@ describe("holder labels and force-release across worker_threads", () => {
     expect(tableWords(table, namespace, "job").state()).toBe(1);
     await lease.release();
     expect(await locks.forceRelease("job")).toBe(false);
+  });
+
+  it("forceRelease racing 3 workers that take and release one key: every grant's token is new, and the table ends idle", async () => {
+    const table = createSharedLockTable({ slots: 4 });
+    const namespace = newNamespace();
+    const start = new Int32Array(new SharedArrayBuffer(4));
+    Atomics.store(start, 0, 1);
+    const workers = Array.from({ length: 3 }, (_, i) => {
+      const job: ContenderJob = { table, namespace, key: "hot", loops: 60, label: `w${i}`, start };
+      const worker = tsWorker(contenderEntry, { workerData: job });
+      started.add(worker);
+      return new Promise<Array<{ token: string }>>((resolve, reject) => {
+        worker.on("message", (reply: { type: string; holds?: Array<{ token: string }> }) => {
+          if (reply.type === "holds") resolve(reply.holds!);
+        });
+        worker.once("error", reject);
+      });
+    });
+    const locks = client(table, namespace);
+    let done = false;
+    const all = Promise.all(workers).finally(() => {
+      done = true;
+    });
+    let evictions = 0;
+    while (!done) {
+      if (await locks.forceRelease("hot")) evictions++;
+      await new Promise((r) => setImmediate(r));
+    }
+    const tokens = (await all).flat().map((h) => BigInt(h.token));
+    expect(tokens).toHaveLength(180);
+    expect(new Set(tokens).size).toBe(180);
+    expect(evictions).toBeGreaterThan(0);
+    expect(tableIdle(table)).toEqual([]);
+    expect(recordsInUse(table)).toBe(0);
   });
 });
 
