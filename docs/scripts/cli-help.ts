@@ -38,6 +38,7 @@ export function renderCliHelp(): { markdown: string; present: boolean } {
     ["locks --help", ["--help"]],
     ["locks run --help", ["help", "run"]],
     ["locks status --help", ["help", "status"]],
+    ["locks release --help", ["help", "release"]],
   ];
   const parts = sections.map(
     ([title, args]) => `### \`${title}\`\n\n\`\`\`text\n${locks(args).trimEnd()}\n\`\`\`\n`,

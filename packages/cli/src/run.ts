@@ -1,5 +1,5 @@
 import { isLockError, type Lease, type Locks } from "@locks/core";
-import { validateKey } from "@locks/core/backend";
+import { validateHolder } from "@locks/core/backend";
 import { parseRunArgs, quote, type RunArgs } from "./args.js";
 import { describeOutcome, startCommand } from "./child.js";
 import { closeLocks, openLocks } from "./client.js";
@@ -11,9 +11,6 @@ import { say } from "./report.js";
 import { Interrupted, SignalRouter, signalExitCode } from "./signals.js";
 import { UsageError } from "./usage-error.js";
 
-/** DESIGN.md: a holder label is 1 to 256 UTF-8 bytes. */
-const MAX_HOLDER_BYTES = 256;
-
 /** `locks run`: resolves with the exit code. */
 export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const args = parseRunArgs(argv, env);
@@ -22,7 +19,7 @@ export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Prom
     return 0;
   }
   // The core's rule for labels (it checks again at acquire), here before any connection is made.
-  validateKey(args.holder, "--holder", MAX_HOLDER_BYTES);
+  validateHolder(args.holder, "--holder");
   const interrupt = new AbortController();
   // Caught from the start: a signal while connecting or waiting stops the wait, and the command never runs.
   using signals = new SignalRouter((signal) => interrupt.abort(new Interrupted(signal)));

@@ -64,9 +64,12 @@ const TRY_ACQUIRE_KEYS = new Set([
 /** Longest holder label accepted, in UTF-8 bytes. */
 const MAX_HOLDER_BYTES = 256;
 
-/** Validates a holder label: undefined, or 1 to 256 UTF-8 bytes of well-formed text. */
-export function validateHolder(holder: unknown): string | undefined {
-  return holder === undefined ? undefined : validateKey(holder, "holder", MAX_HOLDER_BYTES);
+/**
+ * Validates a holder label: undefined, or 1 to 256 UTF-8 bytes of
+ * well-formed text; `name` is what the error message calls it.
+ */
+export function validateHolder(holder: unknown, name = "holder"): string | undefined {
+  return holder === undefined ? undefined : validateKey(holder, name, MAX_HOLDER_BYTES);
 }
 const ACQUIRE_KEYS = new Set([...TRY_ACQUIRE_KEYS, "timeoutMs"]);
 

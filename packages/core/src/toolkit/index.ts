@@ -32,6 +32,7 @@ export {
   socketErrorWords,
 } from "../errors.js";
 export { keyDigest, scopedKey, validateKey } from "../keys.js";
+export { validateHolder } from "../options.js";
 export { newOwnerToken } from "../owner.js";
 export { createRequest, type RequestFields } from "../request.js";
 export { settledWithin } from "../settle.js";
