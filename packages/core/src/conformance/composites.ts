@@ -26,6 +26,21 @@ export function compositeTests(options: ConformanceOptions, capabilities: Capabi
       await next.release();
     });
 
+    it.skipIf(!capabilities.ttl)(
+      "the store keeps an early-released key for the rest of the minimum, after the client closed too (ttl)",
+      async () => {
+        const h = new Harness(options);
+        const [a, b] = await h.clients(2);
+        const minHoldMs = Math.max(5_000, (capabilities.minTtlMs ?? 0) * 2);
+        const lease = await a!.acquire("kept", { minHoldMs });
+        await lease.release();
+        await a!.close();
+        // Like a crash after the release: the store alone keeps the key until the minimum is up.
+        expect(await b!.tryAcquire("kept"), "free right after the holder closed").toBeNull();
+        expect((await b!.inspect("kept")).holders).toHaveLength(1);
+      },
+    );
+
     it("a release after the minimum frees the key at once", async () => {
       const h = new Harness(options);
       const [a, b] = await h.clients(2);
