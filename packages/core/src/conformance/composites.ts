@@ -37,7 +37,6 @@ export function compositeTests(options: ConformanceOptions, capabilities: Capabi
         await a!.close();
         // Like a crash after the release: the store alone keeps the key until the minimum is up.
         expect(await b!.tryAcquire("kept"), "free right after the holder closed").toBeNull();
-        expect((await b!.inspect("kept")).holders).toHaveLength(1);
       },
     );
 
