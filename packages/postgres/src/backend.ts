@@ -371,7 +371,7 @@ export class PostgresBackend implements Backend<Hold> {
       },
       (error: unknown) => {
         conn.unhold(ids.key);
-        throw error;
+        throw this.#attemptFailed(conn, holder, error);
       },
     );
   }
@@ -411,7 +411,7 @@ export class PostgresBackend implements Backend<Hold> {
     } catch (error) {
       for (const id of candidates) conn.unhold(id);
       conn.unhold(ids.presence);
-      throw error;
+      throw this.#attemptFailed(conn, holder, error);
     }
     const slot = typeof row?.slot === "string" ? row.slot : undefined;
     for (const id of candidates) if (id !== slot) conn.unhold(id);
@@ -422,6 +422,17 @@ export class PostgresBackend implements Backend<Hold> {
       return NOT_GRANTED;
     }
     return this.#granted(conn, request, slot, [ids.presence, a, b], row);
+  }
+
+  /**
+   * A labelled attempt whose row the server refused while it ran (a token
+   * already in the table, after the sequence was reset) took its lock before
+   * the error, and a lock is not rolled back: the session is ended, which
+   * frees whatever it holds (its other leases are reported lost).
+   */
+  #attemptFailed(conn: Connection, holder: string | undefined, error: unknown): unknown {
+    if (holder !== undefined && sqlState(error) !== undefined) conn.fail(error);
+    return error;
   }
 
   /** The grant of `id` (the key's, or a slot's with its `markers`) to `request`, whose statement answered `row`. */

@@ -894,6 +894,41 @@ describe("forceRelease", () => {
     await other.release();
   });
 
+  it("a labelled attempt whose row the server refuses (after taking the lock) leaves no lock behind", async () => {
+    const ns = namespace();
+    const locks = client(ns);
+    await locks.inspect("k"); // connected: the sequence and the table exist
+    /** Advisory locks held by sessions other than admin's. */
+    const othersLocks = async (): Promise<number> => {
+      const { rows } = await admin.query(
+        "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()",
+      );
+      return rows[0].n;
+    };
+    for (const options of [{}, { limit: 2 }]) {
+      // A row that squats the next token: the grant's INSERT fails after its lock was taken.
+      const { rows } = await admin.query("SELECT nextval('locks_fencing') + 1 AS next");
+      await admin.query(
+        "INSERT INTO locks_holders (token, pid, key_id, holder) VALUES ($1, pg_backend_pid(), 0, 'squatter')",
+        [rows[0].next],
+      );
+      const error = await locks.tryAcquire("k", { holder: "refused", ...options }).then(
+        () => undefined,
+        (e: unknown) => e as { code?: string; cause?: { code?: string } },
+      );
+      await admin.query("DELETE FROM locks_holders WHERE holder = 'squatter'");
+      expect(error?.code).toBe("BACKEND_UNAVAILABLE");
+      expect(error?.cause?.code).toBe("23505");
+      await waitFor(async () => (await othersLocks()) === 0, {
+        message: "the locks taken before the error are gone with their session",
+      });
+    }
+    // The client goes on, on a new session.
+    const lease = await locks.tryAcquire("k", { holder: "next" });
+    expect(lease).not.toBeNull();
+    await lease!.release();
+  });
+
   it("without the privilege to end the holder's session: BACKEND_UNAVAILABLE that says what it takes", async () => {
     const ns = namespace();
     const holder = client(ns);
