@@ -249,7 +249,7 @@ export class PostgresBackend implements Backend<Hold> {
       ]),
       session.query(this.#sql.LABELS, [ids.key]),
     ]);
-    const labelOf = new Map(labels.map((row) => [String(row.token), String(row.holder)]));
+    const labelOf = new Map(labels.map((row) => [String(row.token), label(row.holder)]));
     const holders = rows.map((row): HolderStatus => {
       const fencingToken = tokenOf(BigInt(String(row.low)), BigInt(String(row.last)));
       return {
@@ -346,12 +346,18 @@ export class PostgresBackend implements Backend<Hold> {
     }
     conn.hold(ids.key, request.mode);
     const { holder } = request;
-    const values = [ids.key, this.#options.sequence, ids.presence, ...ids.markerHalves, ids.tag];
+    const values: unknown[] = [
+      ids.key,
+      this.#options.sequence,
+      ids.presence,
+      ...ids.markerHalves,
+      ids.tag,
+    ];
     if (held !== undefined) {
       const { classid, objid } = idHalves(ids.key);
       values.push(classid, objid);
     }
-    if (holder !== undefined) values.push(holder);
+    if (holder !== undefined) values.push(Buffer.from(holder));
     const grants = holder === undefined ? this.#sql.plain : this.#sql.noted;
     const statement = held === undefined ? grants.TRY[request.mode] : grants.TRY_READ_AGAIN;
     return conn.query(statement, values).then(
@@ -392,7 +398,7 @@ export class PostgresBackend implements Backend<Hold> {
     let row: Row | undefined;
     try {
       const grants = holder === undefined ? this.#sql.plain : this.#sql.noted;
-      const noted = holder === undefined ? [] : [ids.key, holder];
+      const noted = holder === undefined ? [] : [ids.key, Buffer.from(holder)];
       [row] = await conn.query(grants.TRY_SLOTS, [
         candidates,
         this.#options.sequence,
@@ -722,6 +728,11 @@ export class PostgresBackend implements Backend<Hold> {
     const reason = `the PostgreSQL session holding the lock ended${detail}`;
     for (const hold of holds) this.#host?.lost(hold, reason, cause);
   };
+}
+
+/** A label as the holders table keeps it (UTF-8 bytes: see sql.statements). */
+function label(column: unknown): string {
+  return Buffer.isBuffer(column) ? column.toString("utf8") : String(column);
 }
 
 /**

@@ -70,8 +70,8 @@ export async function waitInQueue(
   const holder = key?.holder;
   const grants = holder === undefined ? host.sql.plain : host.sql.noted;
   const statement = key === undefined ? WAIT_TURN : grants.WAIT[mode];
-  const values = key === undefined ? [id] : [id, host.sequence, ...key.check, key.tag];
-  if (holder !== undefined) values.push(holder);
+  const values: unknown[] = key === undefined ? [id] : [id, host.sequence, ...key.check, key.tag];
+  if (holder !== undefined) values.push(Buffer.from(holder));
   conn.waiting = true;
   try {
     for (;;) {
@@ -124,7 +124,12 @@ export async function waitInQueue(
       // (A grant that raced the interruption skips WAIT's semaphore check: mixing limits on one key is
       // refused everywhere else, and here only when its holders came between the two statements.)
       try {
-        const values = [host.sequence, id, key.tag, holder ?? null];
+        const values = [
+          host.sequence,
+          id,
+          key.tag,
+          holder === undefined ? null : Buffer.from(holder),
+        ];
         const rows = await retried(conn, () => conn.query(host.sql.NEXT_TOKEN, values));
         return { kind: "granted", token: BigInt(String(rows[0]?.token)) };
       } catch (error) {

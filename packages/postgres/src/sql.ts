@@ -157,7 +157,7 @@ export function statements(table: string) {
       noted
         ? `WITH granted AS MATERIALIZED (${granted}), noted AS (
              INSERT INTO ${table} (token, pid, key_id, holder)
-             SELECT token, pg_backend_pid(), ${key}, ${holder}::text FROM granted WHERE token > 0
+             SELECT token, pg_backend_pid(), ${key}, ${holder}::bytea FROM granted WHERE token > 0
            )
            SELECT *, ${mark(tag)} AS marked FROM granted`
         : `SELECT *, ${mark(tag)} AS marked FROM (${granted} OFFSET 0) granted`;
@@ -357,7 +357,7 @@ export function statements(table: string) {
        granted AS MATERIALIZED (SELECT nextval($1::regclass) AS token FROM unmarked),
        noted AS (
          INSERT INTO ${table} (token, pid, key_id, holder)
-         SELECT token, pg_backend_pid(), $2::int8, $4::text FROM granted WHERE $4::text IS NOT NULL
+         SELECT token, pg_backend_pid(), $2::int8, $4::bytea FROM granted WHERE $4::bytea IS NOT NULL
        )
        SELECT token, ${mark("$3")} AS marked FROM granted`,
     ),
@@ -423,9 +423,12 @@ export function statements(table: string) {
        FROM ended`,
     ),
 
-    /** Creates the table (`IF NOT EXISTS`; see `statements`). */
+    /**
+     * Creates the table (`IF NOT EXISTS`; see `statements`). A label is kept
+     * as its UTF-8 bytes: text columns refuse a NUL character, labels may have one.
+     */
     CREATE_TABLE: `CREATE UNLOGGED TABLE IF NOT EXISTS ${table} (
-      token int8 PRIMARY KEY, pid int NOT NULL, key_id int8 NOT NULL, holder text NOT NULL)`,
+      token int8 PRIMARY KEY, pid int NOT NULL, key_id int8 NOT NULL, holder bytea NOT NULL)`,
 
     /**
      * Connection setup, once the sequence and table exist: the pid again (it

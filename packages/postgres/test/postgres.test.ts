@@ -593,11 +593,11 @@ describe("connections", () => {
     await w.release();
     expect(await seen("seen")).toEqual([]);
 
-    const s1 = await a.acquire("pool", { limit: 2, holder: "slot 'one'" });
+    const s1 = await a.acquire("pool", { limit: 2, holder: "slot 'one'\u0000\n🔒" });
     const s2 = await b.acquire("pool", { limit: 2 });
     expect(await c.inspect("pool")).toMatchObject({ limit: 2 });
     expect(await seen("pool")).toEqual([
-      ["slot 'one'", "exclusive", s1.fencingToken],
+      ["slot 'one'\u0000\n🔒", "exclusive", s1.fencingToken],
       [undefined, "exclusive", s2.fencingToken],
     ]);
     await s1.release();
