@@ -159,7 +159,7 @@ export class PostgresBackend implements Backend<Hold> {
     if (!this.#forgetHold(hold)) return Promise.resolve();
     const { conn, markers, noted } = hold;
     const low = Number(BigInt.asIntN(32, hold.token));
-    const values = [hold.id, hold.interest, this.#options.channel, hold.interest, hold.tag, low];
+    const values = [hold.id, hold.interest, this.#options.channel, hold.interest, hold.key, low];
     if (markers !== undefined) values.push(...markers);
     if (noted) values.push(String(hold.token));
     const grants = noted ? this.#sql.noted : this.#sql.plain;
@@ -239,7 +239,6 @@ export class PostgresBackend implements Backend<Hold> {
     const { sequence } = this.#options;
     const [rows, labels] = await Promise.all([
       session.query(this.#sql.HOLDERS, [
-        ids.tag,
         k.classid,
         k.objid,
         p.classid,
@@ -284,7 +283,7 @@ export class PostgresBackend implements Backend<Hold> {
     const k = idHalves(ids.key);
     const p = idHalves(ids.presence);
     const pids = conns.map((conn) => conn.pid);
-    const values = [k.classid, k.objid, p.classid, p.objid, ids.tag, pids, TERMINATE_WAIT_MS];
+    const values = [k.classid, k.objid, p.classid, p.objid, pids, TERMINATE_WAIT_MS];
     values.push(this.#options.channel, ids.interest);
     const [row] = await session.query(this.#sql.FORCE_RELEASE, values).catch((error: unknown) => {
       if (sqlState(error) !== "42501") throw error;
@@ -346,13 +345,7 @@ export class PostgresBackend implements Backend<Hold> {
     }
     conn.hold(ids.key, request.mode);
     const { holder } = request;
-    const values: unknown[] = [
-      ids.key,
-      this.#options.sequence,
-      ids.presence,
-      ...ids.markerHalves,
-      ids.tag,
-    ];
+    const values: unknown[] = [ids.key, this.#options.sequence, ids.presence, ...ids.markerHalves];
     if (held !== undefined) {
       const { classid, objid } = idHalves(ids.key);
       values.push(classid, objid);
@@ -398,7 +391,7 @@ export class PostgresBackend implements Backend<Hold> {
     let row: Row | undefined;
     try {
       const grants = holder === undefined ? this.#sql.plain : this.#sql.noted;
-      const noted = holder === undefined ? [] : [ids.key, Buffer.from(holder)];
+      const noted = holder === undefined ? [] : [Buffer.from(holder)];
       [row] = await conn.query(grants.TRY_SLOTS, [
         candidates,
         this.#options.sequence,
@@ -411,7 +404,7 @@ export class PostgresBackend implements Backend<Hold> {
         marked,
         turn.classid,
         turn.objid,
-        ids.tag,
+        ids.key,
         ...noted,
       ]);
     } catch (error) {
@@ -474,11 +467,11 @@ export class PostgresBackend implements Backend<Hold> {
     markers: Hold["markers"],
     token: bigint,
   ): Hold {
-    const { interest, tag } = idsOf(request);
+    const { interest, key } = idsOf(request);
     // A semaphore's slot (with markers) is held exclusively, whatever the request's mode.
     const mode = markers === undefined ? request.mode : "exclusive";
     const noted = request.holder !== undefined;
-    const hold: Hold = { conn, id, mode, interest, markers, token, tag, noted };
+    const hold: Hold = { conn, id, mode, interest, markers, token, key, noted };
     conn.holds.add(hold);
     const every = this.#options.heartbeatMs;
     if (every > 0 && conn.liveness === undefined) {
@@ -525,7 +518,7 @@ export class PostgresBackend implements Backend<Hold> {
     const ids = idsOf(request);
     conn.hold(ids.key, request.mode);
     const check = [ids.presence, ...ids.markerHalves] as const;
-    const wait = { check, tag: ids.tag, holder: request.holder };
+    const wait = { check, holder: request.holder };
     const outcome = await waitInQueue(this.#queue, conn, ids.key, request.mode, wait, signal);
     if (outcome.kind === "granted" && !conn.dead) {
       const { token } = outcome;

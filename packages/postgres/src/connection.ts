@@ -32,8 +32,8 @@ export interface Hold {
   readonly markers: readonly [presence: string, a: string, b: string] | undefined;
   /** The grant's fencing token: its marker, and its row in the holders table when `noted`. */
   readonly token: bigint;
-  /** The key's tag: the first half of its token marker (see sql.statements). */
-  readonly tag: number;
+  /** The key's id (a slot's key's): its token markers' (see sql.statements). */
+  readonly key: string;
   /** Labelled: the grant has a row in the holders table. */
   readonly noted: boolean;
 }

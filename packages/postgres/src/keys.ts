@@ -18,9 +18,9 @@ import type { KeyRef, LockRequest } from "@locks/core/backend";
  *   (2^-64), like any two keys. A limit above 4 294 967 295 is marked as that number;
  * - semaphore slot i: the first 8 bytes of SHA-256("s:" + i + ":" + scoped key);
  * - semaphore turn: the first 8 bytes of SHA-256("t:" + scoped key), see TRY_SLOTS;
- * - token marker, in the (int, int) space, which nothing else here uses: (tag, the
- *   token's low 32 bits), tag the first 4 bytes of the digest, held in shared mode by
- *   each grant of the key, see sql.statements.
+ * - token markers, in the (int, int) space, which nothing else here uses: (each half of
+ *   the key's id, the token's low 32 bits), held in shared mode by each grant of the key,
+ *   see sql.statements.
  *
  * So a limit-1 request needs no hash but the core's digest: hashing costs more
  * than the rest of an uncontended attempt's local work. (0.1 hashed presence
@@ -43,8 +43,6 @@ export interface Ids {
   readonly presence: string;
   /** The two 32-bit halves (classid in pg_locks) of the key's limit markers, as oid text. */
   readonly markerHalves: readonly [string, string];
-  /** The first half of the key's token markers: an (int, int) advisory lock (tag, token's low 32 bits). */
-  readonly tag: number;
 }
 
 /** The largest limit a marker can carry (its low 32 bits); larger limits are marked as it. */
@@ -70,7 +68,6 @@ export function idsOf(request: KeyRef): Ids {
       interest: digest.readBigInt64BE(8).toString(),
       presence: digest.readBigInt64BE(16).toString(),
       markerHalves: [String(a), String(b)],
-      tag: digest.readInt32BE(0),
     };
     computed.set(request, ids);
   }

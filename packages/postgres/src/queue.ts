@@ -41,11 +41,10 @@ export type WaitOutcome =
   /** Granted, but semaphore holders of `limit` hold the key: given back, it holds nothing. */
   | { readonly kind: "mismatch"; readonly limit: number };
 
-/** A wait for a key (not a turn): its grant is marked with `tag`, and noted with `holder` if any. */
+/** A wait for a key (not a turn): its grant is marked, and noted with `holder` if any. */
 export interface KeyWait {
   /** The key's semaphore markers, which a limit-1 grant checks: presence id, the limit markers' halves. */
   readonly check: readonly [presence: string, a: string, b: string];
-  readonly tag: number;
   readonly holder: string | undefined;
 }
 
@@ -70,7 +69,7 @@ export async function waitInQueue(
   const holder = key?.holder;
   const grants = holder === undefined ? host.sql.plain : host.sql.noted;
   const statement = key === undefined ? WAIT_TURN : grants.WAIT[mode];
-  const values: unknown[] = key === undefined ? [id] : [id, host.sequence, ...key.check, key.tag];
+  const values: unknown[] = key === undefined ? [id] : [id, host.sequence, ...key.check];
   if (holder !== undefined) values.push(Buffer.from(holder));
   conn.waiting = true;
   try {
@@ -124,12 +123,7 @@ export async function waitInQueue(
       // (A grant that raced the interruption skips WAIT's semaphore check: mixing limits on one key is
       // refused everywhere else, and here only when its holders came between the two statements.)
       try {
-        const values = [
-          host.sequence,
-          id,
-          key.tag,
-          holder === undefined ? null : Buffer.from(holder),
-        ];
+        const values = [host.sequence, id, holder === undefined ? null : Buffer.from(holder)];
         const rows = await retried(conn, () => conn.query(host.sql.NEXT_TOKEN, values));
         return { kind: "granted", token: BigInt(String(rows[0]?.token)) };
       } catch (error) {

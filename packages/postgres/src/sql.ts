@@ -118,18 +118,25 @@ export const LOCK_MODE_NAME: Readonly<Record<LockMode, string>> = {
   shared: "ShareLock",
 };
 
-/**
- * The token marker of a grant whose token is the column `token`: the (int,
- * int) advisory lock ($tag, the token's low 32 bits), taken in shared mode
- * (never waited for) by the statement that took the lock, so that `inspect`
- * on any client reads each holder's token from pg_locks without a write.
- */
-const mark = (tag: string) =>
-  `CASE WHEN token > 0 THEN pg_try_advisory_lock_shared(${tag}::int4, ((token << 32) >> 32)::int4) END`;
+/** The high and the low 32 bits of an int8 SQL expression, each as an int4. */
+const high = (int8: string) => `(${int8} >> 32)::int4`;
+const low = (int8: string) => `((${int8} << 32) >> 32)::int4`;
 
-/** Releases the token marker ($tag, $low). */
-const unmark = (tag: string, low: string) =>
-  `pg_advisory_unlock_shared(${tag}::int4, ${low}::int4)`;
+/**
+ * The token markers of a grant whose token is the column `token`, of the key
+ * whose id is the int8 expression `key`: the two (int, int) advisory locks
+ * (each half of the key's id, the token's low 32 bits), taken in shared mode
+ * (never waited for) by the statement that took the lock, so that `inspect`
+ * on any client reads each holder's token from pg_locks without a write. It
+ * takes both to match a key (64 bits), as for any advisory id.
+ */
+const mark = (key: string) =>
+  `CASE WHEN token > 0 THEN pg_try_advisory_lock_shared(${high(key)}, ${low("token")})
+     AND pg_try_advisory_lock_shared(${low(key)}, ${low("token")}) END`;
+
+/** Releases the token markers of the key `key` with the token's low 32 bits `bits`. */
+const unmark = (key: string, bits: string) =>
+  `pg_advisory_unlock_shared(${high(key)}, ${bits}::int4) AND pg_advisory_unlock_shared(${low(key)}, ${bits}::int4)`;
 
 /**
  * The statements that take, mark and release locks, and note labelled
@@ -153,14 +160,14 @@ export function statements(table: string) {
      * than a CTE), marked, and in the labelled variant noted with the key id
      * `key` and the label `holder` (parameters).
      */
-    const marked = (granted: string, tag: string, key: string, holder: string) =>
+    const marked = (granted: string, markerKey: string, key: string, holder: string) =>
       noted
         ? `WITH granted AS MATERIALIZED (${granted}), noted AS (
              INSERT INTO ${table} (token, pid, key_id, holder)
              SELECT token, pg_backend_pid(), ${key}, ${holder}::bytea FROM granted WHERE token > 0
            )
-           SELECT *, ${mark(tag)} AS marked FROM granted`
-        : `SELECT *, ${mark(tag)} AS marked FROM (${granted} OFFSET 0) granted`;
+           SELECT *, ${mark(markerKey)} AS marked FROM granted`
+        : `SELECT *, ${mark(markerKey)} AS marked FROM (${granted} OFFSET 0) granted`;
     /** Deletes the released grant's row ($token) in the labelled variant. */
     const unnoted = (token: string) =>
       noted ? `WITH unnoted AS (DELETE FROM ${table} WHERE token = ${token}::int8) ` : "";
@@ -177,7 +184,7 @@ export function statements(table: string) {
        * negative (minus their limit) when semaphore holders hold it. `pid`
        * detects a connection swapped under us (a transaction-mode pooler).
        * $1 key, $2 sequence, $3 presence marker, $4 $5 limit markers' halves,
-       * $6 the key's tag, [$7 label].
+       * [$6 label].
        */
       TRY: byMode((mode, shared) =>
         statement(
@@ -185,9 +192,9 @@ export function statements(table: string) {
           marked(
             `SELECT CASE WHEN pg_try_advisory_lock${shared}($1::int8) THEN ${tokenUnlessSemaphore(mode)} END AS token,
                pg_backend_pid() AS pid`,
-            "$6",
             "$1::int8",
-            "$7",
+            "$1::int8",
+            "$6",
           ),
         ),
       ),
@@ -200,7 +207,7 @@ export function statements(table: string) {
        * server does for the reader of another session. Then as TRY: the
        * session may not hold the key after all (its first reader's attempt,
        * still on the wire, may fail), and semaphore holders may have come
-       * meanwhile. $1 to $6 as TRY, $7 classid, $8 objid, [$9 label].
+       * meanwhile. $1 to $5 as TRY, $6 classid, $7 objid, [$8 label].
        */
       TRY_READ_AGAIN: statement(
         `locks_try_read_again${suffix}`,
@@ -209,13 +216,13 @@ export function statements(table: string) {
              WHEN EXISTS (
                SELECT 1 FROM pg_locks
                WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
-                 AND classid = $7::oid AND objid = $8::oid AND database = ${THIS_DATABASE}
+                 AND classid = $6::oid AND objid = $7::oid AND database = ${THIS_DATABASE}
              ) THEN NULL
              WHEN pg_try_advisory_lock_shared($1::int8) THEN ${tokenUnlessSemaphore("shared")}
            END AS token, pg_backend_pid() AS pid`,
-          "$6",
           "$1::int8",
-          "$9",
+          "$1::int8",
+          "$8",
         ),
       ),
 
@@ -233,7 +240,7 @@ export function statements(table: string) {
        * it (materialized), so they run in this order. $1 slot ids,
        * $2 sequence, $3 presence marker, $4 $5 the limit markers, $6 $7 the
        * key's classid and objid, $8 $9 the markers' halves, $10 the request's
-       * marked limit, $13 the key's tag, [$14 the key's id, $15 label].
+       * marked limit, $13 the key's id, [$14 label].
        */
       TRY_SLOTS: statement(
         `locks_try_slots${suffix}`,
@@ -273,9 +280,9 @@ export function statements(table: string) {
              CASE WHEN won.slot IS NULL THEN pg_advisory_unlock_shared($4::int8) END AS unmarked_a,
              CASE WHEN won.slot IS NULL THEN pg_advisory_unlock_shared($5::int8) END AS unmarked_b
            FROM checked LEFT JOIN won ON true`,
-          "$13",
-          "$14::int8",
-          "$15",
+          "$13::int8",
+          "$13::int8",
+          "$14",
         ),
       ),
 
@@ -285,7 +292,7 @@ export function statements(table: string) {
        * the outer row exists, so the token is drawn after the grant, in grant
        * order; `token` is negative as in TRY when semaphore holders hold the
        * key (the lock is given back then). $1 key, $2 sequence, $3 presence
-       * marker, $4 $5 limit markers' halves, $6 the key's tag, [$7 label].
+       * marker, $4 $5 limit markers' halves, [$6 label].
        */
       WAIT: byMode((mode, shared) =>
         statement(
@@ -293,9 +300,9 @@ export function statements(table: string) {
           marked(
             `WITH locked AS MATERIALIZED (SELECT pg_advisory_lock${shared}($1::int8))
              SELECT ${tokenUnlessSemaphore(mode)} AS token FROM locked`,
-            "$6",
             "$1::int8",
-            "$7",
+            "$1::int8",
+            "$6",
           ),
         ),
       ),
@@ -306,25 +313,26 @@ export function statements(table: string) {
        * marker cannot be taken exclusively exactly when somebody waits; then
        * (and only then) NOTIFY $3 with the marker as payload ($4). An
        * uncontended release sends no notification. $1 key (or slot), $5 $6 the
-       * token marker, [$7 the token: its row].
+       * token markers (the key's id, the token's low 32 bits), [$7 the token: its row].
        */
       RELEASE: byMode((_mode, shared) =>
         statement(
           `locks_release${shared}${suffix}`,
-          `${unnoted("$7")}SELECT pg_advisory_unlock${shared}($1::int8) AS released, ${unmark("$5", "$6")} AS unmarked,
+          `${unnoted("$7")}SELECT pg_advisory_unlock${shared}($1::int8) AS released, ${unmark("$5::int8", "$6")} AS unmarked,
              CASE WHEN pg_try_advisory_lock($2::int8) THEN pg_advisory_unlock($2::int8)
                   ELSE pg_notify($3, $4) IS NULL END AS quiet`,
         ),
       ),
 
       /**
-       * Releases a semaphore slot ($1), its token marker ($5, $6) and the
+       * Releases a semaphore slot ($1), its token markers ($5 the key's id,
+       * $6 the token's low 32 bits) and the
        * holder's presence and limit markers ($7, $8, $9), then wakes pollers
        * as RELEASE does ($2, $3, $4). [$10 the token: its row.]
        */
       RELEASE_SLOT: statement(
         `locks_release_slot${suffix}`,
-        `${unnoted("$10")}SELECT pg_advisory_unlock($1::int8) AS released, ${unmark("$5", "$6")} AS unmarked,
+        `${unnoted("$10")}SELECT pg_advisory_unlock($1::int8) AS released, ${unmark("$5::int8", "$6")} AS unmarked,
            pg_advisory_unlock_shared($7::int8) AS unmarked_p,
            pg_advisory_unlock_shared($8::int8) AS unmarked_a,
            pg_advisory_unlock_shared($9::int8) AS unmarked_b,
@@ -344,22 +352,23 @@ export function statements(table: string) {
      * The token for a wait whose grant raced a cancel (rare), marked, and
      * noted when labelled. The interrupted statement may have marked a token
      * of its own (a lock is not rolled back): the queue connection holds
-     * only this key, so its markers of the key's tag go first.
-     * $1 sequence, $2 key, $3 the key's tag, $4 label or NULL.
+     * only this key, so its markers of the key go first.
+     * $1 sequence, $2 key, $3 label or NULL.
      */
     NEXT_TOKEN: statement(
       "locks_next_token",
       `WITH unmarked AS MATERIALIZED (
-         SELECT count(${unmark("$3", "((objid::int8 << 32) >> 32)")}) FROM pg_locks
+         SELECT count(pg_advisory_unlock_shared(${low("classid::int8")}, ${low("objid::int8")}))
+         FROM pg_locks
          WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND objsubid = 2
-           AND classid = $3::int4::oid
+           AND classid IN (${high("$2::int8")}::oid, ${low("$2::int8")}::oid)
        ),
        granted AS MATERIALIZED (SELECT nextval($1::regclass) AS token FROM unmarked),
        noted AS (
          INSERT INTO ${table} (token, pid, key_id, holder)
-         SELECT token, pg_backend_pid(), $2::int8, $4::bytea FROM granted WHERE $4::bytea IS NOT NULL
+         SELECT token, pg_backend_pid(), $2::int8, $3::bytea FROM granted WHERE $3::bytea IS NOT NULL
        )
-       SELECT token, ${mark("$3")} AS marked FROM granted`,
+       SELECT token, ${mark("$2::int8")} AS marked FROM granted`,
     ),
 
     /** Clears whatever a queue connection may hold after a failed wait; it holds nothing else. */
@@ -370,12 +379,13 @@ export function statements(table: string) {
     ),
 
     /**
-     * Who holds a key: a row per token marker of the key's tag ($1) on a
-     * session that holds the key ($2 classid, $3 objid; its mode) or the
-     * key's semaphore presence ($4 $5: a slot), with the marker's low 32 bits
-     * (`low`) and the sequence's last value ($8), from which the token is
-     * told (see `tokenOf` in backend.ts); `lim`, the limit of the key's
-     * semaphore holders ($6 $7 the limit markers' halves).
+     * Who holds a key: a row per token marker pair of the key ($1 $2, its
+     * id's halves, as pg_locks shows the key itself too) on a session that
+     * holds the key (its mode) or the key's semaphore presence ($3 $4: a
+     * slot), with the markers' low 32 bits of the token (`low`) and the
+     * sequence's last value ($7), from which the token is told (see
+     * `tokenOf` in backend.ts); `lim`, the limit of the key's semaphore
+     * holders ($5 $6 the limit markers' halves).
      */
     HOLDERS: statement(
       "locks_holders",
@@ -384,11 +394,12 @@ export function statements(table: string) {
          WHERE locktype = 'advisory' AND granted AND database = ${THIS_DATABASE}
        )
        SELECT m.objid::int8 AS low, k.mode, p.pid IS NOT NULL AS slot,
-         (${semaphoreLimit("$6", "$7")}) AS lim, pg_sequence_last_value($8::regclass) AS last
+         (${semaphoreLimit("$5", "$6")}) AS lim, pg_sequence_last_value($7::regclass) AS last
        FROM held m
-       LEFT JOIN held k ON k.pid = m.pid AND k.objsubid = 1 AND k.classid = $2::oid AND k.objid = $3::oid
-       LEFT JOIN held p ON p.pid = m.pid AND p.objsubid = 1 AND p.classid = $4::oid AND p.objid = $5::oid
-       WHERE m.objsubid = 2 AND m.classid = $1::int4::oid AND (k.pid IS NOT NULL OR p.pid IS NOT NULL)`,
+       JOIN held m2 ON m2.pid = m.pid AND m2.objsubid = 2 AND m2.classid = $2::oid AND m2.objid = m.objid
+       LEFT JOIN held k ON k.pid = m.pid AND k.objsubid = 1 AND k.classid = $1::oid AND k.objid = $2::oid
+       LEFT JOIN held p ON p.pid = m.pid AND p.objsubid = 1 AND p.classid = $3::oid AND p.objid = $4::oid
+       WHERE m.objsubid = 2 AND m.classid = $1::oid AND (k.pid IS NOT NULL OR p.pid IS NOT NULL)`,
     ),
 
     /** The labels of a key's labelled grants, by token: $1 the key's id. */
@@ -396,30 +407,31 @@ export function statements(table: string) {
 
     /**
      * Ends every other session that holds the key ($1 classid, $2 objid), or
-     * the key's semaphore presence ($3 $4) with a token marker of its tag
-     * ($5): a slot. Except the sessions $6 (this client's own: it releases
-     * its holds itself). Waits up to $7 ms for each to end (its locks go with
-     * it), deletes their rows, and NOTIFYs pollers of the key ($8 channel,
-     * $9 interest marker) when it ended any.
+     * the key's semaphore presence ($3 $4) with a token marker pair of the
+     * key: a slot. Except the sessions $5 (this client's own: it releases
+     * its holds itself). Waits up to $6 ms for each to end (its locks go with
+     * it), deletes their rows, and NOTIFYs pollers of the key ($7 channel,
+     * $8 interest marker) when it ended any.
      */
     FORCE_RELEASE: statement(
       "locks_force_release",
       `WITH held AS MATERIALIZED (
          SELECT pid, classid, objid, objsubid FROM pg_locks
          WHERE locktype = 'advisory' AND granted AND database = ${THIS_DATABASE}
-           AND pid <> ALL ($6::int[])
+           AND pid <> ALL ($5::int[])
        ),
        holding AS MATERIALIZED (
          SELECT pid FROM held WHERE objsubid = 1 AND classid = $1::oid AND objid = $2::oid
          UNION
          SELECT p.pid FROM held p
-         JOIN held m ON m.pid = p.pid AND m.objsubid = 2 AND m.classid = $5::int4::oid
+         JOIN held m ON m.pid = p.pid AND m.objsubid = 2 AND m.classid = $1::oid
+         JOIN held m2 ON m2.pid = p.pid AND m2.objsubid = 2 AND m2.classid = $2::oid AND m2.objid = m.objid
          WHERE p.objsubid = 1 AND p.classid = $3::oid AND p.objid = $4::oid
        ),
-       ended AS MATERIALIZED (SELECT pid, pg_terminate_backend(pid, $7::int8) AS gone FROM holding),
+       ended AS MATERIALIZED (SELECT pid, pg_terminate_backend(pid, $6::int8) AS gone FROM holding),
        unnoted AS (DELETE FROM ${table} WHERE pid IN (SELECT pid FROM ended WHERE gone))
        SELECT count(*)::int AS ended, count(*) FILTER (WHERE NOT gone)::int AS alive,
-         CASE WHEN count(*) > 0 THEN pg_notify($8, $9) IS NULL END AS woken
+         CASE WHEN count(*) > 0 THEN pg_notify($7, $8) IS NULL END AS woken
        FROM ended`,
     ),
 
