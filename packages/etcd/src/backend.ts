@@ -37,6 +37,7 @@ import {
   enqueueRequest,
   existingKey,
   limitConflict,
+  moveRequest,
   oldestAt,
   type Position,
   positionOf,
@@ -117,6 +118,8 @@ interface Entry extends Contender {
   wake: AbortController | undefined;
   /** The lock's own TTL: frees the key when no extension came in time (see `#expireAfter`). */
   expiry: NodeJS.Timeout | undefined;
+  /** When `expiry` is due (monotonic ms). */
+  expiresAt: number;
   /** Cancels the watch on a held key's deletion, or the timer that sets it up (see `#guard`). */
   unguard: (() => void) | undefined;
 }
@@ -512,16 +515,7 @@ export class EtcdBackend implements Backend<Entry> {
       // queue position and the fencing token stay; only the lease changes.
       const target = await this.#session(ttlMs);
       const [moved] = await Promise.all([
-        this.#kv.txn(
-          {
-            compare: [
-              { key: entry.key, target: "Create", result: "Equal", create_revision: `${revision}` },
-            ],
-            success: [{ request_put: { key: entry.key, value: entry.value, lease: target.id } }],
-            failure: [],
-          },
-          this.#request(),
-        ),
+        this.#kv.txn(moveRequest(entry, revision, target.id), this.#request()),
         target.confirmSince(start + ttlMs - target.ttlMs),
       ]);
       if (!moved.succeeded) {
@@ -547,6 +541,7 @@ export class EtcdBackend implements Backend<Entry> {
    */
   #expireAfter(entry: Entry, ms: number): void {
     clearTimeout(entry.expiry);
+    entry.expiresAt = monotonicNow() + ms;
     entry.expiry = setTimeout(() => void this.#discard(entry), Math.max(0, ms));
     entry.expiry.unref();
   }
@@ -595,6 +590,7 @@ export class EtcdBackend implements Backend<Entry> {
       done: false,
       wake: undefined,
       expiry: undefined,
+      expiresAt: 0,
       unguard: undefined,
     };
     session.members.add(entry);
@@ -735,13 +731,40 @@ export class EtcdBackend implements Backend<Entry> {
     });
   }
 
+  /**
+   * Before `session` is revoked: the keys in it that are still held (the core
+   * releases every lease before close(), but leaves one released before its
+   * `minHoldMs` to the store) move to a lease of their own, for what remains
+   * of their TTL, that nobody keeps alive: the store frees them when their
+   * time is up, as it would after a crash. Best effort: a key that cannot
+   * move goes with the session.
+   */
+  async #keepAfterClose(session: Session<Entry>): Promise<void> {
+    const now = monotonicNow();
+    const kept = [...session.members].filter(
+      (entry) => !entry.done && entry.expiry !== undefined && entry.expiresAt > now,
+    );
+    await Promise.allSettled(
+      kept.map(async (entry) => {
+        const { ID } = await this.#sessionHost.leases.leaseGrant(
+          { TTL: secondsFor(entry.expiresAt - now) },
+          this.#request(),
+        );
+        await this.#kv.txn(moveRequest(entry, entry.revision!, ID), this.#request());
+      }),
+    );
+  }
+
   async #close(): Promise<void> {
     this.#watches.close();
     // Revoking the session leases frees every key this instance wrote, at once. A server
     // that stopped answering gets CLOSE_GRACE_MS; then every call still waiting is cancelled.
     const ending = Promise.allSettled([
       ...this.#granting.values(),
-      ...[...this.#live].map((session) => session.end()),
+      ...[...this.#live].map(async (session) => {
+        await this.#keepAfterClose(session);
+        await session.end();
+      }),
     ]);
     for (const session of this.#live)
       for (const entry of session.members) {

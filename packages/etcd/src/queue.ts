@@ -120,6 +120,19 @@ export function checkRequest(c: Contender, revision: bigint, serializable = fals
 }
 
 /**
+ * Moves a contender's key, created at `revision`, to `lease`: a put keeps the
+ * create revision, so the queue position and the token stay. Fails when the
+ * key is gone or was re-created since.
+ */
+export function moveRequest(c: Contender, revision: bigint, lease: string): ITxnRequest {
+  return {
+    compare: [{ key: c.key, target: "Create", result: "Equal", create_revision: `${revision}` }],
+    success: [put(c, lease)],
+    failure: [],
+  };
+}
+
+/**
  * The reads that decide a position. With `revision` undefined they run in the
  * transaction that wrote the key, where every visible key is older than it.
  */

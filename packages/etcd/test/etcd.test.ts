@@ -274,18 +274,31 @@ describe("queue and sessions", () => {
     expect(await etcd.get(`${s.namespace}-missing`).string()).toBeNull();
   });
 
-  it("backend.close() revokes its session: what it held frees at once", async () => {
+  it("close() revokes its session: what it held frees at once, but a key released before its minHoldMs stays until then", async () => {
     const s = scope();
+    const etcd = raw(endpoints);
     const a = client(endpoints, s);
     const b = client(endpoints, s).locks;
     await a.locks.acquire("x", { ttlMs: 60_000 });
     await a.locks.acquire("y", { ttlMs: 30_000 });
-    await a.backend.close();
+    const early = await a.locks.acquire("kept", { ttlMs: 30_000, minHoldMs: 3_000 });
+    const granted = performance.now();
+    await early.release();
+    const [session] = await contenders(etcd, s.namespace, ["kept"]);
+    await a.locks.close();
     for (const key of ["x", "y"]) {
       const lease = await b.tryAcquire(key);
       expect(lease, key).not.toBeNull();
       await lease!.release();
     }
+    // The session lease is revoked; the kept key lives on a lease nobody keeps alive.
+    expect((await etcd.leaseClient.leaseTimeToLive({ ID: session!.lease })).TTL).toBe("-1");
+    const [kept] = await contenders(etcd, s.namespace, ["kept"]);
+    expect(kept!.lease).not.toBe(session!.lease);
+    expect(await b.tryAcquire("kept")).toBeNull();
+    const next = await b.acquire("kept", { timeoutMs: 10_000 });
+    expect(performance.now() - granted).toBeGreaterThanOrEqual(2_990);
+    await next.release();
   });
 
   it("a lease revoked from outside aborts lease.signal; the next acquire uses a new session", async () => {
