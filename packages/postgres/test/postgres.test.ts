@@ -293,6 +293,8 @@ describe("faults", () => {
               lease = await locks.acquire("race", {
                 timeoutMs: 20_000,
                 ...(signal ? { signal } : {}),
+                // Labelled grants too: their rows must not be left behind either.
+                ...(i % 2 === 0 ? { holder: `client${c}` } : {}),
               });
             } catch (error) {
               if (signal?.aborted !== true) throw error;
@@ -315,6 +317,21 @@ describe("faults", () => {
       timeoutMs: 2_000,
       message: "the key is free",
     });
+    // Nor a token marker (a lock the interrupted statement took) or a row.
+    const id = advisoryId(ns, "race");
+    const { classid, objid } = idHalves(id);
+    await waitFor(
+      async () => {
+        const { rows } = await admin.query(
+          `SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2
+                     AND classid IN ($1::oid, $2::oid))::int
+                + (SELECT count(*) FROM locks_holders WHERE key_id = $3::int8)::int AS n`,
+          [classid, objid, id],
+        );
+        return rows[0].n === 0;
+      },
+      { timeoutMs: 2_000, message: "no token marker or row of the key is left" },
+    );
     const fresh = await client(ns).tryAcquire("race");
     expect(fresh).not.toBeNull();
     await fresh!.release();
