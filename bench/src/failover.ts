@@ -1,10 +1,12 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 import { nodeChildArgs, startEtcd, startMariadb, startPostgres, startRedis } from "@locks/testkit";
+import { createSharedLockTable, releaseOnExit, type SharedLockTable } from "@locks/thread";
 import { median } from "./harness.js";
 import type { BenchSuite, BenchTable } from "./table.js";
 
@@ -14,30 +16,63 @@ import type { BenchSuite, BenchTable } from "./table.js";
  * clean-up) and the time to the next replica's `fn` starting is measured,
  * against the lease TTL. A store that ties the lock to a session the kernel
  * closes with the process (postgres, MariaDB) fails over at once; one that
- * only has the TTL (redis, etcd, file) in about one TTL.
+ * only has the TTL (redis, etcd, file) in about one TTL; worker threads over
+ * a shared table as soon as `releaseOnExit` sees the worker exit.
  */
 
 const TTL_MS = 2_000;
 const ROUNDS = 4;
 const child = fileURLToPath(new URL("./failover/child.ts", import.meta.url));
+const worker = new URL("./failover/worker.ts", import.meta.url);
+const tsxApi = import.meta.resolve("tsx/esm/api");
 
 interface Replica {
-  readonly process: ChildProcess;
-  /** Resolves with the time (performance.now()) the replica printed `word`. */
+  /** Resolves with the time (performance.now()) the replica said `word`. */
   next(word: "CAMPAIGNING" | "LEADING"): Promise<number>;
+  /** Ends it the hardest way there is: SIGKILL for a process, terminate() for a worker. */
+  kill(): Promise<void>;
 }
 
 function startReplica(backend: string, target: string, key: string): Replica {
   const proc = spawn(
     process.execPath,
     [...nodeChildArgs, child, backend, target, key, String(TTL_MS)],
-    {
-      stdio: ["ignore", "pipe", "inherit"],
-    },
+    { stdio: ["ignore", "pipe", "inherit"] },
   );
+  return {
+    next: replicaSaying((onLine) => createInterface({ input: proc.stdout! }).on("line", onLine)),
+    kill: () =>
+      new Promise((resolve) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) resolve();
+        proc.once("exit", () => resolve());
+        proc.kill("SIGKILL");
+      }),
+  };
+}
+
+/** A worker thread replica over a shared table; `releaseOnExit` frees what it held. */
+function startWorkerReplica(table: SharedLockTable, key: string): Replica {
+  // Node 20 ignores `--import tsx` in a worker's execArgv: the worker registers tsx itself.
+  const code = `import(${JSON.stringify(tsxApi)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(worker.href)}); });`;
+  const thread = new Worker(code, {
+    eval: true,
+    execArgv: ["--conditions=@locks/source"],
+    workerData: { table, key },
+  });
+  void releaseOnExit(table, thread);
+  return {
+    next: replicaSaying((onLine) => thread.on("message", onLine)),
+    kill: async () => {
+      await thread.terminate();
+    },
+  };
+}
+
+/** `next` of a replica whose lines `listen` delivers: each word is seen once, said before or after the wait. */
+function replicaSaying(listen: (onLine: (line: string) => void) => void): Replica["next"] {
   const waiting = new Map<string, (at: number) => void>();
   const seen = new Map<string, number>();
-  createInterface({ input: proc.stdout! }).on("line", (line) => {
+  listen((line) => {
     const at = performance.now();
     const word = line.split(" ")[0]!;
     const resolve = waiting.get(word);
@@ -47,53 +82,42 @@ function startReplica(backend: string, target: string, key: string): Replica {
       resolve(at);
     }
   });
-  return {
-    process: proc,
-    next(word) {
-      const at = seen.get(word);
-      if (at !== undefined) {
-        seen.delete(word);
-        return Promise.resolve(at);
-      }
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(
-          () => reject(new Error(`no ${word} from ${backend} replica within 60 s`)),
-          60_000,
-        );
-        waiting.set(word, (t) => {
-          clearTimeout(timer);
-          resolve(t);
-        });
+  return (word) => {
+    const at = seen.get(word);
+    if (at !== undefined) {
+      seen.delete(word);
+      return Promise.resolve(at);
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`no ${word} from a replica within 60 s`)),
+        60_000,
+      );
+      waiting.set(word, (t) => {
+        clearTimeout(timer);
+        resolve(t);
       });
-    },
+    });
   };
 }
 
-function kill(replica: Replica): Promise<void> {
-  return new Promise((resolve) => {
-    if (replica.process.exitCode !== null || replica.process.signalCode !== null) resolve();
-    replica.process.once("exit", () => resolve());
-    replica.process.kill("SIGKILL");
-  });
-}
-
 /** `ROUNDS` failovers on one backend: each time the leader is killed while a fresh replica campaigns. */
-async function failovers(backend: string, target: string): Promise<number[]> {
+async function failovers(backend: string, start: (key: string) => Replica): Promise<number[]> {
   const key = `leader-${backend}-${process.pid}`;
   const replicas: Replica[] = [];
   const times: number[] = [];
   try {
-    let leader = startReplica(backend, target, key);
+    let leader = start(key);
     replicas.push(leader);
     await leader.next("LEADING");
     for (let round = 0; round < ROUNDS; round++) {
-      const candidate = startReplica(backend, target, key);
+      const candidate = start(key);
       replicas.push(candidate);
       await candidate.next("CAMPAIGNING");
       // Let the candidate's first attempt reach the store and start waiting.
       await new Promise((resolve) => setTimeout(resolve, 300));
       const killedAt = performance.now();
-      await kill(leader);
+      await leader.kill();
       const leadingAt = await candidate.next("LEADING");
       if (leadingAt < killedAt) {
         throw new Error(
@@ -104,9 +128,14 @@ async function failovers(backend: string, target: string): Promise<number[]> {
       leader = candidate;
     }
   } finally {
-    await Promise.all(replicas.map(kill));
+    await Promise.all(replicas.map((replica) => replica.kill()));
   }
   return times;
+}
+
+function summary(times: number[], ttlMs: number | undefined): Array<string | number> {
+  const middle = median(times);
+  return [middle, Math.max(...times), ttlMs === undefined ? "-" : middle / ttlMs, times.length];
 }
 
 const failover: BenchSuite = async () => {
@@ -124,10 +153,12 @@ const failover: BenchSuite = async () => {
       ["postgres", postgres.connectionString],
       ["mysql", mariadb.url],
     ];
+    const table = createSharedLockTable();
+    const threadTimes = await failovers("thread", (key) => startWorkerReplica(table, key));
+    rows.push(["thread (worker_threads table)", "none", ...summary(threadTimes, undefined)]);
     for (const [backend, target] of targets) {
-      const times = await failovers(backend, target);
-      const worst = Math.max(...times);
-      rows.push([backend, TTL_MS, median(times), worst, median(times) / TTL_MS, times.length]);
+      const times = await failovers(backend, (key) => startReplica(backend, target, key));
+      rows.push([backend, TTL_MS, ...summary(times, TTL_MS)]);
     }
   } finally {
     await Promise.allSettled([redis.stop(), etcd.stop(), postgres.stop(), mariadb.stop()]);
@@ -139,7 +170,7 @@ const failover: BenchSuite = async () => {
     columns: ["backend", "TTL ms", "median ms", "worst ms", "median / TTL", "failovers"],
     rows,
     notes: [
-      "Each replica is its own process running locks.lead; the leader is killed with SIGKILL while another campaigns.",
+      "Each replica is its own process running locks.lead; the leader is killed with SIGKILL while another campaigns (thread: worker threads sharing a table, the leader terminate()d, releaseOnExit frees its keys).",
       "postgres and mysql hold the lock in a session the kernel closes with the process: the server frees it at once.",
       "redis, etcd and file only learn of the crash from the TTL: the key frees itself one TTL after the last extension (up to a third of a TTL earlier than the kill), then the waiting replica's next poll or notification takes it.",
     ],
