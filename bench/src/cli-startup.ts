@@ -1,0 +1,144 @@
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type RedisServer, startRedis } from "@locks/testkit";
+import { median } from "./harness.js";
+import type { BenchSuite, BenchTable } from "./table.js";
+
+/*
+ * What `locks` costs a shell script per call: wall time, CPU time (user +
+ * system) and peak RSS of one short-lived process, beside `node -e 0` (the
+ * floor of any Node program) and flock(1). The built CLI (packages/cli/dist,
+ * what the `locks` bin runs) is measured, not the TypeScript sources.
+ */
+
+/** LOCKS_BENCH_CLI=<path of a cli.js> measures another build (an older one, for a before/after). */
+const CLI =
+  process.env.LOCKS_BENCH_CLI ??
+  fileURLToPath(new URL("../../packages/cli/dist/cli.js", import.meta.url));
+const RUNS = 20;
+
+/**
+ * Runs the command under GNU time (peak RSS of the command: wait4's
+ * ru_maxrss covers the reaped child) inside bash, which times the command
+ * alone: $EPOCHREALTIME around it (µs; bash's own start-up is left out) and
+ * `times` for the children's CPU (getrusage, ms as printed).
+ */
+const MEASURE = `exec 3>"$0"; t0=$EPOCHREALTIME; "$@"; s=$?; t1=$EPOCHREALTIME; echo "$t0 $t1" >&3; times >&3; exit $s`;
+
+interface Sample {
+  readonly wallMs: number;
+  readonly cpuMs: number;
+  readonly rssMiB: number;
+}
+
+async function measureOnce(dir: string, command: readonly string[], okCodes: readonly number[]) {
+  const cpuFile = join(dir, "cpu");
+  const rssFile = join(dir, "rss");
+  const child = spawn(
+    "/usr/bin/time",
+    ["-f", "%M", "-o", rssFile, "bash", "-c", MEASURE, cpuFile, ...command],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+    stderr += chunk;
+  });
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", resolve);
+  });
+  if (code === null || !okCodes.includes(code)) {
+    throw new Error(`${command.join(" ")} exited ${code}: ${stderr}`);
+  }
+  const [times, , children] = (await readFile(cpuFile, "utf8")).trim().split("\n");
+  const [t0, t1] = times!.split(" ").map(Number);
+  // `times` prints "0m0.123s 0m0.004s": user, then system.
+  const cpuMs = [...children!.matchAll(/(\d+)m([\d.]+)s/g)]
+    .map(([, minutes, seconds]) => (Number(minutes) * 60 + Number(seconds)) * 1000)
+    .reduce((a, b) => a + b, 0);
+  const rssKiB = Number((await readFile(rssFile, "utf8")).trim().split("\n").at(-1));
+  return { wallMs: (t1! - t0!) * 1000, cpuMs, rssMiB: rssKiB / 1024 };
+}
+
+/** The medians of RUNS runs (after one unmeasured run that warms the page cache). */
+async function measure(
+  dir: string,
+  command: readonly string[],
+  okCodes: readonly number[] = [0],
+): Promise<Sample> {
+  await measureOnce(dir, command, okCodes);
+  const samples: Sample[] = [];
+  for (let i = 0; i < RUNS; i++) samples.push(await measureOnce(dir, command, okCodes));
+  return {
+    wallMs: median(samples.map((s) => s.wallMs)),
+    cpuMs: median(samples.map((s) => s.cpuMs)),
+    rssMiB: median(samples.map((s) => s.rssMiB)),
+  };
+}
+
+const suite: BenchSuite = async () => {
+  if (!existsSync(CLI)) {
+    throw new Error(`${CLI} is missing: run pnpm --filter @locks/cli build first`);
+  }
+  const dir = await mkdtemp(join(tmpdir(), "locks-bench-cli-"));
+  const fromEnv = process.env.REDIS_URL;
+  const servers: RedisServer[] = [];
+  if (fromEnv === undefined) servers.push(await startRedis());
+  const redisUrl = fromEnv ?? servers[0]!.url;
+  const node = process.execPath;
+  const file = `file://${dir}/locks`;
+  try {
+    const floor = await measure(dir, [node, "-e", "0"]);
+    const rows: Array<[string, Sample]> = [
+      ["node -e 0", floor],
+      ["flock(1) <file> true", await measure(dir, ["flock", join(dir, "flock"), "true"])],
+      [
+        "locks run --backend file:// k -- true",
+        await measure(dir, [node, CLI, "run", "--backend", file, "k", "--", "true"]),
+      ],
+      [
+        "locks status --backend file:// k",
+        await measure(dir, [node, CLI, "status", "--backend", file, "k"]),
+      ],
+      [
+        "locks run --backend redis:// k -- true",
+        await measure(dir, [node, CLI, "run", "--backend", redisUrl, "k", "--", "true"]),
+      ],
+      [
+        "locks status --backend redis:// k",
+        await measure(dir, [node, CLI, "status", "--backend", redisUrl, "k"]),
+      ],
+    ];
+    const ratio = (value: number, base: number): string => `${(value / base).toFixed(2)}x`;
+    const run = rows[2]![1];
+    const table: BenchTable = {
+      suite: "cli-startup",
+      title: `locks start-up: one short-lived process (median of ${RUNS} runs each)`,
+      columns: ["command", "wall ms", "vs node", "CPU ms", "vs node", "max RSS MiB", "vs node"],
+      rows: rows.map(([name, s]) => [
+        name,
+        s.wallMs,
+        ratio(s.wallMs, floor.wallMs),
+        s.cpuMs,
+        ratio(s.cpuMs, floor.cpuMs),
+        s.rssMiB,
+        ratio(s.rssMiB, floor.rssMiB),
+      ]),
+      notes: [
+        `goal: locks run --backend file within 1.3x of node -e 0 wall: ${ratio(run.wallMs, floor.wallMs)} (${run.wallMs <= 1.3 * floor.wallMs ? "met" : "not met"})`,
+        "CPU is user + system of the command and its children (getrusage via bash's times); RSS is GNU time's %M",
+        "the CLI is the built bundle in packages/cli/dist; a free key (status exits 0)",
+      ],
+    };
+    return [table];
+  } finally {
+    await Promise.allSettled(servers.map((s) => s.stop()));
+    await rm(dir, { recursive: true, force: true });
+  }
+};
+
+export default suite;
