@@ -92,6 +92,13 @@ const BUSY_MAX = 1_024;
  */
 const GUARD_AFTER_MS = 250;
 /**
+ * How long a waiter that gives up (aborted, timed out, refused) waits for the
+ * deletion of its key before it rejects, so that a caller who waits for the
+ * acquire to settle (the core's `lead()`) finds nothing of it left in the
+ * queue; a server that stopped answering must not hold an abort up longer.
+ */
+const GIVE_UP_GRACE_MS = 200;
+/**
  * How long close() lets requests to the server finish (revoking the session
  * leases frees every key at once) before it cancels what is still waiting
  * for a server that stopped answering.
@@ -363,12 +370,12 @@ export class EtcdBackend implements Backend<Entry> {
     try {
       held = await this.#wait(entry, signal);
     } catch (error) {
-      void this.#discard(entry);
+      await settledWithin(this.#discard(entry), GIVE_UP_GRACE_MS);
       throw error;
     }
     // Never a grant once the signal aborted: the key goes back at once.
     if (held && !signal.aborted) return this.#granted(entry);
-    void this.#discard(entry);
+    await settledWithin(this.#discard(entry), GIVE_UP_GRACE_MS);
     signal.throwIfAborted();
     return undefined;
   }

@@ -124,6 +124,26 @@ describe("queue and sessions", () => {
     expect(await contenders(etcd, s.namespace)).toHaveLength(0);
   });
 
+  it("the backend's queued acquire, aborted, rejects once its key is deleted (lead() waits for it to settle)", async () => {
+    const proxy = await startProxy(endpoints[0]!);
+    onTestFinished(() => proxy.close());
+    const s = scope();
+    const etcd = raw(endpoints);
+    const a = client(endpoints, s).locks;
+    // Over a slow link, so that the delete is still on its way when the abort lands.
+    const { backend } = client([`${proxy.host}:${proxy.port}`], s);
+    const held = await a.acquire("k");
+    const controller = new AbortController();
+    const request = createRequest({ key: "k", namespace: s.namespace });
+    const waiting = backend.acquire!(request, { signal: controller.signal });
+    await waitFor(async () => (await contenders(etcd, s.namespace)).length === 2);
+    proxy.delay(50);
+    controller.abort(new Error("gave up"));
+    await expect(waiting).rejects.toThrow("gave up");
+    expect(await contenders(etcd, s.namespace)).toHaveLength(1);
+    await held.release();
+  });
+
   it("one lease per backend instance and TTL (in whole seconds), not one per acquire", async () => {
     const s = scope();
     const etcd = raw(endpoints);
