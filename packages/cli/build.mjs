@@ -1,40 +1,121 @@
 /**
- * Builds dist/: the `locks` executable (cli.js) and the programmatic entry
- * (index.js) bundled by esbuild, with tsc writing only the .d.ts.
+ * Builds dist/ with esbuild (tsc writes only the .d.ts).
  *
- * Why a bundle: start-up is what a user of `locks run -- cmd` pays on every
- * call, and Node's ESM loader spends most of it resolving, reading and
- * compiling one file at a time (tsc's output, @locks/core's and the
- * backend's: ~60 modules for a file lock). The CLI, @locks/core and the
- * backend packages' own code are bundled; each backend is its own chunk,
- * loaded by the dynamic import() of the scheme that names it, so `locks run`
- * on files reads no Redis, etcd, PostgreSQL or MySQL code. The store drivers
- * (ioredis, etcd3, pg, mysql2, proper-lockfile, ...) stay external: they are
- * this package's dependencies, resolved at run time, updated by the user's
- * package manager. Node built-ins are external too (platform "node").
+ * Why bundles: start-up is what a user of `locks run -- cmd` pays on every
+ * call. From tsc's output, Node resolved, read and compiled ~60 ES modules
+ * one at a time for a file lock (the CLI's, @locks/core's and the backend's),
+ * and an ES module entry alone starts Node's ESM loader (~25 ms). So the bin
+ * is CommonJS, in a few files, each loaded only when needed:
+ *
+ * - cli.cjs: the bin (src/cli.ts); loads lib.cjs.
+ * - lib.cjs: the CLI's own modules (src/index.ts, which exports `main`).
+ * - core.cjs: @locks/core and @locks/core/backend, one copy for the CLI and
+ *   the backend it loads.
+ * - file.cjs, redis.cjs, etcd.cjs, postgres.cjs, mysql.cjs: each backend
+ *   package's own code, required when its scheme is used, so `locks run` on
+ *   files reads no Redis, etcd, PostgreSQL or MySQL code.
+ * - index.js: the ES module entry of the package, re-exporting lib.cjs.
+ *
+ * The store drivers (proper-lockfile, ioredis, etcd3, pg, mysql2, ...) are
+ * not bundled: each is required, at run time, from the installed backend
+ * package that declares it (createRequire on its package.json), so the
+ * backends' dependency ranges stay the only ones. Node built-ins are
+ * external (platform "node").
  */
-import { chmodSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, rmSync, writeFileSync } from "node:fs";
 import { build } from "esbuild";
 
-const manifest = JSON.parse(readFileSync(new URL("./package.json", import.meta.url), "utf8"));
+const BACKENDS = ["file", "redis", "etcd", "postgres", "mysql"];
+/** `node build.mjs [outdir]`: test/bundle.test.ts builds into a directory of its own. */
+const outdir = process.argv[2] ?? "dist";
 
-rmSync(new URL("./dist", import.meta.url), { recursive: true, force: true });
-await build({
-  entryPoints: { cli: "src/cli.ts", index: "src/index.ts" },
-  outdir: "dist",
-  bundle: true,
-  splitting: true,
-  format: "esm",
-  platform: "node",
-  target: "node20",
-  // Bundle @locks/* from their TypeScript sources, as the tests run them (the
-  // "@locks/source" condition of their exports), not from a dist/ that may be stale.
-  conditions: ["@locks/source"],
-  // Every dependency but @locks/* (bundled) is resolved at run time.
-  external: Object.keys(manifest.dependencies).filter((name) => !name.startsWith("@locks/")),
-  // Chunks sit next to cli.js: version.ts reads "../package.json" from its own file.
-  chunkNames: "chunk-[hash]",
-  sourcemap: true,
-  logLevel: "warning",
+/**
+ * Imports between the bundles become require() of their files: @locks/core
+ * (and /backend) one of core.cjs's two namespaces, @locks/<backend> its
+ * file, and (from the bin) ./main.js the CLI's lib.cjs.
+ */
+const linkBundles = (self) => ({
+  name: "link-bundles",
+  setup(build) {
+    build.onResolve({ filter: /^@locks\/core(\/backend)?$/ }, (args) =>
+      self === "core" ? undefined : { path: args.path, namespace: "core-part" },
+    );
+    build.onLoad({ filter: /.*/, namespace: "core-part" }, (args) => ({
+      contents: `module.exports = require("./core.cjs").${args.path.endsWith("/backend") ? "backend" : "api"};`,
+      loader: "js",
+    }));
+    build.onResolve({ filter: /^\.\/[a-z]+\.cjs$|^@locks\/[a-z]+\/package\.json$/ }, (args) => ({
+      path: args.path,
+      external: true,
+    }));
+    build.onResolve({ filter: /^@locks\/[a-z]+$/ }, (args) => {
+      const name = args.path.slice("@locks/".length);
+      return BACKENDS.includes(name) && name !== self
+        ? { path: `./${name}.cjs`, external: true }
+        : undefined;
+    });
+    // In a backend's bundle, any other bare import is one of its drivers.
+    if (BACKENDS.includes(self)) {
+      build.onResolve({ filter: /^[^./]/ }, (args) =>
+        args.path.startsWith("node:") || args.path.startsWith("@locks/")
+          ? undefined
+          : { path: args.path, namespace: "driver" },
+      );
+      build.onLoad({ filter: /.*/, namespace: "driver" }, (args) => ({
+        contents: `module.exports = require("node:module").createRequire(require.resolve(${JSON.stringify(`@locks/${self}/package.json`)}))(${JSON.stringify(args.path)});`,
+        loader: "js",
+      }));
+    }
+    if (self === "cli") {
+      build.onResolve({ filter: /^\.\/main\.js$/ }, () => ({ path: "./lib.cjs", external: true }));
+    }
+  },
 });
-chmodSync(new URL("./dist/cli.js", import.meta.url), 0o755);
+
+const bundle = (name, entry) =>
+  build({
+    ...entry,
+    outfile: `${outdir}/${name}.cjs`,
+    bundle: true,
+    format: "cjs",
+    platform: "node",
+    target: "node20",
+    // A dynamic import() would start the ESM loader: require() the bundle instead.
+    supported: { "dynamic-import": false },
+    // Bundle @locks/* from their TypeScript sources, as the tests run them (the
+    // "@locks/source" condition of their exports), not from a dist/ that may be stale.
+    conditions: ["@locks/source"],
+    // version.ts reads ../package.json next to its own file.
+    define: { "import.meta.url": "__import_meta_url" },
+    banner: { js: 'const __import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
+    plugins: [linkBundles(name)],
+    sourcemap: true,
+    logLevel: "warning",
+  });
+
+// A clean directory: the package's build script runs tsc for the .d.ts after this.
+rmSync(outdir, { recursive: true, force: true });
+await Promise.all([
+  bundle("cli", { entryPoints: ["src/cli.ts"] }),
+  bundle("lib", { entryPoints: ["src/index.ts"] }),
+  bundle("core", {
+    stdin: {
+      contents:
+        'export * as api from "@locks/core"; export * as backend from "@locks/core/backend";',
+      resolveDir: ".",
+      sourcefile: "core-entry.js",
+    },
+  }),
+  ...BACKENDS.map((name) =>
+    bundle(name, {
+      stdin: {
+        contents: `export * from "@locks/${name}";`,
+        resolveDir: ".",
+        sourcefile: `${name}.js`,
+      },
+    }),
+  ),
+]);
+// Named exports of a CommonJS module, as Node's ESM import finds them (esbuild marks them).
+writeFileSync(`${outdir}/index.js`, 'export * from "./lib.cjs";\n');
+chmodSync(`${outdir}/cli.cjs`, 0o755);

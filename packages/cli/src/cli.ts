@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 /**
  * The `locks` executable. Everything is in `main`; this file hands it the
- * arguments and exits with its code.
+ * arguments and exits with its code. No top-level await: the published bin
+ * is this file bundled as CommonJS (see build.mjs), which starts faster than
+ * an ES module.
  */
 
 // Node opens its inspector (a debugger anyone on this host can attach to) when a process it runs gets
@@ -13,15 +15,17 @@ try {
 } catch {
   // A platform without SIGUSR1 (Windows) has no such inspector trigger either.
 }
-const { main } = await import("./main.js");
 
-const code = await main(process.argv.slice(2));
-process.exitCode = code;
-// The lock is released and its client closed (or given up on) by now. Flush our own output,
-// then exit rather than wait for timers a client library may leave behind (ioredis keeps a
-// 2 s disconnect timer for a socket that never connected).
-await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
-process.exit(code);
+void import("./main.js")
+  .then(({ main }) => main(process.argv.slice(2)))
+  .then(async (code) => {
+    process.exitCode = code;
+    // The lock is released and its client closed (or given up on) by now. Flush our own output,
+    // then exit rather than wait for timers a client library may leave behind (ioredis keeps a
+    // 2 s disconnect timer for a socket that never connected).
+    await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+    process.exit(code);
+  });
 
 function flushed(stream: NodeJS.WriteStream): Promise<void> {
   return new Promise((resolve) => {
