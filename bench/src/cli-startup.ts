@@ -15,10 +15,10 @@ import type { BenchSuite, BenchTable } from "./table.js";
  * what the `locks` bin runs) is measured, not the TypeScript sources.
  */
 
-/** LOCKS_BENCH_CLI=<path of a cli.js> measures another build (an older one, for a before/after). */
+/** LOCKS_BENCH_CLI=<path of a cli.cjs or cli.js> measures another build (an older one, for a before/after). */
 const CLI =
   process.env.LOCKS_BENCH_CLI ??
-  fileURLToPath(new URL("../../packages/cli/dist/cli.js", import.meta.url));
+  fileURLToPath(new URL("../../packages/cli/dist/cli.cjs", import.meta.url));
 const RUNS = 20;
 
 /**
@@ -35,7 +35,7 @@ interface Sample {
   readonly rssMiB: number;
 }
 
-async function measureOnce(dir: string, command: readonly string[], okCodes: readonly number[]) {
+async function measureOnce(dir: string, command: readonly string[]): Promise<Sample> {
   const cpuFile = join(dir, "cpu");
   const rssFile = join(dir, "rss");
   const child = spawn(
@@ -51,7 +51,7 @@ async function measureOnce(dir: string, command: readonly string[], okCodes: rea
     child.once("error", reject);
     child.once("close", resolve);
   });
-  if (code === null || !okCodes.includes(code)) {
+  if (code !== 0) {
     throw new Error(`${command.join(" ")} exited ${code}: ${stderr}`);
   }
   const [times, , children] = (await readFile(cpuFile, "utf8")).trim().split("\n");
@@ -64,20 +64,27 @@ async function measureOnce(dir: string, command: readonly string[], okCodes: rea
   return { wallMs: (t1! - t0!) * 1000, cpuMs, rssMiB: rssKiB / 1024 };
 }
 
-/** The medians of RUNS runs (after one unmeasured run that warms the page cache). */
-async function measure(
+/**
+ * The medians of RUNS runs of each command, taken in rounds (each command once
+ * per round, after one unmeasured round that warms the page cache), so that
+ * load from elsewhere on the machine weighs on all of them alike.
+ */
+async function measureAll(
   dir: string,
-  command: readonly string[],
-  okCodes: readonly number[] = [0],
-): Promise<Sample> {
-  await measureOnce(dir, command, okCodes);
-  const samples: Sample[] = [];
-  for (let i = 0; i < RUNS; i++) samples.push(await measureOnce(dir, command, okCodes));
-  return {
-    wallMs: median(samples.map((s) => s.wallMs)),
-    cpuMs: median(samples.map((s) => s.cpuMs)),
-    rssMiB: median(samples.map((s) => s.rssMiB)),
-  };
+  commands: ReadonlyArray<readonly string[]>,
+): Promise<Sample[]> {
+  const samples: Sample[][] = commands.map(() => []);
+  for (let round = 0; round <= RUNS; round++) {
+    for (const [i, command] of commands.entries()) {
+      const sample = await measureOnce(dir, command);
+      if (round > 0) samples[i]!.push(sample);
+    }
+  }
+  return samples.map((runs) => ({
+    wallMs: median(runs.map((s) => s.wallMs)),
+    cpuMs: median(runs.map((s) => s.cpuMs)),
+    rssMiB: median(runs.map((s) => s.rssMiB)),
+  }));
 }
 
 const suite: BenchSuite = async () => {
@@ -92,27 +99,26 @@ const suite: BenchSuite = async () => {
   const node = process.execPath;
   const file = `file://${dir}/locks`;
   try {
-    const floor = await measure(dir, [node, "-e", "0"]);
-    const rows: Array<[string, Sample]> = [
-      ["node -e 0", floor],
-      ["flock(1) <file> true", await measure(dir, ["flock", join(dir, "flock"), "true"])],
+    const commands: Array<[string, string[]]> = [
+      ["node -e 0", [node, "-e", "0"]],
+      ["flock(1) <file> true", ["flock", join(dir, "flock"), "true"]],
       [
         "locks run --backend file:// k -- true",
-        await measure(dir, [node, CLI, "run", "--backend", file, "k", "--", "true"]),
+        [node, CLI, "run", "--backend", file, "k", "--", "true"],
       ],
-      [
-        "locks status --backend file:// k",
-        await measure(dir, [node, CLI, "status", "--backend", file, "k"]),
-      ],
+      ["locks status --backend file:// k", [node, CLI, "status", "--backend", file, "k"]],
       [
         "locks run --backend redis:// k -- true",
-        await measure(dir, [node, CLI, "run", "--backend", redisUrl, "k", "--", "true"]),
+        [node, CLI, "run", "--backend", redisUrl, "k", "--", "true"],
       ],
-      [
-        "locks status --backend redis:// k",
-        await measure(dir, [node, CLI, "status", "--backend", redisUrl, "k"]),
-      ],
+      ["locks status --backend redis:// k", [node, CLI, "status", "--backend", redisUrl, "k"]],
     ];
+    const samples = await measureAll(
+      dir,
+      commands.map(([, command]) => command),
+    );
+    const rows = commands.map(([name], i): [string, Sample] => [name, samples[i]!]);
+    const floor = rows[0]![1];
     const ratio = (value: number, base: number): string => `${(value / base).toFixed(2)}x`;
     const run = rows[2]![1];
     const table: BenchTable = {
