@@ -98,8 +98,8 @@ describe("redlock faults", () => {
     const rejectedAfter = performance.now() - started;
     expect(await waiting).toBe("LOCK_CLOSED");
     await closing;
-    expect(rejectedAfter, "ms from close() to the in-flight acquire's rejection").toBeLessThan(50);
-    expect(closedAfter, "ms close() took").toBeLessThan(800);
+    expect(rejectedAfter, "ms from close() to the in-flight acquire's rejection").toBeLessThan(400); // not a member timeout (500 ms)
+    expect(closedAfter, "ms close() took").toBeLessThan(2_000);
     expect(held.signal.aborted).toBe(true);
     expect(await open(), "timers and sockets left open").toEqual([]);
     for (const s of servers) s.resume();
@@ -123,7 +123,8 @@ describe("redlock faults", () => {
     const started = performance.now();
     expect(await codeOf(locks.tryAcquire("k"))).toBe("BACKEND_UNAVAILABLE");
     expect(await codeOf(locks.acquire("k", { timeoutMs: 5_000 }))).toBe("BACKEND_UNAVAILABLE");
-    expect(performance.now() - started).toBeLessThan(500);
+    // Fast: far from the 5 s wait a retrying acquire would take (generous for a loaded machine).
+    expect(performance.now() - started).toBeLessThan(2_500);
     // The two live members were released before the failure was reported.
     const layout = keyLayout(keyDigest(ns, "k"));
     for (const s of servers.slice(3))
@@ -141,8 +142,8 @@ describe("redlock faults", () => {
     servers[1]!.pause();
     const started = performance.now();
     const lease = await locks.acquire("k", { ttlMs: 1_000, timeoutMs: 5_000 });
-    // Instance timeout: TTL / 10 = 100 ms (plus scheduling slack on a busy machine).
-    expect(performance.now() - started).toBeLessThan(400);
+    // Instance timeout: TTL / 10 = 100 ms; waiting for the paused members would take the 5 s timeout.
+    expect(performance.now() - started).toBeLessThan(900);
     expect(lease.signal.aborted).toBe(false);
     await lease.release();
   });
