@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Capabilities } from "../backend.js";
-import { codeOf, Harness, sleep } from "./harness.js";
+import { codeOf, Harness, sleep, warmUp } from "./harness.js";
 import type { ConformanceOptions } from "./options.js";
 
 /** Timeouts and cancellation, and that a waiter that gave up leaves nothing behind. */
@@ -39,6 +39,9 @@ export function waitingTests(options: ConformanceOptions, _capabilities: Capabil
       const b = await h.grantWatchedClient(() => {
         if (controller.signal.aborted) grantsAfterAbort++;
       });
+      // Connected first: a fresh client's first attempt, still in flight at the abort, could
+      // reach the store after the release below and be granted (then handed back), legitimately.
+      await warmUp([b]);
       const held = await a!.acquire("abort");
       const reason = new Error("caller gave up");
       const waiting = b.acquire("abort", { signal: controller.signal });
