@@ -23,11 +23,15 @@
  * external (platform "node").
  */
 import { chmodSync, rmSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
 const BACKENDS = ["file", "redis", "etcd", "postgres", "mysql"];
 /** `node build.mjs [outdir]`: test/bundle.test.ts builds into a directory of its own. */
-const outdir = process.argv[2] ?? "dist";
+const outdir = resolve(process.argv[2] ?? "dist");
+/** Entry points and the stdin entries' resolveDir are relative to the package. */
+const packageDir = fileURLToPath(new URL(".", import.meta.url));
 
 /**
  * Imports between the bundles become require() of their files: @locks/core
@@ -75,6 +79,7 @@ const linkBundles = (self) => ({
 const bundle = (name, entry) =>
   build({
     ...entry,
+    absWorkingDir: packageDir,
     outfile: `${outdir}/${name}.cjs`,
     bundle: true,
     format: "cjs",
@@ -102,7 +107,7 @@ await Promise.all([
     stdin: {
       contents:
         'export * as api from "@locks/core"; export * as backend from "@locks/core/backend";',
-      resolveDir: ".",
+      resolveDir: packageDir,
       sourcefile: "core-entry.js",
     },
   }),
@@ -110,7 +115,7 @@ await Promise.all([
     bundle(name, {
       stdin: {
         contents: `export * from "@locks/${name}";`,
-        resolveDir: ".",
+        resolveDir: packageDir,
         sourcefile: `${name}.js`,
       },
     }),
