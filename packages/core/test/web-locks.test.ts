@@ -1,10 +1,26 @@
 import { describe, expect, it } from "vitest";
-import { rejection } from "../src/conformance/web-locks.js";
+import { domError, holdLock, rejection } from "../src/conformance/web-locks.js";
 import { createLockManager, createLocks } from "../src/index.js";
 import { memoryBackend } from "./memory-backend.js";
 import { recorded } from "./unit/backend.js";
 
 describe("createLockManager", () => {
+  it("a lease that expires while the callback runs rejects the request with AbortError (cause LockLostError); the manager moves on", async () => {
+    const namespace = `wl-${Math.random()}`;
+    const m = createLockManager(
+      createLocks(memoryBackend(), { namespace, ttlMs: 100, autoExtend: false }),
+    );
+    const other = createLockManager(createLocks(memoryBackend(), { namespace }));
+    const held = holdLock(m, "res");
+    const lock = await held.granted;
+    const error = await rejection(held.done);
+    expect(domError(error)).toBe("AbortError");
+    expect((error as Error).cause).toMatchObject({ code: "LOCK_LOST", name: "LockLostError" });
+    expect(lock!.signal.aborted).toBe(true);
+    expect(await other.request("res", (l) => l?.name)).toBe("res");
+    expect(await m.request("res", (l) => l?.name)).toBe("res");
+  });
+
   it("refuses anything but a Locks client", () => {
     for (const bad of [undefined, null, {}, { acquire() {} }]) {
       expect(() => createLockManager(bad as never)).toThrow(
