@@ -21,8 +21,8 @@ export interface LockState {
   readonly key: string;
   /** Every live holder, lowest fencing token first; empty when the key is free. */
   readonly holders: readonly LockHolder[];
-  /** The limit the holders took the key with (above 1 for a semaphore); undefined when free or unknown. */
-  readonly limit: number | undefined;
+  /** A semaphore's limit (above 1), the one its holders took it with; absent otherwise. */
+  readonly limit?: number;
 }
 
 /** A backend's report as users see it: expiries as epoch times, holders in grant order. */
@@ -40,5 +40,6 @@ export function lockState(key: string, status: KeyStatus): LockState {
     .sort((a, b) =>
       a.fencingToken < b.fencingToken ? -1 : a.fencingToken > b.fencingToken ? 1 : 0,
     );
-  return { key, holders, limit: holders.length === 0 ? undefined : status.limit };
+  const limit = holders.length > 0 ? status.limit : undefined;
+  return limit !== undefined && limit > 1 ? { key, holders, limit } : { key, holders };
 }
