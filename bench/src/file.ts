@@ -21,7 +21,8 @@ import { historyNow } from "@locks/core/history";
 import { fileBackend } from "@locks/file";
 import { nodeChildArgs } from "@locks/testkit";
 import { lock } from "proper-lockfile";
-import { type BenchTable, opsPerSecond } from "./table.js";
+import { CpuTally, cpuCell, cpuOpsPerSecond, cpuRatio } from "./cpu.js";
+import type { BenchTable } from "./table.js";
 
 type Contender = "proper-lockfile" | "file-sync" | "file-async";
 
@@ -95,26 +96,30 @@ async function uncontended(): Promise<BenchTable> {
         await lease.release();
       };
       // Interleaved rounds, median of each: the machine and the disk's journal make single runs noisy.
+      // CPU per op over all rounds (this process: the file system's work is in its system time).
       const runs = { raw: [] as number[], sync: [] as number[], async: [] as number[] };
+      const cpu = { raw: new CpuTally(), sync: new CpuTally(), async: new CpuTally() };
       for (let round = 0; round < 5; round++) {
-        runs.raw.push(await opsPerSecond(rawCycle, 600, 100));
-        runs.sync.push(await opsPerSecond(cycle(sync), 600, 100));
-        runs.async.push(await opsPerSecond(cycle(asyncIo), 600, 100));
+        runs.raw.push(await cpuOpsPerSecond(rawCycle, 600, cpu.raw));
+        runs.sync.push(await cpuOpsPerSecond(cycle(sync), 600, cpu.sync));
+        runs.async.push(await cpuOpsPerSecond(cycle(asyncIo), 600, cpu.async));
       }
       await sync.close();
       await asyncIo.close();
       const raw50 = median(runs.raw);
-      const row = (name: string, ops: number): Array<string | number> => [
+      const row = (name: string, ops: number, tally: CpuTally): Array<string | number> => [
         label,
         name,
         ops,
         1e6 / ops,
         `${(raw50 / ops).toFixed(2)}x`,
+        cpuCell(tally),
+        cpuRatio(tally, cpu.raw),
       ];
       rows.push(
-        row("proper-lockfile lock()/release()", raw50),
-        row("@locks/file (io: sync, default)", median(runs.sync)),
-        row("@locks/file (io: async)", median(runs.async)),
+        row("proper-lockfile lock()/release()", raw50, cpu.raw),
+        row("@locks/file (io: sync, default)", median(runs.sync), cpu.sync),
+        row("@locks/file (io: async)", median(runs.async), cpu.async),
       );
     } finally {
       rmSync(directory, { recursive: true, force: true });
@@ -123,11 +128,20 @@ async function uncontended(): Promise<BenchTable> {
   return {
     suite: "file",
     title: "Uncontended acquire + release, one process (median of 5 interleaved rounds)",
-    columns: ["file system", "library", "ops/s", "µs per op", "time vs proper-lockfile"],
+    columns: [
+      "file system",
+      "library",
+      "ops/s",
+      "µs per op",
+      "time vs proper-lockfile",
+      "CPU µs per op",
+      "CPU vs proper-lockfile",
+    ],
     rows,
     notes: [
       "@locks/file through createLocks(): owner-checked lease, core watchdog, fencing token (fence read and advanced per grant), proper-lockfile's mtime refresh",
       "goal: within 1.2x of raw proper-lockfile",
+      "CPU µs per op: this process's user + system time over all 5 rounds (the file system's work is system time; no server)",
       `Node ${process.version}, load average ${loadavg()[0]!.toFixed(1)} at the end of the run`,
     ],
   };
