@@ -260,7 +260,11 @@ const suite: BenchSuite = async () => {
     const urow = (name: string, r: Uncontended): Array<string | number> => [
       name,
       r.best,
-      r === raw ? "1.00x" : `${(raw.best / r.best).toFixed(2)}x slower`,
+      r === raw
+        ? "1.00x"
+        : r.best <= raw.best
+          ? `${(raw.best / r.best).toFixed(2)}x slower`
+          : `${(r.best / raw.best).toFixed(2)}x faster`,
       cpuCell(r.cpu),
       cpuRatio(r.cpu, raw.cpu),
     ];
