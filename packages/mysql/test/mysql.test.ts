@@ -119,7 +119,6 @@ describe("holder labels, inspect and forceRelease", () => {
     const lease = await a.acquire("i", { holder: label });
     expect(await b.inspect("i")).toEqual({
       key: "i",
-      limit: 1,
       holders: [
         {
           holder: label,

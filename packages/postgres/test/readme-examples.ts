@@ -31,6 +31,6 @@ export async function ownClient(): Promise<void> {
 
 export async function holders(locks: Locks): Promise<void> {
   await locks.acquire("report", { holder: "worker-7" });
-  await locks.inspect("report"); // { key, holders: [{ holder: "worker-7", mode, fencingToken, expiresAt: undefined }], limit: 1 }
+  await locks.inspect("report"); // { key, holders: [{ holder: "worker-7", mode, fencingToken, expiresAt: undefined }] }
   await locks.forceRelease("report"); // admin: ends the session holding it
 }
