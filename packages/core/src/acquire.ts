@@ -126,7 +126,7 @@ function jitter(ms: number): number {
 }
 
 /** A sleep that ends early on a notification or on cancel. */
-class Waker {
+export class Waker {
   readonly #cancel: AbortSignal;
   #notified = false;
   #resolve: (() => void) | undefined;

@@ -1,9 +1,9 @@
 import { onAbort } from "./abort.js";
+import { Waker } from "./acquire.js";
 import type { LockRequest, Unsubscribe } from "./backend.js";
-import { invalidArgument, isLockError, lockClosed } from "./errors.js";
-import { typeName } from "./keys.js";
+import { isLockError, lockClosed } from "./errors.js";
 import type { Lease } from "./lease.js";
-import { isAbortSignal } from "./options.js";
+import { refuseUnknownOptions, validateSignal } from "./options.js";
 import type { LockState } from "./state.js";
 import { sleep } from "./toolkit/sleep.js";
 
@@ -84,16 +84,8 @@ const RETRY_MAX_MS = 5_000;
 /** Validates `election` options before any I/O. */
 export function validateElectionOptions(options: unknown, keys: readonly string[]): void {
   if (options === undefined) return;
-  if (typeof options !== "object" || options === null) {
-    throw invalidArgument("options", `must be an object, got ${typeName(options)}`);
-  }
-  for (const name in options) {
-    if (!keys.includes(name)) throw invalidArgument(`options.${name}`, "is not a known option");
-  }
-  const signal = (options as { signal?: unknown }).signal;
-  if (signal !== undefined && !isAbortSignal(signal)) {
-    throw invalidArgument("signal", `must be an AbortSignal, got ${typeName(signal)}`);
-  }
+  refuseUnknownOptions(options, new Set(keys));
+  validateSignal((options as { signal?: unknown }).signal);
 }
 
 export const ELECTION_OPTIONS = ["holder", "ttlMs"] as const;
@@ -130,28 +122,24 @@ export class KeyElection implements Election {
     validateElectionOptions(options, ["signal"]);
     const signal = options?.signal;
     const closed = this.#host.closed;
-    const changes = new Changes();
-    const stops = [
-      onAbort(closed, () => changes.notify()),
-      signal === undefined ? () => {} : onAbort(signal, () => changes.notify()),
-    ];
-    const unsubscribe = await this.#host.watch(this.#host.request(this.key), () =>
-      changes.notify(),
-    );
+    // The waits' own sleep: it ends early on a notification, on close() and on the signal.
+    const waker = new Waker(signal === undefined ? closed : AbortSignal.any([closed, signal]));
+    const unsubscribe = await this.#host.watch(this.#host.request(this.key), waker.wake);
     try {
       let last: Leader | undefined | null = null;
       while (!signal?.aborted) {
         if (closed.aborted) throw lockClosed();
+        waker.reset();
         const now = await this.leader();
         if (last === null || !sameLeader(now, last)) {
           last = now;
           yield now;
           continue;
         }
-        await changes.next(OBSERVE_POLL_MS);
+        await waker.sleep(OBSERVE_POLL_MS);
       }
     } finally {
-      for (const stop of stops) stop();
+      waker.dispose();
       await unsubscribe?.();
     }
   }
@@ -223,30 +211,4 @@ async function leadTerms(
 
 function sameLeader(a: Leader | undefined, b: Leader | undefined): boolean {
   return a?.fencingToken === b?.fencingToken && a?.holder === b?.holder;
-}
-
-/** A notification latch: `next(ms)` resolves at the next notification (or a missed one), or after `ms`. */
-class Changes {
-  #pending = false;
-  #wake: (() => void) | undefined;
-
-  notify(): void {
-    if (this.#wake === undefined) this.#pending = true;
-    else this.#wake();
-  }
-
-  next(ms: number): Promise<void> {
-    if (this.#pending) {
-      this.#pending = false;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => this.#wake?.(), ms);
-      this.#wake = () => {
-        clearTimeout(timer);
-        this.#wake = undefined;
-        resolve();
-      };
-    });
-  }
 }

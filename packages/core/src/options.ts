@@ -126,16 +126,7 @@ export function resolveOptions(
       holder: undefined,
     };
   }
-  if (typeof options !== "object" || options === null) {
-    throw invalidArgument("options", `must be an object, got ${typeName(options)}`);
-  }
-  const allowed = allowTimeout ? ACQUIRE_KEYS : TRY_ACQUIRE_KEYS;
-  for (const name in options) {
-    if (!allowed.has(name)) {
-      const hint = name === "timeoutMs" ? " (tryAcquire never waits; use acquire)" : "";
-      throw invalidArgument(`options.${name}`, `is not a known option${hint}`);
-    }
-  }
+  refuseUnknownOptions(options, allowTimeout ? ACQUIRE_KEYS : TRY_ACQUIRE_KEYS);
   const o = options as Record<string, unknown>;
   const ttlMs =
     o.ttlMs === undefined ? defaults.ttlMs : validateTtl(o.ttlMs, ttlFloor(capabilities));
@@ -164,10 +155,7 @@ export function resolveOptions(
     throw invalidArgument("limit", `> 1 cannot be combined with mode "shared"`);
   }
 
-  const signal = o.signal;
-  if (signal !== undefined && !isAbortSignal(signal)) {
-    throw invalidArgument("signal", `must be an AbortSignal, got ${typeName(signal)}`);
-  }
+  const signal = validateSignal(o.signal);
 
   let timeoutMs = Number.POSITIVE_INFINITY;
   if (o.timeoutMs !== undefined) {
@@ -189,7 +177,29 @@ export function resolveOptions(
   return { ttlMs, autoExtend, mode, limit, signal, timeoutMs, minHoldMs, holder };
 }
 
-export function isAbortSignal(value: unknown): value is AbortSignal {
+/** Refuses anything but an object whose keys are all in `allowed`, naming the first unknown one. */
+export function refuseUnknownOptions(options: unknown, allowed: ReadonlySet<string>): void {
+  if (typeof options !== "object" || options === null) {
+    throw invalidArgument("options", `must be an object, got ${typeName(options)}`);
+  }
+  for (const name in options) {
+    if (!allowed.has(name)) {
+      const tryOnly = name === "timeoutMs" && allowed === TRY_ACQUIRE_KEYS;
+      const hint = tryOnly ? " (tryAcquire never waits; use acquire)" : "";
+      throw invalidArgument(`options.${name}`, `is not a known option${hint}`);
+    }
+  }
+}
+
+/** Validates an optional `signal` option. */
+export function validateSignal(signal: unknown): AbortSignal | undefined {
+  if (signal !== undefined && !isAbortSignal(signal)) {
+    throw invalidArgument("signal", `must be an AbortSignal, got ${typeName(signal)}`);
+  }
+  return signal;
+}
+
+function isAbortSignal(value: unknown): value is AbortSignal {
   return (
     typeof value === "object" &&
     value !== null &&
