@@ -100,7 +100,11 @@ export type Attempt<Hold = unknown> =
   | Grant<Hold>
   | {
       readonly granted: false;
-      /** Optional hint: when the current holder's lease ends, to bound polling. */
+      /**
+       * Optional hint: ms until the current holder's lease ends (when the
+       * store frees an abandoned lock). Waiters poll again then, at the
+       * latest, so report it whenever the store knows it cheaply.
+       */
       readonly retryAfterMs?: number;
     };
 
@@ -113,6 +117,15 @@ export interface WaitOptions {
    */
   readonly signal: AbortSignal;
 }
+
+/**
+ * What a subscription reports. `"changed"`: the key may have become free (a
+ * release, a deletion, an expiry the store announces, or the notification
+ * channel came back, after which anything may have been missed). `"unsure"`:
+ * from now on notifications may be missed (the channel dropped, a heartbeat
+ * was missed, a watch was cancelled) until the next `"changed"`.
+ */
+export type KeyEvent = "changed" | "unsure";
 
 /** Stops a subscription. */
 export type Unsubscribe = () => void | Promise<void>;
@@ -217,10 +230,15 @@ export interface Backend<Hold = unknown> {
   release(request: LockRequest, hold: Hold | undefined): Promise<void>;
 
   /**
-   * Optional: calls `onChange` when `request.key` may have become free (a
-   * release notification). Notifications are a hint: the core still polls, bounded.
+   * Optional: tells the core when `key` may have become free, so that
+   * waiters need not poll. The core calls it once per key while any of its
+   * waiters waits for the key (they share it), and stops it when the last
+   * one leaves. `onChange()` (or `"changed"`): attempt now. `"unsure"`:
+   * notifications may be missed until the next `"changed"`; the core polls
+   * meanwhile. While the channel is healthy the core only polls slowly, at
+   * the holder's `retryAfterMs`, for an expiry the store does not announce.
    */
-  subscribe?(request: LockRequest, onChange: () => void): Unsubscribe | Promise<Unsubscribe>;
+  subscribe?(key: KeyRef, onChange: (event?: KeyEvent) => void): Unsubscribe | Promise<Unsubscribe>;
 
   /**
    * Optional: who holds `key` now, with each holder's label, mode, token and

@@ -2,6 +2,7 @@ import type {
   Attempt,
   Backend,
   Grant,
+  KeyEvent,
   KeyRef,
   KeyStatus,
   LockRequest,
@@ -45,11 +46,11 @@ export class BackendCalls<Hold = unknown> {
     return this.#call(() => this.backend.release(request, hold));
   }
 
-  subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe | undefined> {
+  subscribe(key: KeyRef, onChange: (event?: KeyEvent) => void): Promise<Unsubscribe | undefined> {
     const subscribe = this.backend.subscribe;
     if (subscribe === undefined) return Promise.resolve(undefined);
     return this.#call(async () => {
-      const unsubscribe = await subscribe.call(this.backend, request, onChange);
+      const unsubscribe = await subscribe.call(this.backend, key, onChange);
       // A call like any other: counted for close(), never made after it.
       return () => this.#call(async () => unsubscribe());
     });

@@ -14,6 +14,7 @@ export type {
   Capabilities,
   Grant,
   HolderStatus,
+  KeyEvent,
   KeyRef,
   KeyStatus,
   LockMode,
