@@ -15,6 +15,7 @@ export {
   type LockChildOptions,
   type LostEvent,
 } from "./child.js";
+export { type CountedServer, countRequests, countRequestsByMethod } from "./counting.js";
 export {
   databaseUrlFromEnv,
   etcdEndpointsFromEnv,
