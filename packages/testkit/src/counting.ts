@@ -87,6 +87,26 @@ async function countPostgresTransactions(server: PostgresServer): Promise<number
   return Number(rows[0]?.[0]);
 }
 
+/**
+ * PostgreSQL's statements run so far (top-level, utility ones such as BEGIN
+ * and COMMIT included), published at once, unlike the transaction counts of
+ * {@link countRequests}: for a server started with
+ * `settings: { shared_preload_libraries: "pg_stat_statements" }`. The probe
+ * runs in `template1` (where it creates the extension on first use) and is
+ * not counted.
+ */
+export async function countStatements(server: PostgresServer): Promise<number> {
+  const url = new URL(server.connectionString);
+  url.pathname = "/template1";
+  const rows = await pgQuery(
+    url.toString(),
+    "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; " +
+      "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements " +
+      "WHERE dbid <> (SELECT oid FROM pg_database WHERE datname = 'template1')",
+  );
+  return Number(rows[0]?.[0]);
+}
+
 async function countMariadbQuestions(server: MariadbServer): Promise<number> {
   const prior = countProbe(server.url);
   const url = new URL(server.url);

@@ -15,7 +15,12 @@ export {
   type LockChildOptions,
   type LostEvent,
 } from "./child.js";
-export { type CountedServer, countRequests, countRequestsByMethod } from "./counting.js";
+export {
+  type CountedServer,
+  countRequests,
+  countRequestsByMethod,
+  countStatements,
+} from "./counting.js";
 export {
   databaseUrlFromEnv,
   etcdEndpointsFromEnv,

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   countRequests,
   countRequestsByMethod,
+  countStatements,
   type EtcdServer,
   httpRequest,
   type MariadbServer,
@@ -75,6 +76,23 @@ describe("countRequests: postgres", () => {
     // just after the client left.
     await waitFor(async () => (await countRequests(postgres)) >= first + 4, { timeoutMs: 20_000 });
     expect(await countRequests(postgres)).toBe(first + 4);
+  });
+});
+
+describe("countStatements: postgres with pg_stat_statements", () => {
+  let postgres: PostgresServer;
+  beforeAll(async () => {
+    postgres = await startPostgres({
+      settings: { shared_preload_libraries: "pg_stat_statements" },
+    });
+  });
+  afterAll(() => postgres.stop());
+
+  it("rises by one per statement at once, not by its own", async () => {
+    const first = await countStatements(postgres);
+    expect(await countStatements(postgres)).toBe(first);
+    await pgQuery(postgres.connectionString, "BEGIN; SELECT 1; COMMIT; SELECT 2");
+    expect(await countStatements(postgres)).toBe(first + 4);
   });
 });
 
