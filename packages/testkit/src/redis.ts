@@ -144,19 +144,29 @@ export async function startRedisGroup(
   return servers;
 }
 
-/** A Redis Cluster of masters without replicas, every node on loopback. */
+/** A Redis Cluster on loopback: masters, and `replicas` replicas of each. */
 export interface RedisClusterHandle {
+  /** Every node, masters first as created (roles change after a failover: see {@link masterOf}). */
   readonly nodes: RedisServer[];
   /** What a cluster client needs, e.g. `new Redis.Cluster(handle.startupNodes)`. */
   readonly startupNodes: { host: string; port: number }[];
-  /** Resolves when every live node reports `cluster_state:ok` and knows every node. */
+  /**
+   * Resolves when every running node reports `cluster_state:ok` and knows
+   * every node, and every running replica's link to its master is up.
+   */
   waitForOk(timeoutMs?: number): Promise<void>;
+  /** The running node that serves `key`'s slot as a master now (as a running node sees it). */
+  masterOf(key: string): Promise<RedisServer>;
+  /** The running replicas of `master`, as `master` itself reports them. */
+  replicasOf(master: RedisServer): Promise<RedisServer[]>;
   stop(): Promise<void>;
 }
 
 export interface RedisClusterOptions extends RedisOptions {
   /** Number of masters, at least 3 (redis-cli's minimum); default 3. */
   masters?: number;
+  /** Replicas per master (default 0); with 1, a killed master's replica takes over its slots. */
+  replicas?: number;
   /** `cluster-node-timeout` in ms (default 2 000, so failures are noticed quickly). */
   nodeTimeoutMs?: number;
 }
@@ -194,17 +204,55 @@ function runRedisCli(args: string[], logFile: string, timeoutMs: number): Promis
 async function clusterOk(node: RedisServer, expectedNodes: number): Promise<boolean> {
   const info = await redisCommand(node.url, ["CLUSTER", "INFO"], { timeoutMs: 1_000 });
   if (typeof info !== "string") return false;
+  if (
+    !/cluster_state:ok/.test(info) ||
+    !/cluster_slots_ok:16384/.test(info) ||
+    !new RegExp(`cluster_known_nodes:${expectedNodes}\\b`).test(info)
+  ) {
+    return false;
+  }
+  // A replica counts once it has synced with its master (it can take over only then).
+  const replication = await redisCommand(node.url, ["INFO", "replication"], { timeoutMs: 1_000 });
   return (
-    /cluster_state:ok/.test(info) &&
-    /cluster_slots_ok:16384/.test(info) &&
-    new RegExp(`cluster_known_nodes:${expectedNodes}\\b`).test(info)
+    typeof replication === "string" &&
+    (/role:master/.test(replication) || /master_link_status:up/.test(replication))
   );
 }
 
+/** One line of CLUSTER NODES: `id host:port@cport flags master ping pong epoch link slot...`. */
+interface ClusterNodeLine {
+  port: number;
+  flags: string[];
+  slots: [number, number][];
+}
+
+function parseClusterNodes(text: string): ClusterNodeLine[] {
+  return text
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => {
+      const fields = line.trim().split(" ");
+      const address = fields[1] ?? "";
+      const port = Number(address.slice(address.lastIndexOf(":") + 1).split("@")[0]);
+      // Slot fields are "n" or "a-b"; "[n->-id]" entries are migrations.
+      const slots = fields
+        .slice(8)
+        .filter((f) => !f.startsWith("["))
+        .map((f) => {
+          const [from, to] = f.split("-").map(Number);
+          return [from ?? 0, to ?? from ?? 0] as [number, number];
+        });
+      return { port, flags: (fields[2] ?? "").split(","), slots };
+    });
+}
+
 /**
- * Starts `masters` cluster-enabled servers, joins them with
- * `redis-cli --cluster create ... --cluster-yes` and resolves when every
- * node reports `cluster_state:ok`.
+ * Starts `masters * (1 + replicas)` cluster-enabled servers, joins them with
+ * `redis-cli --cluster create ... --cluster-replicas <replicas> --cluster-yes`
+ * and resolves when every node reports `cluster_state:ok` (replicas: synced).
+ * A killed master's replica is promoted after `nodeTimeoutMs` and a little
+ * more; a restarted former master (same port, same `nodes.conf`) rejoins as a
+ * replica of the promoted one.
  */
 export async function startRedisCluster(
   options: RedisClusterOptions = {},
@@ -213,9 +261,13 @@ export async function startRedisCluster(
   if (!Number.isInteger(masters) || masters < 3) {
     throw new RangeError(`startRedisCluster: masters must be an integer >= 3, got ${masters}`);
   }
+  const replicas = options.replicas ?? 0;
+  if (!Number.isInteger(replicas) || replicas < 0) {
+    throw new RangeError(`startRedisCluster: replicas must be an integer >= 0, got ${replicas}`);
+  }
   const nodeTimeoutMs = options.nodeTimeoutMs ?? 2_000;
   const results = await Promise.allSettled(
-    Array.from({ length: masters }, () =>
+    Array.from({ length: masters * (1 + replicas) }, () =>
       startRedisWith("redis-cluster", options, async (dir) => [
         "--cluster-enabled",
         "yes",
@@ -228,7 +280,9 @@ export async function startRedisCluster(
       ]),
     ),
   );
-  const nodes: RedisServer[] = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const nodes: RedisServerImpl[] = results.flatMap((r) =>
+    r.status === "fulfilled" ? [r.value] : [],
+  );
   const stop = () => stopAll(nodes);
   try {
     const failed = results.find((r) => r.status === "rejected");
@@ -240,23 +294,57 @@ export async function startRedisCluster(
         "create",
         ...nodes.map((n) => `127.0.0.1:${n.port}`),
         "--cluster-replicas",
-        "0",
+        String(replicas),
         "--cluster-yes",
       ],
       join(first.dir, "redis.log"),
       30_000,
     );
+    const running = () => nodes.filter((n) => n.running);
+    const nodesView = async (): Promise<ClusterNodeLine[]> => {
+      for (const node of running()) {
+        const text = await redisCommand(node.url, ["CLUSTER", "NODES"], {
+          timeoutMs: 1_000,
+        }).catch(() => undefined);
+        if (typeof text === "string") return parseClusterNodes(text);
+      }
+      throw new Error("no running cluster node answers CLUSTER NODES");
+    };
+    const byPort = (port: number) => running().find((n) => n.port === port);
     const handle: RedisClusterHandle = {
       nodes,
       startupNodes: nodes.map((n) => ({ host: n.host, port: n.port })),
       async waitForOk(timeoutMs = 20_000) {
         const start = performance.now();
-        for (const node of nodes) {
+        for (const node of running()) {
           await waitFor(() => clusterOk(node, nodes.length), {
             timeoutMs: Math.max(1, timeoutMs - (performance.now() - start)),
             message: `cluster_state:ok on ${node.url}`,
           });
         }
+      },
+      async masterOf(key) {
+        const slot = await redisCommand(running()[0]?.url ?? first.url, [
+          "CLUSTER",
+          "KEYSLOT",
+          key,
+        ]);
+        const owner = (await nodesView()).find(
+          (line) =>
+            line.flags.includes("master") &&
+            !line.flags.includes("fail") &&
+            line.slots.some(([from, to]) => Number(slot) >= from && Number(slot) <= to),
+        );
+        const server = owner && byPort(owner.port);
+        if (!server) throw new Error(`no running master serves the slot of ${JSON.stringify(key)}`);
+        return server;
+      },
+      async replicasOf(master) {
+        const info = await redisCommand(master.url, ["INFO", "replication"], { timeoutMs: 1_000 });
+        const ports = [...String(info).matchAll(/^slave\d+:.*port=(\d+)/gm)].map((m) =>
+          Number(m[1]),
+        );
+        return ports.flatMap((port) => byPort(port) ?? []);
       },
       stop,
     };
