@@ -5,6 +5,7 @@ import {
   type Capabilities,
   driftAllowance,
   type Grant,
+  type KeyEvent,
   type KeyRef,
   type KeyStatus,
   type LockRequest,
@@ -71,8 +72,6 @@ const CAPABILITIES: Capabilities = Object.freeze({
   minTtlMs: ETCD_MIN_TTL_MS,
 });
 
-/** A waiter re-reads its position at least this often, in case a watch event is missed. */
-const FALLBACK_POLL_MS = 1_000;
 /**
  * Share of the TTL a grant may lose to the age of the session's last
  * keepalive before a fresh keepalive is sent along with the grant.
@@ -122,8 +121,8 @@ interface Entry extends Contender {
   writing: Promise<unknown> | undefined;
   /** True once the key is deleted (or being deleted), or known gone or not ours. */
   done: boolean;
-  /** Aborts to end a waiter's current wait early: a deletion it watches, or its session's loss. */
-  wake: AbortController | undefined;
+  /** Ends a waiter's current wait early: a deletion it watches, or its session's loss. */
+  wake: (() => void) | undefined;
   /** The lock's own TTL: frees the key when no extension came in time (see `#expireAfter`). */
   expiry: NodeJS.Timeout | undefined;
   /** When `expiry` is due (monotonic ms). */
@@ -201,14 +200,17 @@ export class EtcdBackend implements Backend<Entry> {
     return hold === undefined ? Promise.resolve() : this.#mapped(this.#discard(hold, true));
   }
 
-  async subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
-    const lock = lockKeys(this.#client.prefix, request.digest);
-    // Bounded like a waiter's watch (unconfirmed in time: unavailable). A broken watch stream
-    // calls onChange once and ends the watch; the core's bounded polling covers the rest.
-    const bound = { signal: this.#host.closing, timeoutMs: FALLBACK_POLL_MS };
-    const watching = this.#watches.watch(lock.base, lock.baseEnd, onChange, bound);
-    const watch = await this.#mapped(watching);
-    return () => watch.cancel();
+  /**
+   * One watch on the lock's range per key and client (the core shares it
+   * among its waiters). A lease that ends on the server deletes its keys, so
+   * an expiry is announced like a release; while the watch is gone (cancelled
+   * by etcd, the stream broke) the core hears "unsure" and polls, until the
+   * watch is back ("changed").
+   */
+  subscribe(key: KeyRef, onChange: (event?: KeyEvent) => void): Promise<Unsubscribe> {
+    const lock = lockKeys(this.#client.prefix, key.digest);
+    const bound = { signal: this.#host.closing, timeoutMs: this.#requestTimeoutMs };
+    return this.#mapped(this.#watches.follow(lock.base, lock.baseEnd, onChange, bound));
   }
 
   inspect(key: KeyRef): Promise<KeyStatus> {
@@ -324,7 +326,8 @@ export class EtcdBackend implements Backend<Entry> {
    */
   #granted(entry: Entry): Grant<Entry> {
     this.#expireAfter(entry, entry.ttlMs);
-    this.#guard(entry);
+    // A grant from the queue keeps the watch on its own key it waited with.
+    if (entry.unguard === undefined) this.#guard(entry);
     const local = monotonicNow() + entry.ttlMs - driftAllowance(entry.ttlMs);
     return {
       granted: true,
@@ -380,7 +383,34 @@ export class EtcdBackend implements Backend<Entry> {
     return undefined;
   }
 
-  /** Writes the key of `entry` and waits until it holds (true) or its key vanished (false). */
+  /**
+   * Writes the key of `entry` and waits until it holds (true) or its key
+   * vanished (false).
+   *
+   * While nothing happens the wait costs the server nothing: no poll, only
+   * watches on the instance's one stream (a message to open one, one to
+   * cancel it): on the own key, on the key in the way (the predecessor) and
+   * on the one before it, or on the whole lock for a semaphore. A lost watch
+   * (etcd cancelled it, the stream broke) is opened again, backing off, and
+   * then the position is read once. Each read is a transaction guarded by
+   * the own key's create revision.
+   *
+   * When the predecessor was the only key in the way, its deletion hands the
+   * lock over without a read: keys older than ours never appear, so none is
+   * in the way any more. The re-check of RELIABILITY.md ("after any wait,
+   * your key still exists with your create revision") rides on the watch of
+   * the own key: it started at the revision of the last guarded read (or
+   * that read came after it), and etcd sends a stream's events in revision
+   * order, so a deletion of our key (a lease revoked from outside, a
+   * delete) arrives before the predecessor's later one and ends the wait
+   * first. The lease cannot have expired meanwhile: the session's confirmed
+   * keepalives say so (`#freshen` renews them when old, and the grant's
+   * validity is bounded by them). After the grant the same watch reports an
+   * eviction (`#evicted`). The one gap is etcd's own: a client so slow that
+   * the stream's send buffer (128 replies) overflowed can get the events out
+   * of order; the guard then reports the loss a moment later, and the
+   * fencing token (lower than any later grant's) protects the resource.
+   */
   async #wait(entry: Entry, signal: AbortSignal): Promise<boolean> {
     const writing = this.#kv.txn(enqueueRequest(entry, entry.session.id), this.#request());
     entry.writing = writing;
@@ -405,9 +435,36 @@ export class EtcdBackend implements Backend<Entry> {
       if (existing === undefined || !existing.ours) return false;
       entry.revision = readAt = existing.revision;
     }
-    let watching: { readonly target: Buffer; readonly watch: Watch } | undefined;
     let linearizable = false;
     let backoff = retryBackoff();
+    /** Watches on the keys in the way (or the whole lock), by key: the first deletion each saw. */
+    const watched = new Map<string, { readonly watch: Watch; deletedAt: bigint | undefined }>();
+    let lost = false;
+    let own: Watch | undefined;
+    let ownGone = false;
+    let granted = false;
+    let changed = false;
+    const notify = (): void => {
+      changed = true;
+      entry.wake?.();
+    };
+    const onOwn = (revision: bigint | undefined): void => {
+      if (granted) {
+        if (revision !== undefined) this.#evicted(entry);
+        return;
+      }
+      if (revision === undefined) {
+        own = undefined;
+        entry.unguard = undefined;
+        lost = true;
+      } else ownGone = true;
+      notify();
+    };
+    const hold = async (): Promise<boolean> => {
+      await raceAbort(this.#freshen(entry.session, monotonicNow(), entry.ttlMs), signal);
+      granted = entry.session.alive && !ownGone;
+      return granted;
+    };
     try {
       for (;;) {
         if (position === undefined) {
@@ -416,54 +473,94 @@ export class EtcdBackend implements Backend<Entry> {
           ({ position, revision: readAt } = read);
           linearizable = false;
         }
-        if (!entry.session.alive) return false;
-        if (position.holder) {
-          await raceAbort(this.#freshen(entry.session, monotonicNow(), entry.ttlMs), signal);
-          return entry.session.alive;
+        if (!entry.session.alive || ownGone) return false;
+        if (position.holder) return await hold();
+        const { predecessor, before } = position;
+        const targets = predecessor === undefined ? [entry.lock.base] : [predecessor, before];
+        const ids = targets.map((target) => target?.toString("latin1"));
+        for (const [id, { watch }] of watched) {
+          if (!ids.includes(id)) {
+            watch.cancel();
+            watched.delete(id);
+          }
         }
-        const target = position.predecessor ?? entry.lock.base;
-        if (
-          watching === undefined ||
-          entry.wake?.signal.aborted ||
-          !watching.target.equals(target)
-        ) {
-          watching?.watch.cancel();
-          watching = undefined;
-          const wake = new AbortController();
-          entry.wake = wake;
-          const rangeEnd = position.predecessor === undefined ? entry.lock.baseEnd : undefined;
-          const bound = { signal, timeoutMs: FALLBACK_POLL_MS };
-          const opened = this.#watches.watch(target, rangeEnd, () => wake.abort(), bound);
-          const watch = await opened.catch((error: unknown) => {
-            if (signal.aborted) throw error;
-          });
+        // Open what is not watched yet; all watches start at the current revision.
+        const bound = { signal, timeoutMs: this.#requestTimeoutMs };
+        const opening: Array<Promise<Watch>> = [];
+        if (own === undefined) {
+          const opened = this.#watches.watch(entry.key, undefined, onOwn, bound);
+          opening.push(
+            opened.then((watch) => {
+              own = watch;
+              entry.unguard = () => watch.cancel();
+              return watch;
+            }),
+          );
+        }
+        targets.forEach((target, i) => {
+          const id = ids[i];
+          if (target === undefined || id === undefined || watched.has(id)) return;
+          const rangeEnd = predecessor === undefined ? entry.lock.baseEnd : undefined;
+          const onDelete = (revision: bigint | undefined): void => {
+            const entryOf = watched.get(id);
+            if (revision === undefined) {
+              watched.delete(id);
+              lost = true;
+            } else if (entryOf !== undefined) entryOf.deletedAt ??= revision;
+            notify();
+          };
+          opening.push(
+            this.#watches.watch(target, rangeEnd, onDelete, bound).then((watch) => {
+              watched.set(id, { watch, deletedAt: undefined });
+              return watch;
+            }),
+          );
+        });
+        lost = false;
+        const opened = await Promise.allSettled(opening);
+        signal.throwIfAborted();
+        if (opened.some((o) => o.status === "rejected")) {
+          // No watch now (stream down): try again, backing off; the position read before
+          // stays until the watches are back (then read again, once).
+          await sleep(backoff.duration, signal);
+          backoff = backoff.next(undefined);
+          continue;
+        }
+        backoff = retryBackoff();
+        if (opened.some((o) => o.status === "fulfilled" && o.value.revision !== readAt)) {
+          // Writes happened between the read and a new watch: read again at a revision the
+          // watches cover (linearizable, so it is not older than their start).
+          linearizable = true;
           position = undefined;
-          if (watch === undefined) {
-            // No watch now (stream down): poll, backing off.
-            await sleep(backoff.duration, signal);
-            backoff = backoff.next(undefined);
-            continue;
-          }
-          watching = { target, watch };
-          backoff = retryBackoff();
-          if (watch.revision !== readAt) {
-            // Writes happened between the read and the watch: read again at a revision the
-            // watch covers (linearizable, so it is not older than the watch's start).
-            linearizable = true;
-            continue;
-          }
+          continue;
         }
-        // A deletion, the session's loss or the fallback poll ends the wait; then re-read,
-        // guarded by our own key and its create revision.
+        changed = false;
+        if (lost) continue; // a watch was lost while others opened: open it again
+        if (ownGone) return false;
+        const deleted = [...watched.values()].some((w) => w.deletedAt !== undefined);
+        const first = watched.get(ids[0]!);
+        if (predecessor !== undefined && before === undefined && first?.deletedAt !== undefined) {
+          // The only key in the way is gone, and no key older than ours can appear: the lock
+          // is ours, with no read (see the method's comment for the own key's re-check).
+          return await hold();
+        }
+        if (deleted) {
+          position = undefined; // a key in the way went: read where we stand now
+          continue;
+        }
+        // Until a watched key is deleted, a watch is lost or the session is: no request.
         await raceAbort(
-          sleep(FALLBACK_POLL_MS, entry.wake!.signal).catch(() => undefined),
+          new Promise<void>((resolve) => {
+            entry.wake = resolve;
+            if (changed) resolve();
+          }),
           signal,
         );
-        position = undefined;
+        entry.wake = undefined;
       }
     } finally {
-      watching?.watch.cancel();
-      entry.wake?.abort();
+      for (const { watch } of watched.values()) watch.cancel();
+      entry.wake = undefined;
     }
   }
 
@@ -566,17 +663,21 @@ export class EtcdBackend implements Backend<Entry> {
    * of the key stays the check when a watch is lost.
    */
   #guard(entry: Entry): void {
-    const evicted = (): void => {
-      if (entry.done || this.#closed !== undefined) return;
-      this.#forget(entry, true);
-      this.#host.lost(entry, "its key in etcd was deleted (forceRelease, or its lease ended)");
-    };
     const timer = setTimeout(() => {
       if (this.#closed !== undefined) return; // close() ends the watch stream
-      entry.unguard = this.#watches.guard(entry.key, entry.revision! + 1n, evicted);
+      entry.unguard = this.#watches.guard(entry.key, entry.revision! + 1n, () =>
+        this.#evicted(entry),
+      );
     }, GUARD_AFTER_MS);
     timer.unref();
     entry.unguard = () => clearTimeout(timer);
+  }
+
+  /** A held key was deleted by someone else: the lock is lost. */
+  #evicted(entry: Entry): void {
+    if (entry.done || this.#closed !== undefined) return;
+    this.#forget(entry, true);
+    this.#host.lost(entry, "its key in etcd was deleted (forceRelease, or its lease ended)");
   }
 
   // --- entries -----------------------------------------------------------
@@ -718,7 +819,7 @@ export class EtcdBackend implements Backend<Entry> {
       // A holder's lock is lost (the core releases it: its key went with the lease); a
       // waiter wakes, finds its key gone and declines.
       this.#host.lost(entry, `the etcd session lease was lost: ${reason}`, cause);
-      entry.wake?.abort();
+      entry.wake?.();
     }
   }
 

@@ -34,6 +34,13 @@ export type Position =
       readonly holder: false;
       /** The key to wait on (raw); undefined: wait on any deletion in the lock. */
       readonly predecessor: Buffer | undefined;
+      /**
+       * The next key in the way after the predecessor, watched too so that the
+       * waiter learns when the predecessor becomes the last one; undefined when
+       * the predecessor is the only key in the way: its deletion hands the
+       * lock over, with no read.
+       */
+      readonly before: Buffer | undefined;
     };
 
 const HOLDER: Position = { holder: true };
@@ -165,10 +172,12 @@ function positionReads(
       oldest(lock, serializable),
     ];
   }
+  // The two newest keys in the way (see `Position.before`); the own key comes first when read
+  // in the writing transaction.
   if (c.mode === "shared")
-    return [range(lock.writers, lock.writersEnd, 1), oldest(lock, serializable)];
+    return [range(lock.writers, lock.writersEnd, 2), oldest(lock, serializable)];
   return [
-    range(lock.base, lock.baseEnd, revision === undefined ? 2 : 1),
+    range(lock.base, lock.baseEnd, revision === undefined ? 3 : 2),
     oldest(lock, serializable),
   ];
 }
@@ -222,10 +231,10 @@ export function positionOf(c: Contender, reply: ITxnResponse, from: number): Pos
     const writers = keys(1);
     return readers.length === 0 && writers.length < c.limit
       ? HOLDER
-      : { holder: false, predecessor: undefined };
+      : { holder: false, predecessor: undefined, before: undefined };
   }
-  const [predecessor] = keys(0);
-  return predecessor === undefined ? HOLDER : { holder: false, predecessor };
+  const [predecessor, before] = keys(0);
+  return predecessor === undefined ? HOLDER : { holder: false, predecessor, before };
 }
 
 /**

@@ -1,5 +1,6 @@
-import { onAbort } from "@locks/core/backend";
+import { type KeyEvent, onAbort, sleep } from "@locks/core/backend";
 import type { IDuplexStream, IWatchRequest, IWatchResponse, WatchClient } from "etcd3";
+import { retryBackoff } from "./backoff.js";
 import { type Calls, endStream } from "./calls.js";
 
 type Stream = IDuplexStream<IWatchRequest, IWatchResponse>;
@@ -37,13 +38,20 @@ export class Watches {
    * Watches the deletion of `key`, or of any key in `[key, rangeEnd)`.
    * Resolves once etcd confirmed the watch; rejects when the stream breaks
    * first, after `bound.timeoutMs`, or with `bound.signal`'s reason.
-   * `onDelete` runs at each deletion, and once when etcd cancels the watch or
-   * the stream breaks (the watch is gone then).
+   * `onDelete` runs at each deletion with its revision, and once with
+   * undefined when etcd cancels the watch or the stream breaks (the watch is
+   * gone then: deletions from then on are missed).
+   *
+   * etcd sends the events of the watches of one stream in revision order
+   * (watches that started at the current revision, as these do): a deletion
+   * reported here was preceded by every earlier one of the stream's other
+   * watches. Only a client so slow that etcd's send buffer of the stream
+   * fills up (128 replies) can see them out of order.
    */
   watch(
     key: Buffer,
     rangeEnd: Buffer | undefined,
-    onDelete: () => void,
+    onDelete: (revision: bigint | undefined) => void,
     bound: { readonly signal: AbortSignal; readonly timeoutMs: number },
   ): Promise<Watch> {
     if (bound.signal.aborted) return Promise.reject(bound.signal.reason);
@@ -60,8 +68,12 @@ export class Watches {
       this.#watches.set(id, (reply) => {
         if (confirmed) {
           // Cancelled by etcd (compaction, ...) or a broken stream: as good as a deletion.
-          if (reply?.canceled) this.#watches.delete(id);
-          if (reply === undefined || reply.canceled || reply.events.length > 0) onDelete();
+          if (reply === undefined || reply.canceled) {
+            this.#watches.delete(id);
+            onDelete(undefined);
+          } else if (reply.events.length > 0) {
+            onDelete(BigInt(reply.events[0]!.kv.mod_revision));
+          }
         } else if (reply === undefined || reply.canceled) {
           fail(new Error(`etcd refused the watch: ${reply?.cancel_reason ?? "the stream broke"}`));
         } else {
@@ -84,6 +96,49 @@ export class Watches {
         }
       }, fail);
     });
+  }
+
+  /**
+   * Follows the deletions in `[key, rangeEnd)` for a subscriber of the core
+   * until the returned stop: "changed" at each one; "unsure" when the watch
+   * is gone (etcd cancelled it, the stream broke), after which it watches
+   * again, backing off, and says "changed" once it is back (anything may
+   * have been missed meanwhile). Resolves once the first watch is confirmed.
+   */
+  async follow(
+    key: Buffer,
+    rangeEnd: Buffer | undefined,
+    onChange: (event: KeyEvent) => void,
+    bound: { readonly signal: AbortSignal; readonly timeoutMs: number },
+  ): Promise<() => void> {
+    let stopped = false;
+    let current: Watch | undefined;
+    const rewatch = async (): Promise<void> => {
+      for (let backoff = retryBackoff(); !stopped; backoff = backoff.next(undefined)) {
+        try {
+          await sleep(backoff.duration, bound.signal);
+          current = await this.watch(key, rangeEnd, onDelete, bound);
+        } catch {
+          if (bound.signal.aborted) return;
+          continue;
+        }
+        if (stopped) current.cancel();
+        else onChange("changed");
+        return;
+      }
+    };
+    const onDelete = (revision: bigint | undefined): void => {
+      if (revision !== undefined) return onChange("changed");
+      current = undefined;
+      if (stopped || bound.signal.aborted) return;
+      onChange("unsure");
+      void rewatch();
+    };
+    current = await this.watch(key, rangeEnd, onDelete, bound);
+    return () => {
+      stopped = true;
+      current?.cancel();
+    };
   }
 
   /**
