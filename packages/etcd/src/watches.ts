@@ -128,7 +128,10 @@ export class Watches {
       }
     };
     const onDelete = (revision: bigint | undefined): void => {
-      if (revision !== undefined) return onChange("changed");
+      if (revision !== undefined) {
+        onChange("changed");
+        return;
+      }
       current = undefined;
       if (stopped || bound.signal.aborted) return;
       onChange("unsure");
