@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { connect } from "node:net";
 import type { EtcdServer } from "./etcd.js";
 import type { MariadbServer } from "./mariadb.js";
 import type { PostgresServer } from "./postgres.js";
@@ -26,8 +27,9 @@ function countProbe(address: string): number {
 /**
  * The server's running total of client requests: only differences between
  * two readings mean something (requests made between them).
- * - redis: INFO stats `total_commands_processed` (every command, including
- *   each one inside MULTI and each EVALSHA as one).
+ * - redis: INFO stats `total_commands_processed`: every command the server
+ *   ran, each command a script runs included (an EVALSHA whose script makes
+ *   3 calls counts 4). {@link monitorRedis} counts what clients send.
  * - etcd: the sum of `grpc_server_msg_received_total` from `/metrics`: every
  *   unary RPC (Range, Txn, Put, LeaseGrant ...) and every message on a
  *   stream (a watch create or cancel, a lease keep-alive). Read over HTTP, so
@@ -133,4 +135,49 @@ async function countMariadbQuestions(server: MariadbServer): Promise<number> {
   if (!match) throw new Error(`no Questions in SHOW GLOBAL STATUS of ${server.url}: ${output}`);
   // The client sends a statement of its own before SHOW STATUS.
   return Number(match[1]) - 2 * prior;
+}
+
+/** A running count of the requests clients send a redis-server, from MONITOR. */
+export interface RedisMonitor {
+  /** Commands clients sent (a script's EVALSHA counts one, the commands it runs none). */
+  readonly requests: number;
+  /** Commands scripts ran. */
+  readonly scripted: number;
+  close(): void;
+}
+
+/**
+ * Counts client requests as they happen, unlike INFO's
+ * `total_commands_processed`, which counts every command a script runs too.
+ * MONITOR costs the server a little per command (it formats each one for
+ * this connection). The monitor's own connection sends nothing else.
+ */
+export function monitorRedis(server: RedisServer): Promise<RedisMonitor> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: server.host, port: server.port });
+    let pending = "";
+    let started = false;
+    const monitor = {
+      requests: 0,
+      scripted: 0,
+      close: () => {
+        socket.destroy();
+      },
+    };
+    socket.setEncoding("utf8");
+    socket.once("error", reject);
+    socket.on("data", (chunk: string) => {
+      const lines = (pending + chunk).split("\r\n");
+      pending = lines.pop()!;
+      for (const line of lines) {
+        if (!started) {
+          if (line !== "+OK") reject(new Error(`MONITOR answered ${line}`));
+          started = true;
+          resolve(monitor);
+        } else if (/^\+[\d.]+ \[\d+ lua\]/.test(line)) monitor.scripted++;
+        else if (line.startsWith("+")) monitor.requests++;
+      }
+    });
+    socket.write("MONITOR\r\n");
+  });
 }

@@ -20,6 +20,8 @@ export {
   countRequests,
   countRequestsByMethod,
   countStatements,
+  monitorRedis,
+  type RedisMonitor,
 } from "./counting.js";
 export {
   databaseUrlFromEnv,

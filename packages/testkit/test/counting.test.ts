@@ -7,6 +7,7 @@ import {
   type EtcdServer,
   httpRequest,
   type MariadbServer,
+  monitorRedis,
   type PostgresServer,
   pgQuery,
   type RedisServer,
@@ -33,6 +34,20 @@ describe("countRequests: redis", () => {
     expect(await countRequests(redis)).toBe(first);
     for (let i = 0; i < 5; i++) await redisCommand(redis.url, ["PING"]);
     expect(await countRequests(redis)).toBe(first + 5);
+  });
+
+  it("counts a script's commands too; monitorRedis counts what clients sent", async () => {
+    const monitor = await monitorRedis(redis);
+    try {
+      const first = await countRequests(redis);
+      const script = "redis.call('SET', KEYS[1], '1'); return redis.call('GET', KEYS[1])";
+      await redisCommand(redis.url, ["EVAL", script, "1", "counted"]);
+      expect(await countRequests(redis)).toBe(first + 3);
+      // The two INFO probes and the EVAL; the script's SET and GET apart.
+      await waitFor(() => monitor.requests === 3 && monitor.scripted === 2);
+    } finally {
+      monitor.close();
+    }
   });
 });
 
