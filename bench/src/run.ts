@@ -7,7 +7,17 @@ import { formatTable } from "./table.js";
  * other, so no two compete for the 2 cores, prints their tables and writes
  * results/latest.json, which the docs' benchmark page renders.
  */
-const ALL = ["thread", "file", "redis", "etcd", "postgres", "mysql", "failover", "cli-startup"];
+const ALL = [
+  "thread",
+  "file",
+  "redis",
+  "etcd",
+  "postgres",
+  "mysql",
+  "failover",
+  "cli-startup",
+  "waiting",
+];
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
 const suites = wanted.length > 0 ? wanted : ALL;
 

@@ -1,0 +1,30 @@
+import type { Backend } from "@locks/core";
+
+/** The backends the waiting suite measures, by name; only the one asked for is loaded. */
+export const SERVER_BACKENDS = ["redis", "redis fair", "etcd", "postgres", "mysql"] as const;
+export type ServerBackend = (typeof SERVER_BACKENDS)[number];
+
+/** A new backend instance (its own connections) of `name` on the server at `target`. */
+export async function backendFor(name: string, target: string): Promise<Backend> {
+  switch (name) {
+    case "thread":
+      return (await import("@locks/thread")).threadBackend();
+    case "redis":
+      return (await import("@locks/redis")).redisBackend({ url: target });
+    case "redis fair":
+      return (await import("@locks/redis")).redisBackend({ url: target, fair: true });
+    case "etcd":
+      return (await import("@locks/etcd")).etcdBackend({ hosts: target.split(",") });
+    case "postgres":
+      return (await import("@locks/postgres")).postgresBackend({ connectionString: target });
+    case "mysql":
+      return (await import("@locks/mysql")).mysqlBackend({ uri: target });
+    default:
+      throw new Error(`unknown backend ${name}`);
+  }
+}
+
+/** Epoch ms with sub-ms precision, comparable between processes of one machine. */
+export function epochNow(): number {
+  return performance.timeOrigin + performance.now();
+}
