@@ -1,6 +1,6 @@
 import { setMaxListeners } from "node:events";
 import { onAbort } from "./abort.js";
-import { acceptGrant, timeoutError, waitForGrant } from "./acquire.js";
+import { timeoutError, waitForGrant } from "./acquire.js";
 import type { Attempt, Backend, Grant, LockRequest } from "./backend.js";
 import { BackendCalls } from "./calls.js";
 import { monotonicNow } from "./clock.js";
@@ -17,7 +17,9 @@ import {
 } from "./election.js";
 import { invalidArgument, lockClosed } from "./errors.js";
 import { observeAcquire, observingAcquires } from "./events.js";
+import { acceptGrant } from "./grant.js";
 import { attachClient, type LossTarget } from "./host.js";
+import { KeyWaits } from "./key-wait.js";
 import { MAX_NAMESPACE_BYTES, typeName, validateKey } from "./keys.js";
 import { HeldLease, type Lease, type LeaseHost } from "./lease.js";
 import {
@@ -111,6 +113,8 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
   readonly #waiting = new Set<AbortController>();
   /** Waits after a first attempt: close() ends them, then waits for them to finish. */
   readonly #waits = new Set<Wait>();
+  /** Waits by notification and polling, one loop per key. */
+  readonly #keyWaits: KeyWaits;
   readonly #closeController = new AbortController();
   readonly #cleanups = new Set<Promise<unknown>>();
   /** Work of acquires that gave up while it still ran (an attempt in flight, a wait ending). */
@@ -128,6 +132,7 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
     }
     this.backend = backend;
     this.calls = new BackendCalls(backend);
+    this.#keyWaits = new KeyWaits(this.calls);
     this.namespace =
       options.namespace === undefined
         ? "default"
@@ -429,7 +434,7 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
               wait.giveUp(reason);
               this.#abandon(wait.done);
             });
-      wait.done = waitForGrant(this.calls, request, cancel, (hold) =>
+      wait.done = waitForGrant(this.calls, this.#keyWaits, request, cancel, (hold) =>
         this.#releaseQuietly(request, hold),
       ).then(
         ({ grant, deadline }) => {
@@ -504,7 +509,13 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
     for (const wait of waits) wait.giveUp(closed);
     // Each wait's own end (its unsubscribe included) comes before the backend closes.
     const ended = waits.map((wait) => wait.done);
-    const pending = [...releases, ...this.#cleanups, ...ended, this.calls.idle()];
+    const pending = [
+      ...releases,
+      ...this.#cleanups,
+      ...ended,
+      this.#keyWaits.ended(),
+      this.calls.idle(),
+    ];
     await settledWithin(pending, CLOSE_GRACE_MS);
     await this.calls.close(last);
   }

@@ -64,7 +64,7 @@ export function fairnessTests(options: ConformanceOptions, capabilities: Capabil
         for (let round = 0; round < 2; round++) {
           const held = await a!.acquire("notify", { ttlMs: 60_000 });
           const waiting = b!.acquire("notify", { timeoutMs: 20_000 });
-          // Long enough that a polling waiter has backed off to its slowest interval (1 s with notify).
+          // Long enough that a waiter's first attempts are over: only the release can wake it now.
           await sleep(1_300);
           const released = performance.now();
           await held.release();
