@@ -5,6 +5,7 @@ import {
   type Backend,
   type BackendHost,
   type Capabilities,
+  type KeyEvent,
   type KeyRef,
   type KeyStatus,
   type LockRequest,
@@ -47,6 +48,22 @@ class TableHold {
 }
 
 /**
+ * This instance's subscriptions to one key (one per waiting client with the
+ * core's shared waits; one per waiter with older cores), and its
+ * waiting-writer mark: set while the head of its waiters is a writer, so that
+ * new readers stop entering (no writer starvation). Subscriptions carry no
+ * mode, so the attempts set and clear the mark (see `#try`).
+ */
+class KeyWatch {
+  count = 0;
+  /** The key's entry and the waiting-writer record of the mark; -1 while unmarked. */
+  writer = -1;
+  record = -1;
+
+  constructor(readonly ref: KeySlot) {}
+}
+
+/**
  * How long a watch of a sequence word waits before it waits again: a watch
  * left pending after its subscription ended is gone by then, even if the
  * word never moves again.
@@ -75,9 +92,10 @@ const MISMATCH = -3;
  * (thread, mode, token, label), bound to its entry under the same latch.
  *
  * Waiting is the core's (notification plus bounded polling): `subscribe`
- * counts the waiter on its bucket, watches the bucket's sequence word with
- * Atomics.waitAsync, and registers a waiting writer on its key so that new
- * readers stop entering; releases bump the word and Atomics.notify.
+ * counts the waiter on its bucket and watches the bucket's sequence word with
+ * Atomics.waitAsync; releases bump the word and Atomics.notify. While a
+ * subscribed client's writer is refused, its key carries a waiting-writer
+ * mark, so that new readers stop entering.
  */
 export class TableBackend implements Backend<TableHold> {
   readonly name = "thread";
@@ -92,6 +110,8 @@ export class TableBackend implements Backend<TableHold> {
   /** The table's eviction count this instance has looked at; a watch is pending while `#watching`. */
   #evictionsSeen = 0;
   #watching = false;
+  /** This instance's subscriptions, by scoped key. */
+  readonly #watches = new Map<string, KeyWatch>();
 
   constructor(table: SharedLockTable, capabilities: Capabilities) {
     this.capabilities = capabilities;
@@ -114,8 +134,8 @@ export class TableBackend implements Backend<TableHold> {
    * Counted on the bucket before the core's next attempt, so a release after
    * that attempt sees a waiter and notifies (sequentially consistent atomics).
    */
-  async subscribe(req: LockRequest, onChange: () => void): Promise<Unsubscribe> {
-    const ref = this.#table.locate(req.scoped);
+  subscribe(key: KeyRef, onChange: (event?: KeyEvent) => void): Promise<Unsubscribe> {
+    const ref = this.#table.locate(key.scoped);
     const words = this.#words;
     const seq = ref.bucket + SEQ;
     Atomics.add(words, ref.bucket + WAITERS, 1);
@@ -143,24 +163,21 @@ export class TableBackend implements Backend<TableHold> {
       if (seen !== before) onChange();
     };
     watch();
-    // A waiting writer makes itself known, so that new readers stop entering (no writer starvation).
-    // It has a record, so that it is unregistered if its thread dies; without a free record it does not register.
-    let writer = -1;
-    let record = -1;
-    if (req.mode === "exclusive") {
-      const table = this.#table;
-      if (!table.latch(ref.bucket)) await table.latchLater(ref.bucket);
-      writer = table.entry(ref, true);
-      if (writer >= 0) record = table.records.bindWriter(writer);
-      if (record >= 0) words[writer + WRITERS]!++;
-      else if (writer >= 0) table.unbindIfIdle(writer);
-      table.unlatch(ref.bucket);
+    let keyWatch = this.#watches.get(key.scoped);
+    if (keyWatch === undefined) {
+      keyWatch = new KeyWatch(ref);
+      this.#watches.set(key.scoped, keyWatch);
     }
-    return () => {
+    const counted = keyWatch;
+    counted.count++;
+    return Promise.resolve(() => {
+      if (stopped) return;
       stopped = true;
       Atomics.sub(words, ref.bucket + WAITERS, 1);
-      if (record >= 0) return this.#unregisterWriter(ref.bucket, writer, record);
-    };
+      if (--counted.count > 0) return;
+      if (this.#watches.get(key.scoped) === counted) this.#watches.delete(key.scoped);
+      if (counted.record >= 0) return this.#unmarkLater(counted);
+    });
   }
 
   /** True while the hold's record keeps its generation: false once released or force-released. */
@@ -233,6 +250,10 @@ export class TableBackend implements Backend<TableHold> {
   #try(req: LockRequest, ref: KeySlot): Promise<Attempt<TableHold>> {
     const table = this.#table;
     const shared = req.mode === "shared";
+    const watch = this.#watches.get(req.scoped);
+    // A reader attempts: the writer this instance's mark was for is no longer
+    // at the head of its waiters (granted or gone), and must not keep it out.
+    const opened = shared && watch !== undefined && watch.record >= 0 && this.#unmark(watch);
     const entry = this.#take(ref, shared, req.limit);
     let record = -1;
     let token = 0n;
@@ -243,7 +264,14 @@ export class TableBackend implements Backend<TableHold> {
       // Every record is in use: the grant is undone, and the attempt waits like any other.
       if (record < 0) this.#untake(entry, shared);
     }
+    if (watch !== undefined && !shared) {
+      // A writer waits in this instance: new readers stop entering until it is in (or gone).
+      if (record < 0 && entry === BUSY && watch.record < 0) this.#mark(watch);
+      // The writer is in: it holds the key, so lifting the mark opens nothing.
+      else if (record >= 0 && watch.record >= 0) this.#unmark(watch);
+    }
     table.unlatch(ref.bucket);
+    if (opened) table.changed(ref.bucket);
     if (entry === MISMATCH) return Promise.reject(limitMismatch(req.limit, this.#heldLimit));
     if (record < 0) return Promise.resolve(NOT_GRANTED);
     const generation = table.records.generation(record);
@@ -302,18 +330,39 @@ export class TableBackend implements Backend<TableHold> {
     if (holds) table.changed(hold.bucket);
   }
 
-  /**
-   * A writer stopped waiting (granted, or gave up). When that leaves the key
-   * free for readers, or its entry unbound, the bucket's waiters are told;
-   * when the writer now holds the key, nothing changed for them.
-   */
-  async #unregisterWriter(bucket: number, entry: number, record: number): Promise<void> {
+  /** Under the latch: marks the watched key as awaited by a writer (not when no record is free). */
+  #mark(watch: KeyWatch): void {
     const table = this.#table;
-    if (!table.latch(bucket)) await table.latchLater(bucket);
+    const writer = table.entry(watch.ref, true);
+    if (writer < 0) return;
+    const record = table.records.bindWriter(writer);
+    if (record < 0) {
+      table.unbindIfIdle(writer);
+      return;
+    }
+    this.#words[writer + WRITERS]!++;
+    watch.writer = writer;
+    watch.record = record;
+  }
+
+  /** Under the latch: lifts the mark; true when that leaves the key open to readers (tell the waiters). */
+  #unmark(watch: KeyWatch): boolean {
     const words = this.#words;
-    table.records.freeWriter(record);
-    const opened = --words[entry + WRITERS]! === 0 && words[entry + STATE]! <= 0;
-    table.unbindIfIdle(entry);
+    const { writer } = watch;
+    this.#table.records.freeWriter(watch.record);
+    watch.writer = -1;
+    watch.record = -1;
+    const opened = --words[writer + WRITERS]! === 0 && words[writer + STATE]! <= 0;
+    this.#table.unbindIfIdle(writer);
+    return opened;
+  }
+
+  /** The last subscription to a marked key ended: lifts the mark under the latch. */
+  async #unmarkLater(watch: KeyWatch): Promise<void> {
+    const table = this.#table;
+    const { bucket } = watch.ref;
+    if (!table.latch(bucket)) await table.latchLater(bucket);
+    const opened = watch.record >= 0 && this.#unmark(watch);
     table.unlatch(bucket);
     if (opened) table.changed(bucket);
   }
