@@ -170,7 +170,8 @@ export class HeldLease implements Lease {
     if (this.#released !== undefined) return this.#released;
     this.#end("released", undefined);
     if (channels.release.hasSubscribers) this.#publish(channels.release, {});
-    const holdLeft = this.#grantedAt + this.#minHoldMs - monotonicNow();
+    // No clock read without a minimum hold: a release is the hot path.
+    const holdLeft = this.#minHoldMs > 0 ? this.#grantedAt + this.#minHoldMs - monotonicNow() : 0;
     this.#released =
       holdLeft > 0
         ? this.#holdUntilMinimum(holdLeft)

@@ -3,6 +3,15 @@ import type { LockMode, LockRequest } from "./backend.js";
 import { scopedKey } from "./keys.js";
 import { newOwnerToken } from "./owner.js";
 
+/*
+ * The scoped key of the last request, reused while requests name the same
+ * key: contention is many acquires of one key, and a reused string keeps
+ * its hash, so the backend's map lookups do not hash a fresh string each time.
+ */
+let lastNamespace = "";
+let lastKey = "";
+let lastScoped = scopedKey(lastNamespace, lastKey);
+
 /** @internal The one implementation of `LockRequest`: the digest is computed once, on first read. */
 export class Request implements LockRequest {
   readonly scoped: string;
@@ -17,7 +26,12 @@ export class Request implements LockRequest {
     readonly ttlMs: number,
     readonly holder: string | undefined = undefined,
   ) {
-    this.scoped = scopedKey(namespace, key);
+    if (key !== lastKey || namespace !== lastNamespace) {
+      lastScoped = scopedKey(namespace, key);
+      lastKey = key;
+      lastNamespace = namespace;
+    }
+    this.scoped = lastScoped;
   }
 
   get digest(): Buffer {

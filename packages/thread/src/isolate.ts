@@ -24,14 +24,20 @@ import { registry } from "./registry.js";
  * waiter out of its queue (see README, "How it works").
  */
 
-const NOT_GRANTED: Attempt<Hold> = Object.freeze({ granted: false });
+/** One settled promise for every refusal: a refused attempt allocates nothing. */
+const REFUSED: Promise<Attempt<Hold>> = Promise.resolve(Object.freeze({ granted: false }));
 const DONE: Promise<void> = Promise.resolve();
 
 /**
  * One live grant, and the backend's `hold` for it: the core passes it back to
- * extend and release, so no instance needs to know who holds what.
+ * extend and release, so no instance needs to know who holds what. It is
+ * also the `Grant` the attempt resolves with (one object per grant, not two).
  */
-export class Hold {
+export class Hold implements Grant<Hold> {
+  readonly granted = true;
+  readonly hold: Hold = this;
+  /** With TTL: the store's deadline less the drift allowance (see `grant`). */
+  validUntil: number | undefined = undefined;
   /** Position in `state.holds`, for O(1) removal. */
   index = -1;
   /** False once released, expired or force-released: nothing may act on it any more. */
@@ -99,7 +105,7 @@ export class IsolateBackend implements Backend<Hold> {
   }
 
   tryAcquire(req: LockRequest): Promise<Attempt<Hold>> {
-    return this.#attempt(stateFor(req.scoped), req) ?? Promise.resolve(NOT_GRANTED);
+    return this.#attempt(stateFor(req.scoped), req) ?? REFUSED;
   }
 
   /** The key's FIFO queue: the store's own, so waiters are granted in arrival order. */
@@ -259,10 +265,10 @@ function grant(
   if (shared) state.shared++;
   else state.exclusive++;
   hold.index = state.holds.push(hold) - 1;
-  if (!ttl) return { granted: true, fencingToken: hold.fencingToken, hold };
+  if (!ttl) return hold;
   state.expiring++;
-  const validUntil = deadline - driftAllowance(req.ttlMs);
-  return { granted: true, fencingToken: hold.fencingToken, validUntil, hold };
+  hold.validUntil = deadline - driftAllowance(req.ttlMs);
+  return hold;
 }
 
 /** Ends a hold (release or expiry). The caller dispatches the queue afterwards. */
