@@ -90,8 +90,8 @@ export function mapBackend(): Backend<Entry> {
       wakes.wake(request.scoped);
     },
 
-    subscribe(request: LockRequest, onChange: () => void): Unsubscribe {
-      return wakes.add(request.scoped, { wake: onChange });
+    subscribe(key: KeyRef, onChange: () => void): Unsubscribe {
+      return wakes.add(key.scoped, { wake: onChange });
     },
 
     async inspect(key: KeyRef): Promise<KeyStatus> {

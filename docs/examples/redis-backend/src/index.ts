@@ -5,6 +5,7 @@ import {
   check,
   defineOptions,
   invalidArgument,
+  type KeyEvent,
   type KeyRef,
   type KeyStatus,
   type LockRequest,
@@ -92,8 +93,10 @@ export function tinyRedisBackend(options: TinyRedisOptions): Backend {
     },
   });
   subscriber.on("message", (channel: string) => wakes.wake(channel));
-  // Messages published while the subscriber reconnected are lost: look again.
-  subscriber.on("ready", () => wakes.wakeAll());
+  // Messages published while the subscriber is away are lost: the core polls
+  // until it is back, then looks again.
+  subscriber.on("close", () => wakes.wakeAll("unsure"));
+  subscriber.on("ready", () => wakes.wakeAll("changed"));
 
   return {
     name: "tiny-redis",
@@ -130,8 +133,8 @@ export function tinyRedisBackend(options: TinyRedisOptions): Backend {
       );
     },
 
-    async subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
-      const channel = channelName(request.scoped);
+    async subscribe(key: KeyRef, onChange: (event?: KeyEvent) => void): Promise<Unsubscribe> {
+      const channel = channelName(key.scoped);
       const remove = wakes.add(channel, { wake: onChange });
       try {
         // Resolve once the server confirmed: the core's next attempt comes after it.

@@ -1,6 +1,8 @@
-/** Something waiting for a key to change. */
+import type { KeyEvent } from "../backend.js";
+
+/** Something waiting for a key to change: a subscription's `onChange` fits. */
 export interface Wakeable {
-  wake(): void;
+  wake(event?: KeyEvent): void;
 }
 
 /** Called when a key gets its first waiter (start listening) or loses its last (stop). */
@@ -51,10 +53,13 @@ export class WakeRegistry<W extends Wakeable = Wakeable> {
     if (waiters !== undefined) for (const waiter of pick([...waiters])) waiter.wake();
   }
 
-  /** Wakes every waiter (a reconnect: notifications may have been missed). */
-  wakeAll(): void {
+  /**
+   * Tells every waiter: `"changed"` (the default) when the channel is back
+   * after notifications may have been missed, `"unsure"` when it dropped.
+   */
+  wakeAll(event?: KeyEvent): void {
     for (const waiters of [...this.#byKey.values()])
-      for (const waiter of [...waiters]) waiter.wake();
+      for (const waiter of [...waiters]) waiter.wake(event);
   }
 
   #remove(key: string, waiter: W): void {
