@@ -1,5 +1,5 @@
 import { lockClosed, monotonicNow, retryInBackground } from "@locks/core/backend";
-import { type Cluster, Redis, type RedisOptions } from "ioredis";
+import { type Cluster, Command, Redis, type RedisOptions } from "ioredis";
 import {
   isCluster,
   SAFE_CLIENT_OPTIONS,
@@ -25,14 +25,16 @@ const CONNECT_GRACE_MS = 2_000;
 
 /** One script call, from `run` until it settles. */
 interface Call {
-  readonly script: Script;
-  readonly keys: readonly string[];
-  readonly args: ReadonlyArray<string | number>;
+  /** EVALSHA's arguments: sha, number of keys, keys, then the script's arguments. */
+  readonly args: Array<string | number>;
   readonly timeoutMs: number;
   /** Monotonic instant after which it fails as unanswered: from when it is sent. */
   at: number;
+  /** The command to send, made with the call (its promise is what `run` returns); a resend makes another. */
+  command: Command | undefined;
+  /** Settle the promise `run` returned (the first command's own resolve and reject). */
   readonly resolve: (value: unknown) => void;
-  readonly reject: (error: unknown) => void;
+  readonly reject: (error: Error) => void;
 }
 
 /**
@@ -72,9 +74,16 @@ export class Connection {
   #sweep: NodeJS.Timeout | undefined;
   /** A client of ours whose oldest command is unanswered this long is reconnected. */
   readonly #staleMs: number;
-  /** Calls sent and not answered yet, and when the last answer (or the first call) came. */
+  /**
+   * Calls sent and not answered yet, and when the last answer (or the first
+   * call) came: dated by the sweep (`#progressed` since its last run), so a
+   * call costs no clock read of its own but when it is sent.
+   */
   #inflight = 0;
   #progressAt = 0;
+  #progressed = false;
+  /** What every command is made with: the client's keyPrefix (ioredis adds it to the keys). */
+  readonly #commandOptions: { keyPrefix?: string; replyEncoding: "utf8" };
   /** Ends the background retries of clean-ups. */
   readonly #closed = new AbortController();
   /** Connected and the scripts loaded: calls go straight out. */
@@ -111,6 +120,10 @@ export class Connection {
     this.publishCommand = this.isCluster ? "spublish" : "publish";
     const prefix = client.options.keyPrefix;
     this.keyPrefix = prefix === undefined ? "" : String(prefix);
+    this.#commandOptions =
+      prefix === undefined
+        ? { replyEncoding: "utf8" }
+        : { keyPrefix: this.keyPrefix, replyEncoding: "utf8" };
     client.on("ready", this.#onReady);
     client.on("close", this.#onClose);
     // A client we made must not print "Unhandled error event"; a user's client is theirs to watch.
@@ -150,18 +163,31 @@ export class Connection {
         this.unavailable(this.#lastError ?? new Error(`not connected (${status})`)),
       );
     }
-    return new Promise((resolve, reject) => {
-      const at = monotonicNow() + timeoutMs + CONNECT_GRACE_MS;
-      const call: Call = { script, keys, args, timeoutMs, at, resolve, reject };
-      this.#calls.add(call);
-      this.#sweep ??= setInterval(() => this.#expire(), SWEEP_MS).unref();
-      if (this.#usable && status === "ready" && this.#queue.length + this.#retries.length === 0) {
-        this.#send(call);
-        return;
-      }
+    // The promise returned is the command's own (no layer of ours around it): its resolve and
+    // reject are taken over, so that a reply, an error, a timeout or close() settles it once.
+    const all: Array<string | number> = [script.sha, keys.length, ...keys, ...args];
+    const command = new Command("evalsha", all, this.#commandOptions);
+    const call: Call = {
+      args: all,
+      timeoutMs,
+      at: 0,
+      command,
+      resolve: command.resolve,
+      reject: command.reject,
+    };
+    this.#calls.add(call);
+    if (this.#sweep === undefined) {
+      this.#sweep = setInterval(() => this.#expire(), SWEEP_MS).unref();
+      this.#progressed = true;
+    }
+    if (this.#usable && status === "ready" && this.#queue.length + this.#retries.length === 0) {
+      this.#send(call);
+    } else {
+      call.at = monotonicNow() + timeoutMs + CONNECT_GRACE_MS;
       this.#queue.push(call);
       this.#kick();
-    });
+    }
+    return command.promise;
   }
 
   /**
@@ -219,14 +245,20 @@ export class Connection {
       return;
     }
     const now = monotonicNow();
-    const due = [...this.#calls].filter((call) => call.at <= now);
-    if (due.length === 0) return;
+    if (this.#progressed) {
+      this.#progressed = false;
+      this.#progressAt = now;
+    }
+    let due: Call[] | undefined;
+    for (const call of this.#calls) if (call.at <= now) (due ??= []).push(call);
+    if (due === undefined) return;
+    const expired = due;
     // After the event loop was blocked (a loaded machine, a long GC) timers run before the
     // sockets are read: replies that arrived meanwhile are read in the poll phase that
     // follows, and settle their calls before this check phase callback. A busy client is
     // never mistaken for a silent server.
     setImmediate(() => {
-      for (const call of due) {
+      for (const call of expired) {
         const error = new Error(`no reply within ${Math.round(call.timeoutMs)} ms`);
         this.#settle(call, undefined, this.unavailable(error));
       }
@@ -240,39 +272,36 @@ export class Connection {
 
   #send(call: Call): void {
     call.at = monotonicNow() + call.timeoutMs;
-    if (this.#inflight++ === 0) this.#progressAt = monotonicNow();
-    this.client.evalsha(call.script.sha, call.keys.length, ...call.keys, ...call.args).then(
-      (value) => {
-        this.#replied();
-        this.#settle(call, value, undefined);
-      },
-      (error: unknown) => {
-        this.#replied();
-        if (
-          error instanceof Error &&
-          error.message.startsWith("NOSCRIPT") &&
-          this.#calls.has(call)
-        ) {
-          // It did not run. Load the scripts again and resend it before anything newer.
-          this.#usable = false;
-          this.#retries.push(call);
-          this.#kick();
-          return;
-        }
-        this.#settle(call, undefined, this.unavailable(error));
-      },
-    );
+    if (this.#inflight++ === 0) this.#progressed = true;
+    const command = call.command ?? new Command("evalsha", call.args, this.#commandOptions);
+    call.command = undefined;
+    command.resolve = (value: unknown): void => {
+      this.#replied();
+      this.#settle(call, value, undefined);
+    };
+    command.reject = (error: unknown): void => {
+      this.#replied();
+      if (error instanceof Error && error.message.startsWith("NOSCRIPT") && this.#calls.has(call)) {
+        // It did not run. Load the scripts again and resend it before anything newer.
+        this.#usable = false;
+        this.#retries.push(call);
+        this.#kick();
+        return;
+      }
+      this.#settle(call, undefined, this.unavailable(error));
+    };
+    void this.client.sendCommand(command);
   }
 
   #replied(): void {
     this.#inflight--;
-    this.#progressAt = monotonicNow();
+    this.#progressed = true;
   }
 
   #settle(call: Call, value: unknown, error: unknown): void {
     if (!this.#calls.delete(call)) return;
     if (error === undefined) call.resolve(value);
-    else call.reject(error);
+    else call.reject(error as Error);
   }
 
   /** Moves things along: connects a lazy client, loads the scripts, sends what waits. */

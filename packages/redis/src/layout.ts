@@ -1,3 +1,5 @@
+import type { KeyRef } from "@locks/core/backend";
+
 /**
  * Where one lock lives on the server. Every name shares one hash tag, so the
  * scripts work on Redis Cluster (all keys in one slot) and the channel is a
@@ -34,8 +36,29 @@ export interface KeyLayout {
   readonly queueSequence: string;
 }
 
-/** The names of the keys of the lock whose digest is `digest`. */
-export function keyLayout(digest: Buffer): KeyLayout {
+/**
+ * How many layouts are kept, by scoped key: a hot key's layout costs no
+ * SHA-256 (about as much CPU as the rest of the client's side of a command).
+ */
+const CACHED = 4_096;
+const cache = new Map<string, KeyLayout>();
+
+/**
+ * The names of the keys of the lock `key` (cached for the most recently used
+ * keys), or of the lock whose digest is the given one.
+ */
+export function keyLayout(key: KeyRef | Buffer): KeyLayout {
+  if (Buffer.isBuffer(key)) return layoutOf(key);
+  let layout = cache.get(key.scoped);
+  if (layout !== undefined) return layout;
+  layout = layoutOf(key.digest);
+  // Oldest inserted out first: a Map keeps insertion order.
+  if (cache.size >= CACHED) cache.delete(cache.keys().next().value as string);
+  cache.set(key.scoped, layout);
+  return layout;
+}
+
+function layoutOf(digest: Buffer): KeyLayout {
   const base = `locks:{${digest.toString("hex", 0, 16)}}:`;
   return {
     exclusive: `${base}x`,

@@ -1,70 +1,90 @@
-import { type LockRequest, settledWithin, WakeRegistry } from "@locks/core/backend";
+import { type KeyEvent, type KeyRef, settledWithin } from "@locks/core/backend";
 import type { Cluster, Redis } from "ioredis";
 import { DISCONNECT_WAIT_MS, shutDown } from "./clients.js";
 import type { Connection } from "./connection.js";
 import { keyLayout } from "./layout.js";
-import { type WireMode, wireMode } from "./wire.js";
 
 /** How long a channel stays subscribed after its last waiter left, so back-to-back waits cost no SUBSCRIBE. */
 const LINGER_MS = 2_000;
-/** How long a waiter waits for SUBSCRIBE's confirmation before relying on polling alone. */
+/** How long a subscription waits for SUBSCRIBE's confirmation before the core polls instead. */
 const SUBSCRIBE_WAIT_MS = 1_000;
+/**
+ * How often an idle subscriber connection is PINGed while it has channels: a
+ * PING unanswered by the next one means notifications may be missed (a dead
+ * peer that never sent a reset looks connected).
+ */
+const HEARTBEAT_MS = 5_000;
 const DOWN = new Set(["reconnecting", "close", "end"]);
 /** How many notifications Redlock remembers to drop the copies the other members publish. */
 const HEARD = 16;
 
-/** A waiter of this process (the core's poller), registered by channel. */
-interface Waiter {
-  readonly owner: string;
-  readonly mode: WireMode;
-  readonly limit: number;
-  wake(): void;
-}
+type Listener = (event?: KeyEvent) => void;
+
+/**
+ * Which notifications concern this instance's waiters: fair mode wakes a
+ * client only when the head of the queue is one of its waiters.
+ */
+export type NotificationFilter = (channel: string, payload: string) => boolean;
 
 interface Channel {
   /** Resolves true once the server confirmed the subscription, false when it could not in time. */
   confirmed: Promise<boolean>;
-  /** SUBSCRIBE failed: the next waiter sends it again. */
+  /** SUBSCRIBE failed: the next subscription sends it again. */
   failed: boolean;
   linger: NodeJS.Timeout | undefined;
 }
 
 /**
- * Release notifications for the waiters of one backend instance: who waits
- * for which channel (a `WakeRegistry`), and one subscriber connection per
- * server (Redlock: per member; each publishes every release, and the first
- * copy wakes). A channel is subscribed while it has waiters, and a moment
- * longer.
+ * Release notifications for the waits of one backend instance: the core
+ * subscribes once per key per client, and each channel has one subscriber
+ * connection per server (Redlock: per member; each publishes every release,
+ * and the first copy wakes). A channel is subscribed while someone waits for
+ * its key, and a moment longer.
+ *
+ * Health: while a subscriber connection is down, or its heartbeat PING went
+ * unanswered, every listener hears "unsure" (the core polls); once it is back
+ * and resubscribed, "changed" (anything may have been missed meanwhile).
  */
 export class Notifications {
   readonly #servers: readonly Subscriber[];
+  readonly #filter: NotificationFilter | undefined;
   readonly #heard: string[] = [];
-  readonly #waiters = new WakeRegistry<Waiter>({
-    first: (channel) => {
-      for (const server of this.#servers) server.start(channel);
-    },
-    last: (channel) => {
-      for (const server of this.#servers) server.stop(channel);
-    },
-  });
+  readonly #listeners = new Map<string, Set<Listener>>();
+  /** Subscriber connections that may be missing notifications now. */
+  #unhealthy = 0;
 
-  constructor(connections: readonly Connection[]) {
+  constructor(connections: readonly Connection[], filter?: NotificationFilter) {
     this.#servers = connections.map((connection) => new Subscriber(connection, this));
+    this.#filter = filter;
   }
 
   /**
-   * Registers a waiter for `request` and resolves once one server confirmed
-   * the subscription (or none could in time: polling covers meanwhile).
+   * Listens for changes of `key`; resolves once one server confirmed the
+   * subscription, or none could in time (the listener then hears "unsure").
    */
-  async subscribe(request: LockRequest, onChange: () => void): Promise<() => void> {
-    const channel = keyLayout(request.digest).channel;
-    const waiter = { owner: request.owner, mode: wireMode(request), limit: request.limit };
-    const remove = this.#waiters.add(channel, { ...waiter, wake: onChange });
+  async subscribe(key: KeyRef, onChange: Listener): Promise<() => void> {
+    const channel = keyLayout(key).channel;
+    let listeners = this.#listeners.get(channel);
+    if (listeners === undefined) {
+      listeners = new Set();
+      this.#listeners.set(channel, listeners);
+      for (const server of this.#servers) server.start(channel);
+    }
+    listeners.add(onChange);
     const confirmed = this.#servers.map((s) =>
       s.confirmed(channel).then((ok) => ok || Promise.reject()),
     );
-    await Promise.any(confirmed).catch(() => undefined);
-    return remove;
+    const ok = await Promise.any(confirmed).then(
+      () => true,
+      () => false,
+    );
+    if (!ok || this.#unhealthy > 0) onChange("unsure");
+    return () => this.#remove(channel, onChange);
+  }
+
+  /** Whether waiters of this instance listen on `channel` (the acquire script's mark). */
+  listening(channel: string): boolean {
+    return this.#listeners.has(channel);
   }
 
   /** Closes the subscriber connections without waiting for a server that stopped answering. */
@@ -74,53 +94,57 @@ export class Notifications {
 
   /**
    * @internal A notification on `channel` (its name without the client's
-   * keyPrefix), heard once (Redlock: each member publishes every release).
-   * It wakes the waiters it concerns. Waking every waiter would cost one
-   * Redis command per waiter per handoff (a thundering herd); instead, by the
-   * payload's first letter:
-   *
-   * - `x`, the key is free (the exclusive holder, or the last shared or
-   *   semaphore holder, left): every shared waiter (they can all enter
-   *   together) and the first other waiter (for a semaphore, as many as its limit);
-   * - `s`, one semaphore slot freed: the first semaphore waiter;
-   * - `o` + head (fair mode): only the waiter at the head of the server's
-   *   queue, or every waiter of the key when the head is shared or a semaphore slot.
-   *
-   * A waiter that tried and lost sleeps until the next release: the winner
-   * will release too. The core's bounded polling covers holders that crash and
-   * notifications that were missed.
+   * keyPrefix), heard once (Redlock: each member publishes every release),
+   * for this instance's waiters unless the filter says otherwise. The core
+   * decides which of its waiters attempts.
    */
   heard(channel: string, payload: string): void {
-    const id = `${channel} ${payload}`;
     if (this.#servers.length > 1) {
+      const id = `${channel} ${payload}`;
       if (this.#heard.includes(id)) return;
       if (this.#heard.push(id) > HEARD) this.#heard.shift();
     }
-    this.#waiters.wake(channel, (all) => {
-      const kind = payload[0];
-      if (kind === "o") {
-        const head = payload.slice(1);
-        if (head[0] !== "x") return all;
-        return all.filter((w) => w.mode + w.owner.slice(0, head.length - 1) === head);
-      }
-      const slots = all.filter((w) => w.mode === "s");
-      if (kind === "s") return slots.slice(0, 1);
-      const first = all.find((w) => w.mode !== "r");
-      const others = first?.mode === "s" ? slots.slice(0, first.limit) : first ? [first] : [];
-      return [...all.filter((w) => w.mode === "r"), ...others];
-    });
+    const listeners = this.#listeners.get(channel);
+    if (listeners === undefined) return;
+    if (this.#filter !== undefined && !this.#filter(channel, payload)) return;
+    for (const listener of [...listeners]) this.#tell(listener);
   }
 
-  /** @internal A subscriber reconnected: notifications may have been missed. */
-  resync(): void {
-    this.#waiters.wakeAll();
+  /** @internal A subscriber connection may be missing notifications (down, or silent). */
+  unsure(): void {
+    if (this.#unhealthy++ > 0) return;
+    for (const listener of this.#all()) listener("unsure");
+  }
+
+  /** @internal A subscriber connection that was unsure is resubscribed: anything may have been missed. */
+  recovered(): void {
+    this.#unhealthy = Math.max(0, this.#unhealthy - 1);
+    for (const listener of this.#all()) this.#tell(listener);
+  }
+
+  /** "changed", and "unsure" again while another subscriber connection may still miss some. */
+  #tell(listener: Listener): void {
+    listener("changed");
+    if (this.#unhealthy > 0) listener("unsure");
+  }
+
+  #all(): Listener[] {
+    return [...this.#listeners.values()].flatMap((set) => [...set]);
+  }
+
+  #remove(channel: string, listener: Listener): void {
+    const listeners = this.#listeners.get(channel);
+    if (listeners === undefined || !listeners.delete(listener) || listeners.size > 0) return;
+    this.#listeners.delete(channel);
+    for (const server of this.#servers) server.stop(channel);
   }
 }
 
 /**
  * The subscriber connection of one server (or Cluster), created on first use
  * by duplicating the client. On Cluster it uses sharded pub/sub (SSUBSCRIBE,
- * Redis 7): ioredis keeps one subscriber per master.
+ * Redis 7): ioredis keeps one subscriber per master, and a reconnect counts
+ * as a change (no heartbeat: the core's safety poll bounds a missed one).
  */
 class Subscriber {
   readonly #connection: Connection;
@@ -128,6 +152,12 @@ class Subscriber {
   readonly #channels = new Map<string, Channel>();
   #client: Redis | Cluster | undefined;
   #closed = false;
+  /** One server: PINGs the connection while it has channels. */
+  #heartbeat: NodeJS.Timeout | undefined;
+  /** A heartbeat PING is unanswered. */
+  #pinging = false;
+  /** This connection told the listeners "unsure" and has not recovered yet. */
+  #unsure = false;
 
   constructor(connection: Connection, notifications: Notifications) {
     this.#connection = connection;
@@ -169,6 +199,7 @@ class Subscriber {
     if (entry === undefined) return;
     entry.linger = setTimeout(() => {
       this.#channels.delete(channel);
+      if (this.#channels.size === 0) this.#stopHeartbeat();
       const client = this.#client;
       const sent = this.#connection.isCluster
         ? (client as Cluster).sunsubscribe(channel)
@@ -180,6 +211,7 @@ class Subscriber {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#stopHeartbeat();
     for (const entry of this.#channels.values()) clearTimeout(entry.linger);
     this.#channels.clear();
     const client = this.#client;
@@ -203,23 +235,30 @@ class Subscriber {
         redisOptions: { ...cluster.options.redisOptions, disconnectTimeout: DISCONNECT_WAIT_MS },
       });
       client.on("smessage", onMessage);
+      let first = true;
+      client.on("ready", () => {
+        if (!first) this.#notifications.recovered();
+        first = false;
+      });
     } else {
       // Subscriptions are not lock commands: queueing and resubscribing them on reconnect is wanted.
-      client = (source as Redis).duplicate({
+      const redis = (source as Redis).duplicate({
         lazyConnect: false,
         enableOfflineQueue: true,
         autoResubscribe: true,
         maxRetriesPerRequest: null,
         disconnectTimeout: DISCONNECT_WAIT_MS,
       });
-      client.on("message", onMessage);
+      redis.on("message", onMessage);
+      redis.on("close", () => this.#setUnsure());
+      // ioredis sends the resubscriptions before "ready" is emitted: a PING answered after them
+      // proves them in place.
+      redis.on("ready", () => {
+        if (this.#unsure) this.#ping(redis);
+      });
+      client = redis;
     }
     client.on("error", () => undefined);
-    let first = true;
-    client.on("ready", () => {
-      if (!first) this.#notifications.resync();
-      first = false;
-    });
     this.#client = client;
     return client;
   }
@@ -229,6 +268,7 @@ class Subscriber {
     const sent = this.#connection.isCluster
       ? (client as Cluster).ssubscribe(channel)
       : (client as Redis).subscribe(this.#connection.keyPrefix + channel);
+    if (!this.#connection.isCluster) this.#startHeartbeat(client as Redis);
     entry.failed = false;
     let ok = false;
     const answered = sent.then(
@@ -242,5 +282,43 @@ class Subscriber {
     // Queued while the server is down: it is sent on reconnect, but nobody should wait for that.
     const wait = DOWN.has(client.status) ? 0 : SUBSCRIBE_WAIT_MS;
     entry.confirmed = settledWithin(answered, wait).then(() => ok);
+  }
+
+  #startHeartbeat(client: Redis): void {
+    if (this.#heartbeat !== undefined) return;
+    this.#heartbeat = setInterval(() => {
+      // The previous PING is still unanswered: the connection may be dead without knowing it.
+      if (this.#pinging) this.#setUnsure();
+      else if (client.status === "ready") this.#ping(client);
+    }, HEARTBEAT_MS);
+    this.#heartbeat.unref();
+  }
+
+  #stopHeartbeat(): void {
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+    this.#pinging = false;
+  }
+
+  #ping(client: Redis): void {
+    if (this.#pinging) return;
+    this.#pinging = true;
+    client.ping().then(
+      () => {
+        this.#pinging = false;
+        if (!this.#unsure || this.#closed || client.status !== "ready") return;
+        this.#unsure = false;
+        this.#notifications.recovered();
+      },
+      () => {
+        this.#pinging = false;
+      },
+    );
+  }
+
+  #setUnsure(): void {
+    if (this.#unsure || this.#closed) return;
+    this.#unsure = true;
+    this.#notifications.unsure();
   }
 }

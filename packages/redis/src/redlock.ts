@@ -4,6 +4,7 @@ import {
   type Capabilities,
   type HolderStatus,
   isLockError,
+  type KeyEvent,
   type KeyRef,
   type KeyStatus,
   LockError,
@@ -24,6 +25,7 @@ import {
   parseAcquireReply,
   readStatus,
   releaseCall,
+  releaseTag,
   wireMode,
   withLabel,
 } from "./wire.js";
@@ -76,7 +78,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
 
   async tryAcquire(request: LockRequest): Promise<Attempt<KeyLayout>> {
     const timeout = this.#instanceTimeout(request.ttlMs);
-    const l = keyLayout(request.digest);
+    const l = keyLayout(request);
     const mode = wireMode(request);
     const [x, ...held] = holdKeys(request, l);
     const keys = [x as string, l.fence, ...held];
@@ -88,7 +90,9 @@ export class RedlockBackend implements Backend<KeyLayout> {
     /** Members whose holders took the key with another limit (only clients of another kind can). */
     const mismatched: unknown[] = [];
     // Decide as soon as the outcome is certain: a slow member does not hold up a majority.
-    const args = withLabel([request.owner, mode, request.ttlMs, request.limit], request);
+    // '+' while waiters of this client listen for the key's releases (see the acquire script).
+    const mark = this.#notifications.listening(l.channel) ? "+" : "";
+    const args = withLabel([request.owner, mode, request.ttlMs, request.limit, mark], request);
     const pending = await this.#race(
       (m) =>
         m
@@ -187,7 +191,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
   }
 
   async release(request: LockRequest, hold: KeyLayout | undefined): Promise<void> {
-    const l = hold ?? keyLayout(request.digest);
+    const l = hold ?? keyLayout(request);
     const outcomes = await this.#releaseOn(request, l, this.#members);
     const answered = outcomes.filter((o) => o.ok).length;
     // Members that did not answer drop the hold after its TTL (or when they are back, see releaseOn).
@@ -195,8 +199,8 @@ export class RedlockBackend implements Backend<KeyLayout> {
       throw this.#unavailable(outcomes.flatMap((o) => (o.ok ? [] : [o.error])));
   }
 
-  subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
-    return this.#notifications.subscribe(request, onChange);
+  subscribe(key: KeyRef, onChange: (event?: KeyEvent) => void): Promise<Unsubscribe> {
+    return this.#notifications.subscribe(key, onChange);
   }
 
   /**
@@ -243,7 +247,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
    */
   async forceRelease(key: KeyRef): Promise<boolean> {
     // Every member is a single server, and one tag for all: waiters wake once.
-    const [keys, args] = forceReleaseCall(key, "publish");
+    const [keys, args] = forceReleaseCall(key, "publish", releaseTag());
     const timeout = this.#settings.commandTimeoutMs;
     const outcomes = await Promise.all(
       this.#members.map((m) => settle(m.run(scripts.forceRelease, keys, args, timeout))),
@@ -287,8 +291,8 @@ export class RedlockBackend implements Backend<KeyLayout> {
     l: KeyLayout,
     members: readonly Member[],
   ): Promise<Outcome[]> {
-    // Every member is a single server: they all publish with PUBLISH.
-    const [keys, args] = releaseCall(request, l, "publish", false);
+    // Every member is a single server: they all publish with PUBLISH, with one tag.
+    const [keys, args] = releaseCall(request, l, "publish", false, releaseTag());
     const timeout = this.#instanceTimeout(request.ttlMs);
     const outcomes: Outcome[] = [];
     await this.#race(

@@ -33,10 +33,34 @@ import { createHash } from "node:crypto";
  * The common paths come first in each script, before any helper is defined.
  */
 
-/** The keys and first arguments of both acquire scripts. */
+/**
+ * The keys and first arguments of both acquire scripts. Only `x` and `f` are
+ * sent (the fast path touches nothing else): the other names are `x`'s with
+ * another last letter, so they keep its hash tag (one Cluster slot) and the
+ * client's `keyPrefix`.
+ */
 const ACQUIRE_HEAD = `
-local x, f, r, s, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local x, f = KEYS[1], KEYS[2]
+local base = string.sub(x, 1, -2)
+local r, s, d = base .. 'r', base .. 's', base .. 'd'
 local owner, mode = ARGV[1], ARGV[2]
+`;
+
+/**
+ * An exclusive holder's value is its owner token, followed by `+` once
+ * someone may wait: its release publishes only then, so an uncontended cycle
+ * costs no PUBLISH. A refused attempt marks the holder (APPEND keeps the
+ * TTL); a waiter subscribes before the attempt that marks, so it misses no
+ * release. A grant through a client that still has waiters of the key is
+ * marked at once (they attempt only when told of a release). Fair mode
+ * needs no mark: its release wakes the head of the queue.
+ */
+const WAITED = `
+local function ownedBy(v) return v == owner or v == owner .. '+' end
+local function waitFor(v)
+  if string.sub(v, -1) ~= '+' then redis.call('APPEND', x, '+') end
+  return math.max(redis.call('PTTL', x), 1)
+end
 `;
 
 /**
@@ -134,17 +158,17 @@ local function available(limit)
   local k, current, n, first, holder = state(x, r, s, d)
   if not k then return 0 end
   if current ~= limit then return nil, current end
-  if mode == 'x' then
-    if holder == owner then return 0 end
-    return math.max(redis.call('PTTL', x), 1)
+  if k == 'x' then
+    if mode == 'x' and ownedBy(holder) then return 0 end
+    return waitFor(holder)
   end
-  if k ~= mode then return math.max(redis.call('PTTL', x), 1) end
+  if mode == 'x' or k ~= mode then return math.max(redis.call('PTTL', x), 1) end
   if mode == 's' and n >= limit and not redis.call('ZSCORE', s, owner) then return first end
   return 0
 end
 local function grant(ttl, limit, label)
   if mode == 'x' then
-    redis.call('SET', x, owner, 'PX', ttl)
+    redis.call('SET', x, value, 'PX', ttl)
     return exclusiveToken(ttl, label)
   end
   local z = mode == 'r' and r or s
@@ -164,24 +188,26 @@ end
 `;
 
 /**
- * KEYS: x f r s d. ARGV: owner, mode, ttl, limit[, label].
+ * KEYS: x f. ARGV: owner, mode, ttl, limit, mark ('+' when the client has
+ * waiters of the key: an exclusive grant is marked at once, see WAITED), [label].
  * Returns {1, fencingToken}, {0, msUntilItMayBeFree} or {2, holdersLimit}.
  * Idempotent for the same owner.
  */
 const ACQUIRE = `${ACQUIRE_HEAD}
-local label = ARGV[5]
-local fresh = mode == 'x' and redis.call('SET', x, owner, 'NX', 'PX', ARGV[3])
+local value, label = owner .. ARGV[5], ARGV[6]
+local fresh = mode == 'x' and redis.call('SET', x, value, 'NX', 'PX', ARGV[3])
 if fresh and not label then return {1, redis.call('INCR', f)} end
 ${EXCLUSIVE_TOKEN}
 if fresh then return {1, exclusiveToken(ARGV[3], label)} end
+${WAITED}
 if mode == 'x' then
   local v = redis.call('GET', x)
-  if v == owner then
+  if ownedBy(v) then
     redis.call('PEXPIRE', x, ARGV[3])
     return {1, exclusiveToken(ARGV[3], label)}
   end
   -- Another exclusive holder (owner tokens are hex: never a marker).
-  if v ~= 'r' and string.sub(v, 1, 1) ~= 's' then return {0, math.max(redis.call('PTTL', x), 1)} end
+  if v ~= 'r' and string.sub(v, 1, 1) ~= 's' then return {0, waitFor(v)} end
 end
 ${HELPERS}
 ${GRANT}
@@ -193,21 +219,23 @@ return {1, grant(ttl, limit, label)}
 `;
 
 /**
- * Fair (FIFO) acquire. KEYS: x f r s d q qe qn. ARGV: owner, mode, ttl, limit,
+ * Fair (FIFO) acquire. KEYS: x f (the queue's names derived as the others).
+ * ARGV: owner, mode, ttl, limit,
  * enqueue ("1": join or stay in the queue, "0": a one-off try that only
  * succeeds when nobody waits ahead), waiterTtl[, label].
  * Returns {1, fencingToken}, {0, msUntilItMayChange} or {2, holdersLimit}
  * (the waiter's queue entry stays: leaving the queue wakes the next one).
  */
 const FAIR_ACQUIRE = `${ACQUIRE_HEAD}
-local q, qe, qn = KEYS[6], KEYS[7], KEYS[8]
-local label = ARGV[7]
+local q, qe, qn = base .. 'q', base .. 'qe', base .. 'qn'
+local value, label = owner, ARGV[7]
 -- Nobody queued: the plain exclusive path.
 local fresh = mode == 'x' and redis.call('EXISTS', q) == 0
-  and redis.call('SET', x, owner, 'NX', 'PX', ARGV[3])
+  and redis.call('SET', x, value, 'NX', 'PX', ARGV[3])
 if fresh and not label then return {1, redis.call('INCR', f)} end
 ${EXCLUSIVE_TOKEN}
 if fresh then return {1, exclusiveToken(ARGV[3], label)} end
+${WAITED}
 ${HELPERS}
 ${GRANT}
 local ttl, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -242,40 +270,52 @@ if enqueue then
   keep(qe, waiterTtl)
   keep(qn, waiterTtl)
 end
-if wait == 0 then
-  -- Free, but others are ahead: wake again when the head's entry would expire.
-  local head = redis.call('ZRANGE', q, 0, 0)[1]
-  local expiry = head and redis.call('ZSCORE', qe, head)
-  wait = expiry and math.max(tonumber(expiry) - now(), 1) or 1
+-- Another waiter is ahead: try again when its entry would expire, at the latest (a crashed
+-- head's release notification never comes; a live head's client keeps its entry fresh).
+local head = redis.call('ZRANGE', q, 0, 0)[1]
+local expiry = head and head ~= member and redis.call('ZSCORE', qe, head)
+if expiry then
+  local left = math.max(tonumber(expiry) - now(), 1)
+  if wait == 0 or left < wait then wait = left end
 end
-return {0, wait}
+return {0, math.max(wait, 1)}
 `;
 
 /**
  * KEYS: x c [d [z [q qe]]] (d unless an unlabelled exclusive holder and not
  * fair; z unless exclusive and not fair). ARGV: owner, mode, publish command,
  * tag, fair ("1"/"0"), labelled ("1"/"0").
- * Owner-checked release; publishes a notification when something was freed:
- * `x` + tag when the key is free, `s` + tag when one semaphore slot is. In
- * fair mode it also removes the owner's queue entry (a waiter giving up) and
- * names the new head of the queue instead, so only that waiter's process
- * wakes. Returns 1 when a hold was released.
+ * Owner-checked release; publishes a notification when something was freed
+ * that someone may wait for: `x` + tag when the key is free (an exclusive
+ * holder: only when a refused attempt marked it, see WAITED), `s` + tag when
+ * one semaphore slot is. The tag is empty but for Redlock (whose waiters hear
+ * each release once, however many members publish it). In fair mode it also
+ * removes the owner's queue entry (a waiter giving up) and names the new head
+ * of the queue instead, so only that waiter's process wakes. Returns 1 when a
+ * hold was released.
  */
 const RELEASE = `
 local x, c, d, z = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local owner, mode, publish = ARGV[1], ARGV[2], ARGV[3]
 local fair, labelled = ARGV[5] == '1', ARGV[6] == '1'
 if mode == 'x' and not fair then
-  if redis.call('GET', x) ~= owner then return 0 end
-  redis.call('DEL', x)
+  local v = redis.call('GET', x)
+  if v == owner then
+    redis.call('DEL', x)
+  elseif v == owner .. '+' then
+    redis.call('DEL', x)
+    redis.call(publish, c, 'x' .. ARGV[4])
+  else
+    return 0
+  end
   if labelled then redis.call('HDEL', d, owner) end
-  redis.call(publish, c, 'x' .. ARGV[4])
   return 1
 end
 ${HELPERS}
 local released, freed, freedKind = 0, false, mode
 if mode == 'x' then
-  if redis.call('GET', x) == owner then
+  local v = redis.call('GET', x)
+  if v == owner or v == owner .. '+' then
     redis.call('DEL', x)
     if labelled then redis.call('HDEL', d, owner) end
     released, freed = 1, true
@@ -319,7 +359,8 @@ return released
 const EXTEND = `
 local x, d, z, owner, mode = KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]
 if mode == 'x' then
-  if redis.call('GET', x) ~= owner then return 0 end
+  local v = redis.call('GET', x)
+  if v ~= owner and v ~= owner .. '+' then return 0 end
   redis.call('PEXPIRE', x, ARGV[3])
   if d then redis.call('PEXPIRE', d, ARGV[3]) end
   return 1
@@ -354,7 +395,8 @@ local x, f, d, z, owner, mode = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARG
 local token = tonumber(ARGV[3])
 if ARGV[4] == '1' then
 elseif mode == 'x' then
-  if redis.call('GET', x) ~= owner then return 0 end
+  local v = redis.call('GET', x)
+  if v ~= owner and v ~= owner .. '+' then return 0 end
 else
   local score = redis.call('ZSCORE', z, owner)
   if not marks(x, mode) or not score or tonumber(score) <= now() then return 0 end
@@ -382,7 +424,9 @@ local v = redis.call('GET', x)
 local k = kind(v)
 local out = {1, redis.call('GET', f)}
 if k == 'x' then
-  for _, e in ipairs({v, 'x', redis.call('PTTL', x), redis.call('HGET', d, v)}) do out[#out + 1] = e end
+  -- Without the mark of a waiter (see WAITED).
+  local o = string.gsub(v, '%+$', '')
+  for _, e in ipairs({o, 'x', redis.call('PTTL', x), redis.call('HGET', d, o)}) do out[#out + 1] = e end
 elseif k then
   if k == 's' then out[1] = tonumber(string.sub(v, 2)) or 0 end
   local all = redis.call('ZRANGEBYSCORE', k == 'r' and r or s, '(' .. now(), '+inf', 'WITHSCORES')
@@ -394,6 +438,32 @@ elseif k then
   end
 end
 return out
+`;
+
+/**
+ * Fair queue: refreshes the entries of one client's waiters of a key at once.
+ * KEYS: q qe qn. ARGV: waiterTtl, then the members (mode letter + owner).
+ * Only entries still queued are refreshed (a granted or purged one is not
+ * added back). Returns how many were refreshed.
+ */
+const REFRESH_QUEUE = `
+${HELPERS}
+local q, qe, qn = KEYS[1], KEYS[2], KEYS[3]
+local ttl = tonumber(ARGV[1])
+local expiry, n = now() + ttl, 0
+-- In slices: Lua's unpack has a bound on how many values it passes.
+for i = 2, #ARGV, 1000 do
+  local args = {}
+  for j = i, math.min(i + 999, #ARGV) do
+    args[#args + 1] = expiry
+    args[#args + 1] = ARGV[j]
+  end
+  n = n + redis.call('ZADD', qe, 'XX', 'CH', unpack(args))
+end
+keep(q, ttl)
+keep(qe, ttl)
+keep(qn, ttl)
+return n
 `;
 
 /**
@@ -439,4 +509,5 @@ export const scripts = {
   fence: script(FENCE),
   inspect: script(INSPECT),
   forceRelease: script(FORCE_RELEASE),
+  refreshQueue: script(REFRESH_QUEUE),
 } as const;

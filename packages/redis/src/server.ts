@@ -3,12 +3,15 @@ import type {
   Backend,
   Capabilities,
   Grant,
+  KeyEvent,
   KeyRef,
   KeyStatus,
   LockRequest,
   Unsubscribe,
+  WaitOptions,
 } from "@locks/core/backend";
 import type { Connection } from "./connection.js";
+import { FairQueue } from "./fair-queue.js";
 import { type KeyLayout, keyLayout } from "./layout.js";
 import { Notifications } from "./notifier.js";
 import { scripts } from "./scripts.js";
@@ -35,15 +38,15 @@ export interface ServerSettings {
 /**
  * One Redis server or one Redis Cluster: every lock lives on one node, in
  * keys that share a hash tag. Acquire, extend and release are one Lua script
- * each (one round trip); release publishes a notification in the same script.
- * The hold of a grant is the layout of its keys.
+ * each (one round trip); a release publishes a notification in the same
+ * script when someone waits. The hold of a grant is the layout of its keys.
  *
  * Fair mode keeps a FIFO queue of waiters on the server, as Redisson's fair
  * lock: `acquire` joins it and declines, so the core waits by notification
- * and polling as for any backend; each attempt of a queued request refreshes
- * its queue entry (the hint it returns is at most a third of the entry's
- * TTL), and a request that stops waiting without a grant leaves the queue
- * when the core unsubscribes it.
+ * (a release names the new head, and wakes only the client it waits in) and
+ * a slow safety poll, as for any backend. The client refreshes its waiters'
+ * entries in one command per key (`FairQueue`), and a waiter that gives up
+ * leaves the queue when its signal aborts.
  */
 export class ServerBackend implements Backend<KeyLayout> {
   readonly name = "redis";
@@ -51,37 +54,53 @@ export class ServerBackend implements Backend<KeyLayout> {
   readonly #connection: Connection;
   readonly #settings: ServerSettings;
   readonly #notifications: Notifications;
-  /**
-   * Fair mode: the requests that joined the server's queue: true while they
-   * may have an entry there, false once granted (a grant removes the entry).
-   */
-  readonly #queued = new WeakMap<LockRequest, boolean>();
+  /** Fair mode: this client's waiters in the server's queues. */
+  readonly #queue: FairQueue | undefined;
 
   constructor(connection: Connection, settings: ServerSettings) {
     this.#connection = connection;
     this.#settings = settings;
-    this.#notifications = new Notifications([connection]);
+    const timeout = settings.commandTimeoutMs;
+    const queue = settings.fair
+      ? new FairQueue(settings.waiterTtlMs, (l, members) =>
+          connection.run(
+            scripts.refreshQueue,
+            [l.queue, l.queueExpiry, l.queueSequence],
+            [settings.waiterTtlMs, ...members],
+            timeout,
+          ),
+        )
+      : undefined;
+    this.#queue = queue;
+    this.#notifications = new Notifications(
+      [connection],
+      queue && ((channel, payload) => queue.concerns(channel, payload)),
+    );
     this.capabilities = capabilities(true, settings.fair, SERVER_MIN_TTL_MS);
   }
 
   tryAcquire(request: LockRequest): Promise<Attempt<KeyLayout>> {
-    return this.#attempt(request, this.#queued.has(request));
+    const l = keyLayout(request);
+    return this.#attempt(request, l, this.#queue?.has(request, l) === true);
   }
 
   /**
-   * Not fair: declines (the core polls). Fair: joins the server's queue at
+   * Not fair: declines (the core waits). Fair: joins the server's queue at
    * once, before any subscription (a first subscriber connection takes a
    * while: the queue's order is the order waiters started), and declines
-   * unless that attempt was granted.
+   * unless that attempt was granted. The entry is removed when the wait's
+   * signal aborts (timeout, abort, close) before a grant.
    */
-  async acquire(request: LockRequest): Promise<Grant<KeyLayout> | undefined> {
-    if (!this.#settings.fair) return undefined;
-    this.#queued.set(request, true);
+  async acquire(request: LockRequest, wait: WaitOptions): Promise<Grant<KeyLayout> | undefined> {
+    const queue = this.#queue;
+    if (queue === undefined) return undefined;
+    const l = keyLayout(request);
+    queue.join(request, l, wait.signal, () => void this.#leave(request, l));
     try {
-      const attempt = await this.#attempt(request, true);
+      const attempt = await this.#attempt(request, l, true);
       return attempt.granted ? attempt : undefined;
     } catch (error) {
-      await this.#leave(request);
+      await this.#leave(request, l);
       throw error;
     }
   }
@@ -100,7 +119,8 @@ export class ServerBackend implements Backend<KeyLayout> {
   /** Owner-checked (in fair mode it also leaves the queue); retried in the background if it failed. */
   async release(request: LockRequest, hold: KeyLayout | undefined): Promise<void> {
     const { fair, waiterTtlMs } = this.#settings;
-    const l = hold ?? keyLayout(request.digest);
+    const l = hold ?? keyLayout(request);
+    this.#queue?.remove(request, l);
     const [keys, args] = releaseCall(request, l, this.#connection.publishCommand, fair);
     // Past this the hold (or queue entry) has expired on the server anyway.
     const within = Math.max(request.ttlMs, fair ? waiterTtlMs : 0);
@@ -108,13 +128,8 @@ export class ServerBackend implements Backend<KeyLayout> {
     await this.#connection.cleanUp(scripts.release, keys, args, timeout, within);
   }
 
-  async subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
-    const remove = await this.#notifications.subscribe(request, onChange);
-    return () => {
-      remove();
-      // A fair waiter that stops waiting without a grant leaves the queue.
-      if (this.#queued.get(request) === true) return this.#leave(request);
-    };
+  subscribe(key: KeyRef, onChange: (event?: KeyEvent) => void): Promise<Unsubscribe> {
+    return this.#notifications.subscribe(key, onChange);
   }
 
   inspect(key: KeyRef): Promise<KeyStatus> {
@@ -132,11 +147,20 @@ export class ServerBackend implements Backend<KeyLayout> {
   }
 
   async close(): Promise<void> {
+    this.#queue?.close();
     await Promise.all([this.#notifications.close(), this.#connection.close()]);
   }
 
-  async #attempt(request: LockRequest, enqueue: boolean): Promise<Attempt<KeyLayout>> {
-    const l = keyLayout(request.digest);
+  /**
+   * One attempt. A refusal's hint is when the key may change: the holder's
+   * remaining lease, or (fair, free but others ahead) when the head's queue
+   * entry would expire.
+   */
+  async #attempt(
+    request: LockRequest,
+    l: KeyLayout,
+    enqueue: boolean,
+  ): Promise<Attempt<KeyLayout>> {
     const mode = wireMode(request);
     // Not cut to the TTL: a reply later than the lease is a grant the core refuses as too
     // late (and releases), not a sign that the server is down.
@@ -145,7 +169,7 @@ export class ServerBackend implements Backend<KeyLayout> {
     const reply = this.#settings.fair
       ? await this.#connection.run(
           scripts.fairAcquire,
-          [...acquireKeys(l), l.queue, l.queueExpiry, l.queueSequence],
+          acquireKeys(l),
           withLabel(
             [owner, mode, ttlMs, limit, enqueue ? 1 : 0, this.#settings.waiterTtlMs],
             request,
@@ -155,21 +179,22 @@ export class ServerBackend implements Backend<KeyLayout> {
       : await this.#connection.run(
           scripts.acquire,
           acquireKeys(l),
-          withLabel([owner, mode, ttlMs, limit], request),
+          withLabel([owner, mode, ttlMs, limit, this.#mark(l)], request),
           timeout,
         );
     const attempt = parseAcquireReply(reply, request, l);
-    if (!enqueue) return attempt;
-    this.#queued.set(request, !attempt.granted);
-    if (attempt.granted) return attempt;
-    // Tried again before the queue entry needs its refresh (a third of its TTL).
-    const refreshMs = Math.floor(this.#settings.waiterTtlMs / 3);
-    return { granted: false, retryAfterMs: Math.min(attempt.retryAfterMs ?? 0, refreshMs - 1) };
+    // A grant removed the queue entry.
+    if (enqueue && attempt.granted) this.#queue?.remove(request, l);
+    return attempt;
+  }
+
+  /** The acquire script's mark: '+' while waiters of this client listen for the key's releases. */
+  #mark(l: KeyLayout): string {
+    return this.#notifications.listening(l.channel) ? "+" : "";
   }
 
   /** Leaves the queue, and releases what an attempt whose reply was lost may have taken (owner-checked). */
-  async #leave(request: LockRequest): Promise<void> {
-    this.#queued.delete(request);
-    await this.release(request, undefined).catch(() => undefined);
+  async #leave(request: LockRequest, l: KeyLayout): Promise<void> {
+    await this.release(request, l).catch(() => undefined);
   }
 }

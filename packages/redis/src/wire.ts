@@ -47,15 +47,17 @@ export function withLabel(
 
 /**
  * The release script's keys and arguments (`fair`: it also leaves the queue).
- * Its notification carries a random tag of this release, so that Redlock
- * drops the copies each member publishes, and only those (the owner would not
- * do: the failed attempts of one acquire release under the same owner).
+ * Its notification carries `tag`: empty on one server; for Redlock a random
+ * tag of this release (`releaseTag()`), so that waiters drop the copies each
+ * member publishes, and only those (the owner would not do: the failed
+ * attempts of one acquire release under the same owner).
  */
 export function releaseCall(
   request: LockRequest,
   l: KeyLayout,
   publish: string,
   fair: boolean,
+  tag = "",
 ): [string[], Array<string | number>] {
   const mode = wireMode(request);
   const [x, ...rest] = holdKeys(request, l);
@@ -63,18 +65,18 @@ export function releaseCall(
     ? [l.exclusive, l.channel, l.details, holdersKey(l, mode), l.queue, l.queueExpiry]
     : [x as string, l.channel, ...rest];
   const labelled = request.holder === undefined ? 0 : 1;
-  return [keys, [request.owner, mode, publish, tag(), fair ? 1 : 0, labelled]];
+  return [keys, [request.owner, mode, publish, tag, fair ? 1 : 0, labelled]];
 }
 
 /** The force-release script's keys and arguments: every key of the lock but the counter. */
-export function forceReleaseCall(key: KeyRef, publish: string): [string[], string[]] {
-  const l = keyLayout(key.digest);
+export function forceReleaseCall(key: KeyRef, publish: string, tag = ""): [string[], string[]] {
+  const l = keyLayout(key);
   const keys = [l.exclusive, l.readers, l.slots, l.details, l.channel, l.queue, l.queueExpiry];
-  return [keys, [publish, tag()]];
+  return [keys, [publish, tag]];
 }
 
-/** A random tag for a notification (Redlock hears each once, however many members publish it). */
-function tag(): string {
+/** A random tag for a Redlock notification (waiters hear each once, however many members publish it). */
+export function releaseTag(): string {
   return Math.random().toString(36).slice(2, 10);
 }
 
@@ -92,9 +94,9 @@ export function capabilities(semaphore: boolean, fair: boolean, minTtlMs: number
   });
 }
 
-/** The keys of the acquire scripts: holder, fence, both holder sets (a request of another limit is detected in either), details. */
+/** The keys of the acquire scripts: holder and fence (the scripts derive the others' names from the holder's). */
 export function acquireKeys(layout: KeyLayout): string[] {
-  return [layout.exclusive, layout.fence, layout.readers, layout.slots, layout.details];
+  return [layout.exclusive, layout.fence];
 }
 
 /**
@@ -129,7 +131,7 @@ export async function readStatus(
   key: KeyRef,
   timeoutMs: number,
 ): Promise<KeyStatus> {
-  const l = keyLayout(key.digest);
+  const l = keyLayout(key);
   const keys = [l.exclusive, l.readers, l.slots, l.fence, l.details];
   const [limit, fence, ...rest] = (await connection.run(
     scripts.inspect,

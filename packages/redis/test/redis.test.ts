@@ -653,9 +653,9 @@ describe("notifications", () => {
       const done = Array.from({ length: 100 }, () =>
         locks.acquire("k", { timeoutMs: 20_000 }).then((lease) => lease.release()),
       );
-      // Every waiter tried, subscribed and tried again (fair: tried, joined the queue, and tried
-      // once more when its subscription was confirmed): they all sleep now.
-      const attempts = fair ? 300 : 200;
+      // Every waiter tried once (fair: and joined the queue), and the key's one wait subscribed and
+      // tried for its head: they all sleep now.
+      const attempts = fair ? 201 : 101;
       await waitFor(async () => (await commandCalls(admin, "evalsha")) - before >= attempts, {
         message: "every waiter's first attempts",
       });
