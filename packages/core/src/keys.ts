@@ -41,7 +41,7 @@ export function scopedKey(namespace: string, key: string): string {
   return `${namespace.length}:${namespace}:${key}`;
 }
 
-/** SHA-256 of the scoped key (as `LockRequest.digest`), for `inspect(namespace, key)`. */
+/** SHA-256 of the scoped key (as `LockRequest.digest`), for tools that name a lock outside a request. */
 export function keyDigest(namespace: string, key: string): Buffer {
   return createHash("sha256").update(scopedKey(namespace, key), "utf8").digest();
 }

@@ -35,9 +35,21 @@ export class Request implements LockRequest {
   }
 
   get digest(): Buffer {
-    this.#digest ??= createHash("sha256").update(this.scoped, "utf8").digest();
+    this.#digest ??= digestOf(this.scoped);
     return this.#digest;
   }
+}
+
+/** The digest of the last scoped key asked for: one SHA-256 per key, not per acquire, under contention. */
+let lastDigested = "";
+let lastDigest: Buffer | undefined;
+
+function digestOf(scoped: string): Buffer {
+  if (scoped !== lastDigested || lastDigest === undefined) {
+    lastDigest = createHash("sha256").update(scoped, "utf8").digest();
+    lastDigested = scoped;
+  }
+  return lastDigest;
 }
 
 /** The fields of a request; all but `key` default (namespace "default", a fresh owner, exclusive, limit 1, 30 s, no holder label). */
