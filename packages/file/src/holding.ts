@@ -1,7 +1,19 @@
 import type { Stats } from "node:fs";
 import { monotonicNow } from "@locks/core/backend";
-import { lock } from "proper-lockfile";
 import { codedError, errorCode, type Io } from "./io.js";
+
+type ProperLockfile = typeof import("proper-lockfile");
+let properLockfile: ProperLockfile | undefined;
+
+/**
+ * proper-lockfile, loaded on the first hold: a process that only inspects,
+ * releases by force or never acquires (`locks status`) does not pay for it,
+ * nor for the exit and signal handlers it installs when loaded.
+ */
+async function loadProperLockfile(): Promise<ProperLockfile> {
+  properLockfile ??= await import("proper-lockfile");
+  return properLockfile;
+}
 
 /**
  * How a lock is held through proper-lockfile. proper-lockfile does what it
@@ -128,6 +140,7 @@ export async function holdLockFile(
       },
     },
   }) as object;
+  const { lock } = properLockfile ?? (await loadProperLockfile());
   const release = await lock(`${lockPath}#${++sequence}`, {
     realpath: false,
     lockfilePath: lockPath,
