@@ -5,6 +5,7 @@ import {
   type Backend,
   type BackendHost,
   type Capabilities,
+  type KeyEvent,
   type KeyRef,
   type KeyStatus,
   type LockRequest,
@@ -25,7 +26,7 @@ import {
 } from "./gate.js";
 import { endHold, holdLockFile, type LockFileHold } from "./holding.js";
 import { asyncIo, errorCode, type Io, syncIo } from "./io.js";
-import { type KeyFiles, keyFiles } from "./names.js";
+import { type KeyFiles, KeyNames } from "./names.js";
 import type { ResolvedFileOptions } from "./options.js";
 import {
   admit,
@@ -73,6 +74,7 @@ export class FileBackend implements Backend<LockFileHold> {
   readonly #options: ResolvedFileOptions;
   readonly #store: Store;
   readonly #watcher: DirectoryWatcher;
+  readonly #names: KeyNames;
   /** Requests that made an attempt already: the first creates speculatively, later ones look first. */
   readonly #tried = new WeakSet<LockRequest>();
   #host: BackendHost<LockFileHold> | undefined;
@@ -90,6 +92,7 @@ export class FileBackend implements Backend<LockFileHold> {
       uniqueName: (owner) => `${owner}.${process.pid}-${++this.#sequence}`,
     };
     this.#watcher = new DirectoryWatcher(options.directory, io);
+    this.#names = new KeyNames(options.directory);
   }
 
   bind(host: BackendHost<LockFileHold>): void {
@@ -130,8 +133,8 @@ export class FileBackend implements Backend<LockFileHold> {
     }
   }
 
-  subscribe(request: LockRequest, onChange: () => void): Unsubscribe {
-    return this.#watcher.waiters.add(this.#filesOf(request).stem, { wake: onChange });
+  subscribe(key: KeyRef, onChange: (event?: KeyEvent) => void): Unsubscribe {
+    return this.#watcher.subscribe(this.#filesOf(key).stem, onChange);
   }
 
   /**
@@ -336,7 +339,7 @@ export class FileBackend implements Backend<LockFileHold> {
   // --- plumbing ---------------------------------------------------------------
 
   #filesOf(key: KeyRef): KeyFiles {
-    return keyFiles(this.#options.directory, key);
+    return this.#names.of(key);
   }
 
   #ensureDirectory(): Promise<void> {

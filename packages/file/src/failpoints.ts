@@ -7,6 +7,8 @@
 export interface Failpoints {
   /** Right before claiming (removing) a gate judged stale: the window of proper-lockfile's issue #121. */
   beforeClaim?: (gate: string) => void | Promise<void>;
+  /** Right after `mkdir` made a gate, before its record is in: the window of a creator's long pause. */
+  afterGateMade?: (gate: string) => void | Promise<void>;
   /** After that claim: `claimed` is false when someone else had claimed the record first. */
   afterClaim?: (gate: string, claimed: boolean) => void;
 }

@@ -1,13 +1,13 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
-import type { HolderStatus, LockRequest } from "@locks/core/backend";
+import { type HolderStatus, type LockRequest, monotonicNow } from "@locks/core/backend";
 import { failpoints } from "./failpoints.js";
 import { planToken, readFence, reserveThrough, type TokenPlan } from "./fence.js";
 import { codedError, errorCode, type Io, unless } from "./io.js";
 import { type KeyFiles, OWNER_ENTRY_PREFIX, ownerEntry, ownerPrefix } from "./names.js";
 import { encodeRecord, type GrantRecord, parseRecord } from "./record.js";
 import { registryMayHoldEntries } from "./registry.js";
-import { wallClockLeft } from "./staleness.js";
+import { CONFIRM_MS, wallClockLeft } from "./staleness.js";
 import { LOCKED, RACED, type Store } from "./store.js";
 
 /**
@@ -26,15 +26,27 @@ import { LOCKED, RACED, type Store } from "./store.js";
  *   unlink. Whoever comes second gets ENOENT and stops there. Then `rmdir`,
  *   which only removes an empty directory, so it can never remove a gate that
  *   another holder has taken in the meantime.
- * - A creator checks, after writing its record, that the gate holds its
- *   record alone. Two records only meet when a creator was paused between
- *   `mkdir` and its record for longer than the staleness, its empty gate was
- *   removed and another one created: the late creator withdraws its record.
+ * - A creator that took long between `mkdir` and its record checks, after
+ *   writing it, that the gate holds its record alone. Two records only meet
+ *   when a creator was paused there for longer than the confirmation period
+ *   (an empty gate is removed only after another process watched it unchanged
+ *   that long), its empty gate was removed and another one created: the late
+ *   creator withdraws its record. A creator that was quick cannot be that late
+ *   one, and skips the check (a readdir and a fence read per grant).
  *
  * That is the guard against proper-lockfile's issue #121: a process paused
  * right before removing a stale lock, resuming after someone else took the
  * key, finds the stale record gone (ENOENT) and the fresh gate non-empty.
  */
+
+/**
+ * A creation whose `mkdir` and record were this close together (monotonic
+ * time, pauses included) needs no check that its record is alone: nobody
+ * removes an empty gate before watching it unchanged for CONFIRM_MS (2 s, or
+ * 1 s after another gate of the same inode and mtime on a file system with
+ * whole-second timestamps). A quarter of the smallest of these.
+ */
+export const QUICK_CREATION_MS = CONFIRM_MS / 8;
 
 /** A gate this holder now holds, as `createGate` left it. */
 export interface GateGrant {
@@ -60,12 +72,15 @@ export async function createGate(
 ): Promise<GateGrant> {
   const { owner, holder } = request;
   const { io } = store;
+  const started = monotonicNow();
   try {
     await io.mkdir(files.gate, 0o700);
   } catch (error) {
     if (errorCode(error) === "EEXIST") throw codedError(LOCKED, "the key is held");
     throw error;
   }
+  const paused = failpoints.afterGateMade;
+  if (paused !== undefined) await paused(files.gate);
   // The gate is ours and empty. The fence changes only when a record is
   // claimed, and no record can be claimed before ours is in: the fence read
   // now stays the last grant's until this hold ends.
@@ -97,17 +112,19 @@ export async function createGate(
     throw error;
   }
   try {
-    // Ours alone? Another record here means another creator got this gate too
-    // (one of us was paused past the staleness between mkdir and symlink, its
-    // empty gate removed and made again), and it may already hold it: withdraw.
-    const names = await unless(io.readdir(files.gate), ["ENOENT"], [] as string[]);
-    if (names.length !== 1 || names[0] !== entry) {
-      throw codedError(RACED, "another creator's record is in the gate");
-    }
-    // Alone now; and if another record shared the gate for a while and was
-    // claimed since (one more pause of that kind), the fence moved: withdraw too.
-    if ((await unless(io.readlink(files.fence), ["ENOENT"], undefined)) !== fenceRaw) {
-      throw codedError(RACED, "the fence moved while the gate was being taken");
+    if (monotonicNow() - started >= QUICK_CREATION_MS) {
+      // Ours alone? Another record here means another creator got this gate too
+      // (one of us was paused past the confirmation between mkdir and symlink, its
+      // empty gate removed and made again), and it may already hold it: withdraw.
+      const names = await unless(io.readdir(files.gate), ["ENOENT"], [] as string[]);
+      if (names.length !== 1 || names[0] !== entry) {
+        throw codedError(RACED, "another creator's record is in the gate");
+      }
+      // Alone now; and if another record shared the gate for a while and was
+      // claimed since (one more pause of that kind), the fence moved: withdraw too.
+      if ((await unless(io.readlink(files.fence), ["ENOENT"], undefined)) !== fenceRaw) {
+        throw codedError(RACED, "the fence moved while the gate was being taken");
+      }
     }
     if (plan.mustReserve) {
       const temp = join(store.scratch, store.uniqueName(owner));

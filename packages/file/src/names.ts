@@ -39,6 +39,32 @@ export function keyFiles(directory: string, ref: Pick<KeyRef, "key" | "digest">)
   };
 }
 
+/** How many keys' names a backend instance keeps (oldest out first: a Map keeps insertion order). */
+const CACHED = 1_024;
+
+/**
+ * The files of the keys a backend instance used lately. Naming a key hashes
+ * it (SHA-256, which the core computes on first read of `digest`) and joins
+ * five paths: more CPU than a grant's file-system calls take on tmpfs.
+ */
+export class KeyNames {
+  readonly #directory: string;
+  readonly #byScoped = new Map<string, KeyFiles>();
+
+  constructor(directory: string) {
+    this.#directory = directory;
+  }
+
+  of(ref: Pick<KeyRef, "key" | "digest" | "scoped">): KeyFiles {
+    let files = this.#byScoped.get(ref.scoped);
+    if (files !== undefined) return files;
+    files = keyFiles(this.#directory, ref);
+    if (this.#byScoped.size >= CACHED) this.#byScoped.delete(this.#byScoped.keys().next().value!);
+    this.#byScoped.set(ref.scoped, files);
+    return files;
+  }
+}
+
 export const GATE_SUFFIX = ".lock";
 export const REGISTRY_SUFFIX = ".h";
 

@@ -1,87 +1,124 @@
 import { type FSWatcher, watch } from "node:fs";
 import { join } from "node:path";
-import { WakeRegistry } from "@locks/core/backend";
+import { type KeyEvent, type Unsubscribe, WakeRegistry } from "@locks/core/backend";
 import type { Io } from "./io.js";
 import { GATE_SUFFIX, stemOf } from "./names.js";
 
+/** After a watch failed, it is opened again this long after, doubling up to the maximum. */
+const REOPEN_MIN_MS = 250;
+const REOPEN_MAX_MS = 5_000;
+
 /**
  * One `fs.watch` on the lock directory per backend instance, shared by every
- * waiter: opened when a first key gets waiters, closed when no key has any.
+ * key with a subscriber (the core subscribes once per key and client):
+ * opened when a first key gets one, closed when no key has any.
  *
  * Every change of an entry is reported, without saying which (on Linux a
  * gate created, removed, or its mtime refreshed all read "rename"). So an
- * event about a gate is checked once for all the key's waiters: they are
+ * event about a gate is checked once for the key: its subscribers are
  * woken only when the gate is gone, not each time someone takes it or
  * refreshes it. Registry events (a holder left) always wake.
- * fs.watch can miss events (network file systems, some platforms): the core
- * still polls, bounded, as the fallback, and a stale holder's takeover is
- * timed by the attempt's `retryAfterMs`.
+ *
+ * When the watch cannot be opened (too many watches, an unsupported file
+ * system) or breaks (the directory went away), subscribers are told
+ * "unsure", so the core polls, and the watch is opened again with back-off;
+ * once it is, they are woken ("changed": anything may have been missed).
+ * fs.watch can also miss events silently (network file systems): the core's
+ * slow safety poll, at the refusal's `retryAfterMs`, covers that.
  */
 export class DirectoryWatcher {
-  /** Waiters by key stem. */
-  readonly waiters = new WakeRegistry({
+  readonly #subscribers = new WakeRegistry({
     first: () => this.#open(),
     last: () => {
-      if (this.waiters.keys > 0) return;
-      this.close();
-      // The next waiter tries to watch again.
-      this.#failed = false;
+      if (this.#subscribers.keys === 0) this.close();
     },
   });
   readonly #directory: string;
   readonly #io: Io;
   #watcher: FSWatcher | undefined;
-  #failed = false;
+  #reopen: NodeJS.Timeout | undefined;
+  #reopenMs = REOPEN_MIN_MS;
+  /** What a wake-up reports: "unsure" only while `#failed` tells every subscriber. */
+  #event: KeyEvent = "changed";
 
   constructor(directory: string, io: Io) {
     this.#directory = directory;
     this.#io = io;
   }
 
+  /** Reports changes of the key whose files start with `stem`. */
+  subscribe(stem: string, onChange: (event?: KeyEvent) => void): Unsubscribe {
+    const unsubscribe = this.#subscribers.add(stem, { wake: () => onChange(this.#event) });
+    if (this.#watcher === undefined) onChange("unsure");
+    return unsubscribe;
+  }
+
+  /** Stops the watch and any attempt to open it again. */
   close(): void {
     const watcher = this.#watcher;
     this.#watcher = undefined;
     watcher?.close();
+    if (this.#reopen !== undefined) clearTimeout(this.#reopen);
+    this.#reopen = undefined;
+    this.#reopenMs = REOPEN_MIN_MS;
   }
 
   #open(): void {
-    if (this.#watcher !== undefined || this.#failed) return;
+    if (this.#watcher !== undefined || this.#reopen !== undefined) return;
     try {
       // Not persistent: a waiting acquire keeps the process alive through its own timers.
       const watcher = watch(this.#directory, { persistent: false }, (_event, name) =>
         this.#onEvent(name),
       );
       watcher.on("error", () => {
-        // The directory went away or the watch broke: fall back to polling, wake everyone once.
-        this.#failed = true;
-        this.close();
-        this.waiters.wakeAll();
+        if (this.#watcher !== watcher) return;
+        this.#watcher = undefined;
+        watcher.close();
+        this.#failed();
       });
       this.#watcher = watcher;
     } catch {
-      // Too many watches, unsupported file system: polling still works.
-      this.#failed = true;
+      this.#failed();
     }
+  }
+
+  /** The watch is not there: every subscriber polls until it is open again. */
+  #failed(): void {
+    this.#event = "unsure";
+    try {
+      this.#subscribers.wakeAll();
+    } finally {
+      this.#event = "changed";
+    }
+    this.#reopen = setTimeout(() => {
+      this.#reopen = undefined;
+      if (this.#subscribers.keys === 0) return;
+      this.#reopenMs = Math.min(this.#reopenMs * 2, REOPEN_MAX_MS);
+      this.#open();
+      // Open again: what changed meanwhile went unseen.
+      if (this.#watcher !== undefined) this.#subscribers.wakeAll();
+    }, this.#reopenMs);
+    this.#reopen.unref();
   }
 
   #onEvent(name: string | Buffer | null): void {
     if (name === null) {
-      this.waiters.wakeAll();
+      this.#subscribers.wakeAll();
       return;
     }
     const entry = typeof name === "string" ? name : name.toString("utf8");
     const stem = stemOf(entry);
-    if (stem === undefined || this.waiters.waiters(stem).length === 0) return;
+    if (stem === undefined || this.#subscribers.waiters(stem).length === 0) return;
     if (!entry.endsWith(GATE_SUFFIX)) {
-      this.waiters.wake(stem);
+      this.#subscribers.wake(stem);
       return;
     }
     // Woken only when the gate is gone: its key may be free.
     this.#io.lstatIfAny(join(this.#directory, entry)).then(
       (stats) => {
-        if (stats === undefined) this.waiters.wake(stem);
+        if (stats === undefined) this.#subscribers.wake(stem);
       },
-      () => this.waiters.wake(stem),
+      () => this.#subscribers.wake(stem),
     );
   }
 }

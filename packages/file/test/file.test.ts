@@ -27,6 +27,7 @@ import { createRequest } from "@locks/core/backend";
 import { waitFor } from "@locks/testkit";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { bootId } from "../src/boot.js";
+import { failpoints } from "../src/failpoints.js";
 import { RESERVE_BLOCK } from "../src/fence.js";
 import { type FileBackendOptions, fileBackend } from "../src/index.js";
 import { encodeRecord, parseRecord } from "../src/record.js";
@@ -220,6 +221,39 @@ describe("the gate", () => {
     const started = performance.now();
     const lease = await locks.acquire("empty", { ttlMs: MIN_STALE_MS, timeoutMs: 10_000 });
     expect(performance.now() - started).toBeGreaterThanOrEqual(MIN_STALE_MS * 0.9);
+    await lease.release();
+  });
+
+  it("a creator paused between mkdir and its record past the confirmation withdraws; the gate taken over meanwhile keeps its one holder", async () => {
+    const namespace = randomNamespace();
+    const late = backend();
+    const other = client(namespace);
+    let resume = (): void => undefined;
+    const resumed = new Promise<void>((resolve) => (resume = resolve));
+    let reached = (): void => undefined;
+    const pausing = new Promise<void>((resolve) => (reached = resolve));
+    failpoints.afterGateMade = async () => {
+      failpoints.afterGateMade = undefined;
+      reached();
+      await resumed;
+    };
+    onTestFinished(() => {
+      failpoints.afterGateMade = undefined;
+      resume();
+    });
+    const attempt = late.tryAcquire(createRequest({ key: "late", namespace, ttlMs: MIN_STALE_MS }));
+    await pausing;
+    // Its empty gate stays unchanged past the confirmation: removed as abandoned, then taken.
+    const lease = await other.acquire("late", { ttlMs: MIN_STALE_MS, timeoutMs: 10_000 });
+    resume();
+    expect((await attempt).granted).toBe(false);
+    const files = filesOf(dir.path, namespace, "late");
+    const entries = readdirSync(files.gate);
+    expect(entries).toHaveLength(1);
+    expect(parseRecord(readlinkSync(join(files.gate, entries[0]!)))?.token).toBe(
+      lease.fencingToken,
+    );
+    expect(lease.signal.aborted).toBe(false);
     await lease.release();
   });
 
