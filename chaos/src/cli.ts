@@ -12,7 +12,7 @@ import { type ScenarioSummary, summaryTable } from "./summary.js";
 
 const { values } = parseArgs({
   options: {
-    duration: { type: "string", default: "90" },
+    duration: { type: "string", default: "100" },
     seed: { type: "string" },
     only: { type: "string" },
     out: { type: "string", default: new URL("../results", import.meta.url).pathname },

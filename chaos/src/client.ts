@@ -15,12 +15,26 @@ import type {
   WriteOutcome,
 } from "./protocol.js";
 
-async function makeBackend(spec: BackendSpec): Promise<Backend> {
+/** The backend, and what closes the client given to it (a backend never closes a given client). */
+async function makeBackend(
+  spec: BackendSpec,
+): Promise<Backend | { backend: Backend; closeClient: () => void }> {
   switch (spec.kind) {
     case "file":
       return (await import("@locks/file")).fileBackend({ directory: spec.directory });
     case "redis":
       return (await import("@locks/redis")).redisBackend({ url: spec.url });
+    case "redis-cluster": {
+      const { Cluster } = await import("ioredis");
+      // The options the backend asks of a given client: no lock command queued or replayed.
+      const client = new Cluster([...spec.nodes], {
+        enableOfflineQueue: false,
+        redisOptions: { autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0 },
+      });
+      client.on("error", () => undefined);
+      const backend = (await import("@locks/redis")).redisBackend({ client });
+      return { backend, closeClient: () => client.disconnect() };
+    }
     case "redlock":
       return (await import("@locks/redis")).redisBackend({ urls: [...spec.urls] });
     case "etcd":
@@ -61,7 +75,9 @@ function send(message: ClientMessage): void {
 
 async function main(): Promise<void> {
   const config = JSON.parse(process.env.CHAOS_CLIENT ?? "") as ClientConfig;
-  const locks = createLocks(await makeBackend(config.backend), {
+  const made = await makeBackend(config.backend);
+  const backend = "closeClient" in made ? made.backend : made;
+  const locks = createLocks(backend, {
     namespace: config.namespace,
     ttlMs: config.ttlMs,
   });
@@ -124,6 +140,7 @@ async function main(): Promise<void> {
     if (record !== undefined) send({ type: "hold", seq, record, write, lostLateMs });
   }
   await locks.close().catch(() => undefined);
+  if ("closeClient" in made) made.closeClient();
   process.disconnect?.();
 }
 

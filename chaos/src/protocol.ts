@@ -5,6 +5,10 @@ export type BackendSpec =
   | { readonly kind: "file"; readonly directory: string }
   | { readonly kind: "redis"; readonly url: string }
   | { readonly kind: "redlock"; readonly urls: readonly string[] }
+  | {
+      readonly kind: "redis-cluster";
+      readonly nodes: readonly { readonly host: string; readonly port: number }[];
+    }
   | { readonly kind: "etcd"; readonly hosts: readonly string[] }
   | { readonly kind: "postgres"; readonly connectionString: string }
   | { readonly kind: "mysql"; readonly uri: string; readonly heartbeatMs: number };

@@ -39,6 +39,8 @@ export interface ScenarioDefinition {
   readonly acquireTimeoutMs: number;
   /** Faults the nemesis picks from: "pause" and "kill" (of the client that was just granted) plus the environment's. */
   readonly faultKinds: readonly string[];
+  /** A fault injected first, so that even a short run covers it (then the nemesis picks). */
+  readonly firstFault?: string;
   /** Share of the total run time this scenario gets. */
   readonly weight: number;
   setup(): Promise<Environment>;
@@ -85,6 +87,10 @@ export async function runScenario(
   const bases: number[] = [];
   const afterResume: number[] = [];
   const takeovers: number[] = [];
+  /** Every grant reported (killed holders' too): when, and its token. */
+  const grants: { at: number; token: bigint }[] = [];
+  /** When each server fault began: the first grant after it must beat every grant before it. */
+  const serverFaults: { kind: string; at: number }[] = [];
   const schedule: FaultEvent[] = [];
   const faultCounts: Record<string, number> = {};
   const violations: Violation[] = [];
@@ -199,6 +205,7 @@ export async function runScenario(
       case "acquired": {
         const at = message.at + c;
         client.holding = { seq: message.seq, token: message.token, at };
+        grants.push({ at, token: BigInt(message.token) });
         if (pendingKill !== undefined && pendingKill.by !== client.id) {
           takeovers.push(at - pendingKill.at);
           pendingKill = undefined;
@@ -313,10 +320,12 @@ export async function runScenario(
 
     // Nemesis: one fault at a time, picked by the seeded PRNG.
     const end = hrNow() + options.durationMs;
+    let first = def.firstFault;
     while (hrNow() < end) {
       await sleep(rng.int(200, 800));
       if (hrNow() >= end) break;
-      const kind = rng.pick(def.faultKinds);
+      const kind = first ?? rng.pick(def.faultKinds);
+      first = undefined;
       if (kind === "pause" || kind === "kill") {
         const fired = new Promise<void>((resolve) => {
           armed = { kind, done: resolve };
@@ -329,6 +338,7 @@ export async function runScenario(
       const action = env.faults[kind];
       if (action === undefined) throw new Error(`unknown fault ${kind}`);
       const startedAt = since();
+      serverFaults.push({ kind, at: hrNow() });
       const { target, note } = await action(rng);
       fault(kind, target, `${note ?? ""}${note ? ", " : ""}healed after ${since() - startedAt} ms`);
     }
@@ -413,6 +423,15 @@ export async function runScenario(
       });
     }
   }
+  const tokensAfterFaults = tokensAfter(serverFaults, grants);
+  for (const [kind, counts] of Object.entries(tokensAfterFaults)) {
+    if (counts.notHigher > 0 && env.documentedAfter?.[kind] === undefined)
+      violations.push({
+        kind: "token-after-fault",
+        message: `after ${counts.notHigher} of ${counts.faults} ${kind} fault(s) the first grant's token was not above every token granted before`,
+        holds: [],
+      });
+  }
   // The fenced store itself: accepted writes carry strictly increasing tokens in the order the
   // store accepted them (what makes a token that went back harmless).
   const acked = holds
@@ -469,6 +488,7 @@ export async function runScenario(
     faults: faultCounts,
     overlaps: { total: overlapsTotal, staleRefused: fencedRefused, landedFirst, documented },
     tokenRegressions,
+    tokensAfterFaults,
     writes: { accepted, refusedStale: refused, failed },
     lostLeases: {
       count: holds.filter((h) => h.lostAt !== undefined).length,
@@ -491,6 +511,34 @@ export async function runScenario(
       ),
     );
   return summary;
+}
+
+/**
+ * Per server fault kind: after how many faults the first grant that followed
+ * had a token above every token granted before the fault began (`higher`) or
+ * not (`notHigher`: the store lost its counter). Faults no grant followed count in neither.
+ */
+function tokensAfter(
+  faults: readonly { kind: string; at: number }[],
+  grants: readonly { at: number; token: bigint }[],
+): Record<string, { faults: number; higher: number; notHigher: number }> {
+  const result: Record<string, { faults: number; higher: number; notHigher: number }> = {};
+  for (const fault of faults) {
+    const counts = result[fault.kind] ?? { faults: 0, higher: 0, notHigher: 0 };
+    result[fault.kind] = counts;
+    counts.faults++;
+    let before: bigint | undefined;
+    let first: { at: number; token: bigint } | undefined;
+    for (const grant of grants) {
+      if (grant.at < fault.at) {
+        if (before === undefined || grant.token > before) before = grant.token;
+      } else if (first === undefined || grant.at < first.at) first = grant;
+    }
+    if (first === undefined) continue;
+    if (before === undefined || first.token > before) counts.higher++;
+    else counts.notHigher++;
+  }
+  return result;
 }
 
 function describeWrite(w: WriteOutcome | undefined): string {

@@ -4,13 +4,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   pgQuery,
+  type RedisClusterHandle,
+  type RedisServer,
+  redisCommand,
   startEtcdCluster,
   startMariadb,
   startPostgres,
   startProxy,
   startRedis,
+  startRedisCluster,
   startRedisGroup,
   type TcpProxy,
+  waitFor,
 } from "@locks/testkit";
 import mysql from "mysql2/promise";
 import type { Rng } from "./prng.js";
@@ -57,6 +62,48 @@ function blackhole(proxies: readonly TcpProxy[], ms: number, count = proxies.len
     await sleep(ms);
     for (const i of chosen) proxies[i]?.blackhole(false);
     return { target: `proxy ${chosen.join(",")}`, note: `${ms} ms` };
+  };
+}
+
+/**
+ * The master of the shard that holds the scenario's lock, and one of the lock's
+ * key names there (its fence counter never expires): the only shard with data.
+ */
+async function lockShard(
+  cluster: RedisClusterHandle,
+): Promise<{ master: RedisServer; key: string } | undefined> {
+  for (const node of cluster.nodes) {
+    const [role, keys] = await Promise.all([
+      redisCommand(node.url, ["ROLE"], { timeoutMs: 1_000 }),
+      redisCommand(node.url, ["SCAN", "0", "MATCH", "locks:*", "COUNT", "1000"], {
+        timeoutMs: 1_000,
+      }),
+    ]).catch(() => [undefined, undefined]); // a node that is down
+    const key = Array.isArray(keys) && Array.isArray(keys[1]) ? keys[1][0] : undefined;
+    if (Array.isArray(role) && role[0] === "master" && typeof key === "string") {
+      return { master: node, key };
+    }
+  }
+  return undefined;
+}
+
+/** Cuts the link of one client to its etcd member past the TTL, then heals it. */
+function linkCut(proxies: readonly TcpProxy[], ms: number) {
+  return async (rng: Rng): Promise<{ target: string; note?: string }> => {
+    const i = rng.int(0, proxies.length - 1);
+    const proxy = proxies[i];
+    const reset = rng.next() < 0.5;
+    proxy?.blackhole(true);
+    if (reset) proxy?.resetAll();
+    await sleep(ms);
+    // The proxy drops bytes TCP had acknowledged (no network does): an HTTP/2 connection that
+    // lost frames inside its stream stalls for good, so the heal resets what the cut left open.
+    proxy?.blackhole(false);
+    proxy?.resetAll();
+    return {
+      target: `link of client c${i}`,
+      note: `${reset ? "reset, then " : ""}${ms} ms silent`,
+    };
   };
 }
 
@@ -205,16 +252,21 @@ export const scenarios: readonly ScenarioDefinition[] = [
   {
     name: "etcd",
     backend: "@locks/etcd (3 members)",
-    description: "3 processes; holder paused/killed, the leader SIGKILLed and restarted",
+    description:
+      "3 processes, each through a TCP proxy to its own member; holder paused/killed, the leader SIGKILLed and restarted, a client's link to its member cut past the TTL (silent, or reset then silent) and healed",
     ttlMs: 1_000,
     clients: 3,
     acquireTimeoutMs: 6_000,
-    faultKinds: ["pause", "kill", "leader-restart"],
+    faultKinds: ["pause", "kill", "leader-restart", "link-cut"],
     weight: 1.2,
     async setup(): Promise<Environment> {
       const cluster = await startEtcdCluster({ members: 3 });
+      const proxies = await Promise.all(cluster.members.map((m) => startProxy(m.endpoint)));
       return {
-        spec: () => ({ kind: "etcd", hosts: cluster.endpoints }),
+        spec: (index) => {
+          const proxy = proxies[index % proxies.length];
+          return { kind: "etcd", hosts: proxy ? [`${proxy.host}:${proxy.port}`] : [] };
+        },
         faults: {
           "leader-restart": async () => {
             const leader = await cluster.leader();
@@ -223,6 +275,55 @@ export const scenarios: readonly ScenarioDefinition[] = [
             await cluster.leader();
             return { target: leader.name, note: "SIGKILL + restart" };
           },
+          "link-cut": linkCut(proxies, 2_000),
+        },
+        async stop() {
+          await Promise.all(proxies.map((p) => p.close()));
+          await cluster.stop();
+        },
+      };
+    },
+  },
+  {
+    name: "redis-cluster",
+    backend: "@locks/redis (Redis Cluster, 3 masters with a replica each)",
+    description:
+      "3 processes; holder paused/killed, the master of the lock's shard SIGKILLed (its replica is promoted; the old master restarts as a replica): documented, a grant not yet replicated is lost with it, and the token counter with it",
+    ttlMs: 1_000,
+    clients: 3,
+    acquireTimeoutMs: 6_000,
+    faultKinds: ["pause", "kill", "master-failover"],
+    firstFault: "master-failover",
+    // A failover and the old master's return take about 8 s of their own.
+    weight: 0.5,
+    async setup(): Promise<Environment> {
+      const cluster = await startRedisCluster({ replicas: 1, nodeTimeoutMs: 1_000 });
+      return {
+        spec: () => ({ kind: "redis-cluster", nodes: cluster.startupNodes }),
+        faults: {
+          "master-failover": async () => {
+            const shard = await lockShard(cluster);
+            if (shard === undefined) return { target: "none", note: "no lock data yet: skipped" };
+            const { master, key } = shard;
+            await master.kill();
+            const promoted = await waitFor(
+              async () => {
+                const now = await cluster.masterOf(key);
+                return now.port !== master.port ? now : undefined;
+              },
+              { timeoutMs: 15_000, message: "a replica promoted" },
+            );
+            await master.restart();
+            await cluster.waitForOk();
+            return {
+              target: `master :${master.port}`,
+              note: `SIGKILL; replica :${promoted.port} promoted; restarted as its replica`,
+            };
+          },
+        },
+        documentedAfter: {
+          "master-failover":
+            "Redis Cluster replicates asynchronously: a grant (and its INCR of the token counter) that the replica had not received when the master died is lost with it. Another client can be granted a key that is still held, with a token that is not higher: the fenced store refuses that holder's writes until tokens pass the old maximum.",
         },
         stop: () => cluster.stop(),
       };

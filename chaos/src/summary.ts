@@ -42,6 +42,15 @@ export interface ScenarioSummary {
   };
   /** Grants whose token was not above an earlier finished hold's, where the backend documents it (data loss). */
   readonly tokenRegressions: number;
+  /**
+   * Per server fault kind: the first grant after the fault had a token above
+   * every token granted before it (`higher`), or not (`notHigher`, a counter
+   * lost with the data: a violation unless the backend documents it).
+   */
+  readonly tokensAfterFaults: Record<
+    string,
+    { readonly faults: number; readonly higher: number; readonly notHigher: number }
+  >;
   readonly writes: {
     readonly accepted: number;
     readonly refusedStale: number;
@@ -90,12 +99,16 @@ function fmt(s: Stats | null): string {
 /** A Markdown table of summaries (also printed by the CLI). */
 export function summaryTable(summaries: readonly ScenarioSummary[]): string {
   const head =
-    "| scenario | holds | faults | overlaps (stale refused / landed first / documented) | tokens went back | stale writes refused | violations | lost leases | loss after resume p50/max ms | takeover after kill p50/max ms | result |\n|---|---|---|---|---|---|---|---|---|---|---|";
+    "| scenario | holds | faults | overlaps (stale refused / landed first / documented) | tokens went back | first token after a server fault above / not above the earlier ones | stale writes refused | violations | lost leases | loss after resume p50/max ms | takeover after kill p50/max ms | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
   const rows = summaries.map((s) => {
     const faults = Object.entries(s.faults)
       .map(([k, n]) => `${k}×${n}`)
       .join(", ");
-    return `| ${s.name} | ${s.holds} | ${faults || "-"} | ${s.overlaps.total} (${s.overlaps.staleRefused} / ${s.overlaps.landedFirst} / ${s.overlaps.documented}) | ${s.tokenRegressions} | ${s.writes.refusedStale} | ${s.violations.length} | ${s.lostLeases.count} | ${fmt(s.lostLeases.afterResumeMs)} | ${fmt(s.takeoverAfterKillMs)} | ${s.passed ? "pass" : "FAIL"} |`;
+    const after = Object.values(s.tokensAfterFaults);
+    const tokensAfter = after.length
+      ? `${after.reduce((n, c) => n + c.higher, 0)} / ${after.reduce((n, c) => n + c.notHigher, 0)}`
+      : "-";
+    return `| ${s.name} | ${s.holds} | ${faults || "-"} | ${s.overlaps.total} (${s.overlaps.staleRefused} / ${s.overlaps.landedFirst} / ${s.overlaps.documented}) | ${s.tokenRegressions} | ${tokensAfter} | ${s.writes.refusedStale} | ${s.violations.length} | ${s.lostLeases.count} | ${fmt(s.lostLeases.afterResumeMs)} | ${fmt(s.takeoverAfterKillMs)} | ${s.passed ? "pass" : "FAIL"} |`;
   });
   return [head, ...rows].join("\n");
 }
