@@ -75,6 +75,15 @@ export class KeyState {
   tail: QueuedAcquire | undefined;
   /** Wakes the queue when the earliest holder's TTL passes (only while someone waits). */
   timer: NodeJS.Timeout | undefined;
+  /**
+   * The signal the queue listens to once for all its waiters that share it
+   * (the core gives every wait of a client without timeout or signal the
+   * client's close signal), instead of one listener per waiter.
+   */
+  signal: AbortSignal | undefined;
+  /** Waiters that wait on `signal`, through the queue's one listener. */
+  signalWaiters = 0;
+  stopSignal: () => void = noop;
 
   constructor(readonly id: string) {}
 
@@ -118,7 +127,7 @@ export class IsolateBackend implements Backend<Hold> {
     return new Promise<Grant<Hold>>((resolve, reject) => {
       const waiter = new QueuedAcquire(state, req, this.#ttl, this.#host, resolve, reject);
       enqueue(state, waiter);
-      waiter.stopListening = onAbort(signal, (reason) => waiter.leave(reason));
+      listen(state, waiter, signal);
     });
   }
 
@@ -203,7 +212,8 @@ export class IsolateBackend implements Backend<Hold> {
 class QueuedAcquire {
   prev: QueuedAcquire | undefined;
   next: QueuedAcquire | undefined;
-  stopListening: () => void = noop;
+  /** Its own abort listener; undefined while it waits through the queue's (`KeyState.signal`). */
+  stopListening: (() => void) | undefined = undefined;
 
   constructor(
     readonly state: KeyState,
@@ -216,21 +226,63 @@ class QueuedAcquire {
 
   /** Called once, synchronously, when the waiter reached the head and fits (already unlinked). */
   grant(): void {
-    this.stopListening();
+    this.stopWaiting();
     this.resolve(grant(this.state, this.request, this.ttl, this.host));
   }
 
   /** Leaves the queue and rejects with `reason` (the wait's signal aborted). */
   leave(reason: unknown): void {
-    this.stopListening();
+    this.stopWaiting();
     unlink(this.state, this);
     this.reject(reason);
     // This waiter may have been the head that held others back (a writer before readers).
     dispatch(this.state);
   }
+
+  /** Stops listening for an abort: its own listener, or its share of the queue's. */
+  stopWaiting(): void {
+    if (this.stopListening !== undefined) this.stopListening();
+    else if (--this.state.signalWaiters === 0) unlisten(this.state);
+  }
 }
 
 function noop(): void {}
+
+/**
+ * Listens for the abort of `waiter`'s wait: through the queue's listener
+ * when it waits on the queue's signal (or the queue has none yet), else
+ * through one of its own.
+ */
+function listen(state: KeyState, waiter: QueuedAcquire, signal: AbortSignal): void {
+  if (state.signal === undefined) {
+    state.signal = signal;
+    state.stopSignal = onAbort(signal, (reason) => abortWaiters(state, signal, reason));
+  }
+  if (signal === state.signal) state.signalWaiters++;
+  else waiter.stopListening = onAbort(signal, (reason) => waiter.leave(reason));
+}
+
+function unlisten(state: KeyState): void {
+  state.stopSignal();
+  state.stopSignal = noop;
+  state.signal = undefined;
+  state.signalWaiters = 0;
+}
+
+/** The queue's signal aborted: every waiter waiting through it leaves, then the queue is served. */
+function abortWaiters(state: KeyState, signal: AbortSignal, reason: unknown): void {
+  if (state.signal !== signal) return;
+  unlisten(state);
+  for (let waiter = state.head; waiter !== undefined; ) {
+    const next = waiter.next;
+    if (waiter.stopListening === undefined) {
+      unlink(state, waiter);
+      waiter.reject(reason);
+    }
+    waiter = next;
+  }
+  dispatch(state);
+}
 
 /**
  * The state of `id`, created when missing; holds whose TTL has passed are

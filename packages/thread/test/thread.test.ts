@@ -222,7 +222,7 @@ describe("threadBackend() in one isolate", () => {
     expect(keysWithState(ns)).toBe(0);
   });
 
-  it("waits sharing one signal: abort settles each once, even one let in by another leaving", async () => {
+  it("waits sharing one signal: its abort takes them all out at once, none granted on the way", async () => {
     const ns = newNamespace();
     const backend = backendOf();
     const reader = request(ns, "doc", { mode: "shared" });
@@ -230,17 +230,40 @@ describe("threadBackend() in one isolate", () => {
     const controller = new AbortController();
     const { signal } = controller;
     const writer = backend.acquire!(request(ns, "doc"), { signal });
-    const second = request(ns, "doc", { mode: "shared" });
-    const behind = backend.acquire!(second, { signal });
+    // A reader behind the writer: the writer leaving must not let it in before the abort reaches it.
+    const behind = backend.acquire!(request(ns, "doc", { mode: "shared" }), { signal });
     const third = backend.acquire!(request(ns, "doc"), { signal });
     controller.abort(new Error("all gave up"));
     await expect(writer).rejects.toThrow("all gave up");
-    // The writer leaving let the reader behind it in before the abort reached it: a grant.
-    const secondHold = holdOf((await behind)!);
+    await expect(behind).rejects.toThrow("all gave up");
     await expect(third).rejects.toThrow("all gave up");
     expect(stateOf(ns, "doc")!.head).toBeUndefined();
-    await backend.release(second, secondHold);
+    expect(stateOf(ns, "doc")!.holds).toHaveLength(1);
     await backend.release(reader, readerHold);
+    expect(keysWithState(ns)).toBe(0);
+  });
+
+  it("waits on their own signals beside waits sharing one: each leaves on its own abort", async () => {
+    const ns = newNamespace();
+    const backend = backendOf();
+    const holder = request(ns, "k");
+    const hold = holdOf(await backend.tryAcquire(holder));
+    const shared = new AbortController();
+    const own = new AbortController();
+    const first = backend.acquire!(request(ns, "k"), { signal: shared.signal });
+    const alone = backend.acquire!(request(ns, "k"), { signal: own.signal });
+    const last = request(ns, "k");
+    const behind = backend.acquire!(last, { signal: shared.signal });
+    own.abort(new Error("own"));
+    await expect(alone).rejects.toThrow("own");
+    shared.abort(new Error("shared"));
+    await expect(first).rejects.toThrow("shared");
+    await expect(behind).rejects.toThrow("shared");
+    const next = new AbortController();
+    const later = request(ns, "k");
+    const waiting = backend.acquire!(later, { signal: next.signal });
+    await backend.release(holder, hold);
+    await backend.release(later, holdOf((await waiting)!));
     expect(keysWithState(ns)).toBe(0);
   });
 
