@@ -5,12 +5,14 @@ import {
   type Capabilities,
   type Grant,
   type HolderStatus,
+  type KeyEvent,
   type KeyRef,
   type KeyStatus,
   Liveness,
   type LockRequest,
   limitMismatch,
   lockClosed,
+  onAbort,
   settledWithin,
   singleFlight,
   type Unsubscribe,
@@ -19,6 +21,7 @@ import {
 } from "@locks/core/backend";
 import { Connection, type Hold, poolerError, type Row, sqlState } from "./connection.js";
 import { idHalves, idsOf, limitMarkers, slotCandidates, turnId } from "./keys.js";
+import { Lines } from "./lines.js";
 import type { ResolvedOptions } from "./options.js";
 import { holds, type QueueHost, retried, waitInQueue } from "./queue.js";
 import * as sql from "./sql.js";
@@ -41,6 +44,27 @@ const UNLISTEN_GRACE_MS = 200;
 /** A releaser holds the interest marker for one statement: a poller that finds it taken retries this often. */
 const INTEREST_ATTEMPTS = 50;
 
+/** A semaphore's turn holder attempts for a slot this often while notifications are healthy (a missed one). */
+const TURN_SAFETY_POLL_MS = 5_000;
+/** ...and this often while they may be missed (the listening session was lost). */
+const TURN_UNSURE_POLL_MS = 500;
+/**
+ * ...and this soon when other slot attempts were in flight on the session:
+ * it could not ask for their slots (a session never conflicts with itself),
+ * and their refusals wake nobody.
+ */
+const TURN_ASKED_MS = 5;
+
+/** Watches a key's changes through its interest marker (see `subscribe`). */
+interface Watch {
+  /** A NOTIFY, or this backend's own release. */
+  wake(): void;
+  /** The session holding the marker (and listening) ended. */
+  lost(): void;
+  /** A new session is up: announce the watch on it again. */
+  up(session: Connection): void;
+}
+
 /**
  * PostgreSQL session-level advisory locks.
  *
@@ -57,13 +81,14 @@ export class PostgresBackend implements Backend<Hold> {
   readonly #options: ResolvedOptions;
   /** The statements of this backend's holders table. */
   readonly #sql: sql.Statements;
-  /** Pollers by interest marker: woken by NOTIFY, and by this backend's own releases. */
-  readonly #wakes = new WakeRegistry();
-  /**
-   * Semaphore waits that hold their turn (see `acquire`), until the core's
-   * polling for them ends (their unsubscribe).
-   */
-  readonly #turns = new WeakMap<LockRequest, { readonly conn: Connection; readonly id: string }>();
+  /** Watches by interest marker: woken by NOTIFY, and by this backend's own releases. */
+  readonly #wakes = new WakeRegistry<Watch>();
+  /** Every watch: told when the session is lost, and when a new one is up. */
+  readonly #watches = new Set<Watch>();
+  /** This client's waits in the server's queue by key, and the waits lined up behind them. */
+  readonly #lines = new Lines();
+  /** The semaphore turns this client holds: attempts without the turn would be refused. */
+  readonly #turnsHeld = new Set<string>();
   /** Every connection of ours, open or being opened, the session included. */
   readonly #conns = new Set<Connection>();
   readonly #idle: Connection[] = [];
@@ -120,11 +145,16 @@ export class PostgresBackend implements Backend<Hold> {
    * which then holds the lock; declines (the core polls) when no queue
    * connection is free, or a given client is the only connection.
    *
+   * When no queue connection is free, a wait lines up in the client behind
+   * its waits of the same key already in the server's queue (see lines.ts),
+   * and joins the queue on the connection the next of them frees; it
+   * declines only when the client has none there.
+   *
    * A semaphore waiter cannot queue for "any of N slots": it queues for the
-   * semaphore's turn, then declines while it holds the turn. The core then
-   * polls, with `subscribe` and `tryAcquire`: this request's attempts may
-   * take a freed slot, which attempts without the turn leave to it
-   * (sql.TRY_SLOTS), and its unsubscribe hands the turn to the next waiter.
+   * semaphore's turn, and then, still in this call, takes the next slot
+   * freed (attempts without the turn leave freed slots to it, see
+   * sql.TRY_SLOTS), woken by the key's notifications. It hands the turn to
+   * the next waiter once it has a slot or gives up.
    *
    * A wait whose signal aborted rejects once it left the server's queue
    * (nothing is left behind: a round trip for the cancel, at most about a
@@ -168,7 +198,9 @@ export class PostgresBackend implements Backend<Hold> {
       conn.unhold(hold.id);
       if (markers !== undefined) conn.unhold(markers[0]);
       this.#wakes.wake(hold.interest);
-      if (conn !== this.#session) this.#recycle(conn);
+      if (conn === this.#session) return;
+      if (markers === undefined) this.#leaveLine(hold.key, conn);
+      else this.#recycle(conn);
     };
     // Again when a late cancel (on a queue connection) interrupted it, as any clean-up. Any other
     // failure leaves an unknown state: end the session, which frees every lock it holds (the others
@@ -180,50 +212,68 @@ export class PostgresBackend implements Backend<Hold> {
   }
 
   /**
-   * Wakes a poller of `request.key` through LISTEN/NOTIFY. The poller takes
-   * the key's interest marker in shared mode on the session; a release tries
-   * to take the marker exclusively in the same statement as its unlock, and
-   * NOTIFYs only when that fails (see sql.RELEASE in sql.ts). So notifications
-   * cost nothing when nobody waits, and a release after this resolved is
-   * never missed. A session never conflicts with itself, so this backend's
-   * own releases wake its pollers directly. A poller woken by the loss of
-   * the session announces itself on the next one.
+   * Tells the core when `key` may have become free, through LISTEN/NOTIFY.
+   * The watch takes the key's interest marker in shared mode on the session;
+   * a release tries to take the marker exclusively in the same statement as
+   * its unlock, and NOTIFYs only when that fails and the key is free after
+   * the unlock (see sql.RELEASE): notifications cost nothing when nobody
+   * watches, none is sent when the server's queue took the key anyway, and a
+   * release after this resolved is never missed. A session never conflicts
+   * with itself, so this backend's own releases wake its watches directly.
+   * When the session ends, the watch reports "unsure" (notifications may be
+   * missed), and "changed" once it is announced on the next session.
    */
-  async subscribe(request: LockRequest, onChange: () => void): Promise<Unsubscribe> {
-    const { interest } = idsOf(request);
+  subscribe(key: KeyRef, onChange: (event?: KeyEvent) => void): Promise<Unsubscribe> {
+    return this.#watch(key, onChange);
+  }
+
+  async #watch(key: KeyRef, onChange: (event?: KeyEvent) => void): Promise<Unsubscribe> {
+    const { interest } = idsOf(key);
     /** The session the marker is held on. */
-    let announcedOn: Connection | undefined;
+    let on: Connection | undefined;
+    let announcing = false;
     let ended = false;
-    const announce = async (): Promise<void> => {
-      const session = await this.#liveSession();
-      await this.#listen(session);
-      if (!(await takeInterest(session, interest))) return;
-      if (ended) void dropInterest(session, interest);
-      else announcedOn = session;
+    const announce = async (session: Connection): Promise<boolean> => {
+      announcing = true;
+      try {
+        await this.#listen(session);
+        const taken = await takeInterest(session, interest);
+        if (taken && ended) void dropInterest(session, interest);
+        else if (taken && !session.dead) on = session;
+        return on === session;
+      } finally {
+        announcing = false;
+      }
     };
-    const remove = this.#wakes.add(interest, {
-      wake: () => {
-        if (announcedOn?.dead === true && !ended) {
-          announcedOn = undefined;
-          announce().catch(() => undefined);
-        }
-        onChange();
+    const watch: Watch = {
+      wake: () => onChange(),
+      lost: () => {
+        on = undefined;
+        onChange("unsure");
       },
-    });
-    try {
-      await announce();
-    } catch (error) {
-      remove();
-      this.#endTurn(request);
-      throw error;
-    }
+      up: (session) => {
+        if (on !== undefined || announcing || ended) return;
+        announce(session).then((announced) => announced && !ended && onChange("changed"), noop);
+      },
+    };
+    this.#watches.add(watch);
+    const remove = this.#wakes.add(interest, watch);
     // Nothing to await: a server that stopped answering must not hold up the end of a wait.
-    return () => {
+    const stop = (): void => {
       ended = true;
       remove();
-      this.#endTurn(request);
-      if (announcedOn !== undefined && !announcedOn.dead) void dropInterest(announcedOn, interest);
+      this.#watches.delete(watch);
+      if (on !== undefined && !on.dead) void dropInterest(on, interest);
+      on = undefined;
     };
+    try {
+      // Not announced (a releaser held the marker throughout): the core polls meanwhile.
+      if (!(await announce(await this.#liveSession()))) onChange("unsure");
+    } catch (error) {
+      stop();
+      throw error;
+    }
+    return stop;
   }
 
   /**
@@ -336,7 +386,7 @@ export class PostgresBackend implements Backend<Hold> {
    */
   #attempt(conn: Connection, request: LockRequest): Promise<Attempt<Hold>> {
     const ids = idsOf(request);
-    if (request.limit > 1) return this.#attemptSlots(conn, request);
+    if (request.limit > 1) return this.#attemptSlots(conn, request, false);
     const semaphore = conn.ids.get(ids.presence);
     if (semaphore !== undefined) return Promise.reject(limitMismatch(1, semaphore.limit));
     const held = conn.ids.get(ids.key);
@@ -375,18 +425,25 @@ export class PostgresBackend implements Backend<Hold> {
     );
   }
 
-  async #attemptSlots(conn: Connection, request: LockRequest): Promise<Attempt<Hold>> {
+  /** A semaphore attempt; `turn`: by the holder of the semaphore's turn (see `acquire`). */
+  async #attemptSlots(
+    conn: Connection,
+    request: LockRequest,
+    turn: boolean,
+  ): Promise<Attempt<Hold>> {
+    // The server would refuse it: another session of this client holds the turn.
+    if (!turn && this.#turnsHeld.size > 0 && this.#turnsHeld.has(turnId(request)))
+      return NOT_GRANTED;
     const ids = idsOf(request);
     const candidates = slotCandidates(request).filter((id) => !conn.ids.has(id));
     if (candidates.length === 0) return NOT_GRANTED;
     const [a, b, marked] = limitMarkers(ids, request.limit);
     const { classid, objid } = idHalves(ids.key);
     // The turn's holder is the waiter a freed slot is for; NULLs skip the check for it.
-    const turn = this.#turns.has(request)
-      ? { classid: null, objid: null }
-      : idHalves(turnId(request));
+    const other = turn ? { classid: null, objid: null } : idHalves(turnId(request));
     for (const id of candidates) conn.hold(id, "exclusive");
     conn.hold(ids.presence, "shared", request.limit);
+    conn.askingSlots++;
     const { holder } = request;
     let row: Row | undefined;
     try {
@@ -402,8 +459,8 @@ export class PostgresBackend implements Backend<Hold> {
         objid,
         ...ids.markerHalves,
         marked,
-        turn.classid,
-        turn.objid,
+        other.classid,
+        other.objid,
         ids.key,
         ...noted,
       ]);
@@ -411,13 +468,15 @@ export class PostgresBackend implements Backend<Hold> {
       for (const id of candidates) conn.unhold(id);
       conn.unhold(ids.presence);
       throw this.#attemptFailed(conn, holder, error);
+    } finally {
+      conn.askingSlots--;
     }
     const slot = typeof row?.slot === "string" ? row.slot : undefined;
     for (const id of candidates) if (id !== slot) conn.unhold(id);
     if (slot === undefined || row === undefined) {
       conn.unhold(ids.presence);
-      const other = row?.other;
-      if (other !== null && other !== undefined) throw limitMismatch(request.limit, Number(other));
+      const limit = row?.other;
+      if (limit !== null && limit !== undefined) throw limitMismatch(request.limit, Number(limit));
       return NOT_GRANTED;
     }
     return this.#granted(conn, request, slot, [ids.presence, a, b], row);
@@ -501,19 +560,29 @@ export class PostgresBackend implements Backend<Hold> {
   // --- waiting --------------------------------------------------------------
 
   async #wait(request: LockRequest, signal: AbortSignal): Promise<Grant<Hold> | undefined> {
+    if (request.limit > 1) {
+      for (;;) {
+        const conn = await this.#queueConnection(signal);
+        if (conn === undefined) return undefined;
+        const outcome = await this.#waitTurn(conn, request, signal);
+        // "again": the connection died while waiting: queue again on another.
+        if (outcome !== "again") return outcome;
+      }
+    }
+    const { key } = idsOf(request);
     for (;;) {
-      const conn = await this.#queueConnection(signal);
+      let conn: Connection | undefined;
+      // Behind the client's earlier waits of the key while they line up, so that it keeps their order.
+      if (!this.#lines.crowded(key)) conn = await this.#queueConnection(signal);
+      if (conn !== undefined) this.#lines.enter(key);
+      else conn = await this.#lines.behind(key, signal);
       if (conn === undefined) return undefined;
-      const outcome =
-        request.limit === 1
-          ? await this.#waitOn(conn, request, signal)
-          : await this.#waitTurn(conn, request, signal);
-      // "again": the connection died while waiting: queue again on another.
+      const outcome = await this.#waitOn(conn, request, signal);
       if (outcome !== "again") return outcome;
     }
   }
 
-  /** Waits for the key on a queue connection, which then holds it. */
+  /** Waits for the key on a queue connection (counted in its line), which then holds it. */
   async #waitOn(conn: Connection, request: LockRequest, signal: AbortSignal): Promise<Waited> {
     const ids = idsOf(request);
     conn.hold(ids.key, request.mode);
@@ -526,14 +595,19 @@ export class PostgresBackend implements Backend<Hold> {
       return { granted: true, fencingToken: token, hold };
     }
     conn.unhold(ids.key);
-    this.#recycle(conn);
+    this.#leaveLine(ids.key, conn);
     signal.throwIfAborted();
     if (outcome.kind === "mismatch") throw limitMismatch(1, outcome.limit);
     if (outcome.kind === "failed" && !conn.dead) throw outcome.error;
     return "again";
   }
 
-  /** Waits for the semaphore's turn on a queue connection, then declines (see `acquire`). */
+  /** A queue connection's wait for `key`, or its hold of it, ended: to the next in line, or recycled. */
+  #leaveLine(key: string, conn: Connection): void {
+    if (!this.#lines.leave(key, conn)) this.#recycle(conn);
+  }
+
+  /** Waits for the semaphore's turn on a queue connection, then for a slot (see `acquire`). */
   async #waitTurn(conn: Connection, request: LockRequest, signal: AbortSignal): Promise<Waited> {
     const id = turnId(request);
     const outcome = await waitInQueue(this.#queue, conn, id, "exclusive", undefined, signal);
@@ -545,23 +619,62 @@ export class PostgresBackend implements Backend<Hold> {
     }
     // Holding the turn: the connection is not idle until it hands the turn on.
     conn.waiting = true;
-    this.#turns.set(request, { conn, id });
-    return undefined;
+    this.#turnsHeld.add(id);
+    try {
+      return await this.#slotWithTurn(request, signal);
+    } finally {
+      this.#turnsHeld.delete(id);
+      retried(conn, () => conn.query(sql.END_TURN, [id])).then(
+        () => {
+          conn.waiting = false;
+          this.#recycle(conn);
+        },
+        (error: unknown) => conn.fail(error),
+      );
+    }
   }
 
-  /** Hands a semaphore's turn to its next waiter, if `request` holds it. */
-  #endTurn(request: LockRequest): void {
-    const turn = this.#turns.get(request);
-    if (turn === undefined) return;
-    this.#turns.delete(request);
-    const { conn, id } = turn;
-    retried(conn, () => conn.query(sql.END_TURN, [id])).then(
-      () => {
-        conn.waiting = false;
-        this.#recycle(conn);
-      },
-      (error: unknown) => conn.fail(error),
-    );
+  /**
+   * Takes the next slot of the semaphore whose turn this request holds:
+   * attempts when the key changes (a release NOTIFYs its watchers), and
+   * slowly meanwhile, for a notification missed.
+   */
+  async #slotWithTurn(request: LockRequest, signal: AbortSignal): Promise<Grant<Hold>> {
+    let changed = false;
+    let unsure = false;
+    let wakeUp: (() => void) | undefined;
+    const unwatch = await this.#watch(request, (event) => {
+      unsure = event === "unsure";
+      changed = true;
+      wakeUp?.();
+    });
+    try {
+      for (;;) {
+        signal.throwIfAborted();
+        changed = false;
+        const session = await this.#liveSession();
+        const asked = session.askingSlots > 0;
+        const attempt = await this.#attemptSlots(session, request, true);
+        if (attempt.granted) return attempt;
+        if (changed) continue;
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            wakeUp = undefined;
+            clearTimeout(timer);
+            stop();
+            resolve();
+          };
+          const timer = setTimeout(
+            done,
+            asked ? TURN_ASKED_MS : unsure ? TURN_UNSURE_POLL_MS : TURN_SAFETY_POLL_MS,
+          );
+          const stop = onAbort(signal, done);
+          wakeUp = done;
+        });
+      }
+    } finally {
+      await unwatch();
+    }
   }
 
   /**
@@ -609,8 +722,10 @@ export class PostgresBackend implements Backend<Hold> {
 
   async #connectSession(): Promise<Connection> {
     if (this.#options.client === undefined) {
-      this.#session = await this.#open();
-      return this.#session;
+      const session = await this.#open();
+      this.#session = session;
+      for (const watch of this.#watches) watch.up(session);
+      return session;
     }
     if (this.#adopted) throw new Error("the pg.Client given to the backend lost its connection");
     this.#adopted = true;
@@ -686,7 +801,7 @@ export class PostgresBackend implements Backend<Hold> {
    */
   #recycle(conn: Connection): void {
     if (conn.dead || conn === this.#session || conn.holds.size > 0 || conn.waiting) return;
-    if (this.#ending() || this.#idle.includes(conn)) return;
+    if (this.#ending() || this.#idle.includes(conn) || this.#lines.handAny(conn)) return;
     this.#idle.push(conn);
     if (this.#idle.length === 1) return;
     conn.idleTimer = setTimeout(() => {
@@ -708,20 +823,30 @@ export class PostgresBackend implements Backend<Hold> {
   readonly #onDeath = (conn: Connection, cause: unknown): void => {
     const holds = [...conn.holds];
     conn.holds.clear();
+    // A queue connection's hold of a key counted in the key's line.
+    if (conn.queue)
+      for (const hold of holds)
+        if (hold.markers === undefined) this.#lines.leave(hold.key, undefined);
     conn.ids.clear();
     const index = this.#idle.indexOf(conn);
     if (index >= 0) this.#idle.splice(index, 1);
     this.#forget(conn);
     if (conn === this.#session) {
       if (this.#options.client === undefined) this.#session = undefined;
-      // Pollers announced themselves on that session: woken, they do it again on the next one.
-      this.#wakes.wakeAll();
+      // Watches announced themselves on that session: notifications may be missed until they
+      // do it again on the next one (reconnected at once, or by the next attempt).
+      for (const watch of this.#watches) watch.lost();
+      if (this.#watches.size > 0 && this.#options.client === undefined && !this.#ending()) {
+        this.#liveSession().catch(noop);
+      }
     }
     const detail = cause instanceof Error ? `: ${cause.message}` : "";
     const reason = `the PostgreSQL session holding the lock ended${detail}`;
     for (const hold of holds) this.#host?.lost(hold, reason, cause);
   };
 }
+
+function noop(): void {}
 
 /** A label as the holders table keeps it (UTF-8 bytes: see sql.statements). */
 function label(column: unknown): string {

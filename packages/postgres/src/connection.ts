@@ -71,6 +71,8 @@ export class Connection {
   liveness: Liveness | undefined;
   /** LISTEN was run on this session. */
   listening = false;
+  /** Semaphore attempts in flight on this session. */
+  askingSlots = 0;
   /** Waits in the server's queue, or holds a semaphore's turn (0 or 1). */
   waiting = false;
   /** For an idle queue connection: closes it after the idle timeout. */

@@ -311,8 +311,11 @@ export function statements(table: string) {
        * Release, and in the same round trip, wake pollers: a poller holds the
        * key's interest marker ($2) in shared mode while it waits, so the
        * marker cannot be taken exclusively exactly when somebody waits; then
-       * (and only then) NOTIFY $3 with the marker as payload ($4). An
-       * uncontended release sends no notification. $1 key (or slot), $5 $6 the
+       * NOTIFY $3 with the marker as payload ($4), unless the key is not free
+       * after the unlock even for a reader: the server's lock queue handed it
+       * on inside the unlock (a poller's attempt would be refused), or a
+       * writer waits there. An uncontended release sends no notification,
+       * nor does a handoff through the server's queue. $1 key, $5 $6 the
        * token markers (the key's id, the token's low 32 bits), [$7 the token: its row].
        */
       RELEASE: byMode((_mode, shared) =>
@@ -320,7 +323,8 @@ export function statements(table: string) {
           `locks_release${shared}${suffix}`,
           `${unnoted("$7")}SELECT pg_advisory_unlock${shared}($1::int8) AS released, ${unmark("$5::int8", "$6")} AS unmarked,
              CASE WHEN pg_try_advisory_lock($2::int8) THEN pg_advisory_unlock($2::int8)
-                  ELSE pg_notify($3, $4) IS NULL END AS quiet`,
+                  WHEN NOT pg_try_advisory_lock_shared($1::int8) THEN true
+                  ELSE pg_advisory_unlock_shared($1::int8) AND pg_notify($3, $4) IS NULL END AS quiet`,
         ),
       ),
 
