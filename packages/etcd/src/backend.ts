@@ -31,6 +31,7 @@ import { type CallOptions, Calls } from "./calls.js";
 import { unavailable } from "./errors.js";
 import { forceReleaseLock, inspectLock } from "./inspect.js";
 import { contenderKey, contenderValue, type LockKeys, lockKeys } from "./layout.js";
+import { LockWatch } from "./lockwatch.js";
 import type { ResolvedOptions } from "./options.js";
 import {
   type Contender,
@@ -46,7 +47,7 @@ import {
   takeRequest,
 } from "./queue.js";
 import { Session, type SessionHost } from "./session.js";
-import { type Watch, Watches } from "./watches.js";
+import { Watches } from "./watches.js";
 
 /**
  * The shortest `ttlMs` the backend accepts. etcd leases are whole seconds and
@@ -157,6 +158,8 @@ export class EtcdBackend implements Backend<Entry> {
   readonly #sessions = new Map<number, Session<Entry>>();
   readonly #granting = new Map<number, Promise<Session<Entry>>>();
   readonly #live = new Set<Session<Entry>>();
+  /** The one watch of each lock that waiters of this instance wait on (by base key). */
+  readonly #lockWatches = new Map<string, Promise<LockWatch>>();
   /** Locks recently found taken (by base key), oldest first: a contention hint for tryAcquire. */
   readonly #busy = new Map<string, number>();
   #closed: Promise<void> | undefined;
@@ -387,31 +390,54 @@ export class EtcdBackend implements Backend<Entry> {
    * Writes the key of `entry` and waits until it holds (true) or its key
    * vanished (false).
    *
-   * While nothing happens the wait costs the server nothing: no poll, only
-   * watches on the instance's one stream (a message to open one, one to
-   * cancel it): on the own key, on the key in the way (the predecessor) and
-   * on the one before it, or on the whole lock for a semaphore. A lost watch
-   * (etcd cancelled it, the stream broke) is opened again, backing off, and
-   * then the position is read once. Each read is a transaction guarded by
-   * the own key's create revision.
+   * While nothing happens the wait costs the server nothing: no poll. The
+   * waiter joins its lock's one watch in this instance ({@link LockWatch},
+   * opened by the first waiter of the lock, before its key is written) and
+   * looks up the deletions of the keys it cares about: its own, the key in
+   * its way (the predecessor) and the one before that (or any key, for a
+   * semaphore). When the watch is lost (etcd cancelled it, the stream broke)
+   * it is opened again, backing off, and the position is read once. Each
+   * read is a transaction guarded by the own key's create revision.
    *
    * When the predecessor was the only key in the way, its deletion hands the
-   * lock over without a read: keys older than ours never appear, so none is
-   * in the way any more. The re-check of RELIABILITY.md ("after any wait,
-   * your key still exists with your create revision") rides on the watch of
-   * the own key: it started at the revision of the last guarded read (or
-   * that read came after it), and etcd sends a stream's events in revision
-   * order, so a deletion of our key (a lease revoked from outside, a
-   * delete) arrives before the predecessor's later one and ends the wait
-   * first. The lease cannot have expired meanwhile: the session's confirmed
-   * keepalives say so (`#freshen` renews them when old, and the grant's
-   * validity is bounded by them). After the grant the same watch reports an
-   * eviction (`#evicted`). The one gap is etcd's own: a client so slow that
-   * the stream's send buffer (128 replies) overflowed can get the events out
-   * of order; the guard then reports the loss a moment later, and the
-   * fencing token (lower than any later grant's) protects the resource.
+   * lock over without a read: keys older than ours never appear. The re-check
+   * of RELIABILITY.md ("after any wait, your key still exists with your
+   * create revision") rides on the same watch: it started before our last
+   * guarded read, one watch delivers its events in revision order, so a
+   * deletion of our key (a lease revoked from outside, a delete) is known
+   * before the predecessor's later one. Our lease cannot have expired
+   * meanwhile: the session's confirmed keepalives say so (`#freshen` renews
+   * them when old, and the grant's validity is bounded by them). After the
+   * grant the same watch reports an eviction (`#evicted`).
    */
   async #wait(entry: Entry, signal: AbortSignal): Promise<boolean> {
+    let granted = false;
+    let changed = false;
+    let shared!: { readonly watch: LockWatch; readonly leave: () => void };
+    const onChange = (): void => {
+      if (!granted) {
+        changed = true;
+        entry.wake?.();
+      } else if (shared.watch.deletedAfter(entry.key, entry.revision!) !== undefined) {
+        this.#evicted(entry);
+      }
+    };
+    /** Joins the lock's watch, backing off while it cannot be opened; false once the session is gone. */
+    const join = async (): Promise<boolean> => {
+      for (let backoff = retryBackoff(); ; backoff = backoff.next(undefined)) {
+        try {
+          shared = await this.#joinLockWatch(entry.lock, onChange, signal);
+          entry.unguard = shared.leave;
+          return true;
+        } catch (error) {
+          if (signal.aborted) throw error;
+          if (!entry.session.alive) return false;
+          await sleep(backoff.duration, signal);
+        }
+      }
+    };
+    // Joined before the key is written: every deletion after the write is seen.
+    if (!(await join())) return false;
     const writing = this.#kv.txn(enqueueRequest(entry, entry.session.id), this.#request());
     entry.writing = writing;
     let reply: ITxnResponse;
@@ -436,119 +462,59 @@ export class EtcdBackend implements Backend<Entry> {
       entry.revision = readAt = existing.revision;
     }
     let linearizable = false;
-    let backoff = retryBackoff();
-    /** Watches on the keys in the way (or the whole lock), by key: the first deletion each saw. */
-    const watched = new Map<string, { readonly watch: Watch; deletedAt: bigint | undefined }>();
-    let lost = false;
-    let own: Watch | undefined;
-    let ownGone = false;
-    let granted = false;
-    let changed = false;
-    const notify = (): void => {
-      changed = true;
-      entry.wake?.();
-    };
-    const onOwn = (revision: bigint | undefined): void => {
-      if (granted) {
-        if (revision !== undefined) this.#evicted(entry);
-        return;
-      }
-      if (revision === undefined) {
-        own = undefined;
-        entry.unguard = undefined;
-        lost = true;
-      } else ownGone = true;
-      notify();
-    };
     const hold = async (): Promise<boolean> => {
       await raceAbort(this.#freshen(entry.session, monotonicNow(), entry.ttlMs), signal);
-      granted = entry.session.alive && !ownGone;
+      granted = entry.session.alive && shared.watch.deletedAfter(entry.key, readAt) === undefined;
       return granted;
     };
     try {
       for (;;) {
+        if (!shared.watch.healthy) {
+          // The watch is gone: deletions may have been missed. Watch again, then read once.
+          shared.leave();
+          entry.unguard = undefined;
+          if (!(await join())) return false;
+          position = undefined;
+          linearizable = true;
+        }
         if (position === undefined) {
           const read = await this.#readPosition(entry, signal, linearizable);
           if (read === undefined) return false;
           ({ position, revision: readAt } = read);
           linearizable = false;
         }
-        if (!entry.session.alive || ownGone) return false;
-        if (position.holder) return await hold();
-        const { predecessor, before } = position;
-        const targets = predecessor === undefined ? [entry.lock.base] : [predecessor, before];
-        const ids = targets.map((target) => target?.toString("latin1"));
-        for (const [id, { watch }] of watched) {
-          if (!ids.includes(id)) {
-            watch.cancel();
-            watched.delete(id);
-          }
-        }
-        // Open what is not watched yet; all watches start at the current revision.
-        const bound = { signal, timeoutMs: this.#requestTimeoutMs };
-        const opening: Array<Promise<Watch>> = [];
-        if (own === undefined) {
-          const opened = this.#watches.watch(entry.key, undefined, onOwn, bound);
-          opening.push(
-            opened.then((watch) => {
-              own = watch;
-              entry.unguard = () => watch.cancel();
-              return watch;
-            }),
-          );
-        }
-        targets.forEach((target, i) => {
-          const id = ids[i];
-          if (target === undefined || id === undefined || watched.has(id)) return;
-          const rangeEnd = predecessor === undefined ? entry.lock.baseEnd : undefined;
-          const onDelete = (revision: bigint | undefined): void => {
-            const entryOf = watched.get(id);
-            if (revision === undefined) {
-              watched.delete(id);
-              lost = true;
-            } else if (entryOf !== undefined) entryOf.deletedAt ??= revision;
-            notify();
-          };
-          opening.push(
-            this.#watches.watch(target, rangeEnd, onDelete, bound).then((watch) => {
-              watched.set(id, { watch, deletedAt: undefined });
-              return watch;
-            }),
-          );
-        });
-        lost = false;
-        const opened = await Promise.allSettled(opening);
-        signal.throwIfAborted();
-        if (opened.some((o) => o.status === "rejected")) {
-          // No watch now (stream down): try again, backing off; the position read before
-          // stays until the watches are back (then read again, once).
-          await sleep(backoff.duration, signal);
-          backoff = backoff.next(undefined);
-          continue;
-        }
-        backoff = retryBackoff();
-        if (opened.some((o) => o.status === "fulfilled" && o.value.revision !== readAt)) {
-          // Writes happened between the read and a new watch: read again at a revision the
-          // watches cover (linearizable, so it is not older than their start).
+        if (!entry.session.alive) return false;
+        changed = false;
+        const { watch } = shared;
+        // A read older than the watch's start (a lagging member) cannot be followed.
+        const own = readAt < watch.start ? "unknown" : watch.deletedAfter(entry.key, readAt);
+        if (own !== undefined) {
+          if (own !== "unknown") return false;
           linearizable = true;
           position = undefined;
           continue;
         }
-        changed = false;
-        if (lost) continue; // a watch was lost while others opened: open it again
-        if (ownGone) return false;
-        const deleted = [...watched.values()].some((w) => w.deletedAt !== undefined);
-        const first = watched.get(ids[0]!);
-        if (predecessor !== undefined && before === undefined && first?.deletedAt !== undefined) {
-          // The only key in the way is gone, and no key older than ours can appear: the lock
-          // is ours, with no read (see the method's comment for the own key's re-check).
-          return await hold();
+        if (position.holder) return await hold();
+        const { predecessor, before } = position;
+        if (predecessor === undefined) {
+          // A semaphore: any deletion in the lock may let it in.
+          if (watch.latest > readAt) position = undefined;
+        } else {
+          const first = watch.deletedAfter(predecessor, readAt);
+          const second = before === undefined ? undefined : watch.deletedAfter(before, readAt);
+          if (first === "unknown" || second === "unknown") {
+            linearizable = true;
+            position = undefined;
+          } else if (first !== undefined && before === undefined) {
+            // The only key in the way is gone, and no key older than ours can appear: the
+            // lock is ours, with no read (see above for the own key's re-check).
+            return await hold();
+          } else if (first !== undefined || second !== undefined) {
+            position = undefined; // a key in the way went: read where we stand now
+          }
         }
-        if (deleted) {
-          position = undefined; // a key in the way went: read where we stand now
-          continue;
-        }
-        // Until a watched key is deleted, a watch is lost or the session is: no request.
+        if (position === undefined || !watch.healthy) continue;
+        // Until a deletion in the lock, the watch's loss or the session's: no request.
         await raceAbort(
           new Promise<void>((resolve) => {
             entry.wake = resolve;
@@ -559,9 +525,40 @@ export class EtcdBackend implements Backend<Entry> {
         entry.wake = undefined;
       }
     } finally {
-      for (const { watch } of watched.values()) watch.cancel();
       entry.wake = undefined;
     }
+  }
+
+  /**
+   * Joins the one watch of `lock` in this instance, opening it for the first
+   * waiter; the watch ends when its last waiter or queued holder leaves.
+   */
+  async #joinLockWatch(
+    lock: LockKeys,
+    onChange: () => void,
+    signal: AbortSignal,
+  ): Promise<{ readonly watch: LockWatch; readonly leave: () => void }> {
+    const id = lock.base.toString("latin1");
+    let opening = this.#lockWatches.get(id);
+    if (opening === undefined || (await opening.catch(() => undefined))?.healthy === false) {
+      const bound = { signal: this.#host.closing, timeoutMs: this.#requestTimeoutMs };
+      const opened: Promise<LockWatch> = LockWatch.open(this.#watches, lock, bound, () => {
+        if (this.#lockWatches.get(id) === opened) this.#lockWatches.delete(id);
+      });
+      opened.catch(() => {
+        if (this.#lockWatches.get(id) === opened) this.#lockWatches.delete(id);
+      });
+      this.#lockWatches.set(id, opened);
+      opening = opened;
+    }
+    // Joined even when the wait gave up meanwhile (and left at once), so that a watch
+    // opened for nobody does not stay.
+    const joined = opening.then((watch) => {
+      const leave = watch.join(onChange);
+      if (signal.aborted) leave();
+      return { watch, leave };
+    });
+    return raceAbort(joined, signal);
   }
 
   /**

@@ -38,20 +38,15 @@ export class Watches {
    * Watches the deletion of `key`, or of any key in `[key, rangeEnd)`.
    * Resolves once etcd confirmed the watch; rejects when the stream breaks
    * first, after `bound.timeoutMs`, or with `bound.signal`'s reason.
-   * `onDelete` runs at each deletion with its revision, and once with
-   * undefined when etcd cancels the watch or the stream breaks (the watch is
-   * gone then: deletions from then on are missed).
-   *
-   * etcd sends the events of the watches of one stream in revision order
-   * (watches that started at the current revision, as these do): a deletion
-   * reported here was preceded by every earlier one of the stream's other
-   * watches. Only a client so slow that etcd's send buffer of the stream
-   * fills up (128 replies) can see them out of order.
+   * `onDelete` runs at each deletion with its revision and key, and once
+   * with undefined when etcd cancels the watch or the stream breaks (the
+   * watch is gone then: deletions from then on are missed). One watch's
+   * deletions come in revision order.
    */
   watch(
     key: Buffer,
     rangeEnd: Buffer | undefined,
-    onDelete: (revision: bigint | undefined) => void,
+    onDelete: (revision: bigint | undefined, key: Buffer | undefined) => void,
     bound: { readonly signal: AbortSignal; readonly timeoutMs: number },
   ): Promise<Watch> {
     if (bound.signal.aborted) return Promise.reject(bound.signal.reason);
@@ -70,9 +65,9 @@ export class Watches {
           // Cancelled by etcd (compaction, ...) or a broken stream: as good as a deletion.
           if (reply === undefined || reply.canceled) {
             this.#watches.delete(id);
-            onDelete(undefined);
-          } else if (reply.events.length > 0) {
-            onDelete(BigInt(reply.events[0]!.kv.mod_revision));
+            onDelete(undefined, undefined);
+          } else {
+            for (const event of reply.events) onDelete(BigInt(event.kv.mod_revision), event.kv.key);
           }
         } else if (reply === undefined || reply.canceled) {
           fail(new Error(`etcd refused the watch: ${reply?.cancel_reason ?? "the stream broke"}`));

@@ -1,0 +1,109 @@
+import type { LockKeys } from "./layout.js";
+import type { Watch, Watches } from "./watches.js";
+
+/**
+ * How many deletions a lock's watch remembers (by key name), so that a
+ * waiter whose read came back after a deletion was delivered still learns of
+ * it. Older ones are forgotten; a waiter whose read is older than what is
+ * remembered reads again.
+ */
+const REMEMBERED = 1_024;
+
+/**
+ * One watch on the deletions of a lock's range, shared by every waiter (and
+ * every holder granted from the queue) of that lock in one backend instance:
+ * a waiter costs the server nothing to join or leave, and a release sends
+ * one event to each client waiting for the lock, whatever its number of
+ * waiters. Each waiter looks up the deletions of the keys it cares about
+ * (its own, the one or two in its way) by name.
+ *
+ * One watch delivers its events in revision order, so a deletion of a
+ * waiter's own key is seen before any later deletion of the key in its way.
+ */
+export class LockWatch {
+  /** Deletions after this revision are delivered (those up to it are in any later read). */
+  readonly start: bigint;
+  /** The latest deletion delivered (0n: none yet). */
+  latest = 0n;
+  /** False once the watch is gone (etcd cancelled it, the stream broke): deletions may be missed. */
+  healthy = true;
+  readonly #watch: Watch;
+  /** The last deletion of each key name, oldest first (a Map keeps insertion order). */
+  readonly #deleted = new Map<string, bigint>();
+  /** Deletions at or before this revision may have been forgotten. */
+  #forgottenUpTo: bigint;
+  readonly #listeners = new Set<() => void>();
+  #users = 0;
+  readonly #end: () => void;
+
+  private constructor(watch: Watch, end: () => void) {
+    this.#watch = watch;
+    this.start = watch.revision;
+    this.#forgottenUpTo = watch.revision;
+    this.#end = end;
+  }
+
+  /** Opens the watch on `lock`'s range; `end` runs once it is cancelled or lost. */
+  static async open(
+    watches: Watches,
+    lock: LockKeys,
+    bound: { readonly signal: AbortSignal; readonly timeoutMs: number },
+    end: () => void,
+  ): Promise<LockWatch> {
+    let self: LockWatch | undefined;
+    const watch = await watches.watch(
+      lock.base,
+      lock.baseEnd,
+      (revision, key) => {
+        if (self !== undefined) self.#deletion(revision, key);
+      },
+      bound,
+    );
+    self = new LockWatch(watch, end);
+    return self;
+  }
+
+  /** Joins: `onChange` runs at each deletion in the lock and when the watch is lost. */
+  join(onChange: () => void): () => void {
+    this.#users++;
+    this.#listeners.add(onChange);
+    return () => {
+      if (!this.#listeners.delete(onChange)) return;
+      if (--this.#users === 0) this.#close();
+    };
+  }
+
+  /**
+   * When `key` was last deleted, if after `revision`; undefined when it was
+   * not; "unknown" when that far back is forgotten (or was never watched).
+   */
+  deletedAfter(key: Buffer, revision: bigint): bigint | undefined | "unknown" {
+    if (revision < this.#forgottenUpTo) return "unknown";
+    const at = this.#deleted.get(key.toString("latin1"));
+    return at !== undefined && at > revision ? at : undefined;
+  }
+
+  #deletion(revision: bigint | undefined, key: Buffer | undefined): void {
+    if (revision === undefined || key === undefined) {
+      this.healthy = false;
+      this.#end();
+    } else {
+      const name = key.toString("latin1");
+      this.#deleted.delete(name);
+      this.#deleted.set(name, revision);
+      if (this.#deleted.size > REMEMBERED) {
+        const [oldest, at] = this.#deleted.entries().next().value as [string, bigint];
+        this.#deleted.delete(oldest);
+        this.#forgottenUpTo = at;
+      }
+      this.latest = revision;
+    }
+    for (const listener of [...this.#listeners]) listener();
+  }
+
+  #close(): void {
+    this.healthy = false;
+    this.#watch.cancel();
+    this.#end();
+  }
+}
