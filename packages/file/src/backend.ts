@@ -24,7 +24,7 @@ import {
   removeGate,
   removeGateSync,
 } from "./gate.js";
-import { endHold, holdLockFile, type LockFileHold } from "./holding.js";
+import { endHold, holdLockFile, type LockFileHold, lockFileBase } from "./holding.js";
 import { asyncIo, errorCode, type Io, syncIo } from "./io.js";
 import { type KeyFiles, KeyNames } from "./names.js";
 import type { ResolvedFileOptions } from "./options.js";
@@ -75,6 +75,8 @@ export class FileBackend implements Backend<LockFileHold> {
   readonly #store: Store;
   readonly #watcher: DirectoryWatcher;
   readonly #names: KeyNames;
+  /** Prototype of this instance's proper-lockfile adapters. */
+  readonly #lockFiles = lockFileBase();
   /** Requests that made an attempt already: the first creates speculatively, later ones look first. */
   readonly #tried = new WeakSet<LockRequest>();
   #host: BackendHost<LockFileHold> | undefined;
@@ -231,6 +233,7 @@ export class FileBackend implements Backend<LockFileHold> {
     const entry = join(files.registry, name);
     const hold = await holdLockFile(
       this.#store.io,
+      this.#lockFiles,
       entry,
       {
         create: () => createEntry(io, files, name, gate.grant.record),
@@ -243,7 +246,7 @@ export class FileBackend implements Backend<LockFileHold> {
     // writer may hold it without having seen this entry: leave again. And
     // still in? A force-release may have removed the entry already.
     if (
-      (await io.lstatIfAny(join(files.gate, gate.grant.entry))) === undefined ||
+      (await io.lstatIfAny(gate.grant.path)) === undefined ||
       (await io.lstatIfAny(entry)) === undefined
     ) {
       await endHold(hold);
@@ -288,20 +291,21 @@ export class FileBackend implements Backend<LockFileHold> {
     try {
       hold = await holdLockFile(
         this.#store.io,
+        this.#lockFiles,
         files.gate,
         {
           create: async () => {
             grant = await createGate(this.#store, files, request, purpose, staleMs);
           },
           remove: async () => {
-            if (grant !== undefined) await removeGate(this.#store, files, grant.entry);
+            if (grant !== undefined) await removeGate(this.#store, files, grant.path);
           },
           removeSync: () => {
-            if (grant !== undefined) removeGateSync(files, grant.entry);
+            if (grant !== undefined) removeGateSync(files, grant.path);
           },
           // Rejects with ENOENT once the record is gone from the gate.
           verify: async () => {
-            if (grant !== undefined) await this.#store.io.lstat(join(files.gate, grant.entry));
+            if (grant !== undefined) await this.#store.io.lstat(grant.path);
           },
         },
         this.#compromised,
@@ -312,7 +316,7 @@ export class FileBackend implements Backend<LockFileHold> {
       throw error;
     }
     if (grant === undefined) throw new Error("proper-lockfile granted a lock it did not create");
-    hold.evidence = join(files.gate, grant.entry);
+    hold.evidence = grant.path;
     return { hold, grant };
   }
 

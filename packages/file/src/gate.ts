@@ -1,13 +1,13 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { type HolderStatus, type LockRequest, monotonicNow } from "@locks/core/backend";
+import type { HolderStatus, LockRequest } from "@locks/core/backend";
 import { failpoints } from "./failpoints.js";
 import { planToken, readFence, reserveThrough, type TokenPlan } from "./fence.js";
 import { codedError, errorCode, type Io, unless } from "./io.js";
 import { type KeyFiles, OWNER_ENTRY_PREFIX, ownerEntry, ownerPrefix } from "./names.js";
 import { encodeRecord, type GrantRecord, parseRecord } from "./record.js";
 import { registryMayHoldEntries } from "./registry.js";
-import { CONFIRM_MS, wallClockLeft } from "./staleness.js";
+import { wallClockLeft } from "./staleness.js";
 import { LOCKED, RACED, type Store } from "./store.js";
 
 /**
@@ -26,35 +26,26 @@ import { LOCKED, RACED, type Store } from "./store.js";
  *   unlink. Whoever comes second gets ENOENT and stops there. Then `rmdir`,
  *   which only removes an empty directory, so it can never remove a gate that
  *   another holder has taken in the meantime.
- * - A creator that took long between `mkdir` and its record checks, after
- *   writing it, that the gate holds its record alone. Two records only meet
- *   when a creator was paused there for longer than the confirmation period
- *   (an empty gate is removed only after another process watched it unchanged
- *   that long), its empty gate was removed and another one created: the late
- *   creator withdraws its record. A creator that was quick cannot be that late
- *   one, and skips the check (a readdir and a fence read per grant).
+ * - A creator checks, after writing its record, that the gate holds its
+ *   record alone. Two records meet when a creator's empty gate was removed
+ *   between its `mkdir` and its record and another one created: it was paused
+ *   past the staleness, or a force-release removed the empty gate, or a
+ *   remover paused between judging an older empty gate abandoned and its
+ *   `rmdir` hit this one. The late creator withdraws its record. However
+ *   quick a creator was, it cannot skip this check: the removal is not its own.
  *
  * That is the guard against proper-lockfile's issue #121: a process paused
  * right before removing a stale lock, resuming after someone else took the
  * key, finds the stale record gone (ENOENT) and the fresh gate non-empty.
  */
 
-/**
- * A creation whose `mkdir` and record were this close together (monotonic
- * time, pauses included) needs no check that its record is alone: nobody
- * removes an empty gate before watching it unchanged for CONFIRM_MS (2 s, or
- * 1 s after another gate of the same inode and mtime on a file system with
- * whole-second timestamps). A quarter of the smallest of these.
- */
-export const QUICK_CREATION_MS = CONFIRM_MS / 8;
-
 /** A gate this holder now holds, as `createGate` left it. */
 export interface GateGrant {
   readonly token: bigint;
   /** The registry of shared/semaphore holders may be non-empty: check it before holding exclusively. */
   readonly registry: boolean;
-  /** The name of the holder's record inside the gate (unique to this hold). */
-  readonly entry: string;
+  /** The path of the holder's record inside the gate (its name is unique to this hold). */
+  readonly path: string;
   /** The record itself (a registrant's registry entry carries it too). */
   readonly record: string;
 }
@@ -72,7 +63,6 @@ export async function createGate(
 ): Promise<GateGrant> {
   const { owner, holder } = request;
   const { io } = store;
-  const started = monotonicNow();
   try {
     await io.mkdir(files.gate, 0o700);
   } catch (error) {
@@ -85,6 +75,7 @@ export async function createGate(
   // claimed, and no record can be claimed before ours is in: the fence read
   // now stays the last grant's until this hold ends.
   const entry = ownerEntry(store.uniqueName(owner));
+  const path = join(files.gate, entry);
   let plan: TokenPlan;
   let registry: boolean;
   let fenceRaw: string | undefined;
@@ -104,7 +95,7 @@ export async function createGate(
       purpose,
       holder,
     });
-    await io.symlink(record, join(files.gate, entry));
+    await io.symlink(record, path);
   } catch (error) {
     // Our empty gate was removed as abandoned (we were paused past the staleness): not ours.
     if (errorCode(error) === "ENOENT") throw codedError(RACED, "the empty gate was removed");
@@ -112,19 +103,17 @@ export async function createGate(
     throw error;
   }
   try {
-    if (monotonicNow() - started >= QUICK_CREATION_MS) {
-      // Ours alone? Another record here means another creator got this gate too
-      // (one of us was paused past the confirmation between mkdir and symlink, its
-      // empty gate removed and made again), and it may already hold it: withdraw.
-      const names = await unless(io.readdir(files.gate), ["ENOENT"], [] as string[]);
-      if (names.length !== 1 || names[0] !== entry) {
-        throw codedError(RACED, "another creator's record is in the gate");
-      }
-      // Alone now; and if another record shared the gate for a while and was
-      // claimed since (one more pause of that kind), the fence moved: withdraw too.
-      if ((await unless(io.readlink(files.fence), ["ENOENT"], undefined)) !== fenceRaw) {
-        throw codedError(RACED, "the fence moved while the gate was being taken");
-      }
+    // Ours alone? Another record here means another creator got this gate too
+    // (an empty gate of one of us was removed between mkdir and symlink, and
+    // made again), and it may already hold it: withdraw.
+    const names = await unless(io.readdir(files.gate), ["ENOENT"], [] as string[]);
+    if (names.length !== 1 || names[0] !== entry) {
+      throw codedError(RACED, "another creator's record is in the gate");
+    }
+    // Alone now; and if another record shared the gate for a while and was
+    // claimed since, the fence moved: withdraw too.
+    if ((await unless(io.readlink(files.fence), ["ENOENT"], undefined)) !== fenceRaw) {
+      throw codedError(RACED, "the fence moved while the gate was being taken");
     }
     if (plan.mustReserve) {
       const temp = join(store.scratch, store.uniqueName(owner));
@@ -134,7 +123,7 @@ export async function createGate(
     await undoGate(store, files, entry);
     throw error;
   }
-  return { token: plan.token, registry, entry, record };
+  return { token: plan.token, registry, path, record };
 }
 
 /** Gives back a gate whose record must not reach the fence (its token was never granted). */
@@ -143,10 +132,10 @@ export async function undoGate(store: Store, files: KeyFiles, entry: string): Pr
   await removeEmptyGate(store.io, files);
 }
 
-/** Ends `owner`'s hold of the gate: its record goes to the fence, then the empty gate is removed. */
-export async function removeGate(store: Store, files: KeyFiles, entry: string): Promise<void> {
+/** Ends a hold of the gate: its record (at `path`) goes to the fence, then the empty gate is removed. */
+export async function removeGate(store: Store, files: KeyFiles, path: string): Promise<void> {
   const claimed = await unless(
-    store.io.rename(join(files.gate, entry), files.fence).then(() => true),
+    store.io.rename(path, files.fence).then(() => true),
     ["ENOENT"],
     false,
   );
@@ -161,9 +150,9 @@ function removeEmptyGate(io: Io, files: KeyFiles): Promise<void> {
 }
 
 /** `removeGate`, synchronously, for proper-lockfile's exit handler. */
-export function removeGateSync(files: KeyFiles, entry: string): void {
+export function removeGateSync(files: KeyFiles, path: string): void {
   try {
-    fs.renameSync(join(files.gate, entry), files.fence);
+    fs.renameSync(path, files.fence);
     fs.rmdirSync(files.gate);
   } catch {
     // Not ours any more (taken over), taken again meanwhile, or already gone.

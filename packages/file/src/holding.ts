@@ -54,11 +54,15 @@ type Done = (error: Error | null) => void;
 type StatDone = (error: Error | null, stats?: Stats) => void;
 
 /**
- * Per `Io`, the prototype of every lock's adapter: proper-lockfile caches
- * its mtime-precision probe on the adapter (see `shareProbe`), so it probes
- * once, not once per lock.
+ * The prototype of every lock's adapter of one backend instance (one lock
+ * directory): proper-lockfile caches its mtime-precision probe on the
+ * adapter (see `shareProbe`), so it probes once per directory, not once per
+ * lock, and two directories on file systems of different precision do not
+ * share the result.
  */
-const bases = new WeakMap<Io, object>();
+export function lockFileBase(): object {
+  return Object.create(ADAPTER) as object;
+}
 
 /** A lock held through proper-lockfile: the backend's hold, passed back by the core. */
 export interface LockFileHold {
@@ -78,70 +82,85 @@ export interface LockFileHold {
   readonly remove: () => Promise<void>;
 }
 
+/** One lock's `fs` adapter for proper-lockfile: its state; the methods are `ADAPTER`'s. */
+interface Adapter {
+  readonly io: Io;
+  readonly hooks: LockFileHooks;
+  /** Set once granted: from then on each `stat` is a refresh's. */
+  hold: LockFileHold | undefined;
+  /** A refresh's `utimes` in flight. */
+  touching: Promise<unknown>;
+  /** The mtime proper-lockfile holds for the lock: the probe's, then each refresh's. */
+  mtime: Date | undefined;
+}
+
+/** The mtime a gate's probe reports when precision is known: proper-lockfile only compares it with later `stat`s. */
+const UNREAD = new Date(0);
+
+const ADAPTER = {
+  mkdir(this: Adapter, _path: string, done: Done): void {
+    this.hooks.create().then(() => done(null), done);
+  },
+  /**
+   * proper-lockfile stats the lock once when taken (the probe) and before each
+   * refresh, to check that the mtime is still the one it set. A gate is ours
+   * while its record is in it (`verify`, which sees a takeover), so its stats
+   * are not read: the answer is the mtime proper-lockfile set, one syscall
+   * less per grant. Except for the first probe of a directory (after a
+   * `utimes`: it learns the file system's precision there) and for registry
+   * entries (no `verify`: their own presence is the check).
+   */
+  stat(this: Adapter, path: string, done: StatDone): void {
+    const known = this.hooks.verify !== undefined && (this.hold !== undefined || !this.mtime);
+    if (known && this.hold === undefined) {
+      this.mtime = UNREAD;
+      done(null, { mtime: UNREAD } as Stats);
+      return;
+    }
+    stillHeld(this)
+      .then(() => (known ? ({ mtime: this.mtime } as Stats) : this.io.lstat(path)))
+      .then((stats) => {
+        this.mtime = stats.mtime;
+        done(null, stats);
+      }, done);
+  },
+  utimes(this: Adapter, path: string, _atime: Date, mtime: Date, done: Done): void {
+    const touch = this.io.utimes(path, mtime).then(() => {
+      this.mtime = mtime;
+    });
+    this.touching = touch.catch(() => undefined);
+    touch.then(() => done(null), done);
+  },
+  rmdir(this: Adapter, _path: string, done: Done): void {
+    // A refresh still in flight must land before the lock can change hands.
+    this.touching.then(() => this.hooks.remove()).then(() => done(null), done);
+  },
+  rmdirSync(this: Adapter): void {
+    this.hooks.removeSync();
+  },
+};
+
 /** Names each lock uniquely in proper-lockfile's process-wide table. */
 let sequence = 0;
 
 /**
- * Takes the lock at `lockPath` with proper-lockfile. Its name in
- * proper-lockfile's process-wide table is unique per hold, so that one
- * holder's release can never reach another holder's entry.
+ * Takes the lock at `lockPath` with proper-lockfile, through an adapter
+ * made from `base` (see `lockFileBase`). Its name in proper-lockfile's
+ * process-wide table is unique per hold, so that one holder's release can
+ * never reach another holder's entry.
  */
 export async function holdLockFile(
   io: Io,
+  base: object,
   lockPath: string,
   hooks: LockFileHooks,
   onCompromised: (hold: LockFileHold, error: Error) => void,
 ): Promise<LockFileHold> {
-  const base = bases.get(io) ?? {};
-  bases.set(io, base);
-  let hold: LockFileHold | undefined;
-  /**
-   * Before each refresh, once held: rejects with ENOENT (proper-lockfile then
-   * stops refreshing and calls onCompromised) when the hold's TTL passed or
-   * the lock is no longer ours.
-   */
-  const stillHeld = async (): Promise<void> => {
-    if (hold === undefined) return;
-    if (monotonicNow() >= hold.until) {
-      throw codedError("ENOENT", "the lease's TTL passed");
-    }
-    await hooks.verify?.();
-  };
-  let touching: Promise<unknown> = Promise.resolve();
-  const adapter = Object.create(base, {
-    mkdir: {
-      value(_path: string, done: Done): void {
-        hooks.create().then(() => done(null), done);
-      },
-    },
-    stat: {
-      value(path: string, done: StatDone): void {
-        stillHeld()
-          .then(() => io.lstat(path))
-          .then((stats) => done(null, stats), done);
-      },
-    },
-    utimes: {
-      value(path: string, _atime: Date, mtime: Date, done: Done): void {
-        const touch = io.utimes(path, mtime);
-        touching = touch.catch(() => undefined);
-        touch.then(() => done(null), done);
-      },
-    },
-    rmdir: {
-      value(_path: string, done: Done): void {
-        // A refresh still in flight must land before the lock can change hands.
-        touching.then(() => hooks.remove()).then(() => done(null), done);
-      },
-    },
-    rmdirSync: {
-      value(): void {
-        hooks.removeSync();
-      },
-    },
-  }) as object;
+  const adapter = Object.create(base) as Adapter;
+  Object.assign(adapter, { io, hooks, hold: undefined, touching: RESOLVED, mtime: undefined });
   const { lock } = properLockfile ?? (await loadProperLockfile());
-  const release = await lock(`${lockPath}#${++sequence}`, {
+  // A short, absolute name: proper-lockfile resolves it on every lock and unlock.
+  const release = await lock(`/locks-file-hold/${++sequence}`, {
     realpath: false,
     lockfilePath: lockPath,
     stale: Number.POSITIVE_INFINITY,
@@ -150,12 +169,32 @@ export async function holdLockFile(
     retries: 0,
     fs: adapter,
     onCompromised: (error) => {
-      if (hold !== undefined) onCompromised(hold, error);
+      if (adapter.hold !== undefined) onCompromised(adapter.hold, error);
     },
   });
   shareProbe(adapter, base);
-  hold = { evidence: lockPath, until: Number.POSITIVE_INFINITY, release, remove: hooks.remove };
+  const hold = {
+    evidence: lockPath,
+    until: Number.POSITIVE_INFINITY,
+    release,
+    remove: hooks.remove,
+  };
+  adapter.hold = hold;
   return hold;
+}
+
+const RESOLVED: Promise<unknown> = Promise.resolve();
+
+/**
+ * Before each refresh, once held: rejects with ENOENT (proper-lockfile then
+ * stops refreshing and calls onCompromised) when the hold's TTL passed or
+ * the lock is no longer ours.
+ */
+async function stillHeld(adapter: Adapter): Promise<void> {
+  const { hold } = adapter;
+  if (hold === undefined) return;
+  if (monotonicNow() >= hold.until) throw codedError("ENOENT", "the lease's TTL passed");
+  await adapter.hooks.verify?.();
 }
 
 /** Ends a hold once (idempotent), removing only what it still owns. */
