@@ -50,10 +50,16 @@ async function abortAll(): Promise<void> {
   say("IDLE");
 }
 
-createInterface({ input: process.stdin }).on("line", (line) => {
-  const [command, key, n] = line.split(" ");
-  if (command === "wait") startWaits(key!, Number(n));
-  else if (command === "abort") void abortAll();
-  else if (command === "exit") void locks.close().finally(() => process.exit(0));
-});
+const exit = (): void => {
+  void locks.close().finally(() => process.exit(0));
+};
+createInterface({ input: process.stdin })
+  .on("line", (line) => {
+    const [command, key, n] = line.split(" ");
+    if (command === "wait") startWaits(key!, Number(n));
+    else if (command === "abort") void abortAll();
+    else if (command === "exit") exit();
+  })
+  // The parent is gone: nobody will say exit.
+  .on("close", exit);
 say("READY");
