@@ -22,12 +22,19 @@
  * backends' dependency ranges stay the only ones. Node built-ins are
  * external (platform "node").
  */
-import { chmodSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
 const BACKENDS = ["file", "redis", "etcd", "postgres", "mysql"];
+/**
+ * Drivers bundled into their backend's file: proper-lockfile (with retry and
+ * signal-exit) is small, and loading it from node_modules was a tenth of a
+ * file lock's start-up, mostly resolving its modules one by one.
+ */
+const BUNDLED_DRIVERS = new Set(["proper-lockfile"]);
+const VERSION = JSON.parse(readFileSync(new URL("package.json", import.meta.url), "utf8")).version;
 /** `node build.mjs [outdir]`: test/bundle.test.ts builds into a directory of its own. */
 const outdir = resolve(process.argv[2] ?? "dist");
 /** Entry points and the stdin entries' resolveDir are relative to the package. */
@@ -58,10 +65,32 @@ const linkBundles = (self) => ({
         ? { path: `./${name}.cjs`, external: true }
         : undefined;
     });
+    if (self === "file") {
+      // proper-lockfile is given its fs (see holding.ts): graceful-fs, its default, would only
+      // patch node:fs on load. signal-exit checks one argument with node:assert (a few ms to load).
+      build.onResolve({ filter: /^graceful-fs$/ }, () => ({ path: "node:fs", external: true }));
+      build.onResolve({ filter: /^assert$/ }, () => ({
+        path: "assert",
+        namespace: "assert-equal",
+      }));
+      build.onLoad({ filter: /.*/, namespace: "assert-equal" }, () => ({
+        contents:
+          "exports.equal = (actual, expected, message) => { if (actual != expected) throw new Error(message); };",
+        loader: "js",
+      }));
+    }
+    // The version is the package's, read here: the bin reads no package.json at start-up.
+    build.onLoad({ filter: /\/src\/version\.ts$/ }, () => ({
+      contents: `export function cliVersion() { return ${JSON.stringify(VERSION)}; }`,
+      loader: "js",
+    }));
     // In a backend's bundle, any other bare import is one of its drivers.
     if (BACKENDS.includes(self)) {
       build.onResolve({ filter: /^[^./]/ }, (args) =>
-        args.path.startsWith("node:") || args.path.startsWith("@locks/")
+        args.path.startsWith("node:") ||
+        args.path.startsWith("@locks/") ||
+        BUNDLED_DRIVERS.has(args.path) ||
+        args.importer.includes("/node_modules/")
           ? undefined
           : { path: args.path, namespace: "driver" },
       );
@@ -90,9 +119,8 @@ const bundle = (name, entry) =>
     // Bundle @locks/* from their TypeScript sources, as the tests run them (the
     // "@locks/source" condition of their exports), not from a dist/ that may be stale.
     conditions: ["@locks/source"],
-    // version.ts reads ../package.json next to its own file.
-    define: { "import.meta.url": "__import_meta_url" },
-    banner: { js: 'const __import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
+    // cli.ts names its own directory (see compile-cache.ts).
+    define: { "import.meta.dirname": "__dirname" },
     plugins: [linkBundles(name)],
     sourcemap: true,
     logLevel: "warning",

@@ -5,6 +5,7 @@
  * is this file bundled as CommonJS (see build.mjs), which starts faster than
  * an ES module.
  */
+import { enableCompileCache } from "./compile-cache.js";
 
 // Node opens its inspector (a debugger anyone on this host can attach to) when a process it runs gets
 // SIGUSR1 and no listener is installed. This one is installed before anything else loads and stays
@@ -15,6 +16,9 @@ try {
 } catch {
   // A platform without SIGUSR1 (Windows) has no such inspector trigger either.
 }
+
+// Before the other bundles load: they are the `.cjs` files next to the bin (nothing in src/).
+enableCompileCache(import.meta.dirname);
 
 void import("./main.js")
   .then(({ main }) => main(process.argv.slice(2)))

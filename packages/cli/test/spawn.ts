@@ -1,8 +1,12 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import { nodeChildArgs, waitFor } from "@locks/testkit";
+import { dirname, join } from "node:path";
+import { waitFor } from "@locks/testkit";
+import { inject } from "vitest";
 
-const CLI = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
+/** The bin, built from src/ for this run (test/bin-setup.ts). */
+const BIN = inject("locksBin");
+/** Its code cache, beside it: the tests run with the cache as users do, in a directory of their own. */
+const COMPILE_CACHE = join(dirname(BIN), "..", "compile-cache");
 
 /** How a `locks` process ended. */
 export interface Ended {
@@ -12,7 +16,7 @@ export interface Ended {
   readonly stderr: string;
 }
 
-/** A `locks` process run from source, as a user would run the command. */
+/** A `locks` process, as a user would run the command. */
 export interface LocksProcess {
   readonly process: ChildProcess;
   stdout(): string;
@@ -75,7 +79,7 @@ function startLocks(
   const [command = process.execPath, ...argv] = locksCommandLine(args);
   const child = spawn(command, argv, {
     ...(cwd === undefined ? {} : { cwd }),
-    env: { ...process.env, LOCKS_BACKEND: "", LOCKS_NAMESPACE: "", ...env },
+    env: { ...process.env, ...LOCKS_ENV, ...env },
     stdio: ["pipe", "pipe", "pipe"],
   });
   let stdout = "";
@@ -98,7 +102,7 @@ function startLocks(
     ended,
     waitForOutput: async (text, stream = "stdout") => {
       const seen = waitFor(() => (stream === "stdout" ? stdout : stderr).includes(text), {
-        // Generous: on a loaded machine each `locks` compiles its TypeScript before it starts.
+        // Generous: a loaded machine.
         timeoutMs: 60_000,
         message: `${JSON.stringify(text)} from locks ${args.join(" ")}`,
       });
@@ -119,9 +123,12 @@ function startLocks(
   return handle;
 }
 
-/** The command line that runs `locks <args>` from source. */
+/** What every `locks` of the tests runs with: no backend or namespace from the caller's environment. */
+const LOCKS_ENV = { LOCKS_BACKEND: "", LOCKS_NAMESPACE: "", LOCKS_COMPILE_CACHE: COMPILE_CACHE };
+
+/** The command line that runs `locks <args>`. */
 export function locksCommandLine(args: readonly string[]): string[] {
-  return [process.execPath, ...nodeChildArgs, CLI, ...args];
+  return [process.execPath, BIN, ...args];
 }
 
 /** `node -e <script>` as a command line for `locks run ... -- <command>`. */
@@ -187,7 +194,7 @@ export function onTerminal(
   const shellQuote = (arg: string): string => `'${arg.replaceAll("'", "'\\''")}'`;
   const line = `exec ${locksCommandLine(args).map(shellQuote).join(" ")}`;
   const terminal = spawn("script", ["-qec", line, "/dev/null"], {
-    env: { ...process.env, LOCKS_BACKEND: "", LOCKS_NAMESPACE: "" },
+    env: { ...process.env, ...LOCKS_ENV },
     stdio: ["pipe", "pipe", "pipe"],
   });
   onTestFinished(() => {
