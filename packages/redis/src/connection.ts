@@ -196,7 +196,7 @@ export class Connection {
    * closes, or `withinMs` passed (the hold has then expired on its own).
    * Rejects like `run`.
    */
-  async cleanUp(
+  cleanUp(
     script: Script,
     keys: readonly string[],
     args: ReadonlyArray<string | number>,
@@ -204,13 +204,11 @@ export class Connection {
     withinMs: number,
   ): Promise<unknown> {
     const run = (): Promise<unknown> => this.run(script, keys, args, timeoutMs);
-    try {
-      return await run();
-    } catch (error) {
+    return run().catch((error: unknown) => {
       const options = { signal: this.#closed.signal, giveUpAfterMs: withinMs };
       void retryInBackground(run, options);
       throw error;
-    }
+    });
   }
 
   /** The error to report when the server cannot be reached: it names the server and the plain cause. */
@@ -249,10 +247,9 @@ export class Connection {
       this.#progressed = false;
       this.#progressAt = now;
     }
-    let due: Call[] | undefined;
-    for (const call of this.#calls) if (call.at <= now) (due ??= []).push(call);
-    if (due === undefined) return;
-    const expired = due;
+    const expired: Call[] = [];
+    for (const call of this.#calls) if (call.at <= now) expired.push(call);
+    if (expired.length === 0) return;
     // After the event loop was blocked (a loaded machine, a long GC) timers run before the
     // sockets are read: replies that arrived meanwhile are read in the poll phase that
     // follows, and settle their calls before this check phase callback. A busy client is

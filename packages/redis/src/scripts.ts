@@ -33,17 +33,20 @@ import { createHash } from "node:crypto";
  * The common paths come first in each script, before any helper is defined.
  */
 
-/**
- * The keys and first arguments of both acquire scripts. Only `x` and `f` are
- * sent (the fast path touches nothing else): the other names are `x`'s with
- * another last letter, so they keep its hash tag (one Cluster slot) and the
- * client's `keyPrefix`.
- */
+/** The keys and first arguments of both acquire scripts. */
 const ACQUIRE_HEAD = `
 local x, f = KEYS[1], KEYS[2]
+local owner, mode = ARGV[1], ARGV[2]
+`;
+
+/**
+ * Only `x` and `f` are sent (the fast path touches nothing else): the other
+ * names are `x`'s with another last letter, so they keep its hash tag (one
+ * Cluster slot) and the client's `keyPrefix`. Made after the fast path.
+ */
+const SIBLINGS = `
 local base = string.sub(x, 1, -2)
 local r, s, d = base .. 'r', base .. 's', base .. 'd'
-local owner, mode = ARGV[1], ARGV[2]
 `;
 
 /**
@@ -197,6 +200,7 @@ const ACQUIRE = `${ACQUIRE_HEAD}
 local value, label = owner .. ARGV[5], ARGV[6]
 local fresh = mode == 'x' and redis.call('SET', x, value, 'NX', 'PX', ARGV[3])
 if fresh and not label then return {1, redis.call('INCR', f)} end
+${SIBLINGS}
 ${EXCLUSIVE_TOKEN}
 if fresh then return {1, exclusiveToken(ARGV[3], label)} end
 ${WAITED}
@@ -227,6 +231,7 @@ return {1, grant(ttl, limit, label)}
  * (the waiter's queue entry stays: leaving the queue wakes the next one).
  */
 const FAIR_ACQUIRE = `${ACQUIRE_HEAD}
+${SIBLINGS}
 local q, qe, qn = base .. 'q', base .. 'qe', base .. 'qn'
 local value, label = owner, ARGV[7]
 -- Nobody queued: the plain exclusive path.
@@ -283,8 +288,9 @@ return {0, math.max(wait, 1)}
 
 /**
  * KEYS: x c [d [z [q qe]]] (d unless an unlabelled exclusive holder and not
- * fair; z unless exclusive and not fair). ARGV: owner, mode, publish command,
- * tag, fair ("1"/"0"), labelled ("1"/"0").
+ * fair; z unless exclusive and not fair). ARGV: owner, publish command, then
+ * what may be left out when it is the default: mode ('x'), tag (''), fair
+ * ("1"/"0", "0"), labelled ("1"/"0", "0").
  * Owner-checked release; publishes a notification when something was freed
  * that someone may wait for: `x` + tag when the key is free (an exclusive
  * holder: only when a refused attempt marked it, see WAITED), `s` + tag when
@@ -296,7 +302,7 @@ return {0, math.max(wait, 1)}
  */
 const RELEASE = `
 local x, c, d, z = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local owner, mode, publish = ARGV[1], ARGV[2], ARGV[3]
+local owner, publish, mode, tag = ARGV[1], ARGV[2], ARGV[3] or 'x', ARGV[4] or ''
 local fair, labelled = ARGV[5] == '1', ARGV[6] == '1'
 if mode == 'x' and not fair then
   local v = redis.call('GET', x)
@@ -304,7 +310,7 @@ if mode == 'x' and not fair then
     redis.call('DEL', x)
   elseif v == owner .. '+' then
     redis.call('DEL', x)
-    redis.call(publish, c, 'x' .. ARGV[4])
+    redis.call(publish, c, 'x' .. tag)
   else
     return 0
   end
@@ -345,7 +351,7 @@ if fair then
   end
   if freed or rank == 0 then wakeHead(q, c, publish) end
 elseif freed then
-  redis.call(publish, c, freedKind .. ARGV[4])
+  redis.call(publish, c, freedKind .. tag)
 end
 return released
 `;

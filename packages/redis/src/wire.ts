@@ -64,8 +64,11 @@ export function releaseCall(
   const keys = fair
     ? [l.exclusive, l.channel, l.details, holdersKey(l, mode), l.queue, l.queueExpiry]
     : [x as string, l.channel, ...rest];
-  const labelled = request.holder === undefined ? 0 : 1;
-  return [keys, [request.owner, mode, publish, tag, fair ? 1 : 0, labelled]];
+  const args: Array<string | number> = [request.owner, publish, mode, tag, fair ? 1 : 0];
+  if (request.holder !== undefined) args.push(1);
+  // Trailing defaults are left out (mode x, no tag, not fair): the common release sends two.
+  else if (!fair) args.length = tag !== "" ? 4 : mode !== "x" ? 3 : 2;
+  return [keys, args];
 }
 
 /** The force-release script's keys and arguments: every key of the lock but the counter. */
