@@ -48,6 +48,8 @@ export interface ScenarioDefinition {
 
 interface Client {
   readonly id: string;
+  /** When its process was started (the parent's clock). */
+  readonly spawnedAt: number;
   readonly index: number;
   readonly child: ChildProcess;
   /** Added to this client's times to bring them to the parent's base (libfaketime offsets). */
@@ -87,10 +89,10 @@ export async function runScenario(
   const bases: number[] = [];
   const afterResume: number[] = [];
   const takeovers: number[] = [];
-  /** Every grant reported (killed holders' too): when, and its token. */
-  const grants: { at: number; token: bigint }[] = [];
-  /** When each server fault began: the first grant after it must beat every grant before it. */
-  const serverFaults: { kind: string; at: number }[] = [];
+  /** Every grant reported (killed holders' too): when, its token, when its client started. */
+  const grants: Grant[] = [];
+  /** Each server fault: the first grant after it must beat every grant before it. */
+  const serverFaults: ServerFault[] = [];
   const schedule: FaultEvent[] = [];
   const faultCounts: Record<string, number> = {};
   const violations: Violation[] = [];
@@ -161,6 +163,7 @@ export async function runScenario(
       index,
       child,
       correction: 0,
+      spawnedAt: hrNow(),
       lastSeen: hrNow(),
       paused: false,
       exited: false,
@@ -205,7 +208,7 @@ export async function runScenario(
       case "acquired": {
         const at = message.at + c;
         client.holding = { seq: message.seq, token: message.token, at };
-        grants.push({ at, token: BigInt(message.token) });
+        grants.push({ at, token: BigInt(message.token), spawnedAt: client.spawnedAt });
         if (pendingKill !== undefined && pendingKill.by !== client.id) {
           takeovers.push(at - pendingKill.at);
           pendingKill = undefined;
@@ -338,8 +341,9 @@ export async function runScenario(
       const action = env.faults[kind];
       if (action === undefined) throw new Error(`unknown fault ${kind}`);
       const startedAt = since();
-      serverFaults.push({ kind, at: hrNow() });
+      const began = hrNow();
       const { target, note } = await action(rng);
+      serverFaults.push({ kind, at: began, healedAt: hrNow() });
       fault(kind, target, `${note ?? ""}${note ? ", " : ""}healed after ${since() - startedAt} ms`);
     }
   } finally {
@@ -431,6 +435,12 @@ export async function runScenario(
         message: `after ${counts.notHigher} of ${counts.faults} ${kind} fault(s) the first grant's token was not above every token granted before`,
         holds: [],
       });
+    if (counts.onlyNewClients > 0)
+      violations.push({
+        kind: "no-recovery",
+        message: `after ${counts.onlyNewClients} of ${counts.faults} ${kind} fault(s) only clients started after it were granted: the clients that lived through it never recovered`,
+        holds: [],
+      });
   }
   // The fenced store itself: accepted writes carry strictly increasing tokens in the order the
   // store accepted them (what makes a token that went back harmless).
@@ -513,22 +523,45 @@ export async function runScenario(
   return summary;
 }
 
+interface Grant {
+  readonly at: number;
+  readonly token: bigint;
+  readonly spawnedAt: number;
+}
+
+interface ServerFault {
+  readonly kind: string;
+  readonly at: number;
+  readonly healedAt: number;
+}
+
+type FaultTokens = { -readonly [k in keyof ScenarioSummary["tokensAfterFaults"][string]]: number };
+
 /**
  * Per server fault kind: after how many faults the first grant that followed
  * had a token above every token granted before the fault began (`higher`) or
- * not (`notHigher`: the store lost its counter). Faults no grant followed count in neither.
+ * not (`notHigher`: the store lost its counter), and after how many, once
+ * healed, a client that lived through the fault was granted again
+ * (`resumed`) or only clients started later were (`onlyNewClients`). Faults
+ * no grant followed count in none of them.
  */
 function tokensAfter(
-  faults: readonly { kind: string; at: number }[],
-  grants: readonly { at: number; token: bigint }[],
-): Record<string, { faults: number; higher: number; notHigher: number }> {
-  const result: Record<string, { faults: number; higher: number; notHigher: number }> = {};
+  faults: readonly ServerFault[],
+  grants: readonly Grant[],
+): Record<string, FaultTokens> {
+  const result: Record<string, FaultTokens> = {};
   for (const fault of faults) {
-    const counts = result[fault.kind] ?? { faults: 0, higher: 0, notHigher: 0 };
+    const counts = result[fault.kind] ?? {
+      faults: 0,
+      higher: 0,
+      notHigher: 0,
+      resumed: 0,
+      onlyNewClients: 0,
+    };
     result[fault.kind] = counts;
     counts.faults++;
     let before: bigint | undefined;
-    let first: { at: number; token: bigint } | undefined;
+    let first: Grant | undefined;
     for (const grant of grants) {
       if (grant.at < fault.at) {
         if (before === undefined || grant.token > before) before = grant.token;
@@ -537,6 +570,9 @@ function tokensAfter(
     if (first === undefined) continue;
     if (before === undefined || first.token > before) counts.higher++;
     else counts.notHigher++;
+    const later = grants.filter((g) => g.at > fault.healedAt);
+    if (later.some((g) => g.spawnedAt < fault.at)) counts.resumed++;
+    else if (later.length > 0) counts.onlyNewClients++;
   }
   return result;
 }

@@ -45,11 +45,19 @@ export interface ScenarioSummary {
   /**
    * Per server fault kind: the first grant after the fault had a token above
    * every token granted before it (`higher`), or not (`notHigher`, a counter
-   * lost with the data: a violation unless the backend documents it).
+   * lost with the data: a violation unless the backend documents it); once
+   * healed, a client that lived through it was granted again (`resumed`), or
+   * only clients started later were (`onlyNewClients`: a violation).
    */
   readonly tokensAfterFaults: Record<
     string,
-    { readonly faults: number; readonly higher: number; readonly notHigher: number }
+    {
+      readonly faults: number;
+      readonly higher: number;
+      readonly notHigher: number;
+      readonly resumed: number;
+      readonly onlyNewClients: number;
+    }
   >;
   readonly writes: {
     readonly accepted: number;
@@ -99,7 +107,7 @@ function fmt(s: Stats | null): string {
 /** A Markdown table of summaries (also printed by the CLI). */
 export function summaryTable(summaries: readonly ScenarioSummary[]): string {
   const head =
-    "| scenario | holds | faults | overlaps (stale refused / landed first / documented) | tokens went back | first token after a server fault above / not above the earlier ones | stale writes refused | violations | lost leases | loss after resume p50/max ms | takeover after kill p50/max ms | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+    "| scenario | holds | faults | overlaps (stale refused / landed first / documented) | tokens went back | first token after a server fault above / not above the earlier ones | server faults after which the same clients were granted again | stale writes refused | violations | lost leases | loss after resume p50/max ms | takeover after kill p50/max ms | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
   const rows = summaries.map((s) => {
     const faults = Object.entries(s.faults)
       .map(([k, n]) => `${k}×${n}`)
@@ -108,7 +116,10 @@ export function summaryTable(summaries: readonly ScenarioSummary[]): string {
     const tokensAfter = after.length
       ? `${after.reduce((n, c) => n + c.higher, 0)} / ${after.reduce((n, c) => n + c.notHigher, 0)}`
       : "-";
-    return `| ${s.name} | ${s.holds} | ${faults || "-"} | ${s.overlaps.total} (${s.overlaps.staleRefused} / ${s.overlaps.landedFirst} / ${s.overlaps.documented}) | ${s.tokenRegressions} | ${tokensAfter} | ${s.writes.refusedStale} | ${s.violations.length} | ${s.lostLeases.count} | ${fmt(s.lostLeases.afterResumeMs)} | ${fmt(s.takeoverAfterKillMs)} | ${s.passed ? "pass" : "FAIL"} |`;
+    const resumed = after.length
+      ? `${after.reduce((n, c) => n + c.resumed, 0)} of ${after.reduce((n, c) => n + c.faults, 0)}`
+      : "-";
+    return `| ${s.name} | ${s.holds} | ${faults || "-"} | ${s.overlaps.total} (${s.overlaps.staleRefused} / ${s.overlaps.landedFirst} / ${s.overlaps.documented}) | ${s.tokenRegressions} | ${tokensAfter} | ${resumed} | ${s.writes.refusedStale} | ${s.violations.length} | ${s.lostLeases.count} | ${fmt(s.lostLeases.afterResumeMs)} | ${fmt(s.takeoverAfterKillMs)} | ${s.passed ? "pass" : "FAIL"} |`;
   });
   return [head, ...rows].join("\n");
 }
