@@ -233,9 +233,11 @@ export class PostgresBackend implements Backend<Hold> {
     let on: Connection | undefined;
     let announcing = false;
     let ended = false;
-    const announce = async (session: Connection): Promise<boolean> => {
+    /** Announces the watch on `next` (the session, or its connect). */
+    const announce = async (next: Connection | Promise<Connection>): Promise<boolean> => {
       announcing = true;
       try {
+        const session = await next;
         await this.#listen(session);
         const taken = await takeInterest(session, interest);
         if (taken && ended) void dropInterest(session, interest);
@@ -268,7 +270,7 @@ export class PostgresBackend implements Backend<Hold> {
     };
     try {
       // Not announced (a releaser held the marker throughout): the core polls meanwhile.
-      if (!(await announce(await this.#liveSession()))) onChange("unsure");
+      if (!(await announce(this.#liveSession()))) onChange("unsure");
     } catch (error) {
       stop();
       throw error;
