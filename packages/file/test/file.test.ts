@@ -460,6 +460,21 @@ describe("the directory watch", () => {
     return count;
   }
 
+  it("a watch that cannot be opened says unsure (the core polls), and changed once it is open again", async () => {
+    const path = join(dir.path, `unwatched-${randomNamespace()}`);
+    const made = backend({ directory: path });
+    const events: Array<string | undefined> = [];
+    // No directory yet: fs.watch fails, so changes may go unseen.
+    const unsubscribe = await made.subscribe!(createRequest({ key: "k" }), (event) => {
+      events.push(event ?? "changed");
+    });
+    onTestFinished(() => unsubscribe());
+    expect(events).toEqual(["unsure"]);
+    mkdirSync(path);
+    await waitFor(() => events.length > 1, { message: "the watch opened again" });
+    expect(events[1]).toBe("changed");
+  });
+
   it.skipIf(process.platform !== "linux")(
     "one watch per backend instance, shared by all its waiters, closed when nobody waits",
     async () => {
