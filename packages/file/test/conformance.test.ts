@@ -16,10 +16,3 @@ runConformanceSuite({
   process: { module, env: { LOCKS_FILE_DIR: directory } },
   ttlMs: 2_000, // the backend's floor (capabilities.minTtlMs): its shortest staleness
 });
-
-runConformanceSuite({
-  name: "file async io",
-  create: () => fileBackend({ directory, io: "async" }),
-  process: { module, env: { LOCKS_FILE_DIR: directory, LOCKS_FILE_IO: "async" } },
-  ttlMs: 2_000, // the backend's floor (capabilities.minTtlMs): its shortest staleness
-});
