@@ -35,13 +35,19 @@ interface Sample {
   readonly rssMiB: number;
 }
 
-async function measureOnce(dir: string, command: readonly string[]): Promise<Sample> {
+/** A command line and what it adds to the environment. */
+interface Command {
+  readonly argv: readonly string[];
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+async function measureOnce(dir: string, command: Command): Promise<Sample> {
   const cpuFile = join(dir, "cpu");
   const rssFile = join(dir, "rss");
   const child = spawn(
     "/usr/bin/time",
-    ["-f", "%M", "-o", rssFile, "bash", "-c", MEASURE, cpuFile, ...command],
-    { stdio: ["ignore", "ignore", "pipe"] },
+    ["-f", "%M", "-o", rssFile, "bash", "-c", MEASURE, cpuFile, ...command.argv],
+    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...command.env } },
   );
   let stderr = "";
   child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
@@ -52,7 +58,7 @@ async function measureOnce(dir: string, command: readonly string[]): Promise<Sam
     child.once("close", resolve);
   });
   if (code !== 0) {
-    throw new Error(`${command.join(" ")} exited ${code}: ${stderr}`);
+    throw new Error(`${command.argv.join(" ")} exited ${code}: ${stderr}`);
   }
   const [times, , children] = (await readFile(cpuFile, "utf8")).trim().split("\n");
   const [t0, t1] = times!.split(" ").map(Number);
@@ -69,10 +75,7 @@ async function measureOnce(dir: string, command: readonly string[]): Promise<Sam
  * per round, after one unmeasured round that warms the page cache), so that
  * load from elsewhere on the machine weighs on all of them alike.
  */
-async function measureAll(
-  dir: string,
-  commands: ReadonlyArray<readonly string[]>,
-): Promise<Sample[]> {
+async function measureAll(dir: string, commands: readonly Command[]): Promise<Sample[]> {
   const samples: Sample[][] = commands.map(() => []);
   for (let round = 0; round <= RUNS; round++) {
     for (const [i, command] of commands.entries()) {
@@ -98,20 +101,35 @@ const suite: BenchSuite = async () => {
   const redisUrl = fromEnv ?? servers[0]!.url;
   const node = process.execPath;
   const file = `file://${dir}/locks`;
+  // The bin's code cache (made by the unmeasured first round), in this run's directory.
+  const env = { LOCKS_COMPILE_CACHE: join(dir, "compile-cache") };
   try {
-    const commands: Array<[string, string[]]> = [
-      ["node -e 0", [node, "-e", "0"]],
-      ["flock(1) <file> true", ["flock", join(dir, "flock"), "true"]],
+    const commands: Array<[string, Command]> = [
+      ["node -e 0", { argv: [node, "-e", "0"] }],
+      ["flock(1) <file> true", { argv: ["flock", join(dir, "flock"), "true"] }],
       [
         "locks run --backend file:// k -- true",
-        [node, CLI, "run", "--backend", file, "k", "--", "true"],
+        { argv: [node, CLI, "run", "--backend", file, "k", "--", "true"], env },
       ],
-      ["locks status --backend file:// k", [node, CLI, "status", "--backend", file, "k"]],
+      [
+        "the same without the code cache",
+        {
+          argv: [node, CLI, "run", "--backend", file, "k", "--", "true"],
+          env: { LOCKS_COMPILE_CACHE: "0" },
+        },
+      ],
+      [
+        "locks status --backend file:// k",
+        { argv: [node, CLI, "status", "--backend", file, "k"], env },
+      ],
       [
         "locks run --backend redis:// k -- true",
-        [node, CLI, "run", "--backend", redisUrl, "k", "--", "true"],
+        { argv: [node, CLI, "run", "--backend", redisUrl, "k", "--", "true"], env },
       ],
-      ["locks status --backend redis:// k", [node, CLI, "status", "--backend", redisUrl, "k"]],
+      [
+        "locks status --backend redis:// k",
+        { argv: [node, CLI, "status", "--backend", redisUrl, "k"], env },
+      ],
     ];
     const samples = await measureAll(
       dir,
@@ -138,6 +156,7 @@ const suite: BenchSuite = async () => {
         `goal: locks run --backend file within 1.3x of node -e 0 wall: ${ratio(run.wallMs, floor.wallMs)} (${run.wallMs <= 1.3 * floor.wallMs ? "met" : "not met"})`,
         "CPU is user + system of the command and its children (getrusage via bash's times); RSS is GNU time's %M",
         "the CLI is the built bundle in packages/cli/dist; a free key (status exits 0)",
+        "the code cache is the bundles' compiled code kept by an earlier run (packages/cli/src/compile-cache.ts); the first run of a build compiles as without it",
       ],
     };
     return [table];

@@ -66,9 +66,9 @@ describe("the bundled bin", () => {
   });
 
   it.each([
-    // proper-lockfile is bundled into file.cjs: nothing is loaded from node_modules.
+    // proper-lockfile and ioredis are bundled into file.cjs and redis.cjs: nothing is loaded from node_modules.
     ["file", () => `file://${scratch}/locks`, undefined],
-    ["redis", () => inject("redisUrl"), "ioredis"],
+    ["redis", () => inject("redisUrl"), undefined],
     ["etcd", () => `etcd://${inject("etcdEndpoints")[0]!.replace(/^https?:\/\//, "")}`, "etcd3"],
     ["postgres", () => inject("databaseUrl"), "pg"],
     ["mysql", () => inject("mysqlUrl"), "mysql2"],
