@@ -163,6 +163,8 @@ export class EtcdBackend implements Backend<Entry> {
   /** Locks recently found taken (by base key), oldest first: a contention hint for tryAcquire. */
   readonly #busy = new Map<string, number>();
   #closed: Promise<void> | undefined;
+  #lastDigest: Buffer | undefined;
+  #lastKeys: LockKeys | undefined;
 
   constructor(options: ResolvedOptions) {
     this.#client = options.client;
@@ -211,13 +213,13 @@ export class EtcdBackend implements Backend<Entry> {
    * watch is back ("changed").
    */
   subscribe(key: KeyRef, onChange: (event?: KeyEvent) => void): Promise<Unsubscribe> {
-    const lock = lockKeys(this.#client.prefix, key.digest);
+    const lock = this.#keysOf(key.digest);
     const bound = { signal: this.#host.closing, timeoutMs: this.#requestTimeoutMs };
     return this.#mapped(this.#watches.follow(lock.base, lock.baseEnd, onChange, bound));
   }
 
   inspect(key: KeyRef): Promise<KeyStatus> {
-    const lock = lockKeys(this.#client.prefix, key.digest);
+    const lock = this.#keysOf(key.digest);
     return this.#mapped(
       inspectLock(this.#kv, this.#sessionHost.leases, lock, () => this.#request()),
     );
@@ -229,7 +231,7 @@ export class EtcdBackend implements Backend<Entry> {
    * watch on its key (`#guard`), or at the latest at its next extension.
    */
   forceRelease(key: KeyRef): Promise<boolean> {
-    const lock = lockKeys(this.#client.prefix, key.digest);
+    const lock = this.#keysOf(key.digest);
     return this.#mapped(forceReleaseLock(this.#kv, lock, () => this.#request()));
   }
 
@@ -242,7 +244,7 @@ export class EtcdBackend implements Backend<Entry> {
 
   async #take(request: LockRequest): Promise<Attempt<Entry>> {
     const start = monotonicNow();
-    const lock = lockKeys(this.#client.prefix, request.digest);
+    const lock = this.#keysOf(request.digest);
     if (request.limit === 1 && this.#wasBusy(lock)) {
       // Found taken a moment ago: read first, so that a failed take costs no write.
       const probe = await this.#kv.txn(probeRequest(lock, request.mode), this.#request());
@@ -260,10 +262,10 @@ export class EtcdBackend implements Backend<Entry> {
       try {
         // Not bounded by the TTL: a reply that comes too late is a refused grant (the core
         // releases it), not an unreachable server.
-        [reply] = await Promise.all([
-          this.#kv.txn(takeRequest(entry, session.id), this.#request()),
-          this.#freshen(session, start, request.ttlMs),
-        ]);
+        const taking = this.#kv.txn(takeRequest(entry, session.id), this.#request());
+        const freshening = this.#freshen(session, start, request.ttlMs);
+        reply = await taking;
+        if (freshening !== undefined) await freshening;
       } catch (error) {
         const leaseGone = this.#writeFailed(session, error);
         // The outcome is unknown: delete whatever the take may have written.
@@ -272,10 +274,12 @@ export class EtcdBackend implements Backend<Entry> {
         if (leaseGone && attempt === 0) continue;
         throw error;
       }
-      return this.#taken(entry, reply).catch((error: unknown) => {
+      try {
+        return await this.#taken(entry, reply);
+      } catch (error) {
         void this.#discard(entry);
         throw error;
-      });
+      }
     }
   }
 
@@ -356,10 +360,11 @@ export class EtcdBackend implements Backend<Entry> {
   }
 
   /** Sends a keepalive with a grant when the last one is too old to cover most of the TTL. */
-  #freshen(session: Session<Entry>, start: number, ttlMs: number): Promise<void> {
-    return session
-      .confirmSince(start + ttlMs - session.ttlMs - ttlMs * FRESHNESS_SLACK)
-      .catch(() => undefined); // the grant's validity then says how long it can be trusted
+  #freshen(session: Session<Entry>, start: number, ttlMs: number): Promise<void> | undefined {
+    const since = start + ttlMs - session.ttlMs - ttlMs * FRESHNESS_SLACK;
+    if (session.confirmedSince(since)) return undefined; // the usual case: nothing to wait for
+    // On failure the grant's validity says how long it can be trusted.
+    return session.confirmSince(since).catch(() => undefined);
   }
 
   // --- the queue ---------------------------------------------------------
@@ -371,7 +376,7 @@ export class EtcdBackend implements Backend<Entry> {
    */
   async #queue(request: LockRequest, signal: AbortSignal): Promise<Grant<Entry> | undefined> {
     const session = await raceAbort(this.#session(request.ttlMs), signal);
-    const entry = this.#enter(request, session, lockKeys(this.#client.prefix, request.digest));
+    const entry = this.#enter(request, session, this.#keysOf(request.digest));
     let held: boolean;
     try {
       held = await this.#wait(entry, signal);
@@ -463,7 +468,8 @@ export class EtcdBackend implements Backend<Entry> {
     }
     let linearizable = false;
     const hold = async (): Promise<boolean> => {
-      await raceAbort(this.#freshen(entry.session, monotonicNow(), entry.ttlMs), signal);
+      const freshening = this.#freshen(entry.session, monotonicNow(), entry.ttlMs);
+      if (freshening !== undefined) await raceAbort(freshening, signal);
       granted = entry.session.alive && shared.watch.deletedAfter(entry.key, readAt) === undefined;
       return granted;
     };
@@ -712,19 +718,27 @@ export class EtcdBackend implements Backend<Entry> {
   #discard(entry: Entry, rethrow = false): Promise<void> {
     if (entry.done) return Promise.resolve();
     this.#finish(entry);
-    const remove = async (): Promise<void> => {
-      await entry.writing?.catch(() => undefined);
-      if (entry.session.alive) await this.#kv.deleteRange({ key: entry.key }, this.#request());
-    };
-    const removed = remove();
-    removed.then(
-      () => this.#dropMember(entry),
-      () =>
-        void retryInBackground(remove, { signal: this.#host.closing }).then(() =>
-          this.#dropMember(entry),
-        ),
-    );
-    return rethrow ? removed : removed.catch(() => undefined);
+    const removed = this.#remove(entry);
+    return rethrow ? removed : removed.catch(ignore);
+  }
+
+  /** Deletes the key of a finished entry, then frees its name; see {@link #discard}. */
+  async #remove(entry: Entry): Promise<void> {
+    try {
+      await this.#deleteKey(entry);
+    } catch (error) {
+      const retry = (): Promise<void> => this.#deleteKey(entry);
+      void retryInBackground(retry, { signal: this.#host.closing }).then(() =>
+        this.#dropMember(entry),
+      );
+      throw error;
+    }
+    this.#dropMember(entry);
+  }
+
+  async #deleteKey(entry: Entry): Promise<void> {
+    if (entry.writing !== undefined) await entry.writing.catch(ignore);
+    if (entry.session.alive) await this.#kv.deleteRange({ key: entry.key }, this.#request());
   }
 
   /**
@@ -822,6 +836,19 @@ export class EtcdBackend implements Backend<Entry> {
 
   // --- plumbing ----------------------------------------------------------
 
+  /**
+   * The keys of the lock named by `digest`. The core hands the same digest
+   * object to requests that name the same key, so the last one is kept: a
+   * hot lock builds its keys once, not at every take.
+   */
+  #keysOf(digest: Buffer): LockKeys {
+    if (digest !== this.#lastDigest) {
+      this.#lastKeys = lockKeys(this.#client.prefix, digest);
+      this.#lastDigest = digest;
+    }
+    return this.#lastKeys!;
+  }
+
   /** Call options for one request: the deadline, and close()'s cancellation. */
   #request(): CallOptions {
     return this.#calls.request(this.#requestTimeoutMs);
@@ -884,6 +911,11 @@ export class EtcdBackend implements Backend<Entry> {
     this.#sessions.clear();
     if (this.#owned) (this.#client as Etcd3).close();
   }
+}
+
+/** A rejection handler that drops the error (one function, not a closure per call). */
+function ignore(): undefined {
+  return undefined;
 }
 
 /** etcd lease TTLs are whole seconds: round up (the server raises it to its minimum). */

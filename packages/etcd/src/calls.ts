@@ -27,42 +27,20 @@ export class Calls {
   readonly #live = new Set<Call>();
   #cancelled = false;
 
-  readonly #interceptor: Interceptor = (options, nextCall) => {
-    const call = nextCall(options);
-    const done = (): void => {
-      this.#live.delete(call);
-    };
-    // Delegates every method; only `start` is watched, to learn when the call ends.
-    const tracked: Call = {
-      start: (metadata, listener) => {
-        if (this.#cancelled) {
-          call.start(metadata, listener);
-          call.cancelWithStatus(CLOSED_STATUS, CLOSED_DETAILS);
-          return;
-        }
-        this.#live.add(call);
-        call.start(metadata, onStatus(listener, done));
-      },
-      cancelWithStatus: (status, details) => call.cancelWithStatus(status, details),
-      getPeer: () => call.getPeer(),
-      sendMessageWithContext: (context, message) => call.sendMessageWithContext(context, message),
-      sendMessage: (message) => call.sendMessage(message),
-      startRead: () => call.startRead(),
-      halfClose: () => call.halfClose(),
-      getAuthContext: () => call.getAuthContext(),
-    };
+  readonly #interceptor: Interceptor = (options, nextCall) =>
     // grpc-js types the result as its InterceptingCall class but only uses the interface.
-    return tracked as unknown as ReturnType<Interceptor>;
-  };
+    new TrackedCall(nextCall(options), this) as unknown as ReturnType<Interceptor>;
+  /** One array for every call's options: they run twice per uncontended lock cycle. */
+  readonly #interceptors = [this.#interceptor];
 
   /** Options for one request with a deadline `ms` from now (gRPC deadlines are wall-clock). */
   request(ms: number): CallOptions {
-    return { deadline: Date.now() + ms, interceptors: [this.#interceptor] };
+    return { deadline: Date.now() + ms, interceptors: this.#interceptors };
   }
 
   /** Options for a stream (no deadline). */
   stream(): CallOptions {
-    return { interceptors: [this.#interceptor] };
+    return { interceptors: this.#interceptors };
   }
 
   /** Ends every call in flight, and every call started from now on, with a plain failure. */
@@ -73,16 +51,97 @@ export class Calls {
       call.cancelWithStatus(CLOSED_STATUS, CLOSED_DETAILS);
     }
   }
+
+  /** A call starts: tracked until its status arrives (false: cancel it, close() has run). */
+  started(call: Call): boolean {
+    if (this.#cancelled) return false;
+    this.#live.add(call);
+    return true;
+  }
+
+  ended(call: Call): void {
+    this.#live.delete(call);
+  }
 }
 
-/** `listener` with `done` called first when the call's status arrives. */
-function onStatus(listener: Listener, done: () => void): Listener {
-  const watched: NonNullable<Listener> = Object.create(listener ?? null);
-  watched.onReceiveStatus = (status) => {
-    done();
-    listener?.onReceiveStatus?.(status);
-  };
-  return watched;
+/**
+ * A gRPC call that tells {@link Calls} when it starts and ends, delegating
+ * everything else. A class, not closures per call: every request makes one.
+ */
+class TrackedCall {
+  readonly #call: Call;
+  readonly #calls: Calls;
+
+  constructor(call: Call, calls: Calls) {
+    this.#call = call;
+    this.#calls = calls;
+  }
+
+  start(metadata: Parameters<Call["start"]>[0], listener: Listener): void {
+    const call = this.#call;
+    if (!this.#calls.started(call)) {
+      call.start(metadata, listener);
+      call.cancelWithStatus(CLOSED_STATUS, CLOSED_DETAILS);
+      return;
+    }
+    call.start(metadata, new TrackedListener(listener, this.#calls, call));
+  }
+
+  cancelWithStatus(...args: Parameters<Call["cancelWithStatus"]>): void {
+    this.#call.cancelWithStatus(...args);
+  }
+
+  getPeer(): string {
+    return this.#call.getPeer();
+  }
+
+  sendMessageWithContext(...args: Parameters<Call["sendMessageWithContext"]>): void {
+    this.#call.sendMessageWithContext(...args);
+  }
+
+  sendMessage(message: unknown): void {
+    this.#call.sendMessage(message);
+  }
+
+  startRead(): void {
+    this.#call.startRead();
+  }
+
+  halfClose(): void {
+    this.#call.halfClose();
+  }
+
+  getAuthContext(): ReturnType<Call["getAuthContext"]> {
+    return this.#call.getAuthContext();
+  }
+}
+
+type Status = Parameters<NonNullable<NonNullable<Listener>["onReceiveStatus"]>>[0];
+
+/** The listener of a {@link TrackedCall}: its status ends the tracking, then goes on. */
+class TrackedListener {
+  readonly #listener: Listener;
+  readonly #calls: Calls;
+  readonly #call: Call;
+
+  constructor(listener: Listener, calls: Calls, call: Call) {
+    this.#listener = listener;
+    this.#calls = calls;
+    this.#call = call;
+  }
+
+  onReceiveMetadata(metadata: Parameters<Call["start"]>[0]): void {
+    this.#listener?.onReceiveMetadata?.(metadata);
+  }
+
+  onReceiveMessage(message: unknown): void {
+    this.#listener?.onReceiveMessage?.(message);
+  }
+
+  onReceiveStatus(status: Status): void {
+    this.#calls.ended(this.#call);
+    this.#listener?.onReceiveStatus?.(status);
+  }
 }
 
 /**

@@ -54,13 +54,9 @@ function get(key: Buffer): IRequestOp {
 }
 
 function absent(key: Buffer, rangeEnd?: Buffer): ICompare {
-  return {
-    key,
-    ...(rangeEnd !== undefined ? { range_end: rangeEnd } : {}),
-    target: "Create",
-    result: "Equal",
-    create_revision: 0,
-  };
+  return rangeEnd === undefined
+    ? { key, target: "Create", result: "Equal", create_revision: 0 }
+    : { key, range_end: rangeEnd, target: "Create", result: "Equal", create_revision: 0 };
 }
 
 /**

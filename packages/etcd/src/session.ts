@@ -93,6 +93,11 @@ export class Session<M> {
     return this.#confirmedSentAt + this.ttlMs - driftAllowance(this.ttlMs);
   }
 
+  /** True when a keepalive sent at or after `since` has been confirmed. */
+  confirmedSince(since: number): boolean {
+    return this.#confirmedSentAt >= since;
+  }
+
   /**
    * Resolves once a keepalive sent at or after `since` has been confirmed
    * (at once when one already was); rejects when the keepalive fails.
