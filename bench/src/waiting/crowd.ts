@@ -4,7 +4,8 @@ import { backendFor } from "./backends.js";
 
 /*
  * Many waiters on one key in one client (run with --expose-gc): for each
- * crowd size, the heap per waiter, the CPU of aborting one waiter in the
+ * crowd size, the heap per waiter (without a signal, and with one: an
+ * AbortController per waiter, as the aborts need), the CPU of aborting one waiter in the
  * middle of the queue, and the CPU per handoff while the crowd waits. CPU is
  * this process's plus the server's (`serverPid`, 0 for none). Prints one JSON
  * line per size.
@@ -38,29 +39,46 @@ function heapAfterGc(): number {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** What this harness itself keeps per waiter (an AbortController and a pending promise with its handlers). */
-function harnessBytes(n: number): number {
+/**
+ * What this harness itself keeps per waiter: a handler promise on the
+ * acquire's promise (and, `withSignal`, an AbortController).
+ */
+function harnessBytes(n: number, withSignal: boolean): number {
+  const pending = new Promise(() => {});
   const before = heapAfterGc();
   const kept: unknown[] = [];
   for (let i = 0; i < n; i++) {
-    const controller = new AbortController();
-    kept.push(
-      controller,
-      new Promise(() => {}).then(
-        () => {},
-        () => {},
-      ),
-    );
+    if (withSignal) kept.push(new AbortController());
+    kept.push(pending.then(noop, noop));
   }
   const bytes = (heapAfterGc() - before) / n;
   kept.length = 0;
   return bytes;
 }
 
+function noop(): void {}
+
+/** Heap per waiter without a signal: waiters of a client of their own, rejected by its close(). */
+async function heapWithoutSignal(size: number): Promise<number> {
+  const own = createLocks(await backendFor(name, target), { namespace: "crowd", ttlMs: 600_000 });
+  const key = `plain-${size}-${process.pid}`;
+  await own.acquire(key, { autoExtend: false });
+  const harness = harnessBytes(size, false);
+  const heapBefore = heapAfterGc();
+  const waits: Promise<unknown>[] = [];
+  for (let i = 0; i < size; i++) waits.push(own.acquire(key).then(noop, noop));
+  await sleep(SETTLE_MS);
+  const bytes = (heapAfterGc() - heapBefore) / size - harness;
+  await own.close();
+  await Promise.all(waits);
+  return bytes;
+}
+
 for (const size of sizes.map(Number)) {
   const key = `crowd-${size}-${process.pid}`;
+  const heapPlain = await heapWithoutSignal(size);
   const holder = await locks.acquire(key, { autoExtend: false });
-  const harness = harnessBytes(size);
+  const harness = harnessBytes(size, true);
   const heapBefore = heapAfterGc();
   const controllers: AbortController[] = [];
   const waits: Promise<void>[] = [];
@@ -108,7 +126,7 @@ for (const size of sizes.map(Number)) {
   for (const controller of controllers) controller.abort();
   await Promise.all(waits);
   process.stdout.write(
-    `${JSON.stringify({ size, heapPerWaiter, harness, abortCpuUs, handoffCpuUs })}\n`,
+    `${JSON.stringify({ size, heapPlain, heapPerWaiter, abortCpuUs, handoffCpuUs })}\n`,
   );
 }
 await locks.close();
