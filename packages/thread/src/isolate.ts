@@ -272,12 +272,15 @@ function unlisten(state: KeyState): void {
 /** The queue's signal aborted: every waiter waiting through it leaves, then the queue is served. */
 function abortWaiters(state: KeyState, signal: AbortSignal, reason: unknown): void {
   if (state.signal !== signal) return;
+  let left = state.signalWaiters;
   unlisten(state);
-  for (let waiter = state.head; waiter !== undefined; ) {
+  // Until the last of them: a signal only one waiter had costs no walk past it.
+  for (let waiter = state.head; waiter !== undefined && left > 0; ) {
     const next = waiter.next;
     if (waiter.stopListening === undefined) {
       unlink(state, waiter);
       waiter.reject(reason);
+      left--;
     }
     waiter = next;
   }

@@ -267,6 +267,24 @@ describe("threadBackend() in one isolate", () => {
     expect(keysWithState(ns)).toBe(0);
   });
 
+  it("the abort of the waiter whose signal the queue listens to takes out that waiter only", async () => {
+    const ns = newNamespace();
+    const backend = backendOf();
+    const holder = request(ns, "k");
+    const hold = holdOf(await backend.tryAcquire(holder));
+    const first = new AbortController();
+    const gaveUp = backend.acquire!(request(ns, "k"), { signal: first.signal });
+    const others = Array.from({ length: 3 }, () => {
+      const req = request(ns, "k");
+      return { req, granted: backend.acquire!(req, { signal: new AbortController().signal }) };
+    });
+    first.abort(new Error("first"));
+    await expect(gaveUp).rejects.toThrow("first");
+    await backend.release(holder, hold);
+    for (const { req, granted } of others) await backend.release(req, holdOf((await granted)!));
+    expect(keysWithState(ns)).toBe(0);
+  });
+
   it("2,000 waiters of one client (one shared close signal) all get the key in turn", async () => {
     const ns = newNamespace();
     const locks = client(threadBackend(), ns);
