@@ -1,12 +1,26 @@
 import { hostname } from "node:os";
-import { type ParseArgsConfig, parseArgs } from "node:util";
 import { type BackendSpec, parseBackendUrls } from "./backend-url.js";
 import { defaultLockDirectory } from "./backends.js";
 import { MAX_DURATION_MS, parseDuration } from "./duration.js";
 import { ExitCode } from "./exit-codes.js";
 import { UsageError } from "./usage-error.js";
 
-type Options = NonNullable<ParseArgsConfig["options"]>;
+/** An option, as node:util's parseArgs describes one. */
+interface OptionSpec {
+  readonly type: "string" | "boolean";
+  readonly short?: string;
+  readonly multiple?: boolean;
+}
+type Options = Readonly<Record<string, OptionSpec>>;
+
+/** The options given: true for a boolean, the last value of a string (every value with `multiple`). */
+type Values<T extends Options> = {
+  -readonly [K in keyof T]?: T[K] extends { readonly type: "boolean" }
+    ? boolean
+    : T[K] extends { readonly multiple: true }
+      ? string[]
+      : string;
+};
 
 const BACKEND_OPTIONS = {
   backend: { type: "string", short: "b", multiple: true },
@@ -213,79 +227,71 @@ function target(
   };
 }
 
-type Parsed<T extends Options> = ReturnType<
-  typeof parseArgs<{
-    args: string[];
-    options: T;
-    tokens: true;
-    allowPositionals: true;
-    strict: true;
-  }>
->;
-
-/** Runs parseArgs and splits positionals at the first `--`. */
+/**
+ * Parses options as node:util's strict parseArgs does (`--name value`,
+ * `--name=value`, `-n value`, `-nvalue`, grouped short booleans such as
+ * `-nq`), and splits the positionals at the first `--`. Refusals are in
+ * our own words (parseArgs' are several lines of advice). Written here
+ * because parseArgs took a millisecond of each start-up, twice.
+ */
 function parse<T extends Options>(
   command: string,
   argv: readonly string[],
   options: T,
-): { values: Parsed<T>["values"]; before: string[]; after: string[] | undefined } {
+): { values: Values<T>; before: string[]; after: string[] | undefined } {
   const usage = (problem: string): UsageError =>
     new UsageError(`locks ${command}: ${problem} (see locks ${command} --help)`);
-  const problem = optionProblem(argv, options);
-  if (problem !== undefined) throw usage(problem);
-  let parsed: Parsed<T>;
-  try {
-    parsed = parseArgs({
-      args: [...argv],
-      options,
-      tokens: true,
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (error) {
-    // optionProblem finds what strict parsing refuses; this is a net for what it may miss.
-    const message = error instanceof Error ? error.message : String(error);
-    throw usage(message.split(/\.?\n|\. /, 1)[0] ?? message);
-  }
+  const values: Record<string, string | string[] | boolean> = {};
   const before: string[] = [];
-  let after: string[] | undefined;
-  for (const token of parsed.tokens) {
-    if (token.kind === "option-terminator") after = [];
-    else if (token.kind === "positional") (after ?? before).push(token.value);
-  }
-  return { values: parsed.values, before, after };
-}
-
-/**
- * What strict parseArgs would refuse, said in our own words: its messages are
- * several lines of advice about `--timeout=-XYZ`. Reads the tokens of a
- * lenient parse, which keeps each option's value as given.
- */
-function optionProblem(argv: readonly string[], options: Options): string | undefined {
-  const { tokens } = parseArgs({
-    args: [...argv],
-    options,
-    tokens: true,
-    allowPositionals: true,
-    strict: false,
-  });
-  for (const token of tokens) {
-    if (token.kind === "option-terminator") return undefined;
-    if (token.kind !== "option") continue;
-    const name = token.rawName;
-    const type = Object.hasOwn(options, token.name) ? options[token.name]?.type : undefined;
-    if (type === undefined) return `unknown option ${quote(name)}`;
-    if (type === "boolean") {
-      if (token.value !== undefined) return `${name} takes no value`;
-      continue;
+  /** Sets the option `rawName` names; returns whether it took `next` (the next argument) as its value. */
+  const take = (
+    rawName: string,
+    name: string | undefined,
+    inline: string | undefined,
+    next: string | undefined,
+  ): boolean => {
+    const spec = name !== undefined && Object.hasOwn(options, name) ? options[name] : undefined;
+    if (name === undefined || spec === undefined) throw usage(`unknown option ${quote(rawName)}`);
+    if (spec.type === "boolean") {
+      if (inline !== undefined) throw usage(`${rawName} takes no value`);
+      values[name] = true;
+      return false;
     }
-    if (token.value === undefined) return `${name} needs a value`;
+    const value = inline ?? next;
+    if (value === undefined) throw usage(`${rawName} needs a value`);
     // As parseArgs decides: "-t -1" may be a forgotten value followed by an option.
-    if (!token.inlineValue && token.value.length > 1 && token.value.startsWith("-")) {
-      return `${name} needs a value, and ${JSON.stringify(token.value)} looks like an option: write --${token.name}=${quote(token.value)} if it is the value`;
+    if (inline === undefined && value.length > 1 && value.startsWith("-")) {
+      throw usage(
+        `${rawName} needs a value, and ${JSON.stringify(value)} looks like an option: write --${name}=${quote(value)} if it is the value`,
+      );
+    }
+    const previous = values[name];
+    values[name] = spec.multiple ? [...(Array.isArray(previous) ? previous : []), value] : value;
+    return inline === undefined;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === "--") return { values: values as Values<T>, before, after: argv.slice(i + 1) };
+    if (arg.length < 2 || !arg.startsWith("-")) {
+      before.push(arg);
+    } else if (arg.startsWith("--")) {
+      const equals = arg.indexOf("=");
+      const name = equals === -1 ? arg.slice(2) : arg.slice(2, equals);
+      if (take(`--${name}`, name, equals === -1 ? undefined : arg.slice(equals + 1), argv[i + 1]))
+        i++;
+    } else {
+      // -n, -nq (booleans), -t5 or -nt5 (a string option takes the rest of the argument).
+      for (let j = 1; j < arg.length; j++) {
+        const letter = arg[j] as string;
+        const name = Object.keys(options).find((key) => options[key]?.short === letter);
+        const rest = j + 1 < arg.length ? arg.slice(j + 1) : undefined;
+        const isString = name !== undefined && options[name]?.type === "string";
+        if (take(`-${letter}`, name, isString ? rest : undefined, argv[i + 1])) i++;
+        if (isString) break;
+      }
     }
   }
-  return undefined;
+  return { values: values as Values<T>, before, after: undefined };
 }
 
 function integer(text: string, option: string, min: number, max: number): number {

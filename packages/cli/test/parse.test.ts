@@ -166,6 +166,45 @@ describe("run options", () => {
     });
   });
 
+  it("reads options as node:util's parseArgs does: --name value, --name=value, -n value, -nvalue, grouped shorts", () => {
+    const args = (argv: string[]) => parseRunArgs(argv, {});
+    expect(args(["-nq", "k", "--", "true"])).toMatchObject({ timeoutMs: 0, quiet: true });
+    expect(args(["-t5", "k", "--", "true"])).toMatchObject({ timeoutMs: 5_000 });
+    expect(args(["-vt", "2s", "k", "--", "true"])).toMatchObject({
+      timeoutMs: 2_000,
+      verbose: true,
+    });
+    expect(args(["-qt1m", "k", "--", "true"])).toMatchObject({ timeoutMs: 60_000, quiet: true });
+    expect(
+      args([
+        "k",
+        "--ttl=30s",
+        "-b",
+        "redis://a",
+        "--backend",
+        "redis://b",
+        "-bredis://c",
+        "--",
+        "x",
+        "-n",
+      ]),
+    ).toMatchObject({
+      key: "k",
+      ttlMs: 30_000,
+      backend: { kind: "redis", urls: ["redis://a", "redis://b", "redis://c"] },
+      command: "x",
+      args: ["-n"],
+      timeoutMs: Number.POSITIVE_INFINITY,
+    });
+    // A lone "-" is an argument, the last of several values wins, options after -- are the command's.
+    expect(args(["--timeout", "1s", "-t", "3s", "-", "--", "-", "--timeout"])).toMatchObject({
+      key: "-",
+      timeoutMs: 3_000,
+      command: "-",
+      args: ["--timeout"],
+    });
+  });
+
   const problem = (argv: string[]): string => {
     try {
       parseRunArgs(argv, {});
@@ -193,6 +232,9 @@ describe("run options", () => {
     [["--quiet=yes", "k", "--", "true"], /^locks run: --quiet takes no value \(see/],
     [["--bogus", "k", "--", "true"], /^locks run: unknown option --bogus \(see/],
     [["-x", "k", "--", "true"], /^locks run: unknown option -x \(see/],
+    [["-nx", "k", "--", "true"], /^locks run: unknown option -x \(see/],
+    [["-q=1", "k", "--", "true"], /^locks run: unknown option -= \(see/],
+    [["--", "true"], /^locks run: missing <key> before --/],
     [["--timeout=-1", "k", "--", "true"], /^locks: |^--timeout "-1" is not a duration/],
   ])("%j: one line in our words", (argv, expected) => {
     const message = problem(argv);
