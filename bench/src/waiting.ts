@@ -135,6 +135,25 @@ function cpuOf(pids: readonly number[]): number {
   return sum(pids.map((pid) => processCpuUs(pid) ?? 0));
 }
 
+/** CPU time of the waiting clients and of the server. */
+interface Cpu {
+  readonly clients: number;
+  readonly server: number;
+}
+
+/** CPU µs between two readings, per `n` (µs per item; per ms of time: ms per s). */
+function cpuPer(before: Cpu, after: Cpu, n: number): Cpu {
+  return {
+    clients: (after.clients - before.clients) / n,
+    server: (after.server - before.server) / n,
+  };
+}
+
+function cpuText(cpu: Cpu): string {
+  const f = (v: number) => (v >= 100 ? Math.round(v).toLocaleString("en-US") : v.toFixed(1));
+  return `${f(cpu.clients)} + ${f(cpu.server)} = ${f(cpu.clients + cpu.server)}`;
+}
+
 /** A server under test, as the waiting runs see it. */
 interface Served {
   readonly target: string;
@@ -152,10 +171,11 @@ interface WaitingRow {
   readonly baselinePerSecond: number;
   readonly idlePerSecond: number;
   readonly idlePerWaiter: number;
-  readonly idleCpuMsPerSecond: number;
+  /** CPU ms per second: the children, the server. */
+  readonly idleCpuMsPerSecond: Cpu;
   readonly handoffs: number;
   readonly perHandoff: number;
-  readonly cpuUsPerHandoff: number;
+  readonly cpuUsPerHandoff: Cpu;
   readonly gapMs: number;
   readonly byMethod?: string;
 }
@@ -204,15 +224,16 @@ async function waitingRuns(backend: ServerBackend, served: Served): Promise<Wait
       // Every wait makes its first attempts; a store queue takes its places.
       await sleep(QUICK ? 1_000 : waiters <= 200 ? 3_000 : 6_000);
 
-      const pids = [...clientPids, ...served.pids()];
+      const serverPids = served.pids();
+      const cpuNow = (): Cpu => ({ clients: cpuOf(clientPids), server: cpuOf(serverPids) });
       const methods0 = await served.byMethod?.();
-      const cpu0 = cpuOf(pids);
+      const cpu0 = cpuNow();
       const c0 = await served.count();
       const t0 = performance.now();
       await sleep(IDLE_MS);
       const c1 = await served.count();
       const seconds = (performance.now() - t0) / 1000;
-      const cpu1 = cpuOf(pids);
+      const cpu1 = cpuNow();
       const methods1 = await served.byMethod?.();
       const idlePerSecond = (c1 - c0) / seconds;
 
@@ -224,13 +245,13 @@ async function waitingRuns(backend: ServerBackend, served: Served): Promise<Wait
         };
       });
       const c2 = await served.count();
-      const cpu2 = cpuOf(pids);
+      const cpu2 = cpuNow();
       const releasedAt = epochNow();
       await lease.release();
       const deadline = sleep(HANDOFF_DEADLINE_MS);
       await Promise.race([enough, deadline]);
       const c3 = await served.count();
-      const cpu3 = cpuOf(pids);
+      const cpu3 = cpuNow();
       const handoffs = grants.length;
       onGrant = () => {};
       const sorted = [...grants].sort((a, b) => a - b);
@@ -245,10 +266,10 @@ async function waitingRuns(backend: ServerBackend, served: Served): Promise<Wait
         baselinePerSecond,
         idlePerSecond,
         idlePerWaiter: Math.max(0, idlePerSecond - baselinePerSecond) / waiters,
-        idleCpuMsPerSecond: (cpu1 - cpu0) / 1000 / seconds,
+        idleCpuMsPerSecond: cpuPer(cpu0, cpu1, seconds * 1000),
         handoffs,
         perHandoff: (c3 - c2) / handoffs,
-        cpuUsPerHandoff: (cpu3 - cpu2) / handoffs,
+        cpuUsPerHandoff: cpuPer(cpu2, cpu3, handoffs),
         gapMs: median(gaps),
         ...(methods0 && methods1 ? { byMethod: methodDelta(methods0, methods1) } : {}),
       });
@@ -360,10 +381,10 @@ const waiting: BenchSuite = async () => {
       "alone req/s",
       "idle req/s",
       "idle req / waiter / s",
-      "idle CPU ms/s",
+      "idle CPU ms/s: clients + server",
       "handoffs",
       "req / handoff",
-      "CPU µs / handoff",
+      "CPU µs / handoff: clients + server",
       "median gap ms",
       `goals (≤ ${GOAL_IDLE}, ≤ ${GOAL_HANDOFF})`,
     ],
@@ -373,12 +394,12 @@ const waiting: BenchSuite = async () => {
       r.baselinePerSecond,
       r.idlePerSecond,
       r.idlePerWaiter,
-      r.idleCpuMsPerSecond,
+      cpuText(r.idleCpuMsPerSecond),
       String(r.handoffs),
       ...(r.handoffs > 0
         ? [
             r.perHandoff,
-            r.cpuUsPerHandoff,
+            cpuText(r.cpuUsPerHandoff),
             r.gapMs,
             `${verdict(r.idlePerWaiter <= GOAL_IDLE)}, ${verdict(r.perHandoff <= GOAL_HANDOFF)}`,
           ]
