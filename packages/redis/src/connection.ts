@@ -203,10 +203,10 @@ export class Connection {
     timeoutMs: number,
     withinMs: number,
   ): Promise<unknown> {
-    const run = (): Promise<unknown> => this.run(script, keys, args, timeoutMs);
-    return run().catch((error: unknown) => {
+    // No closure is made unless it failed: this is every release's path.
+    return this.run(script, keys, args, timeoutMs).catch((error: unknown) => {
       const options = { signal: this.#closed.signal, giveUpAfterMs: withinMs };
-      void retryInBackground(run, options);
+      void retryInBackground(() => this.run(script, keys, args, timeoutMs), options);
       throw error;
     });
   }

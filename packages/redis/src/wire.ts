@@ -60,14 +60,19 @@ export function releaseCall(
   tag = "",
 ): [string[], Array<string | number>] {
   const mode = wireMode(request);
+  // The common release: exclusive, unlabelled, not fair, one server.
+  if (mode === "x" && !fair && tag === "" && request.holder === undefined) {
+    return [
+      [l.exclusive, l.channel],
+      [request.owner, publish],
+    ];
+  }
   const [x, ...rest] = holdKeys(request, l);
   const keys = fair
     ? [l.exclusive, l.channel, l.details, holdersKey(l, mode), l.queue, l.queueExpiry]
     : [x as string, l.channel, ...rest];
   const args: Array<string | number> = [request.owner, publish, mode, tag, fair ? 1 : 0];
   if (request.holder !== undefined) args.push(1);
-  // Trailing defaults are left out (mode x, no tag, not fair): the common release sends two.
-  else if (!fair) args.length = tag !== "" ? 4 : mode !== "x" ? 3 : 2;
   return [keys, args];
 }
 
