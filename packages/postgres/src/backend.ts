@@ -108,7 +108,7 @@ export class PostgresBackend implements Backend<Hold> {
 
   constructor(options: ResolvedOptions) {
     this.#options = options;
-    this.#sql = sql.statements(options.table);
+    this.#sql = sql.statements(options.table, options.sequence, options.channel);
     const { sequence } = options;
     this.#queue = { sequence, sql: this.#sql, cancel: (conn) => this.#cancel(conn) };
     this.capabilities = Object.freeze({
@@ -189,7 +189,7 @@ export class PostgresBackend implements Backend<Hold> {
     if (!this.#forgetHold(hold)) return Promise.resolve();
     const { conn, markers, noted } = hold;
     const low = Number(BigInt.asIntN(32, hold.token));
-    const values = [hold.id, hold.interest, this.#options.channel, hold.interest, hold.key, low];
+    const values = [hold.id, hold.interest, hold.key, low];
     if (markers !== undefined) values.push(...markers);
     if (noted) values.push(String(hold.token));
     const grants = noted ? this.#sql.noted : this.#sql.plain;
@@ -202,10 +202,13 @@ export class PostgresBackend implements Backend<Hold> {
       if (markers === undefined) this.#leaveLine(hold.key, conn);
       else this.#recycle(conn);
     };
-    // Again when a late cancel (on a queue connection) interrupted it, as any clean-up. Any other
-    // failure leaves an unknown state: end the session, which frees every lock it holds (the others
-    // are reported lost).
-    return retried(conn, () => conn.query(statement, values)).then(done, (error: unknown) => {
+    // Again when a late cancel (only ever sent to a queue connection) interrupted it, as any
+    // clean-up. Any other failure leaves an unknown state: end the session, which frees every lock
+    // it holds (the others are reported lost).
+    const unlocked = conn.queue
+      ? retried(conn, () => conn.query(statement, values))
+      : conn.query(statement, values);
+    return unlocked.then(done, (error: unknown) => {
       conn.fail(error);
       done();
     });
@@ -397,7 +400,7 @@ export class PostgresBackend implements Backend<Hold> {
     }
     conn.hold(ids.key, request.mode);
     const { holder } = request;
-    const values: unknown[] = [ids.key, this.#options.sequence, ids.presence, ...ids.markerHalves];
+    const values: unknown[] = [ids.key, ids.presence, ...ids.markerHalves];
     if (held !== undefined) {
       const { classid, objid } = idHalves(ids.key);
       values.push(classid, objid);

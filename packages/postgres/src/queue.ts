@@ -69,7 +69,7 @@ export async function waitInQueue(
   const holder = key?.holder;
   const grants = holder === undefined ? host.sql.plain : host.sql.noted;
   const statement = key === undefined ? WAIT_TURN : grants.WAIT[mode];
-  const values: unknown[] = key === undefined ? [id] : [id, host.sequence, ...key.check];
+  const values: unknown[] = key === undefined ? [id] : [id, ...key.check];
   if (holder !== undefined) values.push(Buffer.from(holder));
   conn.waiting = true;
   try {

@@ -41,22 +41,23 @@ function semaphoreLimit(a: string, b: string, except = ""): string {
 /**
  * After a limit-1 grant of $1 (in `mode`): the token, or, when the key is
  * held as a semaphore, the lock given back and minus that limit. Semaphore
- * holders hold the presence marker $3 in shared mode: when it can be taken
+ * holders hold the presence marker $2 in shared mode: when it can be taken
  * exclusively (and is let go at once), none exists; when not (a holder, or
  * another such check at the same instant), pg_locks tells. A semaphore
  * request takes its markers before it checks for limit-1 holders, and this
  * check runs after the grant, so of two such requests racing, at least one
- * sees the other. $2 sequence, $4 $5 the limit markers' halves.
+ * sees the other. `sequence`: the sequence as a regclass constant, $3 $4
+ * the limit markers' halves.
  */
-function tokenUnlessSemaphore(mode: LockMode): string {
+function tokenUnlessSemaphore(mode: LockMode, sequence: string): string {
   const unlock = mode === "exclusive" ? "pg_advisory_unlock" : "pg_advisory_unlock_shared";
   return `CASE
-    WHEN pg_try_advisory_lock($3::int8) THEN
-      CASE WHEN pg_advisory_unlock($3::int8) THEN nextval($2::regclass) END
+    WHEN pg_try_advisory_lock($2::int8) THEN
+      CASE WHEN pg_advisory_unlock($2::int8) THEN nextval(${sequence}) END
     ELSE (
-      SELECT CASE WHEN s.other IS NULL THEN nextval($2::regclass)
+      SELECT CASE WHEN s.other IS NULL THEN nextval(${sequence})
                   WHEN ${unlock}($1::int8) THEN -s.other END
-      FROM (SELECT (${semaphoreLimit("$4", "$5")}) AS other) s
+      FROM (SELECT (${semaphoreLimit("$3", "$4")}) AS other) s
     )
   END`;
 }
@@ -150,7 +151,15 @@ const unmark = (key: string, bits: string) =>
  * live in pg_locks, so a crashed session's rows are ignored; connection setup
  * deletes them (`SETUP`), and forceRelease those of the sessions it ended.
  */
-export function statements(table: string) {
+export function statements(table: string, sequenceName: string, channel: string) {
+  /**
+   * The sequence as a constant, resolved once per prepared statement (a
+   * `$n::regclass` parameter is looked up in the catalog at every call); a
+   * plan depending on it is replanned if it is dropped and made again.
+   */
+  const sequence = `'${sequenceName}'::regclass`;
+  /** NOTIFY of the pollers of the interest marker $2 (the channel: an identifier from the options). */
+  const notify = `pg_notify('${channel}', $2::text)`;
   /** With `noted`, the labelled variants: the label is their last parameter. */
   const grants = (noted: boolean) => {
     const suffix = noted ? "_noted" : "";
@@ -183,18 +192,17 @@ export function statements(table: string) {
        * conditions in order). `token` is NULL when the key is taken, and
        * negative (minus their limit) when semaphore holders hold it. `pid`
        * detects a connection swapped under us (a transaction-mode pooler).
-       * $1 key, $2 sequence, $3 presence marker, $4 $5 limit markers' halves,
-       * [$6 label].
+       * $1 key, $2 presence marker, $3 $4 limit markers' halves, [$5 label].
        */
       TRY: byMode((mode, shared) =>
         statement(
           `locks_try${shared}${suffix}`,
           marked(
-            `SELECT CASE WHEN pg_try_advisory_lock${shared}($1::int8) THEN ${tokenUnlessSemaphore(mode)} END AS token,
+            `SELECT CASE WHEN pg_try_advisory_lock${shared}($1::int8) THEN ${tokenUnlessSemaphore(mode, sequence)} END AS token,
                pg_backend_pid() AS pid`,
             "$1::int8",
             "$1::int8",
-            "$6",
+            "$5",
           ),
         ),
       ),
@@ -207,7 +215,7 @@ export function statements(table: string) {
        * server does for the reader of another session. Then as TRY: the
        * session may not hold the key after all (its first reader's attempt,
        * still on the wire, may fail), and semaphore holders may have come
-       * meanwhile. $1 to $5 as TRY, $6 classid, $7 objid, [$8 label].
+       * meanwhile. $1 to $4 as TRY, $5 classid, $6 objid, [$7 label].
        */
       TRY_READ_AGAIN: statement(
         `locks_try_read_again${suffix}`,
@@ -216,13 +224,13 @@ export function statements(table: string) {
              WHEN EXISTS (
                SELECT 1 FROM pg_locks
                WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
-                 AND classid = $6::oid AND objid = $7::oid AND database = ${THIS_DATABASE}
+                 AND classid = $5::oid AND objid = $6::oid AND database = ${THIS_DATABASE}
              ) THEN NULL
-             WHEN pg_try_advisory_lock_shared($1::int8) THEN ${tokenUnlessSemaphore("shared")}
+             WHEN pg_try_advisory_lock_shared($1::int8) THEN ${tokenUnlessSemaphore("shared", sequence)}
            END AS token, pg_backend_pid() AS pid`,
           "$1::int8",
           "$1::int8",
-          "$8",
+          "$7",
         ),
       ),
 
@@ -291,18 +299,18 @@ export function statements(table: string) {
        * connection's lock_timeout). The materialized CTE is evaluated before
        * the outer row exists, so the token is drawn after the grant, in grant
        * order; `token` is negative as in TRY when semaphore holders hold the
-       * key (the lock is given back then). $1 key, $2 sequence, $3 presence
-       * marker, $4 $5 limit markers' halves, [$6 label].
+       * key (the lock is given back then). $1 key, $2 presence marker, $3 $4
+       * limit markers' halves, [$5 label].
        */
       WAIT: byMode((mode, shared) =>
         statement(
           `locks_wait${shared}${suffix}`,
           marked(
             `WITH locked AS MATERIALIZED (SELECT pg_advisory_lock${shared}($1::int8))
-             SELECT ${tokenUnlessSemaphore(mode)} AS token FROM locked`,
+             SELECT ${tokenUnlessSemaphore(mode, sequence)} AS token FROM locked`,
             "$1::int8",
             "$1::int8",
-            "$6",
+            "$5",
           ),
         ),
       ),
@@ -311,37 +319,41 @@ export function statements(table: string) {
        * Release, and in the same round trip, wake pollers: a poller holds the
        * key's interest marker ($2) in shared mode while it waits, so the
        * marker cannot be taken exclusively exactly when somebody waits; then
-       * NOTIFY $3 with the marker as payload ($4), unless the key is not free
+       * NOTIFY the channel with the marker as payload, unless the key is not free
        * after the unlock even for a reader: the server's lock queue handed it
        * on inside the unlock (a poller's attempt would be refused), or a
        * writer waits there. An uncontended release sends no notification,
-       * nor does a handoff through the server's queue. $1 key, $5 $6 the
-       * token markers (the key's id, the token's low 32 bits), [$7 the token: its row].
+       * nor does a handoff through the server's queue. One column (nobody
+       * reads it, and each column costs the client a field to parse):
+       * `num_nulls` evaluates every argument.
+       * $1 key, $3 $4 the token markers (the key's id, the token's low 32
+       * bits), [$5 the token: its row].
        */
       RELEASE: byMode((_mode, shared) =>
         statement(
           `locks_release${shared}${suffix}`,
-          `${unnoted("$7")}SELECT pg_advisory_unlock${shared}($1::int8) AS released, ${unmark("$5::int8", "$6")} AS unmarked,
+          `${unnoted("$5")}SELECT num_nulls(pg_advisory_unlock${shared}($1::int8), ${unmark("$3::int8", "$4")},
              CASE WHEN pg_try_advisory_lock($2::int8) THEN pg_advisory_unlock($2::int8)
                   WHEN NOT pg_try_advisory_lock_shared($1::int8) THEN true
-                  ELSE pg_advisory_unlock_shared($1::int8) AND pg_notify($3, $4) IS NULL END AS quiet`,
+                  ELSE pg_advisory_unlock_shared($1::int8) AND ${notify} IS NULL END) AS nulls`,
         ),
       ),
 
       /**
-       * Releases a semaphore slot ($1), its token markers ($5 the key's id,
-       * $6 the token's low 32 bits) and the
-       * holder's presence and limit markers ($7, $8, $9), then wakes pollers
-       * as RELEASE does ($2, $3, $4). [$10 the token: its row.]
+       * Releases a semaphore slot ($1), its token markers ($3 the key's id,
+       * $4 the token's low 32 bits) and the holder's presence and limit
+       * markers ($5, $6, $7), then wakes pollers (the turn's holder among
+       * them) of the interest marker $2 whenever there are any.
+       * [$8 the token: its row.]
        */
       RELEASE_SLOT: statement(
         `locks_release_slot${suffix}`,
-        `${unnoted("$10")}SELECT pg_advisory_unlock($1::int8) AS released, ${unmark("$5::int8", "$6")} AS unmarked,
-           pg_advisory_unlock_shared($7::int8) AS unmarked_p,
-           pg_advisory_unlock_shared($8::int8) AS unmarked_a,
-           pg_advisory_unlock_shared($9::int8) AS unmarked_b,
+        `${unnoted("$8")}SELECT pg_advisory_unlock($1::int8) AS released, ${unmark("$3::int8", "$4")} AS unmarked,
+           pg_advisory_unlock_shared($5::int8) AS unmarked_p,
+           pg_advisory_unlock_shared($6::int8) AS unmarked_a,
+           pg_advisory_unlock_shared($7::int8) AS unmarked_b,
            CASE WHEN pg_try_advisory_lock($2::int8) THEN pg_advisory_unlock($2::int8)
-                ELSE pg_notify($3, $4) IS NULL END AS quiet`,
+                ELSE ${notify} IS NULL END AS quiet`,
       ),
     };
   };
