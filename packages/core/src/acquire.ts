@@ -15,7 +15,19 @@ import type { KeyWaits } from "./key-wait.js";
  * `releaseQuietly` hands back a grant that came too late (hold undefined: an
  * attempt whose outcome is unknown).
  */
-export async function waitForGrant(
+export function waitForGrant(
+  calls: BackendCalls,
+  keyWaits: KeyWaits,
+  request: LockRequest,
+  cancel: AbortSignal,
+  releaseQuietly: (hold: unknown) => void,
+): Promise<AcceptedGrant> {
+  // No queue: straight to the key's waiters (no suspended frame per waiter).
+  if (calls.backend.acquire === undefined) return keyWaits.wait(request, cancel, releaseQuietly);
+  return waitInQueue(calls, keyWaits, request, cancel, releaseQuietly);
+}
+
+async function waitInQueue(
   calls: BackendCalls,
   keyWaits: KeyWaits,
   request: LockRequest,
