@@ -27,6 +27,12 @@ interface WorkerJob {
   readonly start: Int32Array;
 }
 
+/** A contended case run alone in a fresh worker isolate: its own heap, so it pays for its own garbage only. */
+interface AloneJob {
+  readonly role: "locks-thread-bench-alone";
+  readonly kind: "mutex" | "locks";
+}
+
 type Cycle = () => Promise<unknown>;
 
 /**
@@ -116,15 +122,7 @@ async function contendedWorkers(ms = ROUND_MS): Promise<Rate> {
   const table = createSharedLockTable({ slots: 64 });
   const start = new Int32Array(new SharedArrayBuffer(4));
   const job: WorkerJob = { role: "locks-thread-bench", table, durationMs: ms, start };
-  const workers = Array.from(
-    { length: WORKERS },
-    () =>
-      // Node 20 ignores --import in a worker's execArgv: register tsx inside the worker instead.
-      new Worker(
-        `import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(import.meta.url)}); })`,
-        { eval: true, workerData: job, execArgv: ["--conditions=@locks/source"] },
-      ),
-  );
+  const workers = Array.from({ length: WORKERS }, () => benchWorker(job));
   try {
     const replies = workers.map((worker) => {
       const messages: unknown[] = [];
@@ -175,6 +173,49 @@ async function workerMain(job: WorkerJob): Promise<void> {
   const ms = performance.now() - start;
   await locks.close();
   parentPort!.postMessage({ ops, ms });
+}
+
+/** Starts this file in a worker with `workerData`. */
+function benchWorker(workerData: WorkerJob | AloneJob): Worker {
+  // Node 20 ignores --import in a worker's execArgv: register tsx inside the worker instead.
+  return new Worker(
+    `import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(import.meta.url)}); })`,
+    { eval: true, workerData, execArgv: ["--conditions=@locks/source"] },
+  );
+}
+
+/**
+ * `TASKS` tasks contending in a fresh worker isolate, `ROUNDS` rounds: best
+ * wall rate, CPU summed over the rounds (the process's: the main thread only
+ * waits meanwhile; the worker's start-up is not counted).
+ */
+async function aloneContended(kind: AloneJob["kind"]): Promise<Rate> {
+  const worker = benchWorker({ role: "locks-thread-bench-alone", kind });
+  try {
+    return await new Promise<Rate>((resolve, reject) => {
+      worker.once("message", resolve);
+      worker.once("error", reject);
+    });
+  } finally {
+    await worker.terminate();
+  }
+}
+
+async function aloneMain(job: AloneJob): Promise<void> {
+  const locks = createLocks(threadBackend(), { namespace: "bench" });
+  const mutex = new Mutex();
+  const cycle = job.kind === "mutex" ? mutexCycle(mutex) : lockCycle(locks);
+  let wall = 0;
+  let ops = 0;
+  let cpuUs = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    const r = await contended(TASKS, cycle);
+    wall = Math.max(wall, r.wall);
+    ops += r.ops;
+    cpuUs += r.cpuUs;
+  }
+  await locks.close();
+  parentPort!.postMessage({ wall, ops, cpuUs } satisfies Rate);
 }
 
 /** Runs `body` with a subscriber on every channel @locks/core publishes on. */
@@ -238,6 +279,9 @@ const run: BenchSuite = async () => {
   } finally {
     await Promise.all(opened.map((locks) => locks.close()));
   }
+  // After the interleaved rounds, one worker at a time: nothing else runs meanwhile.
+  const mutexAlone = await aloneContended("mutex");
+  const isolateAlone = await aloneContended("locks");
 
   const b = best;
   const x = (n: number): string => `${n.toFixed(2)}x`;
@@ -286,6 +330,16 @@ const run: BenchSuite = async () => {
           b.isolateContended,
           b.mutexContended,
         ),
+        row(
+          `async-mutex Mutex: ${TASKS} tasks on one lock, alone in a fresh worker isolate`,
+          mutexAlone,
+          mutexAlone,
+        ),
+        row(
+          `createLocks(threadBackend()): ${TASKS} tasks on one key, alone in a fresh worker isolate`,
+          isolateAlone,
+          mutexAlone,
+        ),
       ],
       notes: [
         "Goal: uncontended overhead within 1.5x of raw async-mutex (ratio >= 0.67x).",
@@ -293,7 +347,7 @@ const run: BenchSuite = async () => {
         `ops/s: best of ${ROUNDS} interleaved rounds of ${ROUND_MS} ms, each after a warm-up (200 cycles per task); lease TTL off (the default), so no timer per lease.`,
         "CPU µs per op: the CPU time of the whole process (all threads) over all rounds, divided by the ops: load from other processes on the machine hardly changes it. CPU ratios above 1x cost more than the reference.",
         "Contended, every acquire waits in the FIFO queue (tryAcquire never passes a waiter) and pays the core's wait path; these waits have neither timeout nor signal, so they share the client's close signal, which the key's queue listens to once (a wait with timeoutMs still makes an AbortController, about 2.4 us).",
-        "Rounds run in one process, so a case may pay for garbage the case before it left in the old generation: measured with --trace-gc, contended async-mutex alone grows the heap to about 37 MB between major collections, the contended @locks/thread rounds alone stay near 9 MB with nothing promoted, and run interleaved, major collections land in either's rounds. CPU per op of the contended rows swings with it.",
+        "Rounds run in one process, so a case may pay for garbage the case before it left in the old generation (the 'alone' rows run each contended case in its own worker isolate, with its own heap, after the others): measured with --trace-gc, contended async-mutex alone grows the heap to about 37 MB between major collections, the contended @locks/thread rounds alone stay near 9 MB with nothing promoted, and run interleaved, major collections land in either's rounds. CPU per op of the contended rows swings with it.",
       ],
     },
     {
@@ -334,5 +388,6 @@ const run: BenchSuite = async () => {
 
 export default run;
 
-const job = workerData as WorkerJob | undefined;
+const job = workerData as WorkerJob | AloneJob | undefined;
 if (!isMainThread && job?.role === "locks-thread-bench") await workerMain(job);
+if (!isMainThread && job?.role === "locks-thread-bench-alone") await aloneMain(job);
