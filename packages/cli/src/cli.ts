@@ -17,23 +17,19 @@ try {
   // A platform without SIGUSR1 (Windows) has no such inspector trigger either.
 }
 
-// Before the other bundles load: they are the `.cjs` files next to the bin (nothing in src/).
-enableCompileCache(import.meta.dirname);
+const argv = process.argv.slice(2);
+// Before the other bundles load: they are the `.cjs` files next to the bin (nothing in src/). Only
+// for the commands that load a backend: a cache made by `--help` would lack what `run` compiles.
+if (argv[0] === "run" || argv[0] === "status" || argv[0] === "release") {
+  enableCompileCache(import.meta.dirname);
+}
 
 void import("./main.js")
-  .then(({ main }) => main(process.argv.slice(2)))
-  .then(async (code) => {
+  .then(({ main }) => main(argv))
+  .then((code) => {
     process.exitCode = code;
-    // The lock is released and its client closed (or given up on) by now. Flush our own output,
-    // then exit rather than wait for timers a client library may leave behind (ioredis keeps a
-    // 2 s disconnect timer for a socket that never connected).
-    await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+    // The lock is released, its client closed (or given up on) and our output flushed by now:
+    // exit rather than wait for timers a client library may leave behind (ioredis keeps a 2 s
+    // disconnect timer for a socket that never connected).
     process.exit(code);
   });
-
-function flushed(stream: NodeJS.WriteStream): Promise<void> {
-  return new Promise((resolve) => {
-    if (stream.destroyed || !stream.writable) resolve();
-    else stream.write("", () => resolve());
-  });
-}

@@ -1,35 +1,42 @@
 import { quote } from "./args.js";
 import { ExitCode } from "./exit-codes.js";
 import { MAIN_HELP, RELEASE_HELP, RUN_HELP, STATUS_HELP } from "./help.js";
-import { reportError } from "./report.js";
+import { flushOutput, reportError, write } from "./report.js";
 import { UsageError } from "./usage-error.js";
 import { cliVersion } from "./version.js";
 
 /**
  * Runs the `locks` command line (`argv` without node and the script) and
- * resolves with the exit code. Writes to this process's stdio and, for
- * `locks run`, handles its signals while the command runs.
+ * resolves with the exit code, once its output is flushed. Writes to this
+ * process's stdio and, for `locks run`, handles its signals while the
+ * command runs.
  */
 export async function main(
   argv: readonly string[],
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
+  const code = await command(argv, env);
+  await flushOutput();
+  return code;
+}
+
+async function command(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   try {
     const [command, ...rest] = argv;
     switch (command) {
       case undefined:
-        process.stderr.write(MAIN_HELP);
+        write("stderr", MAIN_HELP);
         return ExitCode.usage;
       case "-h":
       case "--help":
-        process.stdout.write(MAIN_HELP);
+        write("stdout", MAIN_HELP);
         return 0;
       case "help":
-        process.stdout.write(helpFor(rest[0]));
+        write("stdout", helpFor(rest[0]));
         return 0;
       case "-V":
       case "--version":
-        process.stdout.write(`${cliVersion()}\n`);
+        write("stdout", `${cliVersion()}\n`);
         return 0;
       case "run": {
         // Loaded on demand: `locks --version` and `--help` never load the core.

@@ -1,4 +1,5 @@
 import { formatDuration } from "./duration.js";
+import { write } from "./report.js";
 
 /** Stops a progress line and clears it from the terminal (idempotent). */
 export type StopProgress = () => void;
@@ -11,14 +12,13 @@ const FIRST_AFTER_MS = 1_000;
  * a second, and only when stderr is a terminal.
  */
 export function showProgress(key: string, start: number, enabled: boolean): StopProgress {
-  const stderr = process.stderr;
-  if (!enabled || !stderr.isTTY) return () => {};
+  if (!enabled || !process.stderr.isTTY) return () => {};
   let shown = false;
   const draw = (): void => {
     shown = true;
     // Rounded, not floored: timers may fire a little early, and "0ms" after a second reads wrong.
     const waited = formatDuration(Math.round((performance.now() - start) / 1_000) * 1_000);
-    stderr.write(`\r\x1b[2Klocks: waiting for ${JSON.stringify(key)}... ${waited}`);
+    write("stderr", `\r\x1b[2Klocks: waiting for ${JSON.stringify(key)}... ${waited}`);
   };
   let interval: NodeJS.Timeout | undefined;
   const first = setTimeout(
@@ -33,7 +33,7 @@ export function showProgress(key: string, start: number, enabled: boolean): Stop
   return () => {
     clearTimeout(first);
     if (interval !== undefined) clearInterval(interval);
-    if (shown) stderr.write("\r\x1b[2K");
+    if (shown) write("stderr", "\r\x1b[2K");
     shown = false;
   };
 }

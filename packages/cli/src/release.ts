@@ -3,6 +3,7 @@ import { describeLocation } from "./backends.js";
 import { closeLocks, openLocks } from "./client.js";
 import { ExitCode } from "./exit-codes.js";
 import { RELEASE_HELP } from "./help.js";
+import { write } from "./report.js";
 
 /**
  * `locks release --force`: frees the key whoever holds it (the core's
@@ -11,7 +12,7 @@ import { RELEASE_HELP } from "./help.js";
 export async function release(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const args = parseReleaseArgs(argv, env);
   if (args === "help") {
-    process.stdout.write(RELEASE_HELP);
+    write("stdout", RELEASE_HELP);
     return 0;
   }
   const locks = await openLocks(args);
@@ -19,7 +20,8 @@ export async function release(argv: readonly string[], env: NodeJS.ProcessEnv): 
     const freed = await locks.forceRelease(args.key);
     if (!args.quiet) {
       const where = describeLocation(args.backend, locks.namespace);
-      process.stdout.write(
+      write(
+        "stdout",
         freed
           ? `freed: ${JSON.stringify(args.key)} (${where}); its holders lost the lock, the next holder gets a higher fencing token\n`
           : `not held: ${JSON.stringify(args.key)} (${where}); nothing was freed\n`,

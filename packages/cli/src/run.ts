@@ -7,7 +7,7 @@ import { formatDuration } from "./duration.js";
 import { ExitCode } from "./exit-codes.js";
 import { RUN_HELP } from "./help.js";
 import { showProgress } from "./progress.js";
-import { say } from "./report.js";
+import { say, write } from "./report.js";
 import { Interrupted, SignalRouter, signalExitCode } from "./signals.js";
 import { UsageError } from "./usage-error.js";
 
@@ -15,7 +15,7 @@ import { UsageError } from "./usage-error.js";
 export async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const args = parseRunArgs(argv, env);
   if (args === "help") {
-    process.stdout.write(RUN_HELP);
+    write("stdout", RUN_HELP);
     return 0;
   }
   // The core's rule for labels (it checks again at acquire), here before any connection is made.

@@ -5,19 +5,21 @@ import { closeLocks, openLocks } from "./client.js";
 import { formatDuration } from "./duration.js";
 import { ExitCode } from "./exit-codes.js";
 import { STATUS_HELP } from "./help.js";
+import { write } from "./report.js";
 
 /** `locks status`: prints who holds the key; exit 0 free, 1 held. */
 export async function status(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const args = parseStatusArgs(argv, env);
   if (args === "help") {
-    process.stdout.write(STATUS_HELP);
+    write("stdout", STATUS_HELP);
     return 0;
   }
   const locks = await openLocks(args);
   try {
     const state = await locks.inspect(args.key);
     if (!args.quiet) {
-      process.stdout.write(
+      write(
+        "stdout",
         args.json ? toJson(args, locks.namespace, state) : toText(args, locks.namespace, state),
       );
     }
