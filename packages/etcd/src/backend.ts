@@ -158,6 +158,8 @@ export class EtcdBackend implements Backend<Entry> {
   readonly #sessions = new Map<number, Session<Entry>>();
   readonly #granting = new Map<number, Promise<Session<Entry>>>();
   readonly #live = new Set<Session<Entry>>();
+  /** Exclusive takes on their way, by lock: true once answered, false if it failed. */
+  readonly #taking = new Map<LockKeys, Promise<boolean>>();
   /** The one watch of each lock that waiters of this instance wait on (by base key). */
   readonly #lockWatches = new Map<string, Promise<LockWatch>>();
   /** Locks recently found taken (by base key), oldest first: a contention hint for tryAcquire. */
@@ -242,9 +244,38 @@ export class EtcdBackend implements Backend<Entry> {
 
   // --- taking ------------------------------------------------------------
 
-  async #take(request: LockRequest): Promise<Attempt<Entry>> {
-    const start = monotonicNow();
+  #take(request: LockRequest): Promise<Attempt<Entry>> {
     const lock = this.#keysOf(request.digest);
+    if (request.limit > 1 || request.mode === "shared") return this.#takeNow(request, lock);
+    const inFlight = this.#taking.get(lock);
+    if (inFlight !== undefined) return this.#takeAfter(inFlight, request, lock);
+    const taking = this.#takeNow(request, lock);
+    const answered = taking.then(yes, no);
+    this.#taking.set(lock, answered);
+    void answered.then(() => {
+      if (this.#taking.get(lock) === answered) this.#taking.delete(lock);
+    });
+    return taking;
+  }
+
+  /**
+   * An exclusive take while another of the same lock by this instance is on
+   * its way (thousands of waiters arriving at once make their first
+   * attempts together): once that one is answered, the lock is taken either
+   * way (by someone else, or by that take), so this one is refused without a
+   * request. When that one failed, this one tries on its own.
+   */
+  async #takeAfter(
+    inFlight: Promise<boolean>,
+    request: LockRequest,
+    lock: LockKeys,
+  ): Promise<Attempt<Entry>> {
+    if (await inFlight) return { granted: false };
+    return this.#takeNow(request, lock);
+  }
+
+  async #takeNow(request: LockRequest, lock: LockKeys): Promise<Attempt<Entry>> {
+    const start = monotonicNow();
     if (request.limit === 1 && this.#wasBusy(lock)) {
       // Found taken a moment ago: read first, so that a failed take costs no write.
       const probe = await this.#kv.txn(probeRequest(lock, request.mode), this.#request());
@@ -443,6 +474,7 @@ export class EtcdBackend implements Backend<Entry> {
     };
     // Joined before the key is written: every deletion after the write is seen.
     if (!(await join())) return false;
+    const turnEnds = await shared.watch.joinTurn(signal);
     const writing = this.#kv.txn(enqueueRequest(entry, entry.session.id), this.#request());
     entry.writing = writing;
     let reply: ITxnResponse;
@@ -451,6 +483,8 @@ export class EtcdBackend implements Backend<Entry> {
     } catch (error) {
       if (!signal.aborted && this.#writeFailed(entry.session, error)) return false;
       throw error;
+    } finally {
+      turnEnds();
     }
     entry.writing = undefined;
     let position: Position | undefined;
@@ -889,6 +923,8 @@ export class EtcdBackend implements Backend<Entry> {
   }
 
   async #close(): Promise<void> {
+    for (const opening of this.#lockWatches.values()) void opening.then((w) => w.close(), ignore);
+    this.#lockWatches.clear();
     this.#watches.close();
     // Revoking the session leases frees every key this instance wrote, at once. A server
     // that stopped answering gets CLOSE_GRACE_MS; then every call still waiting is cancelled.
@@ -911,6 +947,14 @@ export class EtcdBackend implements Backend<Entry> {
     this.#sessions.clear();
     if (this.#owned) (this.#client as Etcd3).close();
   }
+}
+
+function yes(): boolean {
+  return true;
+}
+
+function no(): boolean {
+  return false;
 }
 
 /** A rejection handler that drops the error (one function, not a closure per call). */

@@ -1,3 +1,4 @@
+import { raceAbort } from "@locks/core/backend";
 import type { LockKeys } from "./layout.js";
 import type { Watch, Watches } from "./watches.js";
 
@@ -8,6 +9,19 @@ import type { Watch, Watches } from "./watches.js";
  * remembered reads again.
  */
 const REMEMBERED = 1_024;
+/**
+ * How long a lock's watch outlives its last waiter: a client that takes the
+ * same lock again soon (a worker loop) finds it open, and pays no watch
+ * message and no round trip to open it again before joining the queue.
+ */
+const LINGER_MS = 2_000;
+/**
+ * How many waiters of one lock in one backend instance write their keys at
+ * once. Thousands of waiters arriving together would otherwise queue
+ * thousands of writes at the server, past their deadline (and etcd3 resets
+ * its connections after a deadline): FIFO turns keep the queue order.
+ */
+const CONCURRENT_JOINS = 16;
 
 /**
  * One watch on the deletions of a lock's range, shared by every waiter (and
@@ -34,6 +48,10 @@ export class LockWatch {
   #forgottenUpTo: bigint;
   readonly #listeners = new Set<() => void>();
   #users = 0;
+  #linger: NodeJS.Timeout | undefined;
+  #joining = 0;
+  /** Waiters waiting for their turn to write their keys, first come first. */
+  readonly #turns: Array<() => void> = [];
   readonly #end: () => void;
 
   private constructor(watch: Watch, end: () => void) {
@@ -66,11 +84,43 @@ export class LockWatch {
   /** Joins: `onChange` runs at each deletion in the lock and when the watch is lost. */
   join(onChange: () => void): () => void {
     this.#users++;
+    clearTimeout(this.#linger);
+    this.#linger = undefined;
     this.#listeners.add(onChange);
     return () => {
-      if (!this.#listeners.delete(onChange)) return;
-      if (--this.#users === 0) this.#close();
+      if (!this.#listeners.delete(onChange) || --this.#users > 0 || !this.healthy) return;
+      this.#linger = setTimeout(() => this.close(), LINGER_MS);
+      this.#linger.unref();
     };
+  }
+
+  /**
+   * Waits for a turn to write a key into the lock's queue (see
+   * {@link CONCURRENT_JOINS}); the returned function ends it.
+   */
+  async joinTurn(signal: AbortSignal): Promise<() => void> {
+    if (this.#joining < CONCURRENT_JOINS) this.#joining++;
+    else {
+      const turn = new Promise<void>((resolve) => this.#turns.push(resolve));
+      try {
+        await raceAbort(turn, signal);
+      } catch (error) {
+        void turn.then(() => this.#nextTurn()); // its turn goes to the next one
+        throw error;
+      }
+    }
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.#nextTurn();
+    };
+  }
+
+  #nextTurn(): void {
+    const next = this.#turns.shift();
+    if (next !== undefined) next();
+    else this.#joining--;
   }
 
   /**
@@ -85,8 +135,7 @@ export class LockWatch {
 
   #deletion(revision: bigint | undefined, key: Buffer | undefined): void {
     if (revision === undefined || key === undefined) {
-      this.healthy = false;
-      this.#end();
+      this.close();
     } else {
       const name = key.toString("latin1");
       this.#deleted.delete(name);
@@ -101,7 +150,11 @@ export class LockWatch {
     for (const listener of [...this.#listeners]) listener();
   }
 
-  #close(): void {
+  /** Cancels the watch (at once: close() of the backend, or once it lingered unused). */
+  close(): void {
+    clearTimeout(this.#linger);
+    this.#linger = undefined;
+    if (!this.healthy) return;
     this.healthy = false;
     this.#watch.cancel();
     this.#end();
