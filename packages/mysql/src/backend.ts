@@ -83,6 +83,11 @@ export class MysqlBackend implements Backend<Hold> {
   readonly #sessions = new Set<Session>();
   /** A wait connection whose lock was released, kept for the next wait: connecting costs more than a handover. */
   #spare: Session | undefined;
+  /**
+   * Waits beyond maxConnections, by lock name, oldest first: each is handed
+   * the connection of this client's next wait for the name that ends (see `acquire`).
+   */
+  readonly #lines = new Map<string, Set<(session: Session | undefined) => void>>();
   /** One connect at a time, shared by every caller that needs the session meanwhile. */
   readonly #connectOnce = singleFlight(() => this.#connect());
   #host: BackendHost<Hold> | undefined;
@@ -155,33 +160,43 @@ export class MysqlBackend implements Backend<Hold> {
    * Waits in the server: `GET_LOCK(name, 30)` (again while it times out) on
    * a connection of its own, which then holds the lock; a release hands it
    * over at once (polling takes up to 100 ms). Declines (the core polls)
-   * with a pool or a given connection, or when maxConnections are open.
+   * with a pool or a given connection. When maxConnections are open, a wait
+   * lines up in the client behind this client's connections that wait for
+   * (or hold) the same name, at no cost to the server, and takes over the
+   * connection of the next of them to end; it declines when there is none.
    * An abort KILLs the wait's connection, which frees whatever it got:
    * nothing is left behind, whichever of the grant and the kill came first.
    */
   async acquire(request: LockRequest, { signal }: WaitOptions): Promise<Grant<Hold> | undefined> {
     const { uri, maxConnections } = this.#options;
-    const open = this.#waiters.size + 1;
-    if (uri === undefined || open >= maxConnections || this.#ending()) return undefined;
+    if (uri === undefined || this.#ending()) return undefined;
+    const name = lockName(request);
     let session: Session | undefined;
+    if (this.#lines.has(name) || this.#waiters.size + 1 >= maxConnections) {
+      session = await this.#lineUp(name, signal);
+      if (session === undefined) return undefined;
+    }
     const stop = onAbort(signal, () => void this.#kill(session));
     try {
       const spare = this.#spare;
-      this.#spare = undefined;
-      if (spare !== undefined && !spare.dead) {
+      if (session !== undefined) {
+        // Handed over by the wait before it in line: one of #waiters already.
+      } else if (spare !== undefined && !spare.dead) {
+        this.#spare = undefined;
         session = spare;
         this.#waiters.add(spare);
       } else {
         // Known before it connects: an abort or close() tears it down while it connects.
         await Session.open(this.#options, this.#onDeath, (opened) => {
           session = opened;
+          // Asked for from now on: later waits for the name line up behind this one meanwhile.
+          opened.names.set(name, undefined);
           this.#waiters.add(opened);
           this.#sessions.add(opened);
         });
       }
       if (session === undefined) throw new Error("no connection was opened");
       signal.throwIfAborted();
-      const name = lockName(request);
       session.names.set(name, undefined);
       for (;;) {
         const rows = await session.query<{ got: unknown }[]>(
@@ -204,10 +219,52 @@ export class MysqlBackend implements Backend<Hold> {
         this.#sessions.delete(session);
       }
       void (signal.aborted ? this.#kill(session) : session?.close());
+      this.#endLine(name);
       throw signal.aborted ? signal.reason : error;
     } finally {
       stop();
     }
+  }
+
+  /**
+   * Lines up for the connection of this client's next wait for `name` to
+   * end: undefined at once (or later) when no connection of this client
+   * waits for or holds the name. Rejects when `signal` aborts.
+   */
+  #lineUp(name: string, signal: AbortSignal): Promise<Session | undefined> {
+    if (!this.#serving(name)) return Promise.resolve(undefined);
+    let line = this.#lines.get(name);
+    if (line === undefined) {
+      line = new Set();
+      this.#lines.set(name, line);
+    }
+    const waiting = line;
+    return new Promise((resolve, reject) => {
+      const next = (session: Session | undefined): void => {
+        stop();
+        resolve(session);
+      };
+      waiting.add(next);
+      const stop = onAbort(signal, (reason) => {
+        waiting.delete(next);
+        if (waiting.size === 0 && this.#lines.get(name) === waiting) this.#lines.delete(name);
+        reject(reason);
+      });
+    });
+  }
+
+  /** Whether a wait connection of this client waits for or holds `name`. */
+  #serving(name: string): boolean {
+    for (const session of this.#waiters) if (!session.dead && session.names.has(name)) return true;
+    return false;
+  }
+
+  /** A wait connection for `name` is gone: with none left, the waits lined up for it decline. */
+  #endLine(name: string): void {
+    const line = this.#lines.get(name);
+    if (line === undefined || this.#serving(name)) return;
+    this.#lines.delete(name);
+    for (const next of line) next(undefined);
   }
 
   /** Named locks have no TTL: a lock is held as long as its session lives and holds it. */
@@ -242,8 +299,21 @@ export class MysqlBackend implements Backend<Hold> {
     await session
       .query("DO RELEASE_LOCK(?)", [name])
       .catch((error: unknown) => session.fail(error));
-    // A wait's connection held only this lock: kept for the next wait, or closed.
-    if (!this.#waiters.delete(session)) return;
+    // A wait's connection held only this lock: to the next wait lined up for it, kept for the next
+    // wait, or closed.
+    if (!this.#waiters.has(session)) return;
+    const line = this.#lines.get(name);
+    const [next] = line ?? [];
+    if (line !== undefined && next !== undefined && !session.dead && !this.#ending()) {
+      line.delete(next);
+      if (line.size === 0) this.#lines.delete(name);
+      // Asked for at once on its behalf, so that the name stays served meanwhile.
+      session.names.set(name, undefined);
+      next(session);
+      return;
+    }
+    this.#waiters.delete(session);
+    this.#endLine(name);
     const room = this.#waiters.size + 2 <= this.#options.maxConnections;
     if (this.#spare === undefined && room && !session.dead && !this.#ending()) {
       this.#spare = session;
@@ -409,7 +479,10 @@ export class MysqlBackend implements Backend<Hold> {
     this.#sessions.delete(session);
     this.#waiters.delete(session);
     if (this.#spare === session) this.#spare = undefined;
-    for (const hold of holds) this.#host?.lost(hold, "the MySQL session ended", cause);
+    for (const hold of holds) {
+      this.#endLine(hold.name);
+      this.#host?.lost(hold, "the MySQL session ended", cause);
+    }
   };
 
   /** The client is closing or closed: no connection is opened. */
