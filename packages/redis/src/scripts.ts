@@ -26,7 +26,7 @@ import { createHash } from "node:crypto";
  * label is always an ARGV, stored and returned as bytes: never part of a key
  * name, never evaluated.
  *
- * Acquire replies: `{1, token}` granted, `{0, ms}` refused (ms until it may
+ * Acquire replies: the token (an integer) granted, `{0, ms}` refused (ms until it may
  * change), `{2, limit}` refused because the holders use another limit (an
  * exclusive or shared holder's limit is 1).
  *
@@ -193,22 +193,22 @@ end
 /**
  * KEYS: x f. ARGV: owner, mode, ttl, limit, mark ('+' when the client has
  * waiters of the key: an exclusive grant is marked at once, see WAITED), [label].
- * Returns {1, fencingToken}, {0, msUntilItMayBeFree} or {2, holdersLimit}.
+ * Returns fencingToken, {0, msUntilItMayBeFree} or {2, holdersLimit}.
  * Idempotent for the same owner.
  */
 const ACQUIRE = `${ACQUIRE_HEAD}
 local value, label = owner .. ARGV[5], ARGV[6]
 local fresh = mode == 'x' and redis.call('SET', x, value, 'NX', 'PX', ARGV[3])
-if fresh and not label then return {1, redis.call('INCR', f)} end
+if fresh and not label then return redis.call('INCR', f) end
 ${SIBLINGS}
 ${EXCLUSIVE_TOKEN}
-if fresh then return {1, exclusiveToken(ARGV[3], label)} end
+if fresh then return exclusiveToken(ARGV[3], label) end
 ${WAITED}
 if mode == 'x' then
   local v = redis.call('GET', x)
   if ownedBy(v) then
     redis.call('PEXPIRE', x, ARGV[3])
-    return {1, exclusiveToken(ARGV[3], label)}
+    return exclusiveToken(ARGV[3], label)
   end
   -- Another exclusive holder (owner tokens are hex: never a marker).
   if v ~= 'r' and string.sub(v, 1, 1) ~= 's' then return {0, waitFor(v)} end
@@ -219,7 +219,7 @@ local ttl, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local wait, current = available(limit)
 if current then return {2, current} end
 if wait > 0 then return {0, wait} end
-return {1, grant(ttl, limit, label)}
+return grant(ttl, limit, label)
 `;
 
 /**
@@ -227,7 +227,7 @@ return {1, grant(ttl, limit, label)}
  * ARGV: owner, mode, ttl, limit,
  * enqueue ("1": join or stay in the queue, "0": a one-off try that only
  * succeeds when nobody waits ahead), waiterTtl[, label].
- * Returns {1, fencingToken}, {0, msUntilItMayChange} or {2, holdersLimit}
+ * Returns fencingToken, {0, msUntilItMayChange} or {2, holdersLimit}
  * (the waiter's queue entry stays: leaving the queue wakes the next one).
  */
 const FAIR_ACQUIRE = `${ACQUIRE_HEAD}
@@ -237,9 +237,9 @@ local value, label = owner, ARGV[7]
 -- Nobody queued: the plain exclusive path.
 local fresh = mode == 'x' and redis.call('EXISTS', q) == 0
   and redis.call('SET', x, value, 'NX', 'PX', ARGV[3])
-if fresh and not label then return {1, redis.call('INCR', f)} end
+if fresh and not label then return redis.call('INCR', f) end
 ${EXCLUSIVE_TOKEN}
-if fresh then return {1, exclusiveToken(ARGV[3], label)} end
+if fresh then return exclusiveToken(ARGV[3], label) end
 ${WAITED}
 ${HELPERS}
 ${GRANT}
@@ -266,7 +266,7 @@ if wait == 0 and turn then
     redis.call('ZREM', q, member)
     redis.call('ZREM', qe, member)
   end
-  return {1, grant(ttl, limit, label)}
+  return grant(ttl, limit, label)
 end
 if enqueue then
   if not rank then redis.call('ZADD', q, redis.call('INCR', qn), member) end

@@ -108,8 +108,9 @@ export function acquireKeys(layout: KeyLayout): string[] {
 }
 
 /**
- * Reads an acquire script's reply: `[1, token]` granted, `[0, msUntilItMayBeFree]`
- * refused; `[2, holdersLimit]` throws `limitMismatch` (INVALID_ARGUMENT): the key's
+ * Reads an acquire script's reply: the token (an integer, the common reply:
+ * no array to build or parse) granted, `[0, msUntilItMayBeFree]` refused;
+ * `[2, holdersLimit]` throws `limitMismatch` (INVALID_ARGUMENT): the key's
  * holders took it with another limit. A grant carries `hold`.
  */
 export function parseAcquireReply<Hold>(
@@ -117,11 +118,11 @@ export function parseAcquireReply<Hold>(
   request: LockRequest,
   hold?: Hold,
 ): Attempt<Hold> {
+  if (typeof reply === "number") return { granted: true, fencingToken: BigInt(reply), hold };
   if (!Array.isArray(reply) || reply.length !== 2) {
     throw new Error(`unexpected reply from the acquire script: ${JSON.stringify(reply)}`);
   }
   const [outcome, value] = reply as [unknown, unknown];
-  if (outcome === 1) return { granted: true, fencingToken: BigInt(value as number | string), hold };
   if (outcome === 2) throw limitMismatch(request.limit, Number(value));
   return { granted: false, retryAfterMs: Math.max(0, Number(value)) };
 }
