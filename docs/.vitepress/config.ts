@@ -65,6 +65,7 @@ export default defineConfig({
           { text: "The locks CLI", link: "/guide/cli" },
           { text: "Writing a backend", link: "/guide/writing-a-backend" },
           { text: "Benchmarks", link: "/guide/benchmarks" },
+          { text: "Waiting at scale", link: "/guide/scale" },
           { text: "Reliability under faults", link: "/guide/reliability" },
           { text: "Observability", link: "/guide/observability" },
           { text: "Leader election", link: "/guide/leader-election" },
