@@ -504,7 +504,13 @@ export class EtcdBackend implements Backend<Entry> {
     const hold = async (): Promise<boolean> => {
       const freshening = this.#freshen(entry.session, monotonicNow(), entry.ttlMs);
       if (freshening !== undefined) await raceAbort(freshening, signal);
-      granted = entry.session.alive && shared.watch.deletedAfter(entry.key, readAt) === undefined;
+      let gone = shared.watch.deletedAfter(entry.key, readAt);
+      if (gone === "unknown") {
+        // Forgotten meanwhile (a busy lock): the guarded read says whether our key is there.
+        const read = await this.#readPosition(entry, signal, true);
+        gone = read?.position.holder === true ? undefined : 0n;
+      }
+      granted = entry.session.alive && gone === undefined;
       return granted;
     };
     try {
