@@ -104,18 +104,19 @@ export class BackendCalls<Hold = unknown> {
       this.#settled();
       return Promise.reject(this.#unavailable(error));
     }
-    // One `then` for both outcomes: this runs twice per uncontended lock cycle.
-    return pending.then(
-      (value) => {
-        this.#settled();
-        return value;
-      },
-      (error: unknown) => {
-        this.#settled();
-        throw this.#unavailable(error);
-      },
-    );
+    // One `then` for both outcomes, with handlers made once: this runs twice per lock cycle.
+    return pending.then(this.#fulfilled as (value: T) => T, this.#rejected);
   }
+
+  readonly #fulfilled = <T>(value: T): T => {
+    this.#settled();
+    return value;
+  };
+
+  readonly #rejected = (error: unknown): never => {
+    this.#settled();
+    throw this.#unavailable(error);
+  };
 
   #settled(): void {
     if (--this.#pending > 0) return;

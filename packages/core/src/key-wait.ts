@@ -249,14 +249,17 @@ class KeyWait {
     if (!waiter.queued) return;
     waiter.queued = false;
     waiter.stopListening();
-    if (waiter === this.#head) this.#abandon?.();
+    const wasHead = waiter === this.#head;
+    if (wasHead) this.#abandon?.();
     if (waiter.prev === undefined) this.#head = waiter.next;
     else waiter.prev.next = waiter.next;
     if (waiter.next === undefined) this.#tail = waiter.prev;
     else waiter.next.prev = waiter.prev;
     waiter.prev = waiter.next = undefined;
     settle(value);
-    if (this.#head === undefined) this.#wake();
+    // A new head may fit where the old one did not (a reader behind a writer that gave up),
+    // and the last one out ends the loop. A sleep only: an attempt in flight decides itself.
+    if (wasHead) this.#wake();
   }
 }
 
