@@ -93,7 +93,7 @@ describe("idle waiters and handoffs", () => {
     expect(perHandoff, `requests per handoff`).toBeLessThanOrEqual(4);
   }, 60_000);
 
-  it("a handoff between two clients, each joining the queue anew, costs at most 4 requests", async () => {
+  it("a handoff between two clients, each joining the queue anew, costs at most 3.5 requests: no read between the release and the grant", async () => {
     const namespace = `ns-${randomBytes(5).toString("hex")}`;
     const clients = [client(namespace), client(namespace)];
     let holder = await clients[0]!.acquire("k");
@@ -108,10 +108,11 @@ describe("idle waiters and handoffs", () => {
       holder = await next;
     }
     await holder.release();
-    // Each handoff: the waiter's put, the holder's delete, perhaps a re-read when writes moved
-    // the revision while its watches opened. No read after the watch event.
+    // Each handoff: the waiter's first attempt (a read: the lock was found taken before), its
+    // put, the holder's delete; the waiter takes the lock from the watch event, with no read
+    // (a read there made it 4). Generous: keepalives may fall in the window.
     const perHandoff = ((await handled()) - before) / handoffs;
-    expect(perHandoff).toBeLessThanOrEqual(4);
+    expect(perHandoff).toBeLessThanOrEqual(3.5);
   }, 60_000);
 });
 
