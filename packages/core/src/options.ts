@@ -108,6 +108,8 @@ export function validateTtl(value: unknown, floor: number, name = "ttlMs"): numb
 }
 
 /** Validates and completes acquire options before any I/O. */
+const noOptions = new WeakMap<object, ResolvedOptions>();
+
 export function resolveOptions(
   options: AcquireOptions | undefined,
   defaults: { ttlMs: number; autoExtend: boolean },
@@ -115,16 +117,22 @@ export function resolveOptions(
   allowTimeout: boolean,
 ): ResolvedOptions {
   if (options === undefined) {
-    return {
-      ttlMs: defaults.ttlMs,
-      autoExtend: defaults.autoExtend,
-      mode: "exclusive",
-      limit: 1,
-      signal: undefined,
-      timeoutMs: Number.POSITIVE_INFINITY,
-      minHoldMs: 0,
-      holder: undefined,
-    };
+    // The same frozen object for every acquire without options (the hot path) of a client.
+    let resolved = noOptions.get(defaults);
+    if (resolved === undefined) {
+      resolved = Object.freeze({
+        ttlMs: defaults.ttlMs,
+        autoExtend: defaults.autoExtend,
+        mode: "exclusive",
+        limit: 1,
+        signal: undefined,
+        timeoutMs: Number.POSITIVE_INFINITY,
+        minHoldMs: 0,
+        holder: undefined,
+      });
+      noOptions.set(defaults, resolved);
+    }
+    return resolved;
   }
   refuseUnknownOptions(options, allowTimeout ? ACQUIRE_KEYS : TRY_ACQUIRE_KEYS);
   const o = options as Record<string, unknown>;
