@@ -128,7 +128,7 @@ interface Entry extends Contender {
   expiry: NodeJS.Timeout | undefined;
   /** When `expiry` is due (monotonic ms). */
   expiresAt: number;
-  /** Cancels the watch on a held key's deletion, or the timer that sets it up (see `#guard`). */
+  /** Stops watching the key's deletion: leaves the lock's watch (`#wait`), or ends the guard or its timer (`#guard`). */
   unguard: (() => void) | undefined;
 }
 
@@ -364,7 +364,7 @@ export class EtcdBackend implements Backend<Entry> {
    */
   #granted(entry: Entry): Grant<Entry> {
     this.#expireAfter(entry, entry.ttlMs);
-    // A grant from the queue keeps the watch on its own key it waited with.
+    // A grant from the queue keeps the lock's watch it waited on (see #wait).
     if (entry.unguard === undefined) this.#guard(entry);
     const local = monotonicNow() + entry.ttlMs - driftAllowance(entry.ttlMs);
     return {
