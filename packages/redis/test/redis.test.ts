@@ -451,6 +451,34 @@ describe("holder labels and forceRelease", () => {
     expect(await raw.exists(layout.details)).toBe(0);
   });
 
+  it("an uncontended cycle runs 6 commands and publishes nothing; a holder someone waited for publishes its release", async () => {
+    const server = await ownServer();
+    const ns = freshNamespace();
+    const admin = rawClient(server.url);
+    const locks = locksOver({ url: server.url }, ns);
+    await (await locks.acquire("warm-up")).release();
+    await admin.config("RESETSTAT");
+    for (let i = 0; i < 10; i++) await (await locks.acquire("k")).release();
+    const stats = await admin.info("commandstats");
+    const calls = [...stats.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)].map(([, name, n]) => [
+      name,
+      Number(n),
+    ]);
+    // The admin's own RESETSTAT and INFO are not counted yet.
+    expect(Object.fromEntries(calls)).toEqual({
+      evalsha: 20,
+      set: 10,
+      incr: 10,
+      get: 10,
+      del: 10,
+    });
+    // Refused once, the holder is marked: its release publishes.
+    const held = await locks.acquire("k");
+    expect(await locks.tryAcquire("k")).toBeNull();
+    await held.release();
+    expect(await commandCalls(admin, "publish")).toBe(1);
+  });
+
   for (const fair of [false, true]) {
     it(`inspect lists each reader and semaphore slot with its own label, token and time left${fair ? " (fair)" : ""}`, async () => {
       const ns = freshNamespace();
