@@ -31,7 +31,7 @@ import { type CallOptions, Calls } from "./calls.js";
 import { unavailable } from "./errors.js";
 import { forceReleaseLock, inspectLock } from "./inspect.js";
 import { contenderKey, contenderValue, type LockKeys, lockKeys } from "./layout.js";
-import { LockWatch } from "./lockwatch.js";
+import { LockWatch, type Member } from "./lockwatch.js";
 import type { ResolvedOptions } from "./options.js";
 import {
   type Contender,
@@ -449,7 +449,7 @@ export class EtcdBackend implements Backend<Entry> {
   async #wait(entry: Entry, signal: AbortSignal): Promise<boolean> {
     let granted = false;
     let changed = false;
-    let shared!: { readonly watch: LockWatch; readonly leave: () => void };
+    let shared!: { readonly watch: LockWatch; readonly member: Member };
     const onChange = (): void => {
       if (!granted) {
         changed = true;
@@ -463,7 +463,7 @@ export class EtcdBackend implements Backend<Entry> {
       for (let backoff = retryBackoff(); ; backoff = backoff.next(undefined)) {
         try {
           shared = await this.#joinLockWatch(entry.lock, onChange, signal);
-          entry.unguard = shared.leave;
+          entry.unguard = shared.member.leave;
           return true;
         } catch (error) {
           if (signal.aborted) throw error;
@@ -502,6 +502,7 @@ export class EtcdBackend implements Backend<Entry> {
     }
     let linearizable = false;
     const hold = async (): Promise<boolean> => {
+      shared.member.lookOut([entry.key]); // from now on the guard of the hold
       const freshening = this.#freshen(entry.session, monotonicNow(), entry.ttlMs);
       if (freshening !== undefined) await raceAbort(freshening, signal);
       let gone = shared.watch.deletedAfter(entry.key, readAt);
@@ -517,7 +518,7 @@ export class EtcdBackend implements Backend<Entry> {
       for (;;) {
         if (!shared.watch.healthy) {
           // The watch is gone: deletions may have been missed. Watch again, then read once.
-          shared.leave();
+          shared.member.leave();
           entry.unguard = undefined;
           if (!(await join())) return false;
           position = undefined;
@@ -542,6 +543,14 @@ export class EtcdBackend implements Backend<Entry> {
         }
         if (position.holder) return await hold();
         const { predecessor, before } = position;
+        // Woken only by the deletions that concern this waiter (or any, for a semaphore).
+        shared.member.lookOut(
+          predecessor === undefined
+            ? undefined
+            : before === undefined
+              ? [entry.key, predecessor]
+              : [entry.key, predecessor, before],
+        );
         if (predecessor === undefined) {
           // A semaphore: any deletion in the lock may let it in.
           if (watch.latest > readAt) position = undefined;
@@ -583,7 +592,7 @@ export class EtcdBackend implements Backend<Entry> {
     lock: LockKeys,
     onChange: () => void,
     signal: AbortSignal,
-  ): Promise<{ readonly watch: LockWatch; readonly leave: () => void }> {
+  ): Promise<{ readonly watch: LockWatch; readonly member: Member }> {
     const id = lock.base.toString("latin1");
     let opening = this.#lockWatches.get(id);
     if (opening === undefined || (await opening.catch(() => undefined))?.healthy === false) {
@@ -600,9 +609,9 @@ export class EtcdBackend implements Backend<Entry> {
     // Joined even when the wait gave up meanwhile (and left at once), so that a watch
     // opened for nobody does not stay.
     const joined = opening.then((watch) => {
-      const leave = watch.join(onChange);
-      if (signal.aborted) leave();
-      return { watch, leave };
+      const member = watch.join(onChange);
+      if (signal.aborted) member.leave();
+      return { watch, member };
     });
     return raceAbort(joined, signal);
   }

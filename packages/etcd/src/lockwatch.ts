@@ -23,6 +23,13 @@ const LINGER_MS = 2_000;
  */
 const CONCURRENT_JOINS = 16;
 
+/** A waiter's (or a queued holder's) place in a {@link LockWatch}. */
+export interface Member {
+  /** The keys whose deletion concerns it from now on; undefined: any key of the lock. */
+  lookOut(keys: readonly Buffer[] | undefined): void;
+  leave(): void;
+}
+
 /**
  * One watch on the deletions of a lock's range, shared by every waiter (and
  * every holder granted from the queue) of that lock in one backend instance:
@@ -46,8 +53,10 @@ export class LockWatch {
   readonly #deleted = new Map<string, bigint>();
   /** Deletions at or before this revision may have been forgotten. */
   #forgottenUpTo: bigint;
-  readonly #listeners = new Set<() => void>();
-  #users = 0;
+  /** Members to tell of a deletion, by the key names they look out for; and those that look out for any. */
+  readonly #byKey = new Map<string, Set<() => void>>();
+  readonly #anyKey = new Set<() => void>();
+  readonly #members = new Set<() => void>();
   #linger: NodeJS.Timeout | undefined;
   #joining = 0;
   /** Waiters waiting for their turn to write their keys, first come first. */
@@ -81,17 +90,46 @@ export class LockWatch {
     return self;
   }
 
-  /** Joins: `onChange` runs at each deletion in the lock and when the watch is lost. */
-  join(onChange: () => void): () => void {
-    this.#users++;
+  /**
+   * Joins: `onChange` runs at each deletion of a key the member looks out
+   * for (`lookOut`: none at first), and when the watch is lost. A release
+   * wakes only the members it concerns, not every waiter of the instance.
+   */
+  join(onChange: () => void): Member {
     clearTimeout(this.#linger);
     this.#linger = undefined;
-    this.#listeners.add(onChange);
-    return () => {
-      if (!this.#listeners.delete(onChange) || --this.#users > 0 || !this.healthy) return;
-      this.#linger = setTimeout(() => this.close(), LINGER_MS);
-      this.#linger.unref();
+    this.#members.add(onChange);
+    let names: readonly string[] | undefined = [];
+    const forget = (): void => {
+      if (names === undefined) this.#anyKey.delete(onChange);
+      else for (const name of names) this.#unlisten(name, onChange);
     };
+    return {
+      lookOut: (keys) => {
+        forget();
+        names = keys?.map((key) => key.toString("latin1"));
+        if (names === undefined) this.#anyKey.add(onChange);
+        else for (const name of names) this.#listen(name, onChange);
+      },
+      leave: () => {
+        if (!this.#members.delete(onChange)) return;
+        forget();
+        if (this.#members.size > 0 || !this.healthy) return;
+        this.#linger = setTimeout(() => this.close(), LINGER_MS);
+        this.#linger.unref();
+      },
+    };
+  }
+
+  #listen(name: string, onChange: () => void): void {
+    let set = this.#byKey.get(name);
+    if (set === undefined) this.#byKey.set(name, (set = new Set()));
+    set.add(onChange);
+  }
+
+  #unlisten(name: string, onChange: () => void): void {
+    const set = this.#byKey.get(name);
+    if (set?.delete(onChange) && set.size === 0) this.#byKey.delete(name);
   }
 
   /**
@@ -136,6 +174,7 @@ export class LockWatch {
   #deletion(revision: bigint | undefined, key: Buffer | undefined): void {
     if (revision === undefined || key === undefined) {
       this.close();
+      for (const member of [...this.#members]) member();
     } else {
       const name = key.toString("latin1");
       this.#deleted.delete(name);
@@ -146,8 +185,8 @@ export class LockWatch {
         this.#forgottenUpTo = at;
       }
       this.latest = revision;
+      for (const member of [...(this.#byKey.get(name) ?? []), ...this.#anyKey]) member();
     }
-    for (const listener of [...this.#listeners]) listener();
   }
 
   /** Cancels the watch (at once: close() of the backend, or once it lingered unused). */
