@@ -400,7 +400,7 @@ export class PostgresBackend implements Backend<Hold> {
     }
     conn.hold(ids.key, request.mode);
     const { holder } = request;
-    const values: unknown[] = [ids.key, ids.presence, ...ids.markerHalves];
+    const values: unknown[] = [ids.key, ids.presence];
     if (held !== undefined) {
       const { classid, objid } = idHalves(ids.key);
       values.push(classid, objid);
@@ -416,10 +416,10 @@ export class PostgresBackend implements Backend<Hold> {
           return NOT_GRANTED;
         }
         const token = BigInt(String(row.token));
-        if (token < 0n) {
+        if (token === 0n) {
           // Semaphore holders hold the key: the statement gave the lock back.
           conn.unhold(ids.key);
-          throw limitMismatch(1, Number(-token));
+          return this.#refuseMismatch(conn, request);
         }
         return this.#granted(conn, request, ids.key, undefined, row);
       },
@@ -428,6 +428,16 @@ export class PostgresBackend implements Backend<Hold> {
         throw this.#attemptFailed(conn, holder, error);
       },
     );
+  }
+
+  /**
+   * Refuses a limit-1 request of a key its statement found held as a
+   * semaphore: with the limit they use, or as taken when they are gone already.
+   */
+  async #refuseMismatch(conn: Connection, request: LockRequest): Promise<Attempt<Hold>> {
+    const [row] = await conn.query(sql.SEMAPHORE_LIMIT, [...idsOf(request).markerHalves]);
+    if (row?.lim !== null && row?.lim !== undefined) throw limitMismatch(1, Number(row.lim));
+    return NOT_GRANTED;
   }
 
   /** A semaphore attempt; `turn`: by the holder of the semaphore's turn (see `acquire`). */
@@ -591,8 +601,7 @@ export class PostgresBackend implements Backend<Hold> {
   async #waitOn(conn: Connection, request: LockRequest, signal: AbortSignal): Promise<Waited> {
     const ids = idsOf(request);
     conn.hold(ids.key, request.mode);
-    const check = [ids.presence, ...ids.markerHalves] as const;
-    const wait = { check, holder: request.holder };
+    const wait = { presence: ids.presence, holder: request.holder };
     const outcome = await waitInQueue(this.#queue, conn, ids.key, request.mode, wait, signal);
     if (outcome.kind === "granted" && !conn.dead) {
       const { token } = outcome;
@@ -602,7 +611,7 @@ export class PostgresBackend implements Backend<Hold> {
     conn.unhold(ids.key);
     this.#leaveLine(ids.key, conn);
     signal.throwIfAborted();
-    if (outcome.kind === "mismatch") throw limitMismatch(1, outcome.limit);
+    if (outcome.kind === "mismatch") await this.#refuseMismatch(await this.#liveSession(), request);
     if (outcome.kind === "failed" && !conn.dead) throw outcome.error;
     return "again";
   }

@@ -38,13 +38,13 @@ export type WaitOutcome =
   | { readonly kind: "aborted" }
   /** The connection died or misbehaved; it holds nothing (it is gone, or was cleared). */
   | { readonly kind: "failed"; readonly error: unknown }
-  /** Granted, but semaphore holders of `limit` hold the key: given back, it holds nothing. */
-  | { readonly kind: "mismatch"; readonly limit: number };
+  /** Granted, but semaphore holders hold the key: given back, it holds nothing. */
+  | { readonly kind: "mismatch" };
 
 /** A wait for a key (not a turn): its grant is marked, and noted with `holder` if any. */
 export interface KeyWait {
-  /** The key's semaphore markers, which a limit-1 grant checks: presence id, the limit markers' halves. */
-  readonly check: readonly [presence: string, a: string, b: string];
+  /** The key's semaphore presence marker, which a limit-1 grant checks. */
+  readonly presence: string;
   readonly holder: string | undefined;
 }
 
@@ -69,7 +69,7 @@ export async function waitInQueue(
   const holder = key?.holder;
   const grants = holder === undefined ? host.sql.plain : host.sql.noted;
   const statement = key === undefined ? WAIT_TURN : grants.WAIT[mode];
-  const values: unknown[] = key === undefined ? [id] : [id, ...key.check];
+  const values: unknown[] = key === undefined ? [id] : [id, key.presence];
   if (holder !== undefined) values.push(Buffer.from(holder));
   conn.waiting = true;
   try {
@@ -102,7 +102,8 @@ export async function waitInQueue(
         return { kind: "failed", error: result.ok ? new Error("connection lost") : result.error };
       if (result.ok) {
         // The statement gave the lock back: semaphore holders hold the key.
-        if (result.token < 0n) return { kind: "mismatch", limit: Number(-result.token) };
+        // (A turn's token is always 0.)
+        if (result.token === 0n && key !== undefined) return { kind: "mismatch" };
         if (!signal.aborted) return { kind: "granted", token: result.token };
         return clear(host, conn, { kind: "aborted" });
       }

@@ -40,27 +40,35 @@ function semaphoreLimit(a: string, b: string, except = ""): string {
 
 /**
  * After a limit-1 grant of $1 (in `mode`): the token, or, when the key is
- * held as a semaphore, the lock given back and minus that limit. Semaphore
- * holders hold the presence marker $2 in shared mode: when it can be taken
- * exclusively (and is let go at once), none exists; when not (a holder, or
- * another such check at the same instant), pg_locks tells. A semaphore
- * request takes its markers before it checks for limit-1 holders, and this
- * check runs after the grant, so of two such requests racing, at least one
- * sees the other. `sequence`: the sequence as a regclass constant, $3 $4
- * the limit markers' halves.
+ * held as a semaphore, the lock given back and 0 (no token is 0: the client
+ * then reads the limit, `SEMAPHORE_LIMIT`). Semaphore holders hold the
+ * presence marker $2 in shared mode: when it can be taken exclusively (and
+ * is let go at once), none exists; when not even in shared mode, another
+ * such check holds it exclusively this instant, so no semaphore holder
+ * holds it either; when only in shared mode, semaphore holders do (or that
+ * check ended in between: then the client finds no limit and reports the
+ * key taken). A semaphore request takes its markers before it checks for
+ * limit-1 holders, and this check runs after the grant, so of two such
+ * requests racing, at least one sees the other. No subquery: reading
+ * pg_locks here would cost every grant the set-up of its plan (about a
+ * third of the statement's server time). `sequence`: the sequence as a
+ * regclass constant.
  */
 function tokenUnlessSemaphore(mode: LockMode, sequence: string): string {
   const unlock = mode === "exclusive" ? "pg_advisory_unlock" : "pg_advisory_unlock_shared";
   return `CASE
     WHEN pg_try_advisory_lock($2::int8) THEN
       CASE WHEN pg_advisory_unlock($2::int8) THEN nextval(${sequence}) END
-    ELSE (
-      SELECT CASE WHEN s.other IS NULL THEN nextval(${sequence})
-                  WHEN ${unlock}($1::int8) THEN -s.other END
-      FROM (SELECT (${semaphoreLimit("$3", "$4")}) AS other) s
-    )
+    WHEN NOT pg_try_advisory_lock_shared($2::int8) THEN nextval(${sequence})
+    WHEN pg_advisory_unlock_shared($2::int8) AND ${unlock}($1::int8) THEN 0
   END`;
 }
+
+/** The limit a key's semaphore holders use (NULL when none): $1 $2 its limit markers' halves. */
+export const SEMAPHORE_LIMIT = statement(
+  "locks_semaphore_limit",
+  `SELECT (${semaphoreLimit("$1", "$2")}) AS lim`,
+);
 
 /**
  * A semaphore waiter's turn: the waiters of a semaphore queue for its turn
@@ -189,10 +197,10 @@ export function statements(table: string, sequenceName: string, channel: string)
       /**
        * One attempt, one round trip: the token comes from the sequence in the
        * same statement, and only when the lock was granted (CASE evaluates its
-       * conditions in order). `token` is NULL when the key is taken, and
-       * negative (minus their limit) when semaphore holders hold it. `pid`
-       * detects a connection swapped under us (a transaction-mode pooler).
-       * $1 key, $2 presence marker, $3 $4 limit markers' halves, [$5 label].
+       * conditions in order). `token` is NULL when the key is taken, and 0
+       * when semaphore holders hold it. `pid` detects a connection swapped
+       * under us (a transaction-mode pooler).
+       * $1 key, $2 presence marker, [$3 label].
        */
       TRY: byMode((mode, shared) =>
         statement(
@@ -202,7 +210,7 @@ export function statements(table: string, sequenceName: string, channel: string)
                pg_backend_pid() AS pid`,
             "$1::int8",
             "$1::int8",
-            "$5",
+            "$3",
           ),
         ),
       ),
@@ -215,7 +223,7 @@ export function statements(table: string, sequenceName: string, channel: string)
        * server does for the reader of another session. Then as TRY: the
        * session may not hold the key after all (its first reader's attempt,
        * still on the wire, may fail), and semaphore holders may have come
-       * meanwhile. $1 to $4 as TRY, $5 classid, $6 objid, [$7 label].
+       * meanwhile. $1 $2 as TRY, $3 classid, $4 objid, [$5 label].
        */
       TRY_READ_AGAIN: statement(
         `locks_try_read_again${suffix}`,
@@ -224,13 +232,13 @@ export function statements(table: string, sequenceName: string, channel: string)
              WHEN EXISTS (
                SELECT 1 FROM pg_locks
                WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
-                 AND classid = $5::oid AND objid = $6::oid AND database = ${THIS_DATABASE}
+                 AND classid = $3::oid AND objid = $4::oid AND database = ${THIS_DATABASE}
              ) THEN NULL
              WHEN pg_try_advisory_lock_shared($1::int8) THEN ${tokenUnlessSemaphore("shared", sequence)}
            END AS token, pg_backend_pid() AS pid`,
           "$1::int8",
           "$1::int8",
-          "$7",
+          "$5",
         ),
       ),
 
@@ -298,9 +306,8 @@ export function statements(table: string, sequenceName: string, channel: string)
        * A blocking wait in the server's lock queue (bounded by the
        * connection's lock_timeout). The materialized CTE is evaluated before
        * the outer row exists, so the token is drawn after the grant, in grant
-       * order; `token` is negative as in TRY when semaphore holders hold the
-       * key (the lock is given back then). $1 key, $2 presence marker, $3 $4
-       * limit markers' halves, [$5 label].
+       * order; `token` is 0 as in TRY when semaphore holders hold the key
+       * (the lock is given back then). $1 key, $2 presence marker, [$3 label].
        */
       WAIT: byMode((mode, shared) =>
         statement(
@@ -310,7 +317,7 @@ export function statements(table: string, sequenceName: string, channel: string)
              SELECT ${tokenUnlessSemaphore(mode, sequence)} AS token FROM locked`,
             "$1::int8",
             "$1::int8",
-            "$5",
+            "$3",
           ),
         ),
       ),
