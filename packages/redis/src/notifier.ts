@@ -29,6 +29,8 @@ export type NotificationFilter = (channel: string, payload: string) => boolean;
 interface Channel {
   /** Resolves true once the server confirmed the subscription, false when it could not in time. */
   confirmed: Promise<boolean>;
+  /** Resolves true once the server confirmed the subscription, false when SUBSCRIBE failed. */
+  answered: Promise<boolean>;
   /** SUBSCRIBE failed: the next subscription sends it again. */
   failed: boolean;
   linger: NodeJS.Timeout | undefined;
@@ -79,6 +81,18 @@ export class Notifications {
       () => false,
     );
     if (!ok || this.#unhealthy > 0) onChange("unsure");
+    if (!ok) {
+      // Confirmed later after all (a slow first connection): from then on nothing is missed.
+      const later = this.#servers.map((s) =>
+        s.answered(channel).then((yes) => yes || Promise.reject()),
+      );
+      void Promise.any(later).then(
+        () => {
+          if (this.#listeners.get(channel)?.has(onChange) === true) this.#tell(onChange);
+        },
+        () => undefined,
+      );
+    }
     return () => this.#remove(channel, onChange);
   }
 
@@ -173,6 +187,7 @@ class Subscriber {
     } else if (!this.#closed) {
       const created: Channel = {
         confirmed: Promise.resolve(false),
+        answered: Promise.resolve(false),
         failed: false,
         linger: undefined,
       };
@@ -191,6 +206,11 @@ class Subscriber {
     if (entry === undefined) return Promise.resolve(false);
     if (entry.failed) this.#subscribe(channel, entry);
     return entry.confirmed;
+  }
+
+  /** Resolves true once `channel` is subscribed, however long that takes; false when SUBSCRIBE failed. */
+  answered(channel: string): Promise<boolean> {
+    return this.#channels.get(channel)?.answered ?? Promise.resolve(false);
   }
 
   /** Unsubscribes from `channel` shortly, unless a waiter starts it again meanwhile. */
@@ -274,11 +294,14 @@ class Subscriber {
     const answered = sent.then(
       () => {
         ok = true;
+        return true;
       },
       () => {
         entry.failed = true;
+        return false;
       },
     );
+    entry.answered = answered;
     // Queued while the server is down: it is sent on reconnect, but nobody should wait for that.
     const wait = DOWN.has(client.status) ? 0 : SUBSCRIBE_WAIT_MS;
     entry.confirmed = settledWithin(answered, wait).then(() => ok);

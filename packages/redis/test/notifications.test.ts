@@ -37,3 +37,34 @@ describe("notification health", () => {
     expect(events[2]).toBe("changed");
   });
 });
+
+describe("notification health, server down", () => {
+  it('a subscription made while the server is down says "unsure", and "changed" once it is back', async () => {
+    const down = await startRedis();
+    onTestFinished(() => down.stop());
+    const ns = freshNamespace();
+    const backend = redisBackend({ url: down.url });
+    onTestFinished(() => backend.close());
+    await down.kill();
+    const events: KeyEvent[] = [];
+    const subscribe = backend.subscribe?.bind(backend);
+    if (subscribe === undefined) throw new Error("the redis backend subscribes");
+    const stop = await subscribe(createRequest({ key: "k", namespace: ns }), (event) => {
+      events.push(event ?? "changed");
+    });
+    onTestFinished(() => stop());
+    expect(events[0]).toBe("unsure");
+    expect(events).not.toContain("changed");
+    await down.restart();
+    await waitFor(() => events.includes("changed"), { message: "subscribed once it is back" });
+    // Once resubscribed, a release someone waited for is heard.
+    const locks = createLocks(redisBackend({ url: down.url }), { namespace: ns });
+    onTestFinished(() => locks.close());
+    const lease = await locks.acquire("k");
+    expect(await locks.tryAcquire("k")).toBeNull();
+    const heard = events.length;
+    await lease.release();
+    await waitFor(() => events.length > heard, { message: "the release notification" });
+    expect(events.at(-1)).toBe("changed");
+  });
+});
