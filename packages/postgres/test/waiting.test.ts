@@ -92,6 +92,26 @@ describe("waiting at scale", () => {
     expect(perHandoff, `statements per handoff (${WAITERS} handoffs)`).toBeLessThanOrEqual(3.5);
   });
 
+  it("a wait lined up behind one that gives up takes over its connection, and is granted at the release", async () => {
+    const ns = namespace();
+    const lease = await client(ns).acquire("k");
+    // One queue connection: the second wait lines up behind the first.
+    const waiting = client(ns, { maxConnections: 2 });
+    const first = waiting.acquire("k", { timeoutMs: 500 }).then(
+      () => "granted",
+      (error: { code?: string }) => error.code,
+    );
+    await waitFor(async () => (await queued()) === 1);
+    const second = waiting.acquire("k", { timeoutMs: 30_000 });
+    expect(await first).toBe("LOCK_TIMEOUT");
+    // The second wait joined the server's queue on the first one's connection.
+    await waitFor(async () => (await queued()) === 1);
+    await lease.release();
+    const next = await second;
+    expect(next.fencingToken).toBeGreaterThan(lease.fencingToken);
+    await next.release();
+  });
+
   it("a subscription reports 'unsure' when its session ends, and 'changed' once it listens on the next", async () => {
     const backend: Backend = postgresBackend({ connectionString: server.connectionString });
     onTestFinished(() => backend.close());
