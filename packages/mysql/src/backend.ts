@@ -10,6 +10,7 @@ import {
   type LockRequest,
   lockClosed,
   onAbort,
+  QueueLines,
   settledWithin,
   singleFlight,
   sleep,
@@ -84,10 +85,11 @@ export class MysqlBackend implements Backend<Hold> {
   /** A wait connection whose lock was released, kept for the next wait: connecting costs more than a handover. */
   #spare: Session | undefined;
   /**
-   * Waits beyond maxConnections, by lock name, oldest first: each is handed
-   * the connection of this client's next wait for the name that ends (see `acquire`).
+   * Waits beyond maxConnections, lined up by lock name behind this client's
+   * wait connections for the name: each is handed the connection of the next
+   * of them to end (see `acquire`).
    */
-  readonly #lines = new Map<string, Set<(session: Session | undefined) => void>>();
+  readonly #lines = new QueueLines<Session>((session) => !session.dead && !this.#ending());
   /** One connect at a time, shared by every caller that needs the session meanwhile. */
   readonly #connectOnce = singleFlight(() => this.#connect());
   #host: BackendHost<Hold> | undefined;
@@ -172,8 +174,8 @@ export class MysqlBackend implements Backend<Hold> {
     if (uri === undefined || this.#ending()) return undefined;
     const name = lockName(request);
     let session: Session | undefined;
-    if (this.#lines.has(name) || this.#waiters.size + 1 >= maxConnections) {
-      session = await this.#lineUp(name, signal);
+    if (this.#lines.crowded(name) || this.#waiters.size + 1 >= maxConnections) {
+      session = await this.#lines.behind(name, signal);
       if (session === undefined) return undefined;
     }
     const stop = onAbort(signal, () => void this.#kill(session));
@@ -185,6 +187,7 @@ export class MysqlBackend implements Backend<Hold> {
         this.#spare = undefined;
         session = spare;
         this.#waiters.add(spare);
+        this.#lines.enter(name);
       } else {
         // Known before it connects: an abort or close() tears it down while it connects.
         await Session.open(this.#options, this.#onDeath, (opened) => {
@@ -192,6 +195,7 @@ export class MysqlBackend implements Backend<Hold> {
           // Asked for from now on: later waits for the name line up behind this one meanwhile.
           opened.names.set(name, undefined);
           this.#waiters.add(opened);
+          this.#lines.enter(name);
           this.#sessions.add(opened);
         });
       }
@@ -217,54 +221,14 @@ export class MysqlBackend implements Backend<Hold> {
       if (session !== undefined) {
         this.#waiters.delete(session);
         this.#sessions.delete(session);
+        // Counted in the name's line since it was opened, taken as the spare, or handed over.
+        this.#lines.leave(name, undefined);
       }
       void (signal.aborted ? this.#kill(session) : session?.close());
-      this.#endLine(name);
       throw signal.aborted ? signal.reason : error;
     } finally {
       stop();
     }
-  }
-
-  /**
-   * Lines up for the connection of this client's next wait for `name` to
-   * end: undefined at once (or later) when no connection of this client
-   * waits for or holds the name. Rejects when `signal` aborts.
-   */
-  #lineUp(name: string, signal: AbortSignal): Promise<Session | undefined> {
-    if (!this.#serving(name)) return Promise.resolve(undefined);
-    let line = this.#lines.get(name);
-    if (line === undefined) {
-      line = new Set();
-      this.#lines.set(name, line);
-    }
-    const waiting = line;
-    return new Promise((resolve, reject) => {
-      const next = (session: Session | undefined): void => {
-        stop();
-        resolve(session);
-      };
-      waiting.add(next);
-      const stop = onAbort(signal, (reason) => {
-        waiting.delete(next);
-        if (waiting.size === 0 && this.#lines.get(name) === waiting) this.#lines.delete(name);
-        reject(reason);
-      });
-    });
-  }
-
-  /** Whether a wait connection of this client waits for or holds `name`. */
-  #serving(name: string): boolean {
-    for (const session of this.#waiters) if (!session.dead && session.names.has(name)) return true;
-    return false;
-  }
-
-  /** A wait connection for `name` is gone: with none left, the waits lined up for it decline. */
-  #endLine(name: string): void {
-    const line = this.#lines.get(name);
-    if (line === undefined || this.#serving(name)) return;
-    this.#lines.delete(name);
-    for (const next of line) next(undefined);
   }
 
   /** Named locks have no TTL: a lock is held as long as its session lives and holds it. */
@@ -295,25 +259,21 @@ export class MysqlBackend implements Backend<Hold> {
     if (hold !== undefined ? session.names.get(name) !== hold : session.names.has(name)) return;
     session.names.delete(name);
     session.watch();
+    // Known now: a death during the release takes the session out of #waiters.
+    const waiter = this.#waiters.has(session);
     // Sent before any later attempt on this session: one connection runs its statements in order.
     await session
       .query("DO RELEASE_LOCK(?)", [name])
       .catch((error: unknown) => session.fail(error));
     // A wait's connection held only this lock: to the next wait lined up for it, kept for the next
     // wait, or closed.
-    if (!this.#waiters.has(session)) return;
-    const line = this.#lines.get(name);
-    const [next] = line ?? [];
-    if (line !== undefined && next !== undefined && !session.dead && !this.#ending()) {
-      line.delete(next);
-      if (line.size === 0) this.#lines.delete(name);
-      // Asked for at once on its behalf, so that the name stays served meanwhile.
+    if (!waiter) return;
+    if (this.#lines.leave(name, session)) {
+      // Asked for at once on its behalf.
       session.names.set(name, undefined);
-      next(session);
       return;
     }
-    this.#waiters.delete(session);
-    this.#endLine(name);
+    if (!this.#waiters.delete(session)) return;
     const room = this.#waiters.size + 2 <= this.#options.maxConnections;
     if (this.#spare === undefined && room && !session.dead && !this.#ending()) {
       this.#spare = session;
@@ -477,10 +437,11 @@ export class MysqlBackend implements Backend<Hold> {
 
   readonly #onDeath = (session: Session, holds: readonly Hold[], cause: unknown): void => {
     this.#sessions.delete(session);
-    this.#waiters.delete(session);
+    // A wait connection's hold counted in its name's line.
+    const waiter = this.#waiters.delete(session);
     if (this.#spare === session) this.#spare = undefined;
     for (const hold of holds) {
-      this.#endLine(hold.name);
+      if (waiter) this.#lines.leave(hold.name, undefined);
       this.#host?.lost(hold, "the MySQL session ended", cause);
     }
   };

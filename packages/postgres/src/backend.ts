@@ -13,6 +13,7 @@ import {
   limitMismatch,
   lockClosed,
   onAbort,
+  QueueLines,
   settledWithin,
   singleFlight,
   type Unsubscribe,
@@ -21,7 +22,6 @@ import {
 } from "@locks/core/backend";
 import { Connection, type Hold, poolerError, type Row, sqlState } from "./connection.js";
 import { idHalves, idsOf, limitMarkers, slotCandidates, turnId } from "./keys.js";
-import { Lines } from "./lines.js";
 import type { ResolvedOptions } from "./options.js";
 import { holds, type QueueHost, retried, waitInQueue } from "./queue.js";
 import * as sql from "./sql.js";
@@ -86,7 +86,9 @@ export class PostgresBackend implements Backend<Hold> {
   /** Every watch: told when the session is lost, and when a new one is up. */
   readonly #watches = new Set<Watch>();
   /** This client's waits in the server's queue by key, and the waits lined up behind them. */
-  readonly #lines = new Lines();
+  readonly #lines = new QueueLines<Connection>(
+    (conn) => !conn.dead && !conn.waiting && conn.holds.size === 0,
+  );
   /** The semaphore turns this client holds: attempts without the turn would be refused. */
   readonly #turnsHeld = new Set<string>();
   /** Every connection of ours, open or being opened, the session included. */
@@ -146,7 +148,7 @@ export class PostgresBackend implements Backend<Hold> {
    * connection is free, or a given client is the only connection.
    *
    * When no queue connection is free, a wait lines up in the client behind
-   * its waits of the same key already in the server's queue (see lines.ts),
+   * its waits of the same key already in the server's queue (QueueLines),
    * and joins the queue on the connection the next of them frees; it
    * declines only when the client has none there.
    *

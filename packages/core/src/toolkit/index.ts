@@ -39,6 +39,7 @@ export { createRequest, type RequestFields } from "../request.js";
 export { settledWithin } from "../settle.js";
 export { Liveness, type LivenessOptions } from "./liveness.js";
 export { type Check, check, defineOptions, type OptionSchema, type OptionsOf } from "./options.js";
+export { QueueLines } from "./queue-lines.js";
 export { type RetryOptions, retryInBackground } from "./retry.js";
 export { singleFlight } from "./single-flight.js";
 export { raceAbort, sleep } from "./sleep.js";
