@@ -7,7 +7,15 @@
 import { randomBytes } from "node:crypto";
 import { createLocks, type Lease, type Locks } from "@locks/core";
 import { createRequest, type KeyEvent } from "@locks/core/backend";
-import { type EtcdServer, httpRequest, startEtcd, startProxy, waitFor } from "@locks/testkit";
+import {
+  countOver,
+  type EtcdServer,
+  httpRequest,
+  startEtcd,
+  startProxy,
+  untilSteady,
+  waitFor,
+} from "@locks/testkit";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { etcdBackend } from "../src/index.js";
 
@@ -64,23 +72,12 @@ describe("idle waiters and handoffs", () => {
     });
     // Settling (a read where writes moved the revision under a new watch) is not idling:
     // measure over a window that starts once the count stood still for a moment.
-    let settled = await handled();
-    await waitFor(
-      async () => {
-        const now = await handled();
-        const still = now === settled;
-        settled = now;
-        return still;
-      },
-      { message: "the waiters settling", timeoutMs: 20_000, intervalMs: 300 },
-    );
-    const windowStart = performance.now();
-    const idleBefore = await handled();
-    await new Promise((resolve) => setTimeout(resolve, 3_000)); // the window measured
-    const idleRequests = (await handled()) - idleBefore;
-    const seconds = (performance.now() - windowStart) / 1000;
-    const perWaiterPerSecond = idleRequests / waiters / seconds;
-    expect(perWaiterPerSecond, `${idleRequests} requests in ${seconds} s`).toBeLessThanOrEqual(0.1);
+    await untilSteady(handled, { message: "the waiters settling", timeoutMs: 20_000 });
+    const { requests, seconds } = await countOver(handled, 3_000);
+    expect(
+      requests / waiters / seconds,
+      `${requests} requests in ${seconds} s`,
+    ).toBeLessThanOrEqual(0.1);
 
     // Handoffs: each waiter releases the moment it is granted, so the 40 grants are a chain.
     const handoffsBefore = await handled();

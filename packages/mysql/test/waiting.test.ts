@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createLocks, type Locks } from "@locks/core";
-import { countRequests, type MariadbServer, waitFor } from "@locks/testkit";
+import { countOver, countRequests, type MariadbServer, untilSteady } from "@locks/testkit";
 import { describe, expect, inject, it, onTestFinished } from "vitest";
 import { mysqlBackend } from "../src/index.js";
 
@@ -38,23 +38,13 @@ describe("waiting at scale", () => {
       }),
     );
     // Every acquire's first attempt and wait are under way once the count stops moving.
-    let last = -1;
-    await waitFor(
-      async () => {
-        const now = await countRequests(server);
-        const still = now === last;
-        last = now;
-        return still;
-      },
-      { timeoutMs: 20_000, intervalMs: 300 },
-    );
-    const IDLE_MS = 3_000;
-    const before = await countRequests(server);
-    const started = performance.now();
-    await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
-    const idle = (await countRequests(server)) - before;
-    const seconds = (performance.now() - started) / 1000;
-    expect(idle / WAITERS / seconds, `${idle} statements in ${seconds} s`).toBeLessThanOrEqual(0.1);
+    const count = () => countRequests(server);
+    await untilSteady(count, { timeoutMs: 20_000 });
+    const { requests, seconds } = await countOver(count, 3_000);
+    expect(
+      requests / WAITERS / seconds,
+      `${requests} statements in ${seconds} s`,
+    ).toBeLessThanOrEqual(0.1);
     await lease.release();
     await Promise.all(done);
     expect(granted).toBe(WAITERS);

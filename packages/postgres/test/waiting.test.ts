@@ -1,7 +1,14 @@
 import { randomBytes } from "node:crypto";
 import { createLocks, type Locks } from "@locks/core";
 import { type Backend, createRequest, type KeyEvent } from "@locks/core/backend";
-import { countStatements, type PostgresServer, startPostgres, waitFor } from "@locks/testkit";
+import {
+  countOver,
+  countStatements,
+  type PostgresServer,
+  startPostgres,
+  untilSteady,
+  waitFor,
+} from "@locks/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { postgresBackend } from "../src/index.js";
@@ -65,24 +72,13 @@ describe("waiting at scale", () => {
     );
     await waitFor(async () => (await queued()) >= 9, { timeoutMs: 20_000 });
     // Every acquire's first attempt is over once the count stops moving.
-    let last = -1;
-    await waitFor(
-      async () => {
-        const now = await countStatements(server);
-        const still = now === last;
-        last = now;
-        return still;
-      },
-      { timeoutMs: 20_000, intervalMs: 300 },
-    );
-
-    const IDLE_MS = 3_000;
-    const idleStart = await countStatements(server);
-    const started = performance.now();
-    await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
-    const idle = (await countStatements(server)) - idleStart;
-    const seconds = (performance.now() - started) / 1000;
-    expect(idle / WAITERS / seconds, `${idle} statements in ${seconds} s`).toBeLessThanOrEqual(0.1);
+    const count = () => countStatements(server);
+    await untilSteady(count, { timeoutMs: 20_000 });
+    const { requests, seconds } = await countOver(count, 3_000);
+    expect(
+      requests / WAITERS / seconds,
+      `${requests} statements in ${seconds} s`,
+    ).toBeLessThanOrEqual(0.1);
 
     const before = await countStatements(server);
     await lease.release();

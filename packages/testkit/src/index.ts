@@ -63,4 +63,5 @@ export {
   startRedisGroup,
 } from "./redis.js";
 export { cleanupAllSync, trackedCounts } from "./registry.js";
+export { countOver, untilSteady } from "./steady.js";
 export { freePort, MissingBinaryError, type WaitForOptions, waitFor } from "./util.js";
