@@ -123,7 +123,10 @@ export class LockWatch {
 
   #listen(name: string, onChange: () => void): void {
     let set = this.#byKey.get(name);
-    if (set === undefined) this.#byKey.set(name, (set = new Set()));
+    if (set === undefined) {
+      set = new Set();
+      this.#byKey.set(name, set);
+    }
     set.add(onChange);
   }
 
