@@ -15,9 +15,9 @@ import {
   startPostgres,
   startRedis,
 } from "@locks/testkit";
+import { backendFor, epochNow, SERVER_BACKENDS, type ServerBackend } from "./backends.js";
 import { median, processCpuUs, sleep, sum } from "./harness.js";
 import type { BenchSuite, BenchTable } from "./table.js";
-import { backendFor, epochNow, SERVER_BACKENDS, type ServerBackend } from "./waiting/backends.js";
 
 /*
  * Waiting at scale (issue 18). Per server backend: one holder (this process)

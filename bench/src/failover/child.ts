@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
-import { type Backend, createLocks } from "@locks/core";
+import { createLocks } from "@locks/core";
+import { backendFor } from "../backends.js";
 
 /*
  * One replica of the failover benchmark: it runs `locks.lead` on one key and
@@ -10,24 +11,6 @@ import { type Backend, createLocks } from "@locks/core";
  * argv: <backend> <target> <key> <ttlMs>
  */
 const [name, target, key, ttl] = process.argv.slice(2) as [string, string, string, string];
-
-/** Only the backend under test is loaded: a replica starts as fast as a service using one backend. */
-async function backendFor(backend: string, to: string): Promise<Backend> {
-  switch (backend) {
-    case "file":
-      return (await import("@locks/file")).fileBackend({ directory: to });
-    case "redis":
-      return (await import("@locks/redis")).redisBackend({ url: to });
-    case "etcd":
-      return (await import("@locks/etcd")).etcdBackend({ hosts: to.split(",") });
-    case "postgres":
-      return (await import("@locks/postgres")).postgresBackend({ connectionString: to });
-    case "mysql":
-      return (await import("@locks/mysql")).mysqlBackend({ uri: to });
-    default:
-      throw new Error(`unknown backend ${backend}`);
-  }
-}
 
 const locks = createLocks(await backendFor(name, target), {
   namespace: "failover",

@@ -1,6 +1,6 @@
 import { createInterface } from "node:readline";
 import { createLocks, type Lease } from "@locks/core";
-import { backendFor, epochNow } from "./backends.js";
+import { backendFor, epochNow } from "../backends.js";
 
 /*
  * One process of waiters for the waiting suite: one Locks client over one

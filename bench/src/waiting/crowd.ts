@@ -1,6 +1,6 @@
 import { createLocks, type Lease } from "@locks/core";
+import { backendFor } from "../backends.js";
 import { processCpuUs } from "../harness.js";
-import { backendFor } from "./backends.js";
 
 /*
  * Many waiters on one key in one client (run with --expose-gc): for each

@@ -4,11 +4,17 @@ import type { Backend } from "@locks/core";
 export const SERVER_BACKENDS = ["redis", "redis fair", "etcd", "postgres", "mysql"] as const;
 export type ServerBackend = (typeof SERVER_BACKENDS)[number];
 
-/** A new backend instance (its own connections) of `name` on the server at `target`. */
+/**
+ * A new backend instance (its own connections) of `name` on the server (or in
+ * the directory, for "file") at `target`. Only the backend asked for is
+ * loaded: a child starts as fast as a service using one backend.
+ */
 export async function backendFor(name: string, target: string): Promise<Backend> {
   switch (name) {
     case "thread":
       return (await import("@locks/thread")).threadBackend();
+    case "file":
+      return (await import("@locks/file")).fileBackend({ directory: target });
     case "redis":
       return (await import("@locks/redis")).redisBackend({ url: target });
     case "redis fair":
