@@ -26,7 +26,9 @@ import { createHash } from "node:crypto";
  * label is always an ARGV, stored and returned as bytes: never part of a key
  * name, never evaluated.
  *
- * Acquire replies: the token (an integer) granted, `{0, ms}` refused (ms until it may
+ * Acquire replies: `t<token>` granted (a status string no other script
+ * returns: a reply read out of turn can never pass for a grant, as a bare
+ * integer such as extend's 0 or 1 would), `{0, ms}` refused (ms until it may
  * change), `{2, limit}` refused because the holders use another limit (an
  * exclusive or shared holder's limit is 1).
  *
@@ -79,7 +81,7 @@ local function exclusiveToken(ttl, label)
     redis.call('HSET', d, owner, token .. ' ' .. label)
     redis.call('PEXPIRE', d, ttl)
   end
-  return token
+  return 't' .. token
 end
 `;
 
@@ -186,20 +188,20 @@ local function grant(ttl, limit, label)
   -- Each reader or slot keeps its own token (and label).
   redis.call('HSET', d, owner, label and (token .. ' ' .. label) or token)
   keep(d, ttl + 1)
-  return token
+  return 't' .. token
 end
 `;
 
 /**
  * KEYS: x f. ARGV: owner, mode, ttl, limit, mark ('+' when the client has
  * waiters of the key: an exclusive grant is marked at once, see WAITED), [label].
- * Returns fencingToken, {0, msUntilItMayBeFree} or {2, holdersLimit}.
+ * Returns 't' .. fencingToken, {0, msUntilItMayBeFree} or {2, holdersLimit}.
  * Idempotent for the same owner.
  */
 const ACQUIRE = `${ACQUIRE_HEAD}
 local value, label = owner .. ARGV[5], ARGV[6]
 local fresh = mode == 'x' and redis.call('SET', x, value, 'NX', 'PX', ARGV[3])
-if fresh and not label then return redis.call('INCR', f) end
+if fresh and not label then return 't' .. redis.call('INCR', f) end
 ${SIBLINGS}
 ${EXCLUSIVE_TOKEN}
 if fresh then return exclusiveToken(ARGV[3], label) end
@@ -227,7 +229,7 @@ return grant(ttl, limit, label)
  * ARGV: owner, mode, ttl, limit,
  * enqueue ("1": join or stay in the queue, "0": a one-off try that only
  * succeeds when nobody waits ahead), waiterTtl[, label].
- * Returns fencingToken, {0, msUntilItMayChange} or {2, holdersLimit}
+ * Returns 't' .. fencingToken, {0, msUntilItMayChange} or {2, holdersLimit}
  * (the waiter's queue entry stays: leaving the queue wakes the next one).
  */
 const FAIR_ACQUIRE = `${ACQUIRE_HEAD}
@@ -237,7 +239,7 @@ local value, label = owner, ARGV[7]
 -- Nobody queued: the plain exclusive path.
 local fresh = mode == 'x' and redis.call('EXISTS', q) == 0
   and redis.call('SET', x, value, 'NX', 'PX', ARGV[3])
-if fresh and not label then return redis.call('INCR', f) end
+if fresh and not label then return 't' .. redis.call('INCR', f) end
 ${EXCLUSIVE_TOKEN}
 if fresh then return exclusiveToken(ARGV[3], label) end
 ${WAITED}

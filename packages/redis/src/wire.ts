@@ -108,8 +108,9 @@ export function acquireKeys(layout: KeyLayout): string[] {
 }
 
 /**
- * Reads an acquire script's reply: the token (an integer, the common reply:
- * no array to build or parse) granted, `[0, msUntilItMayBeFree]` refused;
+ * Reads an acquire script's reply: `t<token>` granted (the common reply: no
+ * array to build or parse; the prefix makes it unmistakable for another
+ * script's reply), `[0, msUntilItMayBeFree]` refused;
  * `[2, holdersLimit]` throws `limitMismatch` (INVALID_ARGUMENT): the key's
  * holders took it with another limit. A grant carries `hold`.
  */
@@ -118,7 +119,9 @@ export function parseAcquireReply<Hold>(
   request: LockRequest,
   hold?: Hold,
 ): Attempt<Hold> {
-  if (typeof reply === "number") return { granted: true, fencingToken: BigInt(reply), hold };
+  if (typeof reply === "string" && reply.startsWith("t")) {
+    return { granted: true, fencingToken: BigInt(reply.slice(1)), hold };
+  }
   if (!Array.isArray(reply) || reply.length !== 2) {
     throw new Error(`unexpected reply from the acquire script: ${JSON.stringify(reply)}`);
   }
