@@ -12,9 +12,11 @@ export interface TcpProxy {
   /** Adds `ms` of latency to every chunk, in both directions (0 turns it off). */
   delay(ms: number): void;
   /**
-   * While on, bytes in both directions (and closes) are dropped silently;
+   * While on, nothing gets through in either direction, bytes or closes;
    * connections stay open and new ones are accepted, like a partition.
-   * Turning it off delivers the closes that happened meanwhile (a FIN as a
+   * Turning it off delivers what was held back, in order, as TCP's
+   * retransmissions would once a partition heals (a byte stream never loses
+   * bytes in its middle), and the closes that happened meanwhile (a FIN as a
    * FIN, an abrupt close as a reset).
    */
   blackhole(on: boolean): void;
@@ -69,14 +71,15 @@ export async function startProxy(
   let blackholed = false;
   const pairs = new Set<Pair>();
 
-  // Delivers queued chunks in order once they are due.
+  // Delivers queued chunks in order once they are due; a partition holds them back.
   const flush = (dst: Side) => {
     clearTimeout(dst.timer);
     dst.timer = undefined;
+    if (blackholed) return;
     const now = performance.now();
     while (dst.queue.length && dst.queue[0]!.due <= now) {
       const { chunk } = dst.queue.shift()!;
-      if (!blackholed && !dst.socket.destroyed) dst.socket.write(chunk);
+      if (!dst.socket.destroyed) dst.socket.write(chunk);
     }
     if (dst.queue.length) {
       dst.timer = setTimeout(() => flush(dst), Math.max(1, dst.queue[0]!.due - now));
@@ -92,8 +95,7 @@ export async function startProxy(
 
   const forward = (src: Side, dst: Side) => {
     src.socket.on("data", (chunk: Buffer) => {
-      if (blackholed) return;
-      if (delayMs === 0 && dst.queue.length === 0) {
+      if (delayMs === 0 && dst.queue.length === 0 && !blackholed) {
         if (!dst.socket.write(chunk)) {
           src.socket.pause();
           dst.socket.once("drain", () => src.socket.resume());
@@ -102,7 +104,7 @@ export async function startProxy(
       }
       const last = dst.queue.at(-1)?.due ?? 0;
       dst.queue.push({ due: Math.max(performance.now() + delayMs, last), chunk });
-      if (!dst.timer) flush(dst);
+      if (!dst.timer && !blackholed) flush(dst);
     });
     src.socket.on("end", () => {
       if (blackholed) src.endLost = true;
@@ -179,9 +181,11 @@ export async function startProxy(
     blackhole(on: boolean) {
       blackholed = on;
       if (on) return;
-      // The partition heals: what was lost in it reaches the other end now,
-      // a FIN as a FIN, a connection that died abruptly as a reset.
+      // The partition heals: what was held back in it reaches the other end
+      // now, bytes first, a FIN as a FIN, a connection that died abruptly as a reset.
       for (const pair of [...pairs]) {
+        flush(pair.client);
+        flush(pair.upstream);
         const { client, upstream } = pair;
         if (
           (client.closed && client.socket.errored) ||
