@@ -2,10 +2,10 @@ import { describe, expect, it } from "vitest";
 import { failureReport, runScenario } from "../src/run.js";
 import { scenarios } from "../src/scenarios.js";
 
-// CI budget: about 3.5 minutes on 2 cores for every backend together. CHAOS_SEED replays a run;
+// CI budget: about 2 minutes on 2 cores for every backend together. CHAOS_SEED replays a run;
 // CHAOS_DURATION (seconds of faults over all scenarios) makes it longer.
 const seed = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const totalMs = Number(process.env.CHAOS_DURATION ?? "80") * 1000;
+const totalMs = Number(process.env.CHAOS_DURATION ?? "60") * 1000;
 const weights = scenarios.reduce((sum, s) => sum + s.weight, 0);
 
 describe(`chaos (seed ${seed})`, () => {
