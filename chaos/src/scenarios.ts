@@ -241,6 +241,10 @@ export const scenarios: readonly ScenarioDefinition[] = [
           "majority-blackhole": blackhole(proxies, 1_500, 3),
           "clock-jump": clockJump(clocks),
         },
+        documentedAfter: {
+          "member-restart":
+            "Redlock with leases that are extended: a member restarted empty (even after the TTL) no longer has the holder's key, and extensions do not put it back. A holder whose key was on a bare majority including that member has lost its majority; another client can be granted before the holder's next extension (a third of the TTL) fails and its lease.signal aborts. Fencing refuses the older holder's writes once the newer one has written.",
+        },
         async stop() {
           await Promise.all(proxies.map((p) => p.close()));
           await Promise.all(servers.map((s) => s.stop()));
