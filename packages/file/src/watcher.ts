@@ -38,8 +38,6 @@ export class DirectoryWatcher {
   #watcher: FSWatcher | undefined;
   #reopen: NodeJS.Timeout | undefined;
   #reopenMs = REOPEN_MIN_MS;
-  /** What a wake-up reports: "unsure" only while `#failed` tells every subscriber. */
-  #event: KeyEvent = "changed";
 
   constructor(directory: string, io: Io) {
     this.#directory = directory;
@@ -48,7 +46,7 @@ export class DirectoryWatcher {
 
   /** Reports changes of the key whose files start with `stem`. */
   subscribe(stem: string, onChange: (event?: KeyEvent) => void): Unsubscribe {
-    const unsubscribe = this.#subscribers.add(stem, { wake: () => onChange(this.#event) });
+    const unsubscribe = this.#subscribers.add(stem, { wake: onChange });
     if (this.#watcher === undefined) onChange("unsure");
     return unsubscribe;
   }
@@ -84,12 +82,7 @@ export class DirectoryWatcher {
 
   /** The watch is not there: every subscriber polls until it is open again. */
   #failed(): void {
-    this.#event = "unsure";
-    try {
-      this.#subscribers.wakeAll();
-    } finally {
-      this.#event = "changed";
-    }
+    this.#subscribers.wakeAll("unsure");
     this.#reopen = setTimeout(() => {
       this.#reopen = undefined;
       if (this.#subscribers.keys === 0) return;
