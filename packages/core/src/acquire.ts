@@ -1,4 +1,3 @@
-import { onAbort } from "./abort.js";
 import type { Grant, LockRequest } from "./backend.js";
 import type { BackendCalls } from "./calls.js";
 import { monotonicNow } from "./clock.js";
@@ -60,49 +59,6 @@ async function waitInQueue(
 
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
-}
-
-/** A sleep that ends early on a notification or on cancel. */
-export class Waker {
-  readonly #cancel: AbortSignal;
-  #notified = false;
-  #resolve: (() => void) | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  readonly #stopListening: () => void;
-
-  constructor(cancel: AbortSignal) {
-    this.#cancel = cancel;
-    this.#stopListening = onAbort(cancel, () => this.wake());
-  }
-
-  /** Bound so backends can call it as a plain callback. */
-  readonly wake = (): void => {
-    this.#notified = true;
-    const resolve = this.#resolve;
-    this.#resolve = undefined;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    resolve?.();
-  };
-
-  /** Forgets notifications that arrived before the attempt about to start. */
-  reset(): void {
-    this.#notified = false;
-  }
-
-  sleep(ms: number): Promise<void> {
-    if (this.#notified || this.#cancel.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.#resolve = resolve;
-      this.#timer = setTimeout(this.wake, ms);
-    });
-  }
-
-  dispose(): void {
-    this.#stopListening();
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
-  }
 }
 
 /** The reason a wait gave up after `timeoutMs`. */

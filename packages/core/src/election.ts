@@ -1,11 +1,11 @@
 import { onAbort } from "./abort.js";
-import { Waker } from "./acquire.js";
 import type { LockRequest, Unsubscribe } from "./backend.js";
 import { isLockError, lockClosed } from "./errors.js";
 import type { Lease } from "./lease.js";
 import { refuseUnknownOptions, validateSignal } from "./options.js";
 import type { LockState } from "./state.js";
 import { sleep } from "./toolkit/sleep.js";
+import { Waker } from "./waker.js";
 
 /** Options of `Locks.election`. */
 export interface ElectionOptions {

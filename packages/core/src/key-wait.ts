@@ -3,6 +3,7 @@ import type { Attempt, KeyEvent, LockRequest, Unsubscribe } from "./backend.js";
 import type { BackendCalls } from "./calls.js";
 import { monotonicNow } from "./clock.js";
 import { type AcceptedGrant, acceptGrant } from "./grant.js";
+import { Waker } from "./waker.js";
 
 /*
  * Waiting by notification and polling, for every backend without a store
@@ -94,12 +95,10 @@ class KeyWait {
   #unsubscribe: Unsubscribe | undefined;
   /** Notifications may be missed (the backend said "unsure"): poll meanwhile. */
   #unsure = false;
-  /** A change was reported since the current attempt began. */
-  #changed = false;
-  #wakeUp: (() => void) | undefined;
+  /** The loop's sleep, ended by a change reported since the current attempt began. */
+  readonly #waker = new Waker();
   /** Stops waiting for the head's attempt in flight (its waiter gave up). */
   #abandon: (() => void) | undefined;
-  #timer: NodeJS.Timeout | undefined;
   /** The current poll interval without (healthy) notifications. */
   #delay = POLL_MIN_MS;
 
@@ -146,11 +145,13 @@ class KeyWait {
     try {
       while (this.#head !== undefined) {
         const next = await this.#attemptForHead();
-        if (next !== "now") await this.#sleep(this.#pollAfter(next));
+        if (next !== "now" && this.#head !== undefined) {
+          await this.#waker.sleep(this.#pollAfter(next));
+        }
       }
     } finally {
       this.#forget();
-      this.#stopTimer();
+      this.#waker.dispose();
       if (this.#unsubscribe !== undefined) await Promise.resolve(this.#unsubscribe()).catch(noop);
     }
   }
@@ -163,7 +164,7 @@ class KeyWait {
    */
   async #attemptForHead(): Promise<Next> {
     const waiter = this.#head as Waiter;
-    this.#changed = false;
+    this.#waker.reset();
     const start = monotonicNow();
     const pending = this.#calls.tryAcquire(waiter.request);
     const outcome = await new Promise<Attempt | Failed | typeof ABANDONED>((resolve) => {
@@ -198,7 +199,7 @@ class KeyWait {
     const { mode, limit } = waiter.request;
     if (mode === "shared" || limit > 1) return "now";
     // The change this attempt answered was this grant: the next comes with its release.
-    this.#changed = false;
+    this.#waker.reset();
     return undefined;
   }
 
@@ -220,29 +221,8 @@ class KeyWait {
   readonly #onEvent = (event?: KeyEvent): void => {
     this.#unsure = event === "unsure";
     this.#delay = POLL_MIN_MS;
-    this.#changed = true;
-    this.#wake();
+    this.#waker.wake();
   };
-
-  #sleep(ms: number): Promise<void> {
-    if (this.#changed || this.#head === undefined) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.#wakeUp = resolve;
-      this.#timer = setTimeout(() => this.#wake(), ms);
-    });
-  }
-
-  #wake(): void {
-    const wakeUp = this.#wakeUp;
-    this.#wakeUp = undefined;
-    this.#stopTimer();
-    wakeUp?.();
-  }
-
-  #stopTimer(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
-  }
 
   /** Unlinks `waiter` and settles its promise with `settle(value)`; the last one out ends the loop. */
   #settle<T>(waiter: Waiter, settle: (value: T) => void, value: T): void {
@@ -258,8 +238,8 @@ class KeyWait {
     waiter.prev = waiter.next = undefined;
     settle(value);
     // A new head may fit where the old one did not (a reader behind a writer that gave up),
-    // and the last one out ends the loop. A sleep only: an attempt in flight decides itself.
-    if (wasHead) this.#wake();
+    // and the last one out ends the loop.
+    if (wasHead) this.#waker.wake();
   }
 }
 
