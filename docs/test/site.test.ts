@@ -147,10 +147,7 @@ describe("the built docs site in headless Chromium", { timeout: 60_000 }, () => 
   it("every page in the sidebar loads without a console error", async () => {
     const { page, errors } = await openPage();
     try {
-      await page.goto(`${server.url}/guide/getting-started`, { waitUntil: "networkidle" });
-      const links = await page
-        .locator(".VPSidebar a.link")
-        .evaluateAll((as) => [...new Set(as.map((a) => (a as HTMLAnchorElement).href))]);
+      const links = await siteLinks(page);
       expect(links.length).toBeGreaterThan(10);
       for (const link of links) {
         const response = await page.goto(link, { waitUntil: "load" });
@@ -161,6 +158,61 @@ describe("the built docs site in headless Chromium", { timeout: 60_000 }, () => 
     } finally {
       await page.close();
     }
+  });
+
+  it("at 1280 px no table or figure is wider than the content column, on any page", async () => {
+    const { page, errors } = await openPage();
+    try {
+      const links = await siteLinks(page);
+      const problems: string[] = [];
+      let tables = 0;
+      for (const link of links) {
+        await page.goto(link, { waitUntil: "load" });
+        await page.locator(".vp-doc h1").first().waitFor();
+        const seen = await page.evaluate(layoutProblems);
+        tables += seen.tables;
+        problems.push(...seen.problems.map((p) => `${new URL(link).pathname}: ${p}`));
+      }
+      expect(tables, "tables looked at").toBeGreaterThan(20);
+      expect(problems).toEqual([]);
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it("every chart and timeline draws at a non-zero size, at 1280 px and on a phone", async () => {
+    const pages = {
+      "/guide/reliability": "svg.timeline",
+      "/guide/benchmarks": "svg[class^='bench-']",
+    };
+    for (const width of [1280, 390]) {
+      const { page, errors } = await openPage();
+      try {
+        await page.setViewportSize({ width, height: 900 });
+        for (const [path, selector] of Object.entries(pages)) {
+          await page.goto(`${server.url}${path}`, { waitUntil: "networkidle" });
+          const sizes = await page
+            .locator(`.vp-doc ${selector}`)
+            .evaluateAll((svgs) => svgs.map((svg) => svg.getBoundingClientRect().toJSON()));
+          expect(sizes.length, `${path}: ${selector}`).toBeGreaterThan(3);
+          for (const size of sizes) {
+            expect(size.width, `${path} at ${width} px`).toBeGreaterThan(100);
+            expect(size.height, `${path} at ${width} px`).toBeGreaterThan(40);
+          }
+          // The page never scrolls sideways: a wide figure scrolls inside its own box.
+          const pageWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+          expect(pageWidth, `${path} at ${width} px`).toBeLessThanOrEqual(width);
+          const shot = join(shots, `${path.split("/").at(-1)}-${width}.png`);
+          await page.screenshot({ path: shot, fullPage: true });
+          expect(isPng(shot)).toBe(true);
+        }
+        expect(errors).toEqual([]);
+      } finally {
+        await page.close();
+      }
+    }
+    console.log(`docs: screenshots for review in ${shots}`);
   });
 
   it("every benchmark chart plots the columns its caption names, bars labelled by library", async () => {
@@ -406,4 +458,38 @@ function readCharts(svgs: Element[]): ChartSeen[] {
       problems,
     };
   });
+}
+
+/** Every page the sidebar links to (the API reference's too, and the home page). */
+async function siteLinks(page: Page): Promise<string[]> {
+  await page.goto(`${server.url}/guide/getting-started`, { waitUntil: "networkidle" });
+  const links = await page
+    .locator(".VPSidebar a.link")
+    .evaluateAll((as) => as.map((a) => (a as HTMLAnchorElement).href));
+  return [...new Set(links)];
+}
+
+/**
+ * Runs in the page: the tables wider than the content column (VitePress makes
+ * a table a scrolling block, so a cut-off table is one whose content is wider
+ * than its box) and figures that reach past the column.
+ */
+function layoutProblems(): { tables: number; problems: string[] } {
+  const problems: string[] = [];
+  const column = document.querySelector(".vp-doc")?.getBoundingClientRect();
+  const tables = [...document.querySelectorAll(".vp-doc table")];
+  for (const table of tables) {
+    if (table.scrollWidth > table.clientWidth + 1) {
+      const head = table.querySelector("th")?.textContent ?? "";
+      problems.push(`table "${head}…" is ${table.scrollWidth} px wide in ${table.clientWidth} px`);
+    }
+  }
+  for (const figure of document.querySelectorAll(".vp-doc figure, .vp-doc svg")) {
+    const box = figure.getBoundingClientRect();
+    if (column !== undefined && box.width > 0 && box.right > column.right + 1)
+      problems.push(
+        `a ${figure.tagName} reaches ${Math.round(box.right - column.right)} px past the column`,
+      );
+  }
+  return { tables: tables.length, problems };
 }
