@@ -7,13 +7,19 @@
  * @module
  */
 
-/** `"exclusive"`: one holder. `"shared"`: many holders in shared mode, none in exclusive mode. */
+/**
+ * `"exclusive"`: one holder. `"shared"`: many holders in shared mode, none in exclusive mode.
+ *
+ * @group Options
+ */
 export type LockMode = "exclusive" | "shared";
 
 /**
  * What a backend promises. The conformance suite reads this manifest, runs
  * the tests each capability implies, runs a negative test where a flag is
  * false, and fails a backend that declares a capability it does not honour.
+ *
+ * @group Backend contract
  */
 export interface Capabilities {
   /** Who can contend: async tasks of one process, processes of one host, or machines of a cluster. */
@@ -39,7 +45,11 @@ export interface Capabilities {
   readonly minTtlMs?: number;
 }
 
-/** A key, as `inspect` and `forceRelease` receive it: the naming half of a `LockRequest`. */
+/**
+ * A key, as `inspect` and `forceRelease` receive it: the naming half of a `LockRequest`.
+ *
+ * @group Backend contract
+ */
 export interface KeyRef {
   /** The key as the user gave it (validated: 1 to 1024 UTF-8 bytes, well-formed). */
   readonly key: string;
@@ -57,7 +67,11 @@ export interface KeyRef {
   readonly digest: Buffer;
 }
 
-/** One acquire, as the core hands it to the backend, and back to it with every later call for that lock. */
+/**
+ * One acquire, as the core hands it to the backend, and back to it with every later call for that lock.
+ *
+ * @group Backend contract
+ */
 export interface LockRequest extends KeyRef {
   /**
    * A random 128-bit token (32 hex characters) unique to this acquire. Extend
@@ -76,7 +90,11 @@ export interface LockRequest extends KeyRef {
   readonly holder: string | undefined;
 }
 
-/** A granted attempt. */
+/**
+ * A granted attempt.
+ *
+ * @group Backend contract
+ */
 export interface Grant<Hold = unknown> {
   readonly granted: true;
   /** Strictly greater than the token of every earlier grant of this key (0n when `fencing` is false). */
@@ -95,7 +113,11 @@ export interface Grant<Hold = unknown> {
   readonly hold?: Hold;
 }
 
-/** The outcome of one attempt to take a key. */
+/**
+ * The outcome of one attempt to take a key.
+ *
+ * @group Backend contract
+ */
 export type Attempt<Hold = unknown> =
   | Grant<Hold>
   | {
@@ -108,7 +130,11 @@ export type Attempt<Hold = unknown> =
       readonly retryAfterMs?: number;
     };
 
-/** How long a blocking acquire may wait. */
+/**
+ * How long a blocking acquire may wait.
+ *
+ * @group Backend contract
+ */
 export interface WaitOptions {
   /**
    * Aborted on timeout, user abort or close; `signal.reason` says which. It
@@ -124,13 +150,23 @@ export interface WaitOptions {
  * channel came back, after which anything may have been missed). `"unsure"`:
  * from now on notifications may be missed (the channel dropped, a heartbeat
  * was missed, a watch was cancelled) until the next `"changed"`.
+ *
+ * @group Backend contract
  */
 export type KeyEvent = "changed" | "unsure";
 
-/** Stops a subscription. */
+/**
+ * Stops a subscription.
+ *
+ * @group Backend contract
+ */
 export type Unsubscribe = () => void | Promise<void>;
 
-/** What the core gives a backend at `bind()`: the one way back into the core. */
+/**
+ * What the core gives a backend at `bind()`: the one way back into the core.
+ *
+ * @group Backend contract
+ */
 export interface BackendHost<Hold = unknown> {
   /**
    * Reports that the lock behind `hold` is lost (its key was deleted, its
@@ -144,7 +180,11 @@ export interface BackendHost<Hold = unknown> {
   readonly closing: AbortSignal;
 }
 
-/** One holder of a key, as `inspect` reports it. */
+/**
+ * One holder of a key, as `inspect` reports it.
+ *
+ * @group Backend contract
+ */
 export interface HolderStatus {
   /** The holder's label (`LockRequest.holder`), when it gave one. */
   readonly holder: string | undefined;
@@ -158,7 +198,11 @@ export interface HolderStatus {
   readonly expiresInMs: number | undefined;
 }
 
-/** What a backend reports about a key (`Locks.inspect`, `locks status`). */
+/**
+ * What a backend reports about a key (`Locks.inspect`, `locks status`).
+ *
+ * @group Backend contract
+ */
 export interface KeyStatus {
   /** Every live holder; empty when the key is free. */
   readonly holders: readonly HolderStatus[];
@@ -195,6 +239,8 @@ export interface KeyStatus {
  * - **Close.** Once `close()` is called the core calls nothing else. Before
  *   it, every lease is released and every call in flight has settled, or a
  *   bounded grace period (250 ms) has passed.
+ *
+ * @group Backend contract
  */
 export interface Backend<Hold = unknown> {
   /** A short name for messages and diagnostics: "thread", "redis", ... */

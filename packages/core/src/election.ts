@@ -7,7 +7,11 @@ import type { LockState } from "./state.js";
 import { sleep } from "./toolkit/sleep.js";
 import { Waker } from "./waker.js";
 
-/** Options of `Locks.election`. */
+/**
+ * Options of `Locks.election`.
+ *
+ * @group Leader election
+ */
 export interface ElectionOptions {
   /** This candidate's label (1 to 256 UTF-8 bytes), which `leader()` and `observe()` report. */
   holder?: string;
@@ -15,7 +19,11 @@ export interface ElectionOptions {
   ttlMs?: number;
 }
 
-/** Options of `Election.campaign`. */
+/**
+ * Options of `Election.campaign`.
+ *
+ * @group Leader election
+ */
 export interface CampaignOptions {
   /** Gives up campaigning: the promise rejects with `signal.reason`. */
   signal?: AbortSignal;
@@ -23,19 +31,31 @@ export interface CampaignOptions {
   timeoutMs?: number;
 }
 
-/** Options of `Election.observe`. */
+/**
+ * Options of `Election.observe`.
+ *
+ * @group Leader election
+ */
 export interface ObserveOptions {
   /** Ends the iteration. */
   signal?: AbortSignal;
 }
 
-/** Options of `Locks.lead`. */
+/**
+ * Options of `Locks.lead`.
+ *
+ * @group Leader election
+ */
 export interface LeadOptions extends ElectionOptions {
   /** Stops leading and campaigning: the current term is released and `lead` returns. */
   signal?: AbortSignal;
 }
 
-/** The leader of an election, as `leader()` and `observe()` report it. */
+/**
+ * The leader of an election, as `leader()` and `observe()` report it.
+ *
+ * @group Leader election
+ */
 export interface Leader {
   /** The leader's label (`ElectionOptions.holder`), or undefined when it gave none. */
   readonly holder: string | undefined;
@@ -46,6 +66,9 @@ export interface Leader {
 /**
  * Leader election over one key (etcd's `Election`, Kubernetes' leader
  * election): the leader is the holder of the key, its term the lease.
+ *
+ * @group Leader election
+ * @sortStrategy source-order
  */
 export interface Election {
   /** The key elected over, without the namespace. */

@@ -1,6 +1,8 @@
 /**
  * Stable error codes. Check `error.code`, not `instanceof`: two copies of
  * `@locks/core` in one install make `instanceof` unreliable, codes never are.
+ *
+ * @group Errors
  */
 export type LockErrorCode =
   | "LOCK_TIMEOUT"
@@ -10,7 +12,11 @@ export type LockErrorCode =
   | "LOCK_CLOSED"
   | "LOCK_RELEASED";
 
-/** Every error the library throws. Messages may improve between versions; `code` will not change. */
+/**
+ * Every error the library throws. Messages may improve between versions; `code` will not change.
+ *
+ * @group Errors
+ */
 export class LockError extends Error {
   /** The stable code of this error. */
   readonly code: LockErrorCode;
@@ -22,7 +28,11 @@ export class LockError extends Error {
   }
 }
 
-/** `acquire` waited `timeoutMs` without getting the lock. */
+/**
+ * `acquire` waited `timeoutMs` without getting the lock.
+ *
+ * @group Errors
+ */
 export class LockTimeoutError extends LockError {
   constructor(message: string) {
     super("LOCK_TIMEOUT", message);
@@ -30,7 +40,11 @@ export class LockTimeoutError extends LockError {
   }
 }
 
-/** The holder can no longer be sure it holds the lock (TTL passed, extension refused, session lost). */
+/**
+ * The holder can no longer be sure it holds the lock (TTL passed, extension refused, session lost).
+ *
+ * @group Errors
+ */
 export class LockLostError extends LockError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("LOCK_LOST", message, options);
@@ -89,7 +103,11 @@ export function lockClosed(what = "locks client"): LockError {
   return new LockError("LOCK_CLOSED", `the ${what} was closed`);
 }
 
-/** True when `error` is a LockError with the given code (works across duplicate installs). */
+/**
+ * True when `error` is a LockError with the given code (works across duplicate installs).
+ *
+ * @group Errors
+ */
 export function isLockError(error: unknown, code?: LockErrorCode): error is LockError {
   if (typeof error !== "object" || error === null) return false;
   const c = (error as { code?: unknown }).code;

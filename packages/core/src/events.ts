@@ -6,6 +6,8 @@ import { monotonicNow } from "./clock.js";
  * Names of the `node:diagnostics_channel` channels `@locks/core` publishes
  * on. Subscribe with `diagnostics_channel.subscribe(name, fn)`; with no
  * subscriber nothing is built or published.
+ *
+ * @group Observability
  */
 export const LOCK_CHANNELS = {
   /** An acquire or tryAcquire began. Message: {@link AcquireEvent}. */
@@ -28,7 +30,11 @@ export const LOCK_CHANNELS = {
   release: "locks:release",
 } as const;
 
-/** The message of every `locks:acquire:*` channel. */
+/**
+ * The message of every `locks:acquire:*` channel.
+ *
+ * @group Observability
+ */
 export interface AcquireEvent {
   readonly key: string;
   readonly namespace: string;
@@ -44,7 +50,11 @@ export interface AcquireEvent {
   readonly error?: unknown;
 }
 
-/** The message of `locks:extend`, `locks:lost` and `locks:release`. */
+/**
+ * The message of `locks:extend`, `locks:lost` and `locks:release`.
+ *
+ * @group Observability
+ */
 export interface LeaseEvent {
   readonly key: string;
   readonly namespace: string;

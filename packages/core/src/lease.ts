@@ -6,7 +6,12 @@ import { channels, type LeaseEvent } from "./events.js";
 import { ttlFloor, validateTtl } from "./options.js";
 import { Watchdog } from "./watchdog.js";
 
-/** A held lock. Release it with `release()` or `await using`. */
+/**
+ * A held lock. Release it with `release()` or `await using`.
+ *
+ * @group Lease
+ * @sortStrategy source-order
+ */
 export interface Lease extends AsyncDisposable {
   /** The key as given to `acquire`, without the namespace. */
   readonly key: string;

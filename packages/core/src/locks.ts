@@ -43,7 +43,11 @@ import { Request } from "./request.js";
 import { settledWithin } from "./settle.js";
 import { type LockState, lockState } from "./state.js";
 
-/** Options of `createLocks`. */
+/**
+ * Options of `createLocks`.
+ *
+ * @group Options
+ */
 export interface LocksOptions {
   /** Prefix of every key on the server, so apps sharing a server never collide. Default `"default"`. */
   namespace?: string;
@@ -53,7 +57,12 @@ export interface LocksOptions {
   autoExtend?: boolean;
 }
 
-/** A lock client over one backend. */
+/**
+ * A lock client over one backend.
+ *
+ * @group Client
+ * @sortStrategy source-order
+ */
 export interface Locks extends AsyncDisposable {
   /** The backend this client uses. */
   readonly backend: Backend;
@@ -99,7 +108,11 @@ export interface Locks extends AsyncDisposable {
 
 const DEFAULT_TTL_MS = 30_000;
 
-/** Creates a lock client over `backend`. */
+/**
+ * Creates a lock client over `backend`.
+ *
+ * @group Client
+ */
 export function createLocks(backend: Backend, options: LocksOptions = {}): Locks {
   return new LockClient(backend, options);
 }

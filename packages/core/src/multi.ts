@@ -4,7 +4,12 @@ import { typeName, validateKey } from "./keys.js";
 import type { Lease } from "./lease.js";
 import type { AcquireOptions } from "./options.js";
 
-/** Several keys held together (`Locks.acquireAll`): all of them, or none. */
+/**
+ * Several keys held together (`Locks.acquireAll`): all of them, or none.
+ *
+ * @group Several keys
+ * @sortStrategy source-order
+ */
 export interface MultiLease extends AsyncDisposable {
   /** One lease per key, in the order the keys were given. */
   readonly leases: readonly Lease[];
@@ -14,7 +19,11 @@ export interface MultiLease extends AsyncDisposable {
   release(): Promise<void>;
 }
 
-/** Options of `Locks.acquireAll`: those of `acquire` but `minHoldMs`. */
+/**
+ * Options of `Locks.acquireAll`: those of `acquire` but `minHoldMs`.
+ *
+ * @group Several keys
+ */
 export type AcquireAllOptions = Omit<AcquireOptions, "minHoldMs">;
 
 /** The keys of an `acquireAll`, validated before any I/O: a non-empty array of distinct keys. */

@@ -2,7 +2,12 @@ import type { Capabilities, LockMode } from "./backend.js";
 import { invalidArgument } from "./errors.js";
 import { typeName, validateKey } from "./keys.js";
 
-/** Options of `Locks.tryAcquire`. */
+/**
+ * Options of `Locks.tryAcquire`.
+ *
+ * @group Options
+ * @sortStrategy source-order
+ */
 export interface TryAcquireOptions {
   /** Lease time in ms; defaults to the client's `ttlMs`. A backend without server-side TTL validates and ignores it. */
   ttlMs?: number;
@@ -30,7 +35,11 @@ export interface TryAcquireOptions {
   holder?: string;
 }
 
-/** Options of `Locks.acquire` and `Locks.withLock`. */
+/**
+ * Options of `Locks.acquire` and `Locks.withLock`.
+ *
+ * @group Options
+ */
 export interface AcquireOptions extends TryAcquireOptions {
   /** How long to wait for the lock, in ms; rejects with `LOCK_TIMEOUT` after it. Default: wait forever. 0 tries once. */
   timeoutMs?: number;
@@ -77,6 +86,8 @@ const ACQUIRE_KEYS = new Set([...TRY_ACQUIRE_KEYS, "timeoutMs"]);
  * The core's floor for `ttlMs`, whatever the backend declares: a lease is
  * presumed lost `driftAllowance(ttl)` (1% + 2 ms) before its TTL, so a TTL of
  * a few ms would be lost before its grant could be reported.
+ *
+ * @group Options
  */
 export const MIN_TTL_MS = 10;
 

@@ -1,6 +1,10 @@
 import type { KeyStatus, LockMode } from "./backend.js";
 
-/** One holder of a key (`Locks.inspect`). */
+/**
+ * One holder of a key (`Locks.inspect`).
+ *
+ * @group Who holds it
+ */
 export interface LockHolder {
   /** The label the holder acquired with (the `holder` option), or undefined when it gave none. */
   readonly holder: string | undefined;
@@ -15,7 +19,11 @@ export interface LockHolder {
   readonly expiresAt: number | undefined;
 }
 
-/** Who holds a key now (`Locks.inspect`). */
+/**
+ * Who holds a key now (`Locks.inspect`).
+ *
+ * @group Who holds it
+ */
 export interface LockState {
   /** The key as given, without the namespace. */
   readonly key: string;

@@ -10,6 +10,8 @@ import { LocalQueues } from "./web-locks-queue.js";
 /**
  * A granted Web Lock, as passed to a {@link LockGrantedCallback} (the spec's
  * `Lock`). `fencingToken` and `signal` are this library's additions.
+ *
+ * @group Web Locks API
  */
 export interface WebLock {
   /** The name given to `request`. */
@@ -21,10 +23,18 @@ export interface WebLock {
   readonly signal: AbortSignal;
 }
 
-/** Runs while the lock is held: the lock, or null for an `ifAvailable` request that was not granted. */
+/**
+ * Runs while the lock is held: the lock, or null for an `ifAvailable` request that was not granted.
+ *
+ * @group Web Locks API
+ */
 export type LockGrantedCallback<T> = (lock: WebLock | null) => T | PromiseLike<T>;
 
-/** Options of {@link LockManager.request} (the spec's `LockOptions`). */
+/**
+ * Options of {@link LockManager.request} (the spec's `LockOptions`).
+ *
+ * @group Web Locks API
+ */
 export interface LockManagerRequestOptions {
   /** `"exclusive"` (default) or `"shared"` (needs a backend with the `shared` capability). */
   mode?: LockMode;
@@ -40,7 +50,11 @@ export interface LockManagerRequestOptions {
   signal?: AbortSignal;
 }
 
-/** One held or pending request, as listed by {@link LockManager.query}. */
+/**
+ * One held or pending request, as listed by {@link LockManager.query}.
+ *
+ * @group Web Locks API
+ */
 export interface LockInfo {
   /** The name given to `request`. */
   name: string;
@@ -50,7 +64,11 @@ export interface LockInfo {
   clientId: string;
 }
 
-/** What {@link LockManager.query} returns. */
+/**
+ * What {@link LockManager.query} returns.
+ *
+ * @group Web Locks API
+ */
 export interface LockManagerSnapshot {
   /** Granted requests whose lease is held, in the order granted. */
   held: LockInfo[];
@@ -62,6 +80,8 @@ export interface LockManagerSnapshot {
  * The W3C Web Locks API (`navigator.locks`, Node 24's `worker_threads.locks`)
  * over a {@link Locks} client, so its locks hold across processes and hosts
  * as far as the backend's scope reaches. Names are keys of that client.
+ *
+ * @group Web Locks API
  */
 export interface LockManager {
   /** A random id for this manager, the `clientId` of its requests in `query()`. */
@@ -89,6 +109,8 @@ export interface LockManager {
  * Creates a Web Locks `LockManager` over `locks`. Each held Web Lock is a
  * lease of `locks` (same keys, same namespace, watchdog included): a Web Lock
  * and `locks.acquire(name)` exclude each other.
+ *
+ * @group Web Locks API
  */
 export function createLockManager(locks: Locks): LockManager {
   const ok =

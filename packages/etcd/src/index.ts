@@ -47,6 +47,8 @@ export type {
  * the one the key's current holders use is refused with `INVALID_ARGUMENT`.
  *
  * Bad or unknown options throw `INVALID_ARGUMENT` at once, before any I/O.
+ *
+ * @group Factory
  */
 export function etcdBackend(options: EtcdBackendOptions): Backend {
   return new EtcdBackend(resolveOptions(options));

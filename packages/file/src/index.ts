@@ -33,6 +33,8 @@ export type { FileBackendOptions } from "./options.js";
  * });
  * await locks.close();
  * ```
+ *
+ * @group Factory
  */
 export function fileBackend(options: FileBackendOptions): Backend {
   return new FileBackend(resolveFileOptions(options));

@@ -22,6 +22,8 @@ export type { MysqlBackendOptions } from "./options.js";
  * which it keeps one connection; or a `connection`, which it never closes.
  *
  * Bad options throw `INVALID_ARGUMENT` here, before any I/O.
+ *
+ * @group Factory
  */
 export function mysqlBackend(options: MysqlBackendOptions): Backend {
   return new MysqlBackend(resolveOptions(options));

@@ -23,6 +23,8 @@ export type { PostgresBackendOptions } from "./options.js";
  *
  * Bad options throw `INVALID_ARGUMENT` here, before any I/O; the first
  * connection is opened by the first call.
+ *
+ * @group Factory
  */
 export function postgresBackend(options: PostgresBackendOptions): Backend {
   return new PostgresBackend(resolveOptions(options));

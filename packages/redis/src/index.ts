@@ -36,6 +36,8 @@ export type {
  * ```ts
  * const locks = createLocks(redisBackend({ client: new Redis(url) }), { namespace: "billing" });
  * ```
+ *
+ * @group Factory
  */
 export function redisBackend(options: RedisBackendOptions): Backend {
   const o = resolveOptions(options);

@@ -43,6 +43,8 @@ const parseOptions = defineOptions({
  * ```ts
  * const locks = createLocks(threadBackend());
  * ```
+ *
+ * @group Factory
  */
 export function threadBackend(options: ThreadBackendOptions = {}): Backend {
   const { ttl = false, table } = parseOptions(options);
