@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { failureReport, runScenario } from "./run.js";
 import { scenarios } from "./scenarios.js";
 import { type ScenarioSummary, summaryTable } from "./summary.js";
+import { formatResults } from "./timeline.js";
 
 const { values } = parseArgs({
   options: {
@@ -42,7 +43,7 @@ for (const [i, def] of chosen.entries()) {
     log: (line) => console.log(line),
   });
   summaries.push(summary);
-  await writeFile(join(values.out, `${def.name}.json`), `${JSON.stringify(summary, null, 2)}\n`);
+  await writeFile(join(values.out, `${def.name}.json`), formatResults(summary));
   if (!summary.passed) console.error(failureReport(summary));
 }
 console.log(`\n${summaryTable(summaries)}\n`);

@@ -11,7 +11,14 @@ import type {
   ParentMessage,
   WriteOutcome,
 } from "./protocol.js";
-import { type FaultEvent, type ScenarioSummary, stats, type Violation } from "./summary.js";
+import { type ScenarioSummary, stats, type Violation } from "./summary.js";
+import {
+  type HoldEnd,
+  relativeMs,
+  type Timeline,
+  type TimelineOverlap,
+  type WriteResult,
+} from "./timeline.js";
 
 const CLIENT = new URL("./client.ts", import.meta.url);
 
@@ -59,7 +66,22 @@ interface Client {
   exited: boolean;
   ready: boolean;
   holding?: { seq: number; token: string; at: number };
+  /** The pause fault it is in (its end is set at SIGCONT). */
+  pausedBy?: FaultRecord;
+  exitedAt?: number;
+  /** When the parent SIGKILLed it. */
+  killedAt?: number;
   stderr: string;
+}
+
+/** A fault as it is recorded during the run (parent's clock; a pause's end comes later). */
+interface FaultRecord {
+  readonly kind: string;
+  readonly target: string;
+  readonly process: string | null;
+  readonly start: number;
+  end: number | undefined;
+  readonly note?: string;
 }
 
 type Armed = { kind: "pause" | "kill"; done: () => void };
@@ -79,7 +101,6 @@ export async function runScenario(
   const fence = await startRedis();
   const env = await def.setup();
   const started = hrNow();
-  const since = (): number => Math.round(hrNow() - started);
   const namespace = `chaos-${randomBytes(6).toString("hex")}`;
   const fenceKey = `fence:${namespace}`;
 
@@ -93,7 +114,13 @@ export async function runScenario(
   const grants: Grant[] = [];
   /** Each server fault: the first grant after it must beat every grant before it. */
   const serverFaults: ServerFault[] = [];
-  const schedule: FaultEvent[] = [];
+  const faultLog: FaultRecord[] = [];
+  /** The documented faults, for the limit each overlap after them is allowed by. */
+  const documentedFaults: { at: number; limit: string }[] = [];
+  /** Holds whose process the nemesis killed while it held them. */
+  const killedHolds = new Set<string>();
+  /** Every client process ever started, in order. */
+  const allClients: Client[] = [];
   const faultCounts: Record<string, number> = {};
   const violations: Violation[] = [];
   const documentedLimits = new Set<string>();
@@ -109,17 +136,34 @@ export async function runScenario(
   const clients = new Map<number, Client>();
   let generation = 0;
 
-  const fault = (kind: string, target: string, note?: string): void => {
+  /** Records a fault that started at `start` (parent's clock); `end` is undefined until it is known. */
+  const fault = (
+    kind: string,
+    target: string,
+    start: number,
+    end: number | undefined,
+    detail: { note?: string; process?: string } = {},
+  ): FaultRecord => {
     faultCounts[kind] = (faultCounts[kind] ?? 0) + 1;
-    schedule.push(
-      note === undefined ? { at: since(), kind, target } : { at: since(), kind, target, note },
-    );
-    log(`  [${since()} ms] ${kind} ${target}${note ? ` (${note})` : ""}`);
+    const record: FaultRecord = {
+      kind,
+      target,
+      process: detail.process ?? null,
+      start,
+      end,
+      ...(detail.note === undefined ? {} : { note: detail.note }),
+    };
+    faultLog.push(record);
+    const note = detail.note;
+    log(`  [${Math.round(start - started)} ms] ${kind} ${target}${note ? ` (${note})` : ""}`);
     const documented = env.documentedAfter?.[kind];
     if (documented !== undefined) {
       documentedLimits.add(documented);
-      documentedFrom ??= hrNow();
+      documentedFaults.push({ at: start, limit: documented });
+      // From the fault's start: a server killed loses its data then, not when it is back.
+      documentedFrom ??= start;
     }
+    return record;
   };
 
   const post = (client: Client, message: ParentMessage): void => {
@@ -175,9 +219,11 @@ export async function runScenario(
     });
     child.on("exit", () => {
       client.exited = true;
+      client.exitedAt = hrNow();
     });
     child.on("message", (message: ClientMessage) => onMessage(client, message));
     clients.set(index, client);
+    allClients.push(client);
     return client;
   };
 
@@ -258,19 +304,23 @@ export async function runScenario(
     trigger: Armed,
   ): Promise<void> => {
     client.child.kill("SIGSTOP");
+    const pausedAt = hrNow();
     client.paused = true;
-    fault("pause", client.id, `holder of token ${token}`);
+    client.pausedBy = fault("pause", client.id, pausedAt, undefined, {
+      note: `holder of token ${token}`,
+      process: client.id,
+    });
     post(client, { type: "go", seq });
     // Resume once another client was granted the key and finished its write (the lease surely
     // expired and was taken over), or after 3 TTLs + 1 s when nobody could take it.
-    const pausedAt = hrNow();
     const deadline = pausedAt + def.ttlMs * 3 + 1_000;
     const takenOver = (): boolean =>
       holds.some((h) => h.acquiredAt > pausedAt && !h.owner.startsWith(`${client.id}#`));
     while (hrNow() < deadline && !takenOver()) await sleep(20);
+    if (!client.paused) return; // the run ended meanwhile and resumed it
     contAt.set(`${client.id}#${seq}`, hrNow());
     client.child.kill("SIGCONT");
-    client.paused = false;
+    resumed(client);
     client.lastSeen = hrNow();
     trigger.done();
   };
@@ -284,8 +334,14 @@ export async function runScenario(
   ): void => {
     client.child.kill("SIGKILL");
     const killAt = hrNow();
-    fault("kill", client.id, `holder of token ${token}`);
+    client.killedAt = killAt;
+    fault("kill", client.id, killAt, killAt, {
+      note: `holder of token ${token}`,
+      process: client.id,
+    });
     // It never wrote (it was waiting for "go"); its hold ended when it died.
+    client.holding = undefined;
+    killedHolds.add(`${client.id}#${seq}`);
     holds.push({
       owner: `${client.id}#${seq}`,
       key: "resource",
@@ -311,10 +367,20 @@ export async function runScenario(
           holds: [],
         });
         client.child.kill("SIGKILL");
+        client.killedAt = hrNow();
         spawnClient(client.index);
       }
     }
   }, 500);
+
+  /** After SIGCONT: the client runs again, and its pause fault ends now. */
+  const resumed = (client: Client): void => {
+    const at = hrNow();
+    client.paused = false;
+    client.lastSeen = at;
+    if (client.pausedBy !== undefined) client.pausedBy.end = at;
+    client.pausedBy = undefined;
+  };
 
   try {
     for (let i = 0; i < def.clients; i++) spawnClient(i);
@@ -340,19 +406,26 @@ export async function runScenario(
       }
       const action = env.faults[kind];
       if (action === undefined) throw new Error(`unknown fault ${kind}`);
-      const startedAt = since();
       const began = hrNow();
       const { target, note } = await action(rng);
-      serverFaults.push({ kind, at: began, healedAt: hrNow() });
-      fault(kind, target, `${note ?? ""}${note ? ", " : ""}healed after ${since() - startedAt} ms`);
+      const healedAt = hrNow();
+      serverFaults.push({ kind, at: began, healedAt });
+      const slot = /^client c(\d+)$/.exec(target)?.[1];
+      const hit = slot === undefined ? undefined : clients.get(Number(slot));
+      fault(kind, target, began, healedAt, {
+        note: `${note ?? ""}${note ? ", " : ""}healed after ${Math.round(healedAt - began)} ms`,
+        ...(hit === undefined ? {} : { process: hit.id }),
+      });
     }
   } finally {
     stopping = true;
     armed = undefined;
     clearInterval(hangWatch);
     for (const client of clients.values()) {
-      if (client.paused) client.child.kill("SIGCONT");
-      client.paused = false;
+      if (client.paused) {
+        client.child.kill("SIGCONT");
+        resumed(client);
+      }
       post(client, { type: "stop" });
     }
     const exitBy = hrNow() + def.acquireTimeoutMs + 10_000;
@@ -367,9 +440,11 @@ export async function runScenario(
           holds: [],
         });
         client.child.kill("SIGKILL");
+        client.killedAt = hrNow();
       }
     }
   }
+  const endedAt = hrNow();
 
   const final = await fenceState(fence.url, fenceKey);
   await env.stop().catch((e: unknown) => log(`stop failed: ${String(e)}`));
@@ -382,18 +457,31 @@ export async function runScenario(
   const overlapsAndOrder = checkHistory(holds);
   const inDocumentedWindow = (hold: HoldRecord): boolean =>
     documentedFrom !== undefined && hold.acquiredAt >= documentedFrom - def.ttlMs;
+  /** The limit of the last documented fault that began before `at` (plus a TTL), else the first. */
+  const limitBefore = (at: number): string => {
+    const before = documentedFaults.filter((f) => f.at - def.ttlMs <= at).at(-1);
+    return (before ?? documentedFaults[0])?.limit ?? "";
+  };
   let overlapsTotal = 0;
   let tokenRegressions = 0;
+  const overlaps: TimelineOverlap[] = [];
   for (const v of overlapsAndOrder) {
     const [older, newer] = v.holds as [HoldRecord, HoldRecord];
     if (v.kind === "overlap") {
       overlapsTotal++;
+      const seen = {
+        older: older.owner,
+        newer: newer.owner,
+        from: relativeMs(newer.acquiredAt, started),
+        to: relativeMs(Math.min(holdEnd(older, endedAt), holdEnd(newer, endedAt)), started),
+      };
       const w = writes.get(older.owner);
       const newerWrite = writes.get(newer.owner);
       const olderToken = BigInt(older.token);
       const told = older.lostAt !== undefined;
       if (told && olderToken < BigInt(newer.token) && (w === undefined || w.accepted !== true)) {
         fencedRefused++;
+        overlaps.push({ verdict: "stale-refused", ...seen });
         continue;
       }
       if (
@@ -403,12 +491,15 @@ export async function runScenario(
         (newerWrite?.accepted !== true || (w.order ?? 0) < (newerWrite.order ?? 0))
       ) {
         landedFirst++;
+        overlaps.push({ verdict: "landed-first", ...seen });
         continue;
       }
       if (inDocumentedWindow(newer)) {
         documented++;
+        overlaps.push({ verdict: "documented", ...seen, limit: limitBefore(newer.acquiredAt) });
         continue;
       }
+      overlaps.push({ verdict: "violation", ...seen });
       violations.push({
         kind: "overlap",
         message: `${v.message}: the older holder ${told ? "was told" : "was NOT told (lease.signal never aborted)"}; its write ${describeWrite(w)}`,
@@ -510,8 +601,24 @@ export async function runScenario(
     finalWrite: { expected, found },
     violations,
     documentedLimits: [...documentedLimits],
-    schedule,
+    schedule: faultLog.map((f) => ({
+      at: relativeMs(f.start, started),
+      end: relativeMs(f.end ?? endedAt, started),
+      kind: f.kind,
+      target: f.target,
+      ...(f.note === undefined ? {} : { note: f.note }),
+    })),
     passed: violations.length === 0,
+    timeline: buildTimeline({
+      started,
+      endedAt,
+      clients: allClients,
+      holds,
+      writes,
+      killedHolds,
+      faults: faultLog,
+      overlaps,
+    }),
   };
   if (process.env.CHAOS_DEBUG_HOLDS)
     await import("node:fs/promises").then((fs) =>
@@ -521,6 +628,92 @@ export async function runScenario(
       ),
     );
   return summary;
+}
+
+/** End of a recorded hold, as the checker takes it; an unfinished one lasts until the run ended. */
+function holdEnd(hold: HoldRecord, endedAt: number): number {
+  return Math.min(hold.releasedAt ?? endedAt, hold.lostAt ?? endedAt);
+}
+
+/** The run's history on the scenario's time base (see timeline.ts). */
+function buildTimeline(run: {
+  readonly started: number;
+  readonly endedAt: number;
+  readonly clients: readonly Client[];
+  readonly holds: readonly HoldRecord[];
+  readonly writes: ReadonlyMap<string, WriteOutcome>;
+  readonly killedHolds: ReadonlySet<string>;
+  readonly faults: readonly FaultRecord[];
+  readonly overlaps: readonly TimelineOverlap[];
+}): Timeline {
+  const ms = (at: number): number => relativeMs(at, run.started);
+  const orNull = (at: number | undefined): number | null => (at === undefined ? null : ms(at));
+  const ownerParts = (owner: string): { process: string; seq: number } => {
+    const hash = owner.lastIndexOf("#");
+    return { process: owner.slice(0, hash), seq: Number(owner.slice(hash + 1)) };
+  };
+  const recorded = run.holds.map((h) => {
+    const w = run.writes.get(h.owner);
+    const end: HoldEnd = run.killedHolds.has(h.owner)
+      ? "killed"
+      : h.lostAt !== undefined
+        ? "lost"
+        : "released";
+    const write: WriteResult =
+      w === undefined
+        ? "none"
+        : w.accepted === true
+          ? "accepted"
+          : w.accepted === false
+            ? "refused"
+            : "failed";
+    return {
+      ...ownerParts(h.owner),
+      token: h.token,
+      from: ms(h.acquiredAt),
+      to: ms(holdEnd(h, run.endedAt)),
+      end,
+      write,
+      ack: w === undefined ? null : ms(w.ackAt),
+    };
+  });
+  // Grants whose end never came: the process hung or was killed by the hang watch.
+  const open = run.clients.flatMap((c) =>
+    c.holding === undefined
+      ? []
+      : [
+          {
+            process: c.id,
+            seq: c.holding.seq,
+            token: c.holding.token,
+            from: ms(c.holding.at),
+            to: null,
+            end: "open" as const,
+            write: "none" as const,
+            ack: null,
+          },
+        ],
+  );
+  return {
+    end: ms(run.endedAt),
+    processes: run.clients.map((c) => ({
+      id: c.id,
+      slot: c.index,
+      spawned: ms(c.spawnedAt),
+      exited: orNull(c.exitedAt),
+      killed: orNull(c.killedAt),
+    })),
+    holds: [...recorded, ...open].sort((a, b) => a.from - b.from),
+    faults: run.faults.map((f) => ({
+      kind: f.kind,
+      target: f.target,
+      process: f.process,
+      start: ms(f.start),
+      end: ms(f.end ?? run.endedAt),
+      ...(f.note === undefined ? {} : { note: f.note }),
+    })),
+    overlaps: [...run.overlaps].sort((a, b) => a.from - b.from),
+  };
 }
 
 interface Grant {
@@ -597,7 +790,9 @@ export function failureReport(s: ScenarioSummary): string {
   const lines = [
     `chaos scenario ${s.name} FAILED (replay: pnpm test:chaos --seed ${s.seed} --duration ${s.durationMs / 1000} --only ${s.name})`,
     "fault schedule:",
-    ...s.schedule.map((f) => `  ${f.at} ms ${f.kind} ${f.target}${f.note ? ` (${f.note})` : ""}`),
+    ...s.schedule.map(
+      (f) => `  ${f.at}..${f.end} ms ${f.kind} ${f.target}${f.note ? ` (${f.note})` : ""}`,
+    ),
     "violations:",
   ];
   for (const v of s.violations.slice(0, 10)) {

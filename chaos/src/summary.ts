@@ -1,9 +1,12 @@
 import type { HoldRecord } from "@locks/core/history";
+import type { Timeline } from "./timeline.js";
 
 /** One fault the nemesis injected. */
 export interface FaultEvent {
-  /** ms since the scenario started. */
+  /** When it started, ms since the scenario started. */
   readonly at: number;
+  /** When it ended (healed, SIGCONT; a kill's end is its start), ms since the scenario started. */
+  readonly end: number;
   readonly kind: string;
   readonly target: string;
   readonly note?: string;
@@ -84,6 +87,8 @@ export interface ScenarioSummary {
   readonly documentedLimits: readonly string[];
   readonly schedule: readonly FaultEvent[];
   readonly passed: boolean;
+  /** Everything that happened, for the docs' timelines; written last in the results file. */
+  readonly timeline: Timeline;
 }
 
 export interface Stats {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { failureReport, runScenario } from "../src/run.js";
 import { scenarios } from "../src/scenarios.js";
+import { formatResults, timelineCounts } from "../src/timeline.js";
 
 // CI budget: about 2 minutes on 2 cores for every backend together. CHAOS_SEED replays a run;
 // CHAOS_DURATION (seconds of faults over all scenarios) makes it longer.
@@ -16,6 +17,19 @@ describe(`chaos (seed ${seed})`, () => {
       if (!summary.passed) console.error(failureReport(summary));
       expect(summary.violations.map((v) => `${v.kind}: ${v.message}`)).toEqual([]);
       expect(summary.holds).toBeGreaterThan(0);
+      // The timeline the docs draw tells the same story as the counts.
+      const counts = timelineCounts(summary.timeline);
+      expect(counts.holds).toBe(summary.holds);
+      expect(counts.refused).toBe(summary.writes.refusedStale);
+      expect(counts.overlaps).toEqual({
+        "stale-refused": summary.overlaps.staleRefused,
+        "landed-first": summary.overlaps.landedFirst,
+        documented: summary.overlaps.documented,
+        violation: summary.violations.filter((v) => v.kind === "overlap").length,
+      });
+      expect(summary.timeline.faults.length).toBe(summary.schedule.length);
+      for (const f of summary.schedule) expect(f.end).toBeGreaterThanOrEqual(f.at);
+      expect(JSON.parse(formatResults(summary))).toEqual(JSON.parse(JSON.stringify(summary)));
     });
   }
 });
