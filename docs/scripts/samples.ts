@@ -8,6 +8,9 @@ import { fileURLToPath } from "node:url";
  *   no-check  a deliberately partial snippet: shown, never compiled (keep these few)
  *   run       also executed by test/samples.test.ts; a following ```text output
  *             block is what it must print
+ *   postgres  (with run) needs a PostgreSQL: the test starts one and passes
+ *             its URL in DATABASE_URL
+ *   redis     (with run) needs a redis-server: its URL in REDIS_URL
  * The generated API reference (api/) is not ours to check: its snippets come
  * from the packages' TSDoc.
  */
@@ -18,6 +21,12 @@ export const docsRoot: string = fileURLToPath(new URL("..", import.meta.url));
 /** Where samples are written for tsc and for running: ignored by git and Biome. */
 export const samplesDir: string = join(docsRoot, ".vitepress", "cache", "samples");
 
+/** A server a runnable sample needs, named by a word after ```ts run. */
+export type SampleServer = "postgres" | "redis";
+
+/** The fence words that name a server, in the order a test starts them. */
+export const SAMPLE_SERVERS: readonly SampleServer[] = ["postgres", "redis"];
+
 export interface Sample {
   /** The page, relative to docs/: "guide/getting-started.md". */
   readonly page: string;
@@ -26,6 +35,8 @@ export interface Sample {
   readonly code: string;
   readonly check: boolean;
   readonly run: boolean;
+  /** The servers a `run` sample needs (```ts run postgres): none for the thread backend. */
+  readonly servers: readonly SampleServer[];
   /** The ```text output block right after a `run` sample, if any. */
   readonly output: string | undefined;
   /** A file name unique to this sample: "guide-getting-started-1.ts". */
@@ -87,6 +98,23 @@ export function fences(markdown: string): Fence[] {
   return found;
 }
 
+const WORDS: ReadonlySet<string> = new Set(["no-check", "run", ...SAMPLE_SERVERS]);
+
+/**
+ * Refuses a word this file does not know (`run postgress` would otherwise run
+ * without its server) and a server named on a sample that does not run.
+ */
+function checkWords(words: readonly string[], where: string): void {
+  const unknown = words.filter((word) => !WORDS.has(word));
+  if (unknown.length > 0) {
+    throw new Error(`${where}: unknown word(s) after \`\`\`ts: ${unknown.join(", ")}`);
+  }
+  const server = words.find((word) => (SAMPLE_SERVERS as readonly string[]).includes(word));
+  if (server !== undefined && !words.includes("run")) {
+    throw new Error(`${where}: "${server}" names the server of a sample that runs: add "run"`);
+  }
+}
+
 /** Every TypeScript sample of the docs' pages. */
 export function collectSamples(pages: readonly string[] = markdownPages()): Sample[] {
   const samples: Sample[] = [];
@@ -97,6 +125,7 @@ export function collectSamples(pages: readonly string[] = markdownPages()): Samp
     blocks.forEach((block, index) => {
       if (block.lang !== "ts" && block.lang !== "typescript") return;
       n++;
+      checkWords(block.words, `${page}:${block.line - 1}`);
       const run = block.words.includes("run");
       const next = blocks[index + 1];
       const output =
@@ -109,6 +138,7 @@ export function collectSamples(pages: readonly string[] = markdownPages()): Samp
         code: block.code,
         check: !block.words.includes("no-check"),
         run,
+        servers: run ? SAMPLE_SERVERS.filter((server) => block.words.includes(server)) : [],
         output,
         fileName: `${page.replace(/\.md$/, "").replace(/[^\w]+/g, "-")}-${n}.ts`,
       });
