@@ -1,6 +1,12 @@
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
-import { Application, Converter, ReflectionKind, type TypeDocOptions } from "typedoc";
+import {
+  Application,
+  Converter,
+  OptionDefaults,
+  ReflectionKind,
+  type TypeDocOptions,
+} from "typedoc";
 import { MarkdownRendererEvent, type PluginOptions } from "typedoc-plugin-markdown";
 import { docsRoot } from "./samples.js";
 
@@ -8,10 +14,62 @@ import { docsRoot } from "./samples.js";
  * The API reference, generated at build time by TypeDoc (with
  * typedoc-plugin-markdown) from each public entry point (every "exports"
  * path of the published packages), into docs/api/ (git-ignored). It is
- * rebuilt on every docs build, so it cannot drift from the code.
+ * rebuilt on every docs build, so it cannot drift from the code. The one
+ * page there that is written by hand, api/index.md (in git), is the way in:
+ * it starts with what users call and links into the generated pages.
  */
 
 export const apiDir: string = join(docsRoot, "api");
+
+/** The hand-written landing page of the reference, kept across generations. */
+const landingPage = "index.md";
+
+/**
+ * TypeDoc's own list of modules: written (TypeDoc always writes an entry
+ * page) under a name no module takes, then deleted, since the landing page
+ * replaces it.
+ */
+const typedocEntry = "typedoc-modules";
+
+/**
+ * The order of the sections of a module page. The first groups are the
+ * `@group` tags in packages/core/src, in the order a user meets them
+ * (client, lease, errors, options, coordination), then what backend authors
+ * and observers need, then each backend's factory (`@group Factory`);
+ * untagged members follow by kind, functions first. Class and interface members keep
+ * TypeDoc's order (constructors, properties, methods).
+ */
+const groupOrder = [
+  "Client",
+  "Lease",
+  "Errors",
+  "Options",
+  "Several keys",
+  "Who holds it",
+  "Leader election",
+  "Web Locks API",
+  "Observability",
+  "Backend contract",
+  "Factory",
+  "Functions",
+  "Classes",
+  "Interfaces",
+  "Type Aliases",
+  "Variables",
+  "Constructors",
+  "Properties",
+  "Accessors",
+  "Methods",
+  "*",
+];
+
+/** Deletes what the last generation wrote into docs/api/, but the landing page. */
+function clearGenerated(): void {
+  if (!existsSync(apiDir)) return;
+  for (const entry of readdirSync(apiDir)) {
+    if (entry !== landingPage) rmSync(join(apiDir, entry), { recursive: true, force: true });
+  }
+}
 
 /** The published packages, under packages/. */
 const published = ["core", "thread", "file", "redis", "etcd", "postgres", "mysql", "cli"] as const;
@@ -65,7 +123,7 @@ export function availableEntryPoints(): { present: Map<string, string>; missing:
 /** Runs TypeDoc into docs/api/ and returns the modules documented and those skipped. */
 export async function generateApi(): Promise<{ documented: string[]; missing: string[] }> {
   const { present, missing } = availableEntryPoints();
-  rmSync(apiDir, { recursive: true, force: true });
+  clearGenerated();
   const options: Partial<TypeDocOptions & PluginOptions> = {
     entryPoints: [...present.keys()],
     entryPointStrategy: "resolve",
@@ -79,10 +137,20 @@ export async function generateApi(): Promise<{ documented: string[]; missing: st
     disableSources: true,
     excludePrivate: true,
     excludeInternal: true,
+    // Members a class inherits from the platform (Error's stack, captureStackTrace ...) are not ours to document.
+    excludeExternals: true,
+    // TypeDoc would clear the directory, landing page included: clearGenerated() did the rest.
+    cleanOutputDir: false,
+    groupOrder,
+    // Within a group: the function that makes a thing before the types it returns (createLocks, then Locks).
+    // Errors: the classes before isLockError.
+    kindSortOrder: ["Class", "Function", "Interface", "TypeAlias", "Variable"],
+    // `@sortStrategy source-order` keeps Locks' and Lease's members in the order they are declared (acquire first).
+    notRenderedTags: [...OptionDefaults.notRenderedTags, "@sortStrategy"],
     logLevel: "Warn",
     outputFileStrategy: "modules",
     excludeScopesInPaths: true,
-    entryFileName: "index",
+    entryFileName: typedocEntry,
     hidePageHeader: true,
     hideBreadcrumbs: true,
     useCodeBlocks: true,
@@ -120,6 +188,10 @@ export async function generateApi(): Promise<{ documented: string[]; missing: st
   });
   await app.generateOutputs(project);
   if (app.logger.hasErrors()) throw new Error("TypeDoc reported errors");
+  rmSync(join(apiDir, `${typedocEntry}.md`), { force: true });
+  if (!existsSync(join(apiDir, landingPage))) {
+    throw new Error(`the hand-written ${relative(docsRoot, join(apiDir, landingPage))} is missing`);
+  }
   const documented = (project.children ?? []).map((m) => m.name).sort();
   for (const [path, name] of present) {
     if (!documented.includes(name)) {
