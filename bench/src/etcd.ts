@@ -7,6 +7,8 @@ import {
   type Contender,
   closeAll,
   cycle,
+  GAP_COLUMNS,
+  gapCells,
   type HandoffResult,
   handoffs,
   locksContender,
@@ -331,7 +333,7 @@ const suite: BenchSuite = async () => {
     const row = (name: string, r: EtcdHandoffs): Array<string | number> => [
       name,
       r.perSecond,
-      r.gapMs,
+      ...gapCells(r.gaps),
       r.writes,
       r.events,
       r.calls,
@@ -343,7 +345,7 @@ const suite: BenchSuite = async () => {
       columns: [
         "library",
         "handoffs/s",
-        "median gap (ms)",
+        ...GAP_COLUMNS,
         "writes/handoff",
         "watch events/handoff",
         "requests/handoff",
@@ -354,7 +356,7 @@ const suite: BenchSuite = async () => {
         row("@locks/etcd (revision queue, watch on predecessor)", hOurs),
       ],
       notes: [
-        "gap: from the holder's release() call to the next holder's grant, in one process (8 clients, one etcd3 client each)",
+        "gap: from the holder's release() call to the next holder's grant, in one process (8 clients, one etcd3 client each); p10, median, p90, p99 of the best round's gaps (nearest rank)",
         "writes: raft proposals committed (puts, deletes, write transactions even when their condition fails, lease grants and revokes)",
         `goal: one watch event and no extra write per handoff, gap under 1 ms: ${hOurs.events.toFixed(2)} events, ${hOurs.writes.toFixed(2)} writes (the waiter's put and the holder's delete), ${hOurs.gapMs.toFixed(2)} ms`,
         "@locks/etcd's gap is the holder's delete (a write) + the watch event + one read (the waiter re-checks its own key after every wait); a poller's next transaction is often already queued behind the delete, at 3x the writes",

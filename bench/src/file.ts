@@ -22,6 +22,7 @@ import { fileBackend } from "@locks/file";
 import { nodeChildArgs } from "@locks/testkit";
 import { lock } from "proper-lockfile";
 import { CpuTally, cpuCell, cpuOpsPerSecond, cpuRatio } from "./cpu.js";
+import { GAP_COLUMNS, gapCells } from "./harness.js";
 import type { BenchTable } from "./table.js";
 
 type Contender = "proper-lockfile" | "file-sync" | "file-async";
@@ -174,8 +175,7 @@ async function contended(): Promise<BenchTable> {
           label,
           labels[contender],
           result.handoffs,
-          result.gapMedianMs,
-          result.gapP99Ms,
+          ...gapCells(result.gaps),
           result.cpuPerWaitSecondMs,
           result.cpuPerHandoffUs,
         ]);
@@ -191,14 +191,13 @@ async function contended(): Promise<BenchTable> {
       "file system",
       "library",
       "handoffs",
-      "gap median (ms)",
-      "gap p99 (ms)",
+      ...GAP_COLUMNS,
       "waiter CPU (ms per s waited)",
       "waiter CPU per handoff (µs)",
     ],
     rows,
     notes: [
-      "gap: from the holder's release() call to the next process holding the lock (one monotonic clock for the processes of the machine)",
+      "gap: from the holder's release() call to the next process holding the lock (one monotonic clock for the processes of the machine); p10, median, p90, p99 of the run's gaps (nearest rank)",
       "waiter CPU: user + system CPU of the 4 processes while inside acquire(), over the wall time they spent there (includes the winning attempt)",
       "goal: a gap no worse than proper-lockfile polling every 1-5 ms, with waiters that sleep",
       `load average ${loadavg()[0]!.toFixed(1)} at the end of the run (2 cores, shared with other work)`,
@@ -208,8 +207,8 @@ async function contended(): Promise<BenchTable> {
 
 interface ContendedResult {
   readonly handoffs: number;
-  readonly gapMedianMs: number;
-  readonly gapP99Ms: number;
+  /** Every gap, ms. */
+  readonly gaps: readonly number[];
   readonly cpuPerWaitSecondMs: number;
   readonly cpuPerHandoffUs: number;
 }
@@ -278,8 +277,7 @@ async function runContended(contender: Contender, directory: string): Promise<Co
   const wallMs = stats.reduce((sum, s) => sum + s.waitWallMs, 0);
   return {
     handoffs: gaps.length,
-    gapMedianMs: gaps[Math.floor(gaps.length / 2)] ?? Number.NaN,
-    gapP99Ms: gaps[Math.floor(gaps.length * 0.99)] ?? Number.NaN,
+    gaps,
     cpuPerWaitSecondMs: cpuUs / 1000 / (wallMs / 1000),
     cpuPerHandoffUs: cpuUs / Math.max(1, gaps.length),
   };

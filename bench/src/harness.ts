@@ -96,8 +96,28 @@ export interface HandoffResult {
   readonly perSecond: number;
   /** Median ms from the holder's release() call to the next holder's grant. */
   readonly gapMs: number;
+  /** Every counted gap, ms, in the order they happened: for quantiles over several rounds. */
+  readonly gaps: readonly number[];
   /** Handoffs counted. */
   readonly handoffs: number;
+}
+
+/**
+ * The nearest-rank quantile `q` (0..1) of `values`: the smallest value with at
+ * least q of them at or below it (so the p99 of fewer than 100 values is the
+ * largest); NaN for none.
+ */
+export function quantile(values: readonly number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)] ?? Number.NaN;
+}
+
+/** The gap quantiles a handoff table reports, in its column order: p10, median, p90, p99. */
+export const GAP_COLUMNS = ["gap p10 (ms)", "median gap (ms)", "gap p90 (ms)", "gap p99 (ms)"];
+
+/** The cells of {@link GAP_COLUMNS} for `gaps` (the median as {@link median} takes it). */
+export function gapCells(gaps: readonly number[]): number[] {
+  return [quantile(gaps, 0.1), median(gaps), quantile(gaps, 0.9), quantile(gaps, 0.99)];
 }
 
 /**
@@ -170,7 +190,7 @@ export async function handoffs(
   for (const wake of onGrant) wake();
   onGrant = [];
   await Promise.all(loops);
-  return { perSecond: (counted * 1000) / elapsed, gapMs: median(gaps), handoffs: counted };
+  return { perSecond: (counted * 1000) / elapsed, gapMs: median(gaps), gaps, handoffs: counted };
 }
 
 const CLOCK_TICKS = 100;

@@ -7,6 +7,8 @@ import {
   type Contender,
   cpuSpent,
   cycle,
+  GAP_COLUMNS,
+  gapCells,
   type HandoffResult,
   handoffs,
   locksContender,
@@ -261,7 +263,8 @@ async function handoffTable(
     const servers = values.map((r) => r.server).filter((v): v is number => v !== undefined);
     result.set(name, {
       perSecond: median(values.map((r) => r.perSecond)),
-      gapMs: median(values.map((r) => r.gapMs)),
+      gapMs: median(values.flatMap((r) => r.gaps)),
+      gaps: values.flatMap((r) => r.gaps),
       handoffs: count,
       vsFloor: median(values.map((r, i) => floor[i]!.perSecond / r.perSecond)),
       clientCpuUs: sum(values.map((r) => r.client)) / count,
@@ -377,7 +380,7 @@ const suite: BenchSuite = async () => {
     const row = (name: string, r: MyHandoffs): Array<string | number> => [
       name,
       r.perSecond,
-      r.gapMs,
+      ...gapCells(r.gaps),
       `${r.vsFloor.toFixed(2)}x slower`,
       cpuCell(r.clientCpuUs, r.serverCpuUs, 0),
       `${(totalCpu(r) / totalCpu(hFloor)).toFixed(2)}x`,
@@ -389,7 +392,7 @@ const suite: BenchSuite = async () => {
       columns: [
         "library",
         "handoffs/s (median round)",
-        "median gap (ms)",
+        ...GAP_COLUMNS,
         "vs floor (median of rounds)",
         "CPU µs per handoff: client + server",
         "CPU vs floor",
@@ -400,7 +403,7 @@ const suite: BenchSuite = async () => {
         row("@locks/mysql, polls (maxConnections: 1)", polls),
       ],
       notes: [
-        "gap: from the holder's release() call to the next holder's grant; 8 clients in one process, each with its own connections",
+        "gap: from the holder's release() call to the next holder's grant; 8 clients in one process, each with its own connections; p10, median, p90, p99 over the gaps of all rounds (nearest rank)",
         "waits in the server: each wait opens a connection of its own, blocks in GET_LOCK(?,30) there, and holds the lock on it until the release closes it",
         `the two waiting strategies: polling hands over ${(waits.vsFloor / polls.vsFloor).toFixed(1)}x as fast as server waits, at ${(totalCpu(polls) / totalCpu(waits)).toFixed(2)}x their CPU per handoff: a holder here releases at once, so pollers still at their first back-off steps (2, 4, 8 ms) catch the lock, while each server wait pays a connection of its own (connect, authenticate, close)`,
         `${HANDOFF_ROUNDS} interleaved rounds of ${HANDOFF_MS / HANDOFF_ROUNDS} ms per library; load average during the run: ${loadavg()[0]!.toFixed(1)} on ${availableParallelism()} cores`,

@@ -7,6 +7,8 @@ import {
   type Contender,
   cpuSpent,
   cycle,
+  GAP_COLUMNS,
+  gapCells,
   type HandoffResult,
   handoffs,
   locksContender,
@@ -287,7 +289,8 @@ async function handoffTable(
     const servers = values.map((r) => r.serverCpuUs).filter((v): v is number => v !== undefined);
     result.set(name, {
       perSecond: median(values.map((r) => r.perSecond)),
-      gapMs: median(values.map((r) => r.gapMs)),
+      gapMs: median(values.flatMap((r) => r.gaps)),
+      gaps: values.flatMap((r) => r.gaps),
       vsFloor: median(values.map((r, i) => floor[i]!.perSecond / r.perSecond)),
       handoffs: sum(values.map((r) => r.handoffs)),
       clientCpuUs: sum(values.map((r) => r.clientCpuUs)) / sum(values.map((r) => r.handoffs)),
@@ -440,7 +443,7 @@ const suite: BenchSuite = async () => {
     const row = (name: string, r: PgHandoffs & { vsFloor: number }): Array<string | number> => [
       name,
       r.perSecond,
-      r.gapMs,
+      ...gapCells(r.gaps),
       `${r.vsFloor.toFixed(2)}x slower`,
       r.serverCpuUs === undefined
         ? `${r.clientCpuUs.toFixed(0)} + —`
@@ -455,7 +458,7 @@ const suite: BenchSuite = async () => {
       columns: [
         "library",
         "handoffs/s (median round)",
-        "median gap (ms)",
+        ...GAP_COLUMNS,
         "vs floor (median of rounds)",
         "CPU µs per handoff: client + server",
       ],
@@ -466,7 +469,7 @@ const suite: BenchSuite = async () => {
         row("advisory-lock 2 lock/unlock (a connection per lock)", h.get("advisory")!),
       ],
       notes: [
-        "gap: from the holder's release() call to the next holder's grant; 8 clients in one process, each with its own connections",
+        "gap: from the holder's release() call to the next holder's grant; 8 clients in one process, each with its own connections; p10, median, p90, p99 over the gaps of all rounds (nearest rank)",
         `goal: @locks/postgres within 3x of the floor: ${queue.vsFloor.toFixed(2)}x (${queue.vsFloor <= 3 ? "met" : "not met"})`,
         `the two waiting strategies: the server's queue hands over ${(notify.vsFloor / queue.vsFloor).toFixed(1)}x faster than try + NOTIFY, so it is the default`,
         `${HANDOFF_ROUNDS} interleaved rounds of ${HANDOFF_MS / HANDOFF_ROUNDS} ms per library; load average during the run: ${loadavg()[0]!.toFixed(1)} on ${availableParallelism()} cores`,

@@ -10,6 +10,8 @@ import {
   clientContender,
   closeAll,
   cycle,
+  GAP_COLUMNS,
+  gapCells,
   type HandoffResult,
   handoffs,
   locksContender,
@@ -26,15 +28,20 @@ import type { BenchSuite, BenchTable } from "./table.js";
  * 2. handoffs with 8 clients on one key, each release passing the lock to
  *    another client: handoffs per second and the gap from the release call
  *    to the next holder's grant;
- * 3. Redis commands per handoff with 100 waiters, from INFO commandstats
- *    (every command the server ran, those inside scripts included, and the
- *    scripts/commands the clients sent).
+ * 3. Redis commands per handoff with 10, 100 and 1,000 waiters, from INFO
+ *    commandstats (every command the server ran, those inside scripts
+ *    included) and the scripts/commands the clients sent: pollers' cost grows
+ *    with the waiters, a notified waiter's does not.
  */
 
 const UNCONTENDED_MS = 1_500;
 const ROUNDS = 5;
 const HANDOFF_MS = 2_500;
 const WAITERS_MS = 2_000;
+/** The waiter counts of the commands-per-handoff sweep (x of the docs' line chart). */
+const WAITER_COUNTS = [10, 100, 1_000];
+/** Instances of the "several processes" rows: the waiters are split over them. */
+const INSTANCES = 10;
 const TTL_MS = 30_000;
 
 /** The part of redlock 5 used here (its package's "exports" hide its types from NodeNext resolution). */
@@ -115,6 +122,11 @@ async function semaphoreContender(url: string, key: string): Promise<Contender> 
       await client.quit();
     },
   };
+}
+
+/** Progress on stderr: the sweep runs for a minute or more. */
+function progress(what: string): void {
+  process.stderr.write(`redis: ${what} (${(performance.now() / 1000).toFixed(0)} s)\n`);
 }
 
 // ---------------------------------------------------------------- measurements
@@ -320,7 +332,7 @@ const suite: BenchSuite = async () => {
     const row = (name: string, r: HandoffResult): Array<string | number> => [
       name,
       r.perSecond,
-      r.gapMs,
+      ...gapCells(r.gaps),
       `${(hRedlock.gapMs / r.gapMs).toFixed(1)}x`,
     ];
     tables.push({
@@ -330,8 +342,8 @@ const suite: BenchSuite = async () => {
       columns: [
         "library",
         "handoffs/s (incl. 2 ms holds)",
-        "median gap (ms)",
-        "gap: redlock's / this",
+        ...GAP_COLUMNS,
+        "median gap: redlock's / this",
       ],
       rows: [
         row("raw SET NX PX, 1 ms polling", hRaw),
@@ -342,70 +354,85 @@ const suite: BenchSuite = async () => {
         row("@locks/redis Redlock (3 servers)", hOursRedlock),
       ],
       notes: [
-        "gap: from the holder's release() call to the next holder's grant, in one process (8 connections each)",
+        "gap: from the holder's release() call to the next holder's grant, in one process (8 connections each); p10, median, p90, p99 of the run's gaps (nearest rank: with fewer than 100 gaps, as redlock's, the p99 is the largest)",
         "each holder keeps the lock until every other client has waited 2 ms, so the next holder is always a waiter",
         `goal: gap under 0.5 ms without polling, over 50x redlock: ${hOurs.gapMs.toFixed(3)} ms, ${(hRedlock.gapMs / hOurs.gapMs).toFixed(0)}x`,
       ],
     });
 
-    // 3. Commands per handoff with 100 waiters.
-    const hundred = async (
+    // 3. Commands per handoff vs waiters.
+    const sweep: Array<Array<string | number>> = [];
+    const measure = async (
+      name: string,
+      waiters: number,
       make: (i: number) => Promise<Contender> | Contender,
       ms = WAITERS_MS,
-    ): Promise<CommandCount> => {
-      const contenders = await build(100, make);
+    ): Promise<void> => {
+      const contenders = await build(waiters, make);
       try {
-        return await commandsPerHandoff(admin, contenders, ms);
+        const c = await commandsPerHandoff(admin, contenders, ms);
+        sweep.push([name, waiters, c.handoffs, c.sentPerHandoff, c.perHandoff]);
       } finally {
         await closeAll(contenders);
       }
     };
-    const wkey = key("waiters");
-    // One backend instance (one connection + one subscriber) for all 100 waiters.
-    const shared = redisBackend({ url });
-    const sharedLocks = createLocks(shared, { namespace: "bench", ttlMs: TTL_MS });
-    const oneInstance = await hundred(() => clientContender(sharedLocks, "waiters-one"));
-    await sharedLocks.close();
-    // Ten backend instances (ten "processes") with ten waiters each.
-    const instances = Array.from({ length: 10 }, () =>
-      createLocks(redisBackend({ url }), { namespace: "bench", ttlMs: TTL_MS }),
+    /** Our waiters over `instances` backend instances (Locks clients), `fair` or not. */
+    const oursAt = async (
+      name: string,
+      waiters: number,
+      instances: number,
+      fair: boolean,
+    ): Promise<void> => {
+      const clients = Array.from({ length: instances }, () =>
+        createLocks(redisBackend({ url, fair }), { namespace: "bench", ttlMs: TTL_MS }),
+      );
+      const key = `waiters-${fair ? "fair" : "plain"}-${instances}-${waiters}`;
+      try {
+        await measure(name, waiters, (i) => clientContender(clients[i % instances]!, key));
+      } finally {
+        await Promise.all(clients.map((l) => l.close()));
+      }
+    };
+    for (const waiters of WAITER_COUNTS) {
+      progress(`commands per handoff, ${waiters} waiters`);
+      const wkey = key(`waiters-${waiters}`);
+      // One backend instance (one connection + one subscriber) for all waiters.
+      await oursAt("@locks/redis, 1 backend instance", waiters, 1, false);
+      // Ten backend instances (ten "processes"), the waiters split over them.
+      await oursAt(`@locks/redis, ${INSTANCES} instances`, waiters, INSTANCES, false);
+      await oursAt(`@locks/redis fair, ${INSTANCES} instances`, waiters, INSTANCES, true);
+      await measure("raw SET NX PX, 1 ms polling", waiters, () =>
+        rawContender(url, `${wkey}:raw`, 1),
+      );
+      await measure(
+        "redlock 5, default retries",
+        waiters,
+        () => redlockContender([url], `${wkey}:redlock`),
+        3_000,
+      );
+      await measure("redis-semaphore Mutex (10 ms polling)", waiters, () =>
+        semaphoreContender(url, `${wkey}:semaphore`),
+      );
+    }
+    // Each library's rows together, by waiters.
+    const order = [...new Set(sweep.map((r) => r[0]))];
+    sweep.sort(
+      (a, b) => order.indexOf(a[0]!) - order.indexOf(b[0]!) || Number(a[1]) - Number(b[1]),
     );
-    const tenInstances = await hundred((i) => clientContender(instances[i % 10]!, "waiters-ten"));
-    await Promise.all(instances.map((l) => l.close()));
-    const fairInstances = Array.from({ length: 10 }, () =>
-      createLocks(redisBackend({ url, fair: true }), { namespace: "bench", ttlMs: TTL_MS }),
-    );
-    const tenFair = await hundred((i) => clientContender(fairInstances[i % 10]!, "waiters-fair"));
-    await Promise.all(fairInstances.map((l) => l.close()));
-    const wRaw = await hundred(() => rawContender(url, `${wkey}:raw`, 1));
-    const wRedlock = await hundred(() => redlockContender([url], `${wkey}:redlock`), 3_000);
-    const wSemaphore = await hundred(() => semaphoreContender(url, `${wkey}:semaphore`));
-    const crow = (name: string, c: CommandCount): Array<string | number> => [
-      name,
-      c.handoffs,
-      c.sentPerHandoff,
-      c.perHandoff,
-    ];
     tables.push({
       suite: "redis",
-      title: "Redis: commands per handoff with 100 waiters on one key",
+      title: "Redis: commands per handoff vs waiters on one key",
       columns: [
         "library",
+        "waiters",
         "handoffs counted",
         "commands sent per handoff",
         "commands run per handoff (incl. inside scripts)",
       ],
-      rows: [
-        crow("@locks/redis, 1 backend instance", oneInstance),
-        crow("@locks/redis, 10 instances x 10 waiters", tenInstances),
-        crow("@locks/redis fair, 10 instances x 10 waiters", tenFair),
-        crow("raw SET NX PX, 1 ms polling", wRaw),
-        crow("redlock 5, default retries", wRedlock),
-        crow("redis-semaphore Mutex (10 ms polling)", wSemaphore),
-      ],
+      rows: sweep,
       notes: [
-        "over a window of the run: sent = commands leaving the clients (counted in ioredis); run = INFO commandstats deltas, commands inside scripts included",
-        "@locks/redis: a release wakes one waiter per backend instance (fair: only the head's), so the cost grows with instances, not waiters",
+        `${WAITER_COUNTS.join(", ")} waiters on one key in this process, each releasing at once on its grant (after every other waiter has waited 2 ms); counted over a window of the run (${WAITERS_MS / 1000} s less 300 ms; redlock: 3 s less 300 ms): sent = commands leaving the clients (counted in ioredis); run = INFO commandstats deltas, commands inside scripts included`,
+        `@locks/redis: a release wakes one waiter per backend instance (fair: only the head's), so the cost grows with instances (here up to ${INSTANCES}), not waiters; the pollers' cost grows with the waiters, and fewer handoffs fit in the window`,
       ],
     });
   } finally {

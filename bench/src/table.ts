@@ -23,8 +23,10 @@ export function formatTable(table: BenchTable): string {
   return [`### ${table.title}`, "", header, rule, ...body, "", ...notes].join("\n");
 }
 
+/** A cell as printed: counts as they are ("10", "1,000"), other values to about 3 significant digits. */
 export function formatNumber(n: number): string {
   if (!Number.isFinite(n)) return String(n);
+  if (Number.isInteger(n)) return n.toLocaleString("en-US");
   if (Math.abs(n) >= 100) return Math.round(n).toLocaleString("en-US");
   if (Math.abs(n) >= 1) return n.toFixed(2);
   return n.toPrecision(3);

@@ -1,6 +1,10 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type BenchTable, formatNumber } from "../../bench/src/table.js";
+import { type GapChartSpec, gapChartsOf, renderGapChart } from "./bench-gaps.js";
+import { isNumeric, labelling } from "./bench-labels.js";
+import { type LineChartSpec, lineChartsOf, renderLineChart } from "./bench-lines.js";
+import { escapeXml } from "./bench-scale.js";
 import { docsRoot } from "./samples.js";
 
 /*
@@ -28,7 +32,7 @@ export function readResults(path: string = defaultResultsPath): BenchResults | u
   return data as BenchResults;
 }
 
-const SUITE_ORDER = ["thread", "file", "redis", "etcd", "postgres"];
+const SUITE_ORDER = ["thread", "file", "redis", "etcd", "postgres", "mysql", "waiting"];
 
 /** The benchmark results as Markdown: per suite, each table, its notes and a bar chart. */
 export function renderResults(results: BenchResults | undefined, source: string): string {
@@ -77,12 +81,10 @@ function renderTable(table: BenchTable): string {
     "",
   ];
   for (const chart of chartsOf(table)) lines.push(renderChart(chart), "");
+  for (const chart of gapChartsOf(table, GAP_CHARTS)) lines.push(renderGapChart(chart), "");
+  for (const chart of lineChartsOf(table, LINE_CHARTS)) lines.push(renderLineChart(chart), "");
   for (const note of table.notes ?? []) lines.push(`- ${escapeText(note)}`);
   return lines.join("\n");
-}
-
-function isNumeric(table: BenchTable, column: number): boolean {
-  return table.rows.length > 0 && table.rows.every((row) => typeof row[column] === "number");
 }
 
 /**
@@ -121,7 +123,11 @@ export interface ChartSpec {
   readonly better: "higher" | "lower";
 }
 
-/** Every chart of the page; a table no spec names has its table only. */
+/**
+ * Every bar chart of the page; a table no spec names has its table only.
+ * Handoff gaps are drawn as distributions (GAP_CHARTS), sweeps as lines
+ * (LINE_CHARTS), not as bars.
+ */
 export const CHARTS: readonly ChartSpec[] = [
   {
     suite: "thread",
@@ -147,13 +153,6 @@ export const CHARTS: readonly ChartSpec[] = [
   {
     suite: "file",
     table: "Contended handoff between",
-    columns: ["gap median (ms)", "gap p99 (ms)"],
-    unit: "ms",
-    better: "lower",
-  },
-  {
-    suite: "file",
-    table: "Contended handoff between",
     columns: ["waiter CPU per handoff (µs)"],
     unit: "µs",
     better: "lower",
@@ -168,16 +167,9 @@ export const CHARTS: readonly ChartSpec[] = [
   {
     suite: "redis",
     table: "Redis: handoffs between",
-    columns: ["median gap (ms)"],
-    unit: "ms",
-    better: "lower",
-  },
-  {
-    suite: "redis",
-    table: "Redis: commands per handoff",
-    columns: ["commands sent per handoff", "commands run per handoff (incl. inside scripts)"],
-    unit: "commands",
-    better: "lower",
+    columns: ["handoffs/s (incl. 2 ms holds)"],
+    unit: "handoffs/s",
+    better: "higher",
   },
   {
     suite: "etcd",
@@ -189,9 +181,9 @@ export const CHARTS: readonly ChartSpec[] = [
   {
     suite: "etcd",
     table: "etcd: handoffs between",
-    columns: ["median gap (ms)"],
-    unit: "ms",
-    better: "lower",
+    columns: ["handoffs/s"],
+    unit: "handoffs/s",
+    better: "higher",
   },
   {
     suite: "etcd",
@@ -210,9 +202,68 @@ export const CHARTS: readonly ChartSpec[] = [
   {
     suite: "postgres",
     table: "PostgreSQL: handoffs between",
-    columns: ["median gap (ms)"],
-    unit: "ms",
-    better: "lower",
+    columns: ["handoffs/s (median round)"],
+    unit: "handoffs/s",
+    better: "higher",
+  },
+  {
+    suite: "mysql",
+    table: "MySQL (MariaDB): uncontended",
+    columns: ["cycles/s (best round)"],
+    unit: "cycles/s",
+    better: "higher",
+  },
+  {
+    suite: "mysql",
+    table: "MySQL (MariaDB): handoffs between",
+    columns: ["handoffs/s (median round)"],
+    unit: "handoffs/s",
+    better: "higher",
+  },
+];
+
+/** The gap quantile columns every handoff table has (bench/src/harness.ts GAP_COLUMNS). */
+const GAPS = {
+  p10: "gap p10 (ms)",
+  median: "median gap (ms)",
+  p90: "gap p90 (ms)",
+  p99: "gap p99 (ms)",
+} as const;
+
+/** A gap distribution per handoff table: each library beside its peers and raw floor. */
+export const GAP_CHARTS: readonly GapChartSpec[] = [
+  { suite: "file", table: "Contended handoff between", ...GAPS },
+  { suite: "redis", table: "Redis: handoffs between", ...GAPS },
+  { suite: "etcd", table: "etcd: handoffs between", ...GAPS },
+  { suite: "postgres", table: "PostgreSQL: handoffs between", ...GAPS },
+  { suite: "mysql", table: "MySQL (MariaDB): handoffs between", ...GAPS },
+];
+
+/** The sweeps over waiter counts, as lines: ours flat, pollers growing with the waiters. */
+export const LINE_CHARTS: readonly LineChartSpec[] = [
+  {
+    suite: "redis",
+    table: "Redis: commands per handoff vs waiters",
+    x: "waiters",
+    y: "commands sent per handoff",
+    line: "library",
+    unit: "commands sent per handoff",
+  },
+  {
+    suite: "redis",
+    table: "Redis: commands per handoff vs waiters",
+    x: "waiters",
+    y: "commands run per handoff (incl. inside scripts)",
+    line: "library",
+    unit: "commands run per handoff",
+  },
+  {
+    suite: "waiting",
+    table: "Handoffs from W waiters",
+    x: "waiters",
+    y: "req / handoff",
+    line: "backend",
+    unit: "requests per handoff",
   },
 ];
 
@@ -271,28 +322,6 @@ export function chartsOf(table: BenchTable, specs: readonly ChartSpec[] = CHARTS
     charts.push({ table: table.title, spec, labelColumn: table.columns[label] ?? "", bars });
   }
   return charts;
-}
-
-/**
- * Which column names a bar (the library, else the case), and which other
- * text columns must join it when the label alone repeats: the file suite
- * runs every library on two file systems.
- */
-function labelling(table: BenchTable): { label: number; groups: number[] } {
-  const text = table.columns.map((_, i) => i).filter((i) => !isNumeric(table, i));
-  const named = ["library", "case"].map((n) => table.columns.indexOf(n)).find((i) => i >= 0);
-  const label = named ?? text[0];
-  if (label === undefined)
-    throw new Error(`benchmarks: "${table.title}" has no text column to label bars`);
-  const key = (row: ReadonlyArray<string | number>, groups: number[]): string =>
-    JSON.stringify([row[label], ...groups.map((g) => row[g])]);
-  const distinct = (groups: number[]): boolean =>
-    new Set(table.rows.map((row) => key(row, groups))).size === table.rows.length;
-  if (distinct([])) return { label, groups: [] };
-  const firstNumeric = table.columns.findIndex((_, i) => isNumeric(table, i));
-  const candidates = text.filter((i) => i !== label && (firstNumeric < 0 || i < firstNumeric));
-  if (distinct(candidates)) return { label, groups: candidates };
-  throw new Error(`benchmarks: "${table.title}" has rows no text column tells apart`);
 }
 
 /** About the content column's width, so that the 12 px text is drawn at about 12 px. */
@@ -379,16 +408,6 @@ export function renderChart(chart: Chart): string {
 function ellipsize(text: string): string {
   const room = Math.floor(WIDTH / CHAR_WIDTH);
   return text.length <= room ? text : `${text.slice(0, room - 1)}…`;
-}
-
-function escapeXml(text: string): string {
-  return text
-    .replace(/&/g, "&amp;")
-    .replace(/</g, "&lt;")
-    .replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;")
-    .replace(/\{/g, "&#123;")
-    .replace(/\}/g, "&#125;");
 }
 
 /** Text for a Markdown table cell or paragraph: no HTML, no table breaks, no Vue interpolation. */

@@ -1,10 +1,14 @@
 import { describe, expect, it } from "vitest";
 import type { BenchTable } from "../../bench/src/table.js";
+import { type GapChart, gapChartsOf, renderGapChart } from "../scripts/bench-gaps.js";
+import { type LineChart, lineChartsOf, renderLineChart } from "../scripts/bench-lines.js";
 import {
   CHARTS,
   type Chart,
   chartsOf,
   directionText,
+  GAP_CHARTS,
+  LINE_CHARTS,
   readResults,
   renderChart,
   renderResults,
@@ -21,12 +25,26 @@ import {
 const results = readResults();
 const tables: BenchTable[] = Object.values(results?.suites ?? {}).flat();
 const charts: Chart[] = tables.flatMap((table) => chartsOf(table));
+const gapCharts: GapChart[] = tables.flatMap((table) => gapChartsOf(table, GAP_CHARTS));
+const lineCharts: LineChart[] = tables.flatMap((table) => lineChartsOf(table, LINE_CHARTS));
+
+/** The table a chart was drawn from. */
+function tableOf(title: string): BenchTable {
+  const table = tables.find((t) => t.title === title);
+  if (table === undefined) throw new Error(`no table ${title}`);
+  return table;
+}
+
+/** A cell of `table` by row and header. */
+function cell(table: BenchTable, row: number, header: string): string | number | undefined {
+  return table.rows[row]?.[table.columns.indexOf(header)];
+}
 
 describe("benchmark charts over bench/results/latest.json", () => {
   it("the results file is there, with a chart for every suite", () => {
     expect(results).toBeDefined();
     const suites = new Set(charts.map((c) => c.spec.suite));
-    expect([...suites].sort()).toEqual(["etcd", "file", "postgres", "redis", "thread"]);
+    expect([...suites].sort()).toEqual(["etcd", "file", "mysql", "postgres", "redis", "thread"]);
   });
 
   it("every spec matches a table of the results", () => {
@@ -106,8 +124,13 @@ describe("benchmark charts over bench/results/latest.json", () => {
   it("a chart of a column the table lacks fails the build", () => {
     const table = tables.find((t) => t.suite === "file" && t.title.startsWith("Contended"));
     if (table === undefined) throw new Error("no file handoff table");
-    const renamed = { ...table, columns: table.columns.map((c) => c.replace("gap p99", "p99")) };
-    expect(() => chartsOf(renamed)).toThrow(/no numeric column "gap p99 \(ms\)"/);
+    const renamed = { ...table, columns: table.columns.map((c) => c.replace("waiter CPU", "CPU")) };
+    expect(() => chartsOf(renamed)).toThrow(/no numeric column "waiter CPU per handoff \(µs\)"/);
+    const noP99 = { ...table, columns: table.columns.map((c) => c.replace("gap p99", "p99")) };
+    expect(() => gapChartsOf(noP99, GAP_CHARTS)).toThrow(/no column "gap p99 \(ms\)"/);
+    const sweep = tableOf(lineCharts[0]?.table ?? "");
+    const noWaiters = { ...sweep, columns: sweep.columns.map((c) => (c === "waiters" ? "n" : c)) };
+    expect(() => lineChartsOf(noWaiters, LINE_CHARTS)).toThrow(/no column "waiters"/);
   });
 
   it("the page says faster or slower by the direction of the ratio", () => {
@@ -116,6 +139,168 @@ describe("benchmark charts over bench/results/latest.json", () => {
     expect(page).not.toMatch(/\b1\.0+x (slower|faster)\b/);
     // A row whose ratio the suite wrote below 1 reads as a ratio above 1, with its direction.
     expect(page).toMatch(/\| redis-semaphore Mutex \|[^\n]*\b[1-9]\d*\.\d+x (faster|slower)\b/);
+  });
+});
+
+describe("gap distributions over bench/results/latest.json", () => {
+  it("every handoff table has one, and each spec matches a table", () => {
+    expect(gapCharts.map((c) => c.spec.suite).sort()).toEqual([
+      "etcd",
+      "file",
+      "mysql",
+      "postgres",
+      "redis",
+    ]);
+    for (const spec of GAP_CHARTS) {
+      expect(
+        gapCharts.some((c) => c.spec === spec),
+        `${spec.suite}: ${spec.table}`,
+      ).toBe(true);
+    }
+  });
+
+  it("each range is its row's p10, median, p90 and p99 cells, in that order", () => {
+    for (const chart of gapCharts) {
+      const table = tableOf(chart.table);
+      expect(chart.ranges.map((r) => r.row)).toEqual(table.rows.map((_, i) => i));
+      for (const range of chart.ranges) {
+        const where = `${chart.table} / row ${range.row}`;
+        for (const q of ["p10", "median", "p90", "p99"] as const) {
+          expect(range[q], `${where} / ${q}`).toBe(cell(table, range.row, chart.spec[q]));
+        }
+        expect(range.label, where).toBe(cell(table, range.row, "library"));
+        expect(range.p10, where).toBeLessThanOrEqual(range.median);
+        expect(range.median, where).toBeLessThanOrEqual(range.p90);
+        expect(range.p90, where).toBeLessThanOrEqual(range.p99);
+      }
+    }
+  });
+
+  it("the SVG draws each range at its cells' values, left to right, on a log axis when they span orders of magnitude", () => {
+    for (const chart of gapCharts) {
+      const html = renderGapChart(chart);
+      expect(html).toMatch(/<svg class="bench-gaps" role="img" viewBox="0 0 640 \d+" width="100%"/);
+      const groups = [
+        ...html.matchAll(/<g class="bench-range [^"]*" data-row="(\d+)" ([^>]*)>(.*?)<\/g>/g),
+      ];
+      expect(groups.length).toBe(chart.ranges.length);
+      for (const [, row, attributes, body] of groups) {
+        const range = chart.ranges[Number(row)];
+        if (range === undefined) throw new Error(`${chart.table}: no range ${row}`);
+        for (const q of ["p10", "median", "p90", "p99"] as const) {
+          expect(Number(new RegExp(`data-${q}="([^"]+)"`).exec(attributes ?? "")?.[1])).toBe(
+            range[q],
+          );
+        }
+        expect(body).toMatch(/<title>[^<]*p10 [^<]* p99 [^<]*<\/title>/);
+        // Box from p10 to p90, median mark inside it, whisker ending at p99.
+        const box = /<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)"[^>]*bench-range-box/.exec(
+          body ?? "",
+        );
+        const median = /<rect x="([\d.]+)"[^>]*bench-range-median/.exec(body ?? "");
+        const tail = [...(body ?? "").matchAll(/<line x1="([\d.]+)"[^>]*x2="([\d.]+)"/g)];
+        const [x10, width, xMedian] = [box?.[1], box?.[2], median?.[1]].map(Number) as [
+          number,
+          number,
+          number,
+        ];
+        expect(xMedian + 1.5).toBeGreaterThanOrEqual(x10 - 0.1);
+        expect(xMedian + 1.5).toBeLessThanOrEqual(x10 + width + 0.1);
+        expect(Number(tail[0]?.[2])).toBeGreaterThanOrEqual(x10 + width - 0.1);
+      }
+      const values = chart.ranges.flatMap((r) => [r.p10, r.p99]);
+      const log = Math.max(...values) / Math.min(...values) > 20;
+      expect(html.includes("(log scale)"), chart.table).toBe(log);
+    }
+    const redis = gapCharts.find((c) => c.spec.suite === "redis");
+    expect(redis && renderGapChart(redis)).toContain("gap, ms (log scale)");
+  });
+});
+
+describe("sweeps over waiters as lines", () => {
+  it("each spec matches a table; Redis has our lines and the peers' with at least 3 waiter counts each", () => {
+    for (const spec of LINE_CHARTS) {
+      expect(
+        lineCharts.some((c) => c.spec === spec),
+        `${spec.suite}: ${spec.table} / ${spec.y}`,
+      ).toBe(true);
+    }
+    for (const chart of lineCharts) {
+      for (const line of chart.lines) {
+        expect(
+          new Set(line.points.map((p) => p.x)).size,
+          `${chart.table}: ${line.label}`,
+        ).toBeGreaterThanOrEqual(3);
+      }
+    }
+    const redis = lineCharts.find((c) => c.spec.suite === "redis");
+    const labels = redis?.lines.map((l) => l.label) ?? [];
+    for (const name of ["@locks/redis", "raw SET NX PX", "redlock", "redis-semaphore"]) {
+      expect(
+        labels.some((l) => l.startsWith(name)),
+        name,
+      ).toBe(true);
+    }
+    const waiting = lineCharts.find((c) => c.spec.suite === "waiting");
+    expect(waiting?.lines.map((l) => l.label)).toEqual([
+      "redis",
+      "redis fair",
+      "etcd",
+      "postgres",
+      "mysql",
+    ]);
+  });
+
+  it("each point is its row's waiters and plotted cell, on its row's line", () => {
+    for (const chart of lineCharts) {
+      const table = tableOf(chart.table);
+      let points = 0;
+      for (const line of chart.lines) {
+        for (const point of line.points) {
+          const where = `${chart.table} / row ${point.row}`;
+          expect(point.x, where).toBe(cell(table, point.row, chart.spec.x));
+          expect(point.y, where).toBe(cell(table, point.row, chart.spec.y));
+          expect(line.label, where).toBe(cell(table, point.row, chart.spec.line));
+          points++;
+        }
+      }
+      const numeric = table.rows.filter(
+        (r) => typeof r[table.columns.indexOf(chart.spec.y)] === "number",
+      );
+      expect(points).toBe(numeric.length);
+      // The SVG's markers carry the same numbers.
+      const html = renderLineChart(chart);
+      expect(html).toMatch(
+        /<svg class="bench-lines" role="img" viewBox="0 0 640 \d+" width="100%"/,
+      );
+      const marks = [
+        ...html.matchAll(/data-row="(\d+)" data-x="([^"]+)" data-y="([^"]+)"><title>/g),
+      ];
+      expect(marks.length).toBe(points);
+      for (const [, row, x, y] of marks) {
+        expect(Number(x)).toBe(cell(table, Number(row), chart.spec.x));
+        expect(Number(y)).toBe(cell(table, Number(row), chart.spec.y));
+      }
+    }
+  });
+
+  it("a line rises on the chart as its cost grows (y axis upward, x to the right)", () => {
+    for (const chart of lineCharts) {
+      const html = renderLineChart(chart);
+      const at = new Map(
+        [...html.matchAll(/cx="([\d.]+)" cy="([\d.]+)"[^>]*data-row="(\d+)"/g)].map((m) => [
+          Number(m[3]),
+          { cx: Number(m[1]), cy: Number(m[2]) },
+        ]),
+      );
+      const points = chart.lines.flatMap((l) => l.points);
+      for (const a of points) {
+        for (const b of points) {
+          if (a.x < b.x) expect(at.get(a.row)!.cx).toBeLessThan(at.get(b.row)!.cx);
+          if (a.y < b.y) expect(at.get(a.row)!.cy).toBeGreaterThanOrEqual(at.get(b.row)!.cy);
+        }
+      }
+    }
   });
 });
 
