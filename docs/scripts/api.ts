@@ -50,6 +50,14 @@ const groupOrder = [
   "Web Locks API",
   "Observability",
   "Backend contract",
+  // Re-exports (Backend, Capabilities ... on @locks/core/backend, documented on @locks/core) next to the contract.
+  "References",
+  // The toolkit of @locks/core/backend, by what a backend needs it for.
+  "Option parsing",
+  "Keys",
+  "Waiting",
+  "Liveness",
+  "Error helpers",
   "Factory",
   "Functions",
   "Classes",

@@ -18,6 +18,8 @@ const fanouts = new WeakMap<AbortSignal, Fanout>();
  * Calls `callback(signal.reason)` once when `signal` aborts, at once if it
  * already has. Returns a function that stops listening; call it when the
  * wait ends, so a shared signal does not collect dead callbacks.
+ *
+ * @group Waiting
  */
 export function onAbort(signal: AbortSignal, callback: (reason: unknown) => void): () => void {
   if (signal.aborted) {

@@ -2,12 +2,16 @@
  * Every deadline in the library is measured on the monotonic clock, so a
  * wall-clock jump (NTP step, manual change) can neither shorten nor stretch a
  * lease as the holder sees it.
+ *
+ * @group Liveness
  */
 export const monotonicNow: () => number = performance.now.bind(performance);
 
 /**
  * Clock-drift allowance subtracted from every lease, as the Redis docs' validity
  * time does: 1% of the TTL plus 2 ms for timer granularity.
+ *
+ * @group Liveness
  */
 export function driftAllowance(ttlMs: number): number {
   return Math.ceil(ttlMs * 0.01) + 2;

@@ -52,7 +52,11 @@ export class LockLostError extends LockError {
   }
 }
 
-/** Refused before any I/O: the message names the argument. */
+/**
+ * Refused before any I/O: the message names the argument.
+ *
+ * @group Error helpers
+ */
 export function invalidArgument(name: string, problem: string): LockError {
   return new LockError("INVALID_ARGUMENT", `${name} ${problem}`);
 }
@@ -61,6 +65,8 @@ export function invalidArgument(name: string, problem: string): LockError {
  * For backends: a request whose `limit` differs from the one the key's current
  * holders took it with (as `consul lock -n` refuses). Two limits on one key
  * would make neither mean anything.
+ *
+ * @group Error helpers
  */
 export function limitMismatch(requested: number, current: number): LockError {
   return invalidArgument(
@@ -69,7 +75,11 @@ export function limitMismatch(requested: number, current: number): LockError {
   );
 }
 
-/** The server could not be reached or answered with an error; the original error is `cause`. */
+/**
+ * The server could not be reached or answered with an error; the original error is `cause`.
+ *
+ * @group Error helpers
+ */
 export function backendUnavailable(backend: string, cause: unknown): LockError {
   const detail = cause instanceof Error ? cause.message : String(cause);
   return new LockError("BACKEND_UNAVAILABLE", `${backend} backend unavailable: ${detail}`, {
@@ -93,12 +103,18 @@ const SOCKET_ERRORS: Readonly<Record<string, string>> = {
 /**
  * For backends' BACKEND_UNAVAILABLE messages: a socket error code
  * (`ECONNREFUSED`, ...) in plain words, or undefined for another code.
+ *
+ * @group Error helpers
  */
 export function socketErrorWords(code: string): string | undefined {
   return SOCKET_ERRORS[code];
 }
 
-/** The `Locks` (or backend) was closed. */
+/**
+ * The `Locks` (or backend) was closed.
+ *
+ * @group Error helpers
+ */
 export function lockClosed(what = "locks client"): LockError {
   return new LockError("LOCK_CLOSED", `the ${what} was closed`);
 }

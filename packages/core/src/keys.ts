@@ -11,6 +11,8 @@ export const MAX_NAMESPACE_BYTES = 256;
  * character is allowed (backends encode keys, so none is special), but not a
  * lone surrogate: UTF-8 cannot encode one, and encoding turns every lone
  * surrogate into U+FFFD, so `"k\uD800"` and `"k\uDBFF"` would be one lock.
+ *
+ * @group Keys
  */
 export function validateKey(key: unknown, name = "key", max = MAX_KEY_BYTES): string {
   if (typeof key !== "string")
@@ -36,12 +38,18 @@ export function validateKey(key: unknown, name = "key", max = MAX_KEY_BYTES): st
  * One string for (namespace, key) that no other pair maps to: the namespace
  * length is written first, so `("a:b", "c")` and `("a", "b:c")` stay apart.
  * Backends whose store has free-form keys (Redis, etcd) build on it.
+ *
+ * @group Keys
  */
 export function scopedKey(namespace: string, key: string): string {
   return `${namespace.length}:${namespace}:${key}`;
 }
 
-/** SHA-256 of the scoped key (as `LockRequest.digest`), for tools that name a lock outside a request. */
+/**
+ * SHA-256 of the scoped key (as `LockRequest.digest`), for tools that name a lock outside a request.
+ *
+ * @group Keys
+ */
 export function keyDigest(namespace: string, key: string): Buffer {
   return createHash("sha256").update(scopedKey(namespace, key), "utf8").digest();
 }

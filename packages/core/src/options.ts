@@ -76,6 +76,8 @@ const MAX_HOLDER_BYTES = 256;
 /**
  * Validates a holder label: undefined, or 1 to 256 UTF-8 bytes of
  * well-formed text; `name` is what the error message calls it.
+ *
+ * @group Option parsing
  */
 export function validateHolder(holder: unknown, name = "holder"): string | undefined {
   return holder === undefined ? undefined : validateKey(holder, name, MAX_HOLDER_BYTES);

@@ -13,7 +13,11 @@ const TOKEN_CHARS = 32;
 let hex = "";
 let offset = 0;
 
-/** A fresh 128-bit random owner token, as 32 hex characters. */
+/**
+ * A fresh 128-bit random owner token, as 32 hex characters.
+ *
+ * @group Keys
+ */
 export function newOwnerToken(): string {
   if (offset === hex.length) {
     randomFillSync(pool);

@@ -52,13 +52,19 @@ function digestOf(scoped: string): Buffer {
   return lastDigest;
 }
 
-/** The fields of a request; all but `key` default (namespace "default", a fresh owner, exclusive, limit 1, 30 s, no holder label). */
+/**
+ * The fields of a request; all but `key` default (namespace "default", a fresh owner, exclusive, limit 1, 30 s, no holder label).
+ *
+ * @group Keys
+ */
 export type RequestFields = Pick<LockRequest, "key"> &
   Partial<Pick<LockRequest, "namespace" | "owner" | "mode" | "limit" | "ttlMs" | "holder">>;
 
 /**
  * A request as the core would build it, for tests and tools that call a
  * backend directly (the conformance suite, `locks status`). Not validated.
+ *
+ * @group Keys
  */
 export function createRequest(fields: RequestFields): LockRequest {
   return new Request(

@@ -2,6 +2,8 @@
  * Resolves once every promise in `promises` has settled, or after `ms`,
  * whichever comes first; never rejects and leaves no timer behind. For
  * close(): a server that stopped answering must not hold a shutdown up.
+ *
+ * @group Waiting
  */
 export async function settledWithin(
   promises: Promise<unknown> | readonly Promise<unknown>[],

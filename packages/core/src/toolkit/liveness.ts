@@ -1,6 +1,10 @@
 import { monotonicNow } from "../clock.js";
 
-/** What `Liveness` needs to know of a session. */
+/**
+ * What `Liveness` needs to know of a session.
+ *
+ * @group Liveness
+ */
 export interface LivenessOptions {
   /** How long one successful beat proves the session alive, from when the beat started. */
   readonly validForMs: number;
@@ -21,6 +25,8 @@ export interface LivenessOptions {
  * connection) proven alive by beating at an interval, knows until when it
  * surely is (`validUntil`, monotonic), and declares it lost when that
  * passes without a successful beat. One unref'd timer, none after `stop()`.
+ *
+ * @group Liveness
  */
 export class Liveness {
   readonly #options: LivenessOptions;

@@ -1,13 +1,25 @@
 import { invalidArgument } from "../errors.js";
 import { typeName } from "../keys.js";
 
-/** Checks one option's value; `name` is the option's name, for the message. */
+/**
+ * Checks one option's value; `name` is the option's name, for the message.
+ *
+ * @group Option parsing
+ */
 export type Check<T> = (value: unknown, name: string) => T;
 
-/** A schema: one check per known option. */
+/**
+ * A schema: one check per known option.
+ *
+ * @group Option parsing
+ */
 export type OptionSchema = Readonly<Record<string, Check<unknown>>>;
 
-/** The options a schema accepts, each undefined when not given. */
+/**
+ * The options a schema accepts, each undefined when not given.
+ *
+ * @group Option parsing
+ */
 export type OptionsOf<S extends OptionSchema> = { readonly [K in keyof S]?: ReturnType<S[K]> };
 
 /**
@@ -15,6 +27,8 @@ export type OptionsOf<S extends OptionSchema> = { readonly [K in keyof S]?: Retu
  * every key the schema does not know, and every value its check refuses,
  * each with INVALID_ARGUMENT naming `options.<key>`, before any I/O.
  * An option given as `undefined` counts as not given.
+ *
+ * @group Option parsing
  */
 export function defineOptions<S extends OptionSchema>(schema: S): (input: unknown) => OptionsOf<S> {
   return (input) => {
@@ -32,7 +46,11 @@ export function defineOptions<S extends OptionSchema>(schema: S): (input: unknow
   };
 }
 
-/** Checks for `defineOptions` schemas. */
+/**
+ * Checks for `defineOptions` schemas.
+ *
+ * @group Option parsing
+ */
 export const check = {
   boolean: ((value, name) => {
     if (typeof value !== "boolean")

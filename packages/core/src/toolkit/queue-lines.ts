@@ -29,6 +29,8 @@ interface Line<Conn> {
  * wait for (or hold) the key in the store's queue. `free(conn)` says whether
  * a connection whose wait or hold ended may go to the next in line (alive,
  * holding nothing else, the client not closing).
+ *
+ * @group Waiting
  */
 export class QueueLines<Conn> {
   readonly #byKey = new Map<string, Line<Conn>>();

@@ -1,6 +1,10 @@
 import { sleep } from "./sleep.js";
 
-/** Bounds of `retryInBackground`. */
+/**
+ * Bounds of `retryInBackground`.
+ *
+ * @group Liveness
+ */
 export interface RetryOptions {
   /** Stops retrying when it aborts (usually `host.closing`). */
   readonly signal: AbortSignal;
@@ -17,6 +21,8 @@ export interface RetryOptions {
  * background: for clean-ups that must happen eventually (delete a key whose
  * release failed, unlock after a reconnect). The returned promise never
  * rejects: it resolves true once `task` succeeded, false once it gave up.
+ *
+ * @group Liveness
  */
 export async function retryInBackground(
   task: () => Promise<unknown>,

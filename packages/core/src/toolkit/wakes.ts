@@ -1,11 +1,19 @@
 import type { KeyEvent } from "../backend.js";
 
-/** Something waiting for a key to change: a subscription's `onChange` fits. */
+/**
+ * Something waiting for a key to change: a subscription's `onChange` fits.
+ *
+ * @group Waiting
+ */
 export interface Wakeable {
   wake(event?: KeyEvent): void;
 }
 
-/** Called when a key gets its first waiter (start listening) or loses its last (stop). */
+/**
+ * Called when a key gets its first waiter (start listening) or loses its last (stop).
+ *
+ * @group Waiting
+ */
 export interface WakeHooks {
   first?(key: string): void;
   last?(key: string): void;
@@ -16,6 +24,8 @@ export interface WakeHooks {
  * pub/sub message, a file change, a NOTIFY) into wake-ups: waiters in the
  * order they came, and hooks to subscribe to a key's events only while
  * someone waits for it.
+ *
+ * @group Waiting
  */
 export class WakeRegistry<W extends Wakeable = Wakeable> {
   readonly #byKey = new Map<string, Set<W>>();
