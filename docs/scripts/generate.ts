@@ -5,6 +5,7 @@ import { defaultResultsPath, readResults, renderResults } from "./benchmarks.js"
 import { readManifests, renderManifests } from "./capabilities.js";
 import { renderCliHelp } from "./cli-help.js";
 import { docsRoot } from "./samples.js";
+import { defaultChaosResults, readChaosResults, renderReliability } from "./timeline.js";
 
 /*
  * Everything on the site that comes from the code rather than from a writer:
@@ -31,6 +32,14 @@ const results = readResults(resultsPath);
 const source = relative(join(docsRoot, ".."), resultsPath).split("\\").join("/");
 writeFileSync(join(generated, "benchmarks.md"), renderResults(results, source));
 
+// The reliability page's results: summary table and timelines, from the chaos suite's results.
+const chaosDir = process.env.LOCKS_CHAOS_RESULTS ?? defaultChaosResults;
+const chaos = readChaosResults(chaosDir);
+const chaosSource = relative(join(docsRoot, ".."), chaosDir).split("\\").join("/");
+const reliability = renderReliability(chaos, chaosSource);
+writeFileSync(join(generated, "reliability-summary.md"), reliability.summary);
+writeFileSync(join(generated, "reliability-scenarios.md"), reliability.scenarios);
+
 const cli = renderCliHelp();
 writeFileSync(join(generated, "cli-help.md"), cli.markdown);
 
@@ -40,6 +49,7 @@ const read = manifests.filter((m) => "capabilities" in m).length;
 console.log(
   `docs: support table from ${read}/${manifests.length} manifests; ` +
     `benchmarks ${results === undefined ? "missing (page says how to run them)" : `from ${source}`}; ` +
+    `chaos timelines for ${chaos.length} scenarios; ` +
     `CLI help ${cli.present ? "captured" : "missing (not landed)"}; ` +
     `API reference for ${api.documented.join(", ")}` +
     (api.missing.length > 0 ? ` (not landed yet: ${api.missing.join(", ")})` : "") +
