@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
+import { collectSamples } from "../scripts/samples.js";
 
 /*
  * The API reference as built (pnpm --filter @locks/docs build), read from
@@ -118,6 +119,14 @@ describe("the API landing page", () => {
     expect(sections.indexOf("Coordination")).toBe(5);
     expect(sections.indexOf("Writing a backend")).toBeGreaterThan(sections.indexOf("Backends"));
     expect(sections.indexOf("Testing")).toBeGreaterThan(sections.indexOf("Writing a backend"));
+  });
+
+  it("has its code checked and run like every other page's (the rest of api/ is generated)", () => {
+    const landing = collectSamples().filter((sample) => sample.page === "api/index.md");
+    expect(landing.length).toBeGreaterThan(0);
+    expect(
+      landing.every((sample) => sample.check && sample.run && sample.output !== undefined),
+    ).toBe(true);
   });
 
   it("links every member to its own entry: the page exists, the anchor exists and is that member", () => {
