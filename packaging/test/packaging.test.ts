@@ -6,7 +6,7 @@
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -69,17 +69,15 @@ async function npmProject(name: string, pkgs: readonly Published[]): Promise<str
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), "locks-packaging-"));
   const packs = join(work, "packs");
-  await mkdir(packs);
-  // The packages' dist/ is built by turbo (this task dependsOn ^build).
-  for (const p of published) {
-    const { stdout } = await sh(
-      "pnpm",
-      ["pack", "--pack-destination", packs, "--json"],
-      join(root, "packages", p),
-    );
-    const out = JSON.parse(stdout) as { filename: string };
-    tarballs[p] = out.filename.startsWith("/") ? out.filename : join(packs, out.filename);
+  // The packages' dist/ is built by turbo (this task dependsOn ^build). `pnpm pack:all` is the
+  // command the docs' Installing page gives users: it packs every non-private package.
+  const { stdout } = await sh("pnpm", ["pack:all", packs], root);
+  const paths = stdout.split("\n").filter((line) => line.endsWith(".tgz"));
+  for (const path of paths) {
+    const name = /\/locks-([a-z]+)-\d[^/]*\.tgz$/.exec(path)?.[1];
+    if (name !== undefined) tarballs[name as Published] = path;
   }
+  expect(Object.keys(tarballs).sort()).toEqual([...published].sort());
 });
 
 afterAll(async () => {
@@ -459,5 +457,97 @@ describe("@locks/redis installed alone", () => {
     );
     const { stdout } = await sh(process.execPath, ["import.mjs"], app);
     expect(stdout.trim()).toBe("function");
+  });
+});
+
+/**
+ * The docs' Installing page gives users commands; these tests run them as written, so the page
+ * cannot drift from what works: `pnpm pack:all` (beforeAll above), its npm and pnpm install
+ * lines from a project next to a clone, its ESM and CommonJS checks, its table of what each
+ * package brings along, and its claim about installing a source directory.
+ */
+describe("the Installing page (docs/guide/installing.md), as written", () => {
+  const page = join(root, "docs", "guide", "installing.md");
+  let markdown: string;
+  /** Every line of the page's ```sh fences. */
+  let commands: string[];
+  /** The page's ```js fences whose first line names the file: "// check.mjs". */
+  let files: Array<{ name: string; source: string }>;
+
+  beforeAll(async () => {
+    markdown = await readFile(page, "utf8");
+    commands = [...markdown.matchAll(/```sh\n([\s\S]*?)```/g)].flatMap((m) =>
+      m[1]!.split("\n").filter(Boolean),
+    );
+    files = [...markdown.matchAll(/```js\n\/\/ (\S+)\n([\s\S]*?)```/g)].map((m) => ({
+      name: m[1]!,
+      source: m[2]!,
+    }));
+    // The page's projects sit next to a clone: ../locks/tarballs is what `pnpm pack:all` wrote.
+    await mkdir(join(work, "locks"));
+    await symlink(join(work, "packs"), join(work, "locks", "tarballs"));
+  });
+
+  it("tells users to run the pack command this test runs, and the Node the packages need", async () => {
+    expect(commands).toContain("pnpm pack:all");
+    const { engines } = await packedManifest("core");
+    const node = (engines as { node: string }).node.replace(/^>=/, "");
+    expect(markdown).toContain(`Node.js ${node} or later`);
+  });
+
+  it.each(["npm install", "pnpm add"])(
+    "its `%s` line installs the tarballs; both checks print token 1",
+    async (tool) => {
+      const line = commands.find((command) => command.startsWith(`${tool} ../locks/tarballs/`));
+      expect(line, `a "${tool} ../locks/tarballs/…" line`).toBeDefined();
+      const app = join(work, `page-${tool.split(" ")[0]}`);
+      await mkdir(app);
+      await writeFile(
+        join(app, "package.json"),
+        JSON.stringify({ name: "page-app", private: true }),
+      );
+      const quiet =
+        tool === "npm install" ? " --no-audit --no-fund --prefer-offline --loglevel=error" : "";
+      // Through a shell, as a user types it: the shell expands the version's `*`.
+      await sh("sh", ["-c", `${line}${quiet}`], app);
+      expect(files.map((f) => f.name).sort()).toEqual(["check.cjs", "check.mjs"]);
+      for (const { name, source } of files) {
+        await writeFile(join(app, name), source);
+        const { stdout } = await sh(process.execPath, [name], app);
+        expect(stdout.trim(), name).toBe("token 1");
+      }
+    },
+  );
+
+  it("its table of what each package installs matches the packed manifests", async () => {
+    const rows = new Map<string, string>();
+    for (const m of markdown.matchAll(/^\| `@locks\/([a-z]+)` \|[^|]*\| (.*) \|$/gm)) {
+      rows.set(m[1]!, m[2]!);
+    }
+    expect([...rows.keys()].sort()).toEqual([...published].sort());
+    for (const p of published) {
+      const { dependencies } = await packedManifest(p);
+      const names = Object.keys((dependencies as Record<string, string>) ?? {}).sort();
+      const listed = [...rows.get(p)!.matchAll(/`([^`]+)`/g)].map((m) => m[1]!).sort();
+      expect(listed, p).toEqual(names);
+    }
+  });
+
+  it("is right that npm cannot install a package's source directory as a copy (workspace: ranges)", async () => {
+    expect(markdown).toContain('Unsupported URL Type "workspace:"');
+    const app = join(work, "page-source-dir");
+    await mkdir(app);
+    await writeFile(
+      join(app, "package.json"),
+      JSON.stringify({ name: "source-dir", private: true }),
+    );
+    const install = sh(
+      "npm",
+      ["install", "--install-links", join(root, "packages", "redis"), "--no-audit", "--no-fund"],
+      app,
+    );
+    await expect(install).rejects.toThrow(
+      /EUNSUPPORTEDPROTOCOL[\s\S]*Unsupported URL Type "workspace:"/,
+    );
   });
 });
