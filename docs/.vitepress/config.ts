@@ -1,32 +1,5 @@
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { type DefaultTheme, defineConfig } from "vitepress";
-
-const docsRoot = fileURLToPath(new URL("..", import.meta.url));
-
-/**
- * The API reference's sidebar, read from what TypeDoc generated into api/
- * (one page per module). Without it (generation not run) the sidebar is empty.
- */
-function apiSidebar(): DefaultTheme.SidebarItem[] {
-  const apiDir = join(docsRoot, "api");
-  if (!existsSync(apiDir)) return [];
-  const pages: string[] = [];
-  const walk = (dir: string, prefix: string): void => {
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      if (entry.isDirectory()) walk(join(dir, entry.name), `${prefix}${entry.name}/`);
-      else if (entry.name.endsWith(".md") && entry.name !== "index.md") {
-        pages.push(`${prefix}${entry.name.slice(0, -3)}`);
-      }
-    }
-  };
-  walk(apiDir, "");
-  return pages.sort().map((page) => {
-    const heading = /^# (.+)$/m.exec(readFileSync(join(apiDir, `${page}.md`), "utf8"));
-    return { text: heading?.[1] ?? page, link: `/api/${page}` };
-  });
-}
+import { defineConfig } from "vitepress";
+import { apiSidebar } from "./api-sidebar.js";
 
 const backends: { text: string; link: string }[] = [
   { text: "thread", link: "/backends/thread" },
@@ -51,6 +24,7 @@ export default defineConfig({
     search: { provider: "local" },
     nav: [
       { text: "Guide", link: "/guide/getting-started" },
+      { text: "Recipes", link: "/recipes/" },
       { text: "Concepts", link: "/concepts/leases" },
       { text: "Backends", items: backends },
       { text: "API", link: "/api/" },
@@ -61,6 +35,7 @@ export default defineConfig({
         text: "Guide",
         items: [
           { text: "Getting started", link: "/guide/getting-started" },
+          { text: "Installing", link: "/guide/installing" },
           { text: "Choosing a backend", link: "/guide/choosing-a-backend" },
           { text: "The locks CLI", link: "/guide/cli" },
           { text: "Writing a backend", link: "/guide/writing-a-backend" },
@@ -70,6 +45,16 @@ export default defineConfig({
           { text: "Observability", link: "/guide/observability" },
           { text: "Leader election", link: "/guide/leader-election" },
           { text: "The Web Locks API", link: "/guide/web-locks" },
+        ],
+      },
+      {
+        text: "Recipes",
+        link: "/recipes/",
+        items: [
+          { text: "Leader election with fenced writes", link: "/recipes/leader-election" },
+          { text: "A job once per interval", link: "/recipes/once-per-interval" },
+          { text: "Several keys in one transfer", link: "/recipes/several-keys" },
+          { text: "Fenced writes to PostgreSQL and Redis", link: "/recipes/fenced-writes" },
         ],
       },
       {

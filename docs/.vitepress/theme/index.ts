@@ -1,4 +1,6 @@
 import DefaultTheme from "vitepress/theme";
 import "./custom.css";
+import "./bench.css";
+import "./timeline.css";
 
 export default DefaultTheme;
