@@ -41,7 +41,7 @@ const typedocEntry = "typedoc-modules";
  */
 const groupOrder = [
   "Client",
-  "Lease",
+  "Leases",
   "Errors",
   "Options",
   "Several keys",
@@ -56,7 +56,7 @@ const groupOrder = [
   "Option parsing",
   "Keys",
   "Waiting",
-  "Liveness",
+  "Keep-alive",
   "Error helpers",
   "Factory",
   "Functions",

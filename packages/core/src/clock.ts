@@ -3,7 +3,7 @@
  * wall-clock jump (NTP step, manual change) can neither shorten nor stretch a
  * lease as the holder sees it.
  *
- * @group Liveness
+ * @group Keep-alive
  */
 export const monotonicNow: () => number = performance.now.bind(performance);
 
@@ -11,7 +11,7 @@ export const monotonicNow: () => number = performance.now.bind(performance);
  * Clock-drift allowance subtracted from every lease, as the Redis docs' validity
  * time does: 1% of the TTL plus 2 ms for timer granularity.
  *
- * @group Liveness
+ * @group Keep-alive
  */
 export function driftAllowance(ttlMs: number): number {
   return Math.ceil(ttlMs * 0.01) + 2;

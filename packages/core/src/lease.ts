@@ -9,7 +9,7 @@ import { Watchdog } from "./watchdog.js";
 /**
  * A held lock. Release it with `release()` or `await using`.
  *
- * @group Lease
+ * @group Leases
  * @sortStrategy source-order
  */
 export interface Lease extends AsyncDisposable {

@@ -4,6 +4,29 @@
  * (option parsing, wake-ups, keep-alive, background retry, abortable sleeps,
  * error helpers) is here, once.
  *
+ * @groupDescription Backend contract
+ * What a backend implements is `Backend` (documented with `Capabilities` on
+ * `@locks/core`, which exports both); here, what the core hands it and gets back.
+ *
+ * @groupDescription References
+ * Exported here too, so a backend imports from one place; documented on `@locks/core`.
+ *
+ * @groupDescription Option parsing
+ * A factory's options, refused with `INVALID_ARGUMENT` naming the option before any I/O.
+ *
+ * @groupDescription Keys
+ * How a namespace and a key become one name in the store, owner tokens, and
+ * requests built as the core builds them (for tests and tools).
+ *
+ * @groupDescription Waiting
+ * Wake-ups, queues and abortable sleeps, so that a backend has no wait loop of its own.
+ *
+ * @groupDescription Keep-alive
+ * A session proven alive by beats, retries in the background, and the monotonic clock.
+ *
+ * @groupDescription Error helpers
+ * The `LockError`s a backend throws, with the codes and messages users see.
+ *
  * @packageDocumentation
  */
 export { onAbort } from "../abort.js";

@@ -3,7 +3,7 @@ import { monotonicNow } from "../clock.js";
 /**
  * What `Liveness` needs to know of a session.
  *
- * @group Liveness
+ * @group Keep-alive
  */
 export interface LivenessOptions {
   /** How long one successful beat proves the session alive, from when the beat started. */
@@ -26,7 +26,7 @@ export interface LivenessOptions {
  * surely is (`validUntil`, monotonic), and declares it lost when that
  * passes without a successful beat. One unref'd timer, none after `stop()`.
  *
- * @group Liveness
+ * @group Keep-alive
  */
 export class Liveness {
   readonly #options: LivenessOptions;

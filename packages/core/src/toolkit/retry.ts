@@ -3,7 +3,7 @@ import { sleep } from "./sleep.js";
 /**
  * Bounds of `retryInBackground`.
  *
- * @group Liveness
+ * @group Keep-alive
  */
 export interface RetryOptions {
   /** Stops retrying when it aborts (usually `host.closing`). */
@@ -22,7 +22,7 @@ export interface RetryOptions {
  * release failed, unlock after a reconnect). The returned promise never
  * rejects: it resolves true once `task` succeeded, false once it gave up.
  *
- * @group Liveness
+ * @group Keep-alive
  */
 export async function retryInBackground(
   task: () => Promise<unknown>,
