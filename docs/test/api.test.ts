@@ -187,7 +187,7 @@ describe("the generated reference", () => {
     const members = all.filter((h) => h.level === 3).map((h) => memberName(h.text));
     expect(members.slice(0, 3)).toEqual(["createLocks", "Locks", "Lease"]);
     const groups = all.filter((h) => h.level === 2).map((h) => h.text);
-    expect(groups.slice(0, 4)).toEqual(["Client", "Lease", "Errors", "Options"]);
+    expect(groups.slice(0, 4)).toEqual(["Client", "Leases", "Errors", "Options"]);
     expect(groups.at(-1)).toBe("Backend contract");
     // Members of Locks in the order they are declared: acquire first, close last.
     const locks = all.findIndex((h) => h.level === 3 && h.text === "Locks");
