@@ -18,15 +18,18 @@ import { escapeXml, round1, seconds, tickLabel, tickStep, ticks, timeScale } fro
  * Colours come from timeline.css (the theme's variables: dark mode works).
  */
 
-/** The drawing's width in SVG units: about the content column at 1280 px, so units are pixels. */
-export const WIDTH = 680;
+/**
+ * The drawing's width in SVG units: about the content column at 1280 px (624 px beside the
+ * outline), so that a unit is about a pixel there and the 11-unit text is read at 11 px.
+ */
+const WIDTH = 640;
 /** Room for the row labels ("c12.34"). */
 const LABEL_WIDTH = 50;
 const PLOT_X = LABEL_WIDTH;
 const PLOT_WIDTH = WIDTH - LABEL_WIDTH - 14;
-/** A generous width of one character of the 10-unit text (the theme's font is narrower). */
-const CHAR = 6.2;
-const LANE = 13;
+/** A generous width of one character of the 11-unit text (the theme's font is narrower). */
+const CHAR = 6.6;
+const LANE = 14;
 const LANES = 2;
 
 interface Geometry {
@@ -188,7 +191,7 @@ export function drawTimeline(timeline: Timeline, options: DrawOptions): string {
     const x = scale.clamp(h.from);
     const width = round1(Math.max(scale.clamp(holdEnd(h, timeline)) - x, options.detail ? 1 : 0.6));
     parts.push(
-      `<rect class="timeline-hold" data-end="${h.end}" data-write="${h.write}" x="${x}" y="${y}" width="${width}" height="${g.bar}"><title>${escapeXml(holdTitle(h))}</title></rect>`,
+      `<rect class="timeline-hold" data-end="${h.end}" x="${x}" y="${y}" width="${width}" height="${g.bar}"><title>${escapeXml(holdTitle(h))}</title></rect>`,
     );
     if (options.detail) {
       const list = rowLabels.get(h.process) ?? [];
@@ -225,7 +228,7 @@ export function drawTimeline(timeline: Timeline, options: DrawOptions): string {
     );
     laneLabels.push({ x, texts: [m.text], title: `${m.text} at ${seconds(m.at)}`, weight: -1 });
   }
-  parts.push(...labels(laneLabels, (lane) => 4 + lane * LANE + 9, LANES, "timeline-fault-label"));
+  parts.push(...labels(laneLabels, (lane) => 4 + lane * LANE + 10, LANES, "timeline-fault-label"));
   if (options.detail) {
     for (const [process, list] of rowLabels) {
       const y = (rowOf.get(process) ?? 0) + g.barY - 3;
@@ -291,16 +294,17 @@ function weight(h: TimelineHold): number {
   return 1;
 }
 
+/** A hold's tooltip: terse, as there are thousands of them on the page. */
 function holdTitle(h: TimelineHold): string {
   const end =
     h.end === "open"
       ? "never reported its end"
-      : `${h.end === "released" ? "released" : h.end === "lost" ? "lost (lease.signal aborted)" : "killed"} at ${seconds(h.to ?? h.from)}`;
+      : `${h.end === "released" ? "released" : h.end === "lost" ? "lost (lease.signal aborted)" : "killed"} ${seconds(h.to ?? h.from)}`;
   const write =
     h.write === "none"
       ? "no write"
-      : `write ${h.write}${h.ack === null ? "" : ` at ${seconds(h.ack)}`}`;
-  return `${h.process} #${h.seq}, token ${h.token}: granted at ${seconds(h.from)}, ${end}; ${write}`;
+      : `write ${h.write}${h.ack === null ? "" : ` ${seconds(h.ack)}`}`;
+  return `${h.process} #${h.seq}, token ${h.token}: granted ${seconds(h.from)}, ${end}; ${write}`;
 }
 
 /** A fault as its tooltip and the list under the overview give it. */
