@@ -417,7 +417,7 @@ const waiting: BenchSuite = async () => {
     ]),
     notes: [
       `Requests are the server's own count: redis MONITOR (commands clients send: an EVALSHA is one, the commands its script runs none; INFO's total_commands_processed counts those too; MONITOR costs redis-server a little CPU per command), etcd gRPC request messages (unary calls and stream messages: watch creates, lease keep-alives), postgres statements (pg_stat_statements, BEGIN and COMMIT included), mariadb Questions.`,
-      `"alone": the holder and the ${PROCESSES} children's idle clients before any wait, subtracted from the idle rate per waiter. Idle window ${IDLE_MS / 1000} s after the settle time: ${SETTLE_MS / 1000} s, then until a second's requests are within the idle goal (${SETTLE_MAX_MS / 1000} s at most); the holder's lease has no watchdog (ttl ${HOLD_TTL_MS / 60_000} min). CPU: the ${PROCESSES} children + the server, ms per second of the window.`,
+      `"alone": the holder and the ${PROCESSES} children's idle clients before any wait, subtracted from the idle rate per waiter. What a process pays per key it waits on (such as the bounded fallback check) counts in the idle rate and is shared by that process's waiters, so per waiter it is largest with the fewest waiters. Idle window ${IDLE_MS / 1000} s after the settle time: ${SETTLE_MS / 1000} s, then until a second's requests are within the idle goal (${SETTLE_MAX_MS / 1000} s at most); the holder's lease has no watchdog (ttl ${HOLD_TTL_MS / 60_000} min). CPU: the ${PROCESSES} children + the server, ms per second of the window.`,
       ...rows
         .filter((r) => r.byMethod)
         .map((r) => `etcd idle by method, ${r.waiters} waiters: ${r.byMethod || "none"}`),

@@ -50,8 +50,6 @@ const QUANTILES = ["p10", "median", "p90", "p99"] as const;
 export function gapChartsOf(table: BenchTable, specs: readonly GapChartSpec[]): GapChart[] {
   return specs
     .filter((spec) => spec.suite === table.suite && table.title.startsWith(spec.table))
-    // TRANSITION (until bench/results/latest.json is rerun): tables from before quantiles.
-    .filter((spec) => table.columns.includes(spec.p10))
     .map((spec) => {
       const [p10, median, p90, p99] = QUANTILES.map((q) => {
         const index = columnOf(table, spec[q], "gap chart");

@@ -83,8 +83,13 @@ const RIGHT = 24;
 const PLOT_TOP = 22;
 const PLOT_HEIGHT = 220;
 const LEGEND_ROW = 20;
-/** Distinct line colours (bench.css), in table order; ours solid, the others dashed. */
+/** Distinct line colours (bench.css), in table order. */
 const COLOURS = 6;
+
+/** A line of a peer library or raw floor (dashed): a library not ours. Backends are all ours. */
+function isPeer(spec: LineChartSpec, label: string): boolean {
+  return spec.line === "library" && !label.startsWith("@locks/");
+}
 
 /**
  * The chart as a figure: caption, then inline SVG with the theme's colours
@@ -129,7 +134,7 @@ export function renderLineChart(chart: LineChart): string {
     `<text x="${WIDTH}" y="${bottom + 34}" text-anchor="end" class="bench-axis-title">${escapeXml(`${spec.x} (log scale)`)}</text>`,
   );
   chart.lines.forEach((line, i) => {
-    const style = `bench-line-${i % COLOURS}${line.label.startsWith("@locks") ? "" : " bench-dashed"}`;
+    const style = `bench-line-${i % COLOURS}${isPeer(spec, line.label) ? " bench-dashed" : ""}`;
     const xy = line.points.map((p) => `${r1(xAxis.at(p.x))},${r1(yAxis.at(p.y))}`);
     const marks = line.points.map((p) => {
       const tip = `${line.label}: ${valueText(p.x)} ${spec.x}, ${valueText(p.y)} ${spec.unit}`;
@@ -154,7 +159,7 @@ export function renderLineChart(chart: LineChart): string {
       x = 0;
       y += LEGEND_ROW;
     }
-    const style = `bench-line-${i % COLOURS}${line.label.startsWith("@locks") ? "" : " bench-dashed"}`;
+    const style = `bench-line-${i % COLOURS}${isPeer(spec, line.label) ? " bench-dashed" : ""}`;
     parts.push(
       `<line x1="${x}" y1="${y - 4}" x2="${x + 24}" y2="${y - 4}" class="bench-polyline ${style}"/>`,
       `<circle cx="${x + 12}" cy="${y - 4}" r="3.5" class="bench-point bench-line-${i % COLOURS}"/>`,
@@ -165,7 +170,8 @@ export function renderLineChart(chart: LineChart): string {
   const height = y + 8;
   const caption =
     `<span class="bench-metric">${escapeXml(spec.y)}</span> by <span class="bench-metric">${escapeXml(spec.x)}</span>, ` +
-    `a line per ${escapeXml(spec.line)}; lower is better, flat is what scales`;
+    `a line per ${escapeXml(spec.line)}${chart.lines.some((l) => isPeer(spec, l.label)) ? " (@locks solid, peers dashed)" : ""}; ` +
+    "lower is better, flat is what scales";
   return (
     `<figure class="bench-figure"><figcaption>${caption}</figcaption>` +
     `<svg class="bench-lines" role="img" viewBox="0 0 ${WIDTH} ${height}" width="100%" ` +

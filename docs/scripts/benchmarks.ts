@@ -69,13 +69,22 @@ function rank(suite: string): number {
   return i < 0 ? SUITE_ORDER.length : i;
 }
 
+/**
+ * A header cell that may wrap after a slash: "writes/handoff" is one word to
+ * the browser, and a table of a few of them is wider than the content column.
+ * (`<wbr>` adds no text, so the header reads as the column's name.)
+ */
+function header(name: string): string {
+  return escapeText(name).replace(/\//g, "/<wbr>");
+}
+
 function renderTable(table: BenchTable): string {
   const cell = (c: string | number): string =>
     escapeText(typeof c === "number" ? formatNumber(c) : directionText(c));
   const lines = [
     `### ${escapeText(table.title)}`,
     "",
-    `| ${table.columns.map(cell).join(" | ")} |`,
+    `| ${table.columns.map(header).join(" | ")} |`,
     `|${table.columns.map((_, i) => (isNumeric(table, i) ? "--:" : "---")).join("|")}|`,
     ...table.rows.map((row) => `| ${row.map(cell).join(" | ")} |`),
     "",
