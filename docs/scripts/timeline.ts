@@ -137,6 +137,11 @@ function summaryTable(results: readonly ChaosResult[]): string {
   ].join("\n");
 }
 
+/** "1 fault", "3 faults". */
+function plural(n: number, noun: string, nouns = `${noun}s`): string {
+  return `${count(n)} ${n === 1 ? noun : nouns}`;
+}
+
 function anchor(name: string): string {
   return `chaos-${name.replace(/[^a-z0-9-]/gi, "-").toLowerCase()}`;
 }
@@ -194,10 +199,15 @@ function overviewFigure(r: ChaosResult, t: Timeline): string {
   const from = Math.max(0, Math.floor((first - 200) / 100) * 100);
   const to = t.end;
   const o = r.overlaps;
+  const explained = o.staleRefused + o.landedFirst + o.documented;
+  const overlaps =
+    o.total === 0
+      ? "no overlap"
+      : `${plural(o.total, "overlap")}, ${explained === o.total ? "all" : count(explained)} explained`;
   const caption =
-    `The whole run: ${t.processes.length} client processes, ${count(r.holds)} holds, ` +
-    `${count(t.faults.length)} faults (numbered as in the list below), ${count(r.writes.refusedStale)} stale writes refused (red crosses), ` +
-    `${count(o.total)} overlaps, ${count(o.staleRefused + o.landedFirst + o.documented)} of them explained.`;
+    `The whole run: ${plural(t.processes.length, "client process", "client processes")}, ${plural(r.holds, "hold")}, ` +
+    `${plural(t.faults.length, "fault")} (numbered as in the list below), ` +
+    `${plural(r.writes.refusedStale, "stale write")} refused (red crosses), ${overlaps}.`;
   const label = `${r.name}: timeline of the whole run, ${seconds(from, 1)} to ${seconds(to, 1)}`;
   return figure(drawTimeline(t, { from, to, detail: false, label }), caption, legend(t, from, to));
 }
@@ -260,7 +270,7 @@ function faultList(t: Timeline): string {
     (f, i) => `<li>${escapeXml(faultTitle(f, i + 1).replace(/^\d+\. /, ""))}</li>`,
   );
   return (
-    `<details class="timeline-faults"><summary>The ${count(t.faults.length)} faults, in order</summary>` +
+    `<details class="timeline-faults"><summary>${t.faults.length === 1 ? "The fault" : `The ${count(t.faults.length)} faults, in order`}</summary>` +
     `<ol>${items.join("")}</ol></details>`
   );
 }
@@ -285,7 +295,7 @@ function numbers(r: ChaosResult): string[] {
     const higher = after.reduce((n, c) => n + c.higher, 0);
     const resumed = after.reduce((n, c) => n + c.resumed, 0);
     lines.push(
-      `- **After the ${count(serverFaults)} server faults**: the first token was above every earlier one ${count(higher)} times; clients that lived through the fault were granted again after ${count(resumed)}.`,
+      `- **After ${plural(serverFaults, "server fault")}**: the first grant's token was above every earlier one after ${count(higher)} of them; clients that lived through the fault were granted again after ${count(resumed)}.`,
     );
   }
   if (r.tokenRegressions > 0)

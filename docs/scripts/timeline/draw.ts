@@ -133,6 +133,7 @@ export function drawTimeline(timeline: Timeline, options: DrawOptions): string {
         `${n}`,
       ],
       title: faultTitle(f, n),
+      required: true,
     });
     const row = f.process === null ? undefined : rowOf.get(f.process);
     if (row === undefined) {
@@ -189,7 +190,8 @@ export function drawTimeline(timeline: Timeline, options: DrawOptions): string {
   for (const h of drawn.holds) {
     const y = (rowOf.get(h.process) ?? 0) + g.barY;
     const x = scale.clamp(h.from);
-    const width = round1(Math.max(scale.clamp(holdEnd(h, timeline)) - x, options.detail ? 1 : 0.6));
+    const least = options.detail ? (h.end === "killed" ? 3 : 1) : 0.6;
+    const width = round1(Math.max(scale.clamp(holdEnd(h, timeline)) - x, least));
     parts.push(
       `<rect class="timeline-hold" data-end="${h.end}" x="${x}" y="${y}" width="${width}" height="${g.bar}"><title>${escapeXml(holdTitle(h))}</title></rect>`,
     );
@@ -250,12 +252,16 @@ interface LabelRequest {
   readonly title: string;
   /** Higher goes first when labels compete for room. */
   readonly weight?: number;
+  /** Drawn even where there is no room (a fault's number). */
+  readonly required?: boolean;
 }
 
 /**
  * Places labels left to right in `lanes` lanes, each where it does not run
- * into the one before it, trying shorter texts before giving up; weightier
- * labels choose first.
+ * into another, trying shorter texts, then nudging the shortest to the right
+ * of what is in the way; a label that finds no room at all is still drawn (on
+ * the first lane: a number over a number beats a fault without one).
+ * Weightier labels choose first.
  */
 function labels(
   requests: readonly LabelRequest[],
@@ -266,23 +272,45 @@ function labels(
   const taken: Array<Array<[number, number]>> = Array.from({ length: lanes }, () => []);
   const out: string[] = [];
   const order = [...requests].sort((a, b) => (b.weight ?? 0) - (a.weight ?? 0) || a.x - b.x);
+  const right = PLOT_X + PLOT_WIDTH + 12;
   const free = (lane: number, start: number, end: number): boolean =>
-    (taken[lane] ?? []).every(([s, e]) => end + 3 <= s || start >= e + 3);
-  for (const r of order) {
-    let placed = false;
+    end <= right && (taken[lane] ?? []).every(([s, e]) => end + 3 <= s || start >= e + 3);
+  const place = (r: LabelRequest, text: string, lane: number, start: number): void => {
+    taken[lane]?.push([start, start + text.length * CHAR]);
+    const title = r.title === "" ? "" : `<title>${escapeXml(r.title)}</title>`;
+    out.push(
+      `<text class="${cls}" x="${round1(start)}" y="${yOf(lane)}">${title}${escapeXml(text)}</text>`,
+    );
+  };
+  const tryPlace = (r: LabelRequest): boolean => {
     for (const text of r.texts) {
       const width = text.length * CHAR;
-      const start = Math.min(r.x, PLOT_X + PLOT_WIDTH + 12 - width);
-      for (let lane = 0; lane < lanes && !placed; lane++) {
-        if (!free(lane, start, start + width)) continue;
-        taken[lane]?.push([start, start + width]);
-        const title = r.title === "" ? "" : `<title>${escapeXml(r.title)}</title>`;
-        out.push(
-          `<text class="${cls}" x="${round1(start)}" y="${yOf(lane)}">${title}${escapeXml(text)}</text>`,
-        );
-        placed = true;
+      const start = Math.min(r.x, right - width);
+      for (let lane = 0; lane < lanes; lane++) {
+        if (free(lane, start, start + width)) {
+          place(r, text, lane, start);
+          return true;
+        }
       }
-      if (placed) break;
+    }
+    // Nudged right past what is in the way, by at most 40 units.
+    const text = r.texts.at(-1) ?? "";
+    const width = text.length * CHAR;
+    for (let lane = 0; lane < lanes; lane++) {
+      const ends = (taken[lane] ?? []).map(([, e]) => e + 3).filter((e) => e > r.x && e < r.x + 40);
+      for (const start of ends.sort((a, b) => a - b)) {
+        if (free(lane, start, start + width)) {
+          place(r, text, lane, start);
+          return true;
+        }
+      }
+    }
+    return false;
+  };
+  for (const r of order) {
+    if (!tryPlace(r) && r.required === true) {
+      const text = r.texts.at(-1) ?? "";
+      place(r, text, 0, Math.min(r.x, right - text.length * CHAR));
     }
   }
   return out;
