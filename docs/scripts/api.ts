@@ -58,6 +58,14 @@ const groupOrder = [
   "Waiting",
   "Keep-alive",
   "Error helpers",
+  // @locks/core/history: recording holds before checking them.
+  "Recording",
+  "Checking",
+  // @locks/cli: the command, then what it parses.
+  "Command",
+  "Backend URLs",
+  "Durations",
+  "Usage errors",
   "Factory",
   "Functions",
   "Classes",

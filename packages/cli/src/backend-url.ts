@@ -2,7 +2,11 @@ import { isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { UsageError } from "./usage-error.js";
 
-/** Where `locks` takes its locks: what one or more `--backend` URLs say. */
+/**
+ * Where `locks` takes its locks: what one or more `--backend` URLs say.
+ *
+ * @group Backend URLs
+ */
 export type BackendSpec =
   | {
       readonly kind: "file";
@@ -27,6 +31,8 @@ const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):/;
  * Parses the `--backend` values (one, or several redis:// URLs for Redlock)
  * without any I/O. `defaultDirectory` is used when none is given; a relative
  * `file:` path is resolved against `cwd`.
+ *
+ * @group Backend URLs
  */
 export function parseBackendUrls(
   values: readonly string[],
@@ -52,6 +58,8 @@ export function parseBackendUrls(
  * Parses one `--backend` URL. A `file:` URL without `//` holds a path
  * relative to `cwd` (`file:locks` is `<cwd>/locks`), as a relative URL
  * reference would be read against the working directory's URL.
+ *
+ * @group Backend URLs
  */
 export function parseBackendUrl(value: string, cwd: string = process.cwd()): BackendSpec {
   const scheme = SCHEME.exec(value)?.[1]?.toLowerCase();

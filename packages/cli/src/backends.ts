@@ -8,6 +8,8 @@ import { UsageError } from "./usage-error.js";
 /**
  * The per-user directory of the default file backend:
  * `$XDG_RUNTIME_DIR/locks`, or else `<os tmpdir>/locks-<uid>`.
+ *
+ * @group Backend URLs
  */
 export function defaultLockDirectory(env: NodeJS.ProcessEnv = process.env): string {
   const runtime = env.XDG_RUNTIME_DIR;

@@ -18,6 +18,8 @@ export const MAX_DURATION_MS = 2_147_483_647;
  * Parses a duration such as `500ms`, `30s`, `5m`, `1h`, `1d` or `1m30s`; a
  * bare number is seconds (`2.5` = 2500 ms). Returns whole milliseconds
  * (rounded up) and throws a `UsageError` naming `option` for anything else.
+ *
+ * @group Durations
  */
 export function parseDuration(text: string, option: string): number {
   const value = text.trim();
@@ -46,7 +48,11 @@ export function parseDuration(text: string, option: string): number {
   return rounded;
 }
 
-/** Formats milliseconds for messages: `750ms`, `30s`, `1.5s`, `5m`, `2h10m`. */
+/**
+ * Formats milliseconds for messages: `750ms`, `30s`, `1.5s`, `5m`, `2h10m`.
+ *
+ * @group Durations
+ */
 export function formatDuration(ms: number): string {
   if (ms < 1_000) return `${Math.round(ms)}ms`;
   if (ms < 60_000) return `${Number((ms / 1_000).toFixed(1))}s`;

@@ -1,6 +1,8 @@
 /**
  * The exit codes of `locks` itself. Besides these, `locks run` exits with the
  * command's own code, or 128 + the signal number when a signal ended it.
+ *
+ * @group Command
  */
 export const ExitCode = {
   /** Bad input (unknown option, malformed backend URL, bad duration, missing `--`) or an unreachable server. */

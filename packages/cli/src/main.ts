@@ -10,6 +10,8 @@ import { cliVersion } from "./version.js";
  * resolves with the exit code, once its output is flushed. Writes to this
  * process's stdio and, for `locks run`, handles its signals while the
  * command runs.
+ *
+ * @group Command
  */
 export async function main(
   argv: readonly string[],

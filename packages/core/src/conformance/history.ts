@@ -10,6 +10,8 @@ import type { Lease } from "../lease.js";
  * after the grant arrived, and the end before the release was sent or when
  * the lease signalled a loss. So two recorded intervals that overlap are a
  * real violation, never a measurement artefact.
+ *
+ * @group Recording
  */
 export interface HoldRecord {
   /** Who held it: a process or task label. */
@@ -25,7 +27,11 @@ export interface HoldRecord {
   lostAt?: number;
 }
 
-/** A violation the checker found, with the holds involved. */
+/**
+ * A violation the checker found, with the holds involved.
+ *
+ * @group Checking
+ */
 export interface HistoryViolation {
   readonly kind: "overlap" | "token-order";
   readonly message: string;
@@ -36,12 +42,18 @@ export interface HistoryViolation {
  * Current time for history records: the host's monotonic clock, comparable
  * across local processes (`performance.timeOrigin + performance.now()` is
  * not: each process fixes its origin from the wall clock when it starts).
+ *
+ * @group Recording
  */
 export function historyNow(): number {
   return Number(process.hrtime.bigint()) / 1e6;
 }
 
-/** Collects holds and checks them. Exported for tests of backends and applications. */
+/**
+ * Collects holds and checks them. Exported for tests of backends and applications.
+ *
+ * @group Recording
+ */
 export class History {
   readonly holds: HoldRecord[] = [];
 
@@ -86,7 +98,11 @@ export class History {
   }
 }
 
-/** What the checker verifies. */
+/**
+ * What the checker verifies.
+ *
+ * @group Checking
+ */
 export interface CheckOptions {
   /** Check that tokens strictly increase in grant order (default true). */
   fencing?: boolean;
@@ -96,6 +112,8 @@ export interface CheckOptions {
  * Verifies mutual exclusion (exclusive holds never overlap shared ones or more
  * than `limit` others; shared holds only overlap shared ones) and, with
  * fencing, that a hold that began after another ended has a greater token.
+ *
+ * @group Checking
  */
 export function checkHistory(
   holds: readonly HoldRecord[],
@@ -115,7 +133,11 @@ export function checkHistory(
   return violations;
 }
 
-/** Throws with the first violations and the holds involved. */
+/**
+ * Throws with the first violations and the holds involved.
+ *
+ * @group Checking
+ */
 export function assertHistory(holds: readonly HoldRecord[], options?: CheckOptions): void {
   const violations = checkHistory(holds, options);
   if (violations.length === 0) return;
