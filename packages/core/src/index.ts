@@ -5,8 +5,8 @@
  * meets them; the guide's pages say why each works the way it does.
  *
  * @groupDescription Client
- * `createLocks` makes a client over one backend; acquire, tryAcquire,
- * withLock and close are what most programs call.
+ * `createLocks` makes a client over one backend; its `acquire`,
+ * `tryAcquire`, `withLock` and `close` are what most programs call.
  *
  * @groupDescription Leases
  * What `acquire` returns: the fencing token to pass to the resource, the
