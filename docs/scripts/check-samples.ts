@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join, relative } from "node:path";
 import { collectSamples, docsRoot, type Sample, sampleSource, samplesDir } from "./samples.js";
@@ -19,15 +19,16 @@ const samples = collectSamples();
 const checked = samples.filter((s) => s.check);
 const skipped = samples.filter((s) => !s.check);
 
-rmSync(samplesDir, { recursive: true, force: true });
+// A directory of this run's own: two checks at once (two editors of the docs) must not
+// delete each other's files.
 mkdirSync(samplesDir, { recursive: true });
-for (const sample of checked)
-  writeFileSync(join(samplesDir, sample.fileName), sampleSource(sample));
-const base = relative(samplesDir, join(docsRoot, "..", "tsconfig.base.json"))
+const dir = mkdtempSync(join(samplesDir, "check-"));
+for (const sample of checked) writeFileSync(join(dir, sample.fileName), sampleSource(sample));
+const base = relative(dir, join(docsRoot, "..", "tsconfig.base.json"))
   .split("\\")
   .join("/");
 writeFileSync(
-  join(samplesDir, "tsconfig.json"),
+  join(dir, "tsconfig.json"),
   `${JSON.stringify(
     {
       extends: base,
@@ -48,9 +49,9 @@ const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
 const started = performance.now();
 const result = spawnSync(
   process.execPath,
-  [tsc, "-p", join(samplesDir, "tsconfig.json"), "--pretty", "false"],
+  [tsc, "-p", join(dir, "tsconfig.json"), "--pretty", "false"],
   {
-    cwd: samplesDir,
+    cwd: dir,
     encoding: "utf8",
   },
 );
@@ -70,10 +71,13 @@ const report = `${result.stdout}${result.stderr}`
 
 if (result.status !== 0) {
   console.error(report.join("\n"));
-  console.error(`\n${checked.length} samples type-checked in ${seconds} s: FAILED`);
+  console.error(
+    `\n${checked.length} samples type-checked in ${seconds} s: FAILED (files in ${dir})`,
+  );
   process.exit(1);
 }
-if (!process.argv.includes("--keep")) rmSync(samplesDir, { recursive: true, force: true });
+if (process.argv.includes("--keep")) console.log(`samples kept in ${dir}`);
+else rmSync(dir, { recursive: true, force: true });
 const pages = new Set(checked.map((s) => s.page)).size;
 console.log(
   `${checked.length} samples from ${pages} pages type-check against the packages (${seconds} s); ` +

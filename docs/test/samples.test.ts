@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
@@ -30,7 +30,9 @@ import {
 
 const run = promisify(execFile);
 const runnable = collectSamples().filter((s) => s.run);
-const dir = join(samplesDir, "run");
+// This run's own directory: a type-check running meanwhile must not delete the files.
+mkdirSync(samplesDir, { recursive: true });
+const dir = mkdtempSync(join(samplesDir, "run-"));
 
 /** The environment variable each server's URL is passed in. */
 const URL_VARIABLE: Record<SampleServer, string> = {
@@ -67,6 +69,7 @@ function serverUrl(server: SampleServer): Promise<string> {
 
 afterAll(async () => {
   await Promise.all(stops.map((stop) => stop()));
+  rmSync(dir, { recursive: true, force: true });
 });
 
 describe("runnable samples", () => {
@@ -78,8 +81,7 @@ describe("runnable samples", () => {
   });
 
   it("refuse an unknown fence word and a server on a sample that does not run", () => {
-    const page = join(samplesDir, "words.md");
-    mkdirSync(samplesDir, { recursive: true });
+    const page = join(dir, "words.md");
     writeFileSync(page, "```ts run postgress\nexport {};\n```\n");
     expect(() => collectSamples([page])).toThrow(/unknown word\(s\) after ```ts: postgress/);
     writeFileSync(page, "```ts redis\nexport {};\n```\n");
@@ -93,7 +95,6 @@ describe("runnable samples", () => {
     async (_, sample) => {
       const env: NodeJS.ProcessEnv = { ...process.env };
       for (const server of sample.servers) env[URL_VARIABLE[server]] = await serverUrl(server);
-      mkdirSync(dir, { recursive: true });
       const file = join(dir, sample.fileName);
       writeFileSync(file, sampleSource(sample));
       const { stdout } = await run(

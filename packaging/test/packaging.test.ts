@@ -469,16 +469,17 @@ describe("@locks/redis installed alone", () => {
 describe("the Installing page (docs/guide/installing.md), as written", () => {
   const page = join(root, "docs", "guide", "installing.md");
   let markdown: string;
-  /** Every line of the page's ```sh fences. */
+  /** The page's ```sh fences, each as a whole (a command may go on over a `\` line end). */
+  let blocks: string[];
+  /** Their lines. */
   let commands: string[];
   /** The page's ```js fences whose first line names the file: "// check.mjs". */
   let files: Array<{ name: string; source: string }>;
 
   beforeAll(async () => {
     markdown = await readFile(page, "utf8");
-    commands = [...markdown.matchAll(/```sh\n([\s\S]*?)```/g)].flatMap((m) =>
-      m[1]!.split("\n").filter(Boolean),
-    );
+    blocks = [...markdown.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
+    commands = blocks.flatMap((block) => block.split("\n").filter(Boolean));
     files = [...markdown.matchAll(/```js\n\/\/ (\S+)\n([\s\S]*?)```/g)].map((m) => ({
       name: m[1]!,
       source: m[2]!,
@@ -496,20 +497,23 @@ describe("the Installing page (docs/guide/installing.md), as written", () => {
   });
 
   it.each(["npm install", "pnpm add"])(
-    "its `%s` line installs the tarballs; both checks print token 1",
+    "its `%s` command installs the tarballs; both checks print token 1",
     async (tool) => {
-      const line = commands.find((command) => command.startsWith(`${tool} ../locks/tarballs/`));
-      expect(line, `a "${tool} ../locks/tarballs/…" line`).toBeDefined();
+      const block = blocks.find((text) => text.startsWith(`${tool} ../locks/tarballs/`));
+      expect(block, `a "${tool} ../locks/tarballs/…" block`).toBeDefined();
       const app = join(work, `page-${tool.split(" ")[0]}`);
       await mkdir(app);
       await writeFile(
         join(app, "package.json"),
         JSON.stringify({ name: "page-app", private: true }),
       );
-      const quiet =
-        tool === "npm install" ? " --no-audit --no-fund --prefer-offline --loglevel=error" : "";
       // Through a shell, as a user types it: the shell expands the version's `*`.
-      await sh("sh", ["-c", `${line}${quiet}`], app);
+      await sh("sh", ["-c", block!], app, {
+        npm_config_audit: "false",
+        npm_config_fund: "false",
+        npm_config_prefer_offline: "true",
+        npm_config_loglevel: "error",
+      });
       expect(files.map((f) => f.name).sort()).toEqual(["check.cjs", "check.mjs"]);
       for (const { name, source } of files) {
         await writeFile(join(app, name), source);
