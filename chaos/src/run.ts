@@ -410,7 +410,8 @@ export async function runScenario(
       const { target, note } = await action(rng);
       const healedAt = hrNow();
       serverFaults.push({ kind, at: began, healedAt });
-      const slot = /^client c(\d+)$/.exec(target)?.[1];
+      // A fault on one client ("client c2": its clock; "link of client c1": its connection).
+      const slot = /\bclient c(\d+)$/.exec(target)?.[1];
       const hit = slot === undefined ? undefined : clients.get(Number(slot));
       fault(kind, target, began, healedAt, {
         note: `${note ?? ""}${note ? ", " : ""}healed after ${Math.round(healedAt - began)} ms`,
