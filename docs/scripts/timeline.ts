@@ -77,7 +77,8 @@ export function renderReliability(
     "How to read the timelines: one row per client process (a killed process is replaced by a new one " +
       "in the same slot, under a new name: `c1.1` by `c1.4`), time to the right. Each hold of the lock is a bar " +
       "from its grant to its release or loss. Faults on the servers or the network are bands across every " +
-      "row; a pause is a dashed box on the paused process's row, a kill a mark on it. A red cross is a write " +
+      "row; a fault that hit one process (a pause, its clock, its link) is a dashed box on its row, a kill a " +
+      "mark on it. A red cross is a write " +
       "the fenced store refused, on the row of the holder that sent it, when the answer came. Overlapping " +
       "holds are highlighted on both rows in the colour of the checker's verdict. Hover any of them for " +
       "the exact times and tokens; the numbered faults are listed under each timeline.",
@@ -254,10 +255,13 @@ function legend(t: Timeline, from: number, to: number): string {
       `<rect class="timeline-key-fault" x="0" y="0" width="18" height="12"/>`,
       "server or network fault",
     );
-  if (d.faults.some((f) => f.process !== null && f.kind !== "kill"))
+  const own = [
+    ...new Set(d.faults.filter((f) => f.process !== null && f.kind !== "kill").map((f) => f.kind)),
+  ];
+  if (own.length > 0)
     swatch(
       `<rect class="timeline-key-process" x="1" y="1" width="16" height="10"/>`,
-      "pause or clock jump of one process",
+      `${own.join(", ")} of one process`,
     );
   if (d.faults.some((f) => f.kind === "kill"))
     swatch(`<path class="timeline-key-kill" d="M5 0h8l-4 5zM9 5v7"/>`, "process killed");
