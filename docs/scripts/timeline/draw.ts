@@ -119,7 +119,9 @@ export function drawTimeline(timeline: Timeline, options: DrawOptions): string {
     `<line class="timeline-axis" x1="${PLOT_X}" x2="${PLOT_X + PLOT_WIDTH}" y1="${axisY}" y2="${axisY}"/>`,
   );
 
-  // Server and network faults: a band across every row.
+  // Faults, each with its number in the lanes on top: a server or network fault is a band
+  // across every row; a kill a mark on its process's row; another fault on one process (a
+  // pause, its clock, its link) a dashed box on its row.
   const laneLabels: LabelRequest[] = [];
   for (const f of drawn.faults) {
     const n = number.get(f) ?? 0;
