@@ -207,11 +207,12 @@ class LockClient implements Locks, LeaseHost, LossTarget<unknown> {
   async forceRelease(key: string): Promise<boolean> {
     if (this.#closing !== undefined) throw lockClosed();
     validateKey(key);
+    // Only the leases held when the call began were evicted: one granted while it ran (a waiter
+    // of this client that the eviction let in) holds the key after it.
+    const evicted = [...this.#leases].filter((lease) => lease.key === key);
     const freed = await this.calls.forceRelease(this.#keyRef(key));
     // This client's own holders of the key were evicted: no need to wait for their next extension.
-    for (const lease of [...this.#leases]) {
-      if (lease.key === key) lease.markLost("the key was force-released");
-    }
+    for (const lease of evicted) lease.markLost("the key was force-released");
     return freed;
   }
 

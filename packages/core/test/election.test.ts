@@ -78,6 +78,31 @@ describe("election and lead, in the core", () => {
     await locks.close();
   });
 
+  it("forceRelease() leaves alone a lease of this client granted while it ran", async () => {
+    const backend = memoryBackend();
+    const locks = createLocks(backend, { namespace: namespace() });
+    const other = createLocks(memoryBackend(), { namespace: locks.namespace });
+    const evicted = await other.acquire("k", { ttlMs: 60_000 });
+    let granted: Lease | undefined;
+    const waiting = locks.acquire("k", { ttlMs: 60_000, timeoutMs: 10_000 }).then((lease) => {
+      granted = lease;
+    });
+    // The eviction lets this client's waiter in before the call returns, as a server's queue would.
+    const forceRelease = backend.forceRelease?.bind(backend);
+    backend.forceRelease = async (key) => {
+      const freed = (await forceRelease?.(key)) ?? false;
+      await vi.waitFor(() => expect(granted).toBeDefined());
+      return freed;
+    };
+    expect(await locks.forceRelease("k")).toBe(true);
+    await waiting;
+    expect(granted?.signal.aborted).toBe(false);
+    await granted?.extend(); // still the holder: extend() rejects with LOCK_LOST otherwise
+    await locks.close();
+    await other.close();
+    expect(evicted.signal.aborted).toBe(true);
+  });
+
   it("inspect and forceRelease on a backend without them: INVALID_ARGUMENT naming the method", async () => {
     const backend = memoryBackend();
     delete (backend as Partial<Backend>).inspect;
