@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -45,9 +45,15 @@ export interface Sample {
 
 const SKIP_DIRS = new Set(["node_modules", "api", ".vitepress", "test", "scripts", "examples"]);
 
-/** Every page of the site under docs/, except the generated API reference (and this package's README). */
+/**
+ * Every page of the site under docs/, except the generated API reference
+ * (its landing page, api/index.md, is written by hand: that one is in) and
+ * this package's README.
+ */
 export function markdownPages(dir: string = docsRoot): string[] {
   const pages: string[] = [];
+  const apiLanding = join(docsRoot, "api", "index.md");
+  if (dir === docsRoot && existsSync(apiLanding)) pages.push(apiLanding);
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     if (entry.isDirectory()) {
       if (!SKIP_DIRS.has(entry.name) && !entry.name.startsWith(".")) {
