@@ -384,10 +384,15 @@ export function renderChart(chart: Chart): string {
       );
       y += GROUP_HEIGHT;
     }
-    parts.push(
-      `<text x="0" y="${y + 13}" class="bench-label" data-row="${row}">${escapeXml(ellipsize(first.label))}</text>`,
+    // A label longer than the width wraps: the reader gets all of it, as in the table.
+    const lines = wrapLines(first.label, Math.floor(WIDTH / CHAR_WIDTH));
+    const spans = lines.map(
+      (line, i) => `<tspan x="0" dy="${i === 0 ? 0 : LABEL_HEIGHT - 2}">${escapeXml(line)}</tspan>`,
     );
-    y += LABEL_HEIGHT;
+    parts.push(
+      `<text x="0" y="${y + 13}" class="bench-label" data-row="${row}">${spans.join("")}</text>`,
+    );
+    y += LABEL_HEIGHT + (lines.length - 1) * (LABEL_HEIGHT - 2);
     for (const bar of bars) {
       const s = series.indexOf(bar.column);
       const width = max > 0 ? Math.max(1, Math.round((bar.value / max) * plotWidth)) : 1;
@@ -411,6 +416,25 @@ export function renderChart(chart: Chart): string {
     `aria-label="${escapeXml(`${chart.table}: ${plain}`)}">` +
     `<title>${escapeXml(chart.table)}</title>${parts.join("")}</svg></figure>`
   );
+}
+
+/**
+ * `text` in lines of at most `room` characters, broken at spaces; each line
+ * but the last keeps its space, so the lines joined are the text again (the
+ * label's textContent is the table cell).
+ */
+export function wrapLines(text: string, room: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(/(?<= )/)) {
+    if (line !== "" && (line + word).trimEnd().length > room) {
+      lines.push(line);
+      line = "";
+    }
+    line += word;
+  }
+  lines.push(line);
+  return lines;
 }
 
 /** A label cut to the chart's width, with an ellipsis. */

@@ -12,6 +12,7 @@ import {
   readResults,
   renderChart,
   renderResults,
+  wrapLines,
 } from "../scripts/benchmarks.js";
 
 /*
@@ -119,6 +120,22 @@ describe("benchmark charts over bench/results/latest.json", () => {
         expect(Number(m[1]) + (m[2]?.length ?? 0) * 7.2, m[2]).toBeLessThanOrEqual(width);
       }
     }
+  });
+
+  it("each bar's label in the SVG reads as its table cell, long ones wrapped, never cut", () => {
+    let wrapped = 0;
+    for (const chart of charts) {
+      const html = renderChart(chart);
+      for (const m of html.matchAll(
+        /<text x="0" y="[\d.]+" class="bench-label" data-row="(\d+)">(.*?)<\/text>/g,
+      )) {
+        const spans = [...(m[2] ?? "").matchAll(/<tspan[^>]*>([^<]*)<\/tspan>/g)].map((t) => t[1]);
+        if (spans.length > 1) wrapped++;
+        const label = chart.bars.find((b) => b.row === Number(m[1]))?.label ?? "";
+        expect(spans.join(""), chart.table).toBe(escapeHtml(label).replace(/"/g, "&quot;"));
+      }
+    }
+    expect(wrapped, "a label long enough to wrap (the MySQL fenced floor)").toBeGreaterThan(0);
   });
 
   it("a chart of a column the table lacks fails the build", () => {
@@ -301,6 +318,18 @@ describe("sweeps over waiters as lines", () => {
         }
       }
     }
+  });
+});
+
+describe("wrapLines", () => {
+  it("breaks at spaces within the room, and the lines joined are the text", () => {
+    const text =
+      "raw fencing upsert with GET_LOCK in its WHERE + DO RELEASE_LOCK(?), one connection";
+    const lines = wrapLines(text, 30);
+    expect(lines.join("")).toBe(text);
+    expect(lines.length).toBeGreaterThan(2);
+    for (const line of lines) expect(line.trimEnd().length).toBeLessThanOrEqual(30);
+    expect(wrapLines("short", 30)).toEqual(["short"]);
   });
 });
 
