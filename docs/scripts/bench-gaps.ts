@@ -1,6 +1,7 @@
 import type { BenchTable } from "../../bench/src/table.js";
 import { columnOf, isNumeric, labelling } from "./bench-labels.js";
-import { axisFor, escapeXml, valueText } from "./bench-scale.js";
+import { axisFor, valueText } from "./bench-scale.js";
+import { escapeXml, svgRoot } from "./svg.js";
 
 /*
  * The handoff gap distribution of each library of a handoff table, drawn as
@@ -166,9 +167,13 @@ export function renderGapChart(chart: GapChart): string {
   const plain = `handoff gap per library: p10 to p90, median, p99 in ms; lower is better`;
   return (
     `<figure class="bench-figure"><figcaption>${caption}</figcaption>` +
-    `<svg class="bench-gaps" role="img" viewBox="0 0 ${WIDTH} ${height}" width="100%" ` +
-    `aria-label="${escapeXml(`${chart.table}: ${plain}`)}">` +
-    `<title>${escapeXml(chart.table)}</title>${parts.join("")}${grid.join("")}${rows.join("")}${labels.join("")}</svg></figure>`
+    svgRoot(
+      "bench-gaps",
+      { width: WIDTH, height },
+      { label: `${chart.table}: ${plain}`, title: chart.table },
+      `${parts.join("")}${grid.join("")}${rows.join("")}${labels.join("")}`,
+    ) +
+    "</figure>"
   );
 }
 

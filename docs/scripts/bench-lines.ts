@@ -1,6 +1,7 @@
 import type { BenchTable } from "../../bench/src/table.js";
 import { columnOf } from "./bench-labels.js";
-import { axisFor, escapeXml, valueText } from "./bench-scale.js";
+import { axisFor, valueText } from "./bench-scale.js";
+import { escapeXml, svgRoot } from "./svg.js";
 
 /*
  * A sweep drawn as lines: one line per library (or backend) of a long-form
@@ -174,9 +175,16 @@ export function renderLineChart(chart: LineChart): string {
     "lower is better, flat is what scales";
   return (
     `<figure class="bench-figure"><figcaption>${caption}</figcaption>` +
-    `<svg class="bench-lines" role="img" viewBox="0 0 ${WIDTH} ${height}" width="100%" ` +
-    `aria-label="${escapeXml(`${chart.table}: ${spec.y} by ${spec.x}, a line per ${spec.line}`)}">` +
-    `<title>${escapeXml(chart.table)}</title>${parts.join("")}</svg></figure>`
+    svgRoot(
+      "bench-lines",
+      { width: WIDTH, height },
+      {
+        label: `${chart.table}: ${spec.y} by ${spec.x}, a line per ${spec.line}`,
+        title: chart.table,
+      },
+      parts.join(""),
+    ) +
+    "</figure>"
   );
 }
 

@@ -1,21 +1,10 @@
 import { formatNumber } from "../../bench/src/table.js";
 
 /*
- * What the benchmark page's SVG charts share: text made safe for inline SVG
- * inside Markdown, and an axis (linear, or logarithmic when the values span
- * orders of magnitude) with the ticks a reader can read off.
+ * What the benchmark page's SVG charts share: an axis (linear, or
+ * logarithmic when the values span orders of magnitude) with the ticks a
+ * reader can read off.
  */
-
-/** Text for SVG/HTML inside Markdown: no markup, and no Vue interpolation braces. */
-export function escapeXml(text: string): string {
-  return text
-    .replace(/&/g, "&amp;")
-    .replace(/</g, "&lt;")
-    .replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;")
-    .replace(/\{/g, "&#123;")
-    .replace(/\}/g, "&#125;");
-}
 
 /** Above this ratio of the largest to the smallest value, an axis is logarithmic. */
 const LOG_SPAN = 20;

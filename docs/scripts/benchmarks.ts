@@ -4,8 +4,8 @@ import { type BenchTable, formatNumber } from "../../bench/src/table.js";
 import { type GapChartSpec, gapChartsOf, renderGapChart } from "./bench-gaps.js";
 import { isNumeric, labelling } from "./bench-labels.js";
 import { type LineChartSpec, lineChartsOf, renderLineChart } from "./bench-lines.js";
-import { escapeXml } from "./bench-scale.js";
 import { docsRoot } from "./samples.js";
+import { escapeXml, svgRoot } from "./svg.js";
 
 /*
  * The benchmark page's tables and charts, rendered from the JSON file that
@@ -412,9 +412,13 @@ export function renderChart(chart: Chart): string {
   // One line: a blank line would end Markdown's HTML block in the middle of the figure.
   return (
     `<figure class="bench-figure"><figcaption>${caption}</figcaption>` +
-    `<svg class="bench-chart" role="img" viewBox="0 0 ${WIDTH} ${y}" width="100%" ` +
-    `aria-label="${escapeXml(`${chart.table}: ${plain}`)}">` +
-    `<title>${escapeXml(chart.table)}</title>${parts.join("")}</svg></figure>`
+    svgRoot(
+      "bench-chart",
+      { width: WIDTH, height: y },
+      { label: `${chart.table}: ${plain}`, title: chart.table },
+      parts.join(""),
+    ) +
+    "</figure>"
   );
 }
 

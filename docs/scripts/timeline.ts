@@ -3,9 +3,10 @@ import { join } from "node:path";
 import type { ScenarioSummary, Stats } from "../../chaos/src/summary.js";
 import type { Timeline } from "../../chaos/src/timeline.js";
 import { docsRoot } from "./samples.js";
+import { escapeMarkdown, escapeXml } from "./svg.js";
 import { pickDetail } from "./timeline/detail.js";
 import { drawTimeline, faultTitle, inWindow, VERDICT_TEXT } from "./timeline/draw.js";
-import { count, escapeMarkdown, escapeXml, seconds } from "./timeline/svg.js";
+import { count, seconds } from "./timeline/svg.js";
 
 /*
  * The results part of the "Reliability under faults" page, from the chaos

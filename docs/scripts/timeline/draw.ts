@@ -5,7 +5,8 @@ import type {
   TimelineHold,
   TimelineProcess,
 } from "../../../chaos/src/timeline.js";
-import { escapeXml, round1, seconds, tickLabel, tickStep, ticks, timeScale } from "./svg.js";
+import { escapeXml, svgRoot } from "../svg.js";
+import { round1, seconds, tickLabel, tickStep, ticks, timeScale } from "./svg.js";
 
 /*
  * One timeline drawing, as Jepsen draws its histories: a row per client
@@ -194,8 +195,12 @@ export function drawTimeline(timeline: Timeline, options: DrawOptions): string {
     const x = scale.clamp(h.from);
     const least = options.detail ? (h.end === "killed" ? 3 : 1) : 0.6;
     const width = round1(Math.max(scale.clamp(holdEnd(h, timeline)) - x, least));
+    // In the overview a routine hold (released, its write accepted) is a sliver among thousands:
+    // only the holds worth pointing at carry a tooltip there, which keeps the page's weight down.
+    const routine = h.end === "released" && h.write === "accepted";
+    const tooltip = options.detail || !routine ? `<title>${escapeXml(holdTitle(h))}</title>` : "";
     parts.push(
-      `<rect class="timeline-hold" data-end="${h.end}" x="${x}" y="${y}" width="${width}" height="${g.bar}"><title>${escapeXml(holdTitle(h))}</title></rect>`,
+      `<rect class="timeline-hold" data-end="${h.end}" x="${x}" y="${y}" width="${width}" height="${g.bar}">${tooltip}</rect>`,
     );
     if (options.detail) {
       const list = rowLabels.get(h.process) ?? [];
@@ -241,9 +246,11 @@ export function drawTimeline(timeline: Timeline, options: DrawOptions): string {
     parts.push(...labels(overlapLabels, () => rowsBottom + 12, 1, "timeline-overlap-label"));
   }
 
-  return (
-    `<svg class="timeline${options.detail ? " timeline-detail" : ""}" role="img" viewBox="0 0 ${WIDTH} ${height}" width="100%" ` +
-    `aria-label="${escapeXml(options.label)}"><title>${escapeXml(options.label)}</title>${parts.join("")}</svg>`
+  return svgRoot(
+    options.detail ? "timeline timeline-detail" : "timeline",
+    { width: WIDTH, height },
+    { label: options.label, title: options.label },
+    parts.join(""),
   );
 }
 

@@ -1,30 +1,7 @@
 /*
- * What every timeline drawing needs: escaping, the time scale and its ticks,
- * and how times are written. SVG is written as strings (no dependency).
+ * What every timeline drawing needs: the time scale and its ticks, and how
+ * times are written (escaping and the SVG root: ../svg.ts).
  */
-
-/**
- * Text for SVG or HTML, element content or attribute: no markup, and no Vue
- * interpolation either (VitePress compiles every page as a Vue template).
- */
-export function escapeXml(text: string): string {
-  return text
-    .replace(/&/g, "&amp;")
-    .replace(/</g, "&lt;")
-    .replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;")
-    .replace(/'/g, "&#39;")
-    .replace(/\{/g, "&#123;")
-    .replace(/\}/g, "&#125;");
-}
-
-/**
- * Text for a Markdown paragraph or table cell: escaped as HTML, and no Markdown syntax inside a
- * line (`#` is left alone: it is only syntax at a line's start, and entities contain it).
- */
-export function escapeMarkdown(text: string): string {
-  return escapeXml(text).replace(/[\\`*_[\]|]/g, (c) => `\\${c}`);
-}
 
 /** A time in ms since the scenario started, as seconds: "4.724 s". */
 export function seconds(ms: number, digits = 3): string {
