@@ -796,9 +796,15 @@ export function failureReport(s: ScenarioSummary): string {
     ),
     "violations:",
   ];
+  // The holds again as the timeline has them: ms since the scenario started, as the schedule is.
+  const onTimeline = new Map(s.timeline.holds.map((h) => [`${h.process}#${h.seq}`, h]));
   for (const v of s.violations.slice(0, 10)) {
     lines.push(`  ${v.kind}: ${v.message}`);
-    for (const h of v.holds) lines.push(`    ${JSON.stringify(h)}`);
+    for (const h of v.holds) {
+      lines.push(`    ${JSON.stringify(h)}`);
+      const relative = onTimeline.get(h.owner);
+      if (relative !== undefined) lines.push(`      on the timeline: ${JSON.stringify(relative)}`);
+    }
   }
   return lines.join("\n");
 }
