@@ -2,7 +2,7 @@ import { fileURLToPath } from "node:url";
 import { createLocks, type Locks } from "@locks/core";
 import { keyDigest } from "@locks/core/backend";
 import { runConformanceSuite } from "@locks/core/conformance";
-import { freePort, startRedisGroup, waitFor } from "@locks/testkit";
+import { freePort, monitorRedis, startRedisGroup, waitFor } from "@locks/testkit";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { redisBackend } from "../src/index.js";
 import { keyLayout } from "../src/layout.js";
@@ -129,6 +129,52 @@ describe("redlock faults", () => {
     const layout = keyLayout(keyDigest(ns, "k"));
     for (const s of servers.slice(3))
       expect(await rawClient(s.url).exists(layout.exclusive)).toBe(0);
+  });
+
+  it("a failed attempt's clean-up is not sent again after the request's next attempt: the grant keeps its majority", async () => {
+    const servers = await group(5);
+    const urls = servers.map((s) => s.url);
+    const ns = freshNamespace();
+    // A 50 ms instance timeout, so that a clean-up retried in the background would be in its
+    // back-off (50, 100, 200, 400, 800 ms after each timeout) when the members come back.
+    const locks = createLocks(redisBackend({ urls, instanceTimeoutMs: 50 }), { namespace: ns });
+    onTestFinished(() => locks.close());
+    const layout = keyLayout(keyDigest(ns, "k"));
+    const [a, b, c, d, e] = servers.map((s) => rawClient(s.url));
+    await (await locks.acquire("warm-up")).release(); // every member's connection is ready
+    // Another holder's keys on a majority: the first attempt is refused there.
+    for (const member of [a, b, c])
+      await member!.set(layout.exclusive, "f".repeat(32), "PX", 60_000);
+    servers[3]!.pause();
+    servers[4]!.pause();
+    const monitor = await monitorRedis(servers[2]!);
+    onTestFinished(() => monitor.close());
+    // One request: its first attempt is refused by a, b, c, and its acquire and clean-up wait in
+    // d's and e's sockets; its next attempts have the same owner.
+    const acquiring = locks.acquire("k", { ttlMs: 5_000, timeoutMs: 15_000 });
+    await waitFor(() => monitor.requests > 0, { timeoutMs: 5_000 });
+    const attempted = monitor.requests;
+    // Lets a background retry of the clean-up, if there were one, reach its 800 ms back-off.
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await c!.del(layout.exclusive);
+    servers[3]!.resume();
+    servers[4]!.resume();
+    // A release's notification: the request attempts again, and is granted on c, d and e
+    // (a and b still hold the other holder's key), a bare majority.
+    await c!.publish(layout.channel, "released");
+    const lease = await acquiring;
+    expect(monitor.requests, "c saw the next attempt").toBeGreaterThan(attempted);
+    // A clean-up sent again now would delete the grant on d and e. Watch past the retry's time.
+    const deadline = performance.now() + 2_500;
+    while (performance.now() < deadline) {
+      expect([await d!.exists(layout.exclusive), await e!.exists(layout.exclusive)]).toEqual([
+        1, 1,
+      ]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(lease.signal.aborted).toBe(false);
+    await lease.extend();
+    await lease.release();
   });
 
   it("a paused member does not hold up a grant: it costs one instance timeout at most", async () => {
