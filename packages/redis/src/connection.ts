@@ -72,6 +72,8 @@ export class Connection {
   readonly #calls = new Set<Call>();
   /** Checks `#calls` for their timeouts while there are any: a timer per call would cost more than the call. */
   #sweep: NodeJS.Timeout | undefined;
+  /** Clean-ups being retried in the background, by owner: see `cancelCleanUp`. */
+  readonly #cleanUps = new Map<string, AbortController>();
   /** A client of ours whose oldest command is unanswered this long is reconnected. */
   readonly #staleMs: number;
   /**
@@ -191,12 +193,13 @@ export class Connection {
   }
 
   /**
-   * An owner-checked clean-up (a release, leaving a queue): runs it, and when
-   * it fails, retries it in the background until it succeeds, the connection
-   * closes, or `withinMs` passed (the hold has then expired on its own).
-   * Rejects like `run`.
+   * An owner-checked clean-up (a release, leaving a queue) for `owner`: runs
+   * it, and when it fails, retries it in the background until it succeeds,
+   * the connection closes, `withinMs` passed (the hold has then expired on
+   * its own), or `owner` attempts again (`cancelCleanUp`). Rejects like `run`.
    */
   cleanUp(
+    owner: string,
     script: Script,
     keys: readonly string[],
     args: ReadonlyArray<string | number>,
@@ -205,10 +208,31 @@ export class Connection {
   ): Promise<unknown> {
     // No closure is made unless it failed: this is every release's path.
     return this.run(script, keys, args, timeoutMs).catch((error: unknown) => {
-      const options = { signal: this.#closed.signal, giveUpAfterMs: withinMs };
-      void retryInBackground(() => this.run(script, keys, args, timeoutMs), options);
+      this.#cleanUps.get(owner)?.abort();
+      const retrying = new AbortController();
+      this.#cleanUps.set(owner, retrying);
+      const signal = AbortSignal.any([this.#closed.signal, retrying.signal]);
+      void retryInBackground(() => this.run(script, keys, args, timeoutMs), {
+        signal,
+        giveUpAfterMs: withinMs,
+      }).finally(() => {
+        if (this.#cleanUps.get(owner) === retrying) this.#cleanUps.delete(owner);
+      });
       throw error;
     });
+  }
+
+  /**
+   * Stops retrying `owner`'s clean-up: called before each attempt of a
+   * request. The core may hand back a grant and attempt again with the same
+   * owner (a grant that came too late, a Redlock attempt without a majority):
+   * a clean-up sent again after that attempt's acquire would delete its new
+   * grant. One sent before is ahead of the attempt on this connection.
+   */
+  cancelCleanUp(owner: string): void {
+    if (this.#cleanUps.size === 0) return;
+    this.#cleanUps.get(owner)?.abort();
+    this.#cleanUps.delete(owner);
   }
 
   /** The error to report when the server cannot be reached: it names the server and the plain cause. */

@@ -78,6 +78,8 @@ export class RedlockBackend implements Backend<KeyLayout> {
 
   async tryAcquire(request: LockRequest): Promise<Attempt<KeyLayout>> {
     const timeout = this.#instanceTimeout(request.ttlMs);
+    // A clean-up of this request's last attempt, retried after this one's acquire, would delete it.
+    for (const m of this.#members) m.cancelCleanUp(request.owner);
     const l = keyLayout(request);
     const mode = wireMode(request);
     const [x, ...held] = holdKeys(request, l);
@@ -138,7 +140,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
         return { granted: true, fencingToken: token, hold: l };
       }
       // Lost while writing back (expired, or members failed): not a grant.
-      await this.#releaseOn(request, l, this.#members, "attempt");
+      await this.#releaseOn(request, l, this.#members);
       if (failed.length + writes.filter((w) => !w.ok).length > n - q) {
         throw this.#unavailable(failed.map((f) => f.error));
       }
@@ -151,7 +153,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
       ...failed.map((f) => f.member),
       ...pending.map((p) => p.member),
     ];
-    if (touched.length > 0) await this.#releaseOn(request, l, touched, "attempt");
+    if (touched.length > 0) await this.#releaseOn(request, l, touched);
     if (failed.length > n - q) throw this.#unavailable(failed.map((f) => f.error));
     // The holders on a majority took the key with another limit: waiting cannot help.
     if (mismatched.length > n - q) throw mismatched[0];
@@ -192,7 +194,7 @@ export class RedlockBackend implements Backend<KeyLayout> {
 
   async release(request: LockRequest, hold: KeyLayout | undefined): Promise<void> {
     const l = hold ?? keyLayout(request);
-    const outcomes = await this.#releaseOn(request, l, this.#members, "hold");
+    const outcomes = await this.#releaseOn(request, l, this.#members);
     const answered = outcomes.filter((o) => o.ok).length;
     // Members that did not answer drop the hold after its TTL (or when they are back, see releaseOn).
     if (answered < this.#quorum)
@@ -283,29 +285,21 @@ export class RedlockBackend implements Backend<KeyLayout> {
   /**
    * Owner-checked release on `members`, resolved once a majority of all members
    * answered (or every one of `members` did); the others finish in the
-   * background. Releasing a `hold` (its request is over), a member that cannot
-   * be reached gets it again once it is back (within the TTL). Cleaning up
-   * after a failed `attempt` sends it once: the request attempts again with the
-   * same owner, and a release sent again after that attempt's acquire would
-   * delete its grant on that member (it could cost the grant its majority).
-   * Sent once, it reaches the member before the next attempt's acquire, on the
-   * same connection; lost, the member drops the key after its TTL.
+   * background. A member that cannot be reached gets it once it is back
+   * (within the TTL), unless the request attempts again first (see
+   * `Connection.cancelCleanUp`).
    */
   async #releaseOn(
     request: LockRequest,
     l: KeyLayout,
     members: readonly Member[],
-    ending: "hold" | "attempt",
   ): Promise<Outcome[]> {
     // Every member is a single server: they all publish with PUBLISH, with one tag.
     const [keys, args] = releaseCall(request, l, "publish", false, releaseTag());
     const timeout = this.#instanceTimeout(request.ttlMs);
     const outcomes: Outcome[] = [];
     await this.#race(
-      (m) =>
-        ending === "hold"
-          ? m.cleanUp(scripts.release, keys, args, timeout, request.ttlMs)
-          : m.run(scripts.release, keys, args, timeout),
+      (m) => m.cleanUp(request.owner, scripts.release, keys, args, timeout, request.ttlMs),
       (_member, outcome) => {
         outcomes.push(outcome);
         return outcomes.filter((o) => o.ok).length >= this.#quorum;

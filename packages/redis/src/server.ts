@@ -125,7 +125,7 @@ export class ServerBackend implements Backend<KeyLayout> {
     // Past this the hold (or queue entry) has expired on the server anyway.
     const within = Math.max(request.ttlMs, fair ? waiterTtlMs : 0);
     const timeout = this.#settings.commandTimeoutMs;
-    await this.#connection.cleanUp(scripts.release, keys, args, timeout, within);
+    await this.#connection.cleanUp(request.owner, scripts.release, keys, args, timeout, within);
   }
 
   subscribe(key: KeyRef, onChange: (event?: KeyEvent) => void): Promise<Unsubscribe> {
@@ -166,6 +166,7 @@ export class ServerBackend implements Backend<KeyLayout> {
     // late (and releases), not a sign that the server is down.
     const timeout = this.#settings.commandTimeoutMs;
     const { owner, ttlMs, limit } = request;
+    this.#connection.cancelCleanUp(owner);
     const reply = this.#settings.fair
       ? await this.#connection.run(
           scripts.fairAcquire,
