@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { type Backend, createLocks, type Locks } from "@locks/core";
 import { createRequest, type LockRequest } from "@locks/core/backend";
 import { waitFor } from "@locks/testkit";
-import { afterAll, describe, expect, it, onTestFinished } from "vitest";
+import { afterAll, describe, expect, it, onTestFailed, onTestFinished } from "vitest";
 import { fileBackend } from "../src/index.js";
 import { MIN_STALE_MS } from "../src/store.js";
 import { filesOf, randomNamespace, startWorkers, tempDirectory } from "./helpers.js";
@@ -334,6 +334,9 @@ describe("forceRelease()", () => {
   });
 
   it("racing a stale takeover: a contender paused before claiming the dead holder's lock cannot remove the lock taken after the force-release", async () => {
+    // Where it stood, for a report if the test times out.
+    let step = "starting the workers";
+    onTestFailed(() => console.error(`racing a stale takeover: failed while ${step}`));
     const namespace = randomNamespace();
     const [dead, paused] = await startWorkers(2, { directory: dir.path, namespace });
     const first = await dead!.acquire("race", { ttlMs: MIN_STALE_MS });
@@ -341,19 +344,25 @@ describe("forceRelease()", () => {
     await dead!.exited;
     await paused!.call("pauseBeforeClaim");
     const acquiring = paused!.acquire("race", { ttlMs: MIN_STALE_MS, timeoutMs: 30_000 });
+    step = "waiting for the contender to reach its claim";
     await paused!.next("claiming", 20_000);
 
     // The admin claims the stale lock first; a fresh holder takes the key.
     const admin = client(namespace);
+    step = "force-releasing";
     await admin.forceRelease("race");
+    step = "acquiring after the force-release";
     const fresh = await admin.acquire("race", { ttlMs: LONG_TTL, timeoutMs: 10_000 });
     expect(fresh.fencingToken > BigInt(first.token)).toBe(true);
 
     paused!.kill("SIGCONT");
+    step = "waiting for the resumed contender's claim";
     expect((await paused!.next("claimed")).claimed).toBe(false);
+    step = "checking that the fresh lock is intact";
     expect(await client(namespace).tryAcquire("race")).toBeNull();
     expect(fresh.signal.aborted).toBe(false);
     await fresh.release();
+    step = "waiting for the contender's grant after the release";
     const next = await acquiring;
     expect(BigInt(next.token) > fresh.fencingToken).toBe(true);
   });
