@@ -333,7 +333,7 @@ describe("forceRelease()", () => {
     expect(previous).toBeGreaterThan(0n);
   });
 
-  // Timed out at 30 s in 2 of 5 CI runs of the whole repository this session, never alone or in
+  // Timed out at 30 s in 2 of 4 CI runs of the whole repository this session, never alone or in
   // the package's own runs (12 tries): one retry, and the step it stood at in the log, until the
   // cause is found.
   it("racing a stale takeover: a contender paused before claiming the dead holder's lock cannot remove the lock taken after the force-release", {
